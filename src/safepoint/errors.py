@@ -1,0 +1,128 @@
+"""The safepoint error tree.
+
+Every error a public function raises on bad input is a :class:`SafepointError`.
+Each subclass also inherits the builtin exception a Python user would expect, so
+``except ValueError`` keeps working around safepoint calls::
+
+    >>> import safepoint as sp
+    >>> issubclass(sp.UntrustedTypesError, TypeError)
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "AliasConflictError",
+    "BackendUnavailableError",
+    "CheckpointMismatchError",
+    "EnvironmentMismatchError",
+    "EnvironmentMismatchWarning",
+    "FormatError",
+    "IntegrityError",
+    "InvalidKeyError",
+    "InvalidNameError",
+    "LimitExceededError",
+    "NotFoundError",
+    "SafepointError",
+    "SafepointWarning",
+    "SchemaError",
+    "SerializationError",
+    "StepError",
+    "StoreError",
+    "UnsupportedFormatVersionError",
+    "UntrustedTypesError",
+]
+
+
+class SafepointError(Exception):
+    """Base class of every error raised by safepoint."""
+
+
+class SafepointWarning(UserWarning):
+    """Base class of every warning issued by safepoint."""
+
+
+class FormatError(SafepointError, ValueError):
+    """The bytes are not a valid safepoint file (truncated, corrupt, crafted)."""
+
+
+class UnsupportedFormatVersionError(FormatError):
+    """The file was written by a newer format version than this reader knows."""
+
+
+class LimitExceededError(FormatError):
+    """A declared size, count or depth is beyond the configured safety limits."""
+
+
+class IntegrityError(SafepointError, ValueError):
+    """A checksum, digest or signature does not match: the file changed after it was written."""
+
+
+class InvalidKeyError(SafepointError, TypeError):
+    """A ``key=`` argument of the wrong kind or too weak."""
+
+
+class SerializationError(SafepointError, TypeError):
+    """An object cannot be written in the safepoint format (and why, and what to do)."""
+
+
+class UntrustedTypesError(SafepointError, TypeError):
+    """Loading would need types that are not trusted.
+
+    ``types`` lists them as ``"module.qualname"`` strings; pass the ones you trust
+    to ``sp.load(..., trusted=[...])``.
+    """
+
+    def __init__(self, types: Iterable[str], message: str | None = None) -> None:
+        self.types = sorted(set(types))
+        if message is None:
+            listed = ", ".join(self.types)
+            message = (
+                f"refusing to load {len(self.types)} untrusted type(s): {listed}. "
+                "Nothing was imported or executed. If you trust the file's author and these "
+                f"types, pass them by name: sp.load(path, trusted={self.types!r}) "
+                "(CLI: --trust NAME)."
+            )
+        super().__init__(message)
+
+
+class EnvironmentMismatchError(SafepointError, RuntimeError):
+    """The library versions differ from the ones the file was written with (env='error')."""
+
+
+class EnvironmentMismatchWarning(SafepointWarning):
+    """The library versions differ from the ones the file was written with (env='warn')."""
+
+
+class StoreError(SafepointError, RuntimeError):
+    """A model store operation failed."""
+
+
+class NotFoundError(StoreError, LookupError):
+    """An unknown model, version, alias, key or file."""
+
+
+class InvalidNameError(SafepointError, ValueError):
+    """A model or key name is not a valid namespaced path."""
+
+
+class AliasConflictError(StoreError):
+    """A compare-and-swap on an alias failed: it moved since it was read."""
+
+
+class BackendUnavailableError(StoreError, ConnectionError):
+    """A storage or metadata backend cannot be reached."""
+
+
+class StepError(SafepointError, RuntimeError):
+    """A resumable workflow step failed or was configured wrongly."""
+
+
+class CheckpointMismatchError(SafepointError, ValueError):
+    """A checkpoint belongs to a different search, workflow or pipeline."""
+
+
+class SchemaError(SafepointError, ValueError):
+    """Records do not fit a declared schema or a model's input signature."""

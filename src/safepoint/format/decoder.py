@@ -1,0 +1,148 @@
+"""Manifest nodes + buffers -> object tree (the *construct* step, after the audit)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import FormatError, LimitExceededError
+from .registry import handler_for_tag
+
+if TYPE_CHECKING:
+    from .reader import Reader
+
+__all__ = ["Decoder"]
+
+_SCALARS = (type(None), bool, int, float, str)
+_IN_PROGRESS = object()
+
+
+class Decoder:
+    """Builds objects from validated nodes.
+
+    ``resolved`` holds, for each entry of the manifest's types table, the object
+    the audit resolved and approved; handlers may reach a class only through it.
+    """
+
+    def __init__(
+        self,
+        reader: Reader,
+        resolved: list[Any],
+        *,
+        mmap: bool = False,
+        mmap_threshold: int = 1 << 20,
+    ) -> None:
+        self.reader = reader
+        self.resolved = resolved
+        self.mmap = mmap
+        self.mmap_threshold = mmap_threshold
+        self.max_depth = reader.limits.max_depth
+        self.max_items = reader.limits.max_items
+        self._shared: dict[int, Any] = {}
+        self._depth = 0
+        self._used_buffers: set[int] = set()
+
+    # -- helpers for handlers -------------------------------------------------
+    def fail(self, msg: str) -> FormatError:
+        return FormatError(f"malformed manifest: {msg}")
+
+    def field(self, node: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+        try:
+            value = node[key]
+        except (KeyError, TypeError):
+            raise self.fail(f"node {node.get('@')!r} lacks field {key!r}") from None
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.fail(f"field {key!r} of node {node.get('@')!r} has the wrong type")
+        return value
+
+    def items(self, node: dict[str, Any], key: str = "v") -> list[Any]:
+        value = self.field(node, key, list)
+        if len(value) > self.max_items:
+            raise LimitExceededError(f"a container declares {len(value)} items")
+        return value
+
+    def type_of(self, node: dict[str, Any]) -> Any:
+        idx = self.field(node, "t", int)
+        if not 0 <= idx < len(self.resolved):
+            raise self.fail(f"type index {idx} out of range")
+        return self.resolved[idx]
+
+    def array(
+        self,
+        index: int,
+        dtype: np.dtype[Any],
+        shape: tuple[int, ...],
+        *,
+        structural: bool = False,
+    ) -> np.ndarray[Any, Any]:
+        """The array stored in buffer ``index``; each buffer may be used once.
+
+        ``structural`` arrays (indices used in bounds checks) are always copied
+        into memory, never mapped, so that the file cannot change them later.
+        """
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise self.fail("buffer index must be an integer")
+        if index in self._used_buffers:
+            raise self.fail(f"buffer {index} is referenced twice")
+        self._used_buffers.add(index)
+        return self.reader.read_array(
+            index,
+            dtype,
+            shape,
+            mmap=self.mmap and not structural,
+            mmap_threshold=self.mmap_threshold,
+        )
+
+    def raw(self, index: int) -> bytes:
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise self.fail("buffer index must be an integer")
+        if index in self._used_buffers:
+            raise self.fail(f"buffer {index} is referenced twice")
+        self._used_buffers.add(index)
+        return self.reader.read_bytes(index)
+
+    # -- the walk -------------------------------------------------------------
+    def decode(self, node: Any) -> Any:
+        if type(node) in _SCALARS:
+            return node
+        if type(node) is not dict:
+            raise self.fail(f"unexpected {type(node).__name__} where a node was expected")
+        tag = node.get("@")
+        if tag == "memo":
+            return self._memo(node)
+        handler = handler_for_tag(tag) if isinstance(tag, str) else None
+        if handler is None:
+            raise self.fail(f"unknown node tag {tag!r}")
+        if self._depth >= self.max_depth:
+            raise LimitExceededError(
+                f"the object tree nests deeper than {self.max_depth} levels "
+                "(raise Limits.max_depth if the file is trusted)"
+            )
+        self._depth += 1
+        try:
+            return handler.decode(node, self)
+        finally:
+            self._depth -= 1
+
+    def _memo(self, node: dict[str, Any]) -> Any:
+        i = self.field(node, "i", int)
+        shared = self.reader.manifest_shared
+        if not 0 <= i < len(shared):
+            raise self.fail(f"shared reference {i} out of range")
+        have = self._shared.get(i, None)
+        if have is _IN_PROGRESS:
+            raise self.fail("a reference cycle (refused)")
+        if i in self._shared:
+            return have
+        target = shared[i]
+        if type(target) is not dict or target.get("@") == "memo":
+            raise self.fail(f"shared entry {i} is not an object node")
+        self._shared[i] = _IN_PROGRESS
+        try:
+            value = self.decode(target)
+        except BaseException:
+            del self._shared[i]
+            raise
+        self._shared[i] = value
+        return value

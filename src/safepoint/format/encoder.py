@@ -1,0 +1,109 @@
+"""Object tree -> manifest nodes + buffers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import SerializationError
+from .registry import handler_for_type
+from .writer import BufferSink
+
+__all__ = ["Encoder"]
+
+_SCALARS = (type(None), bool, int, float, str)
+
+
+class Encoder:
+    """Walks an object tree depth-first; handlers call back into :meth:`encode`.
+
+    Objects met twice become one node in ``shared`` and ``{"@": "memo"}``
+    references wherever they occur, so identity (and memory) is kept on load.
+    """
+
+    def __init__(self, sink: BufferSink, max_depth: int = 256) -> None:
+        self.sink = sink
+        self.max_depth = max_depth
+        self.types: list[list[str]] = []
+        self._type_index: dict[tuple[str, str, str], int] = {}
+        self.shared: list[dict[str, Any]] = []
+        # id -> (node, obj); the object is kept alive so its id cannot be reused
+        self._memo: dict[int, tuple[dict[str, Any], Any]] = {}
+        self._active: set[int] = set()
+        self._depth = 0
+        self._path: list[str] = []
+        #: top-level packages whose types are in the file (for the environment record)
+        self.packages: set[str] = set()
+
+    # -- helpers for handlers -------------------------------------------------
+    def type_ref(self, module: str, qualname: str, kind: str) -> int:
+        """Index of ``(module, qualname, kind)`` in the manifest's types table."""
+        key = (module, qualname, kind)
+        idx = self._type_index.get(key)
+        if idx is None:
+            idx = len(self.types)
+            self.types.append([module, qualname, kind])
+            self._type_index[key] = idx
+            self.packages.add(module.partition(".")[0])
+        return idx
+
+    def buffer(self, data: Any) -> int:
+        return self.sink.add(data)
+
+    def where(self) -> str:
+        return "".join(self._path) or "<root>"
+
+    def fail(self, msg: str) -> SerializationError:
+        return SerializationError(f"at {self.where()}: {msg}")
+
+    def encode_child(self, obj: Any, label: str) -> Any:
+        self._path.append(label)
+        try:
+            return self.encode(obj)
+        finally:
+            self._path.pop()
+
+    # -- the walk -------------------------------------------------------------
+    def encode(self, obj: Any) -> Any:
+        t = type(obj)
+        if t in _SCALARS:
+            if t is int and not (-(2**63) <= obj < 2**64):
+                return {"@": "bigint", "v": hex(obj)}
+            return obj
+        key = id(obj)
+        seen = self._memo.get(key)
+        if seen is not None:
+            node = seen[0]
+            if node.get("@") != "memo":
+                body = dict(node)
+                node.clear()
+                node["@"] = "memo"
+                node["i"] = len(self.shared)
+                self.shared.append(body)
+            return {"@": "memo", "i": node["i"]}
+        if key in self._active:
+            raise self.fail(
+                f"a reference cycle through a {t.__name__}: safepoint refuses cycles; "
+                "break the cycle (e.g. store an index instead of a back-reference)"
+            )
+        if self._depth >= self.max_depth:
+            raise self.fail(
+                f"nesting deeper than {self.max_depth} levels; flatten the structure"
+            )
+        found = handler_for_type(t)
+        if found is None:
+            from .handlers.objects import ObjectHandler
+
+            tag, handler = "obj", ObjectHandler
+        else:
+            tag, handler = found
+        self._active.add(key)
+        self._depth += 1
+        try:
+            node = handler.encode(obj, self)
+        finally:
+            self._depth -= 1
+            self._active.discard(key)
+        if "@" not in node:
+            node = {"@": tag, **node}
+        self._memo[key] = (node, obj)
+        return node

@@ -1,0 +1,127 @@
+"""What a file records about where it was written, and how a load compares.
+
+Library drift is why pickled models break: a file records Python, the
+platform and the version of numpy, scipy, pandas, scikit-learn and of every
+package whose types it holds; :func:`compare` explains differences.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+import sys
+import warnings
+from importlib import metadata
+from typing import Any
+
+from ..errors import EnvironmentMismatchError, EnvironmentMismatchWarning, SafepointError
+
+__all__ = ["capture", "check", "compare", "signature_of"]
+
+#: import name -> distribution name, where they differ
+_DISTRIBUTIONS = {"sklearn": "scikit-learn", "skops": "skops", "yaml": "PyYAML"}
+_ALWAYS = ("numpy",)
+_IF_LOADED = ("scipy", "pandas", "sklearn")
+
+
+@functools.cache
+def _version(module: str) -> str | None:
+    mod = sys.modules.get(module)
+    v = getattr(mod, "__version__", None)
+    if isinstance(v, str):
+        return v
+    try:
+        return metadata.version(_DISTRIBUTIONS.get(module, module))
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@functools.cache
+def _static() -> dict[str, Any]:
+    from .. import __version__
+
+    return {
+        "python": platform.python_version(),
+        "implementation": sys.implementation.name,
+        "platform": f"{sys.platform}-{platform.machine()}",
+        "byteorder": sys.byteorder,
+        "safepoint": __version__,
+    }
+
+
+def capture(packages: set[str]) -> dict[str, Any]:
+    """The environment record for a file holding types from ``packages``."""
+    names = set(_ALWAYS) | {p for p in _IF_LOADED if p in sys.modules} | packages
+    names -= {"builtins", "safepoint"}
+    pkgs = {}
+    for name in sorted(names):
+        v = _version(name)
+        if v is not None:
+            pkgs[_DISTRIBUTIONS.get(name, name)] = v
+    return {**_static(), "packages": pkgs}
+
+
+def compare(recorded: Any) -> list[str]:
+    """Human-readable differences between a file's environment and this one."""
+    if not isinstance(recorded, dict):
+        return []
+    here = _static()
+    out = []
+    rpy = str(recorded.get("python", ""))
+    if rpy.split(".")[:2] != here["python"].split(".")[:2]:
+        out.append(f"Python {rpy} (file) vs {here['python']} (here)")
+    pkgs = recorded.get("packages")
+    if isinstance(pkgs, dict):
+        inverse = {v: k for k, v in _DISTRIBUTIONS.items()}
+        for dist, v in sorted(pkgs.items()):
+            if not isinstance(dist, str) or not isinstance(v, str):
+                continue
+            mod = inverse.get(dist, dist)
+            now = _version(mod)
+            if now is None:
+                out.append(f"{dist} {v} (file) is not installed here")
+            elif now != v:
+                out.append(f"{dist} {v} (file) vs {now} (here)")
+    return out
+
+
+class EnvPolicyError(SafepointError, ValueError):
+    """``env=`` must be 'warn', 'error' or 'ignore'."""
+
+
+def check(recorded: Any, policy: str) -> list[str]:
+    """Apply ``env=`` policy; returns the differences found."""
+    if policy not in ("warn", "error", "ignore"):
+        raise EnvPolicyError(f"env must be 'warn', 'error' or 'ignore', not {policy!r}")
+    if policy == "ignore":
+        return []
+    diffs = compare(recorded)
+    if diffs:
+        msg = (
+            "the file was written in another environment: " + "; ".join(diffs) + ". "
+            "Predictions may differ; run `safepoint verify FILE` (it re-checks stored golden "
+            "outputs), or install the recorded versions."
+        )
+        if policy == "error":
+            raise EnvironmentMismatchError(msg + " (load with env='warn' to proceed anyway)")
+        warnings.warn(msg, EnvironmentMismatchWarning, stacklevel=3)
+    return diffs
+
+
+def signature_of(obj: Any, sample: Any = None) -> dict[str, Any] | None:
+    """The model's input signature: feature names, count and, from a sample, dtypes."""
+    sig: dict[str, Any] = {}
+    n = getattr(obj, "n_features_in_", None)
+    if isinstance(n, int):
+        sig["n_features_in"] = n
+    names = getattr(obj, "feature_names_in_", None)
+    if names is not None:
+        sig["feature_names"] = [str(x) for x in list(names)]
+    if sample is not None:
+        dtypes = getattr(sample, "dtypes", None)
+        if dtypes is not None and hasattr(dtypes, "items"):
+            sig["dtypes"] = {str(k): str(v) for k, v in dtypes.items()}
+            sig.setdefault("feature_names", [str(c) for c in sample.columns])
+        elif hasattr(sample, "dtype"):
+            sig["dtype"] = str(sample.dtype)
+    return sig or None

@@ -1,0 +1,197 @@
+"""Python builtins: containers, bytes, complex, big ints, slices, ranges.
+
+``None``, ``bool``, ``int``, ``float`` and ``str`` are plain JSON values in the
+manifest and never reach a handler.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..registry import register
+from .strings import decode_strings, encode_strings, strings_only
+
+if TYPE_CHECKING:
+    from ..decoder import Decoder
+    from ..encoder import Encoder
+
+#: lists, tuples and dict keys of at least this many strings go columnar
+COLUMNAR_MIN = 32
+
+
+def _encode_seq(items: Any, enc: Encoder) -> dict[str, Any]:
+    if len(items) >= COLUMNAR_MIN and all(type(x) is str for x in items):
+        return {"ks": encode_strings(list(items), enc)}
+    return {"v": [enc.encode_child(x, f"[{i}]") for i, x in enumerate(items)]}
+
+
+def _decode_seq(node: dict[str, Any], dec: Decoder) -> list[Any]:
+    if "ks" in node:
+        return decode_strings(dec.field(node, "ks", dict), dec)
+    return [dec.decode(x) for x in dec.items(node)]
+
+
+@register("list", [list])
+class ListHandler:
+    @staticmethod
+    def encode(obj: list[Any], enc: Encoder) -> dict[str, Any]:
+        return _encode_seq(obj, enc)
+
+    @staticmethod
+    def decode(node: dict[str, Any], dec: Decoder) -> Any:
+        return _decode_seq(node, dec)
+
+
+@register("tuple", [tuple])
+class TupleHandler:
+    @staticmethod
+    def encode(obj: tuple[Any, ...], enc: Encoder) -> dict[str, Any]:
+        return _encode_seq(obj, enc)
+
+    @staticmethod
+    def decode(node: dict[str, Any], dec: Decoder) -> Any:
+        return tuple(_decode_seq(node, dec))
+
+
+@register("set", [set, frozenset])
+class SetHandler:
+    @staticmethod
+    def encode(obj: set[Any] | frozenset[Any], enc: Encoder) -> dict[str, Any]:
+        node = _encode_seq(sorted(obj, key=repr) if len(obj) < 10_000 else list(obj), enc)
+        if type(obj) is frozenset:
+            node["f"] = True
+        return node
+
+    @staticmethod
+    def decode(node: dict[str, Any], dec: Decoder) -> Any:
+        items = _decode_seq(node, dec)
+        try:
+            return frozenset(items) if node.get("f") else set(items)
+        except TypeError:
+            raise dec.fail("a set holds an unhashable item") from None
+
+
+@register("dict", [dict])
+class DictHandler:
+    @staticmethod
+    def encode(obj: dict[Any, Any], enc: Encoder) -> dict[str, Any]:
+        keys = list(obj)
+        if all(type(k) is str for k in keys):
+            if len(keys) >= COLUMNAR_MIN:
+                vals = list(obj.values())
+                for kind, dtype in ((int, np.int64), (float, np.float64)):
+                    if all(type(v) is kind for v in vals):
+                        try:
+                            arr = np.array(vals, dtype=dtype)
+                        except OverflowError:
+                            break
+                        return {
+                            "ks": encode_strings(keys, enc),
+                            "vn": enc.buffer(arr),
+                            "vk": kind.__name__,
+                        }
+            return {"s": {k: enc.encode_child(v, f"[{k!r}]") for k, v in obj.items()}}
+        pairs = []
+        for i, (k, v) in enumerate(obj.items()):
+            pairs.append([enc.encode_child(k, f"<key {i}>"), enc.encode_child(v, f"[{k!r}]")])
+        return {"p": pairs}
+
+    @staticmethod
+    def decode(node: dict[str, Any], dec: Decoder) -> Any:
+        if "s" in node:
+            body = dec.field(node, "s", dict)
+            if len(body) > dec.max_items:
+                raise dec.fail("a dict declares too many items")
+            return {k: dec.decode(v) for k, v in body.items()}
+        if "ks" in node:
+            keys = decode_strings(dec.field(node, "ks", dict), dec)
+            kind = node.get("vk")
+            if kind not in ("int", "float"):
+                raise dec.fail("unknown value kind of a columnar dict")
+            dtype = np.dtype("<i8" if kind == "int" else "<f8")
+            vals = dec.array(dec.field(node, "vn", int), dtype, (len(keys),))
+            if any(type(k) is not str for k in keys):
+                raise dec.fail("a columnar dict has missing keys")
+            out = dict(zip(keys, vals.tolist(), strict=True))
+            if len(out) != len(keys):
+                raise dec.fail("a columnar dict has duplicate keys")
+            return out
+        out2: dict[Any, Any] = {}
+        for pair in dec.items(node, "p"):
+            if not (isinstance(pair, list) and len(pair) == 2):
+                raise dec.fail("a dict pair must be [key, value]")
+            k = dec.decode(pair[0])
+            try:
+                out2[k] = dec.decode(pair[1])
+            except TypeError:
+                raise dec.fail("a dict key is unhashable") from None
+        return out2
+
+
+@register("bytes", [bytes, bytearray])
+class BytesHandler:
+    @staticmethod
+    def encode(obj: bytes | bytearray, enc: Encoder) -> dict[str, Any]:
+        node: dict[str, Any] = {"b": enc.buffer(obj)}
+        if type(obj) is bytearray:
+            node["m"] = True
+        return node
+
+    @staticmethod
+    def decode(node: dict[str, Any], dec: Decoder) -> Any:
+        data = dec.raw(dec.field(node, "b", int))
+        return bytearray(data) if node.get("m") else data
+
+
+@register("complex", [complex])
+class ComplexHandler:
+    @staticmethod
+    def encode(obj: complex, enc: Encoder) -> dict[str, Any]:
+        return {"v": [obj.real, obj.imag]}
+
+    @staticmethod
+    def decode(node: dict[str, Any], dec: Decoder) -> Any:
+        v = dec.field(node, "v", list)
+        if len(v) != 2 or not all(type(x) in (int, float) for x in v):
+            raise dec.fail("complex needs [real, imag]")
+        return complex(v[0], v[1])
+
+
+@register("bigint")
+class BigIntHandler:
+    @staticmethod
+    def encode(obj: int, enc: Encoder) -> dict[str, Any]:  # pragma: no cover - inline
+        return {"v": hex(obj)}
+
+    @staticmethod
+    def decode(node: dict[str, Any], dec: Decoder) -> Any:
+        v = dec.field(node, "v", str)
+        if len(v) > 2 + 4096:
+            raise dec.fail("an integer literal is too long")
+        try:
+            return int(v, 16)
+        except ValueError:
+            raise dec.fail("bad integer literal") from None
+
+
+@register("slice", [slice, range])
+class SliceHandler:
+    @staticmethod
+    def encode(obj: slice | range, enc: Encoder) -> dict[str, Any]:
+        parts = [obj.start, obj.stop, obj.step]
+        if not all(p is None or type(p) is int for p in parts):
+            raise enc.fail("slices of non-integers are not supported")
+        return {"v": parts, "r": type(obj) is range}
+
+    @staticmethod
+    def decode(node: dict[str, Any], dec: Decoder) -> Any:
+        v = dec.field(node, "v", list)
+        if len(v) != 3 or not all(p is None or type(p) is int for p in v):
+            raise dec.fail("a slice needs [start, stop, step]")
+        if node.get("r"):
+            if None in v or v[2] == 0:
+                raise dec.fail("a range needs integer start, stop and non-zero step")
+            return range(v[0], v[1], v[2])
+        return slice(v[0], v[1], v[2])

@@ -1,0 +1,281 @@
+"""numpy: arrays of every non-object dtype, string and object arrays, scalars, dtypes, RNGs."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..registry import register, register_fallback
+from .strings import decode_strings, encode_strings, null_code, strings_only
+
+if TYPE_CHECKING:
+    from ..decoder import Decoder
+    from ..encoder import Encoder
+
+_DTYPE_STR = re.compile(r"^[<>|=]?[biufcmMUSV]\d{1,9}(\[\d{0,4}[a-zA-Z]{1,3}\])?$")
+_SAFE_KINDS = set("biufcmMUSV")
+
+
+# -- dtypes ---------------------------------------------------------------------
+def dtype_to_json(dt: np.dtype[Any], enc: Encoder | None = None) -> Any:
+    if dt.hasobject:
+        raise (enc.fail if enc else ValueError)(  # type: ignore[operator]
+            f"dtype {dt} holds Python objects; safepoint stores no pickles"
+        )
+    if dt.fields is not None:
+        names = dt.names or ()
+        fields = []
+        for name in names:
+            fdt, off = dt.fields[name][:2]
+            fields.append([name, dtype_to_json(fdt, enc), off])
+        return {"fields": fields, "size": dt.itemsize}
+    if dt.subdtype is not None:
+        base, shape = dt.subdtype
+        return {"sub": dtype_to_json(base, enc), "shape": list(shape)}
+    if dt.kind not in _SAFE_KINDS:
+        raise (enc.fail if enc else ValueError)(  # type: ignore[operator]
+            f"dtype {dt} is not supported"
+        )
+    return dt.str
+
+
+def dtype_from_json(spec: Any, dec: Decoder, depth: int = 0) -> np.dtype[Any]:
+    if depth > 8:
+        raise dec.fail("dtype nests too deeply")
+    if isinstance(spec, str):
+        if not _DTYPE_STR.match(spec):
+            raise dec.fail(f"invalid dtype {spec!r}")
+        try:
+            dt = np.dtype(spec)
+        except (TypeError, ValueError):
+            raise dec.fail(f"invalid dtype {spec!r}") from None
+    elif isinstance(spec, dict) and "fields" in spec:
+        fields = spec["fields"]
+        size = spec.get("size")
+        if not isinstance(fields, list) or not isinstance(size, int) or not 0 <= size < 2**31:
+            raise dec.fail("invalid structured dtype")
+        if len(fields) > 4096:
+            raise dec.fail("a structured dtype with too many fields")
+        names, formats, offsets = [], [], []
+        for f in fields:
+            if not (isinstance(f, list) and len(f) == 3 and isinstance(f[0], str)
+                    and isinstance(f[2], int)):
+                raise dec.fail("invalid structured dtype field")
+            names.append(f[0])
+            formats.append(dtype_from_json(f[1], dec, depth + 1))
+            offsets.append(f[2])
+        try:
+            dt = np.dtype(
+                {"names": names, "formats": formats, "offsets": offsets, "itemsize": size}
+            )
+        except (TypeError, ValueError) as exc:
+            raise dec.fail(f"invalid structured dtype: {exc}") from None
+    elif isinstance(spec, dict) and "sub" in spec:
+        shape = spec.get("shape")
+        if not (isinstance(shape, list) and len(shape) <= 32
+                and all(isinstance(s, int) and 0 <= s < 2**31 for s in shape)):
+            raise dec.fail("invalid sub-array dtype shape")
+        base = dtype_from_json(spec["sub"], dec, depth + 1)
+        try:
+            dt = np.dtype((base, tuple(shape)))
+        except (TypeError, ValueError) as exc:
+            raise dec.fail(f"invalid sub-array dtype: {exc}") from None
+    else:
+        raise dec.fail(f"invalid dtype {spec!r}")
+    if dt.hasobject:
+        raise dec.fail("object dtypes are refused")
+    return dt
+
+
+def shape_from_json(node: dict[str, Any], dec: Decoder, key: str = "s") -> tuple[int, ...]:
+    shape = dec.field(node, key, list)
+    if len(shape) > dec.reader.limits.max_ndim:
+        raise dec.fail(f"an array declares {len(shape)} dimensions")
+    if not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**62 for s in shape):
+        raise dec.fail("an array shape must hold non-negative integers")
+    return tuple(shape)
+
+
+# -- arrays ---------------------------------------------------------------------
+def encode_array(arr: np.ndarray[Any, Any], enc: Encoder) -> dict[str, Any]:
+    dt = arr.dtype
+    if dt.kind == "O":
+        return _encode_object_array(arr, enc)
+    if dt.kind == "T":
+        return _encode_stringdtype(arr, enc)
+    node: dict[str, Any] = {"d": dtype_to_json(dt, enc), "s": list(arr.shape)}
+    if arr.flags.c_contiguous:
+        data = arr
+    elif arr.flags.f_contiguous:
+        data = arr.T
+        node["f"] = True
+    else:
+        data = np.ascontiguousarray(arr)
+    # a view as bytes avoids memoryview's format checks for structured dtypes
+    node["b"] = enc.buffer(data.reshape(-1).view(np.uint8) if data.size else b"")
+    return node
+
+
+def _encode_object_array(arr: np.ndarray[Any, Any], enc: Encoder) -> dict[str, Any]:
+    flat = arr.reshape(-1).tolist() if arr.flags.c_contiguous else arr.ravel().tolist()
+    if strings_only(flat) or (flat and all(null_code(x) for x in flat)):
+        return {"@": "strs", "k": "O", "s": list(arr.shape), **encode_strings(flat, enc)}
+    # arrays of arrays or of scalars (KBinsDiscretizer.bin_edges_): each item is a
+    # typed node of its own; never a pickle
+    items = [enc.encode_child(x, f"[{i}]") for i, x in enumerate(flat)]
+    return {"@": "objarr", "s": list(arr.shape), "v": items}
+
+
+def _encode_stringdtype(arr: np.ndarray[Any, Any], enc: Encoder) -> dict[str, Any]:
+    na = getattr(arr.dtype, "na_object", None)
+    has_na = hasattr(arr.dtype, "na_object")
+    flat = arr.ravel().tolist()
+    node = {"@": "strs", "k": "T", "s": list(arr.shape), **encode_strings(flat, enc)}
+    if has_na:
+        code = null_code(na)
+        if code == 0:
+            raise enc.fail("StringDType with a custom na_object is not supported")
+        node["na"] = code
+    if getattr(arr.dtype, "coerce", True) is False:
+        node["nc"] = True
+    return node
+
+
+@register("nd", [np.ndarray, np.memmap])
+class NDArrayHandler:
+    @staticmethod
+    def encode(obj: np.ndarray[Any, Any], enc: Encoder) -> dict[str, Any]:
+        return encode_array(obj, enc)
+
+    @staticmethod
+    def decode(node: dict[str, Any], dec: Decoder) -> Any:
+        dt = dtype_from_json(node.get("d"), dec)
+        shape = shape_from_json(node, dec)
+        fortran = bool(node.get("f"))
+        arr = dec.array(dec.field(node, "b", int), dt, shape[::-1] if fortran else shape)
+        return arr.T if fortran else arr
+
+
+@register("strs")
+class StringArrayHandler:
+    @staticmethod
+    def encode(obj: Any, enc: Encoder) -> dict[str, Any]:  # pragma: no cover - via nd
+        return encode_array(obj, enc)
+
+    @staticmethod
+    def decode(node: dict[str, Any], dec: Decoder) -> Any:
+        shape = shape_from_json(node, dec)
+        values = decode_strings(node, dec)
+        if len(values) != int(np.prod(shape, dtype=np.int64)):
+            raise dec.fail("string array size does not match its shape")
+        kind = node.get("k")
+        if kind == "O":
+            arr = np.empty(len(values), dtype=object)
+            arr[:] = values
+            return arr.reshape(shape)
+        if kind == "T":
+            from .strings import null_value
+
+            kw: dict[str, Any] = {}
+            if "na" in node:
+                code = dec.field(node, "na", int)
+                if code not in (1, 2, 3, 4):
+                    raise dec.fail("unknown na_object code")
+                kw["na_object"] = null_value(code)
+            if node.get("nc"):
+                kw["coerce"] = False
+            dt = np.dtypes.StringDType(**kw)  # type: ignore[attr-defined]
+            return np.array(values, dtype=dt).reshape(shape)
+        raise dec.fail(f"unknown string array kind {kind!r}")
+
+
+@register("objarr")
+class ObjectArrayHandler:
+    @staticmethod
+    def encode(obj: Any, enc: Encoder) -> dict[str, Any]:  # pragma: no cover - via nd
+        return encode_array(obj, enc)
+
+    @staticmethod
+    def decode(node: dict[str, Any], dec: Decoder) -> Any:
+        shape = shape_from_json(node, dec)
+        items = dec.items(node)
+        if len(items) != int(np.prod(shape, dtype=np.int64)):
+            raise dec.fail("object array size does not match its shape")
+        arr = np.empty(len(items), dtype=object)
+        for i, x in enumerate(items):
+            arr[i] = dec.decode(x)
+        return arr.reshape(shape)
+
+
+# -- scalars and dtypes ---------------------------------------------------------
+def _is_np_scalar(t: type) -> bool:
+    return issubclass(t, np.generic)
+
+
+@register_fallback("npsc", _is_np_scalar)
+class ScalarHandler:
+    @staticmethod
+    def encode(obj: np.generic, enc: Encoder) -> dict[str, Any]:
+        if obj.dtype.hasobject or obj.dtype.kind == "T":
+            raise enc.fail(f"numpy scalar of dtype {obj.dtype} is not supported")
+        return {"d": dtype_to_json(obj.dtype, enc), "h": obj.tobytes().hex()}
+
+    @staticmethod
+    def decode(node: dict[str, Any], dec: Decoder) -> Any:
+        dt = dtype_from_json(node.get("d"), dec)
+        h = dec.field(node, "h", str)
+        if len(h) != 2 * dt.itemsize:
+            raise dec.fail("numpy scalar bytes do not match its dtype")
+        try:
+            raw = bytes.fromhex(h)
+        except ValueError:
+            raise dec.fail("numpy scalar bytes are not hex") from None
+        return np.frombuffer(raw, dtype=dt)[0]
+
+
+def _is_dtype(t: type) -> bool:
+    return issubclass(t, np.dtype)
+
+
+@register_fallback("dtype", _is_dtype)
+class DTypeHandler:
+    @staticmethod
+    def encode(obj: np.dtype[Any], enc: Encoder) -> dict[str, Any]:
+        return {"d": dtype_to_json(obj, enc)}
+
+    @staticmethod
+    def decode(node: dict[str, Any], dec: Decoder) -> Any:
+        return dtype_from_json(node.get("d"), dec)
+
+
+@register("rng", [np.random.RandomState, np.random.Generator])
+class RandomHandler:
+    """RandomState / Generator: the bit generator's name and its state as plain data."""
+
+    _BITGENS = ("MT19937", "PCG64", "PCG64DXSM", "Philox", "SFC64")
+
+    @staticmethod
+    def encode(obj: Any, enc: Encoder) -> dict[str, Any]:
+        bg = obj._bit_generator if isinstance(obj, np.random.RandomState) else obj.bit_generator
+        name = type(bg).__name__
+        if name not in RandomHandler._BITGENS:
+            raise enc.fail(f"bit generator {name} is not supported")
+        return {
+            "g": isinstance(obj, np.random.Generator),
+            "bg": name,
+            "st": enc.encode_child(bg.state, ".state"),
+        }
+
+    @staticmethod
+    def decode(node: dict[str, Any], dec: Decoder) -> Any:
+        name = dec.field(node, "bg", str)
+        if name not in RandomHandler._BITGENS:
+            raise dec.fail(f"unknown bit generator {name!r}")
+        bg = getattr(np.random, name)()
+        try:
+            bg.state = dec.decode(node.get("st"))
+        except (TypeError, ValueError, KeyError) as exc:
+            raise dec.fail(f"invalid random state: {exc}") from None
+        return np.random.Generator(bg) if node.get("g") else np.random.RandomState(bg)

@@ -1,0 +1,233 @@
+"""Instances of audited classes, and functions/classes stored by reference.
+
+Node kinds (each names its type through the manifest's types table, which the
+audit checks before anything is imported):
+
+``obj``  ``cls.__new__(cls)`` then ``__setstate__(state)`` (or ``__dict__`` update),
+         the path of every plain Python class (all scikit-learn estimators);
+``red``  ``cls(*args)`` then ``__setstate__(state)``, for extension types whose
+         ``__reduce__`` names the class itself (``sklearn.tree._tree.Tree``);
+``pyx``  Cython's generated ``__pyx_unpickle_<Class>`` of the class's own module;
+``ref``  the function or class itself, resolved by exact module and qualname.
+
+Before ``__setstate__`` runs, a validator registered for the type (see
+:mod:`safepoint.format.validators`) checks internal arrays, so that a crafted
+file cannot make compiled code read out of bounds later.
+"""
+
+from __future__ import annotations
+
+import copyreg
+import types as _types
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..registry import register
+from ..validators import migrate_state, validate_state
+
+if TYPE_CHECKING:
+    from ..decoder import Decoder
+    from ..encoder import Encoder
+
+_FUNCTION_TYPES = (
+    _types.FunctionType,
+    _types.BuiltinFunctionType,
+    _types.MethodWrapperType,
+    np.ufunc,
+)
+
+
+def _locate(obj: Any) -> tuple[str, str]:
+    """(module, qualname) under which ``obj`` can be found again."""
+    if isinstance(obj, np.ufunc):
+        name = obj.__name__
+        for modname in ("numpy", "scipy.special"):
+            import importlib
+
+            mod = importlib.import_module(modname)
+            if getattr(mod, name, None) is obj:
+                return modname, name
+        raise ValueError(f"ufunc {name} is not found in numpy or scipy.special")
+    module = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
+    if not isinstance(module, str) or not isinstance(qualname, str):
+        raise ValueError(f"{obj!r} has no importable name")
+    return module, qualname
+
+
+def is_reference(obj: Any) -> bool:
+    """Functions, classes and ufuncs are stored by name, never by value."""
+    return isinstance(obj, type) or isinstance(obj, _FUNCTION_TYPES) or (
+        type(obj).__name__ == "cython_function_or_method"
+    )
+
+
+def _check_importable(module: str, qualname: str, what: str, enc: Encoder) -> None:
+    if "<locals>" in qualname or "<lambda>" in qualname:
+        raise enc.fail(
+            f"{what} {qualname} is defined inside a function (or is a lambda): safepoint "
+            "stores functions and classes by name only. Define it at module level in an "
+            "importable module (not __main__), then trust it by name when loading."
+        )
+    if module in ("__main__", "__mp_main__"):
+        raise enc.fail(
+            f"{what} {qualname} is defined in __main__ (a script or notebook): it could not "
+            "be found by name when loading. Move it to an importable module."
+        )
+
+
+def encode_reference(obj: Any, enc: Encoder) -> dict[str, Any]:
+    try:
+        module, qualname = _locate(obj)
+    except ValueError as exc:
+        raise enc.fail(str(exc)) from None
+    _check_importable(module, qualname, "function" if not isinstance(obj, type) else "class", enc)
+    return {"@": "ref", "t": enc.type_ref(module, qualname, "ref")}
+
+
+@register("ref")
+class RefHandler:
+    @staticmethod
+    def encode(obj: Any, enc: Encoder) -> dict[str, Any]:  # pragma: no cover - via obj
+        return encode_reference(obj, enc)
+
+    @staticmethod
+    def decode(node: dict[str, Any], dec: Decoder) -> Any:
+        return dec.type_of(node)
+
+
+def _state_of(obj: Any, enc: Encoder) -> tuple[str, tuple[Any, ...], Any, Any, Any, Any]:
+    """Classify ``obj.__reduce_ex__`` into one of the node kinds."""
+    cls = type(obj)
+    try:
+        rv = obj.__reduce_ex__(4)
+    except Exception as exc:
+        raise enc.fail(
+            f"{cls.__module__}.{cls.__qualname__} cannot be serialized: {exc}"
+        ) from None
+    if isinstance(rv, str):
+        return "ref", (), None, None, None, None
+    func, args, *rest = rv
+    rest += [None] * (3 - len(rest))
+    state, listitems, dictitems = rest[:3]
+    name = getattr(func, "__name__", "")
+    if func is copyreg.__newobj__ and args and args[0] is cls:  # type: ignore[attr-defined]
+        return "obj", tuple(args[1:]), state, listitems, dictitems, None
+    if func is copyreg._reconstructor and args and args[0] is cls and args[1] is object:
+        return "obj", (), state, listitems, dictitems, None
+    if func is cls:
+        return "red", tuple(args), state, listitems, dictitems, None
+    if (
+        name == "newObj"
+        and getattr(func, "__module__", None) == cls.__module__
+        and tuple(args) == (cls,)
+    ):
+        # sklearn's binary trees: newObj(cls) is cls.__new__(cls)
+        return "obj", (), state, listitems, dictitems, None
+    if (
+        name == f"__pyx_unpickle_{cls.__name__}"
+        and getattr(func, "__module__", None) == cls.__module__
+        and len(args) == 3
+        and args[0] is cls
+    ):
+        return "pyx", (args[1],), args[2], None, None, None
+    raise enc.fail(
+        f"{cls.__module__}.{cls.__qualname__} is rebuilt by {func!r} when pickled; "
+        "safepoint only rebuilds classes from their state. Register a type handler "
+        "(safepoint.format.registry.register) for it."
+    )
+
+
+class ObjectHandler:
+    @staticmethod
+    def encode(obj: Any, enc: Encoder) -> dict[str, Any]:
+        if is_reference(obj):
+            return encode_reference(obj, enc)
+        cls = type(obj)
+        module, qualname = cls.__module__, cls.__qualname__
+        _check_importable(module, qualname, "class", enc)
+        kind, args, state, listitems, dictitems, _ = _state_of(obj, enc)
+        if kind == "ref":
+            return encode_reference(obj, enc)
+        node: dict[str, Any] = {"@": kind, "t": enc.type_ref(module, qualname, kind)}
+        if args:
+            node["a"] = enc.encode_child(list(args), "<args>")
+        if state is not None:
+            node["s"] = enc.encode_child(state, f"<{cls.__name__}>")
+        if listitems is not None:
+            node["li"] = enc.encode_child(list(listitems), "<items>")
+        if dictitems is not None:
+            node["di"] = enc.encode_child(dict(dictitems), "<items>")
+        return node
+
+    @staticmethod
+    def decode(node: dict[str, Any], dec: Decoder) -> Any:
+        kind = node["@"]
+        cls = dec.type_of(node)
+        if not isinstance(cls, type):
+            raise dec.fail(f"{kind} node names {cls!r}, which is not a class")
+        name = f"{cls.__module__}.{cls.__qualname__}"
+        args = dec.decode(node["a"]) if "a" in node else []
+        if not isinstance(args, list):
+            raise dec.fail("constructor arguments must be a list")
+        state = dec.decode(node["s"]) if "s" in node else None
+        state = migrate_state(name, state, dec)
+        state = validate_state(name, args, state, dec)
+        if kind == "pyx":
+            import importlib
+
+            if len(args) != 1 or not isinstance(args[0], int):
+                raise dec.fail("a Cython state needs its checksum")
+            unpickle = getattr(
+                importlib.import_module(cls.__module__), f"__pyx_unpickle_{cls.__name__}", None
+            )
+            if unpickle is None:
+                raise dec.fail(f"{name} has no Cython unpickler in this version")
+            return unpickle(cls, args[0], state)
+        obj = cls(*args) if kind == "red" else cls.__new__(cls, *args)
+        if state is not None:
+            _set_state(obj, state, dec)
+        if "li" in node:
+            items = dec.decode(node["li"])
+            if not isinstance(items, list):
+                raise dec.fail("list items must be a list")
+            obj.extend(items)
+        if "di" in node:
+            items2 = dec.decode(node["di"])
+            if not isinstance(items2, dict):
+                raise dec.fail("dict items must be a dict")
+            for k, v in items2.items():
+                obj[k] = v
+        return obj
+
+
+register("obj")(ObjectHandler)
+register("red")(ObjectHandler)
+register("pyx")(ObjectHandler)
+
+
+def _set_state(obj: Any, state: Any, dec: Decoder) -> None:
+    """What pickle's BUILD opcode does, with the state already audited."""
+    setstate = getattr(obj, "__setstate__", None)
+    if setstate is not None and getattr(type(obj), "__setstate__", None) is not getattr(
+        object, "__setstate__", None
+    ):
+        setstate(state)
+        return
+    slotstate = None
+    if isinstance(state, tuple) and len(state) == 2:
+        state, slotstate = state
+    if state:
+        if not isinstance(state, dict):
+            raise dec.fail(f"the state of {type(obj).__qualname__} must be a dict")
+        inst_dict = obj.__dict__
+        for k, v in state.items():
+            if type(k) is not str:
+                raise dec.fail("attribute names must be strings")
+            inst_dict[k] = v
+    if slotstate:
+        if not isinstance(slotstate, dict):
+            raise dec.fail("slot state must be a dict")
+        for k, v in slotstate.items():
+            setattr(obj, k, v)

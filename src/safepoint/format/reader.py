@@ -1,0 +1,379 @@
+"""Parse and validate a file: header, footer, manifest, buffer table (the *parse* step).
+
+Nothing here imports a type named in the file or allocates more than the
+validated, limit-checked sizes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import mmap as _mmap
+import os
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import numpy as np
+import xxhash
+
+from ..errors import FormatError, IntegrityError, LimitExceededError, UnsupportedFormatVersionError
+from . import spec
+from .integrity import checksum, strong_digest
+
+__all__ = ["BufferEntry", "Reader", "open_reader"]
+
+
+@dataclass(frozen=True)
+class BufferEntry:
+    offset: int
+    length: int
+    raw_length: int
+    codec: str
+    checksum: str
+    digest: str | None
+
+
+class _Source:
+    """Random access to the file's bytes (a path, a seekable file, or bytes)."""
+
+    def __init__(self, f: BinaryIO | None, data: memoryview | None, path: str | None) -> None:
+        self.f = f
+        self.data = data
+        self.path = path
+        self._mm: _mmap.mmap | None = None
+        if data is not None:
+            self.size = len(data)
+        else:
+            assert f is not None
+            f.seek(0, os.SEEK_END)
+            self.size = f.tell()
+
+    def read(self, offset: int, n: int) -> bytes:
+        if self.data is not None:
+            return bytes(self.data[offset : offset + n])
+        assert self.f is not None
+        self.f.seek(offset)
+        out = self.f.read(n)
+        if len(out) != n:
+            raise FormatError(f"the file ended early: wanted {n} bytes at offset {offset}")
+        return out
+
+    def readinto(self, offset: int, mv: memoryview) -> None:
+        n = len(mv)
+        if self.data is not None:
+            mv[:] = self.data[offset : offset + n]
+            return
+        assert self.f is not None
+        self.f.seek(offset)
+        got = 0
+        while got < n:
+            k = self.f.readinto(mv[got:])  # type: ignore[attr-defined]
+            if not k:
+                raise FormatError(f"the file ended early: wanted {n} bytes at offset {offset}")
+            got += k
+
+    def view(self, offset: int, n: int) -> memoryview:
+        """A zero-copy read-only view (memory-mapped for files)."""
+        if self.data is not None:
+            return self.data[offset : offset + n]
+        if self._mm is None:
+            assert self.f is not None
+            self._mm = _mmap.mmap(self.f.fileno(), 0, access=_mmap.ACCESS_READ)
+        return memoryview(self._mm)[offset : offset + n]
+
+    def close(self) -> None:
+        # the mmap stays open while arrays reference it; it closes when they are gone
+        self._mm = None
+        if self.f is not None and self.path is not None:
+            self.f.close()
+
+
+def _as_source(src: Any) -> _Source:
+    if isinstance(src, bytes | bytearray | memoryview):
+        return _Source(None, memoryview(src).cast("B"), None)
+    if isinstance(src, str | os.PathLike):
+        path = os.fspath(src)
+        try:
+            f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by Reader.close
+        except FileNotFoundError:
+            from ..errors import NotFoundError
+
+            raise NotFoundError(f"no such file: {path!r}") from None
+        except IsADirectoryError:
+            raise FormatError(f"{path!r} is a directory, not a safepoint file") from None
+        return _Source(f, None, path)
+    if hasattr(src, "read"):
+        seekable = getattr(src, "seekable", lambda: False)()
+        if seekable:
+            return _Source(src, None, None)
+        data = src.read()
+        if not isinstance(data, bytes):
+            raise FormatError("the file object must be opened in binary mode ('rb')")
+        return _Source(None, memoryview(data), None)
+    raise FormatError(
+        f"cannot read a safepoint file from a {type(src).__name__}: "
+        "pass a path, a binary file object or bytes"
+    )
+
+
+def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise FormatError(f"duplicate key {k!r} in the manifest")
+            seen.add(k)
+    return out
+
+
+class Reader:
+    """A parsed, validated file. Buffers are read on demand."""
+
+    def __init__(self, source: _Source, limits: spec.Limits) -> None:
+        self.source = source
+        self.limits = limits
+        size = source.size
+        if size < spec.HEADER_SIZE + spec.FOOTER_SIZE:
+            head = source.read(0, min(size, 8))
+            raise FormatError(
+                f"not a safepoint file: {size} bytes is shorter than header + footer"
+                + _guess(head)
+            )
+        head = source.read(0, spec.HEADER_SIZE)
+        magic, major, minor, _flags = spec.HEADER.unpack(head)
+        if magic != spec.MAGIC:
+            raise FormatError("not a safepoint file: the magic bytes are wrong" + _guess(head))
+        self._check_version(major, minor)
+        footer = spec.Footer.unpack(source.read(size - spec.FOOTER_SIZE, spec.FOOTER_SIZE))
+        if (footer.major, footer.minor) != (major, minor):
+            raise FormatError("header and footer disagree on the format version")
+        self.footer = footer
+        self.version = (major, minor)
+        end = size - spec.FOOTER_SIZE
+        mo, ml = footer.manifest_offset, footer.manifest_length
+        if not (spec.HEADER_SIZE <= mo and mo + ml <= end):
+            raise FormatError("the footer points outside the file: truncated or corrupt")
+        if footer.auth_length:
+            ao, al = footer.auth_offset, footer.auth_length
+            if not (mo + ml <= ao and ao + al <= end) or al > 1 << 16:
+                raise FormatError("the signature block lies outside the file")
+        if footer.manifest_raw_length > limits.max_manifest_bytes:
+            raise LimitExceededError(
+                f"the manifest declares {footer.manifest_raw_length} bytes, more than "
+                f"Limits.max_manifest_bytes={limits.max_manifest_bytes}"
+            )
+        body = source.read(mo, ml)
+        if xxhash.xxh3_64_intdigest(body) != footer.manifest_checksum:
+            raise IntegrityError("the manifest checksum does not match: the file is corrupt")
+        self.manifest_bytes = body
+        self.auth_block = (
+            source.read(footer.auth_offset, footer.auth_length) if footer.auth_length else None
+        )
+        raw = body
+        if footer.flags & spec.FLAG_MANIFEST_ZSTD:
+            import zstandard
+
+            try:
+                raw = zstandard.ZstdDecompressor().decompress(
+                    body, max_output_size=footer.manifest_raw_length
+                )
+            except zstandard.ZstdError as exc:
+                raise FormatError(f"the manifest does not decompress: {exc}") from None
+        if len(raw) != footer.manifest_raw_length:
+            raise FormatError("the manifest size does not match the footer")
+        try:
+            manifest = json.loads(raw, object_pairs_hook=_strict_object)
+        except RecursionError:
+            raise LimitExceededError("the manifest nests too deeply") from None
+        except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+            if isinstance(exc, FormatError):
+                raise
+            raise FormatError(f"the manifest is not valid JSON: {exc}") from None
+        if not isinstance(manifest, dict):
+            raise FormatError("the manifest is not a JSON object")
+        self.manifest = manifest
+        self.digest = xxhash.xxh3_128_hexdigest(body)
+        self.buffers = self._parse_buffers(manifest.get("buffers"), mo)
+        shared = manifest.get("shared", [])
+        if not isinstance(shared, list):
+            raise FormatError("malformed manifest: 'shared' must be a list")
+        self.manifest_shared: list[Any] = shared
+        types = manifest.get("types", [])
+        if not isinstance(types, list) or not all(
+            isinstance(t, list)
+            and len(t) == 3
+            and all(isinstance(x, str) for x in t)
+            and t[2] in ("obj", "red", "pyx", "ref")
+            for t in types
+        ):
+            raise FormatError("malformed manifest: 'types' must be [module, qualname, kind] rows")
+        self.types: list[tuple[str, str, str]] = [tuple(t) for t in types]  # type: ignore[misc]
+
+    def _check_version(self, major: int, minor: int) -> None:
+        if (major, minor) not in spec.READABLE_VERSIONS:
+            newest = max(spec.READABLE_VERSIONS)
+            if (major, minor) > newest:
+                raise UnsupportedFormatVersionError(
+                    f"the file uses format {major}.{minor}; this safepoint reads up to "
+                    f"{newest[0]}.{newest[1]}: upgrade safepoint (pip install -U safepoint)"
+                )
+            raise UnsupportedFormatVersionError(f"unknown format version {major}.{minor}")
+
+    def _parse_buffers(self, table: Any, manifest_offset: int) -> list[BufferEntry]:
+        if not isinstance(table, list):
+            raise FormatError("malformed manifest: 'buffers' must be a list")
+        if len(table) > self.limits.max_buffers:
+            raise LimitExceededError(f"the file declares {len(table)} buffers")
+        out: list[BufferEntry] = []
+        total = 0
+        for i, row in enumerate(table):
+            if not (
+                isinstance(row, list)
+                and len(row) in (5, 6)
+                and all(isinstance(x, int) and not isinstance(x, bool) for x in row[:3])
+                and row[3] in ("raw", "zstd")
+                and all(isinstance(x, str) for x in row[4:])
+            ):
+                raise FormatError(f"malformed buffer entry {i}")
+            off, length, raw_len = row[0], row[1], row[2]
+            if off < spec.HEADER_SIZE or length < 0 or off + length > manifest_offset:
+                raise FormatError(f"buffer {i} lies outside the data region of the file")
+            if off % spec.ALIGN:
+                raise FormatError(f"buffer {i} is not aligned to {spec.ALIGN} bytes")
+            if row[3] == "raw" and raw_len != length:
+                raise FormatError(f"buffer {i}: raw size and stored size differ")
+            if row[3] == "zstd":
+                if raw_len < 0:
+                    raise FormatError(f"buffer {i}: negative size")
+                if raw_len > 64 * 2**20 and raw_len > self.limits.max_compression_ratio * max(
+                    length, 1
+                ):
+                    raise LimitExceededError(
+                        f"buffer {i} would expand {length} bytes to {raw_len}: refused as a "
+                        "decompression bomb (raise Limits.max_compression_ratio if trusted)"
+                    )
+            total += raw_len
+            out.append(BufferEntry(off, length, raw_len, row[3], row[4],
+                                   row[5] if len(row) == 6 else None))
+        if total > self.limits.max_total_bytes:
+            raise LimitExceededError(
+                f"the file declares {total} bytes of data, more than "
+                f"Limits.max_total_bytes={self.limits.max_total_bytes}"
+            )
+        spans = sorted((b.offset, b.offset + b.length) for b in out if b.length)
+        for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+            if start < end:
+                raise FormatError("two buffers overlap: the file is crafted or corrupt")
+        return out
+
+    # -- buffers ----------------------------------------------------------------
+    def entry(self, index: int) -> BufferEntry:
+        if not 0 <= index < len(self.buffers):
+            raise FormatError(f"malformed manifest: buffer index {index} out of range")
+        return self.buffers[index]
+
+    def _check(self, b: BufferEntry, data: Any, index: int) -> None:
+        if checksum(data) != b.checksum:
+            raise IntegrityError(
+                f"buffer {index} fails its checksum: the file is corrupt (bit rot, a bad copy)"
+            )
+        if self.strong and b.digest is not None and strong_digest(data) != b.digest:
+            raise IntegrityError(f"buffer {index} does not match its signed digest: tampered")
+
+    strong = False
+
+    def read_bytes(self, index: int) -> bytes:
+        b = self.entry(index)
+        out = bytearray(b.raw_length)
+        self._fill(index, b, memoryview(out))
+        return bytes(out)
+
+    def _fill(self, index: int, b: BufferEntry, mv: memoryview) -> None:
+        if b.codec == "raw":
+            self.source.readinto(b.offset, mv)
+            self._check(b, mv, index)
+            return
+        packed = self.source.read(b.offset, b.length)
+        self._check(b, packed, index)
+        import zstandard
+
+        try:
+            with zstandard.ZstdDecompressor().stream_reader(packed) as r:
+                got = 0
+                while got < len(mv):
+                    k = r.readinto(mv[got:])
+                    if not k:
+                        break
+                    got += k
+                extra = r.read(1)
+        except zstandard.ZstdError as exc:
+            raise FormatError(f"buffer {index} does not decompress: {exc}") from None
+        if got != len(mv) or extra:
+            raise FormatError(f"buffer {index} decompresses to a size other than declared")
+
+    def read_array(
+        self,
+        index: int,
+        dtype: np.dtype[Any],
+        shape: tuple[int, ...],
+        *,
+        mmap: bool = False,
+        mmap_threshold: int = 1 << 20,
+    ) -> np.ndarray[Any, Any]:
+        b = self.entry(index)
+        count = math.prod(shape)
+        if count * dtype.itemsize != b.raw_length:
+            raise FormatError(
+                f"buffer {index} holds {b.raw_length} bytes but shape {list(shape)} of "
+                f"{dtype} needs {count * dtype.itemsize}"
+            )
+        if mmap and b.codec == "raw" and b.length >= mmap_threshold and self.source.path:
+            view = self.source.view(b.offset, b.length)
+            arr = np.frombuffer(view, dtype=dtype, count=count).reshape(shape)
+            return arr
+        arr = np.empty(shape, dtype=dtype)
+        if count:
+            self._fill(index, b, memoryview(arr.reshape(-1).view(np.uint8)))
+        elif b.codec == "raw":
+            self._check(b, b"", index)
+        return arr
+
+    def verify_all(self) -> list[str]:
+        """Check every buffer's checksum (and digest); returns problems, empty if none."""
+        problems: list[str] = []
+        for i, b in enumerate(self.buffers):
+            try:
+                if b.codec == "raw" and self.source.path:
+                    self._check(b, self.source.view(b.offset, b.length), i)
+                else:
+                    self._check(b, self.source.read(b.offset, b.length), i)
+            except IntegrityError as exc:
+                problems.append(str(exc))
+        return problems
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def _guess(head: bytes) -> str:
+    if head[:1] == b"\x80" or head[:2] in (b"(d", b"(l", b"cc", b"(i"):
+        return (
+            " (it looks like a pickle: convert it with `safepoint convert`, which never "
+            "executes it)"
+        )
+    if head[:4] == b"PK\x03\x04":
+        return " (it looks like a zip archive, e.g. a .skops file: use `safepoint convert`)"
+    if head[:6] == b"\x93NUMPY":
+        return " (it looks like a .npy file: use numpy.load(..., allow_pickle=False))"
+    return ""
+
+
+def open_reader(src: Any, limits: spec.Limits = spec.DEFAULT_LIMITS) -> Reader:
+    source = _as_source(src)
+    try:
+        return Reader(source, limits)
+    except BaseException:
+        source.close()
+        raise

@@ -1,0 +1,108 @@
+"""Byte layout of a safepoint file (see docs/format.md).
+
+::
+
+    offset 0      header   64 bytes  MAGIC, major, minor, flags, zero padding
+    offset 64     buffers  each starts on a 64-byte boundary (zero padding between)
+    ...           manifest UTF-8 JSON, optionally zstd-compressed
+    ...           auth     optional signature block (JSON), covers the manifest bytes
+    EOF-64        footer   64 bytes  locates manifest and auth block, END_MAGIC
+
+Everything is little-endian. A reader needs only the header, the footer and the
+manifest to know every type, size, digest and the environment of a file.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+MAGIC = b"\x89SPT\r\n\x1a\n"
+END_MAGIC = b"SPTEND\x00\x01"
+FORMAT_MAJOR = 1
+FORMAT_MINOR = 0
+ALIGN = 64
+
+HEADER = struct.Struct("<8sHHI48x")
+FOOTER = struct.Struct("<QQQQQIHHI4x8s")
+HEADER_SIZE = HEADER.size
+FOOTER_SIZE = FOOTER.size
+assert HEADER_SIZE == 64 and FOOTER_SIZE == 64
+
+#: footer flag: the manifest bytes are zstd-compressed
+FLAG_MANIFEST_ZSTD = 1
+
+#: every (major, minor) this reader understands; later releases only add to this set
+READABLE_VERSIONS = frozenset({(1, 0)})
+
+
+def pad_to(n: int, align: int = ALIGN) -> int:
+    """Bytes of padding needed after ``n`` to reach the next ``align`` boundary."""
+    return (-n) % align
+
+
+@dataclass(frozen=True)
+class Footer:
+    manifest_offset: int
+    manifest_length: int
+    manifest_raw_length: int
+    manifest_checksum: int
+    auth_offset: int
+    auth_length: int
+    major: int
+    minor: int
+    flags: int
+
+    def pack(self) -> bytes:
+        return FOOTER.pack(
+            self.manifest_offset,
+            self.manifest_length,
+            self.manifest_raw_length,
+            self.manifest_checksum,
+            self.auth_offset,
+            self.auth_length,
+            self.major,
+            self.minor,
+            self.flags,
+            END_MAGIC,
+        )
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> Footer:
+        (mo, ml, mr, mc, ao, al, major, minor, flags, magic) = FOOTER.unpack(raw)
+        if magic != END_MAGIC:
+            from ..errors import FormatError
+
+            raise FormatError(
+                "the footer magic is missing: the file is truncated or not a safepoint file"
+            )
+        return cls(mo, ml, mr, mc, ao, al, major, minor, flags)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Safety limits checked before any memory is allocated.
+
+    The defaults admit every model the project targets (a 1 GB dict of arrays,
+    a 10-million-row DataFrame); raise them for larger files::
+
+        sp.load(path, limits=sp.Limits(max_total_bytes=2**40))
+    """
+
+    #: bytes of manifest JSON (after decompression)
+    max_manifest_bytes: int = 512 * 2**20
+    #: nesting depth of the object tree
+    max_depth: int = 256
+    #: number of buffers
+    max_buffers: int = 10_000_000
+    #: sum of the declared decoded sizes of all buffers
+    max_total_bytes: int = 2**40
+    #: decoded/encoded size of a compressed buffer above 64 MiB
+    max_compression_ratio: int = 1024
+    #: number of dimensions of one array
+    max_ndim: int = 32
+    #: number of elements of one container node
+    max_items: int = 100_000_000
+
+
+DEFAULT_LIMITS = Limits()

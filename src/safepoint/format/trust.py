@@ -1,0 +1,161 @@
+"""The trust policy: which (module, qualname) a file may name, and how they are resolved.
+
+The default trust set (docs/security.md explains each part):
+
+* every class defined in scikit-learn (estimators and their internal types:
+  trees, neighbour indices, losses, bin mappers), listed by exact name in
+  :mod:`safepoint.format._trusted_sklearn`, minus test helpers and dataset
+  downloaders;
+* as *references only* (a value that is a function or class, never called at
+  load): scikit-learn's scoring, distance and kernel functions, numpy ufuncs and
+  scalar types, scipy.special ufuncs, a few pure numpy reductions, and builtin
+  types such as ``float``.
+
+Numpy, scipy.sparse and pandas objects do not appear here: their handlers build
+them from data without naming a class.
+
+Anything else must be trusted by the caller, by exact name. There is no
+"trust everything" switch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from typing import Any
+
+from ..errors import FormatError, SafepointError
+
+__all__ = ["TrustPolicy", "type_name"]
+
+_NUMPY_FUNCTIONS = frozenset(
+    {
+        "mean", "median", "sum", "prod", "std", "var", "min", "max", "amin", "amax",
+        "nanmean", "nanmedian", "nansum", "nanstd", "nanvar", "nanmin", "nanmax",
+        "average", "ptp", "percentile", "quantile", "nanpercentile", "nanquantile",
+        "clip", "round", "abs", "argmax", "argmin", "cumsum", "diff", "ravel",
+        "asarray", "array", "atleast_2d", "column_stack", "hstack", "vstack", "transpose",
+    }
+)
+_BUILTIN_TYPES = frozenset(
+    {"int", "float", "str", "bool", "complex", "bytes", "list", "dict", "tuple", "set",
+     "frozenset", "object", "slice", "range", "bytearray"}
+)
+_OBJ_KINDS = ("obj", "red", "pyx")
+
+
+def type_name(module: str, qualname: str) -> str:
+    return f"{module}.{qualname}"
+
+
+def _sklearn_lists() -> tuple[frozenset[str], frozenset[str]]:
+    from . import _trusted_sklearn
+
+    return _trusted_sklearn.CLASSES, _trusted_sklearn.FUNCTIONS
+
+
+def _normalize(trusted: Iterable[Any] | str | type | None) -> frozenset[str]:
+    if trusted is None:
+        return frozenset()
+    if isinstance(trusted, str | type):
+        trusted = [trusted]
+    out = set()
+    for t in trusted:
+        if isinstance(t, str):
+            if not t or any(c.isspace() for c in t) or "<" in t:
+                raise TrustArgumentError(f"{t!r} is not a type name like 'mypkg.module.Class'")
+            out.add(t)
+        elif isinstance(t, tuple) and len(t) == 2 and all(isinstance(x, str) for x in t):
+            out.add(type_name(*t))
+        elif hasattr(t, "__module__") and hasattr(t, "__qualname__"):
+            out.add(type_name(t.__module__, t.__qualname__))
+        else:
+            raise TrustArgumentError(
+                f"trusted= takes type names ('pkg.mod.Class'), (module, qualname) pairs or "
+                f"classes/functions; got {t!r}"
+            )
+    return frozenset(out)
+
+
+class TrustArgumentError(SafepointError, TypeError):
+    """``trusted=`` was given something that does not name a type."""
+
+
+class TrustPolicy:
+    """Decides, without importing anything, whether a types-table row is allowed."""
+
+    def __init__(self, trusted: Iterable[Any] | str | type | None = ()) -> None:
+        self.extra = _normalize(trusted)
+
+    def is_trusted(self, module: str, qualname: str, kind: str) -> bool:
+        name = type_name(module, qualname)
+        if name in self.extra:
+            return True
+        if module == "sklearn" or module.startswith("sklearn."):
+            classes, functions = _sklearn_lists()
+            return name in classes or (kind == "ref" and name in functions)
+        if kind != "ref" or "." in qualname:
+            return False
+        if module == "builtins":
+            return qualname in _BUILTIN_TYPES
+        if module == "numpy":
+            if qualname in _NUMPY_FUNCTIONS:
+                return True
+            import numpy as np
+
+            obj = getattr(np, qualname, None)
+            return isinstance(obj, np.ufunc) or (
+                isinstance(obj, type) and issubclass(obj, np.generic)
+            )
+        if module == "scipy.special":
+            import numpy as np
+
+            try:
+                sc = importlib.import_module("scipy.special")
+            except ImportError:
+                return False
+            return isinstance(getattr(sc, qualname, None), np.ufunc)
+        return False
+
+    def untrusted(self, types: Iterable[tuple[str, str, str]]) -> list[str]:
+        return sorted(
+            {type_name(m, q) for m, q, k in types if not self.is_trusted(m, q, k)}
+        )
+
+
+def resolve(module: str, qualname: str, kind: str) -> Any:
+    """Import an (already audited) name and check it is exactly what was named."""
+    try:
+        obj: Any = importlib.import_module(module)
+    except ImportError as exc:
+        raise FormatError(
+            f"the file needs {type_name(module, qualname)}, but module {module!r} cannot be "
+            f"imported here ({exc}): install the package the model was trained with"
+        ) from None
+    for part in qualname.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise FormatError(
+                f"the file needs {type_name(module, qualname)}, which does not exist in the "
+                "installed version of its package (renamed or removed): install the version "
+                "the model was written with (see `safepoint inspect`)"
+            ) from None
+    if kind in _OBJ_KINDS and not isinstance(obj, type):
+        raise FormatError(f"{type_name(module, qualname)} is not a class")
+    import numpy as np
+
+    if isinstance(obj, np.ufunc):
+        if obj.__name__ != qualname:
+            raise FormatError(f"{type_name(module, qualname)} is an alias of {obj.__name__}")
+        return obj
+    if getattr(obj, "__module__", None) != module or getattr(obj, "__qualname__", None) != (
+        qualname
+    ):
+        # a name reached through another module's namespace (e.g. sklearn.base.os.system)
+        if not (kind == "ref" and module in ("builtins", "numpy")):
+            raise FormatError(
+                f"{type_name(module, qualname)} resolves to an object defined elsewhere "
+                f"({getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', '?')}): refused"
+            )
+    return obj
