@@ -1,8 +1,8 @@
 """safepoint: save, version, checkpoint and serve machine-learning models, safely and fast.
 
-    >>> import safepoint as sp
-    >>> sp.dump(model, "model.sp")          # doctest: +SKIP
-    >>> model = sp.load("model.sp")         # never executes code from the file  # doctest: +SKIP
+>>> import safepoint as sp
+>>> sp.dump(model, "model.sp")          # doctest: +SKIP
+>>> model = sp.load("model.sp")         # never executes code from the file  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -1,6 +1,16 @@
 """The safepoint file format: spec, writer, reader, trust policy, type handlers."""
 
-from .api import Inspection, VerifyReport, dump, dumps, inspect, load, loads, untrusted_types, verify
+from .api import (
+    Inspection,
+    VerifyReport,
+    dump,
+    dumps,
+    inspect,
+    load,
+    loads,
+    untrusted_types,
+    verify,
+)
 from .spec import Limits
 from .writer import WriteResult
 

@@ -160,8 +160,7 @@ def dump(
         fd, tmp = tempfile.mkstemp(prefix=".sp-", suffix=".tmp", dir=folder)
         try:
             with os.fdopen(fd, "wb", buffering=1 << 20) as f:
-                res = _write(obj, f, compress=compress, metadata=metadata, golden=golden,
-                             key=key)
+                res = _write(obj, f, compress=compress, metadata=metadata, golden=golden, key=key)
                 if durable:
                     f.flush()
                     os.fsync(f.fileno())
@@ -279,7 +278,11 @@ def load(
     """
     with _opened(file, limits) as reader:
         return _construct(
-            reader, reader.manifest.get("root"), trusted=trusted, env=env, key=key,
+            reader,
+            reader.manifest.get("root"),
+            trusted=trusted,
+            env=env,
+            key=key,
             mmap=mmap and reader.source.path is not None,
         )
 
@@ -394,8 +397,7 @@ def _compare_outputs(name: str, want: Any, got: Any) -> str:
         if a.shape != b.shape:
             return f"shape changed {a.shape} -> {b.shape}"
         if a.dtype.kind in "fc" or b.dtype.kind in "fc":
-            if np.allclose(a.astype(float), b.astype(float), rtol=1e-7, atol=1e-12,
-                           equal_nan=True):
+            if np.allclose(a.astype(float), b.astype(float), rtol=1e-7, atol=1e-12, equal_nan=True):
                 return "identical" if np.array_equal(a, b, equal_nan=True) else "within 1e-7"
             diff = np.nanmax(np.abs(a.astype(float) - b.astype(float)))
             return f"DRIFT: max abs difference {diff:.3g}"
@@ -429,8 +431,14 @@ def verify(
         diffs = compare(reader.manifest.get("env"))
         golden = reader.manifest.get("golden")
         if isinstance(golden, dict) and not problems:
-            node = {"@": "list", "v": [reader.manifest.get("root"), golden.get("X"),
-                                      {"@": "dict", "s": golden.get("outputs")}]}
+            node = {
+                "@": "list",
+                "v": [
+                    reader.manifest.get("root"),
+                    golden.get("X"),
+                    {"@": "dict", "s": golden.get("outputs")},
+                ],
+            }
             try:
                 model, X, outputs = _construct(
                     reader, node, trusted=trusted, env="ignore", key=None, mmap=False

@@ -86,9 +86,7 @@ class Encoder:
                 "break the cycle (e.g. store an index instead of a back-reference)"
             )
         if self._depth >= self.max_depth:
-            raise self.fail(
-                f"nesting deeper than {self.max_depth} levels; flatten the structure"
-            )
+            raise self.fail(f"nesting deeper than {self.max_depth} levels; flatten the structure")
         found = handler_for_type(t)
         if found is None:
             from .handlers.objects import ObjectHandler

@@ -127,8 +127,7 @@ def verify_auth_block(block: bytes | None, manifest: bytes, key: Any) -> str | N
         expected = hmac.new(bytes(key), manifest, hashlib.sha256).digest()
         if not hmac.compare_digest(expected, sig):
             raise IntegrityError(
-                "HMAC signature mismatch: the file was modified after signing, "
-                "or the key is wrong"
+                "HMAC signature mismatch: the file was modified after signing, or the key is wrong"
             )
         return alg
     types = _ed25519_types()

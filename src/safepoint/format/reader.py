@@ -6,7 +6,6 @@ validated, limit-checked sizes.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import mmap as _mmap
@@ -138,8 +137,7 @@ class Reader:
         if size < spec.HEADER_SIZE + spec.FOOTER_SIZE:
             head = source.read(0, min(size, 8))
             raise FormatError(
-                f"not a safepoint file: {size} bytes is shorter than header + footer"
-                + _guess(head)
+                f"not a safepoint file: {size} bytes is shorter than header + footer" + _guess(head)
             )
         head = source.read(0, spec.HEADER_SIZE)
         magic, major, minor, _flags = spec.HEADER.unpack(head)
@@ -153,7 +151,7 @@ class Reader:
         self.version = (major, minor)
         end = size - spec.FOOTER_SIZE
         mo, ml = footer.manifest_offset, footer.manifest_length
-        if not (spec.HEADER_SIZE <= mo and mo + ml <= end):
+        if not (mo >= spec.HEADER_SIZE and mo + ml <= end):
             raise FormatError("the footer points outside the file: truncated or corrupt")
         if footer.auth_length:
             ao, al = footer.auth_offset, footer.auth_length
@@ -255,8 +253,9 @@ class Reader:
                         "decompression bomb (raise Limits.max_compression_ratio if trusted)"
                     )
             total += raw_len
-            out.append(BufferEntry(off, length, raw_len, row[3], row[4],
-                                   row[5] if len(row) == 6 else None))
+            out.append(
+                BufferEntry(off, length, raw_len, row[3], row[4], row[5] if len(row) == 6 else None)
+            )
         if total > self.limits.max_total_bytes:
             raise LimitExceededError(
                 f"the file declares {total} bytes of data, more than "

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .decoder import Decoder
     from .encoder import Encoder
 
-__all__ = ["Handler", "register", "register_fallback", "handler_for_type", "handler_for_tag"]
+__all__ = ["Handler", "handler_for_tag", "handler_for_type", "register", "register_fallback"]
 
 
 class Handler(Protocol):

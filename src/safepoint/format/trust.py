@@ -30,16 +30,64 @@ __all__ = ["TrustPolicy", "type_name"]
 
 _NUMPY_FUNCTIONS = frozenset(
     {
-        "mean", "median", "sum", "prod", "std", "var", "min", "max", "amin", "amax",
-        "nanmean", "nanmedian", "nansum", "nanstd", "nanvar", "nanmin", "nanmax",
-        "average", "ptp", "percentile", "quantile", "nanpercentile", "nanquantile",
-        "clip", "round", "abs", "argmax", "argmin", "cumsum", "diff", "ravel",
-        "asarray", "array", "atleast_2d", "column_stack", "hstack", "vstack", "transpose",
+        "mean",
+        "median",
+        "sum",
+        "prod",
+        "std",
+        "var",
+        "min",
+        "max",
+        "amin",
+        "amax",
+        "nanmean",
+        "nanmedian",
+        "nansum",
+        "nanstd",
+        "nanvar",
+        "nanmin",
+        "nanmax",
+        "average",
+        "ptp",
+        "percentile",
+        "quantile",
+        "nanpercentile",
+        "nanquantile",
+        "clip",
+        "round",
+        "abs",
+        "argmax",
+        "argmin",
+        "cumsum",
+        "diff",
+        "ravel",
+        "asarray",
+        "array",
+        "atleast_2d",
+        "column_stack",
+        "hstack",
+        "vstack",
+        "transpose",
     }
 )
 _BUILTIN_TYPES = frozenset(
-    {"int", "float", "str", "bool", "complex", "bytes", "list", "dict", "tuple", "set",
-     "frozenset", "object", "slice", "range", "bytearray"}
+    {
+        "int",
+        "float",
+        "str",
+        "bool",
+        "complex",
+        "bytes",
+        "list",
+        "dict",
+        "tuple",
+        "set",
+        "frozenset",
+        "object",
+        "slice",
+        "range",
+        "bytearray",
+    }
 )
 _OBJ_KINDS = ("obj", "red", "pyx")
 
@@ -118,9 +166,7 @@ class TrustPolicy:
         return False
 
     def untrusted(self, types: Iterable[tuple[str, str, str]]) -> list[str]:
-        return sorted(
-            {type_name(m, q) for m, q, k in types if not self.is_trusted(m, q, k)}
-        )
+        return sorted({type_name(m, q) for m, q, k in types if not self.is_trusted(m, q, k)})
 
 
 def resolve(module: str, qualname: str, kind: str) -> Any:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..registry import register
-from .strings import decode_strings, encode_strings, strings_only
+from .strings import decode_strings, encode_strings
 
 if TYPE_CHECKING:
     from ..decoder import Decoder

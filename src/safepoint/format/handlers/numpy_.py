@@ -60,8 +60,12 @@ def dtype_from_json(spec: Any, dec: Decoder, depth: int = 0) -> np.dtype[Any]:
             raise dec.fail("a structured dtype with too many fields")
         names, formats, offsets = [], [], []
         for f in fields:
-            if not (isinstance(f, list) and len(f) == 3 and isinstance(f[0], str)
-                    and isinstance(f[2], int)):
+            if not (
+                isinstance(f, list)
+                and len(f) == 3
+                and isinstance(f[0], str)
+                and isinstance(f[2], int)
+            ):
                 raise dec.fail("invalid structured dtype field")
             names.append(f[0])
             formats.append(dtype_from_json(f[1], dec, depth + 1))
@@ -74,8 +78,11 @@ def dtype_from_json(spec: Any, dec: Decoder, depth: int = 0) -> np.dtype[Any]:
             raise dec.fail(f"invalid structured dtype: {exc}") from None
     elif isinstance(spec, dict) and "sub" in spec:
         shape = spec.get("shape")
-        if not (isinstance(shape, list) and len(shape) <= 32
-                and all(isinstance(s, int) and 0 <= s < 2**31 for s in shape)):
+        if not (
+            isinstance(shape, list)
+            and len(shape) <= 32
+            and all(isinstance(s, int) and 0 <= s < 2**31 for s in shape)
+        ):
             raise dec.fail("invalid sub-array dtype shape")
         base = dtype_from_json(spec["sub"], dec, depth + 1)
         try:
@@ -118,12 +125,22 @@ def encode_array(arr: np.ndarray[Any, Any], enc: Encoder) -> dict[str, Any]:
     return node
 
 
+_OBJARR_ITEMS = (str, bytes, int, float, complex, bool, np.generic, np.ndarray, tuple)
+
+
 def _encode_object_array(arr: np.ndarray[Any, Any], enc: Encoder) -> dict[str, Any]:
     flat = arr.reshape(-1).tolist() if arr.flags.c_contiguous else arr.ravel().tolist()
     if strings_only(flat) or (flat and all(null_code(x) for x in flat)):
         return {"@": "strs", "k": "O", "s": list(arr.shape), **encode_strings(flat, enc)}
     # arrays of arrays or of scalars (KBinsDiscretizer.bin_edges_): each item is a
-    # typed node of its own; never a pickle
+    # typed node of its own; never a pickle, and never an arbitrary object
+    for i, x in enumerate(flat):
+        if not isinstance(x, _OBJARR_ITEMS) and null_code(x) == 0:
+            raise enc.fail(
+                f"an object array holds a {type(x).__module__}.{type(x).__qualname__} at "
+                f"index {i}; object arrays may hold only strings, numbers, missing values "
+                "and arrays. Store such objects in a list instead."
+            )
     items = [enc.encode_child(x, f"[{i}]") for i, x in enumerate(flat)]
     return {"@": "objarr", "s": list(arr.shape), "v": items}
 

@@ -58,8 +58,10 @@ def _locate(obj: Any) -> tuple[str, str]:
 
 def is_reference(obj: Any) -> bool:
     """Functions, classes and ufuncs are stored by name, never by value."""
-    return isinstance(obj, type) or isinstance(obj, _FUNCTION_TYPES) or (
-        type(obj).__name__ == "cython_function_or_method"
+    return (
+        isinstance(obj, type)
+        or isinstance(obj, _FUNCTION_TYPES)
+        or (type(obj).__name__ == "cython_function_or_method")
     )
 
 
@@ -103,9 +105,7 @@ def _state_of(obj: Any, enc: Encoder) -> tuple[str, tuple[Any, ...], Any, Any, A
     try:
         rv = obj.__reduce_ex__(4)
     except Exception as exc:
-        raise enc.fail(
-            f"{cls.__module__}.{cls.__qualname__} cannot be serialized: {exc}"
-        ) from None
+        raise enc.fail(f"{cls.__module__}.{cls.__qualname__} cannot be serialized: {exc}") from None
     if isinstance(rv, str):
         return "ref", (), None, None, None, None
     func, args, *rest = rv

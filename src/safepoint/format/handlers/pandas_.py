@@ -20,8 +20,17 @@ if TYPE_CHECKING:
     from ..encoder import Encoder
 
 _MASKED = {
-    "Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64",
-    "Float32", "Float64", "boolean",
+    "Int8",
+    "Int16",
+    "Int32",
+    "Int64",
+    "UInt8",
+    "UInt16",
+    "UInt32",
+    "UInt64",
+    "Float32",
+    "Float64",
+    "boolean",
 }
 
 
@@ -29,6 +38,25 @@ def _pd() -> Any:
     import pandas as pd
 
     return pd
+
+
+def _pandas_type(attr: str) -> Any:
+    """A predicate matching subclasses of ``pandas.<attr>`` (pandas' own types only).
+
+    pandas reports public module names (``pandas.DataFrame``) in some versions and
+    private ones (``pandas.core.frame``) in others, so match by class, not by name.
+    """
+
+    def pred(t: type) -> bool:
+        if t.__module__.partition(".")[0] != "pandas":
+            return False
+        pd = _pd()
+        base = pd
+        for part in attr.split("."):
+            base = getattr(base, part)
+        return issubclass(t, base)
+
+    return pred
 
 
 # -- column values ----------------------------------------------------------------
@@ -83,7 +111,7 @@ def _is_ext(values: Any) -> bool:
     return isinstance(values, ExtensionArray)
 
 
-@register("pd.cat", ["pandas.core.arrays.categorical.Categorical"])
+@register_fallback("pd.cat", _pandas_type("Categorical"))
 class CategoricalHandler:
     @staticmethod
     def encode(obj: Any, enc: Encoder) -> dict[str, Any]:
@@ -104,7 +132,7 @@ class CategoricalHandler:
         return pd.Categorical.from_codes(codes, dtype=dtype, validate=False)
 
 
-@register("pd.dt", ["pandas.core.arrays.datetimes.DatetimeArray"])
+@register_fallback("pd.dt", _pandas_type("arrays.DatetimeArray"))
 class DatetimeTZHandler:
     @staticmethod
     def encode(obj: Any, enc: Encoder) -> dict[str, Any]:
@@ -125,8 +153,10 @@ class DatetimeTZHandler:
             dtype = pd.DatetimeTZDtype(unit=unit, tz=dec.field(node, "tz", str))
         except Exception as exc:
             raise dec.fail(f"unknown time zone: {exc}") from None
-        return pd.array(v.view(f"M8[{unit}]"), dtype=f"M8[{unit}]").tz_localize("UTC").tz_convert(
-            dtype.tz
+        return (
+            pd.array(v.view(f"M8[{unit}]"), dtype=f"M8[{unit}]")
+            .tz_localize("UTC")
+            .tz_convert(dtype.tz)
         )
 
 
@@ -144,10 +174,8 @@ class NaiveDatetimeArrayHandler:
         return _pd().array(v)
 
 
-@register(
-    "pd.str",
-    ["pandas.core.arrays.string_.StringArray", "pandas.core.arrays.string_arrow.ArrowStringArray"],
-)
+@register_fallback("pd.str", _pandas_type("arrays.ArrowStringArray"))
+@register_fallback("pd.str", _pandas_type("arrays.StringArray"))
 class StringArrayHandler:
     @staticmethod
     def encode(obj: Any, enc: Encoder) -> dict[str, Any]:
@@ -170,14 +198,9 @@ class StringArrayHandler:
         return pd.array(items, dtype=dtype)
 
 
-@register(
-    "pd.mask",
-    [
-        "pandas.core.arrays.integer.IntegerArray",
-        "pandas.core.arrays.floating.FloatingArray",
-        "pandas.core.arrays.boolean.BooleanArray",
-    ],
-)
+@register_fallback("pd.mask", _pandas_type("arrays.BooleanArray"))
+@register_fallback("pd.mask", _pandas_type("arrays.IntegerArray"))
+@register_fallback("pd.mask", _pandas_type("arrays.FloatingArray"))
 class MaskedHandler:
     @staticmethod
     def encode(obj: Any, enc: Encoder) -> dict[str, Any]:
@@ -204,30 +227,33 @@ class MaskedHandler:
 # -- indexes ------------------------------------------------------------------------
 def encode_index(idx: Any, enc: Encoder, label: str) -> dict[str, Any]:
     pd = _pd()
-    name = enc.encode_child(idx.name, label + ".name") if not isinstance(idx, pd.MultiIndex) else None
+    name = (
+        enc.encode_child(idx.name, label + ".name") if not isinstance(idx, pd.MultiIndex) else None
+    )
     if isinstance(idx, pd.RangeIndex):
         return {"@": "pd.range", "v": [idx.start, idx.stop, idx.step], "n": name}
     if isinstance(idx, pd.MultiIndex):
         return {
             "@": "pd.mi",
-            "lv": [encode_index(lv, enc, f"{label}.levels[{i}]") for i, lv in enumerate(idx.levels)],
+            "lv": [
+                encode_index(lv, enc, f"{label}.levels[{i}]") for i, lv in enumerate(idx.levels)
+            ],
             "cd": [enc.encode_child(np.asarray(c), f"{label}.codes") for c in idx.codes],
             "nm": enc.encode_child(list(idx.names), label + ".names"),
         }
-    node: dict[str, Any] = {"@": "pd.idx", "v": encode_values(idx.array if not isinstance(
-        idx.dtype, np.dtype) else idx.to_numpy(), enc, label), "n": name}
+    node: dict[str, Any] = {
+        "@": "pd.idx",
+        "v": encode_values(
+            idx.array if not isinstance(idx.dtype, np.dtype) else idx.to_numpy(), enc, label
+        ),
+        "n": name,
+    }
     if isinstance(idx, pd.DatetimeIndex) and idx.freq is not None:
         node["fq"] = idx.freqstr
     return node
 
 
-def _is_index(t: type) -> bool:
-    if not t.__module__.startswith("pandas"):
-        return False
-    return issubclass(t, _pd().Index)
-
-
-@register_fallback("pd.idx", _is_index)
+@register_fallback("pd.idx", _pandas_type("Index"))
 class IndexHandler:
     @staticmethod
     def encode(obj: Any, enc: Encoder) -> dict[str, Any]:
@@ -283,14 +309,15 @@ class MultiIndexHandler:
 
 
 # -- Series and DataFrame -------------------------------------------------------------
-@register("pd.series", ["pandas.core.series.Series"])
+@register_fallback("pd.series", _pandas_type("Series"))
 class SeriesHandler:
     @staticmethod
     def encode(obj: Any, enc: Encoder) -> dict[str, Any]:
         return {
             "i": encode_index(obj.index, enc, ".index"),
-            "v": encode_values(obj.array if not isinstance(obj.dtype, np.dtype)
-                               else obj.to_numpy(), enc, ".values"),
+            "v": encode_values(
+                obj.array if not isinstance(obj.dtype, np.dtype) else obj.to_numpy(), enc, ".values"
+            ),
             "n": enc.encode_child(obj.name, ".name"),
         }
 
@@ -304,7 +331,7 @@ class SeriesHandler:
         return pd.Series(values, index=index, name=dec.decode(node.get("n")), copy=False)
 
 
-@register("pd.df", ["pandas.core.frame.DataFrame"])
+@register_fallback("pd.df", _pandas_type("DataFrame"))
 class DataFrameHandler:
     @staticmethod
     def encode(obj: Any, enc: Encoder) -> dict[str, Any]:
@@ -344,7 +371,10 @@ class DataFrameHandler:
 # -- scalars ---------------------------------------------------------------------------
 def _is_pd_scalar(t: type) -> bool:
     return t.__module__.startswith("pandas") and t.__name__ in (
-        "Timestamp", "Timedelta", "NAType", "NaTType",
+        "Timestamp",
+        "Timedelta",
+        "NAType",
+        "NaTType",
     )
 
 
@@ -358,8 +388,12 @@ class ScalarHandler:
         if name == "NaTType":
             return {"k": "NaT"}
         if name == "Timestamp":
-            return {"k": "ts", "v": int(obj.value), "u": obj.unit,
-                    "tz": None if obj.tz is None else str(obj.tz)}
+            return {
+                "k": "ts",
+                "v": int(obj.value),
+                "u": obj.unit,
+                "tz": None if obj.tz is None else str(obj.tz),
+            }
         return {"k": "td", "v": int(obj.value), "u": obj.unit}
 
     @staticmethod

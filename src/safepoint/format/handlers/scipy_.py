@@ -18,9 +18,7 @@ if TYPE_CHECKING:
     from ..encoder import Encoder
 
 _FORMATS = ("csr", "csc", "coo", "bsr", "dia", "lil", "dok")
-_NAMES = [
-    f"scipy.sparse._{fmt}.{fmt}_{kind}" for fmt in _FORMATS for kind in ("matrix", "array")
-]
+_NAMES = [f"scipy.sparse._{fmt}.{fmt}_{kind}" for fmt in _FORMATS for kind in ("matrix", "array")]
 
 
 @register("sparse", _NAMES)
@@ -67,7 +65,11 @@ class SparseHandler:
             if len(coords) != 2:
                 raise dec.fail("coo needs two coordinate arrays")
             for c, n in zip(coords, shape, strict=True):
-                if not isinstance(c, np.ndarray) or c.dtype.kind not in "iu" or c.shape != data.shape:
+                if (
+                    not isinstance(c, np.ndarray)
+                    or c.dtype.kind not in "iu"
+                    or c.shape != data.shape
+                ):
                     raise dec.fail("coo coordinates must be integer arrays like data")
                 if c.size and (c.min() < 0 or c.max() >= n):
                     raise dec.fail("coo coordinates out of range (crafted file?)")

@@ -118,8 +118,12 @@ def _hgb_predictor(args: list[Any], state: Any, dec: Decoder) -> Any:
     if not isinstance(state, dict):
         raise dec.fail("TreePredictor state must be a dict")
     nodes = _owned(state.get("nodes"), dec, "TreePredictor.nodes")
-    _fields(nodes, ("left", "right", "is_leaf", "feature_idx", "bitset_idx", "is_categorical"),
-            dec, "TreePredictor.nodes")
+    _fields(
+        nodes,
+        ("left", "right", "is_leaf", "feature_idx", "bitset_idx", "is_categorical"),
+        dec,
+        "TreePredictor.nodes",
+    )
     n = nodes.shape[0]
     inner = nodes["is_leaf"] == 0
     for side in ("left", "right"):

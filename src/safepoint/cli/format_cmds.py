@@ -1,0 +1,115 @@
+"""``safepoint inspect`` and ``safepoint verify`` for files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ..format import api
+from .main import cli, emit_json, json_option
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def print_inspection(info: api.Inspection) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console()
+    out.print(
+        f"[bold]{info.root_type}[/bold]  format {info.format_version}, "
+        f"{_human_bytes(info.size)} ({info.n_buffers} buffers, "
+        f"{_human_bytes(info.data_bytes)} of data"
+        + (f", {info.compressed_buffers} compressed" if info.compressed_buffers else "")
+        + ")"
+    )
+    out.print(f"digest {info.digest}" + (f", signed ({info.signed})" if info.signed else ""))
+    table = Table("type", "kind", "trusted")
+    for t in info.types:
+        table.add_row(t["name"], t["kind"], "yes" if t["trusted"] else "[red]NO[/red]")
+    if info.types:
+        out.print(table)
+    if info.untrusted:
+        out.print(
+            f"[red]untrusted:[/red] {', '.join(info.untrusted)} "
+            "(load with trusted=[...] / --trust NAME if you trust them)"
+        )
+    env = info.environment
+    pk = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
+    out.print(f"written with Python {env.get('python', '?')} on {env.get('platform', '?')}: {pk}")
+    for d in info.environment_diff:
+        out.print(f"[yellow]differs here:[/yellow] {d}")
+    if info.signature:
+        out.print(f"signature: {info.signature}")
+    if info.metadata:
+        out.print(f"metadata: {info.metadata}")
+    if info.golden:
+        out.print(f"golden outputs: {', '.join(info.golden)} (check with `safepoint verify`)")
+
+
+def _key_arg(key: str | None) -> Any:
+    if key is None:
+        return None
+    import os
+
+    if key.startswith("env:"):
+        value = os.environ.get(key[4:])
+        if value is None:
+            raise click.BadParameter(
+                f"environment variable {key[4:]} is not set", param_hint="--key"
+            )
+        return value.encode()
+    if key.startswith("file:"):
+        with open(key[5:], "rb") as f:
+            return f.read().strip()
+    raise click.BadParameter(
+        "use env:VAR or file:PATH (keys never go on the command line)", param_hint="--key"
+    )
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--trust", multiple=True, metavar="NAME", help="Treat this type name as trusted.")
+@json_option
+def inspect(target: str, trust: tuple[str, ...], as_json: bool) -> None:
+    """Describe a safepoint FILE without loading it: types, trust, sizes, environment."""
+    info = api.inspect(target, trusted=trust)
+    if as_json:
+        emit_json(info.to_dict())
+    else:
+        print_inspection(info)
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--key", metavar="env:VAR|file:PATH", help="HMAC key to check the signature.")
+@click.option("--trust", multiple=True, metavar="NAME", help="Treat this type name as trusted.")
+@json_option
+def verify(target: str, key: str | None, trust: tuple[str, ...], as_json: bool) -> None:
+    """Check checksums (and signature) of FILE and re-run its golden outputs.
+
+    Exits 1 if anything is wrong.
+    """
+    report = api.verify(target, key=_key_arg(key), trusted=trust)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        click.echo(
+            f"{'OK' if report.ok else 'FAILED'}: {report.checked_buffers} buffers checked"
+            + (f", signature {report.signed} valid" if report.signed else "")
+        )
+        for name, verdict in report.golden.items():
+            click.echo(f"  golden {name}: {verdict}")
+        for d in report.environment_diff:
+            click.echo(f"  environment differs: {d}")
+        for p in report.problems:
+            click.echo(f"  problem: {p}", err=True)
+    if not report.ok:
+        raise SystemExit(1)

@@ -1,0 +1,226 @@
+"""Round trips of builtins, numpy, scipy and pandas values through the format."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sps
+
+import safepoint as sp
+
+
+def rt(obj, **kw):
+    return sp.loads(sp.dumps(obj), **kw)
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        None,
+        True,
+        0,
+        -1,
+        2**70,
+        -(2**80),
+        1.5,
+        float("inf"),
+        "",
+        "héllo\x00x",
+        b"bytes",
+        bytearray(b"ba"),
+        3 + 4j,
+        (1, "a", None),
+        [1, [2, [3]]],
+        {1, 2, 3},
+        frozenset({"a"}),
+        {"a": 1, "b": [1, 2]},
+        {1: "x", (1, 2): "y"},
+        slice(1, 5, 2),
+        range(0, 10, 3),
+        [],
+        {},
+        (),
+    ],
+)
+def test_builtins(obj):
+    out = rt(obj)
+    assert out == obj and type(out) is type(obj)
+
+
+def test_nan_float():
+    assert math.isnan(rt(float("nan")))
+
+
+def test_shared_references_are_kept():
+    a = np.arange(5)
+    inner = [1, 2]
+    out = rt({"x": a, "y": a, "l1": inner, "l2": inner})
+    assert out["x"] is out["y"]
+    assert out["l1"] is out["l2"]
+
+
+def test_cycles_are_refused_with_a_clear_error():
+    a: list = []
+    a.append(a)
+    with pytest.raises(sp.SerializationError, match="cycle"):
+        sp.dumps(a)
+
+
+def test_columnar_dict_and_list():
+    vocab = {f"w{i}": i for i in range(1000)}
+    words = [f"t{i}" for i in range(100)]
+    out = rt({"vocab": vocab, "words": words, "fl": {f"k{i}": i / 3 for i in range(50)}})
+    assert out["vocab"] == vocab and out["words"] == words
+    assert all(type(v) is int for v in out["vocab"].values())
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    ["<f8", "<f4", "<i1", "<u8", "?", "<c16", "<M8[ns]", "<m8[s]", "<U7", "S3", ">i4", "<f2"],
+)
+def test_numpy_dtypes(dtype):
+    arr = np.zeros((3, 4), dtype=dtype)
+    out = rt(arr)
+    assert out.dtype == arr.dtype and out.shape == arr.shape
+    np.testing.assert_array_equal(out, arr)
+
+
+def test_numpy_layouts():
+    a = np.arange(24, dtype=float).reshape(4, 6)
+    for x in (a, np.asfortranarray(a), a[:, ::2], a[::-1], a.T, np.float64(3.5), np.int8(-3)):
+        out = rt(x)
+        np.testing.assert_array_equal(out, x)
+        assert type(out) is type(x)
+
+
+def test_structured_dtype():
+    dt = np.dtype([("a", "<i4"), ("b", "<f8", (2,)), ("c", "S2")])
+    arr = np.zeros(3, dtype=dt)
+    arr["a"] = [1, 2, 3]
+    out = rt(arr)
+    assert out.dtype == dt
+    np.testing.assert_array_equal(out, arr)
+
+
+def test_string_arrays_with_missing_values():
+    arr = np.array(["a", None, float("nan"), "ünï"], dtype=object)
+    out = rt(arr)
+    assert out.dtype == object
+    assert out[0] == "a" and out[1] is None and math.isnan(out[2]) and out[3] == "ünï"
+    sd = np.array(["x", "yy"], dtype=np.dtypes.StringDType())
+    np.testing.assert_array_equal(rt(sd), sd)
+
+
+def test_object_array_of_arrays():
+    arr = np.empty(2, dtype=object)
+    arr[0] = np.arange(3)
+    arr[1] = np.arange(5.0)
+    out = rt(arr)
+    np.testing.assert_array_equal(out[1], arr[1])
+
+
+def test_arbitrary_objects_in_arrays_need_trust():
+    arr = np.empty(1, dtype=object)
+    arr[0] = io.StringIO()
+    with pytest.raises(sp.SerializationError):
+        sp.dumps(arr)
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc", "coo", "bsr", "dia", "lil", "dok"])
+@pytest.mark.parametrize("kind", [sps.csr_matrix, sps.csr_array])
+def test_sparse(fmt, kind):
+    m = kind(sps.random(6, 8, density=0.3, random_state=0, format="csr")).asformat(fmt)
+    out = rt(m)
+    assert type(out) is type(m)
+    np.testing.assert_array_equal(out.toarray(), m.toarray())
+
+
+def test_pandas_frame_mixed():
+    df = pd.DataFrame(
+        {
+            "i": np.arange(5),
+            "f": np.linspace(0, 1, 5),
+            "s": ["a", "b", None, "d", "e"],
+            "c": pd.Categorical(["x", "y", "x", "z", "y"]),
+            "t": pd.date_range("2024-01-01", periods=5, tz="Europe/Paris"),
+            "n": pd.array([1, None, 3, 4, 5], dtype="Int64"),
+            "b": [True, False, True, True, False],
+            "naive": pd.date_range("2024-01-01", periods=5),
+        },
+        index=pd.Index(list("vwxyz"), name="key"),
+    )
+    out = rt(df)
+    pd.testing.assert_frame_equal(out, df)
+
+
+def test_pandas_series_and_indexes():
+    s = pd.Series(
+        [1.0, 2.0],
+        index=pd.MultiIndex.from_tuples([("a", 1), ("b", 2)], names=["x", "y"]),
+        name="s",
+    )
+    pd.testing.assert_series_equal(rt(s), s)
+    idx = pd.RangeIndex(3, 30, 3, name="r")
+    pd.testing.assert_index_equal(rt(idx), idx)
+    assert rt(pd.Timestamp("2024-01-01", tz="UTC")) == pd.Timestamp("2024-01-01", tz="UTC")
+    assert rt(pd.NA) is pd.NA
+
+
+def test_file_object_and_path(tmp_path):
+    p = tmp_path / "x.sp"
+    sp.dump({"a": np.ones(3)}, p)
+    with open(p, "rb") as f:
+        assert sp.load(f)["a"].sum() == 3
+    bio = io.BytesIO()
+    sp.dump([1], bio)
+    bio.seek(0)
+    assert sp.load(bio) == [1]
+
+
+def test_mmap_is_read_only_and_lazy(tmp_path):
+    p = tmp_path / "big.sp"
+    big = np.arange(1 << 18, dtype=np.float64)
+    sp.dump({"big": big, "small": np.arange(3)}, p)
+    out = sp.load(p, mmap=True)
+    assert not out["big"].flags.writeable
+    assert out["small"].flags.writeable
+    np.testing.assert_array_equal(out["big"], big)
+
+
+def test_compression_roundtrip_and_incompressible_raw(tmp_path):
+    zeros = np.zeros(1 << 16)
+    noise = np.random.default_rng(0).random(1 << 16)
+    b = sp.dumps({"z": zeros, "n": noise}, compress="zstd")
+    info = sp.inspect(b)
+    assert info.compressed_buffers == 1
+    out = sp.loads(b)
+    np.testing.assert_array_equal(out["z"], zeros)
+    np.testing.assert_array_equal(out["n"], noise)
+
+
+def test_dump_is_deterministic():
+    obj = {"a": np.arange(10), "b": "x"}
+    assert sp.inspect(sp.dumps(obj)).digest == sp.inspect(sp.dumps(obj)).digest
+
+
+def test_functions_by_reference_only():
+    out = rt({"f": np.log1p, "t": np.float64, "b": float})
+    assert out["f"] is np.log1p and out["t"] is np.float64 and out["b"] is float
+    with pytest.raises(sp.SerializationError, match="lambda|inside a function"):
+        sp.dumps(lambda x: x)
+
+    def local(x):
+        return x
+
+    with pytest.raises(sp.SerializationError, match="inside a function"):
+        sp.dumps(local)
+
+
+def test_metadata_must_be_json():
+    with pytest.raises(sp.SerializationError, match="JSON"):
+        sp.dumps(1, metadata={"x": object()})
+    assert sp.inspect(sp.dumps(1, metadata={"x": [1, "a"]})).metadata == {"x": [1, "a"]}
