@@ -20,11 +20,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def json_option(f: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)  # type: ignore[return-value]
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
 
 
 def quiet_option(f: F) -> F:
-    return click.option("--quiet", "-q", is_flag=True, help="No progress output.")(f)  # type: ignore[return-value]
+    return click.option("--quiet", "-q", is_flag=True, help="No progress output.")(f)
 
 
 def emit_json(data: Any) -> None:

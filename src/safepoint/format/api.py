@@ -247,8 +247,11 @@ def _construct(
         ) from None
 
 
+Source = str | os.PathLike[str] | BinaryIO | bytes | bytearray | memoryview
+
+
 def load(
-    file: str | os.PathLike[str] | BinaryIO | bytes,
+    file: Source,
     *,
     trusted: Iterable[Any] | str | type | None = (),
     mmap: bool = False,
@@ -330,11 +333,11 @@ def _inspect_reader(reader: Reader, trusted: Any = ()) -> Inspection:
     golden = m.get("golden")
     env = m.get("env") if isinstance(m.get("env"), dict) else {}
     return Inspection(
-        format_version="%d.%d" % reader.version,
+        format_version=f"{reader.version[0]}.{reader.version[1]}",
         size=reader.source.size,
         root_type=str(m.get("root_type", "?")),
         types=types,
-        untrusted=sorted({t["name"] for t in types if not t["trusted"]}),
+        untrusted=sorted({str(t["name"]) for t in types if not t["trusted"]}),
         n_buffers=len(reader.buffers),
         data_bytes=sum(b.raw_length for b in reader.buffers),
         stored_bytes=sum(b.length for b in reader.buffers),
@@ -342,7 +345,7 @@ def _inspect_reader(reader: Reader, trusted: Any = ()) -> Inspection:
         environment=env or {},
         environment_diff=compare(env),
         signature=m.get("signature") if isinstance(m.get("signature"), dict) else None,
-        metadata=m.get("metadata") if isinstance(m.get("metadata"), dict) else {},
+        metadata=dict(m["metadata"]) if isinstance(m.get("metadata"), dict) else {},
         digest=reader.digest,
         signed=reader.manifest.get("signed") if reader.auth_block else None,
         golden=sorted(golden.get("outputs", {})) if isinstance(golden, dict) else [],
@@ -350,7 +353,7 @@ def _inspect_reader(reader: Reader, trusted: Any = ()) -> Inspection:
 
 
 def inspect(
-    file: str | os.PathLike[str] | BinaryIO | bytes,
+    file: Source,
     *,
     trusted: Iterable[Any] | str | type | None = (),
     limits: spec.Limits | None = None,
@@ -365,7 +368,7 @@ def inspect(
 
 
 def untrusted_types(
-    file: str | os.PathLike[str] | BinaryIO | bytes,
+    file: Source,
     *,
     trusted: Iterable[Any] | str | type | None = (),
 ) -> list[str]:
@@ -409,7 +412,7 @@ def _compare_outputs(name: str, want: Any, got: Any) -> str:
 
 
 def verify(
-    file: str | os.PathLike[str] | BinaryIO | bytes,
+    file: Source,
     *,
     key: Any = None,
     trusted: Iterable[Any] | str | type | None = (),
