@@ -28,6 +28,7 @@ __all__ = [
     "SafepointError",
     "SafepointWarning",
     "SchemaError",
+    "SearchError",
     "SerializationError",
     "StepError",
     "StoreError",
@@ -122,6 +123,10 @@ class StepError(SafepointError, RuntimeError):
 
 class CheckpointMismatchError(SafepointError, ValueError):
     """A checkpoint belongs to a different search, workflow or pipeline."""
+
+
+class SearchError(SafepointError, ValueError, TypeError):
+    """A resumable search was set up wrongly (``checkpoint=``, ``on_mismatch=``, search spaces)."""
 
 
 class SchemaError(SafepointError, ValueError):
