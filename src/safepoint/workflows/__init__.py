@@ -1,0 +1,1 @@
+"""Workflows on top of the format and the store: steps, search, scoring."""

@@ -1,0 +1,481 @@
+"""The scoring pipeline: records in, model applied, predictions out, exactly once.
+
+The successor of seed 000's pipeline (``read_stream -> apply -> write_stream``)::
+
+    import safepoint as sp
+
+    p = sp.ScoringPipeline(model="demo/clf@production", store=".safepoint")
+    features = p.read("features.parquet")            # a file, a folder, or "-" (stdin)
+    predictions = p.apply(features)                  # default: model.predict on the features
+    p.write(predictions, "predictions.parquet",
+            schema="type Predictions @schema { id: Int! @key prediction: Float! }")
+    report = p.run()
+
+``apply`` also takes a per-record function in the seed's style (plain, generator
+or async; ``fn(record)`` or ``fn(record, model)``) or, preferably, a batch
+function on a DataFrame (``batch=True``) so that predictions are vectorised.
+
+Input offsets are committed atomically with the predictions they produced
+(see :mod:`.sinks`); a killed job resumes where it stopped with no record lost
+or written twice, for files and folders. stdin/stdout are best effort.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from ...errors import SafepointError, SchemaError
+from .model import ModelHandle, open_model
+from .schema import Schema
+from .sinks import CommitState, Sink, open_sink
+from .sources import BadRecord, Batch, Source, open_source
+
+__all__ = ["ScoringPipeline", "ScoringReport"]
+
+ON_ERROR = ("dead_letter", "skip", "raise")
+
+
+@dataclass
+class ScoringReport:
+    """What a run did. ``bad`` records went to the dead-letter output (or were
+    skipped, if asked), never silently: they are counted here."""
+
+    read: int = 0
+    written: int = 0
+    bad: int = 0
+    duplicates: int = 0
+    batches: int = 0
+    resumed_from: dict[str, int] = field(default_factory=dict)
+    versions: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    exactly_once: bool = True
+
+    @property
+    def records_per_second(self) -> float:
+        return self.read / self.seconds if self.seconds else 0.0
+
+
+class _Stream:
+    def __init__(self, pipeline: ScoringPipeline, stage: str) -> None:
+        self.pipeline = pipeline
+        self.stage = stage
+
+
+class ScoringPipeline:
+    """A read -> apply -> write pipeline over a model from the store (or a file).
+
+    Args:
+        model: ``"NAME@ALIAS"`` / ``"NAME@3"`` / ``"NAME"`` (latest) in ``store``, a path
+            to a ``.sp`` file, or a :class:`ModelHandle`.
+        store: a Store, URL or folder, for store references.
+        batch_size: records per batch (and per commit).
+        on_error: ``"dead_letter"`` (default), ``"skip"`` (counted) or ``"raise"``.
+        trusted: extra type names trusted when loading the model.
+        reload: check the alias at every batch boundary and switch versions.
+        quiet: no progress bar (default: quiet unless stderr is a terminal).
+        name: run name shown in the store's runs table.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        store: Any = None,
+        batch_size: int = 10_000,
+        on_error: str = "dead_letter",
+        trusted: Any = (),
+        reload: bool = True,
+        quiet: bool | None = None,
+        name: str | None = None,
+    ) -> None:
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise SchemaError(f"batch_size must be a positive integer, not {batch_size!r}")
+        if on_error not in ON_ERROR:
+            raise SchemaError(f"on_error must be one of {ON_ERROR}, not {on_error!r}")
+        self.handle: ModelHandle = open_model(model, store=store, trusted=trusted)
+        self.store = self.handle.store
+        self.batch_size = batch_size
+        self.on_error = on_error
+        self.reload = reload
+        self.quiet = (not sys.stderr.isatty()) if quiet is None else quiet
+        self.name = name or f"score:{self.handle.label}"
+        self._source: Source | None = None
+        self._fn: Callable[..., Any] | None = None
+        self._batch_fn = True
+        self._sink: Sink | None = None
+        self._schema: Schema | None = None
+        self._check_signature = True
+
+    @property
+    def model(self) -> Any:
+        """The model in use (it changes when the alias moves)."""
+        return self.handle.model
+
+    # -- building the pipeline ----------------------------------------------------------
+    def read(
+        self,
+        source: Any,
+        *,
+        format: str | None = None,
+        follow: bool = False,
+        idle_timeout: float | None = None,
+    ) -> _Stream:
+        """Records from a Parquet/CSV/JSON-lines file, a folder of them, or ``"-"``."""
+        self._source = open_source(source, fmt=format, follow=follow, idle_timeout=idle_timeout)
+        return _Stream(self, "read")
+
+    def apply(
+        self,
+        stream: _Stream | None = None,
+        fn: Callable[..., Any] | None = None,
+        *,
+        batch: bool | None = None,
+        check_signature: bool = True,
+    ) -> _Stream:
+        """Apply ``fn`` (default: the model's ``predict``) to every record or batch."""
+        if fn is not None and not callable(fn):
+            raise SchemaError("apply() takes a function")
+        if fn is not None and batch is None:
+            # seed style: a per-record function unless told otherwise
+            batch = bool(getattr(fn, "__safepoint_batch__", False))
+        self._fn = fn
+        self._batch_fn = True if fn is None else bool(batch)
+        self._check_signature = check_signature
+        return _Stream(self, "apply")
+
+    def write(
+        self,
+        stream: _Stream | None,
+        sink: Any,
+        *,
+        schema: Schema | str | dict[str, Any] | None = None,
+        format: str | None = None,
+        dead_letter: str | None = None,
+    ) -> None:
+        """Write predictions to a file, folder, ``"-"`` or a :class:`Sink`, with a schema."""
+        if isinstance(schema, str):
+            schema = Schema.parse(schema)
+        elif isinstance(schema, dict):
+            schema = Schema(schema.get("columns", schema), key=schema.get("key"))
+        self._schema = schema
+        self._sink = open_sink(sink, fmt=format, dead_letter=dead_letter)
+        self._sink.key = schema.key if schema is not None else None
+
+    # -- running --------------------------------------------------------------------------
+    def run(self) -> ScoringReport:
+        """Process every record (or, with ``follow``, until stopped) and report counts."""
+        if self._source is None or self._sink is None:
+            raise SchemaError("call read() and write() before run()")
+        source, sink = self._source, self._sink
+        state = sink.recover()
+        report = ScoringReport(
+            resumed_from=dict(state.offsets), exactly_once=source.replayable and sink.transactional
+        )
+        seen = sink.committed_keys()
+        run = self._start_run(state)
+        t0 = time.perf_counter()
+        progress = _Progress(self.quiet)
+        try:
+            checked = False
+            for batch in source.batches(state.offsets, self.batch_size):
+                if self.reload and self.handle.refresh():
+                    progress.note(f"model switched to version {self.handle.version}")
+                if not checked and self._check_signature and self._fn is None:
+                    self.handle.check_input(batch.frame)
+                    checked = True
+                table, dead = self._process(batch)
+                if self._schema is not None and self._schema.key is not None and table.num_rows:
+                    table, dups = _dedup(table, self._schema.key, seen)
+                    report.duplicates += dups
+                    state.counts["duplicates"] += dups
+                if self.on_error == "raise" and dead:
+                    raise SchemaError(
+                        f"record {dead[0].source}:{dead[0].offset} failed: {dead[0].error}"
+                    )
+                n_in = batch.end - batch.start
+                state.seq += 1
+                state.offsets[batch.source] = batch.end
+                state.counts["read"] += n_in
+                state.counts["written"] += table.num_rows
+                state.counts["bad"] += len(dead)
+                versions = state.extra.setdefault("versions", {})
+                versions[str(state.seq)] = self.handle.version
+                sink.commit(table, dead if self.on_error == "dead_letter" else [], state)
+                report.read += n_in
+                report.written += table.num_rows
+                report.bad += len(dead)
+                report.batches += 1
+                if self.handle.version not in report.versions:
+                    report.versions.append(self.handle.version)
+                progress.advance(n_in)
+                if run is not None:
+                    elapsed = time.perf_counter() - t0
+                    run.update(
+                        progress=state.counts["read"],
+                        state={
+                            "offsets": state.offsets,
+                            "counts": state.counts,
+                            "records_per_s": report.read / elapsed if elapsed else 0.0,
+                            "model_version": self.handle.version,
+                        },
+                    )
+            sink.finish()
+        except BaseException as exc:
+            if run is not None:
+                run.update(status="failed", state={"error": str(exc)[:500]})
+            raise
+        finally:
+            progress.close()
+        report.seconds = time.perf_counter() - t0
+        if run is not None:
+            run.update(
+                status="finished",
+                state={
+                    "offsets": state.offsets,
+                    "counts": state.counts,
+                    "versions": report.versions,
+                },
+            )
+        return report
+
+    def _start_run(self, state: CommitState) -> Any:
+        if self.store is None:
+            return None
+        runs = getattr(self.store, "runs", None)
+        if runs is None:
+            return None
+        return runs.start("scoring", self.name, {"offsets": state.offsets})
+
+    # -- one batch --------------------------------------------------------------------------
+    def _process(self, batch: Batch) -> tuple[pa.Table, list[BadRecord]]:
+        dead = list(batch.bad)
+        frame = batch.frame
+        if len(frame) == 0:
+            return self._conform(pd.DataFrame(), dead, batch)
+        if self._fn is None:
+            frame, bad_rows = self.handle.coerce(frame)
+            dead += [
+                BadRecord(batch.source, int(i), why, _record(batch.frame, i)) for i, why in bad_rows
+            ]
+            out = self._predict_default(frame, batch, dead)
+        elif self._batch_fn:
+            out = self._apply_batch(frame, batch, dead)
+        else:
+            out = self._apply_records(frame, batch, dead)
+        return self._conform(out, dead, batch)
+
+    def _call(self, fn: Callable[..., Any], x: Any) -> Any:
+        try:
+            n = len(inspect.signature(fn).parameters)
+        except (TypeError, ValueError):
+            n = 1
+        return fn(x, self.handle.model) if n >= 2 else fn(x)
+
+    def _predict_default(
+        self, frame: pd.DataFrame, batch: Batch, dead: list[BadRecord]
+    ) -> pd.DataFrame:
+        def predict(df: pd.DataFrame) -> pd.DataFrame:
+            preds = self.handle.predict(df)
+            out = pd.DataFrame({"prediction": preds}, index=df.index)
+            key = self._schema.key if self._schema is not None else None
+            for col in ([key] if key else []) + (["id"] if "id" in df.columns else []):
+                if col in df.columns and col not in out.columns:
+                    out.insert(0, col, df[col].to_numpy())
+            return out
+
+        return self._guarded(predict, frame, batch, dead)
+
+    def _apply_batch(
+        self, frame: pd.DataFrame, batch: Batch, dead: list[BadRecord]
+    ) -> pd.DataFrame:
+        def run(df: pd.DataFrame) -> pd.DataFrame:
+            res = self._call(self._fn, df)  # type: ignore[arg-type]
+            return _as_frame(res, df.index)
+
+        return self._guarded(run, frame, batch, dead)
+
+    def _guarded(
+        self,
+        fn: Callable[[pd.DataFrame], pd.DataFrame],
+        frame: pd.DataFrame,
+        batch: Batch,
+        dead: list[BadRecord],
+    ) -> pd.DataFrame:
+        """Run vectorised; if the batch fails, find the records that fail one by one."""
+        if len(frame) == 0:
+            return pd.DataFrame()
+        try:
+            return fn(frame)
+        except SafepointError:
+            raise
+        except Exception:
+            parts = []
+            for i in range(len(frame)):
+                row = frame.iloc[i : i + 1]
+                try:
+                    parts.append(fn(row))
+                except Exception as exc:
+                    off = int(frame.index[i])
+                    dead.append(
+                        BadRecord(
+                            batch.source, off, f"{type(exc).__name__}: {exc}", _record(frame, off)
+                        )
+                    )
+            return pd.concat(parts) if parts else pd.DataFrame()
+
+    def _apply_records(
+        self, frame: pd.DataFrame, batch: Batch, dead: list[BadRecord]
+    ) -> pd.DataFrame:
+        fn = self._fn
+        assert fn is not None
+        rows: list[dict[str, Any]] = []
+        index: list[int] = []
+        records: list[dict[str, Any]] = frame.to_dict("records")
+        is_async = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+
+        async def one_async(rec: dict[str, Any]) -> list[dict[str, Any]]:
+            res = self._call(fn, rec)
+            if inspect.isasyncgen(res):
+                return _as_records([r async for r in res])
+            return _as_records(await res)
+
+        results: list[Any]
+        if is_async:
+
+            async def all_async() -> list[Any]:
+                return await asyncio.gather(
+                    *(one_async(r) for r in records), return_exceptions=True
+                )
+
+            results = asyncio.run(all_async())
+        else:
+            results = []
+            for rec in records:
+                try:
+                    res = self._call(fn, rec)
+                    results.append(list(res) if inspect.isgenerator(res) else _as_records(res))
+                except Exception as exc:
+                    results.append(exc)
+        for off, rec, res in zip(frame.index, records, results, strict=True):
+            if isinstance(res, BaseException):
+                if isinstance(res, SafepointError):
+                    raise res
+                dead.append(BadRecord(batch.source, int(off), f"{type(res).__name__}: {res}", rec))
+                continue
+            for r in res:
+                rows.append(r)
+                index.append(int(off))
+        return pd.DataFrame(rows, index=index)
+
+    def _conform(
+        self, out: pd.DataFrame, dead: list[BadRecord], batch: Batch
+    ) -> tuple[pa.Table, list[BadRecord]]:
+        if self._schema is None or (len(out) == 0 and not len(out.columns)):
+            if len(out) == 0:
+                return (
+                    self._schema.arrow().empty_table() if self._schema is not None else pa.table({})
+                ), dead
+            out = out.assign(model_version=self.handle.version)
+            return pa.Table.from_pandas(out, preserve_index=False), dead
+        if "model_version" in self._schema.names:
+            out = out.assign(model_version=self.handle.version)
+        table, bad_rows = self._schema.conform(out)
+        for pos, why in bad_rows:
+            off = int(out.index[pos])
+            dead.append(
+                BadRecord(
+                    batch.source, off, f"output does not fit the schema: {why}", _record(out, off)
+                )
+            )
+        return table, dead
+
+
+def _record(frame: pd.DataFrame, label: Any) -> Any:
+    try:
+        row = frame.loc[label]
+        if isinstance(row, pd.DataFrame):
+            row = row.iloc[0]
+        return {
+            str(k): (None if isinstance(v, float) and np.isnan(v) else v)
+            for k, v in row.to_dict().items()
+        }
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _as_records(res: Any) -> list[dict[str, Any]]:
+    if res is None:
+        return []
+    if isinstance(res, dict):
+        return [res]
+    if isinstance(res, list | tuple) and all(isinstance(r, dict) for r in res):
+        return list(res)
+    raise SchemaError(f"a per-record function must return a dict or dicts, not {type(res)}")
+
+
+def _as_frame(res: Any, index: pd.Index) -> pd.DataFrame:
+    if isinstance(res, pd.DataFrame):
+        return res
+    if isinstance(res, pd.Series):
+        return res.to_frame(res.name or "prediction")
+    if isinstance(res, dict):
+        return pd.DataFrame(res, index=index)
+    arr = np.asarray(res)
+    if arr.ndim == 1 and len(arr) == len(index):
+        return pd.DataFrame({"prediction": arr}, index=index)
+    raise SchemaError(
+        f"a batch function must return a DataFrame, Series, dict of columns or 1-D array "
+        f"of one value per record; got {type(res).__name__} {getattr(arr, 'shape', '')}"
+    )
+
+
+def _dedup(table: pa.Table, key: str, seen: set[Any]) -> tuple[pa.Table, int]:
+    keys = table.column(key).to_pylist()
+    keep = np.ones(len(keys), dtype=bool)
+    for i, k in enumerate(keys):
+        if k in seen:
+            keep[i] = False
+        else:
+            seen.add(k)
+    dups = int((~keep).sum())
+    return (table.filter(pa.array(keep)) if dups else table), dups
+
+
+class _Progress:
+    def __init__(self, quiet: bool) -> None:
+        self.bar: Any = None
+        if not quiet and not os.environ.get("SAFEPOINT_QUIET"):
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                TextColumn("{task.completed:,} records"),
+                TimeElapsedColumn(),
+                transient=False,
+            )
+            self.task = self.bar.add_task("scoring", total=None)
+            self.bar.start()
+
+    def advance(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task, n)
+
+    def note(self, msg: str) -> None:
+        if self.bar is not None:
+            self.bar.console.print(msg)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()

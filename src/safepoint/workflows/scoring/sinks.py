@@ -1,0 +1,311 @@
+"""Prediction sinks with exactly-once commits.
+
+Every commit writes a batch's predictions, its dead letters and the input
+offsets that produced them as one atomic step, so a job killed at any instant
+resumes with nothing lost and nothing written twice:
+
+* :class:`PartsSink` (a folder, or a single ``.parquet`` file assembled from
+  one): each batch becomes ``part-<seq>`` (written to a temporary name, fsynced,
+  renamed), then a commit record ``_commits/<seq>.json`` holding the offsets is
+  renamed into place. The commit record is the commit point; parts without
+  one are leftovers of a crash and are deleted on restart.
+* :class:`AppendSink` (a single ``.csv`` or ``.jsonl`` file): batches are
+  appended and fsynced, then a state file recording the committed byte
+  length and offsets is renamed into place; a restart truncates the file to
+  the committed length.
+* :class:`StdoutSink`: best effort (a pipe cannot be rolled back).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow as pa
+
+from ...errors import SchemaError
+from .sources import BadRecord
+
+__all__ = ["AppendSink", "CommitState", "PartsSink", "Sink", "StdoutSink", "open_sink"]
+
+
+@dataclass
+class CommitState:
+    seq: int = 0
+    offsets: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(
+        default_factory=lambda: {"read": 0, "written": 0, "bad": 0, "duplicates": 0}
+    )
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CommitState:
+        return cls(
+            int(data["seq"]),
+            dict(data["offsets"]),
+            dict(data["counts"]),
+            dict(data.get("extra", {})),
+        )
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def encode_table(table: pa.Table, fmt: str, header: bool = True) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, buf)
+    elif fmt == "csv":
+        import pyarrow.csv as pc
+
+        pc.write_csv(table, buf, write_options=pc.WriteOptions(include_header=header))
+    else:
+        for row in table.to_pylist():
+            buf.write(json.dumps(row, default=str).encode())
+            buf.write(b"\n")
+    return buf.getvalue()
+
+
+def _dead_bytes(dead: list[BadRecord]) -> bytes:
+    return b"".join(d.to_json().encode() + b"\n" for d in dead)
+
+
+class Sink:
+    """Where predictions go. ``transactional`` sinks give exactly-once."""
+
+    transactional = True
+    key: str | None = None
+
+    def recover(self) -> CommitState:
+        """Drop uncommitted leftovers; return the last committed state."""
+        return CommitState()
+
+    def committed_keys(self) -> set[Any]:
+        return set()
+
+    def commit(self, table: pa.Table, dead: list[BadRecord], state: CommitState) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """Called once the input is exhausted."""
+
+
+class PartsSink(Sink):
+    def __init__(
+        self, folder: str | os.PathLike[str], fmt: str = "parquet", final: str | None = None
+    ) -> None:
+        if fmt not in ("parquet", "csv", "jsonl"):
+            raise SchemaError(f"unknown output format {fmt!r}")
+        self.dir = Path(folder)
+        self.fmt = fmt
+        self.final = final
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "_commits").mkdir(exist_ok=True)
+        (self.dir / "_dead").mkdir(exist_ok=True)
+
+    def _seqs(self) -> list[int]:
+        out = []
+        for p in (self.dir / "_commits").glob("*.json"):
+            with contextlib.suppress(ValueError):
+                out.append(int(p.stem))
+        return sorted(out)
+
+    def recover(self) -> CommitState:
+        seqs = self._seqs()
+        last = seqs[-1] if seqs else 0
+        for p in list(self.dir.glob("part-*")) + list((self.dir / "_dead").glob("*")):
+            try:
+                seq = int(p.name.split("-")[1].split(".")[0])
+            except (IndexError, ValueError):
+                seq = last + 1  # a temporary file: never committed
+            if seq > last or p.name.startswith("."):
+                p.unlink(missing_ok=True)
+        for p in self.dir.glob(".*.tmp"):
+            p.unlink(missing_ok=True)
+        if not seqs:
+            return CommitState()
+        with open(self.dir / "_commits" / f"{last:09d}.json", encoding="utf-8") as f:
+            return CommitState.from_json(json.load(f))
+
+    def parts(self) -> list[Path]:
+        return sorted(self.dir.glob(f"part-*.{self.fmt}"))
+
+    def committed_keys(self) -> set[Any]:
+        if self.key is None:
+            return set()
+        keys: set[Any] = set()
+        for p in self.parts():
+            keys.update(_read_table(p, self.fmt).column(self.key).to_pylist())
+        return keys
+
+    def commit(self, table: pa.Table, dead: list[BadRecord], state: CommitState) -> None:
+        seq = state.seq
+        if table.num_rows:
+            _atomic_write(self.dir / f"part-{seq:09d}.{self.fmt}", encode_table(table, self.fmt))
+        if dead:
+            _atomic_write(self.dir / "_dead" / f"part-{seq:09d}.jsonl", _dead_bytes(dead))
+        _atomic_write(
+            self.dir / "_commits" / f"{seq:09d}.json", json.dumps(state.to_json()).encode()
+        )
+        _fsync_dir(self.dir)
+
+    def finish(self) -> None:
+        if self.final is None:
+            return
+        tables = [_read_table(p, self.fmt) for p in self.parts()]
+        if not tables:
+            return
+        _atomic_write(Path(self.final), encode_table(pa.concat_tables(tables), self.fmt))
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        out = []
+        for p in sorted((self.dir / "_dead").glob("part-*.jsonl")):
+            out += [json.loads(line) for line in p.read_text().splitlines() if line]
+        return out
+
+
+def _read_table(path: Path, fmt: str) -> pa.Table:
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path)
+    if fmt == "csv":
+        import pyarrow.csv as pc
+
+        return pc.read_csv(path)
+    import pyarrow.json as pj
+
+    return pj.read_json(path)
+
+
+class AppendSink(Sink):
+    """One CSV or JSON-lines file, appended batch by batch; state beside it."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fmt: str,
+        dead_letter: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if fmt not in ("csv", "jsonl"):
+            raise SchemaError("AppendSink writes csv or jsonl")
+        self.path = Path(path)
+        self.fmt = fmt
+        self.dead_path = (
+            Path(dead_letter)
+            if dead_letter
+            else self.path.with_name(self.path.name + ".dead.jsonl")
+        )
+        self.state_path = self.path.with_name(f".{self.path.name}.sp-state.json")
+
+    def recover(self) -> CommitState:
+        if not self.state_path.exists():
+            for p in (self.path, self.dead_path):
+                if p.exists():
+                    p.unlink()
+            return CommitState()
+        data = json.loads(self.state_path.read_text())
+        for p, n in (
+            (self.path, data["extra"]["bytes"]),
+            (self.dead_path, data["extra"]["dead_bytes"]),
+        ):
+            if p.exists():
+                with open(p, "r+b") as f:
+                    f.truncate(n)
+        return CommitState.from_json(data)
+
+    def committed_keys(self) -> set[Any]:
+        if self.key is None or not self.path.exists() or self.path.stat().st_size == 0:
+            return set()
+        return set(_read_table(self.path, self.fmt).column(self.key).to_pylist())
+
+    def _append(self, path: Path, data: bytes) -> int:
+        with open(path, "ab") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+            return f.tell()
+
+    def commit(self, table: pa.Table, dead: list[BadRecord], state: CommitState) -> None:
+        size = self.path.stat().st_size if self.path.exists() else 0
+        dsize = self.dead_path.stat().st_size if self.dead_path.exists() else 0
+        if table.num_rows:
+            size = self._append(self.path, encode_table(table, self.fmt, header=size == 0))
+        if dead:
+            dsize = self._append(self.dead_path, _dead_bytes(dead))
+        state.extra["bytes"] = size
+        state.extra["dead_bytes"] = dsize
+        _atomic_write(self.state_path, json.dumps(state.to_json()).encode())
+
+
+class StdoutSink(Sink):
+    """JSON lines or CSV on standard output; dead letters on stderr. Best effort."""
+
+    transactional = False
+
+    def __init__(self, fmt: str = "jsonl", stream: IO[bytes] | None = None) -> None:
+        self.fmt = fmt
+        self.stream = stream
+        self._header = True
+
+    def commit(self, table: pa.Table, dead: list[BadRecord], state: CommitState) -> None:
+        out = self.stream or sys.stdout.buffer
+        if table.num_rows:
+            out.write(encode_table(table, self.fmt, header=self._header))
+            self._header = False
+            out.flush()
+        for d in dead:
+            print(d.to_json(), file=sys.stderr)
+
+
+def open_sink(
+    spec: str | os.PathLike[str] | Sink, *, fmt: str | None = None, dead_letter: str | None = None
+) -> Sink:
+    """``-`` (stdout), a ``.parquet``/``.csv``/``.jsonl`` file, or a folder (parts)."""
+    if isinstance(spec, Sink):
+        return spec
+    path = os.fspath(spec)
+    if path == "-":
+        return StdoutSink(fmt or "jsonl")
+    ext = Path(path).suffix.lower()
+    if os.path.isdir(path) or path.endswith(os.sep) or not ext:
+        return PartsSink(path, fmt or "parquet")
+    kind = {
+        ".parquet": "parquet",
+        ".pq": "parquet",
+        ".csv": "csv",
+        ".jsonl": "jsonl",
+        ".ndjson": "jsonl",
+    }.get(ext, fmt)
+    if kind is None:
+        raise SchemaError(f"cannot tell the output format of {path!r}; pass a format")
+    if kind == "parquet":
+        p = Path(path)
+        return PartsSink(p.with_name(f".{p.name}.parts"), "parquet", final=path)
+    return AppendSink(path, kind, dead_letter=dead_letter)
