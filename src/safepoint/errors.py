@@ -30,6 +30,7 @@ __all__ = [
     "SchemaError",
     "SearchError",
     "SerializationError",
+    "StepConfigError",
     "StepError",
     "StoreError",
     "UnsupportedFormatVersionError",
@@ -119,6 +120,10 @@ class BackendUnavailableError(StoreError, ConnectionError):
 
 class StepError(SafepointError, RuntimeError):
     """A resumable workflow step failed or was configured wrongly."""
+
+
+class StepConfigError(StepError, ValueError):
+    """A workflow was called with bad arguments (``start_from``, name, version, params, steps)."""
 
 
 class CheckpointMismatchError(SafepointError, ValueError):
