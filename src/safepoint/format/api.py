@@ -395,8 +395,9 @@ class VerifyReport:
 
 def _compare_outputs(name: str, want: Any, got: Any) -> str:
     try:
-        a = np.asarray(want)
-        b = np.asarray(got)
+        # sparse outputs (TfidfVectorizer.transform) compare densely
+        a = np.asarray(want.toarray() if hasattr(want, "toarray") else want)
+        b = np.asarray(got.toarray() if hasattr(got, "toarray") else got)
         if a.shape != b.shape:
             return f"shape changed {a.shape} -> {b.shape}"
         if a.dtype.kind in "fc" or b.dtype.kind in "fc":
