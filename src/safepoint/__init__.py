@@ -9,6 +9,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from typing import TYPE_CHECKING
+
 from .errors import (
     AliasConflictError,
     BackendUnavailableError,
@@ -44,10 +46,14 @@ from .format import (
     verify,
 )
 
+if TYPE_CHECKING:  # lazily imported below; named here for type checkers
+    from .stores import Checkpointer, ModelVersion, Store
+
 __all__ = [
     "AliasConflictError",
     "BackendUnavailableError",
     "CheckpointMismatchError",
+    "Checkpointer",
     "EnvironmentMismatchError",
     "EnvironmentMismatchWarning",
     "FormatError",
@@ -57,12 +63,14 @@ __all__ = [
     "InvalidNameError",
     "LimitExceededError",
     "Limits",
+    "ModelVersion",
     "NotFoundError",
     "SafepointError",
     "SafepointWarning",
     "SchemaError",
     "SerializationError",
     "StepError",
+    "Store",
     "StoreError",
     "UnsupportedFormatVersionError",
     "UntrustedTypesError",
@@ -77,3 +85,22 @@ __all__ = [
     "untrusted_types",
     "verify",
 ]
+
+# Public names whose modules import heavy libraries (scikit-learn, ...): loaded on first use,
+# so that `import safepoint` and the CLI stay fast.
+_LAZY = {
+    "Checkpointer": ".stores",
+    "ModelVersion": ".stores",
+    "Store": ".stores",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'safepoint' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,437 @@
+"""Blob backends: where the bytes of versions live, addressed by their content digest.
+
+A blob is one safepoint file, named by the digest that :func:`safepoint.dump`
+returns (the xxh3-128 of its manifest, which holds the checksum of every buffer).
+Blobs are immutable: a write goes to a temporary object first and is *promoted*
+to its final name only once complete and durable, so that a reader never sees a
+partial blob. Layout under the store's root::
+
+    blobs/ab/ab12...ef.sp   committed, content-addressed
+    tmp/<uuid>.tmp          being written (or orphaned by a crash; gc removes them)
+
+Backends register by URL scheme (:func:`register_blob_backend`): a local folder
+(no scheme or ``file://``: written with ``os`` calls, ``fsync`` and atomic
+``rename``), and any fsspec URL (``memory://``, ``s3://bucket/prefix``, ...)
+where promotion is a server-side copy and a completed upload is durable.
+
+>>> from safepoint.stores.blobs import open_blobs
+>>> blobs = open_blobs("memory://doc-blobs")
+>>> tmp = blobs.begin()
+>>> _ = tmp.file.write(b"hello")
+>>> tmp.promote("0" * 32)
+>>> blobs.read("0" * 32)
+b'hello'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, BinaryIO
+
+from ..errors import (
+    BackendUnavailableError,
+    IntegrityError,
+    NotFoundError,
+    SafepointError,
+    StoreError,
+)
+
+__all__ = [
+    "BlobInfo",
+    "BlobStore",
+    "FsspecBlobs",
+    "LocalBlobs",
+    "TempBlob",
+    "open_blobs",
+    "register_blob_backend",
+]
+
+_DIGEST = re.compile(r"^[0-9a-f]{16,128}$")
+
+
+def check_digest(digest: str) -> str:
+    if not isinstance(digest, str) or not _DIGEST.match(digest):
+        raise IntegrityError(f"not a blob digest: {digest!r}")
+    return digest
+
+
+@dataclass
+class BlobInfo:
+    """A blob or temporary object as listed by a backend."""
+
+    key: str  # the digest of a blob, or the id of a temporary object
+    size: int
+    mtime: float  # seconds since the epoch
+
+
+class TempBlob:
+    """A blob being written: write to ``file``, then :meth:`promote` or :meth:`abort`."""
+
+    def __init__(self, owner: BlobStore, tmp_id: str, file: BinaryIO) -> None:
+        self.owner = owner
+        self.id = tmp_id
+        self.file = file
+        self.closed = False
+
+    def close(self, durable: bool = True) -> None:
+        """Finish writing (flush, fsync when ``durable`` on a local disk, close)."""
+        if not self.closed:
+            self.owner._close_temp(self, durable)
+            self.closed = True
+
+    def promote(self, digest: str, durable: bool = True) -> None:
+        """Make the complete temporary object the blob ``digest`` (atomic, durable)."""
+        self.close(durable)
+        self.owner._promote(self.id, check_digest(digest), durable)
+
+    def abort(self) -> None:
+        """Drop the temporary object (best effort: gc removes what is left)."""
+        with contextlib.suppress(Exception):
+            self.file.close()
+        self.closed = True
+        with contextlib.suppress(Exception):
+            self.owner.delete_temp(self.id)
+
+
+class BlobStore(ABC):
+    """Interface of a blob backend (see the module docstring)."""
+
+    url: str
+    #: True when the blobs are on this machine's disk (mmap loads are possible)
+    is_local: bool = False
+    #: True when several machines can reach the blobs (then the catalog should be shared)
+    is_remote: bool = False
+
+    @abstractmethod
+    def begin(self) -> TempBlob:
+        """Open a new temporary object for writing."""
+
+    @abstractmethod
+    def _close_temp(self, tmp: TempBlob, durable: bool) -> None: ...
+
+    @abstractmethod
+    def _promote(self, tmp_id: str, digest: str, durable: bool) -> None: ...
+
+    @abstractmethod
+    def open(self, digest: str) -> BinaryIO:
+        """A seekable binary file object reading the blob."""
+
+    def local_path(self, digest: str) -> str | None:
+        """The blob's path on the local disk, or None for remote backends."""
+        return None
+
+    def read(self, digest: str) -> bytes:
+        with self.open(digest) as f:
+            return f.read()
+
+    @abstractmethod
+    def exists(self, digest: str) -> bool: ...
+
+    @abstractmethod
+    def delete(self, digest: str) -> None:
+        """Remove a blob (missing is fine)."""
+
+    @abstractmethod
+    def list_blobs(self) -> Iterator[BlobInfo]: ...
+
+    @abstractmethod
+    def list_temps(self) -> Iterator[BlobInfo]: ...
+
+    @abstractmethod
+    def delete_temp(self, tmp_id: str) -> None: ...
+
+    @abstractmethod
+    def check(self) -> None:
+        """Raise BackendUnavailableError if the backend cannot be reached."""
+
+    def write_bytes(self, data: bytes, digest: str, durable: bool = True) -> None:
+        """Store ``data`` as blob ``digest`` (through a temporary object)."""
+        tmp = self.begin()
+        try:
+            tmp.file.write(data)
+            tmp.promote(digest, durable)
+        except BaseException:
+            tmp.abort()
+            raise
+
+
+# -- local folder --------------------------------------------------------------------
+def fsync_dir(folder: str) -> None:
+    """fsync a directory so that a rename or create in it survives a power loss."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class LocalBlobs(BlobStore):
+    """Blobs in a local folder: temp file in ``tmp/``, fsync, rename, fsync the folder."""
+
+    is_local = True
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        self.url = self.root
+        self.blob_dir = os.path.join(self.root, "blobs")
+        self.tmp_dir = os.path.join(self.root, "tmp")
+        try:
+            for d in (self.root, self.blob_dir, self.tmp_dir):
+                os.makedirs(d, exist_ok=True)
+        except OSError as exc:
+            raise BackendUnavailableError(
+                f"cannot create the store folder {self.root!r}: {exc.strerror}; "
+                "check the path and its permissions"
+            ) from None
+
+    def path(self, digest: str) -> str:
+        return os.path.join(self.blob_dir, digest[:2], digest + ".sp")
+
+    def begin(self) -> TempBlob:
+        tmp_id = uuid.uuid4().hex
+        path = os.path.join(self.tmp_dir, tmp_id + ".tmp")
+        try:
+            f = open(path, "xb", buffering=1 << 20)  # noqa: SIM115 - closed by TempBlob
+        except OSError as exc:
+            raise StoreError(f"cannot write in {self.tmp_dir!r}: {exc.strerror}") from None
+        return TempBlob(self, tmp_id, f)
+
+    def _close_temp(self, tmp: TempBlob, durable: bool) -> None:
+        f = tmp.file
+        f.flush()
+        if durable:
+            os.fsync(f.fileno())
+        f.close()
+
+    def _promote(self, tmp_id: str, digest: str, durable: bool) -> None:
+        final = self.path(digest)
+        folder = os.path.dirname(final)
+        created = not os.path.isdir(folder)
+        if created:
+            os.makedirs(folder, exist_ok=True)
+        # an existing blob of the same digest has the same content: replacing it is harmless
+        # and refreshes its mtime (which gc's grace period looks at)
+        os.replace(os.path.join(self.tmp_dir, tmp_id + ".tmp"), final)
+        if durable:
+            fsync_dir(folder)
+            if created:
+                fsync_dir(self.blob_dir)
+
+    def open(self, digest: str) -> BinaryIO:
+        try:
+            return open(self.path(check_digest(digest)), "rb")
+        except FileNotFoundError:
+            raise NotFoundError(
+                f"blob {digest} is missing from {self.blob_dir!r}: it was deleted outside "
+                "safepoint; restore it from a backup or delete the version"
+            ) from None
+
+    def local_path(self, digest: str) -> str | None:
+        return self.path(check_digest(digest))
+
+    def exists(self, digest: str) -> bool:
+        return os.path.exists(self.path(check_digest(digest)))
+
+    def delete(self, digest: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path(check_digest(digest)))
+
+    def list_blobs(self) -> Iterator[BlobInfo]:
+        with contextlib.suppress(FileNotFoundError):
+            for sub in os.scandir(self.blob_dir):
+                if not sub.is_dir():
+                    continue
+                for e in os.scandir(sub.path):
+                    if e.name.endswith(".sp") and _DIGEST.match(e.name[:-3]):
+                        with contextlib.suppress(FileNotFoundError):
+                            st = e.stat()
+                            yield BlobInfo(e.name[:-3], st.st_size, st.st_mtime)
+
+    def list_temps(self) -> Iterator[BlobInfo]:
+        with contextlib.suppress(FileNotFoundError):
+            for e in os.scandir(self.tmp_dir):
+                if e.name.endswith(".tmp"):
+                    with contextlib.suppress(FileNotFoundError):
+                        st = e.stat()
+                        yield BlobInfo(e.name[:-4], st.st_size, st.st_mtime)
+
+    def delete_temp(self, tmp_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.tmp_dir, tmp_id + ".tmp"))
+
+    def check(self) -> None:
+        if not os.path.isdir(self.blob_dir):
+            raise BackendUnavailableError(f"the store folder {self.root!r} is gone")
+
+
+# -- fsspec ----------------------------------------------------------------------------
+def _mtime(info: dict[str, Any]) -> float:
+    for k in ("LastModified", "mtime", "created", "last_modified", "updated"):
+        v = info.get(k)
+        if isinstance(v, datetime):
+            return v.timestamp()
+        if isinstance(v, int | float):
+            return float(v)
+        if isinstance(v, str):
+            with contextlib.suppress(ValueError):
+                return datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
+    return time.time()  # unknown: treat as fresh, so that gc never removes it early
+
+
+class FsspecBlobs(BlobStore):
+    """Blobs on any fsspec filesystem (S3, memory, GCS, ...).
+
+    Writes stream through fsspec's buffered file (multipart upload on S3); a blob
+    appears under ``blobs/`` only by a copy of a completed temporary object.
+    """
+
+    is_remote = True
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
+        import fsspec
+
+        self.url = url
+        try:
+            fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        except (ImportError, ValueError) as exc:
+            raise BackendUnavailableError(
+                f"cannot open blob storage {url!r}: {exc}. For s3:// install the extra: "
+                "pip install 'safepoint[s3]'"
+            ) from None
+        self.fs = fs
+        self.root = path.rstrip("/")
+        self.protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        self.is_remote = self.protocol not in ("memory",)
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except SafepointError:
+            raise
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"{what}: not found in {self.url!r} ({exc})") from None
+        except PermissionError as exc:
+            raise StoreError(f"{what}: permission denied on {self.url!r} ({exc})") from None
+        except Exception as exc:
+            # botocore/aiohttp errors do not share a base class: anything else from the
+            # backend means it cannot serve us right now
+            raise BackendUnavailableError(
+                f"{what}: blob storage {self.url!r} is unreachable or failed "
+                f"({type(exc).__name__}: {exc}); check the URL, credentials and network"
+            ) from None
+
+    def _blob(self, digest: str) -> str:
+        return f"{self.root}/blobs/{digest[:2]}/{digest}.sp"
+
+    def _tmp(self, tmp_id: str) -> str:
+        return f"{self.root}/tmp/{tmp_id}.tmp"
+
+    def begin(self) -> TempBlob:
+        tmp_id = uuid.uuid4().hex
+        with self._errors("cannot start a blob upload"):
+            f = self.fs.open(self._tmp(tmp_id), "wb")
+        return TempBlob(self, tmp_id, f)
+
+    def _close_temp(self, tmp: TempBlob, durable: bool) -> None:
+        # a completed upload (close) is durable on object stores
+        with self._errors("cannot complete the blob upload"):
+            tmp.file.close()
+
+    def _promote(self, tmp_id: str, digest: str, durable: bool) -> None:
+        with self._errors(f"cannot store blob {digest}"):
+            src, dst = self._tmp(tmp_id), self._blob(digest)
+            self.fs.copy(src, dst)
+            self.fs.rm_file(src)
+
+    def open(self, digest: str) -> BinaryIO:
+        with self._errors(f"cannot read blob {digest}"):
+            return self.fs.open(self._blob(check_digest(digest)), "rb")
+
+    def read(self, digest: str) -> bytes:
+        with self._errors(f"cannot read blob {digest}"):
+            return self.fs.cat_file(self._blob(check_digest(digest)))
+
+    def exists(self, digest: str) -> bool:
+        with self._errors(f"cannot check blob {digest}"):
+            return bool(self.fs.exists(self._blob(check_digest(digest))))
+
+    def delete(self, digest: str) -> None:
+        with self._errors(f"cannot delete blob {digest}"), contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self._blob(check_digest(digest)))
+
+    def _list(self, sub: str, suffix: str) -> Iterator[BlobInfo]:
+        with self._errors("cannot list blobs"):
+            try:
+                found = self.fs.find(f"{self.root}/{sub}", detail=True)
+            except FileNotFoundError:
+                return
+            self.fs.invalidate_cache()
+        for path, info in found.items():
+            name = path.rsplit("/", 1)[-1]
+            if info.get("type") == "file" and name.endswith(suffix):
+                yield BlobInfo(name[: -len(suffix)], int(info.get("size") or 0), _mtime(info))
+
+    def list_blobs(self) -> Iterator[BlobInfo]:
+        for b in self._list("blobs", ".sp"):
+            if _DIGEST.match(b.key):
+                yield b
+
+    def list_temps(self) -> Iterator[BlobInfo]:
+        return self._list("tmp", ".tmp")
+
+    def delete_temp(self, tmp_id: str) -> None:
+        with self._errors("cannot delete a temporary blob"), contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self._tmp(tmp_id))
+
+    def check(self) -> None:
+        with self._errors("cannot reach blob storage"):
+            bucket = self.root.split("/", 1)[0]
+            if self.protocol in ("s3", "s3a", "gs", "gcs") and not self.fs.exists(bucket):
+                raise NotFoundError(
+                    f"bucket {bucket!r} of {self.url!r} does not exist: create it first"
+                )
+
+
+# -- registry ------------------------------------------------------------------------
+BlobFactory = Callable[[str, dict[str, Any] | None], BlobStore]
+_BACKENDS: dict[str, BlobFactory] = {}
+
+
+def register_blob_backend(scheme: str, factory: BlobFactory) -> None:
+    """Make ``scheme://`` URLs open with ``factory(url, storage_options)``.
+
+    Schemes without a registered factory fall back to :class:`FsspecBlobs`.
+    """
+    _BACKENDS[scheme] = factory
+
+
+def _local(url: str, storage_options: dict[str, Any] | None) -> BlobStore:
+    return LocalBlobs(url[len("file://") :] if url.startswith("file://") else url)
+
+
+register_blob_backend("", _local)
+register_blob_backend("file", _local)
+
+
+def scheme_of(url: str) -> str:
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", url)
+    return m.group(1).lower() if m else ""
+
+
+def open_blobs(url: str, storage_options: dict[str, Any] | None = None) -> BlobStore:
+    """Open the blob backend for ``url`` (a folder path or an fsspec URL)."""
+    scheme = scheme_of(url)
+    factory = _BACKENDS.get(scheme)
+    if factory is None:
+        return FsspecBlobs(url, storage_options)
+    return factory(url, storage_options)

@@ -1,0 +1,514 @@
+"""The catalog: models, versions, aliases, audit log, runs and checkpoints (SQLAlchemy Core).
+
+One catalog serves one store. URLs select the backend (:func:`register_catalog_backend`):
+
+* ``sqlite:///path/catalog.db``: the embedded default (WAL, ``synchronous=FULL`` so that a
+  commit is durable; writers serialise with ``BEGIN IMMEDIATE``);
+* ``postgresql://user@host/db``: a shared team catalog (row locks with ``FOR UPDATE``).
+  Add ``?options=-csearch_path%3Dmyschema`` to keep the tables in a schema.
+
+The schema is versioned in table ``sp_schema``; opening an older catalog applies the
+missing :data:`MIGRATIONS` in one transaction (under a lock, so that concurrent openers
+do not race); a catalog newer than this safepoint is refused with a clear message.
+
+Commit protocol of a version (see :mod:`safepoint.stores.store`): the blob is written
+and *leased* (:meth:`Catalog.lease`) before it is promoted, and the version row is
+inserted in one transaction that also drops the lease. ``gc`` marks a blob
+``deleting`` in a transaction that checks for references and live leases first, so
+that a put and a gc can never both believe they own the same blob.
+
+>>> from safepoint.stores.catalog import open_catalog
+>>> cat = open_catalog("sqlite://")
+>>> cat.schema_version() == SCHEMA_VERSION
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from ..errors import (
+    BackendUnavailableError,
+    NotFoundError,
+    SafepointError,
+    StoreError,
+)
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Catalog",
+    "open_catalog",
+    "register_catalog_backend",
+]
+
+# -- schema ----------------------------------------------------------------------------
+# Each migration takes the catalog from version i to i + 1. Never edit a released step:
+# add a new one (and a test that opens a catalog written by the older schema).
+
+
+def _v1_tables(md: sa.MetaData) -> None:
+    """The first released schema."""
+    sa.Table(
+        "sp_schema",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("updated_at", sa.Float, nullable=False),
+    )
+    sa.Table(
+        "models",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("name", sa.String(200), nullable=False, unique=True),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("created_by", sa.String(100), nullable=False),
+    )
+    sa.Table(
+        "versions",
+        md,
+        sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), primary_key=True),
+        sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("digest", sa.String(128), nullable=False, index=True),
+        sa.Column("size", sa.BigInteger, nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("created_by", sa.String(100), nullable=False),
+        sa.Column("host", sa.String(255), nullable=False),
+        sa.Column("root_type", sa.String(255), nullable=False),
+        sa.Column("environment", sa.Text, nullable=False),
+        sa.Column("metadata", sa.Text, nullable=False),
+        sa.Column("metrics", sa.Text, nullable=False),
+        sa.Column("tags", sa.Text, nullable=False),
+        sa.Column("parents", sa.Text, nullable=False),
+        sa.Column("data_digest", sa.String(128)),
+        sa.Column("code_digest", sa.String(128)),
+    )
+    sa.Table(
+        "aliases",
+        md,
+        sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), primary_key=True),
+        sa.Column("alias", sa.String(100), primary_key=True),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("updated_at", sa.Float, nullable=False),
+        sa.Column("updated_by", sa.String(100), nullable=False),
+    )
+    sa.Table(
+        "audit",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("at", sa.Float, nullable=False),
+        sa.Column("actor", sa.String(100), nullable=False),
+        sa.Column("host", sa.String(255), nullable=False),
+        sa.Column("action", sa.String(32), nullable=False),
+        sa.Column("name", sa.String(200), nullable=False),
+        sa.Column("version", sa.Integer),
+        sa.Column("detail", sa.Text, nullable=False),
+    )
+    sa.Table(
+        "checkpointers",
+        md,
+        sa.Column("name", sa.String(200), primary_key=True),
+        sa.Column("description", sa.Text, nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+    )
+    sa.Table(
+        "checkpoints",
+        md,
+        sa.Column("name", sa.String(200), primary_key=True),
+        sa.Column("key", sa.String(1024), primary_key=True),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("size", sa.BigInteger, nullable=False),
+        sa.Column("digest", sa.String(128), index=True),
+        sa.Column("value", sa.LargeBinary),
+        sa.Column("updated_at", sa.Float, nullable=False),
+    )
+    sa.Table(
+        "blobs",
+        md,
+        sa.Column("digest", sa.String(128), primary_key=True),
+        sa.Column("size", sa.BigInteger, nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("state_at", sa.Float, nullable=False),
+    )
+    sa.Table(
+        "leases",
+        md,
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("digest", sa.String(128), nullable=False, index=True),
+        sa.Column("created_at", sa.Float, nullable=False),
+    )
+
+
+def _v2_runs(md: sa.MetaData) -> None:
+    sa.Table(
+        "runs",
+        md,
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("kind", sa.String(64), nullable=False),
+        sa.Column("name", sa.String(200), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("progress", sa.Float),
+        sa.Column("message", sa.Text, nullable=False),
+        sa.Column("state", sa.Text, nullable=False),
+        sa.Column("started_at", sa.Float, nullable=False),
+        sa.Column("heartbeat_at", sa.Float, nullable=False),
+        sa.Column("finished_at", sa.Float),
+        sa.Column("host", sa.String(255), nullable=False),
+        sa.Column("pid", sa.Integer, nullable=False),
+        sa.Column("user", sa.String(100), nullable=False),
+        sa.Index("ix_runs_kind_name", "kind", "name"),
+    )
+
+
+def _migrate_1(conn: Connection) -> None:
+    md = sa.MetaData()
+    _v1_tables(md)
+    md.create_all(conn)
+
+
+def _migrate_2(conn: Connection) -> None:
+    """Runs table (workflows, search, scoring), run lineage of versions, audit time index."""
+    md = sa.MetaData()
+    _v2_runs(md)
+    md.create_all(conn)
+    conn.exec_driver_sql("ALTER TABLE versions ADD COLUMN run_id VARCHAR(32)")
+    conn.exec_driver_sql("CREATE INDEX ix_audit_at ON audit (at)")
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_migrate_1, _migrate_2]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# the tables as of SCHEMA_VERSION, for queries
+META = sa.MetaData()
+_v1_tables(META)
+_v2_runs(META)
+T_SCHEMA = META.tables["sp_schema"]
+T_MODELS = META.tables["models"]
+T_VERSIONS = META.tables["versions"]
+T_VERSIONS.append_column(sa.Column("run_id", sa.String(32)))
+T_ALIASES = META.tables["aliases"]
+T_AUDIT = META.tables["audit"]
+T_CKPTS = META.tables["checkpointers"]
+T_CKPT = META.tables["checkpoints"]
+T_BLOBS = META.tables["blobs"]
+T_LEASES = META.tables["leases"]
+T_RUNS = META.tables["runs"]
+
+#: a gc that died while deleting a blob leaves it "deleting"; after this many seconds a
+#: put takes it over (it re-creates the blob from its own copy)
+STALE_DELETE = 60.0
+
+
+def dumps_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str, allow_nan=True)
+
+
+def loads_json(text: str | None, default: Any = None) -> Any:
+    if not text:
+        return default
+    return json.loads(text)
+
+
+def _safe_url(url: sa.URL) -> str:
+    return url.render_as_string(hide_password=True)
+
+
+class Catalog:
+    """A SQLAlchemy catalog (SQLite or PostgreSQL; see the module docstring)."""
+
+    def __init__(self, url: str, *, connect_args: dict[str, Any] | None = None) -> None:
+        try:
+            parsed = sa.make_url(url)
+        except sa.exc.ArgumentError:
+            raise StoreError(
+                f"metadata URL {url!r} is not a database URL; use sqlite:///path/catalog.db "
+                "or postgresql://user@host/db"
+            ) from None
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "postgresql" and parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        self.url = _safe_url(parsed)
+        self.is_sqlite = self.dialect == "sqlite"
+        self.in_memory = self.is_sqlite and parsed.database in (None, "", ":memory:")
+        self._lock = threading.RLock() if self.in_memory else None
+        kwargs: dict[str, Any] = {}
+        cargs = dict(connect_args or {})
+        if self.is_sqlite:
+            cargs.setdefault("timeout", 60.0)
+            cargs.setdefault("check_same_thread", False)
+            if self.in_memory:
+                kwargs["poolclass"] = sa.pool.StaticPool
+        else:
+            kwargs["pool_pre_ping"] = True
+            cargs.setdefault("connect_timeout", 10)
+        try:
+            self.engine: Engine = sa.create_engine(parsed, connect_args=cargs, **kwargs)
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                f"no database driver for {self.url}: {exc}. For PostgreSQL: "
+                "pip install 'safepoint[postgres]'"
+            ) from None
+        if self.is_sqlite:
+            self._sqlite_events()
+        self.migrate()
+
+    # -- connections --------------------------------------------------------------------
+    def _sqlite_events(self) -> None:
+        @sa.event.listens_for(self.engine, "connect")
+        def _connect(dbapi_conn: Any, record: Any) -> None:
+            # let us emit BEGIN ourselves (pysqlite's implicit BEGIN is DEFERRED)
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            if not self.in_memory:
+                cur.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit is fsynced, so a committed version survives a power loss
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @sa.event.listens_for(self.engine, "begin")
+        def _begin(conn: Connection) -> None:
+            # writers take the write lock at BEGIN: no lock upgrade deadlocks, and a
+            # read-then-write (max(version) + 1) is serialised
+            if conn.get_execution_options().get("sp_write"):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.exec_driver_sql("BEGIN")
+
+    @contextlib.contextmanager
+    def tx(self, write: bool = False) -> Iterator[Connection]:
+        """A transaction (committed on success); ``write=True`` locks early on SQLite."""
+        lock = self._lock if self._lock is not None else contextlib.nullcontext()
+        with lock:
+            try:
+                with self.engine.connect() as conn:
+                    if write:
+                        conn.execution_options(sp_write=True)
+                    with conn.begin():
+                        yield conn
+            except SafepointError:
+                raise
+            except sa.exc.OperationalError as exc:
+                if self.is_sqlite and "locked" in str(exc):
+                    raise StoreError(
+                        f"the catalog {self.url} stayed locked for 60 s by another process; "
+                        "retry, or look for a stuck safepoint process"
+                    ) from None
+                raise BackendUnavailableError(
+                    f"cannot reach the catalog {self.url}: {str(exc).splitlines()[0]}; check "
+                    "that the database server runs and the URL is right"
+                ) from None
+            except sa.exc.InterfaceError as exc:
+                raise BackendUnavailableError(
+                    f"cannot reach the catalog {self.url}: {str(exc).splitlines()[0]}"
+                ) from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- schema ---------------------------------------------------------------------------
+    def schema_version(self) -> int:
+        with self.tx() as conn:
+            return self._schema_version(conn)
+
+    def _schema_version(self, conn: Connection) -> int:
+        if not sa.inspect(conn).has_table("sp_schema"):
+            return 0
+        v = conn.execute(sa.select(T_SCHEMA.c.version).where(T_SCHEMA.c.id == 1)).scalar()
+        return int(v or 0)
+
+    def migrate(self, target: int = SCHEMA_VERSION) -> int:
+        """Bring the schema to ``target`` (the latest by default); returns the old version."""
+        with self.tx(write=True) as conn:
+            if self.dialect == "postgresql":
+                # one migrator at a time per database
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(718281828)")
+            current = self._schema_version(conn)
+            if current > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the catalog {self.url} has schema version {current}, newer than this "
+                    f"safepoint knows ({SCHEMA_VERSION}): upgrade safepoint to use it"
+                )
+            for i in range(current, target):
+                MIGRATIONS[i](conn)
+            if target > current:
+                now = time.time()
+                if current == 0:
+                    conn.execute(T_SCHEMA.insert().values(id=1, version=target, updated_at=now))
+                else:
+                    conn.execute(
+                        T_SCHEMA.update()
+                        .where(T_SCHEMA.c.id == 1)
+                        .values(version=target, updated_at=now)
+                    )
+            return current
+
+    # -- helpers --------------------------------------------------------------------------
+    def _insert_ignore(self, conn: Connection, table: sa.Table, **values: Any) -> None:
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            conn.execute(pg_insert(table).values(**values).on_conflict_do_nothing())
+        else:
+            from sqlalchemy.dialects.sqlite import insert as lite_insert
+
+            conn.execute(lite_insert(table).values(**values).on_conflict_do_nothing())
+
+    def model_id(self, conn: Connection, name: str, *, create_by: str | None = None) -> int:
+        """The id of model ``name`` (created if ``create_by``), row-locked on PostgreSQL."""
+        if create_by is not None:
+            self._insert_ignore(
+                conn, T_MODELS, name=name, created_at=time.time(), created_by=create_by
+            )
+        q = sa.select(T_MODELS.c.id).where(T_MODELS.c.name == name)
+        if create_by is not None:
+            q = q.with_for_update()
+        mid = conn.execute(q).scalar()
+        if mid is None:
+            raise NotFoundError(
+                f"no model named {name!r} in this store; `safepoint ls` lists the models"
+            )
+        return int(mid)
+
+    def audit(
+        self,
+        conn: Connection,
+        *,
+        actor: str,
+        host: str,
+        action: str,
+        name: str,
+        version: int | None = None,
+        **detail: Any,
+    ) -> None:
+        conn.execute(
+            T_AUDIT.insert().values(
+                at=time.time(),
+                actor=actor,
+                host=host,
+                action=action,
+                name=name,
+                version=version,
+                detail=dumps_json(detail),
+            )
+        )
+
+    # -- blob leases (see the module docstring) -------------------------------------------
+    def lease(self, digest: str, size: int, lease_id: str) -> bool:
+        """Protect blob ``digest`` from gc until the lease is dropped or expires.
+
+        Returns False if a gc is deleting the blob right now (retry shortly).
+        """
+        now = time.time()
+        with self.tx(write=True) as conn:
+            self._insert_ignore(conn, T_BLOBS, digest=digest, size=size, state="live", state_at=now)
+            row = conn.execute(
+                sa.select(T_BLOBS.c.state, T_BLOBS.c.state_at)
+                .where(T_BLOBS.c.digest == digest)
+                .with_for_update()
+            ).one()
+            if row.state == "deleting":
+                if now - row.state_at < STALE_DELETE:
+                    return False
+                conn.execute(
+                    T_BLOBS.update()
+                    .where(T_BLOBS.c.digest == digest)
+                    .values(state="live", state_at=now)
+                )
+            conn.execute(T_LEASES.insert().values(id=lease_id, digest=digest, created_at=now))
+        return True
+
+    def drop_lease(self, conn: Connection, lease_id: str) -> None:
+        conn.execute(T_LEASES.delete().where(T_LEASES.c.id == lease_id))
+
+    def referenced(self, conn: Connection, digest: str) -> bool:
+        v = conn.execute(
+            sa.select(sa.literal(1)).where(T_VERSIONS.c.digest == digest).limit(1)
+        ).first()
+        if v is not None:
+            return True
+        c = conn.execute(sa.select(sa.literal(1)).where(T_CKPT.c.digest == digest).limit(1)).first()
+        return c is not None
+
+    def claim_for_delete(self, digest: str, size: int, grace: float) -> bool:
+        """Mark an unreferenced, unleased blob ``deleting``; False if it must be kept."""
+        now = time.time()
+        with self.tx(write=True) as conn:
+            self._insert_ignore(
+                conn, T_BLOBS, digest=digest, size=size, state="live", state_at=now - grace
+            )
+            row = conn.execute(
+                sa.select(T_BLOBS.c.state, T_BLOBS.c.state_at)
+                .where(T_BLOBS.c.digest == digest)
+                .with_for_update()
+            ).one()
+            if self.referenced(conn, digest):
+                return False
+            lease = conn.execute(
+                sa.select(sa.literal(1))
+                .where(T_LEASES.c.digest == digest, T_LEASES.c.created_at > now - grace)
+                .limit(1)
+            ).first()
+            if lease is not None:
+                return False
+            if row.state == "live" and row.state_at > now - grace:
+                return False  # registered moments ago: its writer may still be committing
+            conn.execute(
+                T_BLOBS.update()
+                .where(T_BLOBS.c.digest == digest)
+                .values(state="deleting", state_at=now)
+            )
+        return True
+
+    def forget_blob(self, digest: str) -> None:
+        with self.tx(write=True) as conn:
+            conn.execute(
+                T_BLOBS.delete().where(T_BLOBS.c.digest == digest, T_BLOBS.c.state == "deleting")
+            )
+            conn.execute(T_LEASES.delete().where(T_LEASES.c.digest == digest))
+
+
+_FACTORIES: dict[str, Callable[[str], Catalog]] = {}
+_MEMORY: dict[str, Catalog] = {}
+
+
+def register_catalog_backend(scheme: str, factory: Callable[[str], Catalog]) -> None:
+    """Make metadata URLs whose backend name is ``scheme`` open with ``factory(url)``."""
+    _FACTORIES[scheme] = factory
+
+
+register_catalog_backend("sqlite", Catalog)
+register_catalog_backend("postgresql", Catalog)
+
+
+def open_catalog(url: str) -> Catalog:
+    """Open (and migrate) the catalog at ``url``."""
+    try:
+        backend = sa.make_url(url).get_backend_name()
+    except sa.exc.ArgumentError:
+        raise StoreError(
+            f"metadata URL {url!r} is not a database URL; use sqlite:///path/catalog.db "
+            "or postgresql://user@host/db"
+        ) from None
+    factory = _FACTORIES.get(backend)
+    if factory is None:
+        raise StoreError(
+            f"no catalog backend for {backend!r} URLs ({url!r}); known: {sorted(_FACTORIES)}"
+        )
+    return factory(url)
+
+
+def memory_catalog(key: str) -> Catalog:
+    """A process-wide in-memory SQLite catalog shared by stores with the same ``key``."""
+    cat = _MEMORY.get(key)
+    if cat is None:
+        cat = _MEMORY[key] = Catalog("sqlite://")
+    return cat

@@ -1,0 +1,261 @@
+"""A key/value checkpointer on a store (Beneath-style), shared between processes.
+
+>>> import safepoint as sp, tempfile
+>>> store = sp.Store(tempfile.mkdtemp())
+>>> ckpt = store.checkpointer("fraud/scoring", description="scoring job state")
+>>> ckpt.set("model", {"threshold": 0.7})
+>>> ckpt.get("model")
+{'threshold': 0.7}
+>>> ckpt.get("missing", default=0)
+0
+>>> ckpt.set("raw", b"\\x00\\x01")
+>>> sorted(ckpt.keys())
+['model', 'raw']
+>>> ckpt.delete("raw")
+True
+
+API: ``set(key, value)``, ``get(key, default=None)``, ``delete(key) -> bool``, ``keys()``,
+``items()``, ``info(key)``, ``clear()``, ``key in ckpt``, and ``await aset(key, value)``,
+``await aget(key, default=None)`` (run in a worker thread).
+
+Values are any object safepoint can save, or raw bytes (returned as bytes). There is no
+small size limit: values up to 256 KiB live in the catalog row (one durable transaction,
+a few milliseconds); larger ones stream into a content-addressed blob first. Every
+``get`` reads the catalog, so what one process sets, another sees on its next ``get``.
+A ``set`` is atomic and durable when it returns; concurrent sets of one key: the last
+commit wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from ..errors import FormatError, IntegrityError
+from ..format import api as _api
+from .catalog import T_CKPT, T_CKPTS
+from .names import check_key, check_name
+
+if TYPE_CHECKING:
+    from .blobs import TempBlob
+    from .store import Store
+
+__all__ = ["INLINE_MAX", "Checkpointer"]
+
+#: values whose file is at most this many bytes are kept inline in the catalog
+INLINE_MAX = 256 * 1024
+
+
+class _Spill:
+    """A write-only file: in memory up to ``limit`` bytes, then a temporary blob."""
+
+    def __init__(self, store: Store, limit: int) -> None:
+        self.store = store
+        self.limit = limit
+        self.buf = bytearray()
+        self.tmp: TempBlob | None = None
+
+    def write(self, data: Any) -> int:
+        n = len(memoryview(data).cast("B"))
+        if self.tmp is None:
+            if len(self.buf) + n <= self.limit:
+                self.buf += data
+                return n
+            self.tmp = self.store.blobs.begin()
+            self.tmp.file.write(self.buf)
+            self.buf = bytearray()
+        self.tmp.file.write(data)
+        return n
+
+    def flush(self) -> None:
+        pass
+
+
+_MISSING = object()
+
+
+class Checkpointer:
+    """Durable key/value state in a store (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        name: str,
+        *,
+        description: str = "",
+        trusted: Iterable[Any] | str | type | None = (),
+        env: str = "warn",
+    ) -> None:
+        self.store = store
+        self.name = check_name(name, "checkpointer name")
+        self.description = str(description or "")
+        self.trusted = trusted
+        self.env = env
+        cat = store.catalog
+        with cat.tx(write=True) as conn:
+            cat._insert_ignore(
+                conn,
+                T_CKPTS,
+                name=self.name,
+                description=self.description,
+                created_at=time.time(),
+            )
+            if self.description:
+                conn.execute(
+                    T_CKPTS.update()
+                    .where(T_CKPTS.c.name == self.name, T_CKPTS.c.description != self.description)
+                    .values(description=self.description)
+                )
+
+    def __repr__(self) -> str:
+        return f"Checkpointer({self.name!r}, store={self.store.url!r})"
+
+    # -- writing -------------------------------------------------------------------------
+    def set(self, key: str, value: Any) -> None:
+        """Store ``value`` under ``key`` (atomic, durable when this returns)."""
+        key = check_key(key)
+        lease_id: str | None = None
+        digest: str | None = None
+        inline: bytes | None = None
+        if isinstance(value, bytes | bytearray | memoryview) and len(value) <= INLINE_MAX:
+            kind, inline, size = "bytes", bytes(value), len(value)
+        else:
+            kind = "bytes" if isinstance(value, bytes | bytearray | memoryview) else "object"
+            if isinstance(value, bytearray | memoryview):
+                value = bytes(value)
+            spill = _Spill(self.store, INLINE_MAX)
+            try:
+                res = _api.dump(value, spill)  # type: ignore[arg-type]
+            except BaseException:
+                if spill.tmp is not None:
+                    spill.tmp.abort()
+                raise
+            size = res.size
+            if spill.tmp is None:
+                inline = bytes(spill.buf)
+            else:
+                tmp = spill.tmp
+                try:
+                    staged = self.store._finish_stage(tmp, res.digest, res.size, True)
+                except BaseException:
+                    tmp.abort()
+                    raise
+                digest, lease_id = staged.digest, staged.lease_id
+        cat = self.store.catalog
+        row = {
+            "kind": kind,
+            "size": size,
+            "digest": digest,
+            "value": inline,
+            "updated_at": time.time(),
+        }
+        try:
+            with cat.tx(write=True) as conn:
+                if cat.dialect == "postgresql":
+                    from sqlalchemy.dialects.postgresql import insert
+                else:
+                    from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+                stmt = insert(T_CKPT).values(name=self.name, key=key, **row)
+                conn.execute(stmt.on_conflict_do_update(index_elements=["name", "key"], set_=row))
+                if lease_id is not None:
+                    cat.drop_lease(conn, lease_id)
+        except BaseException:
+            if lease_id is not None:
+                self.store._release(lease_id)
+            raise
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; True if it existed. Its blob (if any) goes at the next gc."""
+        key = check_key(key)
+        with self.store.catalog.tx(write=True) as conn:
+            n = conn.execute(
+                T_CKPT.delete().where(T_CKPT.c.name == self.name, T_CKPT.c.key == key)
+            ).rowcount
+        return bool(n)
+
+    def clear(self) -> int:
+        """Remove every key; returns how many there were."""
+        with self.store.catalog.tx(write=True) as conn:
+            return int(conn.execute(T_CKPT.delete().where(T_CKPT.c.name == self.name)).rowcount)
+
+    # -- reading -------------------------------------------------------------------------
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value under ``key``, or ``default`` if there is none (read fresh each time)."""
+        key = check_key(key)
+        with self.store.catalog.tx() as conn:
+            row = conn.execute(
+                sa.select(T_CKPT.c.kind, T_CKPT.c.digest, T_CKPT.c.value).where(
+                    T_CKPT.c.name == self.name, T_CKPT.c.key == key
+                )
+            ).first()
+        if row is None:
+            return default
+        what = f"checkpoint {self.name}[{key!r}]"
+        if row.digest is not None:
+            return self.store._load_blob(row.digest, what, trusted=self.trusted, env=self.env)
+        if row.kind == "bytes":
+            return bytes(row.value)
+        try:
+            return _api.loads(bytes(row.value), trusted=self.trusted, env=self.env)
+        except FormatError as exc:
+            raise IntegrityError(f"the value of {what} is corrupt in the catalog: {exc}") from None
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        with self.store.catalog.tx() as conn:
+            return (
+                conn.execute(
+                    sa.select(sa.literal(1)).where(
+                        T_CKPT.c.name == self.name, T_CKPT.c.key == check_key(key)
+                    )
+                ).first()
+                is not None
+            )
+
+    def keys(self) -> list[str]:
+        """The keys, sorted."""
+        with self.store.catalog.tx() as conn:
+            return list(
+                conn.execute(
+                    sa.select(T_CKPT.c.key).where(T_CKPT.c.name == self.name).order_by(T_CKPT.c.key)
+                ).scalars()
+            )
+
+    def items(self) -> list[tuple[str, Any]]:
+        """``(key, value)`` pairs (each value loaded)."""
+        return [(k, self.get(k)) for k in self.keys()]
+
+    def info(self, key: str) -> dict[str, Any]:
+        """Kind, stored size, where it lives and when it was last set (no load)."""
+        key = check_key(key)
+        with self.store.catalog.tx() as conn:
+            row = conn.execute(
+                sa.select(T_CKPT.c.kind, T_CKPT.c.size, T_CKPT.c.digest, T_CKPT.c.updated_at).where(
+                    T_CKPT.c.name == self.name, T_CKPT.c.key == key
+                )
+            ).first()
+        if row is None:
+            from ..errors import NotFoundError
+
+            raise NotFoundError(f"checkpointer {self.name!r} has no key {key!r}")
+        return {
+            "key": key,
+            "kind": row.kind,
+            "size": int(row.size),
+            "blob": row.digest,
+            "updated_at": float(row.updated_at),
+        }
+
+    # -- async -----------------------------------------------------------------------------
+    async def aset(self, key: str, value: Any) -> None:
+        """:meth:`set` in a worker thread."""
+        await asyncio.to_thread(self.set, key, value)
+
+    async def aget(self, key: str, default: Any = None) -> Any:
+        """:meth:`get` in a worker thread."""
+        return await asyncio.to_thread(self.get, key, default)

@@ -1,0 +1,284 @@
+"""The runs table: what workflows, searches and scoring jobs are doing, for the CLI and console.
+
+>>> import safepoint as sp, tempfile
+>>> store = sp.Store(tempfile.mkdtemp())
+>>> run = store.runs.start("search", "fraud/grid", state={"candidates": 12})
+>>> run.update(progress=0.5, state={"done": 6})      # state is merged into the old one
+>>> run.heartbeat()
+>>> run.finish()
+>>> info = store.runs.get(run.id)
+>>> (info.kind, info.status, info.progress, info.state)
+('search', 'succeeded', 1.0, {'candidates': 12, 'done': 6})
+>>> [r.id for r in store.runs.list(kind="search")] == [run.id]
+True
+
+API:
+
+* ``store.runs.start(kind, name, state=None, *, run_id=None) -> Run``: status ``running``.
+  ``kind`` is a short word (``"steps"``, ``"search"``, ``"scoring"``); ``name`` what runs.
+* ``store.runs.attach(run_id) -> Run``: continue a run from another process (resume).
+* ``Run.update(*, progress=None, state=None, status=None, message=None, replace_state=False)``:
+  ``progress`` in [0, 1]; ``state`` a JSON-like dict merged into the stored one (or replacing
+  it); every update is a heartbeat. ``Run.heartbeat()``, ``Run.finish(status="succeeded",
+  message="")``, ``Run.fail(message)``; ``with store.runs.start(...) as run:`` finishes the
+  run as ``succeeded``, or ``failed`` with the exception.
+* ``store.runs.get(run_id) -> RunInfo``; ``store.runs.list(kind=None, name=None,
+  status=None, limit=100) -> list[RunInfo]`` (newest first); ``store.runs.delete(run_id)``.
+* ``RunInfo.stale``: ``running`` but no heartbeat for ``STALE_AFTER`` seconds (the process
+  probably died: a resumable workflow can pick it up).
+
+Statuses: ``running``, ``succeeded``, ``failed``, ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from ..errors import InvalidNameError, NotFoundError, SerializationError, StoreError
+from .catalog import T_RUNS, dumps_json, loads_json
+
+if TYPE_CHECKING:
+    from .store import Store
+
+__all__ = ["STALE_AFTER", "STATUSES", "Run", "RunInfo", "Runs"]
+
+STATUSES = ("running", "succeeded", "failed", "interrupted")
+#: seconds without a heartbeat after which a running run is reported stale
+STALE_AFTER = 300.0
+_KIND = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+def _dt(t: float | None) -> datetime | None:
+    from datetime import UTC
+
+    return None if t is None else datetime.fromtimestamp(t, tz=UTC)
+
+
+@dataclass
+class RunInfo:
+    """A row of the runs table."""
+
+    id: str
+    kind: str
+    name: str
+    status: str
+    progress: float | None
+    message: str
+    state: dict[str, Any]
+    started: datetime
+    heartbeat: datetime
+    finished: datetime | None
+    host: str
+    pid: int
+    user: str
+    stale: bool = field(default=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("started", "heartbeat", "finished"):
+            d[k] = d[k].isoformat() if d[k] is not None else None
+        return d
+
+
+def _state(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise SerializationError("run state must be a dict with str keys (JSON-like values)")
+    try:
+        json.dumps(value, allow_nan=True)
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"run state must be JSON-serializable: {exc}") from None
+    return dict(value)
+
+
+class Run:
+    """A handle to write one run's row (see the module docstring)."""
+
+    def __init__(self, runs: Runs, run_id: str) -> None:
+        self.runs = runs
+        self.id = run_id
+
+    def __repr__(self) -> str:
+        return f"Run({self.id!r})"
+
+    def update(
+        self,
+        *,
+        progress: float | None = None,
+        state: dict[str, Any] | None = None,
+        status: str | None = None,
+        message: str | None = None,
+        replace_state: bool = False,
+    ) -> None:
+        """Record progress/state/status (each call is also a heartbeat)."""
+        values: dict[str, Any] = {"heartbeat_at": time.time()}
+        if progress is not None:
+            p = float(progress)
+            if math.isnan(p) or not 0.0 <= p <= 1.0:
+                raise StoreError(f"progress must be in [0, 1], not {progress!r}")
+            values["progress"] = p
+        if status is not None:
+            if status not in STATUSES:
+                raise StoreError(f"status must be one of {STATUSES}, not {status!r}")
+            values["status"] = status
+            values["finished_at"] = None if status == "running" else time.time()
+        if message is not None:
+            values["message"] = str(message)
+        new_state = _state(state) if state is not None else None
+        cat = self.runs.store.catalog
+        with cat.tx(write=True) as conn:
+            if new_state is not None:
+                if not replace_state:
+                    old = conn.execute(
+                        sa.select(T_RUNS.c.state).where(T_RUNS.c.id == self.id).with_for_update()
+                    ).scalar()
+                    new_state = {**loads_json(old, {}), **new_state}
+                values["state"] = dumps_json(new_state)
+            n = conn.execute(T_RUNS.update().where(T_RUNS.c.id == self.id).values(**values))
+            if not n.rowcount:
+                raise NotFoundError(f"no run {self.id!r} (was it deleted?)")
+
+    def heartbeat(self) -> None:
+        """Say the run is alive."""
+        self.update()
+
+    def finish(self, status: str = "succeeded", message: str = "") -> None:
+        """End the run (``succeeded`` sets progress to 1)."""
+        self.update(status=status, message=message, progress=1.0 if status == "succeeded" else None)
+
+    def fail(self, message: str) -> None:
+        self.finish("failed", message)
+
+    def info(self) -> RunInfo:
+        return self.runs.get(self.id)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: Any) -> None:
+        if et is None:
+            self.finish()
+        elif issubclass(et, KeyboardInterrupt):
+            self.finish("interrupted", "KeyboardInterrupt")
+        else:
+            self.fail(f"{et.__name__}: {ev}")
+
+
+class Runs:
+    """The runs table of a store (``store.runs``)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def start(
+        self,
+        kind: str,
+        name: str,
+        state: dict[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        message: str = "",
+    ) -> Run:
+        """Insert a ``running`` run and return its handle."""
+        if not isinstance(kind, str) or not _KIND.match(kind):
+            raise InvalidNameError(
+                f"run kind must be a short lowercase word like 'search', not {kind!r}"
+            )
+        if not isinstance(name, str) or not name or len(name) > 200:
+            raise InvalidNameError("run name must be a non-empty str of at most 200 characters")
+        rid = run_id or uuid.uuid4().hex
+        if not isinstance(rid, str) or not _ID.match(rid):
+            raise InvalidNameError(f"run_id must be 1-32 letters, digits, '_' or '-', not {rid!r}")
+        now = time.time()
+        with self.store.catalog.tx(write=True) as conn:
+            if conn.execute(sa.select(T_RUNS.c.id).where(T_RUNS.c.id == rid)).first():
+                raise StoreError(
+                    f"run {rid!r} exists already; use store.runs.attach({rid!r}) to continue it"
+                )
+            conn.execute(
+                T_RUNS.insert().values(
+                    id=rid,
+                    kind=kind,
+                    name=name,
+                    status="running",
+                    progress=0.0,
+                    message=str(message),
+                    state=dumps_json(_state(state)),
+                    started_at=now,
+                    heartbeat_at=now,
+                    finished_at=None,
+                    host=self.store.host,
+                    pid=os.getpid(),
+                    user=self.store.actor,
+                )
+            )
+        return Run(self, rid)
+
+    def attach(self, run_id: str) -> Run:
+        """A handle on an existing run (for example to resume it in a new process)."""
+        info = self.get(run_id)
+        return Run(self, info.id)
+
+    def _info(self, r: Any) -> RunInfo:
+        hb = float(r.heartbeat_at)
+        return RunInfo(
+            id=r.id,
+            kind=r.kind,
+            name=r.name,
+            status=r.status,
+            progress=r.progress,
+            message=r.message,
+            state=loads_json(r.state, {}),
+            started=_dt(r.started_at),  # type: ignore[arg-type]
+            heartbeat=_dt(hb),  # type: ignore[arg-type]
+            finished=_dt(r.finished_at),
+            host=r.host,
+            pid=int(r.pid),
+            user=r.user,
+            stale=r.status == "running" and time.time() - hb > STALE_AFTER,
+        )
+
+    def get(self, run_id: str) -> RunInfo:
+        """One run by id."""
+        if not isinstance(run_id, str):
+            raise InvalidNameError(f"run id must be a str, not {type(run_id).__name__}")
+        with self.store.catalog.tx() as conn:
+            r = conn.execute(sa.select(T_RUNS).where(T_RUNS.c.id == run_id)).first()
+        if r is None:
+            raise NotFoundError(f"no run {run_id!r}; `store.runs.list()` shows the runs")
+        return self._info(r)
+
+    def list(
+        self,
+        kind: str | None = None,
+        name: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+    ) -> list[RunInfo]:
+        """Runs, newest first, filtered by kind, name and status."""
+        q = sa.select(T_RUNS).order_by(T_RUNS.c.started_at.desc()).limit(int(limit))
+        if kind is not None:
+            q = q.where(T_RUNS.c.kind == kind)
+        if name is not None:
+            q = q.where(T_RUNS.c.name == name)
+        if status is not None:
+            q = q.where(T_RUNS.c.status == status)
+        with self.store.catalog.tx() as conn:
+            return [self._info(r) for r in conn.execute(q)]
+
+    def delete(self, run_id: str) -> bool:
+        """Remove a run's row; True if it existed."""
+        with self.store.catalog.tx(write=True) as conn:
+            return bool(conn.execute(T_RUNS.delete().where(T_RUNS.c.id == run_id)).rowcount)
