@@ -16,17 +16,7 @@ import pandas as pd
 
 from ...errors import NotFoundError, SchemaError
 
-__all__ = ["ModelHandle", "open_model", "parse_ref"]
-
-
-def parse_ref(ref: str) -> tuple[str, str | int | None]:
-    """``"name@alias"`` -> ("name", "alias"); ``"name@3"`` -> ("name", 3); ``"name"`` -> latest."""
-    name, sep, tag = ref.partition("@")
-    if not name or (sep and not tag):
-        raise SchemaError(f"bad model reference {ref!r}: use NAME, NAME@VERSION or NAME@ALIAS")
-    if not sep:
-        return name, None
-    return name, int(tag) if tag.isdigit() else tag
+__all__ = ["ModelHandle", "open_model"]
 
 
 class ModelHandle:
@@ -44,6 +34,11 @@ class ModelHandle:
     def refresh(self) -> bool:
         """Reload if the reference now points to another version; True if it switched."""
         return False
+
+    def current(self) -> tuple[Any, str]:
+        """The model and its version, consistent with each other (for concurrent readers)."""
+        with self._lock:
+            return self.model, self.version
 
     # -- input checks ---------------------------------------------------------------
     def features(self, frame: pd.DataFrame) -> list[str]:
@@ -95,10 +90,10 @@ class ModelHandle:
             out = out.drop(index=list(bad))
         return out, sorted(bad.items())
 
-    def predict(self, frame: pd.DataFrame) -> np.ndarray[Any, Any]:
+    def predict(self, frame: pd.DataFrame, model: Any = None) -> np.ndarray[Any, Any]:
         cols = self.features(frame)
         X = frame[cols] if self.signature.get("feature_names") else frame[cols].to_numpy()
-        return np.asarray(self.model.predict(X))
+        return np.asarray((self.model if model is None else model).predict(X))
 
 
 def _numeric(dtype: str) -> bool:

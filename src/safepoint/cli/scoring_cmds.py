@@ -1,0 +1,183 @@
+"""``safepoint score`` (batch, exactly once) and ``safepoint serve`` (HTTP)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from .main import cli, emit_json, json_option, quiet_option
+
+
+def _token(spec: str | None) -> str | None:
+    if spec is None:
+        return None
+    if spec.startswith("env:"):
+        value = os.environ.get(spec[4:])
+        if not value:
+            raise click.BadParameter(
+                f"environment variable {spec[4:]} is not set", param_hint="--token"
+            )
+        return value
+    if spec.startswith("file:"):
+        with open(spec[5:], encoding="utf-8") as f:
+            return f.read().strip()
+    raise click.BadParameter(
+        "use env:VAR or file:PATH (secrets never go on the command line)", param_hint="--token"
+    )
+
+
+def _schema_arg(spec: str | None) -> str | None:
+    if spec and os.path.isfile(spec):
+        with open(spec, encoding="utf-8") as f:
+            return f.read()
+    return spec
+
+
+@cli.command()
+@click.option(
+    "--model",
+    "-m",
+    required=True,
+    metavar="NAME[@ALIAS|@VERSION]|FILE.sp",
+    help="The model: a store reference or a .sp file.",
+)
+@click.option(
+    "--store", metavar="URL", help="Store URL or folder (default $SAFEPOINT_STORE or .safepoint)."
+)
+@click.option(
+    "--input",
+    "-i",
+    "input_",
+    required=True,
+    metavar="PATH|-",
+    help="Parquet/CSV/JSON-lines file, a folder of them, or - for stdin (JSON lines).",
+)
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    metavar="PATH|-",
+    help="A .parquet/.csv/.jsonl file, a folder (parts), or - for stdout.",
+)
+@click.option(
+    "--schema",
+    metavar="SCHEMA|FILE",
+    help="Output schema, e.g. 'id: Int! @key, prediction: Float!' or a file.",
+)
+@click.option("--batch-size", default=10_000, show_default=True, type=int)
+@click.option("--input-format", type=click.Choice(["parquet", "csv", "jsonl"]))
+@click.option("--output-format", type=click.Choice(["parquet", "csv", "jsonl"]))
+@click.option(
+    "--on-error",
+    type=click.Choice(["dead_letter", "skip", "raise"]),
+    default="dead_letter",
+    show_default=True,
+)
+@click.option("--dead-letter", metavar="PATH", help="Where bad records go (JSON lines).")
+@click.option("--follow", is_flag=True, help="Keep watching a folder for new files.")
+@click.option("--idle-timeout", type=float, help="With --follow: stop after this many idle s.")
+@click.option("--trust", multiple=True, metavar="NAME", help="Trust this type name.")
+@quiet_option
+@json_option
+def score(
+    model: str,
+    store: str | None,
+    input_: str,
+    output: str,
+    schema: str | None,
+    batch_size: int,
+    input_format: str | None,
+    output_format: str | None,
+    on_error: str,
+    dead_letter: str | None,
+    follow: bool,
+    idle_timeout: float | None,
+    trust: tuple[str, ...],
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Score records with a model from the store, exactly once for files and folders.
+
+    A killed job, run again with the same arguments, resumes where it stopped:
+    no record is lost or written twice. stdin/stdout are best effort.
+    """
+    from ..workflows.scoring import ScoringPipeline
+
+    p = ScoringPipeline(
+        model,
+        store=store,
+        batch_size=batch_size,
+        on_error=on_error,
+        trusted=trust,
+        quiet=quiet or output == "-",
+    )
+    stream = p.apply(p.read(input_, format=input_format, follow=follow, idle_timeout=idle_timeout))
+    p.write(
+        stream, output, schema=_schema_arg(schema), format=output_format, dead_letter=dead_letter
+    )
+    report = p.run()
+    summary = {
+        "read": report.read,
+        "written": report.written,
+        "bad": report.bad,
+        "duplicates": report.duplicates,
+        "batches": report.batches,
+        "versions": report.versions,
+        "resumed_from": report.resumed_from,
+        "records_per_second": round(report.records_per_second, 1),
+        "exactly_once": report.exactly_once,
+    }
+    if as_json:
+        if output == "-":
+            print(json.dumps(summary), file=sys.stderr)
+        else:
+            emit_json(summary)
+    elif not quiet:
+        click.echo(
+            f"read {report.read:,}, wrote {report.written:,}, bad {report.bad:,}, "
+            f"duplicates {report.duplicates:,} with model version(s) "
+            f"{', '.join(report.versions) or '-'}",
+            err=output == "-",
+        )
+
+
+@cli.command()
+@click.option("--model", "-m", required=True, metavar="NAME[@ALIAS|@VERSION]|FILE.sp")
+@click.option("--store", metavar="URL", help="Store URL or folder.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option(
+    "--token",
+    metavar="env:VAR|file:PATH",
+    help="Bearer token required by /predict; needed to bind beyond localhost.",
+)
+@click.option(
+    "--reload-interval",
+    default=2.0,
+    show_default=True,
+    type=float,
+    help="Seconds between checks whether the alias moved.",
+)
+@click.option("--trust", multiple=True, metavar="NAME", help="Trust this type name.")
+def serve(
+    model: str,
+    store: str | None,
+    host: str,
+    port: int,
+    token: str | None,
+    reload_interval: float,
+    trust: tuple[str, ...],
+) -> None:
+    """Serve JSON predictions over HTTP (POST /predict, GET /health, GET /ready)."""
+    from ..workflows.scoring.model import open_model
+    from ..workflows.scoring.serve import check_bind
+    from ..workflows.scoring.serve import serve as run_server
+
+    secret = _token(token)
+    check_bind(host, secret)
+    handle = open_model(model, store=store, trusted=trust)
+    click.echo(f"serving {handle.label} version {handle.version} on http://{host}:{port}", err=True)
+    run_server(handle, host=host, port=port, token=secret, reload_interval=reload_interval)

@@ -1,0 +1,59 @@
+"""A model taken from a store by ``NAME[@VERSION|@ALIAS]``, reloaded when the alias moves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .model import ModelHandle
+
+__all__ = ["StoreModelHandle", "open_store"]
+
+
+def open_store(store: Any) -> Any:
+    """A :class:`~safepoint.stores.Store` from a Store, a URL/folder, or None (the default)."""
+    from ...stores import Store, default_store_url
+
+    if isinstance(store, Store):
+        return store
+    return Store(store if store is not None else default_store_url())
+
+
+class StoreModelHandle(ModelHandle):
+    """Loads ``ref`` from ``store``; :meth:`refresh` follows alias moves.
+
+    A pinned version (``NAME@3``) never changes; ``NAME`` follows the latest
+    version and ``NAME@ALIAS`` follows the alias.
+    """
+
+    def __init__(self, ref: str, *, store: Any = None, trusted: Any = ()) -> None:
+        super().__init__()
+        from ...stores.names import parse_ref
+
+        self.store = open_store(store)
+        self.name, self.selector = parse_ref(ref)
+        self.label = ref
+        self.trusted = trusted
+        self._load(self.store.info(self.name, self.selector).version)
+
+    def _load(self, version: int) -> None:
+        model = self.store.get(self.name, version, trusted=self.trusted)
+        info = self.store.inspect(f"{self.name}@{version}", trusted=self.trusted)
+        # swap model, version and signature together: readers see one or the other
+        with self._lock:
+            self.model = model
+            self.version = str(version)
+            self.signature = info.signature or {}
+            self.number = version
+
+    def current(self) -> tuple[Any, str]:
+        with self._lock:
+            return self.model, self.version
+
+    def refresh(self) -> bool:
+        if isinstance(self.selector, int):
+            return False
+        version = self.store.info(self.name, self.selector).version
+        if version == getattr(self, "number", None):
+            return False
+        self._load(version)
+        return True
