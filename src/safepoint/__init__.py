@@ -27,6 +27,7 @@ from .errors import (
     SafepointWarning,
     SchemaError,
     SerializationError,
+    StepConfigError,
     StepError,
     StoreError,
     UnsupportedFormatVersionError,
@@ -48,6 +49,7 @@ from .format import (
 
 if TYPE_CHECKING:  # lazily imported below; named here for type checkers
     from .stores import Checkpointer, ModelVersion, Store
+    from .workflows.steps import Steps, Workflow
 
 __all__ = [
     "AliasConflictError",
@@ -69,12 +71,15 @@ __all__ = [
     "SafepointWarning",
     "SchemaError",
     "SerializationError",
+    "StepConfigError",
     "StepError",
+    "Steps",
     "Store",
     "StoreError",
     "UnsupportedFormatVersionError",
     "UntrustedTypesError",
     "VerifyReport",
+    "Workflow",
     "WriteResult",
     "__version__",
     "dump",
@@ -92,6 +97,8 @@ _LAZY = {
     "Checkpointer": ".stores",
     "ModelVersion": ".stores",
     "Store": ".stores",
+    "Steps": ".workflows.steps",
+    "Workflow": ".workflows.steps",
 }
 
 
