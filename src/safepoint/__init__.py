@@ -48,6 +48,7 @@ from .format import (
 )
 
 if TYPE_CHECKING:  # lazily imported below; named here for type checkers
+    from .convert import ConversionReport, ConvertLimits, ScanResult, convert, scan
     from .stores import Checkpointer, ModelVersion, Store
     from .workflows.steps import Steps, Workflow
 
@@ -56,6 +57,8 @@ __all__ = [
     "BackendUnavailableError",
     "CheckpointMismatchError",
     "Checkpointer",
+    "ConversionReport",
+    "ConvertLimits",
     "EnvironmentMismatchError",
     "EnvironmentMismatchWarning",
     "FormatError",
@@ -69,6 +72,7 @@ __all__ = [
     "NotFoundError",
     "SafepointError",
     "SafepointWarning",
+    "ScanResult",
     "SchemaError",
     "SerializationError",
     "StepConfigError",
@@ -82,11 +86,13 @@ __all__ = [
     "Workflow",
     "WriteResult",
     "__version__",
+    "convert",
     "dump",
     "dumps",
     "inspect",
     "load",
     "loads",
+    "scan",
     "untrusted_types",
     "verify",
 ]
@@ -94,6 +100,11 @@ __all__ = [
 # Public names whose modules import heavy libraries (scikit-learn, ...): loaded on first use,
 # so that `import safepoint` and the CLI stay fast.
 _LAZY = {
+    "convert": ".convert",
+    "scan": ".convert",
+    "ConversionReport": ".convert",
+    "ConvertLimits": ".convert",
+    "ScanResult": ".convert",
     "Checkpointer": ".stores",
     "ModelVersion": ".stores",
     "Store": ".stores",

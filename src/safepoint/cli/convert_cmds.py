@@ -1,0 +1,83 @@
+"""``safepoint convert`` and ``safepoint scan``: audited import of pickle/joblib/skops files."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import FormatError, UntrustedTypesError
+from .main import cli, emit_json, json_option
+
+_VERDICT_STYLE = {"safe": "green", "untrusted": "red", "refused": "red"}
+
+
+@cli.command()
+@click.argument("src", type=click.Path(dir_okay=False))
+@click.argument("dst", type=click.Path(dir_okay=False))
+@click.option("--trust", multiple=True, metavar="NAME", help="Allow this type name as well.")
+@click.option("--compress", type=click.Choice(["zstd"]), default=None, help="Compress buffers.")
+@json_option
+def convert(
+    src: str, dst: str, trust: tuple[str, ...], compress: str | None, as_json: bool
+) -> None:
+    """Import a pickle, joblib or skops file SRC as the safepoint file DST.
+
+    SRC is parsed, never unpickled: every type it needs is audited, and files
+    that need types outside the allowlist (plus --trust NAME) are refused
+    with the list of names. Exit 0 on success, 1 if refused.
+    """
+    from ..convert import convert as do_convert
+
+    try:
+        report = do_convert(src, dst, trusted=trust, compress=compress)
+    except (UntrustedTypesError, FormatError) as exc:
+        if as_json:
+            emit_json(
+                {
+                    "source": src,
+                    "destination": dst,
+                    "verdict": "untrusted" if isinstance(exc, UntrustedTypesError) else "refused",
+                    "untrusted": getattr(exc, "types", []),
+                    "error": str(exc),
+                }
+            )
+            sys.exit(1)
+        raise
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    click.echo(
+        f"converted {src} ({report.format}) -> {dst}: {report.root_type}, {report.size} bytes"
+    )
+    click.echo("types: " + ", ".join(t["name"] for t in report.types))
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--trust", multiple=True, metavar="NAME", help="Treat this type name as trusted.")
+@json_option
+def scan(paths: tuple[str, ...], trust: tuple[str, ...], as_json: bool) -> None:
+    """Audit model files without loading them: format, types needed, verdict.
+
+    Folders are walked. Exit 0 if every file is safe to import, 1 if any
+    needs untrusted types or is malformed (for CI).
+    """
+    from ..convert import scan as do_scan
+
+    results = do_scan(list(paths), trusted=trust)
+    if as_json:
+        emit_json([r.to_dict() for r in results])
+    else:
+        if not results:
+            click.echo("no model files found")
+        for r in results:
+            style = _VERDICT_STYLE.get(r.verdict, "red")
+            click.echo(f"{click.style(r.verdict.upper(), fg=style)}  {r.path}  [{r.format}]")
+            for t in r.types:
+                mark = "" if t["trusted"] else "  <- untrusted"
+                click.echo(f"    {t['name']} ({', '.join(t['roles'])}){mark}")
+            for p in r.problems:
+                click.echo(f"    problem: {p}")
+    if not all(r.ok for r in results):
+        sys.exit(1)

@@ -1,0 +1,108 @@
+"""The audit: every name an inert graph needs, and whether each is allowed.
+
+It walks the graph (iteratively, each node once), classifies every call with
+:func:`~safepoint.convert.semantics.plan_call` and checks every name against
+its role (see :mod:`safepoint.convert.semantics`) and the
+:class:`~safepoint.format.trust.TrustPolicy`. Nothing is imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import FormatError
+from ..format.trust import TrustPolicy
+from .nodes import Call, DictNode, GlobalRef, ListNode, SetNode, TupleNode
+from .semantics import Plan, plan_call
+
+__all__ = ["AuditResult", "audit"]
+
+_POLICY_KIND = {"class": "obj", "call": "red", "ref": "ref"}
+
+
+@dataclass
+class AuditResult:
+    """Names needed (``"module.qualname"`` -> roles), the untrusted ones, and refusals."""
+
+    needed: dict[str, set[str]] = field(default_factory=dict)
+    untrusted: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    plans: dict[int, Plan] = field(default_factory=dict)
+    n_nodes: int = 0
+
+    @property
+    def safe(self) -> bool:
+        return not self.untrusted and not self.problems
+
+    def types(self) -> list[dict[str, Any]]:
+        bad = set(self.untrusted)
+        return [
+            {"name": n, "roles": sorted(r), "trusted": n not in bad}
+            for n, r in sorted(self.needed.items())
+        ]
+
+
+def audit(root: Any, trusted: Iterable[Any] | str | type | None = ()) -> AuditResult:
+    """Audit the graph under ``root`` with the default trust set plus ``trusted``."""
+    policy = TrustPolicy(trusted)
+    res = AuditResult()
+    bad: set[str] = set()
+    seen: set[int] = set()
+    todo: list[Any] = [root]
+
+    def need(ref: GlobalRef, role: str) -> None:
+        name = ref.qualified
+        res.needed.setdefault(name, set()).add(role)
+        if role != "known" and not policy.is_trusted(ref.module, ref.name, _POLICY_KIND[role]):
+            bad.add(name)
+
+    while todo:
+        node = todo.pop()
+        if node is None or type(node) in (bool, int, float, str):
+            continue
+        if isinstance(node, GlobalRef):
+            # a name used as a value (a function or class stored in the model)
+            need(node, "ref")
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        res.n_nodes += 1
+        if isinstance(node, ListNode | TupleNode | SetNode):
+            todo.extend(node.items)
+        elif isinstance(node, DictNode):
+            for k, v in node.pairs:
+                todo.append(k)
+                todo.append(v)
+        elif isinstance(node, Call):
+            try:
+                plan = plan_call(node)
+            except FormatError as exc:
+                res.problems.append(str(exc))
+                # still list the names involved, so that the report is complete
+                todo.extend(_loose_children(node))
+                continue
+            res.plans[id(node)] = plan
+            for ref, role in plan.names:
+                need(ref, role)
+            todo.extend(plan.children)
+    res.untrusted = sorted(bad)
+    res.problems = list(dict.fromkeys(res.problems))
+    return res
+
+
+def _loose_children(call: Call) -> list[Any]:
+    out: list[Any] = [call.callee, call.args]
+    if call.kwargs is not None:
+        out.append(call.kwargs)
+    for op, payload in call.ops:
+        if op == "build":
+            out.append(payload)
+        elif op == "appends":
+            out.extend(payload)
+        else:
+            for k, v in payload:
+                out += [k, v]
+    return out

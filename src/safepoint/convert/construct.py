@@ -1,0 +1,429 @@
+"""The construct step: an audited inert graph -> real objects.
+
+Runs only after :func:`~safepoint.convert.audit.audit` passed. Each call node
+is built by the code of its :class:`~safepoint.convert.semantics.Plan`:
+arrays from their bytes with ``np.frombuffer``, dtypes from their validated
+parts, builtins from checked arguments, and audited classes with
+``cls.__new__(cls)`` followed by their state (after safepoint's bounds
+validators for compiled scikit-learn structures). No callable named by the
+file is ever called except a trusted class (``cls(*args)`` for REDUCE on a
+class, as scikit-learn's ``Tree`` needs) and scikit-learn's own Cython
+unpickler of a trusted class.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib
+from typing import Any
+
+import numpy as np
+
+from ..errors import FormatError, LimitExceededError, SafepointError
+from ..format.trust import resolve
+from ..format.validators import migrate_state, validate_state
+from .audit import AuditResult
+from .limits import DEFAULT_CONVERT_LIMITS, ConvertLimits
+from .nodes import BytesNode, Call, DictNode, GlobalRef, ListNode, SetNode, TupleNode
+from .numpy_build import array_from_bytes, fail, plain_bytes
+from .semantics import Plan
+
+__all__ = ["Constructor"]
+
+_IN_PROGRESS = object()
+_MAX_BYTES_ARG = 1 << 40
+
+
+class _Shim:
+    """What the format's validators and migrations expect of a decoder: ``fail``."""
+
+    def fail(self, msg: str) -> FormatError:
+        return FormatError(f"the imported object is invalid: {msg}")
+
+
+class Constructor:
+    """Builds the objects of an audited graph (each node once, sharing preserved)."""
+
+    def __init__(self, audited: AuditResult, limits: ConvertLimits = DEFAULT_CONVERT_LIMITS):
+        if not audited.safe:
+            raise FormatError("refusing to build a graph that did not pass the audit")
+        self.plans = audited.plans
+        self.limits = limits
+        self.done: dict[int, Any] = {}
+        self.depth = 0
+        self.shim = _Shim()
+        self._classes: dict[tuple[str, str, str], Any] = {}
+
+    def build(self, node: Any) -> Any:
+        try:
+            return self._build(node)
+        except SafepointError:
+            raise
+        except RecursionError:
+            raise LimitExceededError("the object graph nests too deeply") from None
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as e:
+            raise FormatError(
+                f"the pickle's contents do not rebuild a valid object ({type(e).__name__}: {e})"
+            ) from None
+
+    # -- the walk ------------------------------------------------------------------
+    def _build(self, node: Any) -> Any:
+        if node is None or type(node) in (bool, int, float, str):
+            return node
+        if isinstance(node, GlobalRef):
+            return self._resolve(node, "ref")
+        key = id(node)
+        have = self.done.get(key, None)
+        if have is _IN_PROGRESS:
+            raise FormatError(
+                "the pickle has a reference cycle through a container or object: safepoint "
+                "files hold trees with shared parts, not cycles (refused)"
+            )
+        if key in self.done:
+            return have
+        if self.depth >= self.limits.max_depth:
+            raise LimitExceededError(
+                f"the object graph nests deeper than {self.limits.max_depth} levels "
+                "(raise ConvertLimits.max_depth if the file is trusted)"
+            )
+        self.done[key] = _IN_PROGRESS
+        self.depth += 1
+        try:
+            value = self._make(node)
+        except BaseException:
+            del self.done[key]
+            raise
+        finally:
+            self.depth -= 1
+        self.done[key] = value
+        return value
+
+    def _make(self, node: Any) -> Any:
+        if isinstance(node, ListNode):
+            return [self._build(x) for x in node.items]
+        if isinstance(node, TupleNode):
+            return tuple(self._build(x) for x in node.items)
+        if isinstance(node, DictNode):
+            return {self._build(k): self._build(v) for k, v in node.pairs}
+        if isinstance(node, SetNode):
+            items = [self._build(x) for x in node.items]
+            return frozenset(items) if node.frozen else set(items)
+        if isinstance(node, BytesNode):
+            return bytearray(node.data) if node.mutable else bytes(node.data)
+        if isinstance(node, Call):
+            plan = self.plans.get(id(node))
+            if plan is None:
+                raise FormatError("internal: a call node was not audited")
+            return getattr(self, f"_k_{plan.kind}")(node, plan)
+        raise FormatError(f"internal: unexpected node {type(node).__name__}")
+
+    def _resolve(self, ref: GlobalRef, kind: str) -> Any:
+        key = (ref.module, ref.name, kind)
+        if key not in self._classes:
+            self._classes[key] = resolve(ref.module, ref.name, kind)
+        return self._classes[key]
+
+    # -- numpy ---------------------------------------------------------------------
+    def _k_joblib(self, node: Call, plan: Plan) -> Any:
+        ja = plan.parts["array"]
+        if ja.nested is not None:
+            arr = self._build(ja.nested)
+            if not isinstance(arr, np.ndarray) or arr.shape != ja.shape or arr.dtype != ja.dtype:
+                raise fail("a joblib object array does not match its wrapper")
+            return arr
+        return array_from_bytes(ja.data, ja.dtype, ja.shape, ja.order)
+
+    def _k_ndarray(self, node: Call, plan: Plan) -> Any:
+        p = plan.parts
+        shape, dtype, fortran = p["shape"], p["dtype"], p["fortran"]
+        order = "F" if fortran else "C"
+        if dtype.hasobject:
+            items = [self._build(x) for x in p["raw"].items]
+            count = 1
+            for s in shape:
+                count *= s
+            if len(items) != count:
+                raise fail(f"an object array of shape {shape} has {len(items)} items")
+            flat = np.empty(count, dtype=object)
+            for i, v in enumerate(items):
+                flat[i] = v
+            # numpy lists object items in C order whatever the memory order
+            arr = flat.reshape(shape)
+            return np.asfortranarray(arr) if fortran and arr.ndim > 1 else arr
+        raw = p["raw"]
+        data = raw.encode("latin-1") if type(raw) is str else plain_bytes(raw)
+        if data is None:
+            raise fail("an array's data must be bytes")
+        return array_from_bytes(data, dtype, shape, order)
+
+    def _k_frombuffer(self, node: Call, plan: Plan) -> Any:
+        p = plan.parts
+        return array_from_bytes(p["data"], p["dtype"], p["shape"], p["order"])
+
+    def _k_dtype(self, node: Call, plan: Plan) -> Any:
+        return plan.parts["dtype"]
+
+    def _k_scalar(self, node: Call, plan: Plan) -> Any:
+        p = plan.parts
+        if "value" in p:
+            return self._build(p["value"])
+        return np.frombuffer(p["data"], dtype=p["dtype"], count=1)[0].copy()
+
+    def _k_bytes(self, node: Call, plan: Plan) -> Any:
+        return bytes(plan.parts["data"])
+
+    # -- builtins and collections ---------------------------------------------------
+    def _k_builtin(self, node: Call, plan: Plan) -> Any:
+        name = plan.parts["name"]
+        args = [self._build(a) for a in plan.parts["args"]]
+        value = _call_builtin(name, args)
+        self._apply_container_ops(value, node)
+        return value
+
+    def _apply_container_ops(self, value: Any, node: Call) -> None:
+        for op, payload in node.ops:
+            if op == "setitems" and isinstance(value, dict):
+                for k, v in payload:
+                    value[self._build(k)] = self._build(v)
+            elif op == "appends" and isinstance(value, list):
+                value.extend(self._build(x) for x in payload)
+            elif op == "appends" and isinstance(value, set):
+                value.update(self._build(x) for x in payload)
+            elif op == "build" and payload is None:
+                continue
+            else:
+                raise fail(f"{op.upper()} on a {type(value).__name__}")
+
+    def _k_ordereddict(self, node: Call, plan: Plan) -> Any:
+        value: collections.OrderedDict[Any, Any] = collections.OrderedDict()
+        for k, v in self._pairs(plan.parts["args"]):
+            value[k] = v
+        self._apply_container_ops(value, node)
+        return value
+
+    def _k_counter(self, node: Call, plan: Plan) -> Any:
+        value: collections.Counter[Any] = collections.Counter()
+        args = plan.parts["args"]
+        if args:
+            init = self._build(args[0])
+            if not isinstance(init, dict):
+                raise fail("collections.Counter takes a dict")
+            value.update(init)
+        self._apply_container_ops(value, node)
+        return value
+
+    def _k_defaultdict(self, node: Call, plan: Plan) -> Any:
+        f = plan.parts["args"][0]
+        factory = None if f is None else _SAFE_FACTORIES[f.name]
+        value: collections.defaultdict[Any, Any] = collections.defaultdict(factory)
+        self._apply_container_ops(value, node)
+        return value
+
+    def _pairs(self, args: list[Any]) -> list[tuple[Any, Any]]:
+        if not args:
+            return []
+        items = self._build(args[0])
+        if isinstance(items, dict):
+            return list(items.items())
+        if not isinstance(items, list | tuple) or not all(
+            isinstance(p, list | tuple) and len(p) == 2 for p in items
+        ):
+            raise fail("a mapping needs a list of (key, value) pairs")
+        return [(k, v) for k, v in items]
+
+    # -- scipy.sparse -------------------------------------------------------------
+    def _k_sparse(self, node: Call, plan: Plan) -> Any:
+        state = self._build(node.ops[0][1])
+        return _sparse_from_state(plan.parts["format"], plan.parts["array"], state)
+
+    # -- audited classes ----------------------------------------------------------
+    def _k_instance(self, node: Call, plan: Plan) -> Any:
+        ref: GlobalRef = plan.parts["cls"]
+        cls = self._resolve(ref, "obj")
+        args = [self._build(a) for a in plan.parts["args"]]
+        kwargs = self._build(plan.parts["kwargs"]) if plan.parts["kwargs"] is not None else {}
+        if not isinstance(kwargs, dict) or not all(type(k) is str for k in kwargs):
+            raise fail("keyword arguments must be a dict with str keys")
+        obj = cls.__new__(cls, *args, **kwargs)
+        self._apply_ops(obj, ref, args, node)
+        return obj
+
+    def _k_class_call(self, node: Call, plan: Plan) -> Any:
+        ref: GlobalRef = plan.parts["cls"]
+        cls = self._resolve(ref, "red")
+        args = [self._build(a) for a in plan.parts["args"]]
+        obj = cls(*args)
+        self._apply_ops(obj, ref, args, node)
+        return obj
+
+    def _k_pyx(self, node: Call, plan: Plan) -> Any:
+        ref: GlobalRef = plan.parts["cls"]
+        cls = self._resolve(ref, "pyx")
+        checksum = plan.parts["checksum"]
+        state = self._build(plan.parts["state"])
+        name = ref.qualified
+        state = migrate_state(name, state, self.shim)  # type: ignore[arg-type]
+        state = validate_state(name, [checksum], state, self.shim)  # type: ignore[arg-type]
+        unpickle = getattr(importlib.import_module(cls.__module__), f"__pyx_unpickle_{ref.name}")
+        obj = unpickle(cls, checksum, state)
+        self._apply_ops(obj, ref, [checksum], node)
+        return obj
+
+    def _apply_ops(self, obj: Any, ref: GlobalRef, args: list[Any], node: Call) -> None:
+        name = ref.qualified
+        for op, payload in node.ops:
+            if op == "setitems":
+                for k, v in payload:
+                    obj[self._build(k)] = self._build(v)
+            elif op == "appends":
+                items = [self._build(x) for x in payload]
+                extend = getattr(obj, "extend", None)
+                if extend is not None:
+                    extend(items)
+                else:
+                    for x in items:
+                        obj.append(x)
+            else:
+                state = self._build(payload)
+                state = migrate_state(name, state, self.shim)  # type: ignore[arg-type]
+                state = validate_state(name, args, state, self.shim)  # type: ignore[arg-type]
+                _set_state(obj, state)
+
+
+def _set_state(obj: Any, state: Any) -> None:
+    """What pickle's BUILD does, for an audited object and an audited state."""
+    if state is None:
+        return
+    setstate = getattr(obj, "__setstate__", None)
+    if setstate is not None and getattr(type(obj), "__setstate__", None) is not getattr(
+        object, "__setstate__", None
+    ):
+        setstate(state)
+        return
+    slotstate = None
+    if isinstance(state, tuple) and len(state) == 2:
+        state, slotstate = state
+    if state:
+        if not isinstance(state, dict):
+            raise fail(f"the state of {type(obj).__qualname__} must be a dict")
+        inst_dict = obj.__dict__
+        for k, v in state.items():
+            if type(k) is not str:
+                raise fail("attribute names must be strings")
+            inst_dict[k] = v
+    if slotstate:
+        if not isinstance(slotstate, dict):
+            raise fail("slot state must be a dict")
+        for k, v in slotstate.items():
+            if type(k) is not str:
+                raise fail("attribute names must be strings")
+            setattr(obj, k, v)
+
+
+_SAFE_FACTORIES: dict[str, Any] = {
+    "list": list,
+    "dict": dict,
+    "set": set,
+    "int": int,
+    "float": float,
+    "str": str,
+    "tuple": tuple,
+    "frozenset": frozenset,
+}
+_ITERABLE = (list, tuple, set, frozenset, dict, str, bytes, bytearray)
+
+
+def _call_builtin(name: str, args: list[Any]) -> Any:
+    """The builtins a stream may call, each only with arguments that cannot be abused
+    (``bytes(10**12)`` would allocate a terabyte: integers are refused there)."""
+    n = len(args)
+    if name in ("set", "frozenset", "list", "tuple"):
+        if n == 0:
+            return {"set": set, "frozenset": frozenset, "list": list, "tuple": tuple}[name]()
+        if n == 1 and isinstance(args[0], _ITERABLE):
+            return {"set": set, "frozenset": frozenset, "list": list, "tuple": tuple}[name](args[0])
+    elif name == "dict":
+        if n == 0:
+            return {}
+        if n == 1 and isinstance(args[0], dict | list | tuple):
+            return dict(args[0])
+    elif name in ("bytes", "bytearray"):
+        cast = bytes if name == "bytes" else bytearray
+        if n == 0:
+            return cast()
+        if n == 1 and isinstance(args[0], bytes | bytearray):
+            return cast(args[0])
+        if n == 2 and isinstance(args[0], str) and args[1] in ("latin-1", "latin1"):
+            return cast(args[0], "latin-1")
+    elif name == "slice":
+        if 1 <= n <= 3 and all(a is None or type(a) is int for a in args):
+            return slice(*args)
+    elif name == "range":
+        if 1 <= n <= 3 and all(type(a) is int for a in args):
+            return range(*args)
+    elif name == "complex":
+        if n <= 2 and all(type(a) in (int, float) for a in args):
+            return complex(*args)
+    elif name in ("int", "float", "bool"):
+        cast2 = {"int": int, "float": float, "bool": bool}[name]
+        if n == 0:
+            return cast2()
+        if (
+            n == 1
+            and type(args[0]) in (int, float, bool, str)
+            and (type(args[0]) is not str or len(args[0]) <= 4300)
+        ):
+            return cast2(args[0])
+    elif name == "str":
+        if n == 0:
+            return ""
+        if n == 1 and type(args[0]) is str:
+            return args[0]
+    elif name == "object" and n == 0:
+        return object()
+    raise fail(f"builtins.{name} called with unsupported arguments")
+
+
+def _sparse_from_state(fmt: str, is_array: bool, state: Any) -> Any:
+    """A scipy.sparse matrix/array from its pickled ``__dict__``, through scipy's public
+    constructors, with every index checked (scipy's ``check_format(full_check=True)``)."""
+    import scipy.sparse as sps
+
+    if not isinstance(state, dict):
+        raise fail("a sparse matrix state must be a dict")
+    shape = state.get("_shape")
+    if not (
+        isinstance(shape, tuple)
+        and len(shape) == 2
+        and all(type(s) is int and 0 <= s < 2**62 for s in shape)
+    ):
+        raise fail("a sparse matrix needs a 2-D shape")
+    cls = getattr(sps, f"{fmt}_{'array' if is_array else 'matrix'}")
+    data = state.get("data")
+    if not isinstance(data, np.ndarray) or data.dtype.kind not in "biufc":
+        raise fail("sparse data must be a numeric array")
+
+    def index(name: str) -> np.ndarray[Any, Any]:
+        arr = state.get(name)
+        if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "iu" or arr.ndim != 1:
+            raise fail(f"sparse {name} must be a 1-D integer array")
+        return arr
+
+    if fmt in ("csr", "csc", "bsr"):
+        m = cls((data, index("indices"), index("indptr")), shape=shape, copy=False)
+        m.check_format(full_check=True)
+    elif fmt == "coo":
+        coords = state.get("coords")
+        if coords is None:
+            coords = (index("row"), index("col"))
+        if not isinstance(coords, tuple) or len(coords) != 2:
+            raise fail("coo coordinates must be two arrays")
+        for axis, c in enumerate(coords):
+            if not isinstance(c, np.ndarray) or c.dtype.kind not in "iu" or c.shape != data.shape:
+                raise fail("coo coordinates must be integer arrays as long as the data")
+            if c.size and (c.min() < 0 or c.max() >= shape[axis]):
+                raise fail("a coo coordinate lies outside the matrix")
+        m = cls((data, coords), shape=shape)
+    else:  # dia
+        m = cls((data, index("offsets")), shape=shape)
+    return m

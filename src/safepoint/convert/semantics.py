@@ -1,0 +1,355 @@
+"""What each allowlisted call of a pickle stream means, decided from the inert graph.
+
+:func:`plan_call` classifies one :class:`Call` node into a :class:`Plan`: which
+names it needs and in which role, which child nodes hold values, and the
+already-validated structural parts (shapes, dtypes) the constructor will use.
+Anything that is not one of these shapes is refused; there is no generic
+"call this callable" plan.
+
+Roles of a name:
+
+``known``  a callable whose meaning safepoint implements itself (numpy's array
+           and dtype reconstructors, ``copyreg`` helpers, a few builtins);
+``class``  a class instantiated with ``cls.__new__(cls)`` then given its state,
+           trusted through :class:`~safepoint.format.trust.TrustPolicy` (kind ``obj``);
+``call``   a class called with arguments, ``cls(*args)`` (REDUCE on a class such
+           as ``sklearn.tree._tree.Tree``), trusted as kind ``red``;
+``ref``    a function or class kept as a value, trusted as kind ``ref``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import FormatError
+from .nodes import BytesNode, Call, DictNode, GlobalRef, ListNode, TupleNode
+from .numpy_build import build_dtype, check_shape, fail, is_global, plain, plain_bytes
+
+__all__ = ["KNOWN_FUNCTIONS", "SPARSE_CLASSES", "Plan", "plan_call", "sparse_format"]
+
+KNOWN_FUNCTIONS: dict[tuple[str, str], str] = {
+    ("numpy.core.multiarray", "_reconstruct"): "ndarray",
+    ("numpy._core.multiarray", "_reconstruct"): "ndarray",
+    ("numpy.core.multiarray", "scalar"): "scalar",
+    ("numpy._core.multiarray", "scalar"): "scalar",
+    ("numpy.core.numeric", "_frombuffer"): "frombuffer",
+    ("numpy._core.numeric", "_frombuffer"): "frombuffer",
+    ("numpy", "dtype"): "dtype",
+    ("copyreg", "_reconstructor"): "reconstructor",
+    ("copyreg", "__newobj__"): "newobj",
+    ("copyreg", "__newobj_ex__"): "newobj_ex",
+    ("_codecs", "encode"): "bytes",
+    ("collections", "OrderedDict"): "ordereddict",
+    ("collections", "defaultdict"): "defaultdict",
+    ("collections", "Counter"): "counter",
+}
+#: builtins a stream may call, each with its own argument check in the constructor
+BUILTIN_CALLS = frozenset(
+    {
+        "set",
+        "frozenset",
+        "bytearray",
+        "bytes",
+        "slice",
+        "complex",
+        "range",
+        "list",
+        "tuple",
+        "dict",
+        "int",
+        "float",
+        "str",
+        "bool",
+        "object",
+    }
+)
+_SPARSE_FORMATS = ("csr", "csc", "coo", "bsr", "dia")
+#: scipy.sparse classes, under their module paths of scipy >= 1.8 and before
+SPARSE_CLASSES: dict[tuple[str, str], tuple[str, bool]] = {}
+for _fmt in _SPARSE_FORMATS:
+    for _kind in ("matrix", "array"):
+        SPARSE_CLASSES[(f"scipy.sparse._{_fmt}", f"{_fmt}_{_kind}")] = (_fmt, _kind == "array")
+    SPARSE_CLASSES[(f"scipy.sparse.{_fmt}", f"{_fmt}_matrix")] = (_fmt, False)
+#: default-dict factories that may be named
+_FACTORIES = frozenset({"list", "dict", "set", "int", "float", "str", "tuple", "frozenset"})
+
+
+def sparse_format(ref: Any) -> tuple[str, bool] | None:
+    if isinstance(ref, GlobalRef):
+        return SPARSE_CLASSES.get((ref.module, ref.name))
+    return None
+
+
+@dataclass
+class Plan:
+    """How one call node will be built (see the module docstring for roles)."""
+
+    kind: str
+    names: list[tuple[GlobalRef, str]] = field(default_factory=list)
+    children: list[Any] = field(default_factory=list)
+    parts: dict[str, Any] = field(default_factory=dict)
+
+
+def _args(call: Call) -> list[Any]:
+    return list(call.args.items)
+
+
+def _no_ops(call: Call, what: str) -> None:
+    if call.ops:
+        raise fail(f"{what} is followed by {call.ops[0][0].upper()}, which it does not take")
+
+
+def _op_children(call: Call) -> list[Any]:
+    out: list[Any] = []
+    for op, payload in call.ops:
+        if op == "build":
+            out.append(payload)
+        elif op == "appends":
+            out.extend(payload)
+        else:
+            for k, v in payload:
+                out.append(k)
+                out.append(v)
+    return out
+
+
+def _instance(call: Call, cls: Any, args: list[Any], kwargs: Any = None) -> Plan:
+    """``cls.__new__(cls, *args)``, then the call's operations."""
+    if not isinstance(cls, GlobalRef):
+        raise fail("an object is created from something that is not a class name")
+    sp = sparse_format(cls)
+    if sp is not None:
+        return _sparse(call, cls, sp, args)
+    if cls.module == "builtins" and cls.name in BUILTIN_CALLS:
+        return _builtin(call, cls, args, kwargs)
+    children = [*args, *_op_children(call)]
+    if kwargs is not None:
+        children.append(kwargs)
+    return Plan(
+        "instance",
+        [(cls, "class")],
+        children,
+        {"cls": cls, "args": args, "kwargs": kwargs},
+    )
+
+
+def _sparse(call: Call, cls: GlobalRef, sp: tuple[str, bool], args: list[Any]) -> Plan:
+    if args or len(call.ops) != 1 or call.ops[0][0] != "build":
+        raise fail(f"{cls.qualified} must be created empty and given one state")
+    state = call.ops[0][1]
+    if not isinstance(state, DictNode):
+        raise fail(f"the state of {cls.qualified} must be a dict")
+    return Plan("sparse", [(cls, "known")], [state], {"format": sp[0], "array": sp[1]})
+
+
+def _builtin(call: Call, cls: GlobalRef, args: list[Any], kwargs: Any) -> Plan:
+    if kwargs is not None:
+        raise fail(f"builtins.{cls.name} is called with keyword arguments")
+    if call.ops and not (
+        cls.name in ("list", "dict", "set")
+        and all(op in ("appends", "setitems") for op, _ in call.ops)
+    ):
+        raise fail(f"builtins.{cls.name} is followed by operations it does not take")
+    return Plan(
+        "builtin",
+        [(cls, "known")],
+        [*args, *_op_children(call)],
+        {"name": cls.name, "args": args},
+    )
+
+
+def _ndarray(call: Call, args: list[Any]) -> Plan:
+    if len(args) != 3 or not is_global(args[0], ("numpy", "ndarray")):
+        sub = args[0].qualified if args and isinstance(args[0], GlobalRef) else "?"
+        raise FormatError(
+            f"the pickle holds an array of class {sub}: only plain numpy.ndarray is imported "
+            "(convert subclasses such as numpy.matrix or masked arrays to ndarray first)"
+        )
+    if len(call.ops) != 1 or call.ops[0][0] != "build":
+        raise fail("a numpy array needs exactly one state")
+    state = call.ops[0][1]
+    if not isinstance(state, TupleNode) or len(state.items) not in (4, 5):
+        raise fail("a numpy array state must be a tuple of 4 or 5 items")
+    items = state.items if len(state.items) == 4 else state.items[1:]
+    if len(state.items) == 5 and state.items[0] != 1:
+        raise fail(f"unknown numpy array state version {state.items[0]!r}")
+    shape_node, dtype_node, fortran, raw = items
+    shape = check_shape(plain(shape_node), 64)
+    dtype = build_dtype(dtype_node)
+    if type(fortran) is not bool:
+        raise fail("the array order flag must be a bool")
+    parts = {"shape": shape, "dtype": dtype, "fortran": fortran, "raw": raw}
+    names = [(call.callee, "known"), (args[0], "known"), (dtype_node.callee, "known")]
+    if dtype.hasobject:
+        if dtype.kind != "O":
+            raise FormatError("structured arrays with object fields are not imported")
+        if not isinstance(raw, ListNode):
+            raise fail("an object array's data must be a list")
+        return Plan("ndarray", names, list(raw.items), parts)
+    if plain_bytes(raw) is None and type(raw) is not str:
+        raise fail("an array's data must be bytes")
+    if isinstance(raw, Call):
+        names.append((raw.callee, "known"))
+    return Plan("ndarray", names, [], parts)
+
+
+def _frombuffer(call: Call, args: list[Any]) -> Plan:
+    _no_ops(call, "numpy's _frombuffer")
+    if len(args) != 4 or not isinstance(args[0], BytesNode):
+        raise fail("numpy's _frombuffer needs (buffer, dtype, shape, order)")
+    dtype = build_dtype(args[1])
+    shape = check_shape(plain(args[2]), 64)
+    order = args[3]
+    if order not in ("C", "F"):
+        raise fail(f"unknown array order {order!r}")
+    return Plan(
+        "frombuffer",
+        [(call.callee, "known"), (args[1].callee, "known")],
+        [],
+        {"data": args[0].data, "dtype": dtype, "shape": shape, "order": order},
+    )
+
+
+def _scalar(call: Call, args: list[Any]) -> Plan:
+    _no_ops(call, "a numpy scalar")
+    if len(args) not in (1, 2):
+        raise fail("a numpy scalar needs (dtype, data)")
+    dtype = build_dtype(args[0])
+    names = [(call.callee, "known"), (args[0].callee, "known")]
+    if dtype.hasobject:
+        if dtype.kind != "O" or len(args) != 2:
+            raise fail("an object scalar needs its value")
+        return Plan("scalar", names, [args[1]], {"dtype": dtype, "value": args[1]})
+    data = plain_bytes(args[1]) if len(args) == 2 else b""
+    if data is None and len(args) == 2 and type(args[1]) is str:
+        data = args[1].encode("latin-1", "strict") if args[1].isascii() else None
+    if data is None or len(data) != dtype.itemsize:
+        raise fail(f"a numpy scalar of {dtype} needs {dtype.itemsize} bytes")
+    return Plan("scalar", names, [], {"dtype": dtype, "data": bytes(data)})
+
+
+def _sklearn_helper(call: Call, callee: GlobalRef, args: list[Any]) -> Plan | None:
+    """scikit-learn's Cython pickling helpers, accepted only for a class of their own module."""
+    if not callee.module.startswith("sklearn."):
+        return None
+    if callee.name == "newObj":
+        # sklearn's binary trees and distance metrics: newObj(cls) is cls.__new__(cls)
+        if len(args) == 1 and isinstance(args[0], GlobalRef) and args[0].module == callee.module:
+            plan = _instance(call, args[0], [])
+            plan.names.append((callee, "known"))
+            return plan
+        raise fail(f"{callee.qualified} may only create a class of its own module")
+    prefix = "__pyx_unpickle_"
+    if callee.name.startswith(prefix):
+        cls_name = callee.name[len(prefix) :]
+        if (
+            len(args) == 3
+            and is_global(args[0], (callee.module, cls_name))
+            and type(args[1]) is int
+        ):
+            return Plan(
+                "pyx",
+                [(args[0], "class"), (callee, "known")],
+                [args[2], *_op_children(call)],
+                {"cls": args[0], "checksum": args[1], "state": args[2]},
+            )
+        raise fail(f"{callee.qualified} may only rebuild {callee.module}.{cls_name}")
+    return None
+
+
+def plan_call(call: Call) -> Plan:
+    """Classify ``call``; raises FormatError for shapes safepoint does not build."""
+    if call.joblib is not None:
+        ja = call.joblib
+        return Plan("joblib", [], [ja.nested] if ja.nested is not None else [], {"array": ja})
+    callee = call.callee
+    if not isinstance(callee, GlobalRef):
+        raise FormatError(
+            "the pickle calls something that is not a named global (the result of another "
+            f"call, e.g. a getattr chain; found {type(callee).__name__}): refused"
+        )
+    args = _args(call)
+    if call.how == "newobj":
+        return _instance(call, callee, args, call.kwargs)
+    if call.how == "inst":
+        if args:
+            return _class_call(call, callee, args)
+        return _instance(call, callee, [])
+    known = KNOWN_FUNCTIONS.get((callee.module, callee.name))
+    if known == "reconstructor":
+        # copyreg._reconstructor(cls, object, None): protocols 0-1 spelling of cls.__new__(cls)
+        if len(args) != 3 or not is_global(args[1], ("builtins", "object")) or args[2] is not None:
+            raise fail("copyreg._reconstructor is only accepted as (cls, object, None)")
+        plan = _instance(call, args[0], [])
+        plan.names += [(callee, "known"), (args[1], "known")]
+        return plan
+    if known in ("newobj", "newobj_ex"):
+        if not args:
+            raise fail(f"copyreg.{callee.name} needs a class")
+        kwargs = None
+        rest = args[1:]
+        if known == "newobj_ex":
+            if len(args) != 3 or not isinstance(args[1], TupleNode):
+                raise fail("copyreg.__newobj_ex__ needs (cls, args, kwargs)")
+            rest, kwargs = list(args[1].items), args[2]
+        plan = _instance(call, args[0], rest, kwargs)
+        plan.names.append((callee, "known"))
+        return plan
+    if known == "ndarray":
+        return _ndarray(call, args)
+    if known == "frombuffer":
+        return _frombuffer(call, args)
+    if known == "scalar":
+        return _scalar(call, args)
+    if known == "dtype":
+        dt = build_dtype(call)
+        return Plan("dtype", [(callee, "known")], [], {"dtype": dt})
+    if known == "bytes":
+        _no_ops(call, "_codecs.encode")
+        if plain_bytes(call) is None:
+            raise fail("_codecs.encode is only accepted as (str, 'latin1')")
+        return Plan("bytes", [(callee, "known")], [], {"data": plain_bytes(call)})
+    if known in ("ordereddict", "defaultdict", "counter"):
+        if any(op not in ("setitems", "build") for op, _ in call.ops):
+            raise fail(f"collections.{callee.name} is followed by operations it does not take")
+        names = [(callee, "known")]
+        if known == "defaultdict":
+            if len(args) != 1:
+                raise fail("collections.defaultdict needs its factory")
+            f = args[0]
+            if f is not None and not (
+                isinstance(f, GlobalRef) and f.module == "builtins" and f.name in _FACTORIES
+            ):
+                raise FormatError(
+                    "collections.defaultdict with factory "
+                    f"{getattr(f, 'qualified', type(f).__name__)}: only builtin containers "
+                    "and numbers are accepted as factories"
+                )
+            if f is not None:
+                names.append((f, "known"))
+            children = _op_children(call)
+        else:
+            if len(args) > 1:
+                raise fail(f"collections.{callee.name} takes at most one argument")
+            children = [*args, *_op_children(call)]
+        return Plan(known, names, children, {"args": args})
+    if callee.module == "builtins" and callee.name in BUILTIN_CALLS:
+        return _builtin(call, callee, args, None)
+    helper = _sklearn_helper(call, callee, args)
+    if helper is not None:
+        return helper
+    return _class_call(call, callee, args)
+
+
+def _class_call(call: Call, callee: GlobalRef, args: list[Any]) -> Plan:
+    """``cls(*args)`` of a trusted class (Tree, or names the caller trusts); the audit
+    decides trust, the constructor refuses anything that is not a class."""
+    if sparse_format(callee) is not None:
+        raise fail(f"{callee.qualified} is called with arguments")
+    return Plan(
+        "class_call",
+        [(callee, "call")],
+        [*args, *_op_children(call)],
+        {"cls": callee, "args": args},
+    )
