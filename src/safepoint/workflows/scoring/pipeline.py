@@ -184,6 +184,7 @@ class ScoringPipeline:
         )
         seen = sink.committed_keys()
         run = self._start_run(state)
+        total = source.total()
         t0 = time.perf_counter()
         progress = _Progress(self.quiet)
         try:
@@ -222,7 +223,7 @@ class ScoringPipeline:
                 if run is not None:
                     elapsed = time.perf_counter() - t0
                     run.update(
-                        progress=state.counts["read"],
+                        progress=min(1.0, state.counts["read"] / total) if total else None,
                         state={
                             "offsets": state.offsets,
                             "counts": state.counts,
@@ -233,20 +234,20 @@ class ScoringPipeline:
             sink.finish()
         except BaseException as exc:
             if run is not None:
-                run.update(status="failed", state={"error": str(exc)[:500]})
+                run.fail(f"{type(exc).__name__}: {exc}"[:500])
             raise
         finally:
             progress.close()
         report.seconds = time.perf_counter() - t0
         if run is not None:
             run.update(
-                status="finished",
                 state={
                     "offsets": state.offsets,
                     "counts": state.counts,
                     "versions": report.versions,
-                },
+                }
             )
+            run.finish()
         return report
 
     def _start_run(self, state: CommitState) -> Any:

@@ -99,6 +99,10 @@ def create_app(
             preds, errors = await asyncio.to_thread(_score, handle, model, records)
         except SafepointError as exc:
             return JSONResponse({"error": str(exc), "version": version}, status_code=422)
+        except Exception as exc:  # never a bare 500 page: say what failed
+            return JSONResponse(
+                {"error": f"{type(exc).__name__}: {exc}", "version": version}, status_code=500
+            )
         stats["requests"] += 1
         stats["records"] += len(records)
         single = isinstance(payload, dict) and "records" not in payload
@@ -163,18 +167,39 @@ def _records(payload: Any) -> list[dict[str, Any]]:
 def _score(
     handle: ModelHandle, model: Any, records: list[dict[str, Any]]
 ) -> tuple[list[Any], list[dict[str, Any]]]:
+    """Predictions by position; a record that fails gets ``None`` and an error entry."""
     if not records:
         return [], []
+    names = handle.signature.get("feature_names") or []
+    errors: dict[int, str] = {}
+    for i, rec in enumerate(records):
+        missing = [f for f in names if rec.get(f) is None]
+        if missing:
+            errors[i] = f"missing feature(s) {missing}"
     frame = pd.DataFrame.from_records(records)
-    handle.check_input(frame)
-    good, bad = handle.coerce(frame)
-    errors = [{"index": int(i), "error": why} for i, why in bad]
+    if len(errors) == len(records):
+        handle.check_input(frame)
+    frame = frame.drop(index=list(errors))
+    good, bad = handle.coerce(frame) if len(frame) else (frame, [])
+    errors.update({int(i): why for i, why in bad})
     preds: list[Any] = [None] * len(records)
     if len(good):
-        values = handle.predict(good, model)
-        for pos, v in zip(good.index, values.tolist(), strict=True):
+        try:
+            values = handle.predict(good, model).tolist()
+            pairs = list(zip(good.index, values, strict=True))
+        except (ValueError, TypeError) as exc:
+            # isolate the records the model rejects; answer the others
+            pairs = []
+            for pos in good.index:
+                try:
+                    pairs.append((pos, handle.predict(good.loc[[pos]], model).tolist()[0]))
+                except (ValueError, TypeError):
+                    errors[int(pos)] = f"the model rejected the record: {exc}"
+        for pos, v in pairs:
             preds[int(pos)] = v
-    return [_plain(p) for p in preds], errors
+    return [_plain(p) for p in preds], [
+        {"index": i, "error": why} for i, why in sorted(errors.items())
+    ]
 
 
 def _plain(v: Any) -> Any:

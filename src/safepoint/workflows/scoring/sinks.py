@@ -13,6 +13,9 @@ resumes with nothing lost and nothing written twice:
   appended and fsynced, then a state file recording the committed byte
   length and offsets is renamed into place; a restart truncates the file to
   the committed length.
+* :class:`CheckpointerSink` (a store checkpointer): each batch is one ``set``
+  of ``{"state": offsets, "predictions": DataFrame, "dead": [...]}`` under
+  ``batch/<seq>``; one atomic, durable catalog write per commit.
 * :class:`StdoutSink`: best effort (a pipe cannot be rolled back).
 """
 
@@ -32,7 +35,15 @@ import pyarrow as pa
 from ...errors import SchemaError
 from .sources import BadRecord
 
-__all__ = ["AppendSink", "CommitState", "PartsSink", "Sink", "StdoutSink", "open_sink"]
+__all__ = [
+    "AppendSink",
+    "CheckpointerSink",
+    "CommitState",
+    "PartsSink",
+    "Sink",
+    "StdoutSink",
+    "open_sink",
+]
 
 
 @dataclass
@@ -284,12 +295,58 @@ class StdoutSink(Sink):
             print(d.to_json(), file=sys.stderr)
 
 
-def open_sink(
-    spec: str | os.PathLike[str] | Sink, *, fmt: str | None = None, dead_letter: str | None = None
-) -> Sink:
-    """``-`` (stdout), a ``.parquet``/``.csv``/``.jsonl`` file, or a folder (parts)."""
+class CheckpointerSink(Sink):
+    """Predictions into a store checkpointer, one key per committed batch."""
+
+    PREFIX = "batch/"
+
+    def __init__(self, checkpointer: Any) -> None:
+        self.ckpt = checkpointer
+
+    def _keys(self) -> list[str]:
+        return sorted(k for k in self.ckpt.keys() if k.startswith(self.PREFIX))
+
+    def recover(self) -> CommitState:
+        keys = self._keys()
+        if not keys:
+            return CommitState()
+        return CommitState.from_json(self.ckpt.get(keys[-1])["state"])
+
+    def committed_keys(self) -> set[Any]:
+        if self.key is None:
+            return set()
+        out: set[Any] = set()
+        for k in self._keys():
+            frame = self.ckpt.get(k)["predictions"]
+            if self.key in frame.columns:
+                out.update(frame[self.key].tolist())
+        return out
+
+    def commit(self, table: pa.Table, dead: list[BadRecord], state: CommitState) -> None:
+        self.ckpt.set(
+            f"{self.PREFIX}{state.seq:09d}",
+            {
+                "state": state.to_json(),
+                "predictions": table.to_pandas(),
+                "dead": [json.loads(d.to_json()) for d in dead],
+            },
+        )
+
+    def predictions(self) -> Any:
+        """All committed predictions as one DataFrame."""
+        import pandas as pd
+
+        frames = [self.ckpt.get(k)["predictions"] for k in self._keys()]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def open_sink(spec: Any, *, fmt: str | None = None, dead_letter: str | None = None) -> Sink:
+    """``-`` (stdout), a ``.parquet``/``.csv``/``.jsonl`` file, a folder (parts), or a
+    store checkpointer."""
     if isinstance(spec, Sink):
         return spec
+    if hasattr(spec, "set") and hasattr(spec, "keys") and hasattr(spec, "get"):
+        return CheckpointerSink(spec)
     path = os.fspath(spec)
     if path == "-":
         return StdoutSink(fmt or "jsonl")

@@ -89,6 +89,10 @@ class Source:
     def batches(self, committed: dict[str, int], batch_size: int) -> Iterator[Batch]:
         raise NotImplementedError
 
+    def total(self) -> int | None:
+        """Number of records, where it is known without reading them (Parquet)."""
+        return None
+
 
 def _iter_parquet(path: str, name: str, start: int, batch_size: int) -> Iterator[Batch]:
     import pyarrow.parquet as pq
@@ -212,6 +216,13 @@ class FileSource(Source):
             raise NotFoundError(f"input file {path!r} does not exist")
         self.path = path
         self.fmt = detect_format(path, fmt)
+
+    def total(self) -> int | None:
+        if self.fmt != "parquet":
+            return None
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(self.path).metadata.num_rows)
 
     def batches(self, committed: dict[str, int], batch_size: int) -> Iterator[Batch]:
         name = os.path.basename(self.path)
