@@ -304,7 +304,8 @@ class CheckpointerSink(Sink):
         self.ckpt = checkpointer
 
     def _keys(self) -> list[str]:
-        return sorted(k for k in self.ckpt.keys() if k.startswith(self.PREFIX))
+        # a checkpointer is not iterable: keys() is its listing call
+        return sorted(k for k in self.ckpt.keys() if k.startswith(self.PREFIX))  # noqa: SIM118
 
     def recover(self) -> CommitState:
         keys = self._keys()
