@@ -300,9 +300,12 @@ class FsspecBlobs(BlobStore):
         import fsspec
 
         self.url = url
+        opts = dict(storage_options or {})
+        # other clients write the same bucket: a cached listing would hide their blobs
+        opts.setdefault("use_listings_cache", False)
         try:
-            fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-        except (ImportError, ValueError) as exc:
+            fs, path = fsspec.core.url_to_fs(url, **opts)
+        except (ImportError, ValueError, TypeError) as exc:
             raise BackendUnavailableError(
                 f"cannot open blob storage {url!r}: {exc}. For s3:// install the extra: "
                 "pip install 'safepoint[s3]'"

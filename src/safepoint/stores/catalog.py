@@ -183,7 +183,19 @@ def _migrate_2(conn: Connection) -> None:
     conn.exec_driver_sql("CREATE INDEX ix_audit_at ON audit (at)")
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_migrate_1, _migrate_2]
+def _migrate_3(conn: Connection) -> None:
+    """A per-model version counter, so that a deleted version number is never reused; the
+    holder of a lease (host, pid), so that gc can tell a crashed writer's lease."""
+    conn.exec_driver_sql("ALTER TABLE leases ADD COLUMN host VARCHAR(255) NOT NULL DEFAULT ''")
+    conn.exec_driver_sql("ALTER TABLE leases ADD COLUMN pid INTEGER NOT NULL DEFAULT 0")
+    conn.exec_driver_sql("ALTER TABLE models ADD COLUMN last_version INTEGER NOT NULL DEFAULT 0")
+    conn.exec_driver_sql(
+        "UPDATE models SET last_version = (SELECT COALESCE(MAX(v.version), 0) "
+        "FROM versions v WHERE v.model_id = models.id)"
+    )
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_migrate_1, _migrate_2, _migrate_3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # the tables as of SCHEMA_VERSION, for queries
@@ -192,6 +204,7 @@ _v1_tables(META)
 _v2_runs(META)
 T_SCHEMA = META.tables["sp_schema"]
 T_MODELS = META.tables["models"]
+T_MODELS.append_column(sa.Column("last_version", sa.Integer, nullable=False, default=0))
 T_VERSIONS = META.tables["versions"]
 T_VERSIONS.append_column(sa.Column("run_id", sa.String(32)))
 T_ALIASES = META.tables["aliases"]
@@ -200,6 +213,8 @@ T_CKPTS = META.tables["checkpointers"]
 T_CKPT = META.tables["checkpoints"]
 T_BLOBS = META.tables["blobs"]
 T_LEASES = META.tables["leases"]
+T_LEASES.append_column(sa.Column("host", sa.String(255), nullable=False, default=""))
+T_LEASES.append_column(sa.Column("pid", sa.Integer, nullable=False, default=0))
 T_RUNS = META.tables["runs"]
 
 #: a gc that died while deleting a blob leaves it "deleting"; after this many seconds a
@@ -366,7 +381,12 @@ class Catalog:
         """The id of model ``name`` (created if ``create_by``), row-locked on PostgreSQL."""
         if create_by is not None:
             self._insert_ignore(
-                conn, T_MODELS, name=name, created_at=time.time(), created_by=create_by
+                conn,
+                T_MODELS,
+                name=name,
+                created_at=time.time(),
+                created_by=create_by,
+                last_version=0,
             )
         q = sa.select(T_MODELS.c.id).where(T_MODELS.c.name == name)
         if create_by is not None:
@@ -402,8 +422,9 @@ class Catalog:
         )
 
     # -- blob leases (see the module docstring) -------------------------------------------
-    def lease(self, digest: str, size: int, lease_id: str) -> bool:
-        """Protect blob ``digest`` from gc until the lease is dropped or expires.
+    def lease(self, digest: str, size: int, lease_id: str, host: str = "", pid: int = 0) -> bool:
+        """Protect blob ``digest`` from gc until the lease is dropped, expires or its holder
+        (``host``, ``pid``) is seen dead.
 
         Returns False if a gc is deleting the blob right now (retry shortly).
         """
@@ -423,7 +444,11 @@ class Catalog:
                     .where(T_BLOBS.c.digest == digest)
                     .values(state="live", state_at=now)
                 )
-            conn.execute(T_LEASES.insert().values(id=lease_id, digest=digest, created_at=now))
+            conn.execute(
+                T_LEASES.insert().values(
+                    id=lease_id, digest=digest, created_at=now, host=host, pid=pid
+                )
+            )
         return True
 
     def drop_lease(self, conn: Connection, lease_id: str) -> None:
@@ -438,8 +463,19 @@ class Catalog:
         c = conn.execute(sa.select(sa.literal(1)).where(T_CKPT.c.digest == digest).limit(1)).first()
         return c is not None
 
-    def claim_for_delete(self, digest: str, size: int, grace: float) -> bool:
-        """Mark an unreferenced, unleased blob ``deleting``; False if it must be kept."""
+    def claim_for_delete(
+        self,
+        digest: str,
+        size: int,
+        grace: float,
+        lease_ttl: float,
+        lease_dead: Callable[[str, int], bool] = lambda host, pid: False,
+    ) -> bool:
+        """Mark an unreferenced, unleased blob ``deleting``; False if it must be kept.
+
+        A lease counts while younger than ``lease_ttl`` seconds unless ``lease_dead(host,
+        pid)`` says its holder is gone (a crashed writer on this machine).
+        """
         now = time.time()
         with self.tx(write=True) as conn:
             self._insert_ignore(
@@ -452,12 +488,12 @@ class Catalog:
             ).one()
             if self.referenced(conn, digest):
                 return False
-            lease = conn.execute(
-                sa.select(sa.literal(1))
-                .where(T_LEASES.c.digest == digest, T_LEASES.c.created_at > now - grace)
-                .limit(1)
-            ).first()
-            if lease is not None:
+            leases = conn.execute(
+                sa.select(T_LEASES.c.host, T_LEASES.c.pid).where(
+                    T_LEASES.c.digest == digest, T_LEASES.c.created_at > now - lease_ttl
+                )
+            ).all()
+            if any(not lease_dead(h, int(p)) for h, p in leases):
                 return False
             if row.state == "live" and row.state_at > now - grace:
                 return False  # registered moments ago: its writer may still be committing

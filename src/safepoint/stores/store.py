@@ -269,12 +269,14 @@ class Store:
         *,
         storage_options: dict[str, Any] | None = None,
         grace: float = 3600.0,
+        lease_ttl: float = 6 * 3600.0,
     ) -> None:
         url = default_store_url() if url is None else os.fspath(url)
         if not isinstance(url, str) or not url:
             raise InvalidNameError(f"store url must be a non-empty path or URL, not {url!r}")
         self.url = url
         self.grace = float(grace)
+        self.lease_ttl = float(lease_ttl)
         self.blobs: BlobStore = open_blobs(url, storage_options)
         self.blobs.check()
         if metadata is None:
@@ -325,7 +327,7 @@ class Store:
     def _lease(self, digest: str, size: int) -> str:
         lease_id = uuid.uuid4().hex
         deadline = time.monotonic() + 120.0
-        while not self.catalog.lease(digest, size, lease_id):
+        while not self.catalog.lease(digest, size, lease_id, self.host, os.getpid()):
             # a gc is deleting this very blob; it finishes in moments
             if time.monotonic() > deadline:
                 raise StoreError(f"blob {digest} stayed locked by a gc for 2 minutes; retry")
@@ -507,10 +509,15 @@ class Store:
         try:
             with self.catalog.tx(write=True) as conn:
                 mid = self.catalog.model_id(conn, name, create_by=self.actor)
+                # the model row is locked (FOR UPDATE / BEGIN IMMEDIATE): the counter
+                # gives distinct consecutive numbers, never reused after a delete
                 last = conn.execute(
-                    sa.select(sa.func.max(T_VERSIONS.c.version)).where(T_VERSIONS.c.model_id == mid)
+                    sa.select(T_MODELS.c.last_version).where(T_MODELS.c.id == mid)
                 ).scalar()
                 version = int(last or 0) + 1
+                conn.execute(
+                    T_MODELS.update().where(T_MODELS.c.id == mid).values(last_version=version)
+                )
                 conn.execute(
                     T_VERSIONS.insert().values(
                         model_id=mid,
@@ -1057,9 +1064,13 @@ class Store:
                 the k (default 1) best versions by that metric.
             keep_aliases: never delete a version an alias points at.
             dry_run: report, change nothing.
-            grace: seconds (default: the store's, 1 hour): blobs, temporary objects and
-                commit leases younger than this are kept, so that a put in flight is never
-                robbed of its blob. Use 0 only when no writer can be running.
+            grace: seconds (default: the store's, 1 hour): unreferenced blobs and
+                temporary objects younger than this are kept (a writer may still be
+                streaming or committing them). Independently, a blob that a put or a
+                checkpoint set has leased (between promoting it and committing its
+                version) is never removed while the lease lives: until the commit, the
+                store's ``lease_ttl`` (6 hours), or until its holder is seen dead (a
+                process of this host that no longer runs, e.g. after ``kill -9``).
 
         Example:
             >>> store.gc(keep_last=3, keep_best=("auc", "max"))   # doctest: +SKIP
@@ -1092,7 +1103,9 @@ class Store:
                     report.deleted_blobs.append(b.key)
                     report.freed_bytes += b.size
                 continue
-            if not self.catalog.claim_for_delete(b.key, b.size, grace):
+            if not self.catalog.claim_for_delete(
+                b.key, b.size, grace, self.lease_ttl, self._lease_dead
+            ):
                 report.kept_blobs += 1
                 continue
             self.blobs.delete(b.key)
@@ -1126,7 +1139,14 @@ class Store:
 
         cutoff = time.time() - grace
         with self.catalog.tx(write=True) as conn:
-            conn.execute(T_LEASES.delete().where(T_LEASES.c.created_at < cutoff))
+            conn.execute(
+                T_LEASES.delete().where(T_LEASES.c.created_at < time.time() - self.lease_ttl)
+            )
+            for lid, host, pid in conn.execute(
+                sa.select(T_LEASES.c.id, T_LEASES.c.host, T_LEASES.c.pid)
+            ).all():
+                if self._lease_dead(host, int(pid)):
+                    conn.execute(T_LEASES.delete().where(T_LEASES.c.id == lid))
         with self.catalog.tx() as conn:
             rows = (
                 conn.execute(sa.select(T_BLOBS.c.digest).where(T_BLOBS.c.state_at < cutoff))
@@ -1134,8 +1154,23 @@ class Store:
                 .all()
             )
         for d in rows:
-            if not self.blobs.exists(d) and self.catalog.claim_for_delete(d, 0, grace):
+            if not self.blobs.exists(d) and self.catalog.claim_for_delete(
+                d, 0, grace, self.lease_ttl, self._lease_dead
+            ):
                 self.catalog.forget_blob(d)
+
+    def _lease_dead(self, host: str, pid: int) -> bool:
+        """True if the lease holder is known to be gone: a process of this host that no
+        longer runs. Holders on other hosts count as alive until the lease expires."""
+        if host != self.host or pid <= 0 or pid == os.getpid():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:  # exists, owned by someone else
+            return False
+        return _is_zombie(pid)
 
     @staticmethod
     def _keep_best_arg(keep_best: Any) -> tuple[str, str, int] | None:
@@ -1279,6 +1314,15 @@ class Store:
 
             self._runs = Runs(self)
         return self._runs
+
+
+def _is_zombie(pid: int) -> bool:
+    # a killed child that its parent has not reaped yet still answers kill(pid, 0)
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 def is_store_url(value: str) -> bool:
