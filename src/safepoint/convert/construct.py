@@ -231,6 +231,26 @@ class Constructor:
             raise fail("a mapping needs a list of (key, value) pairs")
         return [(k, v) for k, v in items]
 
+    # -- numpy.random ---------------------------------------------------------------
+    def _k_random(self, node: Call, plan: Plan) -> Any:
+        p = plan.parts
+        if p["inner"] is not None:
+            bitgen = self._build(p["inner"])
+            if not isinstance(bitgen, np.random.BitGenerator):
+                raise fail("a numpy random generator needs a bit generator")
+        else:
+            module, name = p["bitgen"]
+            bitgen = self._resolve(GlobalRef(module, name), "obj")()
+        if p["what"] == "bitgen":
+            obj = bitgen
+        elif p["what"] == "generator":
+            obj = np.random.Generator(bitgen)
+        else:
+            obj = np.random.RandomState(bitgen)
+        for _, state in node.ops:
+            _set_state(obj, self._build(state))
+        return obj
+
     # -- scipy.sparse -------------------------------------------------------------
     def _k_sparse(self, node: Call, plan: Plan) -> Any:
         state = self._build(node.ops[0][1])

@@ -43,7 +43,19 @@ KNOWN_FUNCTIONS: dict[tuple[str, str], str] = {
     ("collections", "OrderedDict"): "ordereddict",
     ("collections", "defaultdict"): "defaultdict",
     ("collections", "Counter"): "counter",
+    ("numpy.random._pickle", "__bit_generator_ctor"): "bitgen",
+    ("numpy.random._pickle", "__generator_ctor"): "generator",
+    ("numpy.random._pickle", "__randomstate_ctor"): "randomstate",
 }
+#: numpy's bit generators, by class name; created empty, then given their state
+BIT_GENERATORS: dict[str, tuple[str, str]] = {
+    "MT19937": ("numpy.random._mt19937", "MT19937"),
+    "PCG64": ("numpy.random._pcg64", "PCG64"),
+    "PCG64DXSM": ("numpy.random._pcg64", "PCG64DXSM"),
+    "Philox": ("numpy.random._philox", "Philox"),
+    "SFC64": ("numpy.random._sfc64", "SFC64"),
+}
+_SEED_SEQUENCE = ("numpy.random.bit_generator", "SeedSequence")
 #: builtins a stream may call, each with its own argument check in the constructor
 BUILTIN_CALLS = frozenset(
     {
@@ -334,12 +346,70 @@ def plan_call(call: Call) -> Plan:
                 raise fail(f"collections.{callee.name} takes at most one argument")
             children = [*args, *_op_children(call)]
         return Plan(known, names, children, {"args": args})
+    if known in ("bitgen", "generator", "randomstate"):
+        return _random(call, callee, known, args)
     if callee.module == "builtins" and callee.name in BUILTIN_CALLS:
         return _builtin(call, callee, args, None)
+    if (callee.module, callee.name) == (_SEED_SEQUENCE[0], "__pyx_unpickle_SeedSequence"):
+        if len(args) != 3 or not is_global(args[0], _SEED_SEQUENCE) or type(args[1]) is not int:
+            raise fail("numpy's SeedSequence unpickler needs (SeedSequence, checksum, state)")
+        return Plan(
+            "pyx",
+            [(args[0], "known"), (callee, "known")],
+            [args[2], *_op_children(call)],
+            {"cls": args[0], "checksum": args[1], "state": args[2]},
+        )
     helper = _sklearn_helper(call, callee, args)
     if helper is not None:
         return helper
     return _class_call(call, callee, args)
+
+
+def _bit_generator(node: Any) -> tuple[str, str] | None:
+    if isinstance(node, GlobalRef) and (node.module, node.name) in BIT_GENERATORS.values():
+        return node.module, node.name
+    if isinstance(node, str) and node in BIT_GENERATORS:
+        return BIT_GENERATORS[node]
+    return None
+
+
+def _random(call: Call, callee: GlobalRef, known: str, args: list[Any]) -> Plan:
+    """numpy.random's pickle helpers: a bit generator class from a fixed list, or a
+    Generator/RandomState around a bit generator, each then given its state."""
+    if any(op != "build" for op, _ in call.ops):
+        raise fail(f"{callee.qualified} is followed by operations it does not take")
+    names: list[tuple[GlobalRef, str]] = [(callee, "known")]
+    children = _op_children(call)
+    parts: dict[str, Any] = {"bitgen": None, "inner": None}
+    if known == "bitgen":
+        target = _bit_generator(args[0]) if len(args) == 1 else None
+        if target is None:
+            raise FormatError(
+                f"{callee.qualified} of {args!r}: only numpy's own bit generators "
+                f"({', '.join(BIT_GENERATORS)}) are imported"
+            )
+        parts["bitgen"] = target
+        if isinstance(args[0], GlobalRef):
+            names.append((args[0], "known"))
+        return Plan("random", names, children, {**parts, "what": known})
+    if len(args) > 2:
+        raise fail(f"{callee.qualified} takes at most two arguments")
+    if len(args) == 2 and not is_global(args[1], ("numpy.random._pickle", "__bit_generator_ctor")):
+        raise fail(f"{callee.qualified}'s constructor argument must be numpy's own")
+    if args:
+        target = _bit_generator(args[0])
+        if target is not None:
+            parts["bitgen"] = target
+            if isinstance(args[0], GlobalRef):
+                names.append((args[0], "known"))
+        elif isinstance(args[0], Call):
+            parts["inner"] = args[0]
+            children.append(args[0])
+        else:
+            raise fail(f"{callee.qualified} needs a bit generator")
+    else:
+        parts["bitgen"] = BIT_GENERATORS["MT19937" if known == "randomstate" else "PCG64"]
+    return Plan("random", names, children, {**parts, "what": known})
 
 
 def _class_call(call: Call, callee: GlobalRef, args: list[Any]) -> Plan:
