@@ -26,6 +26,7 @@ from .errors import (
     SafepointError,
     SafepointWarning,
     SchemaError,
+    SearchError,
     SerializationError,
     StepConfigError,
     StepError,
@@ -70,10 +71,14 @@ __all__ = [
     "Limits",
     "ModelVersion",
     "NotFoundError",
+    "ResumableGridSearchCV",
+    "ResumableRandomizedSearchCV",
     "SafepointError",
     "SafepointWarning",
     "ScanResult",
     "SchemaError",
+    "SearchError",
+    "SearchSpace",
     "SerializationError",
     "StepConfigError",
     "StepError",
@@ -93,6 +98,7 @@ __all__ = [
     "load",
     "loads",
     "scan",
+    "search_spaces",
     "untrusted_types",
     "verify",
 ]
@@ -110,6 +116,10 @@ _LAZY = {
     "Store": ".stores",
     "Steps": ".workflows.steps",
     "Workflow": ".workflows.steps",
+    "ResumableGridSearchCV": ".workflows.search",
+    "ResumableRandomizedSearchCV": ".workflows.search",
+    "SearchSpace": ".workflows.search",
+    "search_spaces": ".workflows.search",
 }
 
 
