@@ -37,7 +37,8 @@ REG = make_regression(n_samples=150, n_features=5, noise=5.0, random_state=0)
 def entries(checkpoint: Any) -> list[str]:
     """The ledger's fit entries in a checkpoint (meta excluded)."""
     cp = _resolve_checkpoint(checkpoint)[0]
-    return [k for k in cp.keys() if k.startswith("search/") and k != META_KEY]
+    stored = cp.keys()  # a checkpointer, not a dict
+    return [k for k in stored if k.startswith("search/") and k != META_KEY]
 
 
 def assert_same_results(ours: Any, theirs: Any) -> None:
