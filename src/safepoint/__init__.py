@@ -51,9 +51,12 @@ from .format import (
 if TYPE_CHECKING:  # lazily imported below; named here for type checkers
     from .convert import ConversionReport, ConvertLimits, ScanResult, convert, scan
     from .stores import Checkpointer, ModelVersion, Store
+    from .workflows.scoring import Schema, ScoringPipeline
     from .workflows.steps import Steps, Workflow
 
 __all__ = [
+    "Schema",
+    "ScoringPipeline",
     "AliasConflictError",
     "BackendUnavailableError",
     "CheckpointMismatchError",
@@ -120,6 +123,8 @@ _LAZY = {
     "ResumableRandomizedSearchCV": ".workflows.search",
     "SearchSpace": ".workflows.search",
     "search_spaces": ".workflows.search",
+    "ScoringPipeline": ".workflows.scoring",
+    "Schema": ".workflows.scoring",
 }
 
 

@@ -11,7 +11,6 @@ import functools
 import platform
 import sys
 import warnings
-from importlib import metadata
 from typing import Any
 
 from ..errors import EnvironmentMismatchError, EnvironmentMismatchWarning, SafepointError
@@ -30,6 +29,9 @@ def _version(module: str) -> str | None:
     v = getattr(mod, "__version__", None)
     if isinstance(v, str):
         return v
+    # importlib.metadata costs ~0.1 s to import: only when a module has no __version__
+    from importlib import metadata
+
     try:
         return metadata.version(_DISTRIBUTIONS.get(module, module))
     except metadata.PackageNotFoundError:
