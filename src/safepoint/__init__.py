@@ -55,8 +55,6 @@ if TYPE_CHECKING:  # lazily imported below; named here for type checkers
     from .workflows.steps import Steps, Workflow
 
 __all__ = [
-    "Schema",
-    "ScoringPipeline",
     "AliasConflictError",
     "BackendUnavailableError",
     "CheckpointMismatchError",
@@ -79,7 +77,9 @@ __all__ = [
     "SafepointError",
     "SafepointWarning",
     "ScanResult",
+    "Schema",
     "SchemaError",
+    "ScoringPipeline",
     "SearchError",
     "SearchSpace",
     "SerializationError",
