@@ -41,6 +41,7 @@ class Decoder:
         self.max_items = reader.limits.max_items
         self._shared: dict[int, Any] = {}
         self._depth = 0
+        self._walking = False
         self._used_buffers: set[int] = set()
 
     # -- helpers for handlers -------------------------------------------------
@@ -106,6 +107,8 @@ class Decoder:
     def decode(self, node: Any) -> Any:
         if type(node) in _SCALARS:
             return node
+        if not self._walking:
+            return self._decode_top(node)
         if type(node) is not dict:
             raise self.fail(f"unexpected {type(node).__name__} where a node was expected")
         tag = node.get("@")
@@ -124,6 +127,21 @@ class Decoder:
             return handler.decode(node, self)
         finally:
             self._depth -= 1
+
+    def _decode_top(self, node: Any) -> Any:
+        """The outermost call: the interpreter's stack may run out before
+        ``max_depth`` (each level costs a few Python frames); that is a limit too."""
+        self._walking = True
+        try:
+            return self.decode(node)
+        except RecursionError:
+            raise LimitExceededError(
+                "the object tree nests too deeply for the Python stack (before reaching "
+                f"Limits.max_depth={self.max_depth}); flatten the structure, or load it "
+                "with a higher sys.setrecursionlimit if the file is trusted"
+            ) from None
+        finally:
+            self._walking = False
 
     def _memo(self, node: dict[str, Any]) -> Any:
         i = self.field(node, "i", int)

@@ -6,6 +6,8 @@ validated, limit-checked sizes.
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
 import math
 import mmap as _mmap
@@ -54,6 +56,8 @@ class _Source:
         assert self.f is not None
         self.f.seek(offset)
         out = self.f.read(n)
+        if not isinstance(out, bytes):
+            raise FormatError("the file object must be opened in binary mode ('rb')")
         if len(out) != n:
             raise FormatError(f"the file ended early: wanted {n} bytes at offset {offset}")
         return out
@@ -103,11 +107,16 @@ def _as_source(src: Any) -> _Source:
             raise FormatError(f"{path!r} is a directory, not a safepoint file") from None
         return _Source(f, None, path)
     if hasattr(src, "read"):
-        seekable = getattr(src, "seekable", lambda: False)()
+        if isinstance(src, io.TextIOBase):
+            raise FormatError("the file object must be opened in binary mode ('rb'), not text")
+        try:
+            seekable = bool(getattr(src, "seekable", lambda: False)())
+        except (OSError, ValueError):
+            seekable = False  # closed or odd file objects: read them as a stream
         if seekable:
             return _Source(src, None, None)
         data = src.read()
-        if not isinstance(data, bytes):
+        if not isinstance(data, bytes | bytearray):
             raise FormatError("the file object must be opened in binary mode ('rb')")
         return _Source(None, memoryview(data), None)
     raise FormatError(
@@ -135,14 +144,18 @@ class Reader:
         self.limits = limits
         size = source.size
         if size < spec.HEADER_SIZE + spec.FOOTER_SIZE:
-            head = source.read(0, min(size, 8))
+            head = source.read(0, size)
             raise FormatError(
-                f"not a safepoint file: {size} bytes is shorter than header + footer" + _guess(head)
+                f"not a safepoint file: {size} bytes is shorter than header + footer"
+                + _guess(head, head)
             )
         head = source.read(0, spec.HEADER_SIZE)
         magic, major, minor, _flags = spec.HEADER.unpack(head)
         if magic != spec.MAGIC:
-            raise FormatError("not a safepoint file: the magic bytes are wrong" + _guess(head))
+            tail = source.read(size - 8, 8)
+            raise FormatError(
+                "not a safepoint file: the magic bytes are wrong" + _guess(head, tail)
+            )
         self._check_version(major, minor)
         footer = spec.Footer.unpack(source.read(size - spec.FOOTER_SIZE, spec.FOOTER_SIZE))
         if (footer.major, footer.minor) != (major, minor):
@@ -171,14 +184,7 @@ class Reader:
         )
         raw = body
         if footer.flags & spec.FLAG_MANIFEST_ZSTD:
-            import zstandard
-
-            try:
-                raw = zstandard.ZstdDecompressor().decompress(
-                    body, max_output_size=footer.manifest_raw_length
-                )
-            except zstandard.ZstdError as exc:
-                raise FormatError(f"the manifest does not decompress: {exc}") from None
+            raw = self._decompress_manifest(body, footer.manifest_raw_length)
         if len(raw) != footer.manifest_raw_length:
             raise FormatError("the manifest size does not match the footer")
         try:
@@ -207,7 +213,23 @@ class Reader:
             for t in types
         ):
             raise FormatError("malformed manifest: 'types' must be [module, qualname, kind] rows")
-        self.types: list[tuple[str, str, str]] = [tuple(t) for t in types]  # type: ignore[misc]
+        self.types: list[tuple[str, str, str]] = [(t[0], t[1], t[2]) for t in types]
+
+    def _decompress_manifest(self, body: bytes, raw_length: int) -> bytes:
+        if raw_length > self.limits.max_compression_ratio * len(body) + spec.BOMB_ALLOWANCE:
+            raise LimitExceededError(
+                f"the manifest would expand {len(body)} bytes to {raw_length}: refused as a "
+                "decompression bomb (raise Limits.max_compression_ratio if the file is trusted)"
+            )
+        import zstandard
+
+        # zstd allocates what the frame header declares, whatever max_output_size says:
+        # the declared size must be the one the footer promised (and limit-checked)
+        _check_frame(body, raw_length, "the manifest")
+        try:
+            return zstandard.ZstdDecompressor().decompress(body, max_output_size=raw_length)
+        except zstandard.ZstdError as exc:
+            raise FormatError(f"the manifest does not decompress: {exc}") from None
 
     def _check_version(self, major: int, minor: int) -> None:
         if (major, minor) not in spec.READABLE_VERSIONS:
@@ -226,6 +248,7 @@ class Reader:
             raise LimitExceededError(f"the file declares {len(table)} buffers")
         out: list[BufferEntry] = []
         total = 0
+        packed_total = packed_raw = 0
         for i, row in enumerate(table):
             if not (
                 isinstance(row, list)
@@ -245,16 +268,25 @@ class Reader:
             if row[3] == "zstd":
                 if raw_len < 0:
                     raise FormatError(f"buffer {i}: negative size")
-                if raw_len > 64 * 2**20 and raw_len > self.limits.max_compression_ratio * max(
-                    length, 1
+                if raw_len > spec.BOMB_ALLOWANCE and raw_len > (
+                    self.limits.max_compression_ratio * max(length, 1)
                 ):
                     raise LimitExceededError(
                         f"buffer {i} would expand {length} bytes to {raw_len}: refused as a "
                         "decompression bomb (raise Limits.max_compression_ratio if trusted)"
                     )
+                packed_total += length
+                packed_raw += raw_len
             total += raw_len
             out.append(
                 BufferEntry(off, length, raw_len, row[3], row[4], row[5] if len(row) == 6 else None)
+            )
+        # many buffers, each under the threshold, must not add up to a bomb either
+        if packed_raw > self.limits.max_compression_ratio * packed_total + spec.BOMB_ALLOWANCE:
+            raise LimitExceededError(
+                f"the compressed buffers would expand {packed_total} bytes to {packed_raw}: "
+                "refused as a decompression bomb (raise Limits.max_compression_ratio if the "
+                "file is trusted)"
             )
         if total > self.limits.max_total_bytes:
             raise LimitExceededError(
@@ -262,7 +294,7 @@ class Reader:
                 f"Limits.max_total_bytes={self.limits.max_total_bytes}"
             )
         spans = sorted((b.offset, b.offset + b.length) for b in out if b.length)
-        for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        for (_, end), (start, _) in itertools.pairwise(spans):
             if start < end:
                 raise FormatError("two buffers overlap: the file is crafted or corrupt")
         return out
@@ -285,21 +317,39 @@ class Reader:
 
     def read_bytes(self, index: int) -> bytes:
         b = self.entry(index)
+        if b.codec == "raw":
+            return self._raw_bytes(index, b)
+        packed = self._packed(index, b)
         out = bytearray(b.raw_length)
-        self._fill(index, b, memoryview(out))
+        self._fill(index, b, memoryview(out), packed)
         return bytes(out)
 
-    def _fill(self, index: int, b: BufferEntry, mv: memoryview) -> None:
+    def _raw_bytes(self, index: int, b: BufferEntry) -> bytes:
+        out = self.source.read(b.offset, b.length)
+        self._check(b, out, index)
+        return out
+
+    def _packed(self, index: int, b: BufferEntry) -> bytes:
+        """The stored bytes of a compressed buffer, checked *before* anything is
+        allocated for its decoded form."""
+        packed = self.source.read(b.offset, b.length)
+        self._check(b, packed, index)
+        _check_frame(packed, b.raw_length, f"buffer {index}")
+        return packed
+
+    def _fill(
+        self, index: int, b: BufferEntry, mv: memoryview, packed: bytes | None = None
+    ) -> None:
         if b.codec == "raw":
             self.source.readinto(b.offset, mv)
             self._check(b, mv, index)
             return
-        packed = self.source.read(b.offset, b.length)
-        self._check(b, packed, index)
+        if packed is None:
+            packed = self._packed(index, b)
         import zstandard
 
         try:
-            with zstandard.ZstdDecompressor().stream_reader(packed) as r:
+            with zstandard.ZstdDecompressor().stream_reader(packed, read_across_frames=True) as r:
                 got = 0
                 while got < len(mv):
                     k = r.readinto(mv[got:])
@@ -328,13 +378,18 @@ class Reader:
                 f"buffer {index} holds {b.raw_length} bytes but shape {list(shape)} of "
                 f"{dtype} needs {count * dtype.itemsize}"
             )
+        # numpy refuses an empty shape whose other dimensions overflow: say so first
+        if math.prod(s for s in shape if s) * max(dtype.itemsize, 1) >= 2**62:
+            raise FormatError(f"buffer {index}: shape {list(shape)} is impossibly large")
+        packed = self._packed(index, b) if b.codec != "raw" and count else None
         if mmap and b.codec == "raw" and b.length >= mmap_threshold and self.source.path:
             view = self.source.view(b.offset, b.length)
             arr = np.frombuffer(view, dtype=dtype, count=count).reshape(shape)
             return arr
         arr = np.empty(shape, dtype=dtype)
         if count:
-            self._fill(index, b, memoryview(arr.reshape(-1).view(np.uint8)))
+            flat: Any = arr.reshape(-1).view(np.uint8)
+            self._fill(index, b, memoryview(flat), packed)
         elif b.codec == "raw":
             self._check(b, b"", index)
         return arr
@@ -356,8 +411,32 @@ class Reader:
         self.source.close()
 
 
-def _guess(head: bytes) -> str:
-    if head[:1] == b"\x80" or head[:2] in (b"(d", b"(l", b"cc", b"(i"):
+def _check_frame(packed: bytes, raw_length: int, what: str) -> None:
+    """A zstd frame must declare the decoded size the file promised (or none)."""
+    import zstandard
+
+    try:
+        params = zstandard.get_frame_parameters(packed)
+    except zstandard.ZstdError as exc:
+        raise FormatError(f"{what} is not a zstd frame: {exc}") from None
+    declared = params.content_size
+    # ZSTD_CONTENTSIZE_UNKNOWN: the decoded size is checked while decompressing
+    if declared != raw_length and declared != 2**64 - 1:
+        raise FormatError(
+            f"{what}: the zstd frame declares {declared} decoded bytes, the file "
+            f"{raw_length}: the size is wrong (crafted or corrupt)"
+        )
+
+
+def _looks_like_pickle(head: bytes, tail: bytes) -> bool:
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return True
+    # protocols 0 and 1 start with one of a few opcodes and end with STOP
+    return bool(head) and head[:1] in b"(c]}ldINSVFLG" and tail.rstrip(b"\n")[-1:] == b"."
+
+
+def _guess(head: bytes, tail: bytes = b"") -> str:
+    if _looks_like_pickle(head, tail):
         return (
             " (it looks like a pickle: convert it with `safepoint convert`, which never "
             "executes it)"

@@ -35,6 +35,13 @@ FLAG_MANIFEST_ZSTD = 1
 #: every (major, minor) this reader understands; later releases only add to this set
 READABLE_VERSIONS = frozenset({(1, 0)})
 
+#: decoded bytes that compressed data (one buffer, all buffers together, or the
+#: manifest) may expand to beyond ``Limits.max_compression_ratio`` x its stored size.
+#: Below it any ratio is fine (a zeroed array compresses 1:10000); above it a file
+#: is refused as a decompression bomb. The writer stores buffers raw rather than
+#: cross it, so every file it writes loads under the default limits.
+BOMB_ALLOWANCE = 64 * 2**20
+
 
 def pad_to(n: int, align: int = ALIGN) -> int:
     """Bytes of padding needed after ``n`` to reach the next ``align`` boundary."""
@@ -97,7 +104,8 @@ class Limits:
     max_buffers: int = 10_000_000
     #: sum of the declared decoded sizes of all buffers
     max_total_bytes: int = 2**40
-    #: decoded/encoded size of a compressed buffer above 64 MiB
+    #: decoded/stored size of compressed data beyond :data:`BOMB_ALLOWANCE`
+    #: (checked per buffer, over all buffers, and for the manifest)
     max_compression_ratio: int = 1024
     #: number of dimensions of one array
     max_ndim: int = 32

@@ -53,6 +53,7 @@ class BufferSink:
         self.buffers: list[list[Any]] = []
         self._cctx: Any = None
         self._probe: Any = None
+        self._zraw = self._zstored = 0
         if compress == "zstd":
             import zstandard
 
@@ -82,10 +83,15 @@ class BufferSink:
         out: bytes = self._cctx.compress(mv)
         if len(out) > KEEP_RATIO * n:
             return None
-        big = n > 64 * 2**20
-        if big and n > spec.DEFAULT_LIMITS.max_compression_ratio * len(out):
-            # keep such a file loadable under the default bomb limits
+        # keep the file loadable under the reader's default bomb limits (per buffer
+        # and summed over all compressed buffers): store raw what would cross them
+        ratio = spec.DEFAULT_LIMITS.max_compression_ratio
+        if n > spec.BOMB_ALLOWANCE and n > ratio * len(out):
             return None
+        if self._zraw + n > ratio * (self._zstored + len(out)) + spec.BOMB_ALLOWANCE:
+            return None
+        self._zraw += n
+        self._zstored += len(out)
         return out
 
     def add(self, data: Any) -> int:
