@@ -65,7 +65,6 @@ def s3_options(endpoint: str) -> dict[str, Any]:
         "key": "testing",
         "secret": "testing",
         "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
-        "skip_instance_cache": True,
     }
 
 
@@ -75,19 +74,24 @@ def s3_storage_options(s3_endpoint: str) -> dict[str, Any]:
     return s3_options(s3_endpoint)
 
 
-@pytest.fixture
-def s3_bucket(s3_endpoint: str) -> str:
-    """A fresh bucket on the moto server; its name."""
+@pytest.fixture(scope="session")
+def s3_client(s3_endpoint: str) -> Any:
     import boto3
 
-    name = "sp-" + uuid.uuid4().hex[:12]
-    boto3.client(
+    return boto3.client(
         "s3",
         endpoint_url=s3_endpoint,
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
         region_name="us-east-1",
-    ).create_bucket(Bucket=name)
+    )
+
+
+@pytest.fixture
+def s3_bucket(s3_client: Any) -> str:
+    """A fresh bucket on the moto server; its name."""
+    name = "sp-" + uuid.uuid4().hex[:12]
+    s3_client.create_bucket(Bucket=name)
     return name
 
 

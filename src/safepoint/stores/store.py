@@ -47,9 +47,11 @@ never removes a blob that a commit holds a lease on or that is younger than ``gr
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import getpass
 import hashlib
+import io
 import json
 import math
 import os
@@ -259,6 +261,91 @@ def _digest_arg(value: Any, what: str) -> str | None:
     return value
 
 
+class _Miss(Exception):
+    """A read outside the bytes a :class:`_Tee` kept."""
+
+
+class _Tee:
+    """Passes writes to the blob's file and keeps the first one (the header) and the last
+    few (manifest, signature block, footer), so that the new file can be described
+    without reading it back from (possibly remote) storage."""
+
+    KEEP = 1 << 20
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.pos = 0
+        self.head: tuple[int, bytes] | None = None
+        self.tail: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=4)
+
+    def write(self, data: Any) -> int:
+        mv = memoryview(data).cast("B")
+        n = len(mv)
+        if n <= self.KEEP:
+            seg = (self.pos, bytes(mv))
+            if self.head is None:
+                self.head = seg
+            else:
+                self.tail.append(seg)
+        elif self.head is None:
+            self.head = (self.pos, b"")
+        done = 0
+        while done < n:
+            k = self.f.write(mv[done:])
+            done += n - done if k is None else k
+        self.pos += n
+        return n
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def fileno(self) -> int:
+        return self.f.fileno()
+
+    def sparse(self) -> _Sparse:
+        segs = ([self.head] if self.head else []) + list(self.tail)
+        return _Sparse(self.pos, segs)
+
+
+class _Sparse(io.RawIOBase):
+    """A read-only file of ``size`` bytes of which only some segments are known."""
+
+    def __init__(self, size: int, segments: list[tuple[int, bytes]]) -> None:
+        self.size = size
+        self.segments = segments
+        self.at = 0
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.at = (
+            offset if whence == 0 else (self.at + offset if whence == 1 else self.size + offset)
+        )
+        return self.at
+
+    def tell(self) -> int:
+        return self.at
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is None or n < 0:
+            n = self.size - self.at
+        for start, data in self.segments:
+            if start <= self.at and self.at + n <= start + len(data):
+                out = data[self.at - start : self.at - start + n]
+                self.at += n
+                return out
+        raise _Miss(self.at, n)
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
 class Store:
     """A model store: content-addressed blobs plus a catalog (see the module docstring)."""
 
@@ -351,9 +438,14 @@ class Store:
     def _stage_object(self, obj: Any, durable: bool = True, **dump_kwargs: Any) -> Staged:
         tmp = self.blobs.begin()
         try:
-            res = _api.dump(obj, tmp.file, **dump_kwargs)
+            tee = _Tee(tmp.file)
+            res = _api.dump(obj, tee, **dump_kwargs)  # type: ignore[arg-type]
             tmp.close(durable)
-            insp = self._inspect_temp(tmp)
+            try:
+                # header, manifest and footer are still in memory: no read-back round trip
+                insp: _api.Inspection | None = _api.inspect(tee.sparse())  # type: ignore[arg-type]
+            except _Miss:
+                insp = self._inspect_temp(tmp)
             if insp is not None and insp.digest != res.digest:  # pragma: no cover
                 raise IntegrityError("the blob changed while it was written")
             staged = self._finish_stage(tmp, res.digest, res.size, durable)
