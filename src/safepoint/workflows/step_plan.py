@@ -116,7 +116,7 @@ def decide(
     stored: StoredStep | None,
     *,
     code: str | None,
-    param_digest: Callable[[str], str],
+    param_digest: Callable[[str], str] | None,
     upstream: Mapping[str, Upstream],
     forced_by: str | None = None,
 ) -> Decision:
@@ -127,7 +127,8 @@ def decide(
         stored: its latest saved output, or None.
         code: the fingerprint of its current code (None: unknown, e.g. in the CLI
             without the workflow's code; the code is then not compared).
-        param_digest: the digest of a parameter's current value (``ABSENT`` if missing).
+        param_digest: the digest of a parameter's current value (``ABSENT`` if missing);
+            None: the parameters are unknown (the CLI) and not compared.
         upstream: what each earlier step is in this run (by name).
         forced_by: a reason to rerun regardless (``start_from``), or None.
     """
@@ -146,8 +147,9 @@ def decide(
     notes: list[str] = []
     if code is not None and stored.code != code:
         reasons.append("its code changed")
-    for key, old in sorted(stored.params.items()):
-        new = param_digest(key)
+    compared = sorted(stored.params.items()) if param_digest is not None else []
+    for key, old in compared:
+        new = param_digest(key) if param_digest is not None else old
         if new == old:
             continue
         if old == ABSENT:
