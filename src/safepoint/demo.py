@@ -144,6 +144,56 @@ def scoring_part(workdir: Path, say: Say) -> None:
     say(f"predictions by version: {written.groupby('model_version').size().to_dict()}")
 
 
+@part("steps: a resumable workflow")
+def steps_part(workdir: Path, say: Say) -> None:
+    import shutil
+
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    import safepoint as sp
+
+    class Training(sp.Steps):
+        def step_1(self, outputs: Any) -> Any:
+            X, y = make_classification(n_samples=5000, n_features=20, random_state=0)
+            return {"X": X, "y": y}
+
+        def step_2(self, outputs: Any) -> Any:
+            data = outputs["step_1"]
+            return {"X": StandardScaler().fit_transform(data["X"]), "y": data["y"]}
+
+        def step_3(self, outputs: Any) -> Any:
+            data = outputs["step_2"]
+            return LogisticRegression(C=self.params["C"]).fit(data["X"], data["y"])
+
+    folder = workdir / "steps-store"
+    if folder.exists():
+        shutil.rmtree(folder)  # start from nothing, so that the first run runs every step
+
+    def training(C: float = 1.0) -> Training:
+        return Training(name="demo/training", store=folder, version=1, params={"C": C})
+
+    first = training().run()
+    say(f"first run: ran {', '.join(first.ran)}")
+    again = training().run()
+    say(f"nothing changed: restored {', '.join(again.restored)}, ran {again.ran or 'nothing'}")
+    if again.ran:
+        raise SystemExit("demo failed: an unchanged workflow reran steps")
+    forced = training().run(start_from=2)
+    say(f"run(start_from=2): restored {', '.join(forced.restored)}, reran {', '.join(forced.ran)}")
+    changed = training(C=0.1)
+    say(f"status with C=0.1: {changed.status()['step_3'].explanation}")
+    report = changed.run()
+    for line in str(report).splitlines()[1:]:
+        say(line.strip())
+    if report.ran != ["step_3"]:
+        raise SystemExit("demo failed: a parameter change reran the wrong steps")
+    outputs = changed.load_outputs()
+    model, data = outputs["step_3"], outputs["step_2"]
+    say(f"load_outputs() in a notebook: accuracy {model.score(data['X'], data['y']):.3f}")
+
+
 def run(workdir: str | os.PathLike[str] = "safepoint-demo", quiet: bool = False) -> None:
     """Run every part of the demo in ``workdir``."""
     from rich.console import Console
