@@ -1,0 +1,159 @@
+"""Seed 002's search killed with SIGKILL at random points, rerun, and completed.
+
+The search (a pipeline swapped over KNN, random forest, naive Bayes and logistic
+regression, 19 candidates x 3 folds) runs in a real subprocess that is killed with
+``kill -9`` (its whole process group, so pool workers die too) three times: once after
+a random delay (possibly before any fit finished), twice after a random number of new
+ledger entries. A last run completes it. Then:
+
+* the final ``cv_results_`` equal those of an uninterrupted scikit-learn run;
+* every killed run recorded every fit it finished, except those in flight: the fits
+  it performed (counted by the scorer, one log line per fit) minus the entries it
+  committed is at most the number of fits that can be in flight (1 sequentially,
+  ``2 * n_jobs`` with a pool);
+* the final run took exactly the recorded fits from the ledger and fitted the rest.
+
+The random seed is printed on failure; set SAFEPOINT_KILL_SEED to replay one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import search_seed002 as seed
+from sklearn.model_selection import GridSearchCV
+
+from safepoint.workflows._ledger import META_KEY, Ledger
+from safepoint.workflows.search import _resolve_checkpoint
+
+HERE = Path(__file__).resolve().parent
+TOTAL = seed.N_CANDIDATES * seed.N_SPLITS
+SLOW = "0.03"  # seconds per scored fit: time to land kills mid-search
+
+
+def count_entries(checkpoint: str) -> int:
+    cp = _resolve_checkpoint(checkpoint)[0]
+    stored = cp.keys()  # a checkpointer, not a dict
+    return sum(1 for k in stored if k.startswith("search/") and k != META_KEY)
+
+
+def start(checkpoint: str, out: Path, log: Path, n_jobs: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+        "SEED002_LOG": str(log),
+        "SEED002_SLOW": SLOW,
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import search_seed002; search_seed002.main()",
+            checkpoint,
+            str(out),
+            str(n_jobs),
+        ],
+        env=env,
+        start_new_session=True,  # its own process group: kill -9 reaches pool workers too
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def kill9(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=60)
+
+
+def lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+@pytest.mark.timeout(400)
+def test_seed002_search_killed_and_resumed(tmp_path: Path) -> None:
+    seed_value = int(os.environ.get("SAFEPOINT_KILL_SEED", random.randrange(2**32)))
+    rng = random.Random(seed_value)
+    where = f"(SAFEPOINT_KILL_SEED={seed_value})"
+    checkpoint = str(tmp_path / "ckpt")
+    out = tmp_path / "out.json"
+
+    # (how to decide when to kill, n_jobs): a random delay, then random entry counts.
+    plans: list[tuple[str, float, int]] = [
+        ("delay", rng.uniform(0.2, 4.0), 1),
+        ("entries", rng.randint(2, 15), 2),
+        ("entries", rng.randint(1, 12), 1),
+    ]
+    history: list[dict[str, Any]] = []
+    for i, (how, amount, n_jobs) in enumerate(plans):
+        before = count_entries(checkpoint) if Path(checkpoint).exists() else 0
+        log = tmp_path / f"fits-{i}.log"
+        proc = start(checkpoint, out, log, n_jobs)
+        deadline = time.monotonic() + 180
+        if how == "delay":
+            time.sleep(amount)
+        else:
+            # Leave at least a few fits for the later runs, whatever the draw.
+            target = min(before + int(amount), TOTAL - 8)
+            while count_entries_safe(checkpoint) < target:
+                assert proc.poll() is None, f"the search ended before the kill {where}: " + (
+                    proc.stderr.read().decode() if proc.stderr else ""
+                )
+                assert time.monotonic() < deadline, f"no progress {where}"
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 0.04))  # not always right after a commit
+        assert proc.poll() is None, f"run {i} finished before it was killed {where}"
+        kill9(proc)
+        after = count_entries_safe(checkpoint)
+        performed = lines(log)
+        committed = after - before
+        in_flight = 1 if n_jobs == 1 else 2 * n_jobs  # pre_dispatch="2*n_jobs"
+        history.append(dict(run=i, how=how, before=before, after=after, performed=performed))
+        assert committed <= performed <= committed + in_flight, f"{history} {where}"
+        assert not out.exists()
+        if after:
+            # Whatever the instant of the kill, every recorded entry is whole and readable.
+            cp = _resolve_checkpoint(checkpoint)[0]
+            ledger = Ledger(cp, checkpoint)
+            ledger.digest = cp.get(META_KEY)["digest"]
+            assert len(ledger.results()) == after, f"{history} {where}"
+
+    before = count_entries_safe(checkpoint)
+    assert before < TOTAL
+    log = tmp_path / "fits-final.log"
+    proc = start(checkpoint, out, log, 1)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()
+    final = json.loads(out.read_text())
+    assert final["resumed"] == before, f"{history} {where}"
+    assert final["run"] == TOTAL - before == lines(log), f"{history} {where}"
+    assert count_entries(checkpoint) == TOTAL
+
+    # Uninterrupted reference: scikit-learn's own GridSearchCV on the same search.
+    X, y = seed.data()
+    estimator, grid = seed.space()
+    reference = GridSearchCV(estimator, grid, cv=seed.N_SPLITS, scoring=seed.logged_accuracy).fit(
+        X, y
+    )
+    expected = seed.summary(reference.cv_results_)
+    assert final["cv_results"] == expected, where
+    assert final["best_params"] == {k: repr(v) for k, v in reference.best_params_.items()}
+
+
+def count_entries_safe(checkpoint: str) -> int:
+    """count_entries, or 0 while the killed run had not yet created the checkpoint."""
+    try:
+        return count_entries(checkpoint)
+    except FileNotFoundError:
+        return 0
