@@ -80,6 +80,8 @@ class TempBlob:
         self.id = tmp_id
         self.file = file
         self.closed = False
+        #: the catalog lease protecting this object from gc (set by the store)
+        self.lease_id = ""
 
     def close(self, durable: bool = True) -> None:
         """Finish writing (flush, fsync when ``durable`` on a local disk, close)."""
@@ -111,8 +113,8 @@ class BlobStore(ABC):
     is_remote: bool = False
 
     @abstractmethod
-    def begin(self) -> TempBlob:
-        """Open a new temporary object for writing."""
+    def begin(self, tmp_id: str | None = None) -> TempBlob:
+        """Open a new temporary object (named ``tmp_id``, default a random id) for writing."""
 
     @abstractmethod
     def _close_temp(self, tmp: TempBlob, durable: bool) -> None: ...
@@ -196,8 +198,8 @@ class LocalBlobs(BlobStore):
     def path(self, digest: str) -> str:
         return os.path.join(self.blob_dir, digest[:2], digest + ".sp")
 
-    def begin(self) -> TempBlob:
-        tmp_id = uuid.uuid4().hex
+    def begin(self, tmp_id: str | None = None) -> TempBlob:
+        tmp_id = tmp_id or uuid.uuid4().hex
         path = os.path.join(self.tmp_dir, tmp_id + ".tmp")
         try:
             f = open(path, "xb", buffering=1 << 20)  # noqa: SIM115 - closed by TempBlob
@@ -339,8 +341,8 @@ class FsspecBlobs(BlobStore):
     def _tmp(self, tmp_id: str) -> str:
         return f"{self.root}/tmp/{tmp_id}.tmp"
 
-    def begin(self) -> TempBlob:
-        tmp_id = uuid.uuid4().hex
+    def begin(self, tmp_id: str | None = None) -> TempBlob:
+        tmp_id = tmp_id or uuid.uuid4().hex
         with self._errors("cannot start a blob upload"):
             f = self.fs.open(self._tmp(tmp_id), "wb")
         return TempBlob(self, tmp_id, f)

@@ -220,6 +220,8 @@ T_RUNS = META.tables["runs"]
 #: a gc that died while deleting a blob leaves it "deleting"; after this many seconds a
 #: put takes it over (it re-creates the blob from its own copy)
 STALE_DELETE = 60.0
+#: leases on temporary objects name them "tmp:<id>" in the digest column
+TEMP_PREFIX = "tmp:"
 
 
 def dumps_json(value: Any) -> str:
@@ -422,9 +424,22 @@ class Catalog:
         )
 
     # -- blob leases (see the module docstring) -------------------------------------------
+    def lease_temp(self, lease_id: str, tmp_id: str, host: str, pid: int) -> None:
+        """Record that ``tmp_id`` is being written (gc keeps it while the lease lives)."""
+        with self.tx(write=True) as conn:
+            conn.execute(
+                T_LEASES.insert().values(
+                    id=lease_id,
+                    digest=TEMP_PREFIX + tmp_id,
+                    created_at=time.time(),
+                    host=host,
+                    pid=pid,
+                )
+            )
+
     def lease(self, digest: str, size: int, lease_id: str, host: str = "", pid: int = 0) -> bool:
-        """Protect blob ``digest`` from gc until the lease is dropped, expires or its holder
-        (``host``, ``pid``) is seen dead.
+        """Move lease ``lease_id`` to blob ``digest`` (or create it): gc keeps the blob until
+        the lease is dropped, expires or its holder (``host``, ``pid``) is seen dead.
 
         Returns False if a gc is deleting the blob right now (retry shortly).
         """
@@ -444,12 +459,29 @@ class Catalog:
                     .where(T_BLOBS.c.digest == digest)
                     .values(state="live", state_at=now)
                 )
-            conn.execute(
-                T_LEASES.insert().values(
-                    id=lease_id, digest=digest, created_at=now, host=host, pid=pid
+            moved = conn.execute(
+                T_LEASES.update()
+                .where(T_LEASES.c.id == lease_id)
+                .values(digest=digest, created_at=now)
+            ).rowcount
+            if not moved:
+                conn.execute(
+                    T_LEASES.insert().values(
+                        id=lease_id, digest=digest, created_at=now, host=host, pid=pid
+                    )
                 )
-            )
         return True
+
+    def temp_leases(self, lease_ttl: float) -> list[tuple[str, str, int]]:
+        """``(tmp_id, host, pid)`` of the unexpired leases on temporary objects."""
+        with self.tx() as conn:
+            rows = conn.execute(
+                sa.select(T_LEASES.c.digest, T_LEASES.c.host, T_LEASES.c.pid).where(
+                    T_LEASES.c.digest.startswith(TEMP_PREFIX),
+                    T_LEASES.c.created_at > time.time() - lease_ttl,
+                )
+            ).all()
+        return [(d[len(TEMP_PREFIX) :], h, int(p)) for d, h, p in rows]
 
     def drop_lease(self, conn: Connection, lease_id: str) -> None:
         conn.execute(T_LEASES.delete().where(T_LEASES.c.id == lease_id))

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -65,7 +65,7 @@ class _Spill:
             if len(self.buf) + n <= self.limit:
                 self.buf += data
                 return n
-            self.tmp = self.store.blobs.begin()
+            self.tmp = self.store._begin()
             self.tmp.file.write(self.buf)
             self.buf = bytearray()
         self.tmp.file.write(data)
@@ -132,7 +132,7 @@ class Checkpointer:
                 res = _api.dump(value, spill)  # type: ignore[arg-type]
             except BaseException:
                 if spill.tmp is not None:
-                    spill.tmp.abort()
+                    self.store._abort(spill.tmp)
                 raise
             size = res.size
             if spill.tmp is None:
@@ -142,7 +142,7 @@ class Checkpointer:
                 try:
                     staged = self.store._finish_stage(tmp, res.digest, res.size, True)
                 except BaseException:
-                    tmp.abort()
+                    self.store._abort(tmp)
                     raise
                 digest, lease_id = staged.digest, staged.lease_id
         cat = self.store.catalog
@@ -224,6 +224,16 @@ class Checkpointer:
                 conn.execute(
                     sa.select(T_CKPT.c.key).where(T_CKPT.c.name == self.name).order_by(T_CKPT.c.key)
                 ).scalars()
+            )
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        with self.store.catalog.tx() as conn:
+            return int(
+                conn.execute(sa.select(sa.func.count()).where(T_CKPT.c.name == self.name)).scalar()
+                or 0
             )
 
     def items(self) -> list[tuple[str, Any]]:

@@ -411,32 +411,44 @@ class Store:
             self.catalog.close()
 
     # -- writing blobs -------------------------------------------------------------------
-    def _lease(self, digest: str, size: int) -> str:
-        lease_id = uuid.uuid4().hex
+    def _begin(self) -> TempBlob:
+        """A temporary blob, leased in the catalog before it exists (so that no gc, even
+        with ``grace=0``, removes it while this process writes it)."""
+        tmp_id, lease_id = uuid.uuid4().hex, uuid.uuid4().hex
+        self.catalog.lease_temp(lease_id, tmp_id, self.host, os.getpid())
+        try:
+            tmp = self.blobs.begin(tmp_id)
+        except BaseException:
+            self._release(lease_id)
+            raise
+        tmp.lease_id = lease_id
+        return tmp
+
+    def _abort(self, tmp: TempBlob) -> None:
+        tmp.abort()
+        self._release(tmp.lease_id)
+
+    def _lease(self, digest: str, size: int, lease_id: str) -> None:
         deadline = time.monotonic() + 120.0
         while not self.catalog.lease(digest, size, lease_id, self.host, os.getpid()):
             # a gc is deleting this very blob; it finishes in moments
             if time.monotonic() > deadline:
                 raise StoreError(f"blob {digest} stayed locked by a gc for 2 minutes; retry")
             time.sleep(0.05)
-        return lease_id
 
     def _finish_stage(self, tmp: TempBlob, digest: str, size: int, durable: bool) -> Staged:
+        """Close, lease the final digest, promote. On error the caller calls _abort."""
         tmp.close(durable)
-        lease_id = self._lease(digest, size)
-        try:
-            tmp.promote(digest, durable)
-        except BaseException:
-            self._release(lease_id)
-            raise
-        return Staged(digest, size, lease_id, None)
+        self._lease(digest, size, tmp.lease_id)
+        tmp.promote(digest, durable)
+        return Staged(digest, size, tmp.lease_id, None)
 
     def _release(self, lease_id: str) -> None:
         with contextlib.suppress(SafepointError), self.catalog.tx(write=True) as conn:
             self.catalog.drop_lease(conn, lease_id)
 
     def _stage_object(self, obj: Any, durable: bool = True, **dump_kwargs: Any) -> Staged:
-        tmp = self.blobs.begin()
+        tmp = self._begin()
         try:
             tee = _Tee(tmp.file)
             res = _api.dump(obj, tee, **dump_kwargs)  # type: ignore[arg-type]
@@ -450,14 +462,14 @@ class Store:
                 raise IntegrityError("the blob changed while it was written")
             staged = self._finish_stage(tmp, res.digest, res.size, durable)
         except BaseException:
-            tmp.abort()
+            self._abort(tmp)
             raise
         staged.inspection = insp
         return staged
 
     def _stage_stream(self, src: BinaryIO, durable: bool = True) -> Staged:
         """Copy a safepoint file into a blob, validating it (manifest and checksums)."""
-        tmp = self.blobs.begin()
+        tmp = self._begin()
         try:
             shutil.copyfileobj(src, tmp.file, 8 << 20)
             tmp.close(durable)
@@ -472,7 +484,7 @@ class Store:
                 raise IntegrityError("the file is corrupt: " + "; ".join(problems))
             staged = self._finish_stage(tmp, insp.digest, insp.size, durable)
         except BaseException:
-            tmp.abort()
+            self._abort(tmp)
             raise
         staged.inspection = insp
         return staged
@@ -1204,12 +1216,20 @@ class Store:
             self.catalog.forget_blob(b.key)
             report.deleted_blobs.append(b.key)
             report.freed_bytes += b.size
-        for t in list(self.blobs.list_temps()):
-            if t.mtime <= now - grace:
-                report.deleted_temps += 1
-                report.freed_bytes += t.size
-                if not dry_run:
-                    self.blobs.delete_temp(t.key)
+        temps = list(self.blobs.list_temps())
+        if temps:
+            # listed first, then the leases: a temporary object's lease predates its file
+            live = {
+                t
+                for t, h, p in self.catalog.temp_leases(self.lease_ttl)
+                if not self._lease_dead(h, p)
+            }
+            for t in temps:
+                if t.mtime <= now - grace and t.key not in live:
+                    report.deleted_temps += 1
+                    report.freed_bytes += t.size
+                    if not dry_run:
+                        self.blobs.delete_temp(t.key)
         if not dry_run:
             self._gc_catalog(grace)
             with self.catalog.tx(write=True) as conn:
