@@ -11,6 +11,9 @@ __version__ = "0.1.0"
 
 from typing import TYPE_CHECKING
 
+# imported eagerly (a thin module): the subpackage safepoint.convert would otherwise replace
+# the function sp.convert as soon as anything imports it (a submodule is bound on its parent)
+from .convert import convert, scan
 from .errors import (
     AliasConflictError,
     BackendUnavailableError,
@@ -49,7 +52,7 @@ from .format import (
 )
 
 if TYPE_CHECKING:  # lazily imported below; named here for type checkers
-    from .convert import ConversionReport, ConvertLimits, ScanResult, convert, scan
+    from .convert import ConversionReport, ConvertLimits, ScanResult
     from .stores import Checkpointer, ModelVersion, Store
     from .workflows.scoring import Schema, ScoringPipeline
     from .workflows.steps import Steps, Workflow
@@ -109,8 +112,6 @@ __all__ = [
 # Public names whose modules import heavy libraries (scikit-learn, ...): loaded on first use,
 # so that `import safepoint` and the CLI stay fast.
 _LAZY = {
-    "convert": ".convert",
-    "scan": ".convert",
     "ConversionReport": ".convert",
     "ConvertLimits": ".convert",
     "ScanResult": ".convert",

@@ -170,41 +170,7 @@ def convert(
     compress: str | None = None,
     limits: ConvertLimits | None = None,
 ) -> ConversionReport:
-    """Import a pickle, joblib or skops file as a safepoint file, without running its code.
-
-    The source is parsed (never unpickled), every name it needs is audited, and
-    only allowlisted types are built: numpy arrays and dtypes from their bytes,
-    scipy.sparse matrices, builtins, ``collections`` containers, scikit-learn
-    estimators and their internal types, plus the names in ``trusted``.
-
-    Args:
-        src_path: a ``.pkl``/``.pickle``, ``.joblib`` (plain or compressed: zlib,
-            gzip, bz2, xz, lzma, lz4), ``.skops`` file, or a zip holding one pickle.
-        dst_path: the safepoint file to write.
-        trusted: extra type names to allow (``"mypkg.models.MyEstimator"``).
-        compress: ``"zstd"`` to compress the written buffers.
-        limits: safety limits (see :class:`ConvertLimits`).
-
-    Returns:
-        :class:`ConversionReport`: format, the names needed, what was written.
-
-    Raises:
-        UntrustedTypesError: the file needs names outside the allowlist
-            (``exc.types`` lists them); nothing was built.
-        FormatError: the file is malformed, or uses a pickle feature that is
-            never imported (persistent ids, the extension registry, calls of
-            anything but known constructors).
-
-    Example:
-        >>> import pickle, safepoint as sp
-        >>> from sklearn.linear_model import LinearRegression
-        >>> with open("/tmp/lr.pkl", "wb") as f:
-        ...     pickle.dump(LinearRegression().fit([[0], [1]], [0, 1]), f)
-        >>> sp.convert("/tmp/lr.pkl", "/tmp/lr.sp").verdict
-        'converted'
-        >>> sp.load("/tmp/lr.sp").predict([[2]])
-        array([2.])
-    """
+    """See :func:`safepoint.convert` (the public entry point)."""
     lim = limits or DEFAULT_CONVERT_LIMITS
     src = os.fspath(src_path)
     dst = os.fspath(dst_path)
@@ -332,19 +298,7 @@ def scan(
     trusted: Trusted = (),
     limits: ConvertLimits | None = None,
 ) -> list[ScanResult]:
-    """Audit files without importing them: format, names needed, verdict per file.
-
-    Directories are walked; inside them, files that are not pickle, joblib, zip,
-    skops or safepoint files are skipped (a file named explicitly is always
-    reported). Nothing in the files is imported or executed.
-
-    Example:
-        >>> import pickle, safepoint as sp
-        >>> with open("/tmp/d.pkl", "wb") as f:
-        ...     pickle.dump({"a": 1}, f)
-        >>> [(r.format, r.verdict) for r in sp.scan(["/tmp/d.pkl"])]
-        [('pickle', 'safe')]
-    """
+    """See :func:`safepoint.scan` (the public entry point)."""
     lim = limits or DEFAULT_CONVERT_LIMITS
     if isinstance(paths, str | os.PathLike):
         paths = [paths]

@@ -52,11 +52,24 @@ def audit(root: Any, trusted: Iterable[Any] | str | type | None = ()) -> AuditRe
     seen: set[int] = set()
     todo: list[Any] = [root]
 
+    default = TrustPolicy(())
+
     def need(ref: GlobalRef, role: str) -> None:
         name = ref.qualified
         res.needed.setdefault(name, set()).add(role)
-        if role != "known" and not policy.is_trusted(ref.module, ref.name, _POLICY_KIND[role]):
+        if role == "known":
+            return
+        if not policy.is_trusted(ref.module, ref.name, _POLICY_KIND[role]):
             bad.add(name)
+        elif role == "call" and not default.is_trusted(ref.module, ref.name, "red"):
+            # calling a class runs its __init__ with arguments chosen by the file: only
+            # for the default trust set (scikit-learn's Tree, losses); names trusted by
+            # the caller are only ever built from their state
+            res.problems.append(
+                f"the pickle calls {name} with arguments; safepoint builds classes trusted "
+                "with trusted= only from their state (cls.__new__ + __setstate__), never "
+                "by calling them"
+            )
 
     while todo:
         node = todo.pop()

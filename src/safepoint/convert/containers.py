@@ -14,11 +14,8 @@ filling memory.
 
 from __future__ import annotations
 
-import bz2
 import io
-import lzma
 import os
-import zipfile
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -158,6 +155,9 @@ def _zlib(data: bytes, out: _Bounded, wbits: int) -> bytes:
 
 def decompress(data: bytes, kind: str, limits: ConvertLimits) -> bytes:
     """Decompress a whole-file stream with a bound on its output."""
+    import bz2
+    import lzma
+
     out = _Bounded(len(data), limits, kind)
     try:
         if kind == "zlib":
@@ -185,6 +185,8 @@ def decompress(data: bytes, kind: str, limits: ConvertLimits) -> bytes:
 
 def zip_members(data: bytes, limits: ConvertLimits) -> list[tuple[str, bytes]]:
     """(name, bytes) of each file in a zip archive, sizes checked before reading."""
+    import zipfile
+
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, OSError, ValueError) as exc:

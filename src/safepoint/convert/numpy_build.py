@@ -28,7 +28,10 @@ _MAX_ITEMSIZE = 1 << 31
 
 
 def fail(msg: str) -> FormatError:
-    return FormatError(f"malformed pickle: {msg}")
+    return FormatError(
+        f"malformed pickle: {msg} (refused: the file is corrupt, crafted, or uses a form "
+        "safepoint does not import; nothing was executed)"
+    )
 
 
 def is_global(node: Any, *names: tuple[str, str]) -> bool:

@@ -72,7 +72,10 @@ def looks_like_pickle(head: bytes) -> bool:
 
 
 def _fail(msg: str) -> FormatError:
-    return FormatError(f"malformed pickle: {msg}")
+    return FormatError(
+        f"malformed pickle: {msg}. The file is truncated, corrupt or crafted; nothing was "
+        "imported or executed"
+    )
 
 
 class PickleParser:

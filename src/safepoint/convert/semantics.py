@@ -135,6 +135,9 @@ def _instance(call: Call, cls: Any, args: list[Any], kwargs: Any = None) -> Plan
         return _sparse(call, cls, sp, args)
     if cls.module == "builtins" and cls.name in BUILTIN_CALLS:
         return _builtin(call, cls, args, kwargs)
+    known = KNOWN_FUNCTIONS.get((cls.module, cls.name))
+    if known in ("ordereddict", "counter") and not args and kwargs is None:
+        return _collection(call, cls, known, [])
     children = [*args, *_op_children(call)]
     if kwargs is not None:
         children.append(kwargs)
@@ -323,29 +326,7 @@ def plan_call(call: Call) -> Plan:
             raise fail("_codecs.encode is only accepted as (str, 'latin1')")
         return Plan("bytes", [(callee, "known")], [], {"data": plain_bytes(call)})
     if known in ("ordereddict", "defaultdict", "counter"):
-        if any(op not in ("setitems", "build") for op, _ in call.ops):
-            raise fail(f"collections.{callee.name} is followed by operations it does not take")
-        names = [(callee, "known")]
-        if known == "defaultdict":
-            if len(args) != 1:
-                raise fail("collections.defaultdict needs its factory")
-            f = args[0]
-            if f is not None and not (
-                isinstance(f, GlobalRef) and f.module == "builtins" and f.name in _FACTORIES
-            ):
-                raise FormatError(
-                    "collections.defaultdict with factory "
-                    f"{getattr(f, 'qualified', type(f).__name__)}: only builtin containers "
-                    "and numbers are accepted as factories"
-                )
-            if f is not None:
-                names.append((f, "known"))
-            children = _op_children(call)
-        else:
-            if len(args) > 1:
-                raise fail(f"collections.{callee.name} takes at most one argument")
-            children = [*args, *_op_children(call)]
-        return Plan(known, names, children, {"args": args})
+        return _collection(call, callee, known, args)
     if known in ("bitgen", "generator", "randomstate"):
         return _random(call, callee, known, args)
     if callee.module == "builtins" and callee.name in BUILTIN_CALLS:
@@ -363,6 +344,33 @@ def plan_call(call: Call) -> Plan:
     if helper is not None:
         return helper
     return _class_call(call, callee, args)
+
+
+def _collection(call: Call, callee: GlobalRef, known: str, args: list[Any]) -> Plan:
+    """collections.OrderedDict / defaultdict / Counter, filled by SETITEMS."""
+    if any(op not in ("setitems", "build") for op, _ in call.ops):
+        raise fail(f"collections.{callee.name} is followed by operations it does not take")
+    names = [(callee, "known")]
+    if known == "defaultdict":
+        if len(args) != 1:
+            raise fail("collections.defaultdict needs its factory")
+        f = args[0]
+        if f is not None and not (
+            isinstance(f, GlobalRef) and f.module == "builtins" and f.name in _FACTORIES
+        ):
+            raise FormatError(
+                "collections.defaultdict with factory "
+                f"{getattr(f, 'qualified', type(f).__name__)}: only builtin containers "
+                "and numbers are accepted as factories"
+            )
+        if f is not None:
+            names.append((f, "known"))
+        children = _op_children(call)
+    else:
+        if len(args) > 1:
+            raise fail(f"collections.{callee.name} takes at most one argument")
+        children = [*args, *_op_children(call)]
+    return Plan(known, names, children, {"args": args})
 
 
 def _bit_generator(node: Any) -> tuple[str, str] | None:

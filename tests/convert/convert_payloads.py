@@ -1,0 +1,245 @@
+"""Hand-assembled pickle streams for the hostile-input tests.
+
+Each builder returns the bytes of a stream that, given to ``pickle.loads``, would
+create the file ``canary`` (a harmless stand-in for arbitrary code).
+"""
+
+from __future__ import annotations
+
+import struct
+
+
+def g0(module: str, name: str) -> bytes:
+    """GLOBAL (protocols 0-3)."""
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def u(text: str) -> bytes:
+    """BINUNICODE."""
+    raw = text.encode("utf-8", "surrogatepass")
+    return b"X" + struct.pack("<I", len(raw)) + raw
+
+
+def s0(text: str) -> bytes:
+    """STRING (protocol 0)."""
+    return b"S" + repr(text).encode() + b"\n"
+
+
+def sg(module: str, name: str) -> bytes:
+    """STACK_GLOBAL (protocol 4)."""
+    return u(module) + u(name) + b"\x93"
+
+
+def touch(canary: str) -> str:
+    return f"touch {canary}"
+
+
+def python_code(canary: str) -> str:
+    return f"open({canary!r}, 'w').write('pwned')"
+
+
+def os_system_p0(c: str) -> bytes:
+    return g0("os", "system") + b"(" + s0(touch(c)) + b"tR."
+
+
+def posix_system_p2(c: str) -> bytes:
+    return b"\x80\x02" + g0("posix", "system") + u(touch(c)) + b"\x85R."
+
+
+def subprocess_popen(c: str) -> bytes:
+    return b"\x80\x02" + g0("subprocess", "Popen") + b"(" + b"(" + u("touch") + u(c) + b"lt" + b"R."
+
+
+def builtins_eval(c: str) -> bytes:
+    return b"\x80\x04" + sg("builtins", "eval") + u(python_code(c)) + b"\x85R."
+
+
+def builtins_exec(c: str) -> bytes:
+    return b"\x80\x04" + sg("builtins", "exec") + u(python_code(c)) + b"\x85R."
+
+
+def getattr_chain(c: str) -> bytes:
+    # builtins.getattr(builtins.__import__('os'), 'system')('touch canary')
+    imp = g0("builtins", "__import__") + b"(" + s0("os") + b"tR"
+    func = g0("builtins", "getattr") + b"(" + imp + s0("system") + b"tR"
+    return func + b"(" + s0(touch(c)) + b"tR."
+
+
+def nested_reduce(c: str) -> bytes:
+    # a trusted-looking estimator whose state holds the call
+    inner = g0("os", "system") + u(touch(c)) + b"\x85R"
+    return (
+        b"\x80\x02"
+        + g0("sklearn.linear_model._logistic", "LogisticRegression")
+        + b")\x81}"
+        + u("coef_")
+        + inner
+        + b"sb."
+    )
+
+
+def stack_global_from_call(c: str) -> bytes:
+    # module name computed by a call ('o' + 's') before STACK_GLOBAL
+    name = sg("_operator", "add") + u("o") + u("s") + b"\x86R"
+    return b"\x80\x04" + name + u("system") + b"\x93" + u(touch(c)) + b"\x85R."
+
+
+def stack_global_memo(c: str) -> bytes:
+    # module and name strings go through the memo and DUP before STACK_GLOBAL
+    return (
+        b"\x80\x04"
+        + u("os")
+        + b"\x94"  # MEMOIZE 0
+        + b"0"  # POP
+        + b"h\x00"  # BINGET 0
+        + u("system")
+        + b"\x93"
+        + u(touch(c))
+        + b"\x85R."
+    )
+
+
+def unicode_module(c: str, module: str) -> bytes:
+    return b"\x80\x04" + sg(module, "system") + u(touch(c)) + b"\x85R."
+
+
+def inst_opcode(c: str) -> bytes:
+    # protocol 0 INST: (args... i module\nname\n
+    return b"(" + s0(touch(c)) + b"ios\nsystem\n."
+
+
+def obj_opcode(c: str) -> bytes:
+    # protocol 1 OBJ: MARK cls args... OBJ
+    return b"(" + g0("os", "system") + s0(touch(c)) + b"o."
+
+
+def memo_overwrite(c: str) -> bytes:
+    # a trusted name is memoized, then the memo slot is overwritten with os.system
+    return (
+        b"\x80\x02"
+        + g0("collections", "OrderedDict")
+        + b"q\x00"  # BINPUT 0
+        + b"0"  # POP
+        + g0("os", "system")
+        + b"q\x00"  # BINPUT 0 again
+        + b"0"
+        + b"h\x00"  # BINGET 0 -> os.system
+        + u(touch(c))
+        + b"\x85R."
+    )
+
+
+def reconstructor_smuggle(c: str) -> bytes:
+    # copyreg._reconstructor(os.system, object, None) as if os.system were a class
+    return (
+        b"\x80\x02"
+        + g0("copyreg", "_reconstructor")
+        + g0("os", "system")
+        + g0("builtins", "object")
+        + b"N\x87R."
+    )
+
+
+def sklearn_helper_smuggle(c: str) -> bytes:
+    # scikit-learn's newObj helper asked to build a class of another module
+    return b"\x80\x02" + g0("sklearn.neighbors._kd_tree", "newObj") + g0("os", "system") + b"\x85R."
+
+
+def build_on_class(c: str) -> bytes:
+    # BUILD applied to a class object (pickle would setattr on the class)
+    return (
+        b"\x80\x02"
+        + g0("sklearn.base", "BaseEstimator")
+        + b"}"
+        + u("__reduce__")
+        + g0("os", "system")
+        + b"sb."
+    )
+
+
+def qualname_traversal(c: str) -> bytes:
+    # a trusted module, but a dotted name that walks to os.system through it
+    return b"\x80\x04" + sg("sklearn", "os.system") + u(touch(c)) + b"\x85R."
+
+
+def numpy_reconstruct_smuggle(c: str) -> bytes:
+    # numpy's array reconstructor with a hostile "subclass"
+    return (
+        b"\x80\x02"
+        + g0("numpy._core.multiarray", "_reconstruct")
+        + g0("os", "system")
+        + b"K\x00\x85"
+        + u(touch(c))
+        + b"\x87R."
+    )
+
+
+def persid(c: str) -> bytes:
+    return b"\x80\x02" + u(touch(c)) + b"Q."
+
+
+def ext_code(c: str) -> bytes:
+    return b"\x80\x02\x82\x01."
+
+
+PAYLOADS = {
+    "os_system_p0": os_system_p0,
+    "posix_system_p2": posix_system_p2,
+    "subprocess_popen": subprocess_popen,
+    "builtins_eval": builtins_eval,
+    "builtins_exec": builtins_exec,
+    "getattr_chain": getattr_chain,
+    "nested_reduce": nested_reduce,
+    "stack_global_from_call": stack_global_from_call,
+    "stack_global_memo": stack_global_memo,
+    "inst_opcode": inst_opcode,
+    "obj_opcode": obj_opcode,
+    "memo_overwrite": memo_overwrite,
+    "reconstructor_smuggle": reconstructor_smuggle,
+    "sklearn_helper_smuggle": sklearn_helper_smuggle,
+    "build_on_class": build_on_class,
+    "qualname_traversal": qualname_traversal,
+    "numpy_reconstruct_smuggle": numpy_reconstruct_smuggle,
+    "persid": persid,
+    "ext_code": ext_code,
+}
+
+#: payloads that really create the canary under pickle.loads (checked by a positive control)
+LIVE = [
+    "os_system_p0",
+    "posix_system_p2",
+    "subprocess_popen",
+    "builtins_eval",
+    "builtins_exec",
+    "getattr_chain",
+    "nested_reduce",
+    "stack_global_from_call",
+    "stack_global_memo",
+    "inst_opcode",
+    "obj_opcode",
+    "memo_overwrite",
+    "qualname_traversal",
+]
+
+#: module names that look like os/posix but are not, or hide characters
+UNICODE_MODULES = [
+    "\u043es",  # Cyrillic o + s
+    "os\u200b",  # zero-width space
+    "\uff4f\uff53",  # fullwidth o s
+    "os\x00",
+    " os",
+    "OS",
+    "posix\n",
+]
+
+
+class Evil:
+    """Pickles as a call of os.system (pickling it runs nothing)."""
+
+    def __init__(self, canary: str) -> None:
+        self.canary = canary
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return (os.system, (touch(self.canary),))
