@@ -399,12 +399,24 @@ class FsspecBlobs(BlobStore):
             self.fs.rm_file(self._tmp(tmp_id))
 
     def check(self) -> None:
-        with self._errors("cannot reach blob storage"):
-            bucket = self.root.split("/", 1)[0]
-            if self.protocol in ("s3", "s3a", "gs", "gcs") and not self.fs.exists(bucket):
-                raise NotFoundError(
-                    f"bucket {bucket!r} of {self.url!r} does not exist: create it first"
-                )
+        if self.protocol not in ("s3", "s3a", "gs", "gcs"):
+            return
+        bucket = self.root.split("/", 1)[0]
+        try:
+            # ls (not exists, which answers False when the server is down) tells
+            # a missing bucket from an unreachable server
+            self.fs.ls(bucket, refresh=True)
+        except FileNotFoundError:
+            raise NotFoundError(
+                f"bucket {bucket!r} of {self.url!r} does not exist: create it first"
+            ) from None
+        except PermissionError:
+            pass  # listing may be forbidden while reading and writing objects is allowed
+        except Exception as exc:
+            raise BackendUnavailableError(
+                f"blob storage {self.url!r} is unreachable ({type(exc).__name__}: {exc}); "
+                "check the URL, endpoint, credentials and network"
+            ) from None
 
 
 # -- registry ------------------------------------------------------------------------

@@ -311,6 +311,15 @@ class StoreConformance:
         assert store.gc(grace=0).deleted_temps == 1
         assert list(store.blobs.list_temps()) == []
 
+    def test_gc_keeps_leased_temp_objects(self, store: Store) -> None:
+        tmp = store._begin()  # what a put in progress holds
+        tmp.file.write(b"first half")
+        tmp.file.flush()
+        assert store.gc(grace=0).deleted_temps == 0
+        tmp.file.write(b" second half")
+        store._abort(tmp)
+        assert list(store.blobs.list_temps()) == []
+
     def test_gc_respects_commit_lease(self, store: Store) -> None:
         # a put that promoted its blob but has not committed its version yet holds a
         # lease: even gc(grace=0) must keep the blob

@@ -1,0 +1,100 @@
+"""Backend selection and failures: unreachable servers, missing buckets, one-user catalogs."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from safepoint.errors import (
+    BackendUnavailableError,
+    NotFoundError,
+    SafepointError,
+    SafepointWarning,
+    StoreError,
+)
+from safepoint.stores import Store
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_unreachable_postgres(tmp_path: Path) -> None:
+    url = f"postgresql://nobody:secret@127.0.0.1:{_closed_port()}/test"
+    with pytest.raises(BackendUnavailableError, match="cannot reach the catalog") as exc:
+        Store(tmp_path / "s", metadata=url)
+    assert "secret" not in str(exc.value)  # passwords are masked in messages
+
+
+def test_bad_metadata_urls(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="not a database URL"):
+        Store(tmp_path / "s", metadata="not a url")
+    with pytest.raises(StoreError, match="no catalog backend"):
+        Store(tmp_path / "s", metadata="oracle://x/y")
+
+
+def test_unreachable_s3(tmp_path: Path) -> None:
+    pytest.importorskip("s3fs")
+    opts = {
+        "key": "k",
+        "secret": "s",
+        "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{_closed_port()}"},
+        "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1},
+        "skip_instance_cache": True,
+    }
+    with pytest.raises(BackendUnavailableError, match="unreachable"):
+        Store("s3://bucket/x", metadata=f"sqlite:///{tmp_path}/c.db", storage_options=opts)
+
+
+def test_missing_bucket_and_one_user_warning(
+    s3_storage_options: dict[str, Any], s3_bucket: str, tmp_path: Path
+) -> None:
+    with pytest.raises(NotFoundError, match="create it first"):
+        Store(
+            "s3://no-such-bucket-here/x",
+            metadata=f"sqlite:///{tmp_path}/c.db",
+            storage_options=s3_storage_options,
+        )
+    with pytest.warns(SafepointWarning, match="serves one user"):
+        store = Store(
+            f"s3://{s3_bucket}/m",
+            metadata=f"sqlite:///{tmp_path}/c.db",
+            storage_options=s3_storage_options,
+        )
+    store.put("a/b", 1)
+    assert store.get("a/b") == 1
+
+
+def test_default_remote_catalog_location(
+    s3_storage_options: dict[str, Any], s3_bucket: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("SAFEPOINT_HOME", str(tmp_path / "home"))
+    with pytest.warns(SafepointWarning, match="serves one user"):
+        store = Store(f"s3://{s3_bucket}/m", storage_options=s3_storage_options)
+    assert str(tmp_path / "home" / "catalogs") in store.catalog.url
+
+
+def test_local_folder_not_creatable(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BackendUnavailableError, match="cannot create the store folder"):
+        Store(tmp_path / "file" / "store")
+
+
+def test_default_url_from_env(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setenv("SAFEPOINT_STORE", str(tmp_path / "envstore"))
+    store = Store()
+    store.put("a/b", 1)
+    assert (tmp_path / "envstore" / "catalog.db").exists()
+    monkeypatch.delenv("SAFEPOINT_STORE")
+    monkeypatch.chdir(tmp_path)
+    assert Store().blobs.url == str(tmp_path / ".safepoint")
+
+
+def test_store_errors_are_safepoint_errors(tmp_path: Path) -> None:
+    with pytest.raises(SafepointError):
+        Store("")
