@@ -1,0 +1,180 @@
+"""One measurement, run in a fresh process: ``python -m bench.worker '<json spec>'``.
+
+The spec names an operation (save, save_durable, load, inspect, raw_read,
+raw_write, raw_write_new), a library (see :mod:`bench.libs`), the cached model
+and the file to write or read. The worker imports everything the operation
+needs first, so that neither time nor memory counts imports; then it resets
+the kernel's peak-RSS counter, runs the operation once, and prints one JSON
+line: seconds, extra peak RSS and retained RSS beyond the state before the
+operation, the file size, and (for loads with ``check``) whether the loaded
+object computes the same fingerprint as the model that was saved.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import json
+import os
+import pickle
+import sys
+import time
+from typing import Any
+
+#: modules a model's objects come from, imported before any timing by every library
+MODEL_MODULES: dict[str, tuple[str, ...]] = {
+    "M1": ("sklearn.neighbors",),
+    "M2": ("sklearn.ensemble", "sklearn.tree"),
+    "M3": ("sklearn.pipeline", "sklearn.feature_extraction.text", "sklearn.linear_model"),
+    "M4": ("sklearn.ensemble",),
+    "M5": (),
+    "M6": ("pandas", "pyarrow"),
+}
+
+
+def _status() -> dict[str, int]:
+    """VmRSS and VmHWM (peak RSS) of this process, in bytes."""
+    out: dict[str, int] = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, value = line.split(":", 1)
+                out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+def _reset_peak() -> bool:
+    """Reset the peak-RSS counter (Linux: writing 5 to clear_refs); False if impossible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class Meter:
+    """Time and memory of one operation, relative to the state just before it."""
+
+    #: False in --inprocess mode, where collecting a large shared heap dominates the run
+    collect = True
+
+    def __enter__(self) -> Meter:
+        if self.collect:
+            gc.collect()
+        self.peak_reset = _reset_peak()
+        self.before = _status()
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.t0
+        after = _status()
+        base = self.before["VmRSS"]
+        self.extra_peak = after["VmHWM"] - base if self.peak_reset else None
+        self.retained = after["VmRSS"] - base
+
+
+def _preload(model: str, lib_imports: tuple[str, ...]) -> None:
+    import numpy  # noqa: F401
+
+    for mod in (*MODEL_MODULES.get(model, ()), *lib_imports):
+        importlib.import_module(mod)
+    if "safepoint" in lib_imports:
+        # lazily imported by the format on first use; not part of a load
+        importlib.import_module("zstandard")
+        importlib.import_module("safepoint.format._trusted_sklearn")
+
+
+def _load_cached(path: str) -> Any:
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while len(data):
+        n = os.write(fd, data)
+        data = data[n:]
+
+
+def measure(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one measurement described by ``spec``; returns the result record."""
+    from .libs import LIBS
+
+    op = spec["op"]
+    path = spec["path"]
+    result: dict[str, Any] = {"op": op, "lib": spec.get("lib")}
+    if op in ("raw_read", "raw_write", "raw_write_new"):
+        import numpy as np
+
+        size = os.path.getsize(spec["source"])
+        if op == "raw_read":
+            buf = np.empty(size, dtype=np.uint8)
+            with Meter() as m, open(spec["source"], "rb", buffering=0) as f:
+                mv = memoryview(buf.data)
+                got = 0
+                while got < size:
+                    got += f.readinto(mv[got:]) or 0
+        else:
+            with open(spec["source"], "rb") as f:
+                data = memoryview(bytearray(f.read()))
+            if os.path.exists(path):
+                os.unlink(path)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                if op == "raw_write":
+                    os.posix_fallocate(fd, 0, size)
+                with Meter() as m:
+                    _write_all(fd, data)
+            finally:
+                os.close(fd)
+            os.unlink(path)
+        result.update(s=m.seconds, size=size, peak=m.extra_peak)
+        return result
+
+    lib = LIBS[spec["lib"]]
+    _preload(spec["model"], lib.imports)
+    if op in ("save", "save_durable"):
+        obj = _load_cached(spec["cache"])
+        if os.path.exists(path):
+            os.unlink(path)
+        with Meter() as m:
+            lib.save(obj, path, op == "save_durable")
+        result.update(s=m.seconds, size=os.path.getsize(path), peak=m.extra_peak)
+        return result
+    if op == "inspect":
+        with Meter() as m:
+            lib.inspect(path)
+        result.update(s=m.seconds)
+        return result
+    if op == "load":
+        prep = lib.prepare(path) if lib.prepare else None
+        with Meter() as m:
+            obj = lib.load(path, prep)
+        result.update(
+            s=m.seconds, size=os.path.getsize(path), peak=m.extra_peak, retained=m.retained
+        )
+        if spec.get("check"):
+            from .models import fingerprint
+
+            check_input = _load_cached(spec["check_path"])
+            result["ok"] = fingerprint(obj, check_input) == spec["fingerprint"]
+        return result
+    raise ValueError(f"unknown op {op!r}")
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    try:
+        out = measure(spec)
+    except Exception as exc:
+        out = {
+            "op": spec.get("op"),
+            "lib": spec.get("lib"),
+            "error": f"{type(exc).__name__}: {exc}",
+        }
+    sys.stdout.write("\n" + json.dumps(out) + "\n")
+
+
+if __name__ == "__main__":
+    main()

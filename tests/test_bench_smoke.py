@@ -1,0 +1,101 @@
+"""The benchmark harness (bench/) at a tiny scale: correctness only, no timings asserted.
+
+Every model M1-M6 is built, saved and loaded by every library in one process
+(``--inprocess``), and each load must reproduce the saved model's fingerprint;
+then one model goes through the real path, a fresh worker process per
+measurement. The full benchmark is ``python -m bench.run --scale 1``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytest.importorskip("joblib")
+pytest.importorskip("skops")
+
+
+def _bench(tmp_path: Path, *args: str) -> dict:
+    results = tmp_path / "results.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--scale",
+            "0.0005",
+            "--repeat",
+            "1",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--results",
+            str(results),
+            "--quiet",
+            *args,
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(results.read_text())
+    data["stdout"] = proc.stdout
+    return data
+
+
+def test_all_models_and_libraries_round_trip(tmp_path: Path) -> None:
+    data = _bench(tmp_path, "--inprocess", "--compress-models", "all")
+    models = data["models"]
+    assert sorted(models) == ["M1", "M2", "M3", "M4", "M5", "M6"]
+    for name, res in models.items():
+        loads = res["summary"]["load"]
+        expected = {
+            "pickle",
+            "joblib",
+            "joblib-mmap",
+            "joblib-z3",
+            "safepoint",
+            "safepoint-mmap",
+            "safepoint-zstd",
+        }
+        if name != "M6":
+            expected.add("skops")
+        assert set(loads) == expected, (name, res["errors"])
+        # every library's load reproduces what the saved model computes / holds
+        assert all(s["ok"] for s in loads.values()), (name, loads)
+        saves = res["summary"]["save"]
+        assert saves["safepoint"]["size"] > 0 and saves["pickle"]["size"] > 0
+        assert set(res["summary"]["save_durable"]) == {"pickle", "safepoint"}
+        assert set(res["summary"]["raw"]) == {"raw_read", "raw_write", "raw_write_new"}
+        assert "safepoint" in res["summary"]["inspect"]
+    # skops has no DataFrame support: M6 records why instead of a number
+    assert "save:skops" in models["M6"]["errors"]
+    assert set(models["M6"]["errors"]) == {"save:skops"}
+    for name in ("M1", "M2", "M3", "M4", "M5"):
+        assert models[name]["errors"] == {}, models[name]["errors"]
+    table = data["stdout"]
+    assert "skops cannot save pandas DataFrames" in table
+    for name in models:
+        assert f"| {name} |" in table
+
+
+def test_fresh_process_measurements(tmp_path: Path) -> None:
+    data = _bench(tmp_path, "--models", "M5", "--libs", "pickle,safepoint,safepoint-mmap")
+    res = data["models"]["M5"]
+    assert res["errors"] == {}
+    assert not res["inprocess"]
+    load = res["summary"]["load"]
+    assert set(load) == {"pickle", "safepoint", "safepoint-mmap"}
+    assert all(s["ok"] for s in load.values())
+    # a fresh process reports its own peak memory (Linux: VmHWM after a reset)
+    assert all(isinstance(s.get("peak"), int) and s["peak"] >= 0 for s in load.values())
+    assert res["summary"]["save"]["safepoint"]["size"] >= res["meta"]["deep_size"] // 2
