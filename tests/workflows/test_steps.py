@@ -364,3 +364,88 @@ def test_outputs_are_versions_with_lineage(tmp_path: Path, store: sp.Store) -> N
     # identical digests, which is what lets later steps be restored
     assert versions[0].digest == versions[1].digest
     assert np.asarray(store.get("proj/training/v1/step_2")).sum() == 90
+
+
+# -- one live run per workflow version ---------------------------------------------------
+HOLDING = """
+import threading
+import safepoint as sp
+
+STARTED = threading.Event()
+RELEASE = threading.Event()
+
+class Training(sp.Steps):
+    def step_1(self, outputs):
+        STARTED.set()
+        RELEASE.wait(60)
+        return 1
+
+    def step_2(self, outputs):
+        return outputs["step_1"] + 1
+"""
+
+
+def _check_lock(tmp_path: Path, store: sp.Store) -> None:
+    import threading
+
+    mod = load_module(tmp_path, HOLDING)
+    holder = mod.Training(name="proj/locked", store=store)
+    results: list[Any] = []
+    thread = threading.Thread(target=lambda: results.append(holder.run()))
+    thread.start()
+    try:
+        assert mod.STARTED.wait(60)
+        other = mod.Training(name="proj/locked", store=store)
+        with pytest.raises(StepError, match=r"is being run by run \w+ \(pid \d+"):
+            other.run(wait=False)
+        with pytest.raises(StepError, match="is being run by"):
+            other.run(wait=0.3)
+        # status needs no lock
+        assert [s.state for s in other.status()] == ["missing", "missing"]
+    finally:
+        mod.RELEASE.set()
+        thread.join(60)
+    assert results and results[0].ran == ["step_1", "step_2"]
+    assert mod.Training(name="proj/locked", store=store).run(wait=False).ran == []
+
+
+def test_a_second_run_waits_or_fails_while_one_is_live(tmp_path: Path, store: sp.Store) -> None:
+    _check_lock(tmp_path, store)
+
+
+PG_URL = "postgresql://127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def pg_store(tmp_path: Path) -> Any:
+    import uuid
+
+    import sqlalchemy as sa
+
+    eng = sa.create_engine(
+        PG_URL.replace("postgresql://", "postgresql+psycopg://", 1),
+        connect_args={"connect_timeout": 3},
+    )
+    try:
+        with eng.begin() as c:
+            schema = "sp_steps_" + uuid.uuid4().hex[:10]
+            c.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    except Exception as exc:
+        pytest.skip(f"PostgreSQL is not reachable at {PG_URL}: {type(exc).__name__}")
+    try:
+        yield sp.Store(tmp_path / "blobs", metadata=f"{PG_URL}?options=-csearch_path%3D{schema}")
+    finally:
+        with eng.begin() as c:
+            c.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        eng.dispose()
+
+
+@pytest.mark.postgres
+def test_lock_and_invalidation_on_a_postgresql_catalog(tmp_path: Path, pg_store: Any) -> None:
+    _check_lock(tmp_path, pg_store)
+    report = make(tmp_path, pg_store).run()
+    assert report.ran == ["step_1", "step_2", "step_3", "step_4"]
+    changed = PIPELINE.replace("[r * 2 for r in rows]", "[r * 3 for r in rows]")
+    report = make(tmp_path, pg_store, changed).run()
+    assert reasons(report)["step_3"] == "step_3 reruns: step_2's output changed"
+    pg_store.close()

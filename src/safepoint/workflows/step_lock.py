@@ -27,7 +27,10 @@ import sqlalchemy as sa
 
 from ..stores.catalog import T_RUNS, dumps_json
 
-__all__ = ["Holder", "pid_alive", "try_start_exclusive"]
+__all__ = ["Holder", "pid_alive", "release", "try_start_exclusive"]
+
+#: runs started by this process and not finished yet: another thread may be running one
+_ACTIVE: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -63,9 +66,9 @@ def pid_alive(pid: int) -> bool:
 def _alive(row: Any, host: str, stale_after: float, now: float) -> bool:
     if row.host == host:
         if int(row.pid) == os.getpid():
-            # our own process: a run that did not finish (an interrupted run in a notebook
-            # that the kernel survived); it cannot be running concurrently in one thread
-            return False
+            # this process: alive if a thread of ours is running it; otherwise a run
+            # that ended without recording it (its catalog was unreachable at the end)
+            return str(row.id) in _ACTIVE
         if not pid_alive(int(row.pid)):
             return False
     return now - float(row.heartbeat_at) <= stale_after
@@ -88,6 +91,28 @@ def try_start_exclusive(
     """
     cat = store.catalog
     now = time.time()
+    run_id = uuid.uuid4().hex
+    # marked active before the insert commits: a thread of ours that sees the row must
+    # never take it for the leftover of a dead run
+    _ACTIVE.add(run_id)
+    try:
+        return _start(store, cat, kind, name, state, run_id, stale_after, message, now)
+    except BaseException:
+        _ACTIVE.discard(run_id)
+        raise
+
+
+def _start(
+    store: Any,
+    cat: Any,
+    kind: str,
+    name: str,
+    state: dict[str, Any],
+    run_id: str,
+    stale_after: float,
+    message: str,
+    now: float,
+) -> tuple[str | None, Holder | None, list[str]]:
     taken: list[str] = []
     with cat.tx(write=True) as conn:
         if cat.dialect == "postgresql":
@@ -103,6 +128,7 @@ def try_start_exclusive(
                 holder = Holder(
                     r.id, r.host, int(r.pid), float(r.started_at), float(r.heartbeat_at)
                 )
+                _ACTIVE.discard(run_id)
                 return None, holder, []
         for r in rows:
             conn.execute(
@@ -117,7 +143,6 @@ def try_start_exclusive(
                 )
             )
             taken.append(r.id)
-        run_id = uuid.uuid4().hex
         conn.execute(
             T_RUNS.insert().values(
                 id=run_id,
@@ -136,3 +161,8 @@ def try_start_exclusive(
             )
         )
     return run_id, None, taken
+
+
+def release(run_id: str) -> None:
+    """Forget a run of this process (it finished, whatever its status)."""
+    _ACTIVE.discard(run_id)

@@ -81,7 +81,7 @@ from ..errors import (
     StepError,
 )
 from .fingerprint import ABSENT, code_fingerprint, value_digest
-from .step_lock import try_start_exclusive
+from .step_lock import release, try_start_exclusive
 from .step_plan import RECORD_SCHEMA, Decision, StoredStep, Upstream, decide
 from .step_tracking import LazyOutputs, TrackedMapping
 
@@ -695,7 +695,10 @@ class _WorkflowBase:
             time.sleep(0.2)
         for old in taken:
             say(f"run {old} of this workflow died before it finished; resuming where it stopped")
-        yield self.store.runs.attach(run_id)
+        try:
+            yield self.store.runs.attach(run_id)
+        finally:
+            release(run_id)
 
     def _heartbeat(self, run: Any) -> contextlib.AbstractContextManager[Any]:
         return _Heartbeat(run.heartbeat, self.heartbeat_interval)
