@@ -69,7 +69,7 @@ def assert_same_results(ours: Any, theirs: Any) -> None:
     if hasattr(theirs, "best_estimator_"):
         assert repr(ours.best_estimator_) == repr(theirs.best_estimator_)
         assert ours.refit_time_ >= 0
-        X = IRIS[0] if ours.n_features_in_ == 4 else None
+        X = IRIS[0] if ours.n_features_in_ == 4 and not hasattr(ours, "feature_names_in_") else None
         if X is not None:
             np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
     assert type(ours.scorer_) is type(theirs.scorer_)
@@ -219,6 +219,8 @@ class StopAfter:
 
     def __init__(self, inner: Any, n: int) -> None:
         self.inner, self.n, self.writes = inner, n, 0
+        # Same store and name as the real checkpointer: progress goes to its runs table.
+        self.store, self.name = getattr(inner, "store", None), getattr(inner, "name", None)
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.inner.get(key, default)
@@ -473,3 +475,32 @@ def test_clone_and_get_params_keep_the_resume_arguments(tmp_path: Any) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning from scikit-learn's parameter checks
         clone(search).fit(*IRIS)
+
+
+def test_progress_and_resume_show_in_the_store_runs_table(tmp_path: Any) -> None:
+    X, y = IRIS
+    store = sp.Store(tmp_path / "store")
+    grid = {"n_neighbors": [1, 3, 5, 7]}
+    with pytest.raises(KeyboardInterrupt):
+        sp.ResumableGridSearchCV(
+            KNeighborsClassifier(),
+            grid,
+            cv=3,
+            checkpoint=StopAfter(store.checkpointer("iris/knn"), n=6),
+        ).fit(X, y)
+    (run,) = store.runs.list(kind="search")
+    assert (run.name, run.status) == ("iris/knn", "interrupted")
+    assert run.state["total"] == 12 and run.state["checkpointer"] == "iris/knn"
+
+    search = sp.ResumableGridSearchCV(
+        KNeighborsClassifier(), grid, cv=3, checkpoint=store.checkpointer("iris/knn")
+    ).fit(X, y)
+    assert search.n_fits_resumed_ == 5
+    (again,) = store.runs.list(kind="search")  # the same run, continued
+    assert again.id == run.id
+    assert (again.status, again.progress) == ("succeeded", 1.0)
+    assert again.state["resumed"] == 5 and again.state["done"] == 12
+    assert again.state["best_score"] == search.best_score_
+    assert again.state["best_params"] == {"n_neighbors": repr(search.best_params_["n_neighbors"])}
+    # A fitted search keeps no handle on the store (it can be saved and sent anywhere).
+    assert not any(isinstance(v, type(store)) for v in vars(search).values())

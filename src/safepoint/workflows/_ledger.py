@@ -56,7 +56,7 @@ class Checkpointer(Protocol):
 
     def keys(self) -> Iterable[str]: ...
 
-    def delete(self, key: str) -> None: ...
+    def delete(self, key: str) -> Any: ...
 
 
 def entry_key(digest: str, candidate: str, fold: int) -> str:
@@ -167,69 +167,3 @@ class Ledger:
     def update_meta(self, **fields: Any) -> None:
         self.meta = {**self.meta, **fields}
         self.cp.set(META_KEY, self.meta)
-
-
-# -- interim folder checkpointer (replaced by the store's checkpointer) -------------------
-class _FolderCheckpointer:
-    """One safepoint file per key in a folder; writes are atomic (temp + fsync + rename)."""
-
-    def __init__(self, root: str) -> None:
-        import os
-
-        self.root = os.path.abspath(root)
-        os.makedirs(self.root, exist_ok=True)
-
-    def _path(self, key: str) -> str:
-        import os
-        import urllib.parse
-
-        return os.path.join(self.root, urllib.parse.quote(key, safe="") + ".sp")
-
-    def get(self, key: str, default: Any = None) -> Any:
-        from ..format import loads
-
-        try:
-            with open(self._path(key), "rb") as fh:
-                data = fh.read()
-        except FileNotFoundError:
-            return default
-        return loads(data)
-
-    def set(self, key: str, value: Any) -> None:
-        import os
-        import tempfile
-
-        from ..format import dumps
-
-        data = dumps(value)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self._path(key))
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-
-    def keys(self) -> list[str]:
-        import os
-        import urllib.parse
-
-        return [
-            urllib.parse.unquote(name[:-3])
-            for name in os.listdir(self.root)
-            if name.endswith(".sp") and not name.startswith(".tmp-")
-        ]
-
-    def delete(self, key: str) -> None:
-        import os
-
-        try:
-            os.unlink(self._path(key))
-        except FileNotFoundError:
-            pass

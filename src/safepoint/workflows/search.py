@@ -46,6 +46,7 @@ import numbers
 import os
 import sys
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -68,7 +69,7 @@ from sklearn.utils.validation import _check_method_params, indexable
 
 from ..errors import SearchError
 from ._fingerprint import data_digest, fingerprint, splits_digest
-from ._ledger import Checkpointer, Ledger, _FolderCheckpointer
+from ._ledger import Checkpointer, Ledger
 
 __all__ = [
     "ResumableGridSearchCV",
@@ -79,11 +80,18 @@ __all__ = [
 
 _FIT_AND_SCORE_PARAMS = set(signature(_fit_and_score).parameters)
 _ON_MISMATCH = ("error", "restart")
+#: the checkpointer a path or URL given as ``checkpoint=`` opens in its store
+DEFAULT_CHECKPOINTER = "search"
 
 
 # -- the checkpoint argument ---------------------------------------------------------------
-def _resolve_checkpoint(checkpoint: Any) -> tuple[Checkpointer, str, Any]:
-    """``checkpoint=`` -> (checkpointer, description for messages, store or None)."""
+def _resolve_checkpoint(checkpoint: Any) -> tuple[Checkpointer, str, Any, bool]:
+    """``checkpoint=`` -> (checkpointer, description for messages, its store, store owned).
+
+    A path or URL opens ``sp.Store(path)`` and its checkpointer ``"search"``; a
+    checkpointer object (``store.checkpointer("project/search")`` or anything with
+    ``get/set/keys/delete``) is used as it is.
+    """
     if isinstance(checkpoint, str | os.PathLike):
         path = os.fspath(checkpoint)
         if not path:
@@ -91,10 +99,13 @@ def _resolve_checkpoint(checkpoint: Any) -> tuple[Checkpointer, str, Any]:
                 "checkpoint='' is empty: pass a folder path or URL, a store checkpointer "
                 "(sp.Store(path).checkpointer('project/search')), or None for no checkpoint"
             )
-        return _FolderCheckpointer(path), repr(path), None
-    missing = [
-        m for m in ("get", "set", "keys", "delete") if not callable(getattr(checkpoint, m, None))
-    ]
+        from ..stores import Store
+
+        store: Any = Store(path)
+        cp = store.checkpointer(DEFAULT_CHECKPOINTER, description="resumable search ledger")
+        return cp, f"{path!r} (checkpointer {DEFAULT_CHECKPOINTER!r})", store, True
+    methods = ("get", "set", "keys", "delete")
+    missing = [m for m in methods if not callable(getattr(checkpoint, m, None))]
     if missing:
         raise SearchError(
             f"checkpoint= must be a folder path or URL, or a checkpointer with get/set/keys/"
@@ -104,7 +115,9 @@ def _resolve_checkpoint(checkpoint: Any) -> tuple[Checkpointer, str, Any]:
     store = getattr(checkpoint, "store", None)
     name = getattr(checkpoint, "name", None)
     where = f"checkpointer {name!r}" if isinstance(name, str) else type(checkpoint).__name__
-    return checkpoint, where, store
+    if store is not None and hasattr(store, "url"):
+        where += f" in store {store.url!r}"
+    return checkpoint, where, store, False
 
 
 # -- what a worker runs ------------------------------------------------------------------
@@ -179,6 +192,18 @@ def _as_lists(grid: Any) -> Any:
     return grid
 
 
+@dataclass
+class _FitState:
+    """What one ``fit`` call holds: the ledger, its store, the run row, the folds."""
+
+    ledger: Ledger | None = None
+    store: Any = None
+    owned: bool = False  # the store was opened from a path: close it when fit returns
+    reporter: _RunReporter = field(default_factory=lambda: _RunReporter(None, None, None))
+    splits: list[tuple[Any, Any]] = field(default_factory=list)
+    splits_digest: str = ""
+
+
 class _ResumableSearchMixin:
     """Replaces ``BaseSearchCV.fit`` with a version that checkpoints each (candidate, fold).
 
@@ -194,11 +219,6 @@ class _ResumableSearchMixin:
     on_mismatch: str
     progress: bool | None
 
-    # Set during fit.
-    _ledger: Ledger | None
-    _splits: list[tuple[Any, Any]]
-    _splits_digest: str
-
     def _check_resume_params(self) -> None:
         if self.on_mismatch not in _ON_MISMATCH:
             raise SearchError(
@@ -211,15 +231,13 @@ class _ResumableSearchMixin:
     def _grid_description(self) -> Any:  # overridden by the concrete classes
         raise NotImplementedError
 
-    def _ledger_info(self, meta: dict[str, Any] | None) -> dict[str, Any]:
-        return {}
-
     def _open_ledger(
-        self, X: Any, y: Any, routed_params: Any, n_splits: int
+        self, state: _FitState, X: Any, y: Any, routed_params: Any, n_splits: int
     ) -> tuple[Ledger | None, dict[str, Any]]:
         if self.checkpoint is None:
             return None, {}
-        checkpointer, where, store = _resolve_checkpoint(self.checkpoint)
+        checkpointer, where, store, owned = _resolve_checkpoint(self.checkpoint)
+        state.store, state.owned = store, owned
         est = self  # type: Any
         parts = {
             "kind": type(self).__name__,
@@ -228,7 +246,7 @@ class _ResumableSearchMixin:
             "scoring": fingerprint(est.scoring),
             "options": fingerprint((est.return_train_score, est.error_score)),
             "data": data_digest(X, y, dict(routed_params)),
-            "splits": self._splits_digest,
+            "splits": state.splits_digest,
         }
         digest = fingerprint(parts)
         hint = ""
@@ -243,10 +261,9 @@ class _ResumableSearchMixin:
             digest,
             parts,
             self.on_mismatch,
-            {"n_splits": n_splits, **self._ledger_info(None)},
+            {"n_splits": n_splits, "search": type(self).__name__},
             hint=hint,
         )
-        self._store = store
         return ledger, meta
 
     def _fit_kwargs(self) -> dict[str, Any]:
@@ -265,6 +282,16 @@ class _ResumableSearchMixin:
         count both kinds.
         """
         self._check_resume_params()
+        # Kept out of `self`: scikit-learn sends the search itself (caller=) to the
+        # workers, and an open store cannot travel.
+        state = _FitState()
+        try:
+            return self._fit(state, X, y, **params)
+        finally:
+            if state.owned:
+                state.store.close()
+
+    def _fit(self, state: _FitState, X: Any, y: Any = None, **params: Any) -> Any:
         est: Any = self
         scorers, refit_metric = est._get_scorers()
 
@@ -288,15 +315,14 @@ class _ResumableSearchMixin:
         est.n_splits_ = est._checked_cv_orig.get_n_splits(X, y, **split_params)
         # Split once: the digest and the fits must see the very same folds, even when the
         # splitter is randomised.
-        self._splits = list(est._checked_cv_orig.split(X, y, **split_params))
-        self._splits_digest = splits_digest(self._splits)
+        state.splits = list(est._checked_cv_orig.split(X, y, **split_params))
+        state.splits_digest = splits_digest(state.splits)
 
-        ledger, meta = self._open_ledger(X, y, routed_params, est.n_splits_)
-        self._ledger = ledger
-        self._ledger_meta = meta
+        ledger, _ = self._open_ledger(state, X, y, routed_params, est.n_splits_)
+        state.ledger = ledger
         est.n_fits_resumed_ = 0
         est.n_fits_run_ = 0
-        self._reporter = _RunReporter(getattr(self, "_store", None), meta, ledger)
+        state.reporter = _RunReporter(state.store, ledger, self)
 
         base_estimator = clone(est.estimator)
         fit_and_score_kwargs = dict(
@@ -326,7 +352,7 @@ class _ResumableSearchMixin:
             candidate_params = list(candidate_params)
             n_splits = est.n_splits_
             if cv is None or cv is est._checked_cv_orig:
-                cv_splits, salt = self._splits, ""
+                cv_splits, salt = state.splits, ""
             else:  # a subclass evaluating on other splits: key its fits apart
                 cv_splits = list(cv.split(X, y, **split_params))
                 salt = splits_digest(cv_splits)
@@ -336,6 +362,7 @@ class _ResumableSearchMixin:
                     f"Expected {n_splits} splits, got {len(cv_splits)}"
                 )
             out = self._evaluate(
+                state,
                 candidate_params,
                 cv_splits,
                 salt,
@@ -365,8 +392,8 @@ class _ResumableSearchMixin:
                 est._run_search(evaluate_candidates, callback_ctx=root_ctx)
             else:
                 est._run_search(evaluate_candidates)
-        except BaseException:
-            self._reporter.finish("failed", est.n_fits_resumed_ + est.n_fits_run_)
+        except BaseException as exc:
+            state.reporter.failed(exc)
             raise
 
         first_test_score = all_out[0]["test_scores"]
@@ -420,13 +447,14 @@ class _ResumableSearchMixin:
                 best_index=int(getattr(est, "best_index_", -1)),
                 best_score=float(getattr(est, "best_score_", float("nan"))),
             )
-        self._reporter.finish("complete", len(all_out), getattr(est, "best_score_", None))
+        state.reporter.finish(getattr(est, "best_score_", None), getattr(est, "best_params_", None))
         if root_ctx is not None:
             root_ctx.call_on_fit_task_end(estimator=self, X=X, y=y, metadata=metadata_callbacks)
         return self
 
     def _evaluate(
         self,
+        state: _FitState,
         candidate_params: list[dict[str, Any]],
         cv_splits: list[tuple[Any, Any]],
         salt: str,
@@ -438,7 +466,7 @@ class _ResumableSearchMixin:
     ) -> list[dict[str, Any]]:
         """Results for every (candidate, fold) in scikit-learn's order: ledger first, then fits."""
         est: Any = self
-        ledger = self._ledger
+        ledger = state.ledger
         n_candidates, n_splits = len(candidate_params), len(cv_splits)
         total = n_candidates * n_splits
         keys = [fingerprint((params, salt) if salt else params) for params in candidate_params]
@@ -454,6 +482,7 @@ class _ResumableSearchMixin:
                 todo.append((task, ci, si))
         resumed = total - len(todo)
         est.n_fits_resumed_ += resumed
+        run_before = est.n_fits_run_
 
         if est.verbose > 0:
             print(
@@ -495,7 +524,7 @@ class _ResumableSearchMixin:
             resumed,
             f"{type(self).__name__}",
         )
-        self._reporter.start(total, resumed)
+        state.reporter.start(n_candidates, n_splits, resumed)
         try:
             if todo:
                 parallel = Parallel(
@@ -510,7 +539,7 @@ class _ResumableSearchMixin:
                         ledger.record(keys[task // n_splits], task % n_splits, _storable(result))
                     est.n_fits_run_ += 1
                     progress.advance()
-                    self._reporter.advance(est.n_fits_resumed_ + est.n_fits_run_)
+                    state.reporter.advance(resumed + est.n_fits_run_ - run_before)
         finally:
             progress.close()
         return [r for r in out if r is not None]
@@ -532,21 +561,105 @@ class _maybe_propagate:
 
 
 class _RunReporter:
-    """Mirrors the search's progress into the store's runs table, when there is one."""
+    """Mirrors a search's progress into its store's runs table (kind ``"search"``).
 
-    def __init__(self, store: Any, meta: dict[str, Any], ledger: Ledger | None) -> None:
-        self.store = store
-        self.ledger = ledger
-        self.meta = meta
+    A resumed search continues the run its ledger names (status back to ``running``),
+    so the CLI and the console show one run per search, whatever the number of crashes.
+    Updates are throttled (``INTERVAL``): the ledger, not this row, is what must be
+    durable after every fit.
+    """
 
-    def start(self, total: int, done: int) -> None:
-        pass
+    INTERVAL = 1.0
+
+    def __init__(self, store: Any, ledger: Ledger | None, search: Any) -> None:
+        self.run: Any = None
+        self.search = search
+        self.total = self.done = 0
+        self.last = 0.0
+        if ledger is None or store is None or not hasattr(store, "runs"):
+            return
+        runs = store.runs
+        name = str(getattr(ledger.cp, "name", "search"))
+        state = {
+            "checkpointer": name,
+            "digest": ledger.digest[:16],
+            "search": type(search).__name__,
+            "estimator": _short_repr(search.estimator),
+        }
+        self._guard(lambda: self._open(runs, name, ledger, state))
+
+    def _open(self, runs: Any, name: str, ledger: Ledger, state: dict[str, Any]) -> None:
+        from ..errors import NotFoundError
+
+        run_id = ledger.meta.get("run_id")
+        if isinstance(run_id, str):
+            try:
+                self.run = runs.attach(run_id)
+                self.run.update(status="running", message="resumed", state=state)
+                return
+            except NotFoundError:
+                pass  # its row was deleted: start a new one
+        self.run = runs.start("search", name, state=state)
+        ledger.update_meta(run_id=self.run.id)
+
+    def _guard(self, action: Callable[[], None]) -> None:
+        # The runs table is a view for people; a failure to update it must not cost the
+        # search (the ledger itself is written without this guard).
+        from ..errors import SafepointError
+
+        try:
+            action()
+        except SafepointError as exc:
+            warnings.warn(f"could not update the runs table: {exc}", stacklevel=3)
+            self.run = None
+
+    def start(self, n_candidates: int, n_splits: int, resumed: int) -> None:
+        self.total, self.done = n_candidates * n_splits, resumed
+        if self.run is not None:
+            state = {
+                "candidates": n_candidates,
+                "folds": n_splits,
+                "total": self.total,
+                "done": resumed,
+                "resumed": resumed,
+            }
+            self._guard(lambda: self.run.update(progress=self._fraction(), state=state))
+            self.last = time.monotonic()
+
+    def _fraction(self) -> float:
+        return min(1.0, self.done / self.total) if self.total else 0.0
 
     def advance(self, done: int) -> None:
-        pass
+        self.done = done
+        if self.run is not None and time.monotonic() - self.last >= self.INTERVAL:
+            self._guard(lambda: self.run.update(progress=self._fraction(), state={"done": done}))
+            self.last = time.monotonic()
 
-    def finish(self, status: str, done: int, best: Any = None) -> None:
-        pass
+    def finish(self, best_score: Any, best_params: Any) -> None:
+        if self.run is None:
+            return
+        state: dict[str, Any] = {"done": self.done}
+        if best_score is not None:
+            state["best_score"] = float(best_score)
+        if best_params is not None:
+            state["best_params"] = {k: _short_repr(v) for k, v in best_params.items()}
+        self._guard(lambda: self.run.update(state=state))
+        self._guard(lambda: self.run.finish("succeeded"))
+
+    def failed(self, exc: BaseException) -> None:
+        if self.run is None:
+            return
+        state = {"done": self.done}
+        self._guard(lambda: self.run.update(progress=self._fraction(), state=state))
+        if isinstance(exc, KeyboardInterrupt):
+            self._guard(lambda: self.run.finish("interrupted", "KeyboardInterrupt"))
+        else:
+            self._guard(lambda: self.run.fail(f"{type(exc).__name__}: {exc}"[:2000]))
+
+
+def _short_repr(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class ResumableGridSearchCV(_ResumableSearchMixin, GridSearchCV):
@@ -688,9 +801,9 @@ class ResumableRandomizedSearchCV(_ResumableSearchMixin, _SkRandomizedSearchCV):
         )
 
     def _open_ledger(
-        self, X: Any, y: Any, routed_params: Any, n_splits: int
+        self, state: _FitState, X: Any, y: Any, routed_params: Any, n_splits: int
     ) -> tuple[Ledger | None, dict[str, Any]]:
-        ledger, meta = super()._open_ledger(X, y, routed_params, n_splits)
+        ledger, meta = super()._open_ledger(state, X, y, routed_params, n_splits)
         self._sampler_state: Any = self.random_state
         if ledger is not None and self.random_state is None:
             seed = meta.get("sampler_seed")
