@@ -8,6 +8,7 @@ import click
 
 from ..format import api
 from .main import cli, emit_json, json_option
+from .store_cmds import store_for_ref, store_options
 
 
 def _human_bytes(n: float) -> str:
@@ -77,10 +78,21 @@ def _key_arg(key: str | None) -> Any:
 @cli.command()
 @click.argument("target")
 @click.option("--trust", multiple=True, metavar="NAME", help="Treat this type name as trusted.")
+@store_options
 @json_option
-def inspect(target: str, trust: tuple[str, ...], as_json: bool) -> None:
-    """Describe a safepoint FILE without loading it: types, trust, sizes, environment."""
-    info = api.inspect(target, trusted=trust)
+def inspect(
+    target: str,
+    trust: tuple[str, ...],
+    as_json: bool,
+    store_url: str | None = None,
+    metadata_url: str | None = None,
+) -> None:
+    """Describe a safepoint FILE (or store model NAME[@VERSION|@ALIAS]) without loading it."""
+    store = store_for_ref(target, store_url, metadata_url)
+    if store is not None:
+        info = store.inspect(target, trusted=trust)
+    else:
+        info = api.inspect(target, trusted=trust)
     if as_json:
         emit_json(info.to_dict())
     else:
@@ -91,13 +103,26 @@ def inspect(target: str, trust: tuple[str, ...], as_json: bool) -> None:
 @click.argument("target")
 @click.option("--key", metavar="env:VAR|file:PATH", help="HMAC key to check the signature.")
 @click.option("--trust", multiple=True, metavar="NAME", help="Treat this type name as trusted.")
+@store_options
 @json_option
-def verify(target: str, key: str | None, trust: tuple[str, ...], as_json: bool) -> None:
-    """Check checksums (and signature) of FILE and re-run its golden outputs.
+def verify(
+    target: str,
+    key: str | None,
+    trust: tuple[str, ...],
+    as_json: bool,
+    store_url: str | None = None,
+    metadata_url: str | None = None,
+) -> None:
+    """Check checksums (and signature) of FILE (or store model NAME[@VERSION|@ALIAS]) and
+    re-run its golden outputs.
 
     Exits 1 if anything is wrong.
     """
-    report = api.verify(target, key=_key_arg(key), trusted=trust)
+    store = store_for_ref(target, store_url, metadata_url)
+    if store is not None:
+        report = store.verify(target, key=_key_arg(key), trusted=trust)
+    else:
+        report = api.verify(target, key=_key_arg(key), trusted=trust)
     if as_json:
         emit_json(report.to_dict())
     else:

@@ -181,11 +181,16 @@ class LocalBlobs(BlobStore):
 
     is_local = True
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, create: bool = True) -> None:
         self.root = os.path.abspath(root)
         self.url = self.root
         self.blob_dir = os.path.join(self.root, "blobs")
         self.tmp_dir = os.path.join(self.root, "tmp")
+        if not create and not os.path.isdir(self.blob_dir):
+            raise NotFoundError(
+                f"no store at {self.root!r}: check --store / $SAFEPOINT_STORE, or create "
+                "one with `safepoint put` or sp.Store(path)"
+            )
         try:
             for d in (self.root, self.blob_dir, self.tmp_dir):
                 os.makedirs(d, exist_ok=True)
@@ -420,20 +425,20 @@ class FsspecBlobs(BlobStore):
 
 
 # -- registry ------------------------------------------------------------------------
-BlobFactory = Callable[[str, dict[str, Any] | None], BlobStore]
+BlobFactory = Callable[..., BlobStore]
 _BACKENDS: dict[str, BlobFactory] = {}
 
 
 def register_blob_backend(scheme: str, factory: BlobFactory) -> None:
-    """Make ``scheme://`` URLs open with ``factory(url, storage_options)``.
+    """Make ``scheme://`` URLs open with ``factory(url, storage_options, create=bool)``.
 
     Schemes without a registered factory fall back to :class:`FsspecBlobs`.
     """
     _BACKENDS[scheme] = factory
 
 
-def _local(url: str, storage_options: dict[str, Any] | None) -> BlobStore:
-    return LocalBlobs(url[len("file://") :] if url.startswith("file://") else url)
+def _local(url: str, storage_options: dict[str, Any] | None, create: bool = True) -> BlobStore:
+    return LocalBlobs(url[len("file://") :] if url.startswith("file://") else url, create)
 
 
 register_blob_backend("", _local)
@@ -445,10 +450,15 @@ def scheme_of(url: str) -> str:
     return m.group(1).lower() if m else ""
 
 
-def open_blobs(url: str, storage_options: dict[str, Any] | None = None) -> BlobStore:
-    """Open the blob backend for ``url`` (a folder path or an fsspec URL)."""
+def open_blobs(
+    url: str, storage_options: dict[str, Any] | None = None, create: bool = True
+) -> BlobStore:
+    """Open the blob backend for ``url`` (a folder path or an fsspec URL).
+
+    ``create=False``: a missing local store raises NotFoundError instead of being made.
+    """
     scheme = scheme_of(url)
     factory = _BACKENDS.get(scheme)
     if factory is None:
         return FsspecBlobs(url, storage_options)
-    return factory(url, storage_options)
+    return factory(url, storage_options, create=create)

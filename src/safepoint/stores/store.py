@@ -17,7 +17,8 @@ API summary (every method raises a :class:`safepoint.SafepointError` subclass on
 ``NotFoundError``, ``InvalidNameError``, ``AliasConflictError``, ``BackendUnavailableError``,
 ``IntegrityError``):
 
-* ``Store(url=".safepoint", metadata=None, *, storage_options=None, grace=3600)``: ``url`` a
+* ``Store(url=".safepoint", metadata=None, *, storage_options=None, grace=3600,
+  lease_ttl=21600, create=True)``: ``url`` a
   folder or an fsspec URL (``file://``, ``memory://``, ``s3://bucket/prefix``; default
   ``$SAFEPOINT_STORE`` or ``.safepoint``); ``metadata`` a SQLAlchemy URL
   (``sqlite:///...``, ``postgresql://...``). Without ``metadata`` a local store keeps its
@@ -357,6 +358,7 @@ class Store:
         storage_options: dict[str, Any] | None = None,
         grace: float = 3600.0,
         lease_ttl: float = 6 * 3600.0,
+        create: bool = True,
     ) -> None:
         url = default_store_url() if url is None else os.fspath(url)
         if not isinstance(url, str) or not url:
@@ -364,7 +366,7 @@ class Store:
         self.url = url
         self.grace = float(grace)
         self.lease_ttl = float(lease_ttl)
-        self.blobs: BlobStore = open_blobs(url, storage_options)
+        self.blobs: BlobStore = open_blobs(url, storage_options, create=create)
         self.blobs.check()
         if metadata is None:
             if self.blobs.is_local:

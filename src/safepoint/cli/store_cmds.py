@@ -1,0 +1,456 @@
+"""``safepoint ls|show|put|get|alias|rm|copy|log|gc|runs``: the model store from the shell.
+
+Every command takes ``--store URL`` (default ``$SAFEPOINT_STORE`` or ``.safepoint``) and
+``--metadata URL`` (default ``$SAFEPOINT_METADATA``; the catalog database) and ``--json``.
+A model is named ``NAME[@VERSION|@ALIAS]``, e.g. ``fraud/scorer@production``.
+
+    safepoint put model.sp fraud/scorer --alias staging --metric auc=0.93
+    safepoint ls
+    safepoint show fraud/scorer@staging
+    safepoint alias fraud/scorer production 3 --expected 2
+    safepoint get fraud/scorer@production out.sp
+    safepoint copy fraud/scorer@production --to s3://team/models --to-metadata postgresql://db/m
+    safepoint gc --keep-last 5 --dry-run
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from .main import cli, emit_json, json_option
+
+if TYPE_CHECKING:
+    from ..stores.store import ModelVersion, Store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+__all__ = ["open_store", "store_for_ref", "store_options"]
+
+
+def store_options(f: F) -> F:
+    """Add ``--store`` and ``--metadata`` (passed as ``store_url``, ``metadata_url``)."""
+    f = click.option(
+        "--metadata",
+        "metadata_url",
+        metavar="URL",
+        envvar="SAFEPOINT_METADATA",
+        help="Catalog database URL, e.g. postgresql://host/db (default: the store's own).",
+    )(f)
+    f = click.option(
+        "--store",
+        "store_url",
+        metavar="URL",
+        envvar="SAFEPOINT_STORE",
+        help="Store folder or URL (s3://bucket/prefix); default $SAFEPOINT_STORE or .safepoint.",
+    )(f)
+    return f
+
+
+def open_store(store_url: str | None, metadata_url: str | None, create: bool = False) -> Store:
+    """The store named by the CLI options (the one-user warning goes to stderr once).
+
+    Only ``put`` and the target of ``copy`` create a missing local store.
+    """
+    import warnings
+
+    from ..errors import SafepointWarning
+    from ..stores.store import Store
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SafepointWarning)
+        store = Store(store_url, metadata=metadata_url, create=create)
+    for w in caught:
+        click.echo(f"safepoint: warning: {w.message}", err=True)
+    return store
+
+
+def store_for_ref(text: str, store_url: str | None, metadata_url: str | None) -> Store | None:
+    """The store to read ``text`` from, if it is a ``NAME[@VERSION|@ALIAS]`` and not an
+    existing file, and the store exists; else None (then ``text`` is a file path)."""
+    from ..errors import InvalidNameError, NotFoundError
+
+    if os.path.exists(text):
+        return None
+    try:
+        _ref(text)
+    except InvalidNameError:
+        return None
+    try:
+        return open_store(store_url, metadata_url)
+    except NotFoundError:
+        return None
+
+
+def _ref(text: str) -> tuple[str, int | str | None]:
+    from ..stores.names import parse_ref
+
+    return parse_ref(text)
+
+
+def _kv(items: tuple[str, ...], what: str, number: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise click.BadParameter(f"use KEY=VALUE, not {item!r}", param_hint=what)
+        if number:
+            try:
+                out[k] = float(v)
+            except ValueError:
+                raise click.BadParameter(f"{k}: {v!r} is not a number", param_hint=what) from None
+        else:
+            try:
+                out[k] = json.loads(v)
+            except ValueError:
+                out[k] = v
+    return out
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _print_version(mv: ModelVersion) -> None:
+    click.echo(f"{mv.ref}" + (f"  ({', '.join(mv.aliases)})" if mv.aliases else ""))
+    click.echo(f"  type      {mv.root_type}")
+    click.echo(f"  size      {_human(mv.size)}   digest {mv.digest}")
+    click.echo(f"  created   {mv.created:%Y-%m-%d %H:%M:%S %Z} by {mv.created_by} on {mv.host}")
+    pk = ", ".join(f"{k} {v}" for k, v in mv.environment.get("packages", {}).items())
+    click.echo(f"  python    {mv.environment.get('python', '?')}: {pk}")
+    for label, value in (
+        ("metrics", mv.metrics),
+        ("metadata", mv.metadata),
+        ("tags", mv.tags),
+        ("parents", mv.parents),
+        ("data", mv.data_digest),
+        ("code", mv.code_digest),
+        ("run", mv.run_id),
+    ):
+        if value:
+            click.echo(f"  {label:<9} {value}")
+
+
+@cli.command("ls")
+@click.argument("prefix", required=False)
+@store_options
+@json_option
+def ls_cmd(
+    prefix: str | None, store_url: str | None, metadata_url: str | None, as_json: bool
+) -> None:
+    """List the models in the store (optionally those under PREFIX/)."""
+    store = open_store(store_url, metadata_url)
+    rows = store.summary()
+    if prefix:
+        p = prefix.rstrip("/") + "/"
+        rows = [r for r in rows if r["name"].startswith(p)]
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo(f"no models in {store.url}")
+        return
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        aliases = " ".join(f"{a}=@{v}" for a, v in r["aliases"].items())
+        click.echo(
+            f"{r['name']:<{width}}  v{r['latest']:<4} {r['versions']:>3} version(s)  "
+            f"{_human(r['bytes']):>10}  {r['updated'][:19]}  {aliases}"
+        )
+
+
+@cli.command()
+@click.argument("ref")
+@store_options
+@json_option
+def show(ref: str, store_url: str | None, metadata_url: str | None, as_json: bool) -> None:
+    """Show a model's versions (NAME) or one version (NAME@VERSION or NAME@ALIAS)."""
+    name, sel = _ref(ref)
+    store = open_store(store_url, metadata_url)
+    if sel is None and "@" not in ref:
+        versions = store.versions(name)
+        if as_json:
+            emit_json({"name": name, "versions": [v.to_dict() for v in versions]})
+            return
+        for v in versions:
+            click.echo(
+                f"{v.ref:<30} {v.created:%Y-%m-%d %H:%M:%S}  {_human(v.size):>10}  "
+                f"{v.root_type}  {' '.join(v.aliases)}"
+            )
+        return
+    mv = store.info(name, sel)
+    if as_json:
+        emit_json(mv.to_dict())
+    else:
+        _print_version(mv)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("name")
+@click.option("--alias", help="Point this alias at the new version.")
+@click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Metadata entry (JSON value).")
+@click.option("--metric", multiple=True, metavar="NAME=NUMBER", help="A metric of this version.")
+@click.option("--tag", multiple=True, help="A tag.")
+@click.option("--parent", multiple=True, metavar="REF", help="Lineage: a parent model or run.")
+@store_options
+@json_option
+def put(
+    file: str,
+    name: str,
+    alias: str | None,
+    meta: tuple[str, ...],
+    metric: tuple[str, ...],
+    tag: tuple[str, ...],
+    parent: tuple[str, ...],
+    store_url: str | None,
+    metadata_url: str | None,
+    as_json: bool,
+) -> None:
+    """Store a safepoint FILE as the next version of NAME (validated, never loaded)."""
+    store = open_store(store_url, metadata_url, create=True)
+    mv = store.put_file(
+        name,
+        file,
+        metadata=_kv(meta, "--meta"),
+        metrics=_kv(metric, "--metric", number=True),
+        tags=list(tag),
+        alias=alias,
+        parents=list(parent),
+    )
+    if as_json:
+        emit_json(mv.to_dict())
+    else:
+        click.echo(f"stored {mv.ref} ({_human(mv.size)}, digest {mv.digest[:12]})")
+
+
+@cli.command()
+@click.argument("ref")
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
+@store_options
+@json_option
+def get(
+    ref: str, out: str, force: bool, store_url: str | None, metadata_url: str | None, as_json: bool
+) -> None:
+    """Write the safepoint file of NAME[@VERSION|@ALIAS] to OUT (checked on the way)."""
+    from ..errors import IntegrityError, SafepointError
+    from ..format.reader import open_reader
+
+    if os.path.exists(out) and not force:
+        raise click.UsageError(f"{out} exists; pass --force to overwrite it")
+    name, sel = _ref(ref)
+    store = open_store(store_url, metadata_url)
+    mv = store.info(name, sel)
+    folder = os.path.dirname(os.path.abspath(out))
+    tmp = os.path.join(folder, f".{os.path.basename(out)}.sp-tmp")
+    try:
+        with store.blobs.open(mv.digest) as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 8 << 20)
+        with contextlib.closing(open_reader(tmp)) as reader:
+            problems = reader.verify_all()
+            digest = reader.digest
+        if digest != mv.digest or problems:
+            raise IntegrityError(
+                f"the blob of {mv.ref} is damaged: " + "; ".join(problems or ["digest differs"])
+            )
+        os.replace(tmp, out)
+    except (SafepointError, OSError):
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    if as_json:
+        emit_json({"ref": mv.ref, "path": out, "digest": mv.digest, "size": mv.size})
+    else:
+        click.echo(f"wrote {mv.ref} to {out} ({_human(mv.size)})")
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("alias")
+@click.argument("version", type=int)
+@click.option(
+    "--expected",
+    type=int,
+    metavar="V",
+    help="The version ALIAS points at now (required to move an existing alias).",
+)
+@store_options
+@json_option
+def alias(
+    name: str,
+    alias: str,
+    version: int,
+    expected: int | None,
+    store_url: str | None,
+    metadata_url: str | None,
+    as_json: bool,
+) -> None:
+    """Point NAME@ALIAS at VERSION (compare-and-swap with --expected)."""
+    store = open_store(store_url, metadata_url)
+    mv = store.set_alias(name, alias, version, expected=expected)
+    if as_json:
+        emit_json(mv.to_dict())
+    else:
+        click.echo(f"{name}@{alias} -> version {mv.version}")
+
+
+@cli.command("rm")
+@click.argument("ref")
+@click.option("--force", is_flag=True, help="Also remove aliases pointing at it.")
+@store_options
+@json_option
+def rm_cmd(
+    ref: str, force: bool, store_url: str | None, metadata_url: str | None, as_json: bool
+) -> None:
+    """Delete NAME@VERSION (or every version of NAME); blobs go at the next gc."""
+    name, sel = _ref(ref)
+    store = open_store(store_url, metadata_url)
+    deleted = store.delete(name, sel, force=force)
+    if as_json:
+        emit_json({"name": name, "deleted": deleted})
+    else:
+        click.echo(f"deleted {name} version(s) {', '.join(map(str, deleted))}")
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--to", "to_url", required=True, metavar="URL", help="The target store.")
+@click.option("--to-metadata", metavar="URL", help="The target store's catalog URL.")
+@click.option("--as", "new_name", metavar="NAME", help="Name in the target store.")
+@click.option("--alias", help="Point this alias at the copy in the target store.")
+@store_options
+@json_option
+def copy(
+    ref: str,
+    to_url: str,
+    to_metadata: str | None,
+    new_name: str | None,
+    alias: str | None,
+    store_url: str | None,
+    metadata_url: str | None,
+    as_json: bool,
+) -> None:
+    """Copy NAME[@VERSION|@ALIAS] (blob, metadata, lineage) to another store."""
+    name, sel = _ref(ref)
+    store = open_store(store_url, metadata_url)
+    target = open_store(to_url, to_metadata, create=True)
+    mv = store.copy(name, sel, to=target, new_name=new_name, alias=alias)
+    if as_json:
+        emit_json(mv.to_dict())
+    else:
+        click.echo(f"copied {ref} to {target.url} as {mv.ref}")
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--action", help="Only this action (put, alias, delete, copy, gc, ...).")
+@click.option("--limit", default=50, show_default=True, type=int)
+@store_options
+@json_option
+def log(
+    name: str | None,
+    action: str | None,
+    limit: int,
+    store_url: str | None,
+    metadata_url: str | None,
+    as_json: bool,
+) -> None:
+    """The audit log, newest first: who put, moved, deleted or copied what, when, where."""
+    store = open_store(store_url, metadata_url)
+    entries = store.log(name, action=action, limit=limit)
+    if as_json:
+        emit_json([e.to_dict() for e in entries])
+        return
+    for e in entries:
+        ref = e.name + (f"@{e.version}" if e.version is not None else "")
+        detail = " ".join(f"{k}={v}" for k, v in e.detail.items() if k not in ("digest",))
+        click.echo(f"{e.at:%Y-%m-%d %H:%M:%S}  {e.actor}@{e.host}  {e.action:<8} {ref}  {detail}")
+
+
+@cli.command()
+@click.option("--keep-last", type=int, metavar="N", help="Keep the newest N versions per model.")
+@click.option(
+    "--keep-best", metavar="METRIC:max|min", help="Also keep the best version by a metric."
+)
+@click.option("--no-keep-aliases", is_flag=True, help="Aliased versions may be deleted too.")
+@click.option(
+    "--grace", type=float, metavar="SECONDS", help="Keep orphans younger than this (1 hour)."
+)
+@click.option("--dry-run", is_flag=True, help="Report what would go; change nothing.")
+@store_options
+@json_option
+def gc(
+    keep_last: int | None,
+    keep_best: str | None,
+    no_keep_aliases: bool,
+    grace: float | None,
+    dry_run: bool,
+    store_url: str | None,
+    metadata_url: str | None,
+    as_json: bool,
+) -> None:
+    """Apply retention and remove unreferenced blobs and abandoned uploads."""
+    best: tuple[str, str] | None = None
+    if keep_best:
+        metric, _, mode = keep_best.partition(":")
+        if mode not in ("max", "min") or not metric:
+            raise click.BadParameter("use METRIC:max or METRIC:min", param_hint="--keep-best")
+        best = (metric, mode)
+    store = open_store(store_url, metadata_url)
+    rep = store.gc(
+        keep_last=keep_last,
+        keep_best=best,
+        keep_aliases=not no_keep_aliases,
+        dry_run=dry_run,
+        grace=grace,
+    )
+    if as_json:
+        emit_json(rep.to_dict())
+        return
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(
+        f"{verb} {len(rep.deleted_versions)} version(s), {len(rep.deleted_blobs)} blob(s), "
+        f"{rep.deleted_temps} abandoned upload(s): {_human(rep.freed_bytes)}"
+    )
+    for ref in rep.deleted_versions:
+        click.echo(f"  {ref}")
+
+
+@cli.command()
+@click.option("--kind", help="Only runs of this kind (steps, search, scoring, ...).")
+@click.option("--status", help="Only runs with this status.")
+@click.option("--limit", default=50, show_default=True, type=int)
+@store_options
+@json_option
+def runs(
+    kind: str | None,
+    status: str | None,
+    limit: int,
+    store_url: str | None,
+    metadata_url: str | None,
+    as_json: bool,
+) -> None:
+    """Runs recorded in the store: workflows, searches, scoring jobs."""
+    store = open_store(store_url, metadata_url)
+    rows = store.runs.list(kind=kind, status=status, limit=limit)
+    if as_json:
+        emit_json([r.to_dict() for r in rows])
+        return
+    for r in rows:
+        prog = "" if r.progress is None else f"{100 * r.progress:5.1f}%"
+        stale = " (stale)" if r.stale else ""
+        click.echo(
+            f"{r.id[:12]}  {r.kind:<8} {r.name:<30} {r.status}{stale:<8} {prog:>6}  "
+            f"{r.started:%Y-%m-%d %H:%M:%S}  {r.user}@{r.host}  {r.message[:60]}"
+        )
