@@ -118,9 +118,21 @@ class Constructor:
         raise FormatError(f"internal: unexpected node {type(node).__name__}")
 
     def _resolve(self, ref: GlobalRef, kind: str) -> Any:
+        """Import an audited name; ``kind`` other than ``"ref"`` demands a class.
+
+        Resolved as a plain reference (exact module and qualname checked by the
+        format's resolver), without the format's type migrations, which apply to
+        safepoint files of older library versions, not to pickles.
+        """
         key = (ref.module, ref.name, kind)
         if key not in self._classes:
-            self._classes[key] = resolve(ref.module, ref.name, kind)
+            obj = resolve(ref.module, ref.name, "ref")
+            if kind != "ref" and not isinstance(obj, type):
+                raise FormatError(
+                    f"{ref.qualified} is not a class: safepoint never calls functions named "
+                    "by a file (refused; nothing was executed)"
+                )
+            self._classes[key] = obj
         return self._classes[key]
 
     # -- numpy ---------------------------------------------------------------------
@@ -284,7 +296,7 @@ class Constructor:
         name = ref.qualified
         state = migrate_state(name, state, self.shim)  # type: ignore[arg-type]
         state = validate_state(name, [checksum], state, self.shim)  # type: ignore[arg-type]
-        unpickle = getattr(importlib.import_module(cls.__module__), f"__pyx_unpickle_{ref.name}")
+        unpickle = getattr(importlib.import_module(ref.module), f"__pyx_unpickle_{ref.name}")
         obj = unpickle(cls, checksum, state)
         self._apply_ops(obj, ref, [checksum], node)
         return obj

@@ -39,8 +39,6 @@ _REFUSED = {
     "MethodNode": "a bound method (named by a string inside the file)",
     "OperatorFuncNode": "an operator function (named by a string inside the file)",
     "PartialNode": "a functools.partial",
-    "RandomGeneratorNode": "a numpy.random.Generator (its bit generator is named by a string)",
-    "RandomStateNode": "a numpy.random.RandomState",
     "MaskedArrayNode": "a numpy masked array",
     "_DictWithDeprecatedKeysNode": "a scikit-learn < 1.2 internal dict",
 }
@@ -231,6 +229,8 @@ class _Reader:
             return arr.ops[0][1].items[2]
         if loader == "SparseMatrixNode":
             return self._sparse(state, ref)
+        if loader in ("RandomGeneratorNode", "RandomStateNode"):
+            return self._random(loader, ref, content, depth)
         self.problems.append(f"skops node {loader} ({module}.{cls}) is not known to safepoint")
         return None
 
@@ -301,6 +301,39 @@ class _Reader:
             flat = _flatten(items, len(shape))
             return array_node(np.dtype(object), shape, False, ListNode(flat))
         raise _fail(f"unknown array storage {kind!r}")
+
+    def _random(self, loader: str, ref: GlobalRef, content: Any, depth: int) -> Any:
+        """numpy random generators, rebuilt as numpy's own pickle helpers would: the
+        bit generator's name is checked against numpy's list by the audit."""
+        pickle_mod = "numpy.random._pickle"
+        if loader == "RandomStateNode":
+            if (ref.module, ref.name) not in (
+                ("numpy.random.mtrand", "RandomState"),
+                ("numpy.random", "RandomState"),
+            ):
+                raise _fail(f"a RandomState node of class {ref.qualified}")
+            state = self.node(content, depth)
+            if not isinstance(state, DictNode):
+                raise _fail("a RandomState state must be a dict")
+            name = dict(state.pairs).get("bit_generator", "MT19937")
+            call = Call(GlobalRef(pickle_mod, "__randomstate_ctor"), TupleNode([name]), "reduce")
+            call.ops.append(("build", state))
+            return call
+        if (ref.module, ref.name) not in (
+            ("numpy.random._generator", "Generator"),
+            ("numpy.random", "Generator"),
+        ):
+            raise _fail(f"a Generator node of class {ref.qualified}")
+        if not isinstance(content, dict):
+            raise _fail("a Generator node needs its bit generator state")
+        state = self.node(content.get("bit_generator"), depth)
+        if not isinstance(state, DictNode):
+            raise _fail("a bit generator state must be a dict")
+        name = dict(state.pairs).get("bit_generator")
+        bitgen = Call(GlobalRef(pickle_mod, "__bit_generator_ctor"), TupleNode([name]), "reduce")
+        # the seed sequence only matters for spawn(); the stream continues from the state
+        bitgen.ops.append(("build", state))
+        return Call(GlobalRef(pickle_mod, "__generator_ctor"), TupleNode([bitgen]), "reduce")
 
     def _sparse(self, state: dict[str, Any], ref: GlobalRef) -> Any:
         if state.get("type") != "scipy":
