@@ -81,6 +81,46 @@ def format_part(workdir: Path, say: Say) -> None:
         raise SystemExit("demo failed: the exploit ran")
 
 
+@part("store: put with an alias, load back by alias")
+def store_part(workdir: Path, say: Say) -> None:
+    from sklearn.datasets import make_classification
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    import safepoint as sp
+
+    X, y = make_classification(n_samples=2000, n_features=20, random_state=1)
+    model = HistGradientBoostingClassifier(max_iter=50, random_state=0).fit(X, y)
+    store = sp.Store(workdir / "store")  # a local folder with an embedded SQLite catalog
+    mv = store.put(
+        "demo/churn",
+        model,
+        alias="production",
+        metrics={"accuracy": float(model.score(X, y))},
+        data_digest=X.tobytes(),
+    )
+    say(f"put {mv.ref} ({mv.size:,} bytes, digest {mv.digest[:12]}) with alias 'production'")
+    loaded = store.get("demo/churn", "production")
+    same = bool(np.array_equal(loaded.predict(X), model.predict(X)))
+    say(
+        f"loaded demo/churn@production -> version {store.info('demo/churn@production').version}"
+        f"; predictions identical: {same}"
+    )
+    if not same:
+        raise SystemExit("demo failed: the model from the store predicts differently")
+    try:  # aliases move by compare-and-swap: a stale expected= is refused
+        store.set_alias("demo/churn", "production", mv.version, expected=mv.version + 1)
+    except sp.AliasConflictError as exc:
+        say(f"moving the alias with a stale expected= is refused: {str(exc)[:70]}...")
+    else:  # pragma: no cover
+        raise SystemExit("demo failed: an alias moved without compare-and-swap")
+    ckpt = store.checkpointer("demo/scoring", description="offsets of the scoring job")
+    ckpt.set("model", mv.ref)
+    say(
+        f"checkpointer: model={ckpt.get('model')!r}; {len(store.log())} audit log entries; "
+        "`safepoint ls --store " + str(workdir / "store") + "` lists the models"
+    )
+
+
 @part("scoring: seed 000's pipeline, exactly once, with a hot reload")
 def scoring_part(workdir: Path, say: Say) -> None:
     import pandas as pd
