@@ -9,6 +9,7 @@ held in memory (never on memory-mapped pages that could change afterwards).
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -79,7 +80,7 @@ def _tree(args: list[Any], state: Any, dec: Decoder) -> Any:
     return {**state, "nodes": nodes, "values": values}
 
 
-def _binary_tree(args: list[Any], state: Any, dec: Decoder) -> Any:
+def _binary_tree(args: list[Any], state: Any, dec: Decoder, n_bounds: int) -> Any:
     if not isinstance(state, tuple) or len(state) < 12:
         raise dec.fail("binary tree state must be a tuple")
     data = state[0]
@@ -100,17 +101,75 @@ def _binary_tree(args: list[Any], state: Any, dec: Decoder) -> Any:
     start, end = node_data["idx_start"], node_data["idx_end"]
     if n_nodes and (start.min() < 0 or end.max() > n_samples or np.any(start > end)):
         raise dec.fail("binary tree node ranges point outside the data (crafted file?)")
-    if node_bounds.ndim != 3 or node_bounds.shape[1:] != (n_nodes, n_features):
-        raise dec.fail("binary tree node_bounds do not match its nodes")
+    # queries descend from an inner node i to nodes 2i+1 and 2i+2
+    branch = np.flatnonzero(node_data["is_leaf"] == 0)
+    if branch.size and 2 * int(branch.max()) + 2 >= n_nodes:
+        raise dec.fail("binary tree: an inner node has no children in the array (crafted file?)")
+    # KD-trees keep (lower, upper) bounds per node, ball trees one centroid
+    if node_bounds.shape != (n_bounds, n_nodes, n_features):
+        raise dec.fail("binary tree node_bounds do not match its nodes (crafted file?)")
     weights = state[12] if len(state) > 12 else None
-    if isinstance(weights, np.ndarray) and weights.shape not in ((n_samples,), (0,)):
-        raise dec.fail("binary tree sample_weight does not match its data")
+    if weights is not None and (
+        not isinstance(weights, np.ndarray) or weights.shape != (n_samples,)
+    ):
+        raise dec.fail("binary tree sample_weight does not match its data (crafted file?)")
+    _check_metric(state[11], n_features, dec)
     return (data, idx_array, node_data, node_bounds, *state[4:])
 
 
-register_validator("sklearn.neighbors._kd_tree.KDTree", "sklearn.neighbors._ball_tree.BallTree")(
-    _binary_tree
+def _metric_arrays(metric: Any, dec: Decoder) -> tuple[str, Any, Any]:
+    name = type(metric).__name__
+    try:
+        st = metric.__getstate__()
+        return name, np.asarray(st[1]), np.asarray(st[2])
+    except (AttributeError, TypeError, IndexError, ValueError):
+        raise dec.fail(f"a binary tree's distance metric is a {name}") from None
+
+
+def _check_metric(metric: Any, n_features: int, dec: Decoder) -> None:
+    """The metric's parameters are read for every feature, at C speed."""
+    name, vec, mat = _metric_arrays(metric, dec)
+    if name.startswith("SEuclideanDistance"):
+        ok = vec.shape == (n_features,)
+    elif name.startswith("MinkowskiDistance"):
+        ok = vec.size == 0 or vec.shape == (n_features,)
+    elif name.startswith("MahalanobisDistance"):
+        ok = mat.shape == (n_features, n_features)
+    elif name.startswith("HaversineDistance"):
+        ok = n_features == 2
+    else:
+        ok = True
+    if not ok:
+        raise dec.fail(
+            f"{name}: its parameters do not match the {n_features} features of the data "
+            "(crafted file?)"
+        )
+
+
+register_validator(
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.neighbors._kd_tree.KDTree64",
+    "sklearn.neighbors._kd_tree.KDTree32",
+)(lambda args, state, dec: _binary_tree(args, state, dec, 2))
+register_validator(
+    "sklearn.neighbors._ball_tree.BallTree",
+    "sklearn.neighbors._ball_tree.BallTree64",
+    "sklearn.neighbors._ball_tree.BallTree32",
+)(lambda args, state, dec: _binary_tree(args, state, dec, 1))
+
+
+@register_validator(
+    "sklearn.metrics._dist_metrics.MahalanobisDistance64",
+    "sklearn.metrics._dist_metrics.MahalanobisDistance32",
 )
+def _mahalanobis(args: list[Any], state: Any, dec: Decoder) -> Any:
+    # rdist reads VI[i, j] for i, j < VI.shape[0]: it must be square
+    if not isinstance(state, tuple) or len(state) < 3:
+        raise dec.fail("MahalanobisDistance state must be (p, vec, mat)")
+    mat = np.asarray(state[2])
+    if mat.ndim != 2 or mat.shape[0] != mat.shape[1]:
+        raise dec.fail("MahalanobisDistance: VI is not a square matrix (crafted file?)")
+    return state
 
 
 @register_validator("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor")
@@ -126,10 +185,15 @@ def _hgb_predictor(args: list[Any], state: Any, dec: Decoder) -> Any:
     )
     n = nodes.shape[0]
     inner = nodes["is_leaf"] == 0
+    parent = np.flatnonzero(inner)
     for side in ("left", "right"):
         child = nodes[side][inner].astype(np.int64)
         if child.size and (child.min() <= 0 or child.max() >= n):
             raise dec.fail("TreePredictor: a child index is out of range (crafted file?)")
+        # the grower numbers children after their parent; a back edge would make
+        # predict loop forever
+        if np.any(child <= parent):
+            raise dec.fail("TreePredictor: a child precedes its parent, a cycle (crafted file?)")
     if np.any(nodes["feature_idx"][inner] < 0):
         raise dec.fail("TreePredictor: a negative feature index (crafted file?)")
     out = {**state, "nodes": nodes}
@@ -147,23 +211,251 @@ def _hgb_predictor(args: list[Any], state: Any, dec: Decoder) -> Any:
 def _hgb_estimator(args: list[Any], state: Any, dec: Decoder) -> Any:
     if not isinstance(state, dict):
         return state
-    n_features = state.get("n_features_in_", state.get("_n_features"))
     predictors = state.get("_predictors") or []
-    if not isinstance(n_features, int):
-        return state
+    if not predictors:
+        return state  # not fitted
+    # without n_features_in_ scikit-learn would not check the width of X at all
+    n_features = _n_features_in(state, dec, "HistGradientBoosting")
+    if not isinstance(predictors, list):
+        raise dec.fail("HistGradientBoosting._predictors must be a list of lists")
+    categorical = _hgb_categorical(state, n_features, dec)
     for row in predictors:
-        for pred in row if isinstance(row, list) else []:
+        if not isinstance(row, list):
+            raise dec.fail("HistGradientBoosting._predictors must be a list of lists")
+        for pred in row:
             nodes = getattr(pred, "nodes", None)
-            if isinstance(nodes, np.ndarray) and nodes.size:
-                inner = nodes["is_leaf"] == 0
-                if np.any(nodes["feature_idx"][inner] >= n_features):
-                    raise dec.fail(
-                        "HistGradientBoosting: a split feature is out of range (crafted file?)"
-                    )
+            if not isinstance(nodes, np.ndarray) or nodes.dtype.names is None:
+                raise dec.fail("HistGradientBoosting holds a predictor without nodes")
+            if not nodes.size:
+                continue
+            inner = nodes["is_leaf"] == 0
+            feat = nodes["feature_idx"][inner]
+            if np.any(feat >= n_features) or np.any(feat < 0):
+                raise dec.fail(
+                    "HistGradientBoosting: a split feature is out of range (crafted file?)"
+                )
+            # a categorical split indexes the known-categories bitsets, which have a
+            # row per categorical feature of the bin mapper only
+            cat_feat = nodes["feature_idx"][inner & (nodes["is_categorical"] != 0)]
+            if cat_feat.size and not np.all(categorical[cat_feat]):
+                raise dec.fail(
+                    "HistGradientBoosting: a categorical split on a feature that is not "
+                    "categorical (crafted file?)"
+                )
+    _hgb_preprocessor(state.get("_preprocessor"), n_features, dec)
     return state
+
+
+def _n_features_in(state: dict[str, Any], dec: Decoder, what: str) -> int:
+    n = state.get("n_features_in_")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise dec.fail(
+            f"{what} lacks a valid n_features_in_: scikit-learn would not check the width "
+            "of its input (crafted file?)"
+        )
+    return n
+
+
+def _hgb_categorical(state: dict[str, Any], n_features: int, dec: Decoder) -> Any:
+    mapper = state.get("_bin_mapper")
+    flags = getattr(mapper, "is_categorical_", None)
+    if flags is None:
+        return np.zeros(n_features, dtype=bool)
+    flags = np.asarray(flags)
+    if flags.shape != (n_features,) or flags.dtype.kind not in "biu":
+        raise dec.fail("HistGradientBoosting: the bin mapper does not match its features")
+    return flags != 0
+
+
+def _hgb_preprocessor(pre: Any, n_features: int, dec: Decoder) -> None:
+    """The preprocessor's output is what the predictors index: it must be the one
+    HistGradientBoosting builds (categorical columns encoded, the others checked),
+    whose width is the input's. A crafted one could drop columns."""
+    if pre is None:
+        return
+    from functools import partial
+
+    from sklearn.utils.validation import check_array
+
+    def fail() -> Exception:
+        return dec.fail(
+            "HistGradientBoosting: its preprocessor is not the ColumnTransformer it builds "
+            "itself (crafted file?)"
+        )
+
+    if _qualname(pre) != "sklearn.compose._column_transformer.ColumnTransformer":
+        raise fail()
+    steps = getattr(pre, "transformers_", None)
+    if not isinstance(steps, list):
+        raise fail()
+    width = 0
+    for step in steps:
+        if not isinstance(step, tuple) or len(step) != 3:
+            raise fail()
+        name, trans, cols = step
+        if isinstance(cols, list):
+            cols = np.asarray(cols, dtype=np.int64) if cols else np.zeros(0, dtype=np.int64)
+        if not isinstance(cols, np.ndarray) or cols.ndim != 1 or cols.dtype.kind not in "biu":
+            raise fail()
+        selected = int(cols.sum()) if cols.dtype.kind == "b" else cols.size
+        if cols.dtype.kind == "b" and cols.size != n_features:
+            raise fail()
+        if trans == "drop" or selected == 0:
+            continue
+        if name == "encoder" and _qualname(trans) == (
+            "sklearn.preprocessing._encoders.OrdinalEncoder"
+        ):
+            pass
+        elif name == "numerical" and _qualname(trans) == (
+            "sklearn.preprocessing._function_transformer.FunctionTransformer"
+        ):
+            func = getattr(trans, "func", None)
+            if isinstance(func, partial):
+                func = func.func
+            if func is not check_array or getattr(trans, "kw_args", None):
+                raise fail()
+        else:
+            raise fail()
+        width += selected
+    if width != n_features:
+        raise fail()
+
+
+def _qualname(obj: Any) -> str:
+    t = type(obj)
+    return f"{t.__module__}.{t.__qualname__}"
 
 
 register_validator(
     "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
     "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
 )(_hgb_estimator)
+
+
+# -- estimators holding trees: the tree must be as wide as the input it is given --------
+# A Tree reads X[i, feature] for features < Tree.n_features; the estimator checks X
+# against its own n_features_in_, and ensembles call their trees with
+# check_input=False. Each must agree with the Tree it holds.
+_TREE_ESTIMATORS = tuple(
+    f"sklearn.tree._classes.{n}"
+    for n in (
+        "DecisionTreeClassifier",
+        "DecisionTreeRegressor",
+        "ExtraTreeClassifier",
+        "ExtraTreeRegressor",
+    )
+)
+_TREE_ENSEMBLES = (
+    *(
+        f"sklearn.ensemble._forest.{n}"
+        for n in (
+            "RandomForestClassifier",
+            "RandomForestRegressor",
+            "ExtraTreesClassifier",
+            "ExtraTreesRegressor",
+            "RandomTreesEmbedding",
+        )
+    ),
+    "sklearn.ensemble._gb.GradientBoostingClassifier",
+    "sklearn.ensemble._gb.GradientBoostingRegressor",
+    "sklearn.ensemble._iforest.IsolationForest",
+)
+
+
+def _tree_width(tree: Any, dec: Decoder, what: str) -> int:
+    if _qualname(tree) != "sklearn.tree._tree.Tree":
+        raise dec.fail(f"{what}.tree_ is a {type(tree).__name__}, not a Tree")
+    return int(tree.n_features)
+
+
+@register_validator(*_TREE_ESTIMATORS)
+def _tree_estimator(args: list[Any], state: Any, dec: Decoder) -> Any:
+    if not isinstance(state, dict) or state.get("tree_") is None:
+        return state  # not fitted
+    n = _n_features_in(state, dec, "a decision tree")
+    if _tree_width(state["tree_"], dec, "a decision tree") != n:
+        raise dec.fail(
+            "a decision tree's Tree is wider than the estimator's n_features_in_ (crafted file?)"
+        )
+    return state
+
+
+@register_validator(*_TREE_ENSEMBLES)
+def _tree_ensemble(args: list[Any], state: Any, dec: Decoder) -> Any:
+    if not isinstance(state, dict) or state.get("estimators_") is None:
+        return state  # not fitted
+    what = "a tree ensemble"
+    n = _n_features_in(state, dec, what)
+    ests = state["estimators_"]
+    if isinstance(ests, np.ndarray):
+        if ests.dtype != object:
+            raise dec.fail(f"{what}: estimators_ must hold estimators")
+        k = state.get("n_trees_per_iteration_")
+        # gradient boosting writes tree (i, k)'s output to column k of a
+        # (n_samples, n_trees_per_iteration_) array
+        if k is not None and (ests.ndim != 2 or ests.shape[1] != k):
+            raise dec.fail(
+                f"{what}: estimators_ has shape {ests.shape}, not (n, {k}) (crafted file?)"
+            )
+        flat = list(ests.ravel())
+    elif isinstance(ests, list):
+        flat = ests
+    else:
+        raise dec.fail(f"{what}: estimators_ must be a list or an array")
+    # bagging-style ensembles give each tree a subset of the columns
+    subsets = state.get("estimators_features_", state.get("_estimators_features"))
+    if subsets is not None and (not isinstance(subsets, list) or len(subsets) != len(flat)):
+        raise dec.fail(f"{what}: estimators_features_ does not match estimators_")
+    for i, est in enumerate(flat):
+        tree = getattr(est, "tree_", None)
+        if tree is None:
+            raise dec.fail(f"{what}: estimator {i} is not a fitted tree")
+        width = n if subsets is None else np.asarray(subsets[i]).size
+        if _tree_width(tree, dec, what) != width or getattr(est, "n_features_in_", width) != width:
+            raise dec.fail(
+                f"{what}: tree {i} does not match the width of its input (crafted file?)"
+            )
+    return state
+
+
+@register_validator("sklearn.ensemble._gb.GradientBoostingClassifier")
+def _gb_classifier(args: list[Any], state: Any, dec: Decoder) -> Any:
+    from sklearn.ensemble._gb import GradientBoostingClassifier
+
+    return _gb_outputs(GradientBoostingClassifier, state, dec)
+
+
+@register_validator("sklearn.ensemble._gb.GradientBoostingRegressor")
+def _gb_regressor(args: list[Any], state: Any, dec: Decoder) -> Any:
+    from sklearn.ensemble._gb import GradientBoostingRegressor
+
+    return _gb_outputs(GradientBoostingRegressor, state, dec)
+
+
+def _gb_outputs(cls: Any, state: Any, dec: Decoder) -> Any:
+    """predict_stages adds tree (i, k) to column k of the init estimator's raw
+    predictions, without bounds checks: their width, which depends on init_ and the
+    loss, must be estimators_.shape[1]. It is measured on one row of zeros (only
+    scikit-learn code runs, as at predict)."""
+    if not isinstance(state, dict) or not isinstance(state.get("estimators_"), np.ndarray):
+        return state
+    ests = state["estimators_"]
+    n = _n_features_in(state, dec, "gradient boosting")
+    probe = cls.__new__(cls)
+    probe.__dict__.update(state)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. fitted with feature names
+            raw = probe._raw_predict_init(np.zeros((1, n)))
+    except Exception as exc:
+        raise dec.fail(f"gradient boosting: its init estimator does not predict ({exc})") from None
+    if (
+        not isinstance(raw, np.ndarray)
+        or raw.dtype != np.float64
+        or raw.shape != (1, ests.shape[1])
+    ):
+        raise dec.fail(
+            "gradient boosting: its initial predictions do not have one column per tree of "
+            "an iteration (crafted file?)"
+        )
+    return state
