@@ -449,3 +449,28 @@ def test_lock_and_invalidation_on_a_postgresql_catalog(tmp_path: Path, pg_store:
     report = make(tmp_path, pg_store, changed).run()
     assert reasons(report)["step_3"] == "step_3 reruns: step_2's output changed"
     pg_store.close()
+
+
+def test_outputs_of_untrusted_types_warn_and_need_trusted(tmp_path: Path, store: sp.Store) -> None:
+    source = """
+    import safepoint as sp
+
+    class Point:
+        def __init__(self, x):
+            self.x = x
+
+    class Training(sp.Steps):
+        def step_1(self, outputs):
+            return Point(3)
+
+        def step_2(self, outputs):
+            return outputs["step_1"].x + 1
+    """
+    with pytest.warns(sp.SafepointWarning, match=r"sp_steps_test_\d+\.Point.*trusted="):
+        make(tmp_path, store, source).run()
+    changed = source.replace(".x + 1", ".x + 2")
+    with pytest.raises(StepError, match=r"not trusted: sp_steps_test_\d+\.Point.*pass trusted="):
+        make(tmp_path, store, changed).run()
+    # trusted by name, the restored output loads
+    untrusted = store.inspect("proj/training/v1/step_1").untrusted
+    assert make(tmp_path, store, changed, trusted=untrusted).run().outputs["step_2"] == 5

@@ -68,6 +68,7 @@ import os
 import re
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -76,9 +77,11 @@ from typing import TYPE_CHECKING, Any
 from ..errors import (
     NotFoundError,
     SafepointError,
+    SafepointWarning,
     SerializationError,
     StepConfigError,
     StepError,
+    UntrustedTypesError,
 )
 from .fingerprint import ABSENT, code_fingerprint, value_digest
 from .step_lock import release, try_start_exclusive
@@ -405,6 +408,12 @@ class _WorkflowBase:
         def load() -> Any:
             try:
                 return self.store.get(self._model(step), version, trusted=self.trusted)
+            except UntrustedTypesError as exc:
+                raise StepError(
+                    f"the saved output of {step} holds types that are not trusted: "
+                    f"{', '.join(exc.types)}. If they are your own classes, pass "
+                    f"trusted={exc.types!r} to the workflow (nothing was imported)."
+                ) from exc
             except SafepointError as exc:
                 raise StepError(
                     f"the saved output of {step} ({self._model(step)}@{version}) cannot be "
@@ -645,7 +654,26 @@ class _WorkflowBase:
                 "an importable module, not __main__). The outputs of the earlier steps are "
                 "saved; the next run resumes at this step."
             ) from exc
+        self._warn_untrusted(d.name, mv)
         return StepOutcome(d.name, "ran", dec, mv.version, mv.digest, seconds), value
+
+    def _warn_untrusted(self, step: str, mv: Any) -> None:
+        """Say now, not at the next restore, that loading this output needs ``trusted=``."""
+        if not getattr(self.store.blobs, "is_local", False):
+            return  # inspecting a remote blob means downloading it
+        try:
+            untrusted = self.store.inspect(mv.ref, trusted=self.trusted).untrusted
+        except SafepointError:
+            return
+        if untrusted:
+            warnings.warn(
+                SafepointWarning(
+                    f"the output of {step} holds types outside the trust set: "
+                    f"{', '.join(untrusted)}; restoring it will need "
+                    f"trusted={sorted(untrusted)!r} on the workflow"
+                ),
+                stacklevel=4,
+            )
 
     def _put(self, step: str, value: Any, record: dict[str, Any], run_id: str | None) -> Any:
         # The record goes to catalog-only fields: the store also writes put(metadata=)
