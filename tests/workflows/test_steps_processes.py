@@ -246,7 +246,10 @@ def test_kill_9_during_a_step_resumes_at_that_step(tmp_path: Path) -> None:
     assert dead.status == "running" and dead.progress is not None and dead.progress < 1
     mod = _import_crashy(tmp_path)
     wf = mod.Crashy(name="crashy", store=store)
-    assert [s.state for s in wf.status()] == ["cached", "missing", "missing"]
+    status = wf.status()
+    assert [s.state for s in status] == ["cached", "missing", "missing"]
+    assert status.last_run is not None and status.last_run["alive"] is False
+    assert "died while running" in str(status)
 
     resumed = _finish(_start(tmp_path, store_dir))
     assert resumed == {"ran": ["step_2", "step_3"], "restored": ["step_1"]}
@@ -316,9 +319,20 @@ def test_two_runs_at_once_one_waits_and_restores(tmp_path: Path) -> None:
 
 
 # -- CLI ------------------------------------------------------------------------------------
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    code = "from safepoint.cli.main import main; main()"
-    return subprocess.run([PY, "-c", code, *args], capture_output=True, text=True, timeout=120)
+class _Result:
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def _cli(*args: str) -> _Result:
+    """The real command group, in-process (the workflow run before it is a real process)."""
+    from click.testing import CliRunner
+
+    from safepoint.cli.main import _register_commands, cli
+
+    _register_commands()
+    res = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return _Result(res.exit_code, res.stdout, res.stderr)
 
 
 def test_cli_steps_status_and_outputs(tmp_path: Path) -> None:

@@ -84,7 +84,7 @@ from ..errors import (
     UntrustedTypesError,
 )
 from .fingerprint import ABSENT, code_fingerprint, value_digest
-from .step_lock import release, try_start_exclusive
+from .step_lock import pid_alive, release, try_start_exclusive
 from .step_plan import RECORD_SCHEMA, Decision, StoredStep, Upstream, decide
 from .step_tracking import LazyOutputs, TrackedMapping
 
@@ -261,7 +261,10 @@ class WorkflowStatus:
             lines.append("  (parameters not compared: they are known only to the script)")
         if self.last_run:
             r = self.last_run
-            lines.append(f"  last run {r.get('id')}: {r.get('status')} {r.get('message', '')}")
+            state = r.get("status")
+            if r.get("alive") is False:
+                state = "died while running (the next run resumes it)"
+            lines.append(f"  last run {r.get('id')}: {state} {r.get('message', '')}".rstrip())
         return "\n".join(lines)
 
 
@@ -794,8 +797,12 @@ def last_run(store: Any, run_name: str) -> dict[str, Any] | None:
     found = store.runs.list(kind=RUN_KIND, name=run_name, limit=1)
     if not found:
         return None
-    info = found[0].to_dict()
+    run = found[0]
+    info = run.to_dict()
     info.pop("state", None)  # the per-step log is long; status() shows the steps itself
+    if run.status == "running":
+        gone = run.stale or (run.host == store.host and not pid_alive(run.pid))
+        info["alive"] = not gone
     return info
 
 
