@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import click
 
@@ -30,7 +31,9 @@ def convert(
     from ..convert import convert as do_convert
 
     try:
-        report = do_convert(src, dst, trusted=trust, compress=compress)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # listed in the report below
+            report = do_convert(src, dst, trusted=trust, compress=compress)
     except (UntrustedTypesError, FormatError) as exc:
         if as_json:
             emit_json(
@@ -51,6 +54,8 @@ def convert(
         f"converted {src} ({report.format}) -> {dst}: {report.root_type}, {report.size} bytes"
     )
     click.echo("types: " + ", ".join(t["name"] for t in report.types))
+    for w in report.warnings:
+        click.echo(f"warning: {w}", err=True)
 
 
 @cli.command()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -54,6 +55,7 @@ class ConversionReport:
     size: int = 0
     digest: str = ""
     source_sha256: str = ""
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -213,7 +215,14 @@ def convert(
             f"sp.convert(src, dst, trusted={untrusted!r}) (CLI: --trust NAME).",
         )
     assert analysis.audit is not None
-    obj = Constructor(analysis.audit, lim).build(analysis.root)
+    with warnings.catch_warnings(record=True) as caught:
+        # e.g. scikit-learn's "Trying to unpickle estimator ... from version X": kept in
+        # the report (and re-issued once) since it says the model came from another version
+        warnings.simplefilter("always")
+        obj = Constructor(analysis.audit, lim).build(analysis.root)
+    notes = list(dict.fromkeys(str(w.message) for w in caught))
+    for w in {str(w.message): w for w in caught}.values():
+        warnings.warn(w.message, stacklevel=2)
     meta = {
         "converted_from": {
             "file": os.path.basename(src),
@@ -236,6 +245,7 @@ def convert(
         size=res.size,
         digest=res.digest,
         source_sha256=digest,
+        warnings=notes,
     )
 
 

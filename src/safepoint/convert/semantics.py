@@ -76,6 +76,8 @@ BUILTIN_CALLS = frozenset(
         "object",
     }
 )
+#: dimensions of an array (numpy itself allows 64; safepoint files allow 32)
+MAX_NDIM = 32
 _SPARSE_FORMATS = ("csr", "csc", "coo", "bsr", "dia")
 #: scipy.sparse classes, under their module paths of scipy >= 1.8 and before
 SPARSE_CLASSES: dict[tuple[str, str], tuple[str, bool]] = {}
@@ -190,7 +192,7 @@ def _ndarray(call: Call, args: list[Any]) -> Plan:
     if len(state.items) == 5 and state.items[0] != 1:
         raise fail(f"unknown numpy array state version {state.items[0]!r}")
     shape_node, dtype_node, fortran, raw = items
-    shape = check_shape(plain(shape_node), 64)
+    shape = check_shape(plain(shape_node), MAX_NDIM)
     dtype = build_dtype(dtype_node)
     if type(fortran) is not bool:
         raise fail("the array order flag must be a bool")
@@ -214,7 +216,7 @@ def _frombuffer(call: Call, args: list[Any]) -> Plan:
     if len(args) != 4 or not isinstance(args[0], BytesNode):
         raise fail("numpy's _frombuffer needs (buffer, dtype, shape, order)")
     dtype = build_dtype(args[1])
-    shape = check_shape(plain(args[2]), 64)
+    shape = check_shape(plain(args[2]), MAX_NDIM)
     order = args[3]
     if order not in ("C", "F"):
         raise fail(f"unknown array order {order!r}")

@@ -1,0 +1,268 @@
+"""Bounded sizes and malformed streams: refused before allocation, never a crash."""
+
+from __future__ import annotations
+
+import bz2
+import io
+import pickle
+import random
+import struct
+import tracemalloc
+import zipfile
+import zlib
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+
+import safepoint as sp
+from safepoint.convert import ConvertLimits
+from safepoint.convert.audit import audit
+from safepoint.convert.construct import Constructor
+from safepoint.convert.pickle_parser import PickleParser
+from safepoint.errors import FormatError, LimitExceededError, SafepointError
+
+
+def parse(data: bytes) -> object:
+    return PickleParser(data, joblib=True).parse()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x80\x04\x8e" + struct.pack("<Q", 2**62) + b".",  # BINBYTES8
+        b"\x80\x04\x8d" + struct.pack("<Q", 2**62) + b".",  # BINUNICODE8
+        b"\x80\x05\x96" + struct.pack("<Q", 2**63) + b".",  # BYTEARRAY8
+        b"\x80\x03B" + struct.pack("<I", 2**32 - 1) + b".",  # BINBYTES
+        b"\x80\x02T" + struct.pack("<i", 2**31 - 1) + b".",  # BINSTRING
+        b"\x80\x02\x8b" + struct.pack("<i", 2**31 - 1) + b".",  # LONG4
+        b"\x80\x04\x95" + struct.pack("<Q", 2**60) + b"N.",  # FRAME
+    ],
+)
+def test_absurd_lengths_are_refused_before_allocation(data: bytes) -> None:
+    tracemalloc.start()
+    try:
+        with pytest.raises(FormatError, match=r"declares|remain|LONG4"):
+            parse(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+
+
+def test_big_integers_are_bounded() -> None:
+    with pytest.raises(LimitExceededError):
+        parse(b"\x80\x02\x8b" + struct.pack("<i", 70_000) + b"\x01" * 70_000 + b".")
+    with pytest.raises(SafepointError):
+        parse(b"I" + b"9" * 5000 + b"\n.")
+    assert parse(b"\x80\x02\x8b" + struct.pack("<i", 300) + b"\x01" * 300 + b".") > 2**2000
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x80\x02",
+        b"R.",
+        b"\x80\x02.",
+        b"t.",
+        b"(.",
+        b"\xff.",
+        b"\x80\x06N.",
+        b"\x80\x02h\x05.",
+        b"\x80\x05\x97.",
+        b"\x80\x02N\x98.",
+        b"\x80\x04K\x01K\x02\x93.",
+        b"\x80\x02]N\x90.",
+        b"\x80\x02Nb.",
+        b"\x80\x02(K\x01d.",
+        b"cos\nsystem",
+        b"S'unterminated\n.",
+        b"I12x\n.",
+        b"F1.5.3\n.",
+        b"\x80\x02X\x02\x00\x00\x00\xff\xfe.",
+    ],
+)
+def test_malformed_streams(data: bytes) -> None:
+    with pytest.raises(FormatError):
+        root = parse(data)
+        res = audit(root)
+        if res.safe:
+            Constructor(res).build(root)
+
+
+def _mutations(seed: int, n: int) -> list[bytes]:
+    from sklearn.tree import DecisionTreeClassifier
+
+    model = DecisionTreeClassifier(max_depth=2).fit([[0, 1], [1, 0], [1, 1], [0, 0]], [0, 1, 1, 0])
+    rng = random.Random(seed)
+    out = []
+    for protocol in (0, 2, 5):
+        base = bytearray(pickle.dumps({"m": model, "v": [1.5, "x", b"y"]}, protocol=protocol))
+        for _ in range(n):
+            data = bytearray(base)
+            for _ in range(rng.randint(1, 4)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            out.append(bytes(data))
+        out += [bytes(base[:k]) for k in range(0, len(base), max(1, len(base) // 60))]
+    return out
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_corrupted_and_truncated_streams_never_crash() -> None:
+    """Random byte flips and truncations: a SafepointError or a valid object, nothing else
+    (no IndexError/KeyError/MemoryError/segfault from deep inside)."""
+    refused = 0
+    for data in _mutations(7, 150):
+        try:
+            root = parse(data)
+            res = audit(root)
+            if res.safe:
+                Constructor(res).build(root)
+        except SafepointError:
+            refused += 1
+    assert refused > 0
+
+
+def test_deep_nesting_is_bounded() -> None:
+    data = b"\x80\x02" + b"]" * 5000 + b"a" * 4999 + b"."
+    root = parse(data)
+    res = audit(root)  # iterative: no recursion limit
+    assert res.safe
+    with pytest.raises(LimitExceededError):
+        Constructor(res).build(root)
+
+
+def test_reference_cycles_are_refused() -> None:
+    a: list[object] = []
+    a.append(a)
+    root = parse(pickle.dumps(a, protocol=4))
+    with pytest.raises(FormatError, match="cycle"):
+        Constructor(audit(root)).build(root)
+
+
+def test_memo_fan_out_is_not_exponential() -> None:
+    # each level refers to the previous one twice: 2**40 leaves if expanded
+    level: list[object] = [1]
+    for _ in range(40):
+        level = [level, level]
+    data = pickle.dumps(level, protocol=4)
+    root = parse(data)
+    res = audit(root)
+    assert res.n_nodes == 41
+    out = Constructor(res).build(root)
+    assert out[0] is out[1]
+
+
+def test_joblib_wrapper_with_absurd_shape(tmp: Path) -> None:
+    src = tmp / "a.joblib"
+    joblib.dump(np.arange(4.0), src)
+    data = src.read_bytes()
+    # rewrite the shape tuple (4,) as (2**40,): the data would need 8 TiB
+    needle = b"K\x04\x85"
+    assert data.count(needle) == 1
+    bad = data.replace(needle, b"\x8a\x06" + (2**40).to_bytes(6, "little") + b"\x85")
+    src.write_bytes(bad)
+    with pytest.raises(FormatError, match="joblib array"):
+        sp.convert(src, tmp / "a.sp")
+
+
+def test_array_data_must_match_shape(tmp: Path) -> None:
+    data = pickle.dumps(np.arange(4.0), protocol=5)
+    bad = data.replace(b"K\x04\x85", b"K\x05\x85")
+    src = tmp / "a.pkl"
+    src.write_bytes(bad)
+    with pytest.raises(FormatError, match="bytes"):
+        sp.convert(src, tmp / "a.sp")
+
+
+def test_too_many_dimensions(tmp: Path) -> None:
+    src = tmp / "a.joblib"
+    joblib.dump(np.zeros((1,) * 20), src)
+    with pytest.raises(LimitExceededError):
+        sp.convert(src, tmp / "a.sp", limits=ConvertLimits(max_ndim=8))
+    # plain pickles: checked when the array call is classified
+    root = PickleParser(pickle.dumps(np.zeros((1,) * 40), protocol=2)).parse()
+    assert any("dimensions" in p for p in audit(root).problems)
+
+
+def _zlib_bomb(path: Path, total: int) -> None:
+    comp = zlib.compressobj(9)
+    with open(path, "wb") as f:
+        f.write(comp.compress(b"\x80\x04\x8e" + struct.pack("<Q", total)))
+        chunk = bytes(1 << 20)
+        for _ in range(total >> 20):
+            f.write(comp.compress(chunk))
+        f.write(comp.flush())
+
+
+def test_decompression_bomb_stops_at_the_limit(tmp: Path) -> None:
+    src = tmp / "bomb.joblib"
+    _zlib_bomb(src, 96 << 20)
+    assert src.stat().st_size < 200_000
+    with pytest.raises(LimitExceededError, match=r"decompress|expands"):
+        sp.convert(src, tmp / "b.sp", limits=ConvertLimits(max_bytes=32 << 20))
+    with pytest.raises(LimitExceededError, match="expands"):
+        sp.convert(src, tmp / "b.sp", limits=ConvertLimits(max_compression_ratio=100))
+    [res] = sp.scan([src], limits=ConvertLimits(max_bytes=32 << 20))
+    assert res.verdict == "refused"
+
+
+def test_bz2_bomb(tmp: Path) -> None:
+    src = tmp / "bomb.pkl.bz2"
+    comp = bz2.BZ2Compressor(1)
+    parts = [comp.compress(b"\x80\x04")]
+    parts += [comp.compress(bytes(1 << 20)) for _ in range(16)]
+    parts.append(comp.flush())
+    src.write_bytes(b"".join(parts))
+    with pytest.raises(LimitExceededError):
+        sp.convert(src, tmp / "b.sp", limits=ConvertLimits(max_bytes=4 << 20))
+
+
+def test_zip_bomb_member(tmp: Path) -> None:
+    src = tmp / "bomb.zip"
+    with (
+        zipfile.ZipFile(src, "w", zipfile.ZIP_DEFLATED) as zf,
+        zf.open("model.pkl", "w", force_zip64=True) as f,
+    ):
+        f.write(b"\x80\x04")
+        for _ in range(80):
+            f.write(bytes(1 << 20))
+    with pytest.raises(LimitExceededError):
+        sp.convert(src, tmp / "b.sp", limits=ConvertLimits(max_compression_ratio=100))
+    with pytest.raises(LimitExceededError):
+        sp.convert(src, tmp / "b.sp", limits=ConvertLimits(max_bytes=8 << 20))
+
+
+def test_truncated_compressed_streams(tmp: Path) -> None:
+    src = tmp / "m.joblib"
+    joblib.dump({"w": np.arange(1000.0)}, src, compress=("gzip", 3))
+    src.write_bytes(src.read_bytes()[:-40])
+    with pytest.raises(FormatError):
+        sp.convert(src, tmp / "m.sp")
+
+
+def test_file_size_limit_checked_before_reading(tmp: Path) -> None:
+    src = tmp / "big.pkl"
+    src.write_bytes(pickle.dumps(np.zeros(10_000), protocol=5))
+    with pytest.raises(LimitExceededError, match="bytes"):
+        sp.convert(src, tmp / "b.sp", limits=ConvertLimits(max_bytes=1000))
+
+
+def test_not_a_model_file(tmp: Path) -> None:
+    src = tmp / "notes.txt"
+    src.write_text("hello world\n")
+    with pytest.raises(FormatError, match="not a pickle"):
+        sp.convert(src, tmp / "x.sp")
+    with pytest.raises(sp.NotFoundError):
+        sp.convert(tmp / "missing.pkl", tmp / "x.sp")
+    sp.dump({"a": 1}, tmp / "already.sp")
+    with pytest.raises(FormatError, match="already a safepoint"):
+        sp.convert(tmp / "already.sp", tmp / "y.sp")
+    bad_zip = io.BytesIO()
+    with zipfile.ZipFile(bad_zip, "w") as zf:
+        zf.writestr("a.txt", "no models here")
+    (tmp / "empty.zip").write_bytes(bad_zip.getvalue())
+    with pytest.raises(FormatError, match="0 pickle"):
+        sp.convert(tmp / "empty.zip", tmp / "z.sp")
