@@ -96,8 +96,9 @@ def outputs_cmd(
         emit_json(rows)
         return
     width = max(len(r["step"]) for r in rows)
+    twidth = max(len(r["type"]) for r in rows)
     for r in rows:
         click.echo(
-            f"{r['step']:<{width}}  @{r['version']:<4} {r['type']:<32} {r['size']:>12,} B  "
-            f"{r['digest'][:16]}  {r['created'][:19]}"
+            f"{r['step']:<{width}}  @{r['version']:<4} {r['type']:<{twidth}}  "
+            f"{r['size']:>12,} B  {r['digest'][:16]}  {r['created'][:19]}"
         )
