@@ -22,6 +22,7 @@ from ..errors import (
     UntrustedTypesError,
 )
 from . import handlers as _handlers  # noqa: F401 - registers the type handlers
+from . import migrations as _migrations  # noqa: F401 - registers the version migrations
 from . import spec
 from .decoder import Decoder
 from .encoder import Encoder

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import FormatError, LimitExceededError
+from .migrations import ReplacedType
 from .registry import handler_for_tag
 
 if TYPE_CHECKING:
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
 __all__ = ["Decoder"]
 
 _SCALARS = (type(None), bool, int, float, str)
+_OBJECT_TAGS = frozenset({"obj", "red", "pyx"})
 _IN_PROGRESS = object()
 
 
@@ -124,6 +126,11 @@ class Decoder:
             )
         self._depth += 1
         try:
+            if tag in _OBJECT_TAGS:
+                cls = self.type_of(node)
+                if isinstance(cls, ReplacedType):
+                    # a class removed from its library: rebuilt by a type migration
+                    return cls.build(node, self)
             return handler.decode(node, self)
         finally:
             self._depth -= 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import sys
 from typing import Any
 
 from ..errors import SerializationError
@@ -11,6 +13,39 @@ from .writer import BufferSink
 __all__ = ["Encoder"]
 
 _SCALARS = (type(None), bool, int, float, str)
+
+
+@functools.cache
+def canonical_module(module: str, qualname: str) -> str:
+    """The importable module of a type that reports a bare extension name.
+
+    Compiled classes of scikit-learn < 1.8 (its Cython losses) say their
+    ``__module__`` is ``"_loss"``, the extension's file name, an alias that only
+    those versions register; the class lives in ``sklearn._loss._loss``. The
+    file must name that module, or later readers could not find (or trust) it.
+    """
+    if "." in module:
+        return module
+    head = qualname.partition(".")[0]
+
+    def owns(name: Any, mod: Any) -> bool:
+        obj = getattr(mod, head, None)
+        return (
+            isinstance(name, str)
+            and name.endswith("." + module)
+            and getattr(obj, "__module__", None) == module
+        )
+
+    bare = sys.modules.get(module)
+    if bare is not None:
+        # a real top-level module (numpy), or the extension registered under its bare
+        # name as well as its full one (scikit-learn 1.5-1.7 do this for _loss)
+        real = getattr(bare, "__name__", module)
+        return real if real != module and owns(real, bare) else module
+    for name, mod in list(sys.modules.items()):
+        if getattr(mod, "__name__", None) == name and owns(name, mod):
+            return name
+    return module
 
 
 class Encoder:
@@ -37,6 +72,7 @@ class Encoder:
     # -- helpers for handlers -------------------------------------------------
     def type_ref(self, module: str, qualname: str, kind: str) -> int:
         """Index of ``(module, qualname, kind)`` in the manifest's types table."""
+        module = canonical_module(module, qualname)
         key = (module, qualname, kind)
         idx = self._type_index.get(key)
         if idx is None:
@@ -88,6 +124,7 @@ class Encoder:
         if self._depth >= self.max_depth:
             raise self.fail(f"nesting deeper than {self.max_depth} levels; flatten the structure")
         found = handler_for_type(t)
+        handler: Any
         if found is None:
             from .handlers.objects import ObjectHandler
 
