@@ -6,6 +6,7 @@ same cv_results_ keys and values (timings aside), best_* attributes and refit mo
 
 from __future__ import annotations
 
+import time
 import warnings
 from typing import Any
 
@@ -18,7 +19,7 @@ from sklearn.datasets import load_iris, make_classification, make_regression
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.exceptions import FitFailedWarning
 from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.metrics import make_scorer, recall_score
+from sklearn.metrics import accuracy_score, make_scorer, recall_score
 from sklearn.model_selection import GridSearchCV, KFold, RandomizedSearchCV, StratifiedKFold
 from sklearn.naive_bayes import GaussianNB
 from sklearn.neighbors import KNeighborsClassifier
@@ -26,7 +27,7 @@ from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 
 import safepoint as sp
-from safepoint.workflows._ledger import META_KEY
+from safepoint.workflows._ledger import META_KEY, Ledger
 from safepoint.workflows.search import _resolve_checkpoint
 
 IRIS = load_iris(return_X_y=True)
@@ -34,11 +35,24 @@ CLF = make_classification(n_samples=200, n_features=6, n_informative=4, random_s
 REG = make_regression(n_samples=150, n_features=5, noise=5.0, random_state=0)
 
 
-def entries(checkpoint: Any) -> list[str]:
-    """The ledger's fit entries in a checkpoint (meta excluded)."""
+def recorded(checkpoint: Any) -> dict[tuple[str, int], dict[str, Any]]:
+    """The fit results the ledger in ``checkpoint`` holds for its current search."""
     cp = _resolve_checkpoint(checkpoint)[0]
-    stored = cp.keys()  # a checkpointer, not a dict
+    ledger = Ledger(cp, "")
+    ledger.digest = cp.get(META_KEY)["digest"]
+    return ledger.results()
+
+
+def commit_keys(checkpoint: Any) -> list[str]:
+    """The ledger's commit keys, of whatever search (meta excluded)."""
+    stored = _resolve_checkpoint(checkpoint)[0].keys()  # a checkpointer, not a dict
     return [k for k in stored if k.startswith("search/") and k != META_KEY]
+
+
+def slow_accuracy(estimator: Any, X: Any, y: Any) -> float:
+    """accuracy, 20 ms late: fits slower than a commit, as in real searches."""
+    time.sleep(0.02)
+    return float(accuracy_score(y, estimator.predict(X)))
 
 
 def assert_same_results(ours: Any, theirs: Any) -> None:
@@ -128,7 +142,7 @@ def test_grid_search_equals_scikit_learn_fresh_and_resumed(case: str, tmp_path: 
     assert_same_results(fresh, theirs)
     n_fits = len(theirs.cv_results_["params"]) * theirs.n_splits_
     assert (fresh.n_fits_run_, fresh.n_fits_resumed_) == (n_fits, 0)
-    assert len(entries(ckpt)) == n_fits
+    assert len(recorded(ckpt)) == n_fits
 
     # A second run of the same search is all ledger, and still scikit-learn's results.
     again = sp.ResumableGridSearchCV(clone(estimator), grid, checkpoint=ckpt, **kwargs).fit(X, y)
@@ -250,16 +264,19 @@ def _interrupt_and_resume(n_jobs: int, tmp_path: Any) -> None:
     X, y = IRIS
     grid = {"n_neighbors": [1, 4, 9, 16], "weights": ["uniform", "distance"]}
     est = KNeighborsClassifier()
-    theirs = GridSearchCV(est, grid, cv=5).fit(X, y)
+    kw: dict[str, Any] = dict(cv=5, scoring=slow_accuracy, n_jobs=n_jobs)
+    theirs = GridSearchCV(est, grid, **kw).fit(X, y)
     ckpt = str(tmp_path / "ck")
-    stopper = StopAfter(_resolve_checkpoint(ckpt)[0], n=17)
+    stopper = StopAfter(_resolve_checkpoint(ckpt)[0], n=5)
     with pytest.raises(KeyboardInterrupt):
-        sp.ResumableGridSearchCV(est, grid, cv=5, checkpoint=stopper, n_jobs=n_jobs).fit(X, y)
-    recorded = len(entries(ckpt))
-    assert recorded == 16  # the 17th fit was the one "in flight" when it stopped
-    resumed = sp.ResumableGridSearchCV(est, grid, cv=5, checkpoint=ckpt, n_jobs=n_jobs).fit(X, y)
-    assert resumed.n_fits_resumed_ == recorded
-    assert resumed.n_fits_run_ == 40 - recorded
+        sp.ResumableGridSearchCV(est, grid, checkpoint=stopper, **kw).fit(X, y)
+    done = len(recorded(ckpt))
+    # Four commits of at least one fit each made it; the fifth, and whatever came
+    # after the "crash", did not.
+    assert 4 <= done < 40
+    resumed = sp.ResumableGridSearchCV(est, grid, checkpoint=ckpt, **kw).fit(X, y)
+    assert resumed.n_fits_resumed_ == done
+    assert resumed.n_fits_run_ == 40 - done
     assert_same_results(resumed, theirs)
 
 
@@ -268,7 +285,8 @@ def test_changed_search_is_refused_or_restarted(tmp_path: Any) -> None:
     ckpt = tmp_path / "ck"
     grid = {"n_neighbors": [1, 3]}
     sp.ResumableGridSearchCV(KNeighborsClassifier(), grid, cv=3, checkpoint=ckpt).fit(X, y)
-    assert len(entries(ckpt)) == 6
+    assert len(recorded(ckpt)) == 6
+    old_keys = commit_keys(ckpt)
 
     changes = {
         "the data": dict(X=X + 1.0),
@@ -289,7 +307,7 @@ def test_changed_search_is_refused_or_restarted(tmp_path: Any) -> None:
             search.fit(kw["X"], y)
         assert "on_mismatch='restart'" in str(info.value)
         assert isinstance(info.value, ValueError)
-        assert len(entries(ckpt)) == 6  # nothing was touched
+        assert commit_keys(ckpt) == old_keys  # nothing was touched
 
     restarted = sp.ResumableGridSearchCV(
         KNeighborsClassifier(),
@@ -299,7 +317,8 @@ def test_changed_search_is_refused_or_restarted(tmp_path: Any) -> None:
         on_mismatch="restart",
     ).fit(X, y)
     assert (restarted.n_fits_run_, restarted.n_fits_resumed_) == (6, 0)
-    assert len(entries(ckpt)) == 6  # the old search's entries are gone, the new ones in
+    assert len(recorded(ckpt)) == 6
+    assert not set(old_keys) & set(commit_keys(ckpt))  # the old search's results are gone
     theirs = GridSearchCV(KNeighborsClassifier(), {"n_neighbors": [1, 5]}, cv=3).fit(X, y)
     assert_same_results(restarted, theirs)
 
@@ -349,8 +368,7 @@ def test_failing_fits_are_recorded_like_error_score(error_score: float, tmp_path
     with pytest.warns(FitFailedWarning, match="3 fits failed"):
         ours = sp.ResumableGridSearchCV(SVC(), grid, checkpoint=ckpt, **kwargs).fit(X, y)
     assert_same_results(ours, theirs)
-    cp = _resolve_checkpoint(ckpt)[0]
-    errors = [cp.get(k)["fit_error"] for k in entries(ckpt)]
+    errors = [r["fit_error"] for r in recorded(ckpt).values()]
     assert sum(e is not None for e in errors) == 3
     assert all("C" in e for e in errors if e is not None)
     # On resume the failures come from the ledger, with the same warning and results.
@@ -368,10 +386,10 @@ def test_error_score_raise_keeps_the_fits_done_before_the_failure(tmp_path: Any)
     ckpt = tmp_path / "ck"
     with pytest.raises(ValueError, match="C"):
         sp.ResumableGridSearchCV(SVC(), grid, cv=3, error_score="raise", checkpoint=ckpt).fit(X, y)
-    assert len(entries(ckpt)) == 6  # the two valid candidates, every fold
+    assert len(recorded(ckpt)) == 6  # the two valid candidates, every fold
     with pytest.raises(ValueError, match="C"):
         sp.ResumableGridSearchCV(SVC(), grid, cv=3, error_score="raise", checkpoint=ckpt).fit(X, y)
-    assert len(entries(ckpt)) == 6
+    assert len(recorded(ckpt)) == 6
 
 
 def test_several_model_types_with_search_spaces(tmp_path: Any) -> None:

@@ -5,26 +5,36 @@ Layout inside the checkpointer (any object with ``get/set/keys/delete``, e.g.
 
 ``search/meta``
     what the search is: its digest and the digests of its parts (estimator, grid,
-    scoring, data, splits), its size, the seed used to sample candidates.
-``search/<digest16>/<candidate32>/<fold>``
-    the result of one fit exactly as scikit-learn's ``_fit_and_score`` returned it
-    (scores, times, n_test_samples, the error text of a failed fit).
+    scoring, data, splits), its size, the seed used to sample candidates, its run id.
+``search/<digest16>/<writer>-<seq>``
+    a commit of one or more fit results: ``{"fits": [{"c": candidate digest, "f": fold,
+    "r": result}, ...]}``, each result exactly as scikit-learn's ``_fit_and_score``
+    returned it (scores, times, n_test_samples, the error text of a failed fit).
 
-Each entry is one ``set``, which the checkpointer commits atomically: a kill at any
-instant leaves every finished fit recorded and no partial entry visible. Entry keys
-carry the search digest, so results of another search can never be mistaken for
-this one's, even if a restart was interrupted half-way through deleting them.
+Results are committed by a background thread (:class:`LedgerWriter`) as they arrive:
+one atomic ``set`` per commit, holding every result that arrived while the previous
+commit was being made durable (group commit). With fits slower than a commit (the
+case that matters), each commit holds one fit; with very fast fits the search is not
+slowed down to one fsync per fit. A kill at any instant leaves every committed fit
+recorded and no partial entry visible; it loses the fits in flight: running in a
+worker, or finished and waiting for their commit (a few milliseconds).
+
+Entry keys carry the search digest, so results of another search can never be
+mistaken for this one's, even if a restart was interrupted half-way through
+deleting them.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import threading
+import uuid
 from collections.abc import Iterable
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import CheckpointMismatchError, SafepointError
 
-__all__ = ["Checkpointer", "Ledger"]
+__all__ = ["Checkpointer", "Ledger", "LedgerWriter", "recorded_fits"]
 
 LEDGER_FORMAT = "safepoint.search-ledger/1"
 META_KEY = "search/meta"
@@ -57,10 +67,6 @@ class Checkpointer(Protocol):
     def keys(self) -> Iterable[str]: ...
 
     def delete(self, key: str) -> Any: ...
-
-
-def entry_key(digest: str, candidate: str, fold: int) -> str:
-    return f"{_PREFIX}{digest[:16]}/{candidate}/{fold}"
 
 
 class Ledger:
@@ -150,20 +156,113 @@ class Ledger:
         """Every recorded fit of this search, keyed by (candidate digest, fold)."""
         found: dict[tuple[str, int], dict[str, Any]] = {}
         for key in self._entry_keys(self.digest):
-            _, _, candidate, fold = key.split("/", 3)
             try:
                 value = self.cp.get(key)
             except SafepointError:
-                # An unreadable entry costs one refit, never the whole search.
+                # An unreadable commit costs its refits, never the whole search.
                 continue
-            if isinstance(value, dict) and "test_scores" in value and fold.isdigit():
-                found[(candidate, int(fold))] = value
+            fits = value.get("fits") if isinstance(value, dict) else None
+            for item in fits if isinstance(fits, list) else ():
+                if not isinstance(item, dict):
+                    continue
+                cand, fold, result = item.get("c"), item.get("f"), item.get("r")
+                if (
+                    isinstance(cand, str)
+                    and isinstance(fold, int)
+                    and isinstance(result, dict)
+                    and "test_scores" in result
+                ):
+                    found[(cand, fold)] = result
         return found
 
-    def record(self, candidate: str, fold: int, result: dict[str, Any]) -> None:
-        """Commit the result of one fit (one atomic ``set``)."""
-        self.cp.set(entry_key(self.digest, candidate, fold), result)
+    def commit(self, key: str, fits: list[tuple[str, int, dict[str, Any]]]) -> None:
+        """Commit fit results ``(candidate digest, fold, result)`` in one atomic ``set``."""
+        value = {"fits": [{"c": c, "f": int(f), "r": r} for c, f, r in fits]}
+        self.cp.set(f"{_PREFIX}{self.digest[:16]}/{key}", value)
 
     def update_meta(self, **fields: Any) -> None:
         self.meta = {**self.meta, **fields}
         self.cp.set(META_KEY, self.meta)
+
+
+class LedgerWriter:
+    """Commits fit results to a ledger from a background thread, grouping what queues up.
+
+    ``put`` returns at once (unless ``max_pending`` results already wait: then it waits,
+    so memory stays bounded); ``close`` waits until everything put is committed. An error
+    in a commit (a full disk, a lost database) is raised again by the next ``put`` or by
+    ``close``: a search never goes on believing its results are safe when they are not.
+    """
+
+    def __init__(self, ledger: Ledger, max_pending: int = 1024) -> None:
+        self.ledger = ledger
+        self.max_pending = max_pending
+        self.cond = threading.Condition()
+        self.pending: list[tuple[str, int, dict[str, Any]]] = []
+        self.busy = False
+        self.closed = False
+        self.error: BaseException | None = None
+        self.committed = 0
+        # Unique per writer: two processes resuming the same search never collide.
+        self.token = uuid.uuid4().hex[:12]
+        self.seq = 0
+        self.thread = threading.Thread(target=self._run, name="safepoint-ledger", daemon=True)
+        self.thread.start()
+
+    def put(self, candidate: str, fold: int, result: dict[str, Any]) -> None:
+        with self.cond:
+            while len(self.pending) >= self.max_pending and self.error is None:
+                self.cond.wait()
+            self._raise_error()
+            self.pending.append((candidate, fold, result))
+            self.cond.notify_all()
+
+    def _raise_error(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            self.closed = True
+            raise error
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.pending and not self.closed:
+                    self.cond.wait()
+                if not self.pending:
+                    return
+                batch, self.pending = self.pending, []
+                self.busy = True
+                self.cond.notify_all()
+            try:
+                self.seq += 1
+                self.ledger.commit(f"{self.token}-{self.seq:06d}", batch)
+            except BaseException as exc:
+                with self.cond:
+                    self.error = exc
+                    self.busy = False
+                    self.pending.clear()
+                    self.cond.notify_all()
+                return
+            with self.cond:
+                self.committed += len(batch)
+                self.busy = False
+                self.cond.notify_all()
+
+    def close(self) -> None:
+        """Commit everything put so far, stop the thread; raise a commit's error if any."""
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+        self.thread.join()
+        with self.cond:
+            self._raise_error()
+
+
+def recorded_fits(checkpointer: Checkpointer) -> int:
+    """How many fit results the ledger in ``checkpointer`` holds for its current search."""
+    meta = checkpointer.get(META_KEY)
+    if not isinstance(meta, dict) or "digest" not in meta:
+        return 0
+    ledger = Ledger(checkpointer, "")
+    ledger.digest, ledger.meta = meta["digest"], meta
+    return len(ledger.results())

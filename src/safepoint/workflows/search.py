@@ -42,6 +42,7 @@ called ``fit``, so workers need no access to the checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
 import sys
@@ -69,7 +70,7 @@ from sklearn.utils.validation import _check_method_params, indexable
 
 from ..errors import SearchError
 from ._fingerprint import data_digest, fingerprint, splits_digest
-from ._ledger import Checkpointer, Ledger
+from ._ledger import Checkpointer, Ledger, LedgerWriter
 
 __all__ = [
     "ResumableGridSearchCV",
@@ -525,6 +526,10 @@ class _ResumableSearchMixin:
             f"{type(self).__name__}",
         )
         state.reporter.start(n_candidates, n_splits, resumed)
+        # Results are committed by a background thread as they arrive, so the next fit
+        # runs while the previous one is made durable; a kill loses only the fits in
+        # flight (running, or finished within the last commit's few milliseconds).
+        writer = LedgerWriter(ledger) if ledger is not None and todo else None
         try:
             if todo:
                 parallel = Parallel(
@@ -534,12 +539,20 @@ class _ResumableSearchMixin:
                 )
                 for task, result in parallel(tasks()):
                     out[task] = result
-                    if ledger is not None:
-                        # Committed as it arrives: a kill loses only the fits in flight.
-                        ledger.record(keys[task // n_splits], task % n_splits, _storable(result))
+                    if writer is not None:
+                        writer.put(keys[task // n_splits], task % n_splits, _storable(result))
                     est.n_fits_run_ += 1
                     progress.advance()
                     state.reporter.advance(resumed + est.n_fits_run_ - run_before)
+        except BaseException:
+            if writer is not None:
+                # Keep what finished before the failure; the failure is what to report.
+                with contextlib.suppress(BaseException):
+                    writer.close()
+            raise
+        else:
+            if writer is not None:
+                writer.close()  # every result durable before the search reports them
         finally:
             progress.close()
         return [r for r in out if r is not None]
