@@ -267,3 +267,23 @@ def test_decide_reruns_on_unknown_record_layout() -> None:
 def test_step_config_error_is_a_value_error_and_a_step_error() -> None:
     assert issubclass(StepConfigError, ValueError)
     assert issubclass(StepConfigError, StepError)
+
+
+def test_fingerprint_never_uses_the_source_of_another_function(tmp_path: Any) -> None:
+    import importlib.util
+
+    path = tmp_path / "edited_module.py"
+    path.write_text("def first(x):\n    return x + 1\n\n\ndef second(x):\n    return x * 2\n")
+    spec = importlib.util.spec_from_file_location("edited_module", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    before = code_fingerprint(mod.second)
+    assert before.startswith("ast:")
+    import linecache
+
+    # the script is edited after the import: another function now sits where `second` was
+    path.write_text("def second(x):\n    return x * 3\n\n\ndef first(x):\n    return x - 1\n")
+    linecache.checkcache(str(path))
+    after = code_fingerprint(mod.second)
+    assert after.startswith("bytecode:")  # not the AST of whatever sits at its old line

@@ -82,7 +82,9 @@ def _function_node(func: Callable[..., Any]) -> ast.FunctionDef | ast.AsyncFunct
         return None
     for node in tree.body:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            return node
+            # the file may have changed since the import (lines moved): then the
+            # source found is not this function's, and the bytecode is used instead
+            return node if node.name == func.__name__ else None
     return None
 
 

@@ -125,10 +125,14 @@ class _StepDef:
     number: int
     func: Callable[..., Any]  # what is fingerprinted (the function as written)
     call: Callable[[Mapping[str, Any], Mapping[str, Any]], Any]  # how it is run
+    # computed when the steps are listed, at the start of a run: the source is read
+    # from disk, and a script edited while a long run goes on must not lend its new
+    # code's fingerprint to outputs computed by the old code
+    fingerprint: str = ""
 
-    @property
-    def fingerprint(self) -> str:
-        return code_fingerprint(self.func)
+    def __post_init__(self) -> None:
+        if not self.fingerprint:
+            object.__setattr__(self, "fingerprint", code_fingerprint(self.func))
 
 
 # -- reports ---------------------------------------------------------------------------
