@@ -369,3 +369,7 @@ def test_cli_steps_status_and_outputs(tmp_path: Path) -> None:
 
     missing = _cli("steps", "status", "nothing-here", "--store", str(store_dir))
     assert missing.returncode != 0 and "no saved outputs" in missing.stderr
+    nowhere = tmp_path / "no-store-here"
+    absent = _cli("steps", "outputs", "crashy", "--store", str(nowhere))
+    assert absent.returncode != 0 and absent.stderr.startswith("safepoint: error:")
+    assert not nowhere.exists()  # reading never creates a store

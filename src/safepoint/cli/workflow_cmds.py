@@ -8,9 +8,10 @@ from .main import cli, emit_json, json_option
 
 
 def _store(url: str | None, metadata: str | None) -> object:
-    from ..stores.store import Store
+    # reading a workflow's state never creates a store
+    from .store_cmds import open_store
 
-    return Store(url, metadata=metadata)
+    return open_store(url, metadata, create=False)
 
 
 def _store_options(f: click.decorators.FC) -> click.decorators.FC:
