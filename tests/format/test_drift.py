@@ -220,3 +220,40 @@ def test_cli_verify_prints_golden_results_for_a_drift_file() -> None:
     assert "golden predict: identical" in out.stdout
     assert "golden predict_proba:" in out.stdout
     assert f"scikit-learn {written} (file) vs {HERE} (here)" in out.stdout
+
+
+# -- migrations facing crafted files ------------------------------------------------------
+def _crafted(path: Path) -> Any:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "adversarial"))
+    try:
+        from spcraft import Crafted
+    finally:
+        sys.path.pop(0)
+    return Crafted.from_bytes(path.read_bytes())
+
+
+def test_a_removed_class_passes_the_audit_only_as_its_migration() -> None:
+    c = _crafted(DRIFT / "sklearn-1.5" / "ohe_pipeline.sp")
+    (node,) = c.find("_RemainderColsList")
+    # a list of column indices becomes a plain list; anything else is refused
+    node["s"] = {"@": "dict", "s": {"data": {"@": "list", "v": [{"@": "list", "v": [1]}]}}}
+    with pytest.raises(sp.FormatError, match="remainder columns"):
+        sp.loads(c.to_bytes(), env="ignore")
+    # the old name as a function reference is not what the migration knows: untrusted
+    c = _crafted(DRIFT / "sklearn-1.5" / "ohe_pipeline.sp")
+    (node,) = c.find("_RemainderColsList")
+    row = node["t"]
+    c.manifest["types"][row][2] = "ref"
+    node.clear()
+    node.update({"@": "ref", "t": row})
+    with pytest.raises(sp.UntrustedTypesError, match="_RemainderColsList"):
+        sp.loads(c.to_bytes(), env="ignore")
+
+
+def test_a_cython_loss_state_that_is_not_its_parameters_is_refused() -> None:
+    c = _crafted(DRIFT / "sklearn-1.5" / "gradient_boosting_regressor.sp")
+    (node,) = c.find("CyHalfSquaredError")
+    assert node["@"] == "pyx"
+    node["s"] = {"@": "tuple", "v": [1.0, 2.0, "x"]}
+    with pytest.raises(sp.FormatError, match="CyHalfSquaredError written under scikit-learn"):
+        sp.loads(c.to_bytes(), env="ignore")
