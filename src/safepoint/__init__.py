@@ -55,6 +55,12 @@ if TYPE_CHECKING:  # lazily imported below; named here for type checkers
     from .convert import ConversionReport, ConvertLimits, ScanResult
     from .stores import Checkpointer, ModelVersion, Store
     from .workflows.scoring import Schema, ScoringPipeline
+    from .workflows.search import (
+        ResumableGridSearchCV,
+        ResumableRandomizedSearchCV,
+        SearchSpace,
+        search_spaces,
+    )
     from .workflows.steps import Steps, Workflow
 
 __all__ = [

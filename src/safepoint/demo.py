@@ -234,6 +234,109 @@ def steps_part(workdir: Path, say: Say) -> None:
     say(f"load_outputs() in a notebook: accuracy {model.score(data['X'], data['y']):.3f}")
 
 
+def _demo_search(checkpoint: Any) -> tuple[Any, Any, Any]:
+    """Seed 002's search: one pipeline step swapped over four model types, with a checkpoint."""
+    from sklearn.datasets import make_classification
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.naive_bayes import GaussianNB
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    import safepoint as sp
+
+    X, y = make_classification(n_samples=800, n_features=12, n_informative=6, random_state=0)
+    space = sp.search_spaces(
+        {
+            "knn": (KNeighborsClassifier(), {"n_neighbors": [1, 5, 15, 31]}),
+            "rf": (
+                RandomForestClassifier(random_state=0),
+                {"n_estimators": [30, 60], "max_depth": [4, None]},
+            ),
+            "nb": (GaussianNB(), {"var_smoothing": [1e-9, 1e-6]}),
+            "lr": (LogisticRegression(max_iter=500), {"C": [0.1, 1.0, 10.0]}),
+        },
+        steps=[("scale", StandardScaler())],
+        step="mmc",
+    )
+    return sp.ResumableGridSearchCV(*space, cv=3, checkpoint=checkpoint), space, (X, y)
+
+
+def _demo_search_child(checkpoint: str) -> None:
+    search, _, (X, y) = _demo_search(checkpoint)
+    search.fit(X, y)
+
+
+@part("search: seed 002's search over four model types, killed with SIGKILL, resumed")
+def search_part(workdir: Path, say: Say) -> None:
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from sklearn.model_selection import GridSearchCV, ParameterGrid
+
+    import safepoint as sp
+
+    from .workflows._ledger import recorded_fits
+
+    folder = workdir / "search-store"
+    if folder.exists():
+        shutil.rmtree(folder)  # start from nothing, so that the kill lands mid-search
+    store = sp.Store(folder)
+    ledger = store.checkpointer("search")
+    search, space, (X, y) = _demo_search(str(folder))
+    total = len(ParameterGrid(space.param_grid)) * 3
+    code = "import sys; from safepoint.demo import _demo_search_child as c; c(sys.argv[1])"
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(folder)],
+        start_new_session=True,  # its own process group: the kill reaches everything it ran
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 300
+    while recorded_fits(ledger) < total // 3 and child.poll() is None:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    if child.poll() is None:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+        say(
+            f"search in a subprocess, killed with SIGKILL: {recorded_fits(ledger)} of {total} "
+            "fits were committed to the ledger"
+        )
+    elif child.returncode != 0:
+        err = child.stderr.read().decode() if child.stderr else ""
+        raise SystemExit(f"demo failed: the search subprocess failed:\n{err[-2000:]}")
+    else:
+        say(f"the search subprocess finished all {total} fits before it could be killed")
+    done = recorded_fits(ledger)
+    search.fit(X, y)
+    say(
+        f"rerun of the same code: {search.n_fits_resumed_} fits taken from the checkpoint, "
+        f"{search.n_fits_run_} fitted now"
+    )
+    if search.n_fits_resumed_ != done or search.n_fits_run_ != total - done:
+        raise SystemExit("demo failed: the resumed search did not reuse exactly the ledger")
+    for label, best in space.best_by_label(search).items():
+        params = {k.split("__")[-1]: v for k, v in best["params"].items() if "__" in k}
+        say(f"best {label}: {best['score']:.3f} {params}")
+    plain = GridSearchCV(*space, cv=3).fit(X, y)
+    same = bool(
+        np.array_equal(plain.cv_results_["mean_test_score"], search.cv_results_["mean_test_score"])
+    )
+    say(f"scores identical to an uninterrupted scikit-learn GridSearchCV: {same}")
+    if not same:
+        raise SystemExit("demo failed: the resumed search's scores differ from scikit-learn's")
+    (run,) = store.runs.list(kind="search")
+    say(
+        f"runs table: {run.name} {run.status}, progress {run.progress:.0%}, "
+        f"best score {run.state.get('best_score', float('nan')):.3f}"
+    )
+
+
 def run(workdir: str | os.PathLike[str] = "safepoint-demo", quiet: bool = False) -> None:
     """Run every part of the demo in ``workdir``."""
     from rich.console import Console

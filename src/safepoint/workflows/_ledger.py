@@ -29,7 +29,7 @@ from __future__ import annotations
 import datetime as _dt
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import CheckpointMismatchError, SafepointError
@@ -194,8 +194,16 @@ class LedgerWriter:
     ``close``: a search never goes on believing its results are safe when they are not.
     """
 
-    def __init__(self, ledger: Ledger, max_pending: int = 1024) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        max_pending: int = 1024,
+        after_commit: Callable[[int], None] | None = None,
+    ) -> None:
         self.ledger = ledger
+        # Called in the writer thread with the number of results committed so far, e.g. to
+        # report durable progress without a database write in the search's own thread.
+        self.after_commit = after_commit
         self.max_pending = max_pending
         self.cond = threading.Condition()
         self.pending: list[tuple[str, int, dict[str, Any]]] = []
@@ -247,6 +255,8 @@ class LedgerWriter:
                 self.committed += len(batch)
                 self.busy = False
                 self.cond.notify_all()
+            if self.after_commit is not None:
+                self.after_commit(self.committed)
 
     def close(self) -> None:
         """Commit everything put so far, stop the thread; raise a commit's error if any."""

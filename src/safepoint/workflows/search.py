@@ -483,7 +483,7 @@ class _ResumableSearchMixin:
                 todo.append((task, ci, si))
         resumed = total - len(todo)
         est.n_fits_resumed_ += resumed
-        run_before = est.n_fits_run_
+        resumed_before = resumed
 
         if est.verbose > 0:
             print(
@@ -529,7 +529,11 @@ class _ResumableSearchMixin:
         # Results are committed by a background thread as they arrive, so the next fit
         # runs while the previous one is made durable; a kill loses only the fits in
         # flight (running, or finished within the last commit's few milliseconds).
-        writer = LedgerWriter(ledger) if ledger is not None and todo else None
+        writer = None
+        if ledger is not None and todo:
+            writer = LedgerWriter(
+                ledger, after_commit=lambda n: state.reporter.advance(resumed_before + n)
+            )
         try:
             if todo:
                 parallel = Parallel(
@@ -543,7 +547,6 @@ class _ResumableSearchMixin:
                         writer.put(keys[task // n_splits], task % n_splits, _storable(result))
                     est.n_fits_run_ += 1
                     progress.advance()
-                    state.reporter.advance(resumed + est.n_fits_run_ - run_before)
         except BaseException:
             if writer is not None:
                 # Keep what finished before the failure; the failure is what to report.
@@ -643,6 +646,7 @@ class _RunReporter:
         return min(1.0, self.done / self.total) if self.total else 0.0
 
     def advance(self, done: int) -> None:
+        """``done`` fits are durable (called from the ledger's writer thread)."""
         self.done = done
         if self.run is not None and time.monotonic() - self.last >= self.INTERVAL:
             self._guard(lambda: self.run.update(progress=self._fraction(), state={"done": done}))
