@@ -131,6 +131,9 @@ class Encoder:
             tag, handler = "obj", ObjectHandler
         else:
             tag, handler = found
+            # the library of a natively handled type (pandas, scipy) belongs in the
+            # environment record; only what the file holds, so digests are reproducible
+            self.packages.add(t.__module__.partition(".")[0])
         self._active.add(key)
         self._depth += 1
         try:

@@ -20,7 +20,6 @@ __all__ = ["capture", "check", "compare", "signature_of"]
 #: import name -> distribution name, where they differ
 _DISTRIBUTIONS = {"sklearn": "scikit-learn", "skops": "skops", "yaml": "PyYAML"}
 _ALWAYS = ("numpy",)
-_IF_LOADED = ("scipy", "pandas", "sklearn")
 
 
 @functools.cache
@@ -53,7 +52,9 @@ def _static() -> dict[str, Any]:
 
 def capture(packages: set[str]) -> dict[str, Any]:
     """The environment record for a file holding types from ``packages``."""
-    names = set(_ALWAYS) | {p for p in _IF_LOADED if p in sys.modules} | packages
+    # only libraries whose types the file holds: what else happens to be imported must
+    # not change the file (its digest is its identity in a store)
+    names = set(_ALWAYS) | packages
     names -= {"builtins", "safepoint"}
     pkgs = {}
     for name in sorted(names):
