@@ -84,5 +84,7 @@ def scan(paths: tuple[str, ...], trust: tuple[str, ...], as_json: bool) -> None:
                 click.echo(f"    {t['name']} ({', '.join(t['roles'])}){mark}")
             for p in r.problems:
                 click.echo(f"    problem: {p}")
+            for n in r.notes:
+                click.echo(f"    note: {n}")
     if not all(r.ok for r in results):
         sys.exit(1)

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import FormatError, SafepointError, UntrustedTypesError
 from ..format import api as _format_api
-from .audit import AuditResult, audit
+from .audit import AuditResult, audit, hints, trust_would_help
 from .construct import Constructor
 from .containers import COMPRESSIONS, decompress, read_bounded, sniff, zip_members
 from .limits import DEFAULT_CONVERT_LIMITS, ConvertLimits
@@ -74,6 +74,7 @@ class ScanResult:
     verdict: str = "safe"
     problems: list[str] = field(default_factory=list)
     members: list[ScanResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -207,12 +208,16 @@ def convert(
             + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
         )
     if untrusted:
+        advice = (
+            "If you trust the file's author and these names, pass them: "
+            f"sp.convert(src, dst, trusted={untrusted!r}) (CLI: --trust NAME)."
+            if trust_would_help(untrusted)
+            else " ".join(f"Note: {h}." for h in hints(untrusted))
+        )
         raise UntrustedTypesError(
             untrusted,
             f"refusing to import {src!r}: it needs {len(untrusted)} type(s) outside the "
-            f"allowlist: {', '.join(untrusted)}. Nothing was imported or executed. If you "
-            f"trust the file's author and these names, pass them: "
-            f"sp.convert(src, dst, trusted={untrusted!r}) (CLI: --trust NAME).",
+            f"allowlist: {', '.join(untrusted)}. Nothing was imported or executed. {advice}",
         )
     assert analysis.audit is not None
     with warnings.catch_warnings(record=True) as caught:
@@ -253,7 +258,7 @@ def convert(
 def _result(path: str, a: _Analysis) -> ScanResult:
     types, untrusted, problems = _types_and_untrusted(a)
     verdict = "refused" if problems else "untrusted" if untrusted else "safe"
-    return ScanResult(path, a.format, types, untrusted, verdict, problems)
+    return ScanResult(path, a.format, types, untrusted, verdict, problems, notes=hints(untrusted))
 
 
 def _scan_one(path: str, trusted: Trusted, limits: ConvertLimits) -> ScanResult:
@@ -281,6 +286,7 @@ def _scan_one(path: str, trusted: Trusted, limits: ConvertLimits) -> ScanResult:
         top.problems += [f"{name}: {p}" for p in sub.problems]
         top.untrusted = sorted(set(top.untrusted) | set(sub.untrusted))
     top.types = [names[n] for n in sorted(names)]
+    top.notes = hints(top.untrusted)
     if top.problems:
         top.verdict = "refused"
     elif top.untrusted:

@@ -119,3 +119,43 @@ def _loose_children(call: Call) -> list[Any]:
             for k, v in payload:
                 out += [k, v]
     return out
+
+
+_DANGEROUS_MODULES = ("os", "posix", "nt", "subprocess", "shutil", "socket", "sys", "pty")
+_DANGEROUS_BUILTINS = ("eval", "exec", "compile", "getattr", "setattr", "__import__", "open")
+
+
+def hints(untrusted: Iterable[str]) -> list[str]:
+    """Advice on what a set of refused names usually means and what to do instead."""
+    names = list(untrusted)
+    out = []
+    if any(
+        n.split(".")[0] in _DANGEROUS_MODULES or n in {f"builtins.{b}" for b in _DANGEROUS_BUILTINS}
+        for n in names
+    ):
+        out.append(
+            "the file names functions that run commands or code (os/subprocess/eval/getattr): "
+            "it is very likely malicious; do not trust these names"
+        )
+    if any(n.startswith(("pandas.", "pyarrow.")) for n in names):
+        out.append(
+            "pandas objects inside pickles (DataFrame, Series, Index, Categorical) are not "
+            "imported: their pickles rebuild pandas internals (block managers, Arrow buffers) "
+            "through pandas' own helpers. Load the file where you trust it and save the pandas "
+            "object with sp.dump, which stores DataFrames natively"
+        )
+    if any(n.startswith("joblib.numpy_pickle") and "NDArrayWrapper" in n for n in names):
+        out.append(
+            "this is the joblib < 0.10 format, whose arrays live in separate files: re-save it "
+            "with a current joblib where you trust it"
+        )
+    if any(n.startswith("torch.") for n in names):
+        out.append("PyTorch objects: save state_dicts with safepoint's torch adapter instead")
+    if any(n.startswith("numpy.ma.") for n in names):
+        out.append("numpy masked arrays are not imported: store data and mask as two arrays")
+    return out
+
+
+def trust_would_help(untrusted: Iterable[str]) -> bool:
+    """False when trusting the names cannot (or must not) make the import work."""
+    return not hints(untrusted)
