@@ -5,6 +5,10 @@
   ``FormatError`` when internal
   arrays would let compiled code read or write out of bounds (tree children,
   neighbour indices, ...). See :mod:`safepoint.format.handlers.sklearn_`.
+* A **reducer** runs at write time on the state of an object of a type and
+  returns the state to store; it breaks reference cycles that a type keeps for
+  convenience (Birch's doubly linked list of leaves) into plain data, which the
+  type's validator links again on load.
 * A **migration** rewrites the state written by an older library version into
   what the installed version expects (attributes renamed or added), or raises
   ``FormatError`` explaining what changed and what to do.
@@ -18,13 +22,23 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .decoder import Decoder
 
-__all__ = ["migrate_state", "register_migration", "register_validator", "validate_state"]
+__all__ = [
+    "migrate_state",
+    "reduce_state",
+    "register_migration",
+    "register_reducer",
+    "register_validator",
+    "validate_state",
+    "validate_state_of",
+]
 
 Validator = Callable[[list[Any], Any, "Decoder"], Any]
 Migration = Callable[[Any, "Decoder"], Any]
+Reducer = Callable[[Any, Any], Any]
 
 _validators: dict[str, list[Validator]] = {}
 _migrations: dict[str, list[Migration]] = {}
+_reducers: dict[str, list[Reducer]] = {}
 
 
 def register_validator(*type_names: str) -> Callable[[Validator], Validator]:
@@ -45,11 +59,43 @@ def register_migration(*type_names: str) -> Callable[[Migration], Migration]:
     return deco
 
 
+def register_reducer(*type_names: str) -> Callable[[Reducer], Reducer]:
+    def deco(fn: Reducer) -> Reducer:
+        for name in type_names:
+            _reducers.setdefault(name, []).append(fn)
+        return fn
+
+    return deco
+
+
+def reduce_state(type_name: str, obj: Any, state: Any) -> Any:
+    """The state to write for ``obj`` (a new object: the live state is not changed)."""
+    for fn in _reducers.get(type_name, ()):
+        state = fn(obj, state)
+    return state
+
+
 def validate_state(type_name: str, args: list[Any], state: Any, dec: Decoder) -> Any:
     """Run the validators of ``type_name``; returns the state to use (copies of
     memory-mapped arrays that bounds checks rely on replace the mapped ones)."""
     for fn in _validators.get(type_name, ()):
         state = fn(args, state, dec)
+    return state
+
+
+def validate_state_of(cls: type, args: list[Any], state: Any, dec: Decoder) -> Any:
+    """Run the validators of ``cls`` and of every base class, each function once.
+
+    A crafted file cannot skip a check by naming a subclass (or a compiled base)
+    of a validated type; a validator registered under several of those names
+    runs once.
+    """
+    done: set[int] = set()
+    for klass in cls.__mro__:
+        for fn in _validators.get(f"{klass.__module__}.{klass.__qualname__}", ()):
+            if id(fn) not in done:
+                done.add(id(fn))
+                state = fn(args, state, dec)
     return state
 
 

@@ -1,3 +1,12 @@
 """Built-in type handlers; importing this package registers them."""
 
-from . import builtins, numpy_, objects, pandas_, scipy_, sklearn_, strings  # noqa: F401
+from . import (  # noqa: F401
+    builtins,
+    numpy_,
+    objects,
+    pandas_,
+    scipy_,
+    sklearn_,
+    sklearn_models,
+    strings,
+)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,7 +22,7 @@ _SAFE_KINDS = set("biufcmMUSV")
 # -- dtypes ---------------------------------------------------------------------
 def dtype_to_json(dt: np.dtype[Any], enc: Encoder | None = None) -> Any:
     if dt.hasobject:
-        raise (enc.fail if enc else ValueError)(  # type: ignore[operator]
+        raise (enc.fail if enc else ValueError)(
             f"dtype {dt} holds Python objects; safepoint stores no pickles"
         )
     if dt.fields is not None:
@@ -35,9 +36,7 @@ def dtype_to_json(dt: np.dtype[Any], enc: Encoder | None = None) -> Any:
         base, shape = dt.subdtype
         return {"sub": dtype_to_json(base, enc), "shape": list(shape)}
     if dt.kind not in _SAFE_KINDS:
-        raise (enc.fail if enc else ValueError)(  # type: ignore[operator]
-            f"dtype {dt} is not supported"
-        )
+        raise (enc.fail if enc else ValueError)(f"dtype {dt} is not supported")
     return dt.str
 
 
@@ -128,6 +127,14 @@ def encode_array(arr: np.ndarray[Any, Any], enc: Encoder) -> dict[str, Any]:
 _OBJARR_ITEMS = (str, bytes, int, float, complex, bool, np.generic, np.ndarray, tuple)
 
 
+def _is_estimator(x: Any) -> bool:
+    """scikit-learn estimators (GradientBoosting's ``estimators_`` is an object array
+    of trees; search results hold candidate estimators): audited by exact type like
+    every object node, so they may sit in an object array."""
+    base = sys.modules.get("sklearn.base")
+    return base is not None and isinstance(x, base.BaseEstimator)
+
+
 def _encode_object_array(arr: np.ndarray[Any, Any], enc: Encoder) -> dict[str, Any]:
     flat = arr.reshape(-1).tolist() if arr.flags.c_contiguous else arr.ravel().tolist()
     if strings_only(flat) or (flat and all(null_code(x) for x in flat)):
@@ -135,11 +142,11 @@ def _encode_object_array(arr: np.ndarray[Any, Any], enc: Encoder) -> dict[str, A
     # arrays of arrays or of scalars (KBinsDiscretizer.bin_edges_): each item is a
     # typed node of its own; never a pickle, and never an arbitrary object
     for i, x in enumerate(flat):
-        if not isinstance(x, _OBJARR_ITEMS) and null_code(x) == 0:
+        if not isinstance(x, _OBJARR_ITEMS) and null_code(x) == 0 and not _is_estimator(x):
             raise enc.fail(
                 f"an object array holds a {type(x).__module__}.{type(x).__qualname__} at "
-                f"index {i}; object arrays may hold only strings, numbers, missing values "
-                "and arrays. Store such objects in a list instead."
+                f"index {i}; object arrays may hold only strings, numbers, missing values, "
+                "arrays and scikit-learn estimators. Store such objects in a list instead."
             )
     items = [enc.encode_child(x, f"[{i}]") for i, x in enumerate(flat)]
     return {"@": "objarr", "s": list(arr.shape), "v": items}
@@ -203,7 +210,7 @@ class StringArrayHandler:
                 kw["na_object"] = null_value(code)
             if node.get("nc"):
                 kw["coerce"] = False
-            dt = np.dtypes.StringDType(**kw)  # type: ignore[attr-defined]
+            dt = np.dtypes.StringDType(**kw)
             return np.array(values, dtype=dt).reshape(shape)
         raise dec.fail(f"unknown string array kind {kind!r}")
 
@@ -224,6 +231,52 @@ class ObjectArrayHandler:
         for i, x in enumerate(items):
             arr[i] = dec.decode(x)
         return arr.reshape(shape)
+
+
+@register("ma", [np.ma.MaskedArray, np.ma.core.MaskedConstant])
+class MaskedArrayHandler:
+    """numpy.ma arrays (``cv_results_['param_*']`` of every search): data, mask, fill value."""
+
+    @staticmethod
+    def encode(obj: Any, enc: Encoder) -> dict[str, Any]:
+        if obj is np.ma.masked:
+            return {"c": True}
+        if type(obj) is not np.ma.MaskedArray:  # pragma: no cover - registered by exact name
+            raise enc.fail(f"{type(obj).__qualname__} (a MaskedArray subclass) is not supported")
+        mask = np.ma.getmask(obj)
+        node: dict[str, Any] = {
+            "d": enc.encode_child(obj.data, ".data"),
+            "m": None if mask is np.ma.nomask else enc.encode_child(mask, ".mask"),
+        }
+        fill_value = getattr(obj, "_fill_value", None)  # None: numpy's default for the dtype
+        if fill_value is not None:
+            node["fv"] = enc.encode_child(fill_value, ".fill_value")
+        if obj.hardmask:
+            node["h"] = True
+        return node
+
+    @staticmethod
+    def decode(node: dict[str, Any], dec: Decoder) -> Any:
+        if node.get("c") is True:
+            return np.ma.masked
+        data = dec.decode(node.get("d"))
+        mask = dec.decode(node.get("m"))
+        if not isinstance(data, np.ndarray) or type(data) is not np.ndarray:
+            raise dec.fail("a masked array needs a data array")
+        if mask is None:
+            mask = np.ma.nomask
+        elif not (
+            isinstance(mask, np.ndarray) and mask.dtype == np.bool_ and mask.shape == data.shape
+        ):
+            raise dec.fail("a masked array's mask must be booleans shaped like its data")
+        out = np.ma.MaskedArray(data, mask=mask, copy=False, hard_mask=bool(node.get("h")))
+        if "fv" in node:
+            fv = dec.decode(node["fv"])
+            try:
+                out.fill_value = fv
+            except (TypeError, ValueError) as exc:
+                raise dec.fail(f"invalid fill value of a masked array: {exc}") from None
+        return out
 
 
 # -- scalars and dtypes ---------------------------------------------------------
@@ -279,11 +332,18 @@ class RandomHandler:
         name = type(bg).__name__
         if name not in RandomHandler._BITGENS:
             raise enc.fail(f"bit generator {name} is not supported")
-        return {
+        node: dict[str, Any] = {
             "g": isinstance(obj, np.random.Generator),
             "bg": name,
             "st": enc.encode_child(bg.state, ".state"),
         }
+        if isinstance(obj, np.random.RandomState):
+            # RandomState caches the second of each pair of Gaussian draws outside the
+            # bit generator: without it the next normal() after load would differ
+            legacy = obj.get_state(legacy=False)
+            if legacy.get("has_gauss"):
+                node["gs"] = [int(legacy["has_gauss"]), float(legacy["gauss"])]
+        return node
 
     @staticmethod
     def decode(node: dict[str, Any], dec: Decoder) -> Any:
@@ -295,4 +355,12 @@ class RandomHandler:
             bg.state = dec.decode(node.get("st"))
         except (TypeError, ValueError, KeyError) as exc:
             raise dec.fail(f"invalid random state: {exc}") from None
-        return np.random.Generator(bg) if node.get("g") else np.random.RandomState(bg)
+        if node.get("g"):
+            return np.random.Generator(bg)
+        rs = np.random.RandomState(bg)
+        if "gs" in node:
+            gs = dec.field(node, "gs", list)
+            if len(gs) != 2 or type(gs[0]) is not int or type(gs[1]) not in (int, float):
+                raise dec.fail("invalid cached Gaussian of a RandomState")
+            rs.set_state({**bg.state, "has_gauss": gs[0], "gauss": gs[1]})
+        return rs

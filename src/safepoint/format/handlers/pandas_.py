@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..registry import register, register_fallback
-from .strings import decode_strings, encode_strings
+from .strings import decode_strings, decode_strings_arrow, encode_arrow_strings, encode_strings
 
 if TYPE_CHECKING:
     from ..decoder import Decoder
@@ -83,8 +83,13 @@ def encode_values(values: Any, enc: Encoder, label: str) -> Any:
     if isinstance(dtype, pd.StringDtype):
         na_value = dtype.na_value
         na = "nan" if isinstance(na_value, float) and math.isnan(na_value) else "NA"
-        items = values.to_numpy(dtype=object, na_value=None).tolist()
-        return {"@": "pd.str", "st": dtype.storage, "na": na, **encode_strings(items, enc)}
+        pa_array = getattr(values, "_pa_array", None)
+        if dtype.storage == "pyarrow" and pa_array is not None:
+            # straight from Arrow's buffers: no Python str per value
+            body = encode_arrow_strings(pa_array, enc)
+        else:
+            body = encode_strings(values.to_numpy(dtype=object, na_value=None).tolist(), enc)
+        return {"@": "pd.str", "st": dtype.storage, "na": na, **body}
     if dtype.name in _MASKED:
         return {
             "@": "pd.mask",
@@ -115,7 +120,7 @@ def _is_ext(values: Any) -> bool:
 class CategoricalHandler:
     @staticmethod
     def encode(obj: Any, enc: Encoder) -> dict[str, Any]:
-        return encode_values(obj, enc, "")  # type: ignore[no-any-return]
+        return encode_values(obj, enc, "")
 
     @staticmethod
     def decode(node: dict[str, Any], dec: Decoder) -> Any:
@@ -138,7 +143,7 @@ class DatetimeTZHandler:
     def encode(obj: Any, enc: Encoder) -> dict[str, Any]:
         if obj.tz is None:
             return {"@": "pd.dta", "v": enc.encode_child(np.asarray(obj), "")}
-        return encode_values(obj, enc, "")  # type: ignore[no-any-return]
+        return encode_values(obj, enc, "")
 
     @staticmethod
     def decode(node: dict[str, Any], dec: Decoder) -> Any:
@@ -179,7 +184,7 @@ class NaiveDatetimeArrayHandler:
 class StringArrayHandler:
     @staticmethod
     def encode(obj: Any, enc: Encoder) -> dict[str, Any]:
-        return encode_values(obj, enc, "")  # type: ignore[no-any-return]
+        return encode_values(obj, enc, "")
 
     @staticmethod
     def decode(node: dict[str, Any], dec: Decoder) -> Any:
@@ -190,12 +195,14 @@ class StringArrayHandler:
         na = node.get("na")
         if na not in ("nan", "NA"):
             raise dec.fail("unknown string missing value")
-        items = decode_strings(node, dec)
         try:
             dtype = pd.StringDtype(storage, na_value=np.nan if na == "nan" else pd.NA)
         except ImportError:
             dtype = pd.StringDtype("python", na_value=np.nan if na == "nan" else pd.NA)
-        return pd.array(items, dtype=dtype)
+        if dtype.storage == "pyarrow":
+            # Arrow buffers built directly from the file's: no Python str per value
+            return pd.array(decode_strings_arrow(node, dec), dtype=dtype)
+        return pd.array(decode_strings(node, dec), dtype=dtype)
 
 
 @register_fallback("pd.mask", _pandas_type("arrays.BooleanArray"))
@@ -204,7 +211,7 @@ class StringArrayHandler:
 class MaskedHandler:
     @staticmethod
     def encode(obj: Any, enc: Encoder) -> dict[str, Any]:
-        return encode_values(obj, enc, "")  # type: ignore[no-any-return]
+        return encode_values(obj, enc, "")
 
     @staticmethod
     def decode(node: dict[str, Any], dec: Decoder) -> Any:

@@ -110,3 +110,46 @@ def _check_compressed(
         raise dec.fail("sparse indptr is not a valid non-decreasing row pointer (crafted file?)")
     if nnz and (indices.min() < 0 or indices.max() >= minor):
         raise dec.fail("sparse indices out of range (crafted file?)")
+
+
+@register("bspline", ["scipy.interpolate._bsplines.BSpline"])
+class BSplineHandler:
+    """scipy.interpolate.BSpline (SplineTransformer's ``bsplines_``): knots,
+    coefficients, degree. Rebuilt through BSpline's validating constructor, so
+    that knots and coefficients agree before compiled code evaluates them."""
+
+    @staticmethod
+    def encode(obj: Any, enc: Encoder) -> dict[str, Any]:
+        extrapolate = obj.extrapolate
+        if not (isinstance(extrapolate, bool) or extrapolate == "periodic"):
+            raise enc.fail(f"BSpline.extrapolate={extrapolate!r} is not supported")
+        return {
+            "t": enc.encode_child(np.asarray(obj.t), ".t"),
+            "c": enc.encode_child(np.asarray(obj.c), ".c"),
+            "k": int(obj.k),
+            "x": extrapolate,
+            "ax": int(obj.axis),
+        }
+
+    @staticmethod
+    def decode(node: dict[str, Any], dec: Decoder) -> Any:
+        from scipy.interpolate import BSpline
+
+        t = dec.decode(node.get("t"))
+        c = dec.decode(node.get("c"))
+        k = dec.field(node, "k", int)
+        axis = dec.field(node, "ax", int)
+        extrapolate = node.get("x")
+        if not (isinstance(extrapolate, bool) or extrapolate == "periodic"):
+            raise dec.fail("invalid BSpline extrapolate")
+        if not (isinstance(t, np.ndarray) and t.ndim == 1 and t.dtype.kind == "f"):
+            raise dec.fail("BSpline knots must be a 1-D float array")
+        if not (isinstance(c, np.ndarray) and c.ndim >= 1 and c.dtype.kind in "fc"):
+            raise dec.fail("BSpline coefficients must be a float array")
+        if not (0 <= k <= 64 and 0 <= axis < c.ndim):
+            raise dec.fail("BSpline degree or axis out of range")
+        try:
+            # the stored coefficients have the interpolation axis first
+            return BSpline(t, np.moveaxis(c, 0, axis), k, extrapolate=extrapolate, axis=axis)
+        except (TypeError, ValueError) as exc:
+            raise dec.fail(f"invalid B-spline: {exc}") from None

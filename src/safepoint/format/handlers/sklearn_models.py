@@ -1,0 +1,240 @@
+"""Consistency checks for scikit-learn estimators whose predict runs compiled code.
+
+:mod:`safepoint.format.handlers.sklearn_` checks the compiled structures
+(trees, neighbour indexes, gradient-boosting predictors). The estimators here
+hand plain arrays to C, C++ or Cython code that trusts their shapes:
+
+* support vector machines (libsvm reads ``_n_support``, ``_dual_coef_``,
+  ``_intercept_``, ``_probA`` / ``_probB`` and the support vectors by count);
+* k-means (the Lloyd kernel reads ``cluster_centers_`` for every feature of X);
+* text and dict vectorizers (their vocabularies become column indices of a
+  sparse matrix that scipy's C++ code indexes without checks).
+
+Validators run on the decoded state, before ``__setstate__``; they are keyed
+by a base class, and run for every subclass (see ``objects.py``). Birch keeps a
+doubly linked list of its leaves, a reference cycle: it is written as an ordered
+list and linked again here.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..validators import register_reducer, register_validator
+
+if TYPE_CHECKING:
+    from ..decoder import Decoder
+
+
+def _array(
+    state: dict[str, Any], key: str, dec: Decoder, what: str, kinds: str, ndim: int
+) -> np.ndarray[Any, Any]:
+    arr = state.get(key)
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in kinds or arr.ndim != ndim:
+        raise dec.fail(f"{what}.{key} must be a {ndim}-D array (crafted file?)")
+    return arr
+
+
+def _int(state: dict[str, Any], key: str, dec: Decoder, what: str) -> int:
+    value = state.get(key)
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 0:
+        raise dec.fail(f"{what}.{key} must be a non-negative integer (crafted file?)")
+    return int(value)
+
+
+# -- support vector machines (libsvm) ------------------------------------------------------
+_LIBSVM_IMPL = ("c_svc", "nu_svc", "one_class", "epsilon_svr", "nu_svr")
+
+
+def _libsvm(args: list[Any], state: Any, dec: Decoder, impl: str) -> Any:
+    """The counts libsvm's C code walks its arrays by must match the arrays."""
+    if not isinstance(state, dict) or state.get("support_") is None:
+        return state  # not fitted
+    what = "an SVM"
+    # _impl is a class attribute; an instance attribute in the state would override it
+    impl = state.get("_impl", impl)
+    if impl not in _LIBSVM_IMPL:
+        raise dec.fail(f"{what}: unknown libsvm implementation {impl!r}")
+    support = _array(state, "support_", dec, what, "iu", 1)
+    n_sv = support.shape[0]
+    n_support = _array(state, "_n_support", dec, what, "iu", 1)
+    n_class = n_support.shape[0]
+    if n_class < 2:
+        raise dec.fail(f"{what}: _n_support needs at least two entries (crafted file?)")
+    pairs = n_class * (n_class - 1) // 2
+    if impl in ("c_svc", "nu_svc") and (
+        n_support.min() < 0 or int(n_support.sum()) != n_sv
+    ):
+        raise dec.fail(f"{what}: _n_support does not add up to the support vectors (crafted file?)")
+    intercept = _array(state, "_intercept_", dec, what, "f", 1)
+    if intercept.shape[0] != pairs:
+        raise dec.fail(f"{what}: _intercept_ has {intercept.shape[0]} entries, not {pairs}")
+    for key in ("_probA", "_probB"):
+        prob = _array(state, key, dec, what, "f", 1)
+        if prob.shape[0] not in (0, pairs):
+            raise dec.fail(f"{what}: {key} has {prob.shape[0]} entries, not 0 or {pairs}")
+    vectors: Any = state.get("support_vectors_")
+    dual: Any = state.get("_dual_coef_")
+    if state.get("_sparse"):
+        import scipy.sparse as sps
+
+        if not (sps.issparse(vectors) and sps.issparse(dual)):
+            raise dec.fail(f"{what}: a sparse SVM needs sparse support vectors and coefficients")
+        if vectors.shape[0] != n_sv or np.asarray(dual.data).shape != ((n_class - 1) * n_sv,):
+            raise dec.fail(f"{what}: the support vectors do not match support_ (crafted file?)")
+        return state
+    if not isinstance(dual, np.ndarray) or dual.shape != (n_class - 1, n_sv):
+        raise dec.fail(f"{what}: _dual_coef_ does not match the support vectors (crafted file?)")
+    kernel = state.get("kernel")
+    if kernel == "precomputed" or callable(kernel):
+        # libsvm reads column support_[i] of the test kernel matrix, whose width
+        # predict checks against shape_fit_[0]
+        fit_shape = state.get("shape_fit_")
+        if not (isinstance(fit_shape, tuple) and fit_shape and isinstance(fit_shape[0], int)):
+            raise dec.fail(f"{what}: shape_fit_ is missing (crafted file?)")
+        if n_sv and (support.min() < 0 or support.max() >= fit_shape[0]):
+            raise dec.fail(f"{what}: support_ points outside the kernel matrix (crafted file?)")
+    elif not isinstance(vectors, np.ndarray) or vectors.ndim != 2 or vectors.shape[0] != n_sv:
+        raise dec.fail(f"{what}: support_vectors_ does not match support_ (crafted file?)")
+    return state
+
+
+def _register_libsvm(cls_name: str, impl: str) -> None:
+    def check(args: list[Any], state: Any, dec: Decoder) -> Any:
+        return _libsvm(args, state, dec, impl)
+
+    register_validator(f"sklearn.svm._classes.{cls_name}")(check)
+
+
+for _cls, _impl in (
+    ("SVC", "c_svc"),
+    ("NuSVC", "nu_svc"),
+    ("OneClassSVM", "one_class"),
+    ("SVR", "epsilon_svr"),
+    ("NuSVR", "nu_svr"),
+):
+    _register_libsvm(_cls, _impl)
+
+
+# -- k-means ------------------------------------------------------------------------------
+@register_validator("sklearn.cluster._kmeans._BaseKMeans")
+def _kmeans(args: list[Any], state: Any, dec: Decoder) -> Any:
+    """The Lloyd kernel reads cluster_centers_[j, k] for every feature k of X."""
+    if not isinstance(state, dict) or state.get("cluster_centers_") is None:
+        return state  # not fitted
+    what = "k-means"
+    n_features = _int(state, "n_features_in_", dec, what)
+    centers = _array(state, "cluster_centers_", dec, what, "f", 2)
+    if centers.shape[1] != n_features:
+        raise dec.fail(f"{what}: cluster_centers_ is not n_features_in_ wide (crafted file?)")
+    if "_n_threads" in state:
+        from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+
+        # the fitting machine's thread count; this machine's is what predict should use
+        state = {**state, "_n_threads": _openmp_effective_n_threads()}
+    tree = state.get("_bisecting_tree")
+    stack = [tree] if tree is not None else []
+    while stack:  # BisectingKMeans predicts down its tree of centers
+        node = stack.pop()
+        center = getattr(node, "center", None)
+        if not isinstance(center, np.ndarray) or center.shape != (n_features,):
+            raise dec.fail(f"{what}: a bisecting tree center is not n_features_in_ wide")
+        for child in (getattr(node, "left", None), getattr(node, "right", None)):
+            if child is not None:
+                stack.append(child)
+    return state
+
+
+# -- vectorizers: vocabularies are column indices -------------------------------------------
+def _check_vocabulary(vocab: Any, n_columns: int, dec: Decoder, what: str) -> None:
+    if not isinstance(vocab, dict):
+        raise dec.fail(f"{what}.vocabulary_ must be a dict")
+    cols = np.fromiter(
+        (
+            v if isinstance(v, int | np.integer) and not isinstance(v, bool) else -1
+            for v in vocab.values()
+        ),
+        dtype=np.int64,
+        count=len(vocab),
+    )
+    if cols.size and (
+        cols.min() < 0 or cols.max() >= n_columns or np.unique(cols).size != cols.size
+    ):
+        raise dec.fail(
+            f"{what}.vocabulary_ maps terms to columns outside 0..{n_columns - 1} or to the "
+            "same column twice (crafted file?)"
+        )
+
+
+@register_validator("sklearn.feature_extraction.text.CountVectorizer")
+def _count_vectorizer(args: list[Any], state: Any, dec: Decoder) -> Any:
+    if isinstance(state, dict) and state.get("vocabulary_") is not None:
+        vocab = state["vocabulary_"]
+        _check_vocabulary(vocab, len(vocab) if isinstance(vocab, dict) else 0, dec, "a vectorizer")
+    return state
+
+
+@register_validator("sklearn.feature_extraction._dict_vectorizer.DictVectorizer")
+def _dict_vectorizer(args: list[Any], state: Any, dec: Decoder) -> Any:
+    if isinstance(state, dict) and state.get("vocabulary_") is not None:
+        names = state.get("feature_names_")
+        vocab = state["vocabulary_"]
+        if not isinstance(names, list) or not isinstance(vocab, dict) or len(names) != len(vocab):
+            raise dec.fail("DictVectorizer: feature_names_ does not match vocabulary_")
+        _check_vocabulary(vocab, len(names), dec, "DictVectorizer")
+    return state
+
+
+# -- Birch: a doubly linked list of leaves (a cycle) stored as an ordered list -----------
+_BIRCH = "sklearn.cluster._birch.Birch"
+_CFNODE = "sklearn.cluster._birch._CFNode"
+_LEAF_CHAIN = "__safepoint_leaf_chain__"
+
+
+@register_reducer(_CFNODE)
+def _cfnode_reduce(obj: Any, state: Any) -> Any:
+    if isinstance(state, dict) and ("prev_leaf_" in state or "next_leaf_" in state):
+        state = {k: v for k, v in state.items() if k not in ("prev_leaf_", "next_leaf_")}
+    return state
+
+
+@register_reducer(_BIRCH)
+def _birch_reduce(obj: Any, state: Any) -> Any:
+    dummy = state.get("dummy_leaf_") if isinstance(state, dict) else None
+    if dummy is None:
+        return state
+    chain = [dummy]
+    seen = {id(dummy)}
+    node = getattr(dummy, "next_leaf_", None)
+    while node is not None and id(node) not in seen:
+        chain.append(node)
+        seen.add(id(node))
+        node = getattr(node, "next_leaf_", None)
+    return {**state, _LEAF_CHAIN: chain}
+
+
+@register_validator(_BIRCH)
+def _birch_link(args: list[Any], state: Any, dec: Decoder) -> Any:
+    if not isinstance(state, dict) or _LEAF_CHAIN not in state:
+        return state
+    state = dict(state)
+    chain = state.pop(_LEAF_CHAIN)
+    cfnode = type(state.get("dummy_leaf_"))
+    if (
+        not isinstance(chain, list)
+        or not chain
+        or chain[0] is not state.get("dummy_leaf_")
+        or f"{cfnode.__module__}.{cfnode.__qualname__}" != _CFNODE
+        or any(type(n) is not cfnode for n in chain)
+        or len({id(n) for n in chain}) != len(chain)
+    ):
+        raise dec.fail("Birch's chain of leaves must be distinct _CFNode objects")
+    chain[0].prev_leaf_ = None
+    for a, b in itertools.pairwise(chain):
+        a.next_leaf_ = b
+        b.prev_leaf_ = a
+    chain[-1].next_leaf_ = None
+    return state
