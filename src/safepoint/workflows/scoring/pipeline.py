@@ -229,6 +229,8 @@ class ScoringPipeline:
                             "counts": state.counts,
                             "records_per_s": report.read / elapsed if elapsed else 0.0,
                             "model_version": self.handle.version,
+                            "latest": _latest(table, self.handle.version),
+                            "dead_letters": state.counts["bad"],
                         },
                     )
             sink.finish()
@@ -400,6 +402,17 @@ class ScoringPipeline:
                 )
             )
         return table, dead
+
+
+def _latest(table: pa.Table, version: str, n: int = 5) -> list[dict[str, Any]]:
+    """The last few predictions of a batch, JSON-safe, for the runs table (and the console)."""
+    import json
+
+    rows = table.slice(max(0, table.num_rows - n)).to_pylist()
+    out: list[dict[str, Any]] = json.loads(json.dumps(rows, default=str))
+    for row in out:
+        row.setdefault("model_version", version)
+    return out
 
 
 def _record(frame: pd.DataFrame, label: Any) -> Any:
