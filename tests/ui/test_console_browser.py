@@ -87,7 +87,7 @@ def populated(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def console(populated):
-    root, store, _, _ = populated
+    _, store, _, _ = populated
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
