@@ -250,3 +250,36 @@ def test_real_process_joblib_nested(tmp: Path) -> None:
     assert proc.returncode == 3, proc.stderr
     assert "posix.system" in proc.stdout
     assert not (tmp / "canary").exists()
+
+
+class _Reduced:
+    """Pickles as whatever reduce tuple it is given (to craft streams with real objects)."""
+
+    def __init__(self, rv: tuple[object, ...]) -> None:
+        self.rv = rv
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return self.rv
+
+
+def test_compiled_structures_are_validated(tmp: Path) -> None:
+    """A crafted tree would make scikit-learn's compiled predict read out of bounds:
+    the format's bounds validators run on imported trees too."""
+    from sklearn.tree import DecisionTreeClassifier
+    from sklearn.tree._tree import Tree
+
+    X = np.random.RandomState(0).rand(40, 3)
+    model = DecisionTreeClassifier(max_depth=3).fit(X, [0, 1] * 20)
+    cls, args, state = model.tree_.__reduce__()
+    assert cls is Tree
+    nodes = state["nodes"].copy()
+    nodes["left_child"][0] = 10**6
+    for rv, what in [
+        ((Tree, args, {**state, "nodes": nodes}), "child index"),
+        ((Tree, args), "exactly one state"),
+    ]:
+        src = tmp / "tree.pkl"
+        src.write_bytes(pickle.dumps({"tree": _Reduced(rv)}, protocol=4))
+        with pytest.raises(sp.FormatError, match=what):
+            sp.convert(src, tmp / "t.sp")
+        assert not (tmp / "t.sp").exists()

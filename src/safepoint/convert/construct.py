@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError, LimitExceededError, SafepointError
+from ..format import validators as _validators
 from ..format.trust import resolve
 from ..format.validators import migrate_state, validate_state
 from .audit import AuditResult
@@ -51,7 +52,8 @@ class Constructor:
         self.limits = limits
         self.done: dict[int, Any] = {}
         self.depth = 0
-        self.shim = _Shim()
+        # validators and migrations only call .fail() on their decoder argument
+        self.shim: Any = _Shim()
         self._classes: dict[tuple[str, str, str], Any] = {}
 
     def build(self, node: Any) -> Any:
@@ -293,16 +295,32 @@ class Constructor:
         cls = self._resolve(ref, "pyx")
         checksum = plan.parts["checksum"]
         state = self._build(plan.parts["state"])
-        name = ref.qualified
-        state = migrate_state(name, state, self.shim)  # type: ignore[arg-type]
-        state = validate_state(name, [checksum], state, self.shim)  # type: ignore[arg-type]
+        state = migrate_state(ref.qualified, state, self.shim)
+        if state is not None:
+            state = self._validate(cls, [checksum], state)
         unpickle = getattr(importlib.import_module(ref.module), f"__pyx_unpickle_{ref.name}")
         obj = unpickle(cls, checksum, state)
         self._apply_ops(obj, ref, [checksum], node)
         return obj
 
+    def _validate(self, cls: type, args: list[Any], state: Any) -> Any:
+        """The format's bounds validators of ``cls`` and of every base class, so that
+        naming a subclass of a validated type cannot skip a check."""
+        for klass in cls.__mro__:
+            state = validate_state(
+                f"{klass.__module__}.{klass.__qualname__}", args, state, self.shim
+            )
+        return state
+
     def _apply_ops(self, obj: Any, ref: GlobalRef, args: list[Any], node: Call) -> None:
         name = ref.qualified
+        builds = sum(op == "build" for op, _ in node.ops)
+        if builds != 1 and any(
+            f"{k.__module__}.{k.__qualname__}" in _validators._validators for k in type(obj).__mro__
+        ):
+            # a compiled structure (tree, neighbour index) without exactly one validated
+            # state would be used uninitialised (or re-filled unchecked) at predict time
+            raise fail(f"{name} must be given exactly one state, found {builds}")
         for op, payload in node.ops:
             if op == "setitems":
                 for k, v in payload:
@@ -317,8 +335,8 @@ class Constructor:
                         obj.append(x)
             else:
                 state = self._build(payload)
-                state = migrate_state(name, state, self.shim)  # type: ignore[arg-type]
-                state = validate_state(name, args, state, self.shim)  # type: ignore[arg-type]
+                state = migrate_state(name, state, self.shim)
+                state = self._validate(type(obj), args, state)
                 _set_state(obj, state)
 
 
