@@ -119,3 +119,13 @@ def test_name_messages_say_what_to_do() -> None:
         check_name("a/../b")
     with pytest.raises(InvalidNameError, match="backslash"):
         check_name("a\\b")
+
+
+def test_relaxed_transactions_restore_full_sync(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s")
+    cat = store.catalog
+    for _ in range(3):  # the pool hands the same connection back
+        with cat.tx(write=True, durable=False) as c:
+            assert c.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+        with cat.tx(write=True) as c:
+            assert c.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL

@@ -12,6 +12,7 @@ import os
 import random
 import signal
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +183,14 @@ def test_kill9_writer_at_random_instants(tmp_path: Path) -> None:
 
 # -- gc racing with puts --------------------------------------------------------------------
 def _churner(url: str, seed: int, go: Any, seconds: float, out: Any) -> None:
+    try:
+        _churn(url, seed, go, seconds, out)
+    except BaseException:
+        out.put((0, [traceback.format_exc()]))
+        raise
+
+
+def _churn(url: str, seed: int, go: Any, seconds: float, out: Any) -> None:
     store = Store(url)
     rng = random.Random(seed)
     # a few contents shared by all workers: identical digests, so that a put often re-uses a
@@ -206,6 +215,14 @@ def _churner(url: str, seed: int, go: Any, seconds: float, out: Any) -> None:
 
 
 def _collector(url: str, go: Any, stop: Any, out: Any) -> None:
+    try:
+        _collect_loop(url, go, stop, out)
+    except BaseException:
+        out.put((-1, traceback.format_exc()))
+        raise
+
+
+def _collect_loop(url: str, go: Any, stop: Any, out: Any) -> None:
     store = Store(url)
     go.wait()
     runs = deleted = 0
@@ -228,7 +245,9 @@ def test_gc_concurrent_with_puts_never_removes_committing_blob(tmp_path: Path) -
     go.set()
     results = [out.get(timeout=seconds + 120) for _ in workers]
     stop.set()
-    gc_runs, gc_deleted = zip(*(gc_out.get(timeout=120) for _ in gcs), strict=True)
+    gc_results = [gc_out.get(timeout=120) for _ in gcs]
+    assert all(runs >= 0 for runs, _ in gc_results), gc_results
+    gc_runs, gc_deleted = zip(*gc_results, strict=True)
     for p in workers + gcs:
         p.join(60)
         assert p.exitcode == 0

@@ -301,16 +301,33 @@ class Catalog:
                 conn.exec_driver_sql("BEGIN")
 
     @contextlib.contextmanager
-    def tx(self, write: bool = False) -> Iterator[Connection]:
-        """A transaction (committed on success); ``write=True`` locks early on SQLite."""
+    def tx(self, write: bool = False, durable: bool = True) -> Iterator[Connection]:
+        """A transaction (committed on success); ``write=True`` locks early on SQLite.
+
+        ``durable=False`` skips the fsync of the commit (SQLite ``synchronous=NORMAL``,
+        PostgreSQL ``synchronous_commit=off``): the change is visible to every other
+        client at once and survives a crash of this process, but maybe not a power loss.
+        For bookkeeping that only matters while its writer lives (leases, heartbeats).
+        """
         lock = self._lock if self._lock is not None else contextlib.nullcontext()
+        relaxed = write and not durable
         with lock:
             try:
                 with self.engine.connect() as conn:
                     if write:
                         conn.execution_options(sp_write=True)
-                    with conn.begin():
-                        yield conn
+                    raw = None
+                    if relaxed and self.is_sqlite and not self.in_memory:
+                        raw = conn.connection.driver_connection
+                        raw.execute("PRAGMA synchronous=NORMAL")  # type: ignore[union-attr]
+                    try:
+                        with conn.begin():
+                            if relaxed and self.dialect == "postgresql":
+                                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+                            yield conn
+                    finally:
+                        if raw is not None:
+                            raw.execute("PRAGMA synchronous=FULL")
             except SafepointError:
                 raise
             except sa.exc.OperationalError as exc:
@@ -426,7 +443,7 @@ class Catalog:
     # -- blob leases (see the module docstring) -------------------------------------------
     def lease_temp(self, lease_id: str, tmp_id: str, host: str, pid: int) -> None:
         """Record that ``tmp_id`` is being written (gc keeps it while the lease lives)."""
-        with self.tx(write=True) as conn:
+        with self.tx(write=True, durable=False) as conn:
             conn.execute(
                 T_LEASES.insert().values(
                     id=lease_id,
@@ -438,13 +455,14 @@ class Catalog:
             )
 
     def lease(self, digest: str, size: int, lease_id: str, host: str = "", pid: int = 0) -> bool:
-        """Move lease ``lease_id`` to blob ``digest`` (or create it): gc keeps the blob until
-        the lease is dropped, expires or its holder (``host``, ``pid``) is seen dead.
+        """Lease blob ``digest`` as ``lease_id``: gc keeps the blob until the lease is
+        dropped, expires or its holder (``host``, ``pid``) is seen dead. (The lease of the
+        temporary object stays until the blob is promoted: both are held at once.)
 
         Returns False if a gc is deleting the blob right now (retry shortly).
         """
         now = time.time()
-        with self.tx(write=True) as conn:
+        with self.tx(write=True, durable=False) as conn:
             self._insert_ignore(conn, T_BLOBS, digest=digest, size=size, state="live", state_at=now)
             row = conn.execute(
                 sa.select(T_BLOBS.c.state, T_BLOBS.c.state_at)
@@ -459,17 +477,11 @@ class Catalog:
                     .where(T_BLOBS.c.digest == digest)
                     .values(state="live", state_at=now)
                 )
-            moved = conn.execute(
-                T_LEASES.update()
-                .where(T_LEASES.c.id == lease_id)
-                .values(digest=digest, created_at=now)
-            ).rowcount
-            if not moved:
-                conn.execute(
-                    T_LEASES.insert().values(
-                        id=lease_id, digest=digest, created_at=now, host=host, pid=pid
-                    )
+            conn.execute(
+                T_LEASES.insert().values(
+                    id=lease_id, digest=digest, created_at=now, host=host, pid=pid
                 )
+            )
         return True
 
     def temp_leases(self, lease_ttl: float) -> list[tuple[str, str, int]]:
@@ -483,8 +495,8 @@ class Catalog:
             ).all()
         return [(d[len(TEMP_PREFIX) :], h, int(p)) for d, h, p in rows]
 
-    def drop_lease(self, conn: Connection, lease_id: str) -> None:
-        conn.execute(T_LEASES.delete().where(T_LEASES.c.id == lease_id))
+    def drop_lease(self, conn: Connection, *lease_ids: str) -> None:
+        conn.execute(T_LEASES.delete().where(T_LEASES.c.id.in_(lease_ids)))
 
     def referenced(self, conn: Connection, digest: str) -> bool:
         v = conn.execute(
@@ -509,7 +521,7 @@ class Catalog:
         pid)`` says its holder is gone (a crashed writer on this machine).
         """
         now = time.time()
-        with self.tx(write=True) as conn:
+        with self.tx(write=True, durable=False) as conn:
             self._insert_ignore(
                 conn, T_BLOBS, digest=digest, size=size, state="live", state_at=now - grace
             )
@@ -537,7 +549,7 @@ class Catalog:
         return True
 
     def forget_blob(self, digest: str) -> None:
-        with self.tx(write=True) as conn:
+        with self.tx(write=True, durable=False) as conn:
             conn.execute(
                 T_BLOBS.delete().where(T_BLOBS.c.digest == digest, T_BLOBS.c.state == "deleting")
             )

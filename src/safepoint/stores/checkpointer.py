@@ -118,7 +118,7 @@ class Checkpointer:
     def set(self, key: str, value: Any) -> None:
         """Store ``value`` under ``key`` (atomic, durable when this returns)."""
         key = check_key(key)
-        lease_id: str | None = None
+        lease_ids: tuple[str, ...] = ()
         digest: str | None = None
         inline: bytes | None = None
         if isinstance(value, bytes | bytearray | memoryview) and len(value) <= INLINE_MAX:
@@ -144,7 +144,7 @@ class Checkpointer:
                 except BaseException:
                     self.store._abort(tmp)
                     raise
-                digest, lease_id = staged.digest, staged.lease_id
+                digest, lease_ids = staged.digest, staged.lease_ids
         cat = self.store.catalog
         row = {
             "kind": kind,
@@ -161,11 +161,11 @@ class Checkpointer:
                     from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
                 stmt = insert(T_CKPT).values(name=self.name, key=key, **row)
                 conn.execute(stmt.on_conflict_do_update(index_elements=["name", "key"], set_=row))
-                if lease_id is not None:
-                    cat.drop_lease(conn, lease_id)
+                if lease_ids:
+                    cat.drop_lease(conn, *lease_ids)
         except BaseException:
-            if lease_id is not None:
-                self.store._release(lease_id)
+            if lease_ids:
+                self.store._release(*lease_ids)
             raise
 
     def delete(self, key: str) -> bool:

@@ -138,7 +138,9 @@ class Run:
             values["message"] = str(message)
         new_state = _state(state) if state is not None else None
         cat = self.runs.store.catalog
-        with cat.tx(write=True) as conn:
+        # a heartbeat or progress tick need not survive a power loss; a status or state does
+        durable = status is not None or new_state is not None or message is not None
+        with cat.tx(write=True, durable=durable) as conn:
             if new_state is not None:
                 if not replace_state:
                     old = conn.execute(

@@ -196,7 +196,7 @@ class Staged:
 
     digest: str
     size: int
-    lease_id: str
+    lease_ids: tuple[str, ...]  # of the temporary object and of the digest
     inspection: _api.Inspection | None
 
 
@@ -441,13 +441,21 @@ class Store:
     def _finish_stage(self, tmp: TempBlob, digest: str, size: int, durable: bool) -> Staged:
         """Close, lease the final digest, promote. On error the caller calls _abort."""
         tmp.close(durable)
-        self._lease(digest, size, tmp.lease_id)
-        tmp.promote(digest, durable)
-        return Staged(digest, size, tmp.lease_id, None)
+        digest_lease = uuid.uuid4().hex
+        self._lease(digest, size, digest_lease)
+        try:
+            tmp.promote(digest, durable)
+        except BaseException:
+            self._release(digest_lease)
+            raise
+        return Staged(digest, size, (tmp.lease_id, digest_lease), None)
 
-    def _release(self, lease_id: str) -> None:
-        with contextlib.suppress(SafepointError), self.catalog.tx(write=True) as conn:
-            self.catalog.drop_lease(conn, lease_id)
+    def _release(self, *lease_ids: str) -> None:
+        with (
+            contextlib.suppress(SafepointError),
+            self.catalog.tx(write=True, durable=False) as conn,
+        ):
+            self.catalog.drop_lease(conn, *lease_ids)
 
     def _stage_object(self, obj: Any, durable: bool = True, **dump_kwargs: Any) -> Staged:
         tmp = self._begin()
@@ -657,9 +665,9 @@ class Store:
                 )
                 if alias is not None:
                     self._move_alias(conn, mid, name, alias, version, check=self._ANY)
-                self.catalog.drop_lease(conn, staged.lease_id)
+                self.catalog.drop_lease(conn, *staged.lease_ids)
         except BaseException:
-            self._release(staged.lease_id)
+            self._release(*staged.lease_ids)
             raise
         return ModelVersion(
             name=name,
@@ -1359,7 +1367,7 @@ class Store:
             staged = target._stage_stream(src)
         assert staged.inspection is not None
         if staged.digest != mv.digest:
-            target._release(staged.lease_id)
+            target._release(*staged.lease_ids)
             raise IntegrityError(
                 f"the copy of {mv.ref} has digest {staged.digest}, expected {mv.digest}: the "
                 "source blob is damaged"

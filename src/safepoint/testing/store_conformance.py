@@ -326,7 +326,7 @@ class StoreConformance:
         staged = store._stage_object({"x": np.arange(5)})
         assert store.gc(grace=0).deleted_blobs == []
         assert store.blobs.exists(staged.digest)
-        store._release(staged.lease_id)
+        store._release(*staged.lease_ids)
         assert store.gc(grace=0).deleted_blobs == [staged.digest]
 
     # -- lineage and copy ------------------------------------------------------------------
