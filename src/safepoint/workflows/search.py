@@ -232,6 +232,10 @@ class _ResumableSearchMixin:
     def _grid_description(self) -> Any:  # overridden by the concrete classes
         raise NotImplementedError
 
+    def _ledger_info(self) -> dict[str, Any]:
+        """Extra fields of a new ledger's meta."""
+        return {}
+
     def _open_ledger(
         self, state: _FitState, X: Any, y: Any, routed_params: Any, n_splits: int
     ) -> tuple[Ledger | None, dict[str, Any]]:
@@ -262,7 +266,7 @@ class _ResumableSearchMixin:
             digest,
             parts,
             self.on_mismatch,
-            {"n_splits": n_splits, "search": type(self).__name__},
+            {"n_splits": n_splits, "search": type(self).__name__, **self._ledger_info()},
             hint=hint,
         )
         return ledger, meta
@@ -441,13 +445,6 @@ class _ResumableSearchMixin:
 
         est.scorer_ = scorers._scorers if isinstance(scorers, _MultimetricScorer) else scorers
         est.cv_results_ = results
-        if ledger is not None:
-            ledger.update_meta(
-                status="complete",
-                n_fits=len(all_out),
-                best_index=int(getattr(est, "best_index_", -1)),
-                best_score=float(getattr(est, "best_score_", float("nan"))),
-            )
         state.reporter.finish(getattr(est, "best_score_", None), getattr(est, "best_params_", None))
         if root_ctx is not None:
             root_ctx.call_on_fit_task_end(estimator=self, X=X, y=y, metadata=metadata_callbacks)
@@ -579,44 +576,21 @@ class _maybe_propagate:
 class _RunReporter:
     """Mirrors a search's progress into its store's runs table (kind ``"search"``).
 
-    A resumed search continues the run its ledger names (status back to ``running``),
-    so the CLI and the console show one run per search, whatever the number of crashes.
-    Updates are throttled (``INTERVAL``): the ledger, not this row, is what must be
-    durable after every fit.
+    A resumed search continues the run of the same search (same checkpointer name and
+    digest; status back to ``running``), so the CLI and the console show one run per
+    search, whatever the number of crashes. Progress updates come from the ledger's
+    writer thread, throttled (``INTERVAL``): the ledger, not this row, is what must be
+    durable after every fit. Each of start and finish is a single catalog write.
     """
 
     INTERVAL = 1.0
 
     def __init__(self, store: Any, ledger: Ledger | None, search: Any) -> None:
         self.run: Any = None
-        self.search = search
+        self.store, self.ledger, self.search = store, ledger, search
+        self.enabled = ledger is not None and store is not None and hasattr(store, "runs")
         self.total = self.done = 0
         self.last = 0.0
-        if ledger is None or store is None or not hasattr(store, "runs"):
-            return
-        runs = store.runs
-        name = str(getattr(ledger.cp, "name", "search"))
-        state = {
-            "checkpointer": name,
-            "digest": ledger.digest[:16],
-            "search": type(search).__name__,
-            "estimator": _short_repr(search.estimator),
-        }
-        self._guard(lambda: self._open(runs, name, ledger, state))
-
-    def _open(self, runs: Any, name: str, ledger: Ledger, state: dict[str, Any]) -> None:
-        from ..errors import NotFoundError
-
-        run_id = ledger.meta.get("run_id")
-        if isinstance(run_id, str):
-            try:
-                self.run = runs.attach(run_id)
-                self.run.update(status="running", message="resumed", state=state)
-                return
-            except NotFoundError:
-                pass  # its row was deleted: start a new one
-        self.run = runs.start("search", name, state=state)
-        ledger.update_meta(run_id=self.run.id)
 
     def _guard(self, action: Callable[[], None]) -> None:
         # The runs table is a view for people; a failure to update it must not cost the
@@ -627,20 +601,39 @@ class _RunReporter:
             action()
         except SafepointError as exc:
             warnings.warn(f"could not update the runs table: {exc}", stacklevel=3)
-            self.run = None
+            self.run, self.enabled = None, False
 
     def start(self, n_candidates: int, n_splits: int, resumed: int) -> None:
         self.total, self.done = n_candidates * n_splits, resumed
-        if self.run is not None:
-            state = {
-                "candidates": n_candidates,
-                "folds": n_splits,
-                "total": self.total,
-                "done": resumed,
-                "resumed": resumed,
-            }
-            self._guard(lambda: self.run.update(progress=self._fraction(), state=state))
-            self.last = time.monotonic()
+        if not self.enabled or self.ledger is None:
+            return
+        ledger = self.ledger
+        name = str(getattr(ledger.cp, "name", "search"))
+        state = {
+            "checkpointer": name,
+            "digest": ledger.digest[:16],
+            "search": type(self.search).__name__,
+            "estimator": _short_repr(self.search.estimator),
+            "candidates": n_candidates,
+            "folds": n_splits,
+            "total": self.total,
+            "done": resumed,
+            "resumed": resumed,
+        }
+        self._guard(lambda: self._open(name, state))
+        self.last = time.monotonic()
+
+    def _open(self, name: str, state: dict[str, Any]) -> None:
+        runs = self.store.runs
+        for info in runs.list(kind="search", name=name, limit=20):
+            if info.state.get("digest") == state["digest"]:
+                self.run = runs.attach(info.id)
+                message = f"resumed: {state['resumed']} of {state['total']} fits from the ledger"
+                self.run.update(
+                    status="running", message=message, progress=self._fraction(), state=state
+                )
+                return
+        self.run = runs.start("search", name, state=state)
 
     def _fraction(self) -> float:
         return min(1.0, self.done / self.total) if self.total else 0.0
@@ -648,30 +641,33 @@ class _RunReporter:
     def advance(self, done: int) -> None:
         """``done`` fits are durable (called from the ledger's writer thread)."""
         self.done = done
-        if self.run is not None and time.monotonic() - self.last >= self.INTERVAL:
-            self._guard(lambda: self.run.update(progress=self._fraction(), state={"done": done}))
+        run = self.run
+        if run is not None and time.monotonic() - self.last >= self.INTERVAL:
             self.last = time.monotonic()
+            self._guard(lambda: run.update(progress=self._fraction(), state={"done": done}))
 
     def finish(self, best_score: Any, best_params: Any) -> None:
-        if self.run is None:
+        run = self.run
+        if run is None:
             return
         state: dict[str, Any] = {"done": self.done}
         if best_score is not None:
             state["best_score"] = float(best_score)
         if best_params is not None:
             state["best_params"] = {k: _short_repr(v) for k, v in best_params.items()}
-        self._guard(lambda: self.run.update(state=state))
-        self._guard(lambda: self.run.finish("succeeded"))
+        self._guard(lambda: run.update(status="succeeded", progress=1.0, message="", state=state))
 
     def failed(self, exc: BaseException) -> None:
-        if self.run is None:
+        run = self.run
+        if run is None:
             return
-        state = {"done": self.done}
-        self._guard(lambda: self.run.update(progress=self._fraction(), state=state))
-        if isinstance(exc, KeyboardInterrupt):
-            self._guard(lambda: self.run.finish("interrupted", "KeyboardInterrupt"))
-        else:
-            self._guard(lambda: self.run.fail(f"{type(exc).__name__}: {exc}"[:2000]))
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        message = f"{type(exc).__name__}: {exc}"[:2000]
+        self._guard(
+            lambda: run.update(
+                status=status, message=message, progress=self._fraction(), state={"done": self.done}
+            )
+        )
 
 
 def _short_repr(value: Any, limit: int = 200) -> str:
@@ -824,12 +820,19 @@ class ResumableRandomizedSearchCV(_ResumableSearchMixin, _SkRandomizedSearchCV):
         self._sampler_state: Any = self.random_state
         if ledger is not None and self.random_state is None:
             seed = meta.get("sampler_seed")
-            if not isinstance(seed, numbers.Integral):
-                # Drawn from numpy's global generator, like scikit-learn's own sampling.
-                seed = int(np.random.randint(np.iinfo(np.int32).max))
+            if not isinstance(seed, numbers.Integral):  # a ledger this search did not write
+                seed = self._new_seed()
                 ledger.update_meta(sampler_seed=seed)
             self._sampler_state = int(seed)
         return ledger, meta
+
+    def _new_seed(self) -> int:
+        # Drawn from numpy's global generator, like scikit-learn's own sampling.
+        return int(np.random.randint(np.iinfo(np.int32).max))
+
+    def _ledger_info(self) -> dict[str, Any]:
+        # Written with the ledger's first meta (no extra commit).
+        return {"sampler_seed": self._new_seed()} if self.random_state is None else {}
 
     def _run_search(
         self, evaluate_candidates: Callable[..., Any], *, callback_ctx: Any = None
