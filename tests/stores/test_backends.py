@@ -98,3 +98,32 @@ def test_default_url_from_env(tmp_path: Path, monkeypatch: Any) -> None:
 def test_store_errors_are_safepoint_errors(tmp_path: Path) -> None:
     with pytest.raises(SafepointError):
         Store("")
+
+
+def test_mmap_get_on_local_store(tmp_path: Path) -> None:
+    import numpy as np
+
+    store = Store(tmp_path / "s")
+    store.put("a/big", {"w": np.arange(1_000_000, dtype=np.float64)})
+    got = store.get("a/big", mmap=True)
+    assert not got["w"].flags.writeable  # mapped read-only from the blob
+    assert float(got["w"][-1]) == 999_999.0
+
+
+@pytest.mark.postgres
+def test_team_setup_s3_blobs_postgres_catalog(
+    s3_storage_options: dict[str, Any], s3_bucket: str, pg_url: str, tmp_path: Path
+) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SafepointWarning)  # a shared catalog: no warning
+        alice = Store(f"s3://{s3_bucket}/team", metadata=pg_url, storage_options=s3_storage_options)
+    bob = Store(f"s3://{s3_bucket}/team", metadata=pg_url, storage_options=s3_storage_options)
+    local = Store(tmp_path / "laptop")
+    local.put("fraud/scorer", {"w": [1, 2, 3]}, metrics={"auc": 0.9})
+    mv = local.copy("fraud/scorer", to=alice, alias="candidate")
+    assert bob.get("fraud/scorer", "candidate") == {"w": [1, 2, 3]}
+    bob.set_alias("fraud/scorer", "production", mv.version)
+    assert [e.action for e in alice.log("fraud/scorer")][:2] == ["alias", "alias"]
+    assert alice.gc(grace=0).deleted_blobs == []
