@@ -14,11 +14,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __all__ = [
+    "AdapterError",
     "AliasConflictError",
     "BackendUnavailableError",
     "CheckpointMismatchError",
     "EnvironmentMismatchError",
     "EnvironmentMismatchWarning",
+    "ExportError",
     "FormatError",
     "IntegrityError",
     "InvalidKeyError",
@@ -136,3 +138,12 @@ class SearchError(SafepointError, ValueError, TypeError):
 
 class SchemaError(SafepointError, ValueError):
     """Records do not fit a declared schema or a model's input signature."""
+
+
+class AdapterError(SafepointError, RuntimeError):
+    """A framework adapter cannot do what was asked (framework missing, wrong version, ...)."""
+
+
+class ExportError(SafepointError, ValueError):
+    """A model cannot be exported (unsupported by the converter, or the exported copy
+    predicts differently from the original)."""

@@ -209,7 +209,7 @@ class Reader:
             isinstance(t, list)
             and len(t) == 3
             and all(isinstance(x, str) for x in t)
-            and t[2] in ("obj", "red", "pyx", "ref")
+            and t[2] in ("obj", "red", "pyx", "ref", "adapter")
             for t in types
         ):
             raise FormatError("malformed manifest: 'types' must be [module, qualname, kind] rows")

@@ -140,6 +140,12 @@ class TrustPolicy:
         name = type_name(module, qualname)
         if name in self.extra:
             return True
+        if kind == "adapter":
+            # a framework class rebuilt by its adapter from the framework's own
+            # non-executable format (xgboost UBJSON, ...): only the exact classes listed
+            from ..adapters.registry import is_trusted_adapter_type
+
+            return is_trusted_adapter_type(name)
         if kind != "ref" and replaced_type(module, qualname, kind) is not None:
             # a removed class that safepoint's own migration rebuilds without importing it
             return True

@@ -130,6 +130,25 @@ class DictHandler:
         return out2
 
 
+@register("odict", ["collections.OrderedDict"])
+class OrderedDictHandler:
+    """``collections.OrderedDict`` (torch ``state_dict``\\ s, XGBoost ``evals_result_``):
+    a dict node inside; extra instance attributes (torch's ``_metadata``) are not kept."""
+
+    @staticmethod
+    def encode(obj: Any, enc: Encoder) -> dict[str, Any]:
+        return {"d": {"@": "dict", **DictHandler.encode(obj, enc)}}
+
+    @staticmethod
+    def decode(node: dict[str, Any], dec: Decoder) -> Any:
+        import collections
+
+        inner = dec.field(node, "d", dict)
+        if inner.get("@") != "dict":
+            raise dec.fail("an OrderedDict node must hold a dict node")
+        return collections.OrderedDict(DictHandler.decode(inner, dec))
+
+
 @register("bytes", [bytes, bytearray])
 class BytesHandler:
     @staticmethod

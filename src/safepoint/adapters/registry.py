@@ -1,0 +1,185 @@
+"""The adapter registry: which framework types safepoint stores in their own native format.
+
+An adapter declares, by *name*, the framework classes it handles (``"xgboost.core.Booster"``),
+the node tags it writes, and the module holding its code. Declaring costs nothing: the
+framework is imported only when an object of one of those types is saved, or when a file
+holding one of its nodes is loaded *after* the audit approved it. The core never imports an
+optional framework at import time.
+
+Each declared type name is also the exact type the trust policy accepts by default in the
+manifest's types table (kind ``"adapter"``); a subclass, or any other class of the same
+framework, is not trusted unless the caller names it::
+
+    from safepoint.adapters.registry import Adapter, register_adapter
+
+    register_adapter(Adapter(
+        name="mylib",
+        module="mypkg.safepoint_mylib",          # defines HANDLERS = {"mylib.model": Handler}
+        types={"mylib.model": ["mylib.core.Model"]},
+        distribution="mylib",
+        stores="the model's own JSON format",
+    ))
+
+The handler classes follow :class:`safepoint.format.registry.Handler`; an adapter node names its
+framework class with ``enc.type_ref(module, qualname, "adapter")`` so that the audit sees it,
+and rebuilds objects only through the framework's own loader of non-executable bytes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..format.registry import register
+
+if TYPE_CHECKING:
+    from ..format.decoder import Decoder
+    from ..format.encoder import Encoder
+
+__all__ = [
+    "ADAPTER_KIND",
+    "Adapter",
+    "adapter",
+    "adapters",
+    "is_trusted_adapter_type",
+    "register_adapter",
+    "trust_adapter_type",
+]
+
+#: the ``kind`` column of the manifest's types table for framework classes built by adapters
+ADAPTER_KIND = "adapter"
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """One optional framework: the classes it handles and where its code lives."""
+
+    #: short name ("xgboost"), also the pip extra: ``pip install safepoint[xgboost]``
+    name: str
+    #: module defining ``HANDLERS: dict[tag, handler]`` (imported on first use)
+    module: str
+    #: node tag -> exact ``module.qualname`` names of the classes encoded with that tag
+    types: dict[str, list[str]]
+    #: the framework's distribution name on PyPI (for messages)
+    distribution: str
+    #: what the adapter stores, for docs and ``safepoint adapters``-style listings
+    stores: str = ""
+    #: names trusted in the types table beyond ``types`` (classes an adapter node names
+    #: without encoding them itself, e.g. torch layers inside a Sequential)
+    trusted: list[str] = field(default_factory=list)
+
+    def type_names(self) -> list[str]:
+        return sorted({n for names in self.types.values() for n in names} | set(self.trusted))
+
+
+class _LazyHandler:
+    """Stands in the format registry for an adapter's handler until first use."""
+
+    def __init__(self, adapter: Adapter, tag: str) -> None:
+        self.adapter = adapter
+        self.tag = tag
+        self._real: Any = None
+
+    def _load(self) -> Any:
+        if self._real is None:
+            mod = importlib.import_module(self.adapter.module)
+            handlers = getattr(mod, "HANDLERS", {})
+            if self.tag not in handlers:
+                raise RuntimeError(
+                    f"adapter module {self.adapter.module} does not define a handler for "
+                    f"{self.tag!r}"
+                )
+            self._real = handlers[self.tag]
+        return self._real
+
+    def encode(self, obj: Any, enc: Encoder) -> dict[str, Any]:
+        node: dict[str, Any] = self._load().encode(obj, enc)
+        return node
+
+    def decode(self, node: dict[str, Any], dec: Decoder) -> Any:
+        return self._load().decode(node, dec)
+
+
+_lock = threading.Lock()
+_adapters: dict[str, Adapter] = {}
+_trusted: set[str] = set()
+
+
+def register_adapter(a: Adapter) -> Adapter:
+    """Declare an adapter: its tags go into the format's type-handler registry at once
+    (by type name, so nothing is imported), its code loads on first use."""
+    with _lock:
+        if a.name in _adapters:
+            if _adapters[a.name] == a:
+                return a
+            raise ValueError(f"adapter {a.name!r} is already registered")
+        _adapters[a.name] = a
+        for tag, names in a.types.items():
+            register(tag, types=names)(_LazyHandler(a, tag))
+        _trusted.update(a.type_names())
+    return a
+
+
+def trust_adapter_type(names: Iterable[str]) -> None:
+    """Add exact class names to the adapter trust set of this process.
+
+    Used by registrations the *loading* code makes itself (a torch module factory): the file
+    can only name them, never add to them.
+    """
+    with _lock:
+        _trusted.update(names)
+
+
+def is_trusted_adapter_type(name: str) -> bool:
+    """Whether ``module.qualname`` is trusted by default as an adapter-built type."""
+    return name in _trusted
+
+
+def adapters() -> list[Adapter]:
+    """The declared adapters, by name."""
+    return [_adapters[k] for k in sorted(_adapters)]
+
+
+def adapter(name: str) -> Adapter:
+    """The adapter called ``name`` (``KeyError`` if none)."""
+    return _adapters[name]
+
+
+# -- the built-in adapters (declarations only: no framework is imported here) -------------
+register_adapter(
+    Adapter(
+        name="xgboost",
+        module="safepoint.adapters.xgboost",
+        types={
+            "xgboost.booster": ["xgboost.core.Booster"],
+            "xgboost.sklearn": [
+                "xgboost.sklearn.XGBClassifier",
+                "xgboost.sklearn.XGBRegressor",
+                "xgboost.sklearn.XGBRanker",
+                "xgboost.sklearn.XGBRFClassifier",
+                "xgboost.sklearn.XGBRFRegressor",
+            ],
+        },
+        distribution="xgboost",
+        stores="the booster as UBJSON (Booster.save_raw('ubj')); the sklearn wrapper's params",
+    )
+)
+register_adapter(
+    Adapter(
+        name="lightgbm",
+        module="safepoint.adapters.lightgbm",
+        types={
+            "lightgbm.booster": ["lightgbm.basic.Booster"],
+            "lightgbm.sklearn": [
+                "lightgbm.sklearn.LGBMClassifier",
+                "lightgbm.sklearn.LGBMRegressor",
+                "lightgbm.sklearn.LGBMRanker",
+            ],
+        },
+        distribution="lightgbm",
+        stores="the booster's text model (Booster.model_to_string); the sklearn wrapper's params",
+    )
+)
