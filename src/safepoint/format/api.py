@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from ..adapters import registry as _adapters  # noqa: F401 - declares the framework adapters
 from ..errors import (
     FormatError,
     IntegrityError,
