@@ -169,7 +169,10 @@ def test_kill9_writer_at_random_instants(tmp_path: Path) -> None:
     with store.catalog.tx() as conn:
         leftover_leases = len(conn.execute(T_LEASES.select()).all())
     rep = store.gc(grace=0)
-    print(f"{trials} kills, {len(committed)} commits, {leftover_leases} leases left, gc: {rep}")
+    print(
+        f"{trials} kills, {len(committed)} commits; left by the kills: {leftover_leases} "
+        f"leases, {rep.deleted_temps} temp files, {len(rep.deleted_blobs)} orphan blobs"
+    )
     used = {v.digest for v in versions.values()} | {
         ckpt.info(k)["blob"] for k in ckpt if ckpt.info(k)["blob"]
     }
