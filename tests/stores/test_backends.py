@@ -127,3 +127,35 @@ def test_team_setup_s3_blobs_postgres_catalog(
     bob.set_alias("fraud/scorer", "production", mv.version)
     assert [e.action for e in alice.log("fraud/scorer")][:2] == ["alias", "alias"]
     assert alice.gc(grace=0).deleted_blobs == []
+
+
+def test_store_and_checkpointer_pickle(tmp_path: Path) -> None:
+    import pickle
+
+    store = Store(tmp_path / "s")
+    ckpt = store.checkpointer("job/state")
+    ckpt.set("offset", 3)
+    store.put("a/m", 1, alias="prod")
+    again = pickle.loads(pickle.dumps(store))
+    assert again.get("a/m", "prod") == 1
+    assert pickle.loads(pickle.dumps(ckpt)).get("offset") == 3
+
+
+def test_store_used_in_forked_children(tmp_path: Path) -> None:
+    import multiprocessing as mp
+
+    store = Store(tmp_path / "s")
+    store.put("a/m", 0)  # the parent holds pooled connections now
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_child_put, args=(store, i)) for i in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    store.put("a/m", 99)  # the parent's connections still work
+    assert sorted(v.version for v in store.versions("a/m")) == [1, 2, 3, 4, 5]
+
+
+def _child_put(store: Store, i: int) -> None:
+    store.put("a/m", i)  # the store object inherited from the parent

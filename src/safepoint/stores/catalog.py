@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -275,6 +277,7 @@ class Catalog:
             ) from None
         if self.is_sqlite:
             self._sqlite_events()
+        _forget_connections_after_fork(self)
         self.migrate()
 
     # -- connections --------------------------------------------------------------------
@@ -554,6 +557,22 @@ class Catalog:
                 T_BLOBS.delete().where(T_BLOBS.c.digest == digest, T_BLOBS.c.state == "deleting")
             )
             conn.execute(T_LEASES.delete().where(T_LEASES.c.digest == digest))
+
+
+def _forget_connections_after_fork(cat: Catalog) -> None:
+    """A forked child must not use its parent's pooled connections (two processes on one
+    SQLite handle or PostgreSQL socket corrupt each other): drop them, unclosed, in the
+    child, which then opens its own."""
+    if not hasattr(os, "register_at_fork") or cat.in_memory:
+        return
+    ref = weakref.ref(cat)
+
+    def reset() -> None:
+        c = ref()
+        if c is not None:
+            c.engine.dispose(close=False)
+
+    os.register_at_fork(after_in_child=reset)
 
 
 _FACTORIES: dict[str, Callable[[str], Catalog]] = {}

@@ -75,7 +75,8 @@ class _Spill:
         pass
 
 
-_MISSING = object()
+def _reopen(store: Store, name: str, trusted: Any, env: str) -> Checkpointer:
+    return Checkpointer(store, name, trusted=trusted, env=env)
 
 
 class Checkpointer:
@@ -113,6 +114,9 @@ class Checkpointer:
 
     def __repr__(self) -> str:
         return f"Checkpointer({self.name!r}, store={self.store.url!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_reopen, (self.store, self.name, self.trusted, self.env))
 
     # -- writing -------------------------------------------------------------------------
     def set(self, key: str, value: Any) -> None:

@@ -364,6 +364,8 @@ class Store:
         if not isinstance(url, str) or not url:
             raise InvalidNameError(f"store url must be a non-empty path or URL, not {url!r}")
         self.url = url
+        # what it takes to open this store again elsewhere (pickling, e.g. to Dask workers)
+        self._args = (url, metadata, storage_options, float(grace), float(lease_ttl))
         self.grace = float(grace)
         self.lease_ttl = float(lease_ttl)
         self.blobs: BlobStore = open_blobs(url, storage_options, create=create)
@@ -400,6 +402,10 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({self.url!r}, metadata={self.catalog.url!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # a Store travels as the arguments that open it (connections do not pickle)
+        return (_reopen, self._args)
 
     def __enter__(self) -> Store:
         return self
@@ -1436,6 +1442,20 @@ class Store:
 
             self._runs = Runs(self)
         return self._runs
+
+
+def _reopen(
+    url: str,
+    metadata: str | None,
+    storage_options: dict[str, Any] | None,
+    grace: float,
+    lease_ttl: float,
+) -> Store:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SafepointWarning)  # said once where it was opened
+        return Store(
+            url, metadata, storage_options=storage_options, grace=grace, lease_ttl=lease_ttl
+        )
 
 
 def _is_zombie(pid: int) -> bool:
