@@ -152,6 +152,30 @@ def test_forest_node_attacks_in_the_last_tree(models: Any, what: str) -> None:
     attack(models, "forest", edit_tree(2, TREE_ATTACKS[what]))
 
 
+def test_tree_shape_attacks(models: Any) -> None:
+    def shallow(c: Crafted) -> None:
+        # decision_path sizes its buffer from max_depth and writes the whole path
+        c.find("Tree")[0]["s"]["s"]["max_depth"] = 1
+
+    def shared_child(c: Crafted) -> None:
+        # two parents for one node: a graph, not a tree (paths multiply)
+        nd, nodes, _ = tree_nodes(c)
+        i = inner(nodes)
+        nodes["right_child"][i[0]] = nodes["left_child"][i[0]]
+        c.set_array(nd, nodes)
+
+    def empty(c: Crafted) -> None:
+        tree = c.find("Tree")[0]
+        nd, nodes, _ = tree_nodes(c)
+        c.set_array(nd, nodes[:0])
+        values = tree["s"]["s"]["values"]
+        c.set_array(values, c.array(values)[:0])
+        tree["s"]["s"]["node_count"] = 0
+
+    for fn in (shallow, shared_child, empty):
+        attack(models, "tree", fn)
+
+
 def test_tree_wider_than_the_estimator(models: Any) -> None:
     """The Tree claims 50 features and splits on feature 40; the estimator checks X
     against n_features_in_=4, so predict would read X[i, 40]."""
@@ -301,6 +325,7 @@ BINARY_ATTACKS: dict[str, Callable[[Crafted], None]] = {
     "node_bounds too narrow": edit_binary(3, lambda a: a[:, :, :2]),
     "fewer node_bounds": edit_binary(3, lambda a: a[:, :-1]),
     "fewer nodes": edit_binary(2, lambda a: a[:-1]),
+    "no nodes": lambda c: (edit_binary(2, lambda a: a[:0])(c), binary_tree(c).__setitem__(6, 0)),
 }
 
 
@@ -390,6 +415,14 @@ HGB_ATTACKS: dict[str, Callable[[np.ndarray], Any]] = {
 @pytest.mark.parametrize("what", list(HGB_ATTACKS))
 def test_hist_gradient_boosting_node_attacks(models: Any, what: str) -> None:
     attack(models, "hgb", edit_hgb(HGB_ATTACKS[what]))
+
+
+def test_hgb_predictor_without_nodes(models: Any) -> None:
+    def mutate(c: Crafted) -> None:
+        nd = predictors(c)[0]
+        c.set_array(nd, c.array(nd)[:0])
+
+    attack(models, "hgb", mutate)
 
 
 def test_hgb_without_n_features_in(models: Any) -> None:

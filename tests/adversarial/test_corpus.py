@@ -922,3 +922,43 @@ def test_warnings_are_not_errors_here() -> None:
         warnings.simplefilter("error")
         with pytest.raises(SafepointError):
             sp.loads(b"")
+
+
+# -- the other top-level fields of the manifest ------------------------------------
+TOP_LEVEL = ["format", "root_type", "env", "signature", "metadata", "golden", "signed", "root"]
+
+
+@pytest.mark.parametrize("key", TOP_LEVEL)
+def test_wrong_types_in_top_level_fields(small_bytes: bytes, key: str) -> None:
+    for value in [*HOSTILE_VALUES, {"outputs": [1, "a"]}, {"outputs": 5, "X": {"@": "nope"}}]:
+        c = Crafted.from_bytes(small_bytes)
+        c.manifest[key] = copy.deepcopy(value)
+        _load_all_ways(c.to_bytes())
+
+
+@pytest.mark.parametrize(
+    "packages",
+    [
+        {"": "1.0"},
+        {"a/b": "1", "\x00": "2", "../..": "3", "numpy.": "x"},
+        {"numpy": 1, "scipy": None, "x": ["1"]},
+        {f"fake-package-{i}": "1.0" for i in range(20_000)},
+    ],
+    ids=["empty name", "odd names", "odd versions", "20000 packages"],
+)
+def test_hostile_environment_records(small_bytes: bytes, packages: dict[str, Any]) -> None:
+    """The environment record is compared with the installed packages at load: odd
+    names must not escape as a ValueError, and a huge list must not stall the load."""
+    c = Crafted.from_bytes(small_bytes)
+    c.manifest["env"]["packages"] = packages
+    data = c.to_bytes()
+    _load_all_ways(data)
+    diff = sp.inspect(data).environment_diff
+    if any(isinstance(v, str) for v in packages.values()):
+        # names that are not installed here are reported, whatever they look like
+        assert diff
+        with pytest.raises(sp.EnvironmentMismatchError):
+            sp.loads(data, env="error")
+    if len(packages) > 1000:
+        assert any("only the first" in d for d in diff)
+        assert len(diff) <= 300

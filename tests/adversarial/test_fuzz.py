@@ -216,3 +216,26 @@ def test_random_values_in_valid_manifests(base: int, picks: list[tuple[int, int,
 @given(body=st.binary(max_size=400))
 def test_random_manifest_bytes(body: bytes) -> None:
     _check(Crafted({}, [], [], []).to_bytes(manifest_bytes=body))
+
+
+_TOP = ["format", "root_type", "env", "signature", "metadata", "golden", "signed", "root"]
+
+
+@_settings(100)
+@given(
+    base=st.integers(0, len(BASES) - 1),
+    key=st.sampled_from(_TOP),
+    sub=st.one_of(st.none(), st.sampled_from(["python", "packages", "outputs", "X", "numpy"])),
+    value=_json,
+)
+def test_random_top_level_fields(base: int, key: str, sub: str | None, value: Any) -> None:
+    """The environment record, golden data, metadata... are read by load, inspect and
+    verify before any type is audited."""
+    c = Crafted.from_bytes(BASES[base])
+    c.manifest = copy.deepcopy(c.manifest)
+    c.auth = None
+    if sub is not None and isinstance(c.manifest.get(key), dict):
+        c.manifest[key][sub] = value
+    else:
+        c.manifest[key] = value
+    _check(c.to_bytes())

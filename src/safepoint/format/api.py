@@ -350,8 +350,14 @@ def _inspect_reader(reader: Reader, trusted: Any = ()) -> Inspection:
         metadata=dict(m["metadata"]) if isinstance(m.get("metadata"), dict) else {},
         digest=reader.digest,
         signed=reader.manifest.get("signed") if reader.auth_block else None,
-        golden=sorted(golden.get("outputs", {})) if isinstance(golden, dict) else [],
+        golden=_golden_names(golden),
     )
+
+
+def _golden_names(golden: Any) -> list[str]:
+    # a crafted manifest may hold anything here: names are shown, never trusted
+    outputs = golden.get("outputs") if isinstance(golden, dict) else None
+    return sorted(str(k) for k in outputs) if isinstance(outputs, dict) else []
 
 
 def inspect(

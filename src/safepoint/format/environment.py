@@ -20,6 +20,8 @@ __all__ = ["capture", "check", "compare", "signature_of"]
 #: import name -> distribution name, where they differ
 _DISTRIBUTIONS = {"sklearn": "scikit-learn", "skops": "skops", "yaml": "PyYAML"}
 _ALWAYS = ("numpy",)
+#: packages of a file's record that a load compares (a real record lists a handful)
+_MAX_COMPARED = 256
 
 
 @functools.cache
@@ -33,7 +35,8 @@ def _version(module: str) -> str | None:
 
     try:
         return metadata.version(_DISTRIBUTIONS.get(module, module))
-    except metadata.PackageNotFoundError:
+    except (metadata.PackageNotFoundError, ValueError):
+        # ValueError: not a distribution name at all (a crafted file may hold anything)
         return None
 
 
@@ -76,7 +79,15 @@ def compare(recorded: Any) -> list[str]:
     pkgs = recorded.get("packages")
     if isinstance(pkgs, dict):
         inverse = {v: k for k, v in _DISTRIBUTIONS.items()}
-        for dist, v in sorted(pkgs.items()):
+        items = sorted(pkgs.items())
+        if len(items) > _MAX_COMPARED:
+            # each unknown name costs a scan of sys.path: a crafted list must not stall a load
+            out.append(
+                f"the file records {len(items)} packages; only the first {_MAX_COMPARED} "
+                "were compared (a crafted file?)"
+            )
+            items = items[:_MAX_COMPARED]
+        for dist, v in items:
             if not isinstance(dist, str) or not isinstance(v, str):
                 continue
             mod = inverse.get(dist, dist)

@@ -56,6 +56,9 @@ def _tree(args: list[Any], state: Any, dec: Decoder) -> Any:
     count = state.get("node_count")
     if not isinstance(count, int) or count != nodes.shape[0]:
         raise dec.fail("Tree.node_count does not match its nodes")
+    if count < 1:
+        # predict starts at node 0 whatever the count
+        raise dec.fail("Tree has no nodes (crafted file?)")
     max_classes = int(n_classes.max()) if n_classes.size else 1
     if values.shape != (count, n_outputs, max_classes):
         raise dec.fail(
@@ -77,7 +80,30 @@ def _tree(args: list[Any], state: Any, dec: Decoder) -> Any:
     feat = nodes["feature"][inner]
     if feat.size and (feat.min() < 0 or feat.max() >= n_features):
         raise dec.fail("Tree: a split feature is out of range (crafted file?)")
+    # every node but the root has exactly one parent: a tree, not a graph whose paths
+    # multiply (partial dependence walks every path)
+    kids = np.concatenate([left[inner], right[inner]]).astype(np.intp)
+    if kids.size != count - 1 or np.any(np.bincount(kids, minlength=count)[1:] != 1):
+        raise dec.fail("Tree: its nodes do not form a tree (crafted file?)")
+    # decision_path sizes its output n_samples * (1 + max_depth), unchecked
+    max_depth = state.get("max_depth")
+    if not isinstance(max_depth, int) or _depth(left, right, inner, count) > max_depth:
+        raise dec.fail("Tree.max_depth is less than the depth of its nodes (crafted file?)")
     return {**state, "nodes": nodes, "values": values}
+
+
+def _depth(left: Any, right: Any, inner: Any, count: int) -> int:
+    """Depth of a tree whose children follow their parent (list ranking by pointer
+    jumping: log2(depth) vectorised rounds instead of one Python step per node)."""
+    idx = np.flatnonzero(inner)
+    up = np.zeros(count, dtype=np.intp)
+    up[left[inner]] = idx
+    up[right[inner]] = idx
+    depth = (np.arange(count) != 0).astype(np.int64)
+    while np.any(up):
+        depth = depth + depth[up]
+        up = up[up]
+    return int(depth.max())
 
 
 def _binary_tree(args: list[Any], state: Any, dec: Decoder, n_bounds: int) -> Any:
@@ -91,7 +117,7 @@ def _binary_tree(args: list[Any], state: Any, dec: Decoder, n_bounds: int) -> An
     node_bounds = _owned(state[3], dec, "node_bounds")
     n_samples, n_features = data.shape
     n_nodes = state[6]
-    if not isinstance(n_nodes, int) or node_data.shape != (n_nodes,):
+    if not isinstance(n_nodes, int) or n_nodes < 1 or node_data.shape != (n_nodes,):
         raise dec.fail("binary tree n_nodes does not match node_data")
     _fields(node_data, ("idx_start", "idx_end", "is_leaf"), dec, "node_data")
     if idx_array.shape != (n_samples,) or idx_array.dtype.kind not in "iu":
@@ -184,6 +210,8 @@ def _hgb_predictor(args: list[Any], state: Any, dec: Decoder) -> Any:
         "TreePredictor.nodes",
     )
     n = nodes.shape[0]
+    if n < 1:
+        raise dec.fail("TreePredictor has no nodes (crafted file?)")
     inner = nodes["is_leaf"] == 0
     parent = np.flatnonzero(inner)
     for side in ("left", "right"):
