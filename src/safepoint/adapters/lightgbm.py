@@ -258,7 +258,7 @@ class SklearnHandler:
                 raise dec.fail("a lightgbm wrapper must hold a Booster")
             attrs = dec.decode(node["a"]) if "a" in node else {}
             if isinstance(attrs, dict) and isinstance(attrs.get("_best_score"), dict):
-                best = collections.defaultdict(collections.OrderedDict)
+                best: dict[str, Any] = collections.defaultdict(collections.OrderedDict)
                 for k, v in attrs["_best_score"].items():
                     best[k] = collections.OrderedDict(v if isinstance(v, dict) else {})
                 attrs["_best_score"] = best
