@@ -298,14 +298,20 @@ class Catalog:
         def _begin(conn: Connection) -> None:
             # writers take the write lock at BEGIN: no lock upgrade deadlocks, and a
             # read-then-write (max(version) + 1) is serialised
-            if conn.get_execution_options().get("sp_write"):
+            opts = conn.get_execution_options()
+            if opts.get("sp_write"):
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
-            else:
+            elif not opts.get("sp_single"):
                 conn.exec_driver_sql("BEGIN")
+            # sp_single: one SELECT, atomic on its own; skipping BEGIN saves a round trip
 
     @contextlib.contextmanager
-    def tx(self, write: bool = False, durable: bool = True) -> Iterator[Connection]:
+    def tx(
+        self, write: bool = False, durable: bool = True, single: bool = False
+    ) -> Iterator[Connection]:
         """A transaction (committed on success); ``write=True`` locks early on SQLite.
+
+        ``single=True`` (reads of one statement): no explicit BEGIN on SQLite.
 
         ``durable=False`` skips the fsync of the commit (SQLite ``synchronous=NORMAL``,
         PostgreSQL ``synchronous_commit=off``): the change is visible to every other
@@ -319,6 +325,8 @@ class Catalog:
                 with self.engine.connect() as conn:
                     if write:
                         conn.execution_options(sp_write=True)
+                    elif single:
+                        conn.execution_options(sp_single=True)
                     raw = None
                     if relaxed and self.is_sqlite and not self.in_memory:
                         raw = conn.connection.driver_connection

@@ -190,7 +190,7 @@ class Checkpointer:
     def get(self, key: str, default: Any = None) -> Any:
         """The value under ``key``, or ``default`` if there is none (read fresh each time)."""
         key = check_key(key)
-        with self.store.catalog.tx() as conn:
+        with self.store.catalog.tx(single=True) as conn:
             row = conn.execute(
                 sa.select(T_CKPT.c.kind, T_CKPT.c.digest, T_CKPT.c.value).where(
                     T_CKPT.c.name == self.name, T_CKPT.c.key == key
