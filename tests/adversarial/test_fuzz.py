@@ -118,7 +118,7 @@ def _apply(data: bytes, ops: list[tuple[str, int, Any]]) -> bytes:
     return bytes(buf)
 
 
-@_settings(250)
+@_settings(150)
 @given(base=st.sampled_from(range(len(BASES))), ops=st.lists(_op, min_size=1, max_size=4))
 def test_mutated_files(base: int, ops: list[tuple[str, int, Any]]) -> None:
     _check(_apply(BASES[base], ops))
@@ -183,7 +183,7 @@ def _types_table() -> st.SearchStrategy[list[list[str]]]:
     return st.lists(rows, max_size=4)
 
 
-@_settings(100)
+@_settings(60)
 @given(root=_json, shared=st.lists(_json, max_size=3), types=_types_table(), base=st.integers(0, 4))
 def test_random_manifests(root: Any, shared: list[Any], types: list[list[str]], base: int) -> None:
     c = Crafted.from_bytes(BASES[base])
@@ -192,7 +192,7 @@ def test_random_manifests(root: Any, shared: list[Any], types: list[list[str]], 
     _check(c.to_bytes())
 
 
-@_settings(150)
+@_settings(100)
 @given(
     base=st.integers(0, len(BASES) - 1),
     picks=st.lists(
@@ -221,7 +221,7 @@ def test_random_manifest_bytes(body: bytes) -> None:
 _TOP = ["format", "root_type", "env", "signature", "metadata", "golden", "signed", "root"]
 
 
-@_settings(100)
+@_settings(60)
 @given(
     base=st.integers(0, len(BASES) - 1),
     key=st.sampled_from(_TOP),
