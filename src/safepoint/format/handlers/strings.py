@@ -5,10 +5,13 @@ StringDType arrays, pandas string arrays, large lists of str and the keys of
 large str->number dicts (a TfidfVectorizer vocabulary). Strings are joined by
 NUL into one UTF-8 buffer (split back at C speed); if a string contains NUL,
 an offsets buffer is stored instead. Missing values are kept by kind.
+Arrow-backed pandas strings take a fast path to and from the same node
+(:func:`encode_arrow_strings`, :func:`decode_strings_arrow`).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +21,15 @@ if TYPE_CHECKING:
     from ..decoder import Decoder
     from ..encoder import Encoder
 
-__all__ = ["NULL_KINDS", "decode_strings", "encode_strings", "null_code", "strings_only"]
+__all__ = [
+    "NULL_KINDS",
+    "decode_strings",
+    "decode_strings_arrow",
+    "encode_arrow_strings",
+    "encode_strings",
+    "null_code",
+    "strings_only",
+]
 
 #: code -> kind of missing value; the code is what the nulls buffer stores
 NULL_KINDS = {1: "None", 2: "nan", 3: "pd.NA", 4: "pd.NaT"}
@@ -102,7 +113,7 @@ def decode_strings(node: dict[str, Any], dec: Decoder) -> list[Any]:
         if n and (offsets[0] != 0 or offsets[-1] != len(text) or np.any(np.diff(offsets) < 0)):
             raise dec.fail("string offsets are not increasing within the text")
         bounds = offsets.tolist()
-        out: list[Any] = [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+        out: list[Any] = [text[a:b] for a, b in itertools.pairwise(bounds)]
     else:
         out = text.split("\x00") if n else []
         if len(out) != n and not (n == 0 and text == ""):
@@ -116,4 +127,119 @@ def decode_strings(node: dict[str, Any], dec: Decoder) -> list[Any]:
                 raise dec.fail("unknown missing-value code in a string column")
             for i, c in zip(idx.tolist(), codes.tolist(), strict=True):
                 out[i] = null_value(c)
+    return out
+
+
+# -- the Arrow fast path ------------------------------------------------------------
+# pandas' default string dtype keeps its strings in an Arrow (large_)string array.
+# Turning ten million of them into Python str objects and back costs seconds, so
+# these two functions write and read the very same node (UTF-8 text plus the
+# character offsets of the "o" form) straight from Arrow's buffers with numpy.
+# Arrow's byte offsets are the character offsets for ASCII text; otherwise they
+# are shifted by the number of UTF-8 continuation bytes before them.
+
+
+def _continuation_bytes(data: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """Positions of UTF-8 continuation bytes (0b10xxxxxx); empty for ASCII text."""
+    if not data.size or int(data.max()) < 0x80:
+        return np.empty(0, dtype=np.int64)
+    return np.flatnonzero((data & 0xC0) == 0x80)
+
+
+def encode_arrow_strings(array: Any, enc: Encoder) -> dict[str, Any]:
+    """Encode a pyarrow ``string``/``large_string`` (chunked) array; same node as
+    :func:`encode_strings` would write for ``array.to_pylist()``, with offsets."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(array, pa.ChunkedArray):
+        array = array.chunk(0) if array.num_chunks == 1 else array.combine_chunks()
+    if pa.types.is_large_string(array.type):
+        off_dtype: Any = np.int64
+    elif pa.types.is_string(array.type):
+        off_dtype = np.int32
+    else:
+        raise TypeError(f"not an Arrow string array: {array.type}")
+    n = len(array)
+    if n == 0:
+        return {"n": 0, "b": enc.buffer(b"")}
+    missing = None
+    if array.null_count:
+        missing = ~array.is_valid().to_numpy(zero_copy_only=False)
+    offsets = np.frombuffer(array.buffers()[1], dtype=off_dtype, count=array.offset + n + 1)
+    offsets = offsets[array.offset :]
+    if missing is not None and np.any(offsets[1:][missing] != offsets[:-1][missing]):
+        # Arrow lets a null slot hold bytes; the codec stores "" there
+        array = pc.if_else(array.is_valid(), array, pa.scalar("", array.type))
+        offsets = np.frombuffer(array.buffers()[1], dtype=off_dtype, count=array.offset + n + 1)
+        offsets = offsets[array.offset :]
+    start, end = int(offsets[0]), int(offsets[-1])
+    data_buf = array.buffers()[2]
+    data = (
+        np.frombuffer(data_buf, dtype=np.uint8)[start:end]
+        if data_buf is not None
+        else np.empty(0, dtype=np.uint8)
+    )
+    chars = offsets.astype(np.int64) - start
+    cont = _continuation_bytes(data)
+    if cont.size:
+        chars -= np.searchsorted(cont, chars, side="left")
+    node: dict[str, Any] = {"n": n, "o": enc.buffer(chars), "b": enc.buffer(data)}
+    if missing is not None:
+        node["z"] = enc.buffer(missing.astype(np.uint8))  # code 1: None
+    return node
+
+
+def decode_strings_arrow(node: dict[str, Any], dec: Decoder) -> Any:
+    """Decode a string column node into a pyarrow ``large_string`` array, never
+    creating Python str objects; validated like :func:`decode_strings` (offsets,
+    item count, UTF-8, missing-value codes)."""
+    import pyarrow as pa
+
+    n = dec.field(node, "n", int)
+    if n < 0 or n > dec.max_items:
+        raise dec.fail(f"string column declares {n} items")
+    b_index = dec.field(node, "b", int)
+    size = dec.reader.entry(b_index).raw_length
+    # held in memory (never mapped): Arrow trusts the validated offsets later
+    data = dec.array(b_index, np.dtype("u1"), (size,), structural=True)
+    if "o" in node:
+        offsets = dec.array(dec.field(node, "o", int), np.dtype("<i8"), (n + 1,), structural=True)
+        cont = _continuation_bytes(data)
+        if offsets[0] != 0 or offsets[-1] != size - cont.size or np.any(offsets[1:] < offsets[:-1]):
+            raise dec.fail("string offsets are not increasing within the text")
+        if cont.size:
+            # character offset -> byte offset: add the continuation bytes before it
+            offsets = offsets + np.searchsorted(cont - np.arange(cont.size), offsets, side="right")
+    elif n == 0:
+        if size:
+            raise dec.fail("string column holds 1 items, declares 0")
+        offsets = np.zeros(1, dtype=np.int64)
+    else:
+        seps = np.flatnonzero(data == 0)
+        if seps.size != n - 1:
+            raise dec.fail(f"string column holds {seps.size + 1} items, declares {n}")
+        offsets = np.empty(n + 1, dtype=np.int64)
+        offsets[0] = 0
+        offsets[1:n] = seps - np.arange(n - 1)
+        offsets[n] = size - (n - 1)
+        if seps.size:
+            data = np.delete(data, seps)
+    validity = None
+    null_count = 0
+    if "z" in node:
+        nulls = dec.array(dec.field(node, "z", int), np.dtype("u1"), (n,), structural=True)
+        if nulls.size and nulls.max() > max(NULL_KINDS):
+            raise dec.fail("unknown missing-value code in a string column")
+        valid = nulls == 0
+        null_count = n - int(np.count_nonzero(valid))
+        if null_count:
+            validity = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    out = pa.LargeStringArray.from_buffers(
+        n, pa.py_buffer(offsets), pa.py_buffer(data), validity, null_count
+    )
+    try:
+        out.validate(full=True)
+    except pa.ArrowInvalid as exc:
+        raise dec.fail(f"string column is not valid UTF-8: {exc}") from None
     return out
