@@ -28,12 +28,14 @@ and rebuilds objects only through the framework's own loader of non-executable b
 from __future__ import annotations
 
 import importlib
+import sys
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..format.registry import register
+from ..format.registry import register, register_fallback
+from ._torch_names import CONTAINERS, STANDARD_LAYERS, TENSOR_TYPES
 
 if TYPE_CHECKING:
     from ..format.decoder import Decoder
@@ -182,4 +184,29 @@ register_adapter(
         distribution="lightgbm",
         stores="the booster's text model (Booster.model_to_string); the sklearn wrapper's params",
     )
+)
+_TORCH = register_adapter(
+    Adapter(
+        name="torch",
+        module="safepoint.adapters.torch",
+        types={
+            "torch.tensor": list(TENSOR_TYPES),
+            "torch.module": [*STANDARD_LAYERS, *CONTAINERS],
+        },
+        distribution="torch",
+        stores="tensors as raw buffers with safetensors dtypes and shapes; modules as "
+        "(class, constructor config, state_dict) for standard layers and registered factories",
+    )
+)
+
+
+def _is_other_torch_module(t: type) -> bool:
+    torch = sys.modules.get("torch")
+    nn = getattr(torch, "nn", None)
+    return nn is not None and isinstance(t, type) and issubclass(t, nn.Module)
+
+
+# any other nn.Module: refused at save with an explanation (never pickled)
+register_fallback("torch.module.other", _is_other_torch_module)(
+    _LazyHandler(_TORCH, "torch.module.other")
 )
