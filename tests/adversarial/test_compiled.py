@@ -41,6 +41,7 @@ def _data(n: int = 120, d: int = 4) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def models() -> dict[str, tuple[Any, bytes]]:
     """Small real models and their files (fitted once for the module)."""
+    from sklearn.cluster import BisectingKMeans, KMeans
     from sklearn.ensemble import (
         GradientBoostingClassifier,
         HistGradientBoostingClassifier,
@@ -72,6 +73,8 @@ def models() -> dict[str, tuple[Any, bytes]]:
             algorithm="ball_tree", metric="minkowski", p=3, metric_params={"w": np.ones(4)}
         ).fit(X, y),
         "kde": KernelDensity().fit(X, sample_weight=np.ones(len(X))),
+        "kmeans": KMeans(n_clusters=3, n_init=1, random_state=0).fit(X),
+        "bisect": BisectingKMeans(n_clusters=3, random_state=0).fit(X),
         "hgb": HistGradientBoostingClassifier(
             max_iter=4, categorical_features=[4], min_samples_leaf=5, random_state=0
         ).fit(Xc, yc),
@@ -85,6 +88,8 @@ def test_the_real_models_load_and_predict(models: dict[str, tuple[Any, bytes]]) 
         loaded = sp.loads(data)
         Xq = np.c_[X, np.arange(len(X)) % 6] if name == "hgb" else X
         method = "score_samples" if name in ("kde", "iforest") else "predict"
+        if name in ("kmeans", "bisect"):
+            method = "predict"
         np.testing.assert_array_equal(getattr(loaded, method)(Xq), getattr(model, method)(Xq))
 
 
@@ -496,6 +501,32 @@ def test_hgb_bitsets_of_the_wrong_shape(models: Any) -> None:
         c.set_array(nd, np.zeros((1, 4), dtype=np.uint32))
 
     attack(models, "hgb", mutate)
+
+
+# -- k-means ------------------------------------------------------------------------------
+def test_kmeans_centers_narrower_than_the_data(models: Any) -> None:
+    """predict hands the centers to BLAS with the width of X: a narrow center array
+    is read past its end (no crash, just other memory: silently wrong labels)."""
+
+    def mutate(c: Crafted) -> None:
+        nd = c.deref(attrs(c)["cluster_centers_"])
+        c.set_array(nd, c.array(nd)[:, :1].copy())
+
+    attack(models, "kmeans", mutate)
+
+    def no_width(c: Crafted) -> None:
+        del attrs(c)["n_features_in_"]
+
+    attack(models, "kmeans", no_width)
+
+
+def test_bisecting_kmeans_node_center(models: Any) -> None:
+    def mutate(c: Crafted) -> None:
+        node = c.find("_BisectingTree")[-1]
+        nd = c.deref(attrs(c, node)["center"])
+        c.set_array(nd, c.array(nd)[:2].copy())
+
+    attack(models, "bisect", mutate)
 
 
 # -- mmap: the checks run on private copies --------------------------------------------

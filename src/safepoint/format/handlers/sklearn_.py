@@ -487,3 +487,37 @@ def _gb_outputs(cls: Any, state: Any, dec: Decoder) -> Any:
             "an iteration (crafted file?)"
         )
     return state
+
+
+# -- k-means: the centers go to BLAS with the width of X --------------------------------
+@register_validator(
+    "sklearn.cluster._kmeans.KMeans",
+    "sklearn.cluster._kmeans.MiniBatchKMeans",
+    "sklearn.cluster._bisect_k_means.BisectingKMeans",
+)
+def _kmeans(args: list[Any], state: Any, dec: Decoder) -> Any:
+    """predict hands cluster_centers_ to compiled code that reads n_features_in_
+    columns of each center."""
+    if not isinstance(state, dict) or state.get("cluster_centers_") is None:
+        return state  # not fitted
+    n = _n_features_in(state, dec, "k-means")
+    centers = state["cluster_centers_"]
+    if not isinstance(centers, np.ndarray) or centers.ndim != 2 or centers.shape[1] != n:
+        raise dec.fail("k-means: cluster_centers_ do not match n_features_in_ (crafted file?)")
+    # BisectingKMeans predicts down its tree of clusters, each with its own center
+    stack = [state.get("_bisecting_tree")]
+    seen = 0
+    while stack:
+        node = stack.pop()
+        if node is None:
+            continue
+        seen += 1
+        center = getattr(node, "center", None)
+        if seen > 4 * len(centers) + 4 or (
+            not isinstance(center, np.ndarray) or center.shape != (n,)
+        ):
+            raise dec.fail(
+                "k-means: a cluster of the bisecting tree does not match (crafted file?)"
+            )
+        stack += [getattr(node, "left", None), getattr(node, "right", None)]
+    return state
