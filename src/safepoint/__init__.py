@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING
 # the function sp.convert as soon as anything imports it (a submodule is bound on its parent)
 from .convert import convert, scan
 from .errors import (
+    AdapterError,
     AliasConflictError,
     BackendUnavailableError,
     CheckpointMismatchError,
     EnvironmentMismatchError,
     EnvironmentMismatchWarning,
+    ExportError,
     FormatError,
     IntegrityError,
     InvalidKeyError,
@@ -52,6 +54,7 @@ from .format import (
 )
 
 if TYPE_CHECKING:  # lazily imported below; named here for type checkers
+    from .adapters.onnx import export_onnx
     from .convert import ConversionReport, ConvertLimits, ScanResult
     from .stores import Checkpointer, ModelVersion, Store
     from .workflows.scoring import Schema, ScoringPipeline
@@ -64,6 +67,7 @@ if TYPE_CHECKING:  # lazily imported below; named here for type checkers
     from .workflows.steps import Steps, Workflow
 
 __all__ = [
+    "AdapterError",
     "AliasConflictError",
     "BackendUnavailableError",
     "CheckpointMismatchError",
@@ -72,6 +76,7 @@ __all__ = [
     "ConvertLimits",
     "EnvironmentMismatchError",
     "EnvironmentMismatchWarning",
+    "ExportError",
     "FormatError",
     "Inspection",
     "IntegrityError",
@@ -106,6 +111,7 @@ __all__ = [
     "convert",
     "dump",
     "dumps",
+    "export_onnx",
     "inspect",
     "load",
     "loads",
@@ -132,6 +138,7 @@ _LAZY = {
     "search_spaces": ".workflows.search",
     "ScoringPipeline": ".workflows.scoring",
     "Schema": ".workflows.scoring",
+    "export_onnx": ".adapters.onnx",
 }
 
 
