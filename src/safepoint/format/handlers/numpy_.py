@@ -29,9 +29,19 @@ def dtype_to_json(dt: np.dtype[Any], enc: Encoder | None = None) -> Any:
         names = dt.names or ()
         fields = []
         for name in names:
-            fdt, off = dt.fields[name][:2]
-            fields.append([name, dtype_to_json(fdt, enc), off])
-        return {"fields": fields, "size": dt.itemsize}
+            fdt, off, *title = dt.fields[name]
+            field = [name, dtype_to_json(fdt, enc), off]
+            if title and title[0] is not None:
+                if not isinstance(title[0], str):
+                    raise (enc.fail if enc else ValueError)(
+                        f"structured dtype field {name!r} has a non-str title"
+                    )
+                field.append(title[0])  # numpy's (title, name) field alias
+            fields.append(field)
+        out: dict[str, Any] = {"fields": fields, "size": dt.itemsize}
+        if dt.isalignedstruct:
+            out["al"] = True
+        return out
     if dt.subdtype is not None:
         base, shape = dt.subdtype
         return {"sub": dtype_to_json(base, enc), "shape": list(shape)}
@@ -57,22 +67,30 @@ def dtype_from_json(spec: Any, dec: Decoder, depth: int = 0) -> np.dtype[Any]:
             raise dec.fail("invalid structured dtype")
         if len(fields) > 4096:
             raise dec.fail("a structured dtype with too many fields")
-        names, formats, offsets = [], [], []
+        names, formats, offsets, titles = [], [], [], []
         for f in fields:
             if not (
                 isinstance(f, list)
-                and len(f) == 3
+                and len(f) in (3, 4)
                 and isinstance(f[0], str)
                 and isinstance(f[2], int)
+                and (len(f) == 3 or isinstance(f[3], str))
             ):
                 raise dec.fail("invalid structured dtype field")
             names.append(f[0])
             formats.append(dtype_from_json(f[1], dec, depth + 1))
             offsets.append(f[2])
+            titles.append(f[3] if len(f) == 4 else None)
+        layout: dict[str, Any] = {
+            "names": names,
+            "formats": formats,
+            "offsets": offsets,
+            "itemsize": size,
+        }
+        if any(t is not None for t in titles):
+            layout["titles"] = titles
         try:
-            dt = np.dtype(
-                {"names": names, "formats": formats, "offsets": offsets, "itemsize": size}
-            )
+            dt = np.dtype(layout, align=spec.get("al") is True)  # type: ignore[call-overload]
         except (TypeError, ValueError) as exc:
             raise dec.fail(f"invalid structured dtype: {exc}") from None
     elif isinstance(spec, dict) and "sub" in spec:
@@ -290,7 +308,8 @@ class ScalarHandler:
     def encode(obj: np.generic, enc: Encoder) -> dict[str, Any]:
         if obj.dtype.hasobject or obj.dtype.kind == "T":
             raise enc.fail(f"numpy scalar of dtype {obj.dtype} is not supported")
-        return {"d": dtype_to_json(obj.dtype, enc), "h": obj.tobytes().hex()}
+        arr = np.asarray(obj)  # empty bytes / str scalars report a 0-byte dtype
+        return {"d": dtype_to_json(arr.dtype, enc), "h": arr.tobytes().hex()}
 
     @staticmethod
     def decode(node: dict[str, Any], dec: Decoder) -> Any:

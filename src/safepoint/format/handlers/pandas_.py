@@ -255,9 +255,17 @@ def encode_index(idx: Any, enc: Encoder, label: str) -> dict[str, Any]:
         ),
         "n": name,
     }
-    if isinstance(idx, pd.DatetimeIndex) and idx.freq is not None:
+    if isinstance(idx, pd.DatetimeIndex | pd.TimedeltaIndex) and idx.freq is not None:
         node["fq"] = idx.freqstr
     return node
+
+
+def _keep_dtype(values: Any) -> dict[str, Any]:
+    """Constructor keywords that keep an object array an object array: pandas >= 3
+    would infer its ``str`` dtype and turn None into NaN."""
+    if isinstance(values, np.ndarray) and values.dtype == object:
+        return {"dtype": object}
+    return {}
 
 
 @register_fallback("pd.idx", _pandas_type("Index"))
@@ -272,9 +280,19 @@ class IndexHandler:
         values = decode_values(node.get("v"), dec)
         name = dec.decode(node.get("n"))
         try:
-            return pd.Index(values, name=name, copy=False)
+            index = pd.Index(values, name=name, copy=False, **_keep_dtype(values))
         except (TypeError, ValueError) as exc:
             raise dec.fail(f"invalid index: {exc}") from None
+        if "fq" in node:
+            freq = dec.field(node, "fq", str)
+            if not isinstance(index, pd.DatetimeIndex | pd.TimedeltaIndex) or len(freq) > 64:
+                raise dec.fail("only datetime and timedelta indexes have a frequency")
+            try:
+                # the constructor checks that the values follow the frequency
+                index = type(index)(index, freq=freq, name=name)
+            except (TypeError, ValueError) as exc:
+                raise dec.fail(f"invalid index frequency {freq!r}: {exc}") from None
+        return index
 
 
 @register("pd.range")
@@ -335,7 +353,8 @@ class SeriesHandler:
         values = decode_values(node.get("v"), dec)
         if not isinstance(index, pd.Index) or len(index) != len(values):
             raise dec.fail("a Series' index does not match its values")
-        return pd.Series(values, index=index, name=dec.decode(node.get("n")), copy=False)
+        name = dec.decode(node.get("n"))
+        return pd.Series(values, index=index, name=name, copy=False, **_keep_dtype(values))
 
 
 @register_fallback("pd.df", _pandas_type("DataFrame"))
@@ -366,7 +385,15 @@ class DataFrameHandler:
             raise dec.fail("a DataFrame needs column and row indexes")
         if len(columns) != len(cols) or any(len(c) != len(index) for c in cols):
             raise dec.fail("a DataFrame's columns do not match its indexes")
-        df = pd.DataFrame(dict(enumerate(cols)), index=index, copy=False)
+        data = {
+            i: pd.Series(c, copy=False, **_keep_dtype(c)) if _keep_dtype(c) else c
+            for i, c in enumerate(cols)
+        }
+        # the index is attached afterwards: Series columns would be aligned to it
+        df = pd.DataFrame(data, copy=False)
+        if len(cols) == 0:
+            df = pd.DataFrame(index=index)
+        df.index = index
         df.columns = columns
         if "at" in node:
             attrs = dec.decode(node["at"])
