@@ -6,7 +6,7 @@ hand plain arrays to C, C++ or Cython code that trusts their shapes:
 
 * support vector machines (libsvm reads ``_n_support``, ``_dual_coef_``,
   ``_intercept_``, ``_probA`` / ``_probB`` and the support vectors by count);
-* k-means (the Lloyd kernel reads ``cluster_centers_`` for every feature of X);
+* k-means and the histogram bin mapper (their recorded OpenMP thread counts);
 * text and dict vectorizers (their vocabularies become column indices of a
   sparse matrix that scipy's C++ code indexes without checks).
 
@@ -36,13 +36,6 @@ def _array(
     if not isinstance(arr, np.ndarray) or arr.dtype.kind not in kinds or arr.ndim != ndim:
         raise dec.fail(f"{what}.{key} must be a {ndim}-D array (crafted file?)")
     return arr
-
-
-def _int(state: dict[str, Any], key: str, dec: Decoder, what: str) -> int:
-    value = state.get(key)
-    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 0:
-        raise dec.fail(f"{what}.{key} must be a non-negative integer (crafted file?)")
-    return int(value)
 
 
 # -- support vector machines (libsvm) ------------------------------------------------------
@@ -119,33 +112,25 @@ for _cls, _impl in (
     _register_libsvm(_cls, _impl)
 
 
-# -- k-means ------------------------------------------------------------------------------
-@register_validator("sklearn.cluster._kmeans._BaseKMeans")
-def _kmeans(args: list[Any], state: Any, dec: Decoder) -> Any:
-    """The Lloyd kernel reads cluster_centers_[j, k] for every feature k of X."""
-    if not isinstance(state, dict) or state.get("cluster_centers_") is None:
-        return state  # not fitted
-    what = "k-means"
-    n_features = _int(state, "n_features_in_", dec, what)
-    centers = _array(state, "cluster_centers_", dec, what, "f", 2)
-    if centers.shape[1] != n_features:
-        raise dec.fail(f"{what}: cluster_centers_ is not n_features_in_ wide (crafted file?)")
-    if "_n_threads" in state:
-        from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+# -- thread counts recorded at fit ------------------------------------------------------
+@register_validator(
+    "sklearn.cluster._kmeans._BaseKMeans",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+)
+def _thread_count(args: list[Any], state: Any, dec: Decoder) -> Any:
+    """k-means' ``_n_threads`` and the bin mapper's ``n_threads`` are the fitting
+    machine's OpenMP thread count, handed to ``prange(num_threads=...)`` at
+    predict / transform: a huge crafted value makes OpenMP abort the process. The
+    value that belongs in a loaded model is this machine's. (Their array shapes are
+    checked in ``sklearn_.py``.)"""
+    if not isinstance(state, dict):
+        return state
+    key = "_n_threads" if "_n_threads" in state else "n_threads"
+    if state.get(key) is None:
+        return state
+    from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 
-        # the fitting machine's thread count; this machine's is what predict should use
-        state = {**state, "_n_threads": _openmp_effective_n_threads()}
-    tree = state.get("_bisecting_tree")
-    stack = [tree] if tree is not None else []
-    while stack:  # BisectingKMeans predicts down its tree of centers
-        node = stack.pop()
-        center = getattr(node, "center", None)
-        if not isinstance(center, np.ndarray) or center.shape != (n_features,):
-            raise dec.fail(f"{what}: a bisecting tree center is not n_features_in_ wide")
-        for child in (getattr(node, "left", None), getattr(node, "right", None)):
-            if child is not None:
-                stack.append(child)
-    return state
+    return {**state, key: _openmp_effective_n_threads()}
 
 
 # -- vectorizers: vocabularies are column indices -------------------------------------------
