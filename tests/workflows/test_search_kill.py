@@ -9,8 +9,9 @@ ledger entries. A last run completes it. Then:
 * the final ``cv_results_`` equal those of an uninterrupted scikit-learn run;
 * every killed run recorded every fit it finished, except those in flight: the fits
   it performed (counted by the scorer, one log line per fit) minus the entries it
-  committed is at most the number of fits that can be in flight (1 sequentially,
-  ``2 * n_jobs`` with a pool);
+  committed is at most the number of fits that can be in flight (running: 1
+  sequentially, ``2 * n_jobs`` with a pool; or finished within the ledger's last
+  commit interval, 0.2 s, i.e. at most 5 fits of 50 ms);
 * the final run took exactly the recorded fits from the ledger and fitted the rest.
 
 The random seed is printed on failure; set SAFEPOINT_KILL_SEED to replay one.
@@ -19,6 +20,7 @@ The random seed is printed on failure; set SAFEPOINT_KILL_SEED to replay one.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import signal
@@ -33,11 +35,11 @@ import search_seed002 as seed
 from sklearn.model_selection import GridSearchCV
 
 from safepoint.workflows._ledger import META_KEY, Ledger, recorded_fits
-from safepoint.workflows.search import _resolve_checkpoint
+from safepoint.workflows.search import ResumableGridSearchCV, _resolve_checkpoint
 
 HERE = Path(__file__).resolve().parent
 TOTAL = seed.N_CANDIDATES * seed.N_SPLITS
-SLOW = "0.03"  # seconds per scored fit: time to land kills mid-search
+SLOW = 0.05  # seconds per scored fit: time to land kills mid-search
 
 
 def count_entries(checkpoint: str) -> int:
@@ -49,7 +51,7 @@ def start(checkpoint: str, out: Path, log: Path, n_jobs: int) -> subprocess.Pope
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
         "SEED002_LOG": str(log),
-        "SEED002_SLOW": SLOW,
+        "SEED002_SLOW": str(SLOW),
     }
     return subprocess.Popen(
         [
@@ -117,9 +119,10 @@ def test_seed002_search_killed_and_resumed(tmp_path: Path) -> None:
         performed = lines(log)
         committed = after - before
         # In flight: running or dispatched (1 sequentially, pre_dispatch="2*n_jobs" with a
-        # pool), plus finished but waiting for the commit in progress (commits take a few
-        # ms, fits 30 ms here: at most two wait, even on a loaded machine).
-        in_flight = (1 if n_jobs == 1 else 2 * n_jobs) + 2
+        # pool), plus finished within the last commit interval (fits quicker than it are
+        # grouped: at most interval / fit time of them, and one more being committed).
+        grouped = math.ceil(ResumableGridSearchCV.commit_interval / SLOW) + 1
+        in_flight = (1 if n_jobs == 1 else 2 * n_jobs) + grouped
         history.append(dict(run=i, how=how, before=before, after=after, performed=performed))
         assert committed <= performed <= committed + in_flight, f"{history} {where}"
         assert not out.exists()

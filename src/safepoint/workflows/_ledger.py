@@ -12,12 +12,12 @@ Layout inside the checkpointer (any object with ``get/set/keys/delete``, e.g.
     returned it (scores, times, n_test_samples, the error text of a failed fit).
 
 Results are committed by a background thread (:class:`LedgerWriter`) as they arrive:
-one atomic ``set`` per commit, holding every result that arrived while the previous
-commit was being made durable (group commit). With fits slower than a commit (the
-case that matters), each commit holds one fit; with very fast fits the search is not
-slowed down to one fsync per fit. A kill at any instant leaves every committed fit
-recorded and no partial entry visible; it loses the fits in flight: running in a
-worker, or finished and waiting for their commit (a few milliseconds).
+one atomic ``set`` per commit. A fit that finishes when the previous commit started at
+least ``min_interval`` ago (0.2 s in a search) is committed at once; quicker ones are
+grouped with what else finishes within that interval (group commit), so that a stream
+of fast fits costs at most five commits a second. A kill at any instant leaves every
+committed fit recorded and no partial entry visible; it loses the fits in flight:
+running in a worker, or finished within the last commit interval.
 
 Entry keys carry the search digest, so results of another search can never be
 mistaken for this one's, even if a restart was interrupted half-way through
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, runtime_checkable
@@ -188,10 +189,17 @@ class Ledger:
 class LedgerWriter:
     """Commits fit results to a ledger from a background thread, grouping what queues up.
 
+    A result is committed as soon as it arrives if the previous commit started at least
+    ``min_interval`` seconds ago; otherwise it waits for the rest of that interval with
+    whatever else arrives (group commit). So fits slower than ``min_interval`` (the ones
+    worth resuming) are each committed the moment they finish, while a stream of quick
+    fits costs at most ``1 / min_interval`` commits per second, however fast it flows.
+
     ``put`` returns at once (unless ``max_pending`` results already wait: then it waits,
-    so memory stays bounded); ``close`` waits until everything put is committed. An error
-    in a commit (a full disk, a lost database) is raised again by the next ``put`` or by
-    ``close``: a search never goes on believing its results are safe when they are not.
+    so memory stays bounded); ``close`` commits everything put so far without waiting for
+    the interval. An error in a commit (a full disk, a lost database) is raised again by
+    the next ``put`` or by ``close``: a search never goes on believing its results are
+    safe when they are not.
     """
 
     def __init__(
@@ -199,8 +207,10 @@ class LedgerWriter:
         ledger: Ledger,
         max_pending: int = 1024,
         after_commit: Callable[[int], None] | None = None,
+        min_interval: float = 0.0,
     ) -> None:
         self.ledger = ledger
+        self.min_interval = float(min_interval)
         # Called in the writer thread with the number of results committed so far, e.g. to
         # report durable progress without a database write in the search's own thread.
         self.after_commit = after_commit
@@ -223,7 +233,8 @@ class LedgerWriter:
                 self.cond.wait()
             self._raise_error()
             self.pending.append((candidate, fold, result))
-            self.cond.notify_all()
+            if len(self.pending) == 1:  # the writer sleeps only when nothing is pending
+                self.cond.notify_all()
 
     def _raise_error(self) -> None:
         if self.error is not None:
@@ -232,13 +243,21 @@ class LedgerWriter:
             raise error
 
     def _run(self) -> None:
+        last = float("-inf")
         while True:
             with self.cond:
                 while not self.pending and not self.closed:
                     self.cond.wait()
                 if not self.pending:
                     return
+                # The group window: let results that finish soon after join this commit.
+                while not self.closed:
+                    remaining = last + self.min_interval - time.monotonic()
+                    if remaining <= 0 or len(self.pending) >= self.max_pending:
+                        break
+                    self.cond.wait(remaining)
                 batch, self.pending = self.pending, []
+                last = time.monotonic()
                 self.busy = True
                 self.cond.notify_all()
             try:

@@ -220,6 +220,12 @@ class _ResumableSearchMixin:
     on_mismatch: str
     progress: bool | None
 
+    #: Seconds between two ledger commits. A fit finishing later than this after the
+    #: previous commit is committed at once; quicker fits are grouped, so that their
+    #: commits (an fsync each) stay a negligible cost. A kill loses at most the fits in
+    #: flight and those finished within this interval.
+    commit_interval: float = 0.2
+
     def _check_resume_params(self) -> None:
         if self.on_mismatch not in _ON_MISMATCH:
             raise SearchError(
@@ -525,11 +531,13 @@ class _ResumableSearchMixin:
         state.reporter.start(n_candidates, n_splits, resumed)
         # Results are committed by a background thread as they arrive, so the next fit
         # runs while the previous one is made durable; a kill loses only the fits in
-        # flight (running, or finished within the last commit's few milliseconds).
+        # flight (running, or finished within the last commit interval).
         writer = None
         if ledger is not None and todo:
             writer = LedgerWriter(
-                ledger, after_commit=lambda n: state.reporter.advance(resumed_before + n)
+                ledger,
+                after_commit=lambda n: state.reporter.advance(resumed_before + n),
+                min_interval=self.commit_interval,
             )
         try:
             if todo:
