@@ -210,3 +210,12 @@ def _is_other_torch_module(t: type) -> bool:
 register_fallback("torch.module.other", _is_other_torch_module)(
     _LazyHandler(_TORCH, "torch.module.other")
 )
+register_adapter(
+    Adapter(
+        name="spark",
+        module="safepoint.adapters.spark",
+        types={"spark.ml": ["pyspark.ml.pipeline.PipelineModel"]},
+        distribution="pyspark",
+        stores="the directory PipelineModel.write().save() produces, one buffer per file",
+    )
+)
