@@ -219,3 +219,26 @@ register_adapter(
         stores="the directory PipelineModel.write().save() produces, one buffer per file",
     )
 )
+register_adapter(
+    Adapter(
+        name="h2o",
+        module="safepoint.adapters.h2o",
+        types={
+            "h2o.model": [
+                "h2o.estimators." + n
+                for n in (
+                    "gbm.H2OGradientBoostingEstimator",
+                    "random_forest.H2ORandomForestEstimator",
+                    "glm.H2OGeneralizedLinearEstimator",
+                    "deeplearning.H2ODeepLearningEstimator",
+                    "xgboost.H2OXGBoostEstimator",
+                    "kmeans.H2OKMeansEstimator",
+                    "isolation_forest.H2OIsolationForestEstimator",
+                )
+            ],
+            "h2o.mojo": ["safepoint.adapters.h2o.H2OMojo"],
+        },
+        distribution="h2o",
+        stores="the binary model (h2o.save_model) and the MOJO zip, with the H2O version",
+    )
+)
