@@ -159,3 +159,15 @@ def test_store_used_in_forked_children(tmp_path: Path) -> None:
 
 def _child_put(store: Store, i: int) -> None:
     store.put("a/m", i)  # the store object inherited from the parent
+
+
+def test_store_folder_removed_and_recreated(tmp_path: Path) -> None:
+    import shutil
+
+    Store(tmp_path / "s").put("a/m", 1)
+    shutil.rmtree(tmp_path / "s")
+    fresh = Store(tmp_path / "s")  # the process-wide catalog cache notices the new file
+    assert fresh.models() == []
+    fresh.put("a/m", 2)
+    assert Store(tmp_path / "s").get("a/m") == 2
+    assert [v.version for v in Store(tmp_path / "s").versions("a/m")] == [1]

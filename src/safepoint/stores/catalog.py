@@ -372,6 +372,11 @@ class Catalog:
 
     def migrate(self, target: int = SCHEMA_VERSION) -> int:
         """Bring the schema to ``target`` (the latest by default); returns the old version."""
+        if target == SCHEMA_VERSION:
+            # the common case, without taking the write lock: already up to date
+            current = self.schema_version()
+            if current == SCHEMA_VERSION:
+                return current
         with self.tx(write=True) as conn:
             if self.dialect == "postgresql":
                 # one migrator at a time per database
@@ -596,21 +601,51 @@ register_catalog_backend("sqlite", Catalog)
 register_catalog_backend("postgresql", Catalog)
 
 
-def open_catalog(url: str) -> Catalog:
-    """Open (and migrate) the catalog at ``url``."""
+def _file_id(cat: Catalog) -> tuple[int, int] | None:
+    """(device, inode) of a SQLite catalog file; None if not a file or gone."""
+    db = sa.make_url(cat.engine.url).database if cat.is_sqlite and not cat.in_memory else None
+    if not db:
+        return None
     try:
-        backend = sa.make_url(url).get_backend_name()
-    except sa.exc.ArgumentError:
-        raise StoreError(
-            f"metadata URL {url!r} is not a database URL; use sqlite:///path/catalog.db "
-            "or postgresql://user@host/db"
-        ) from None
-    factory = _FACTORIES.get(backend)
-    if factory is None:
-        raise StoreError(
-            f"no catalog backend for {backend!r} URLs ({url!r}); known: {sorted(_FACTORIES)}"
-        )
-    return factory(url)
+        st = os.stat(db)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+_OPEN: dict[str, tuple[Catalog, tuple[int, int] | None]] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def open_catalog(url: str) -> Catalog:
+    """Open (and migrate) the catalog at ``url``.
+
+    Catalogs are shared within a process (one connection pool per database, and opening
+    a store costs one read); a SQLite file that was deleted or replaced since is reopened.
+    """
+    with _OPEN_LOCK:
+        hit = _OPEN.get(url)
+        if hit is not None:
+            cat, fid = hit
+            if fid is None or _file_id(cat) == fid:
+                cat.migrate()  # a read: refuses a catalog another process upgraded
+                return cat
+        try:
+            backend = sa.make_url(url).get_backend_name()
+        except sa.exc.ArgumentError:
+            raise StoreError(
+                f"metadata URL {url!r} is not a database URL; use sqlite:///path/catalog.db "
+                "or postgresql://user@host/db"
+            ) from None
+        factory = _FACTORIES.get(backend)
+        if factory is None:
+            raise StoreError(
+                f"no catalog backend for {backend!r} URLs ({url!r}); known: {sorted(_FACTORIES)}"
+            )
+        cat = factory(url)
+        if not cat.in_memory:
+            _OPEN[url] = (cat, _file_id(cat))
+        return cat
 
 
 def memory_catalog(key: str) -> Catalog:

@@ -55,6 +55,7 @@ import hashlib
 import io
 import json
 import math
+import operator
 import os
 import shutil
 import socket
@@ -64,7 +65,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, SupportsIndex
 
 import sqlalchemy as sa
 
@@ -97,7 +98,7 @@ from .names import check_alias, check_name, parse_ref
 
 if TYPE_CHECKING:
     from .checkpointer import Checkpointer
-    from .runs import Runs
+    from .runs import Run, Runs
 
 __all__ = ["AuditEntry", "GcReport", "ModelVersion", "Store", "default_store_url"]
 
@@ -250,6 +251,26 @@ def _parents(value: Any) -> list[str]:
                 f"parents must be model references ('name@3'), run ids or ModelVersions, not {p!r}"
             )
     return out
+
+
+def _run_id(value: Any) -> str | None:
+    """The id of a run given as a ``Run``/``RunInfo`` or a str (lineage: which run made it)."""
+    if value is None or isinstance(value, str):
+        return value
+    rid = getattr(value, "id", None)
+    if isinstance(rid, str):
+        return rid
+    raise SerializationError(f"run_id must be a run id (str) or a Run, not {value!r}")
+
+
+def _as_version(value: Any, what: str) -> int:
+    """An int version from an int-like value (numpy integers included), else a clear error."""
+    if isinstance(value, bool):
+        raise InvalidNameError(f"{what} must be an int version, not {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise InvalidNameError(f"{what} must be an int version, not {value!r}") from None
 
 
 def _digest_arg(value: Any, what: str) -> str | None:
@@ -537,7 +558,7 @@ class Store:
         parents: Iterable[str | ModelVersion] | str | None = None,
         data_digest: str | bytes | None = None,
         code_digest: str | bytes | None = None,
-        run_id: str | None = None,
+        run_id: str | Run | None = None,
         compress: str | None = None,
         golden: Any = None,
         key: Any = None,
@@ -557,8 +578,9 @@ class Store:
         name = check_name(name)
         meta = _json_dict(metadata, "metadata")
         fields = self._version_fields(metrics, tags, alias, parents, data_digest, code_digest)
+        rid = _run_id(run_id)
         staged = self._stage_object(obj, compress=compress, metadata=meta, golden=golden, key=key)
-        return self._commit(name, staged, meta, fields, run_id=run_id, action="put")
+        return self._commit(name, staged, meta, fields, run_id=rid, action="put")
 
     def put_file(
         self,
@@ -572,7 +594,7 @@ class Store:
         parents: Iterable[str | ModelVersion] | str | None = None,
         data_digest: str | bytes | None = None,
         code_digest: str | bytes | None = None,
-        run_id: str | None = None,
+        run_id: str | Run | None = None,
     ) -> ModelVersion:
         """Store an existing safepoint file (validated, never loaded) as a new version."""
         name = check_name(name)
@@ -588,7 +610,7 @@ class Store:
             staged = self._stage_stream(src)
         assert staged.inspection is not None
         meta = {**staged.inspection.metadata, **meta}
-        return self._commit(name, staged, meta, fields, run_id=run_id, action="put")
+        return self._commit(name, staged, meta, fields, run_id=_run_id(run_id), action="put")
 
     def _version_fields(
         self,
@@ -758,7 +780,12 @@ class Store:
         return cur
 
     def set_alias(
-        self, name: str, alias: str, version: int, *, expected: int | None = None
+        self,
+        name: str,
+        alias: str,
+        version: SupportsIndex,
+        *,
+        expected: SupportsIndex | None = None,
     ) -> ModelVersion:
         """Point ``name@alias`` at ``version`` by compare-and-swap.
 
@@ -770,10 +797,9 @@ class Store:
         """
         name = check_name(name)
         alias = check_alias(alias)
-        if isinstance(version, bool) or not isinstance(version, int):
-            raise InvalidNameError(f"version must be an int, not {version!r}")
-        if expected is not None and (isinstance(expected, bool) or not isinstance(expected, int)):
-            raise InvalidNameError(f"expected must be an int version or None, not {expected!r}")
+        version = _as_version(version, "version")
+        if expected is not None:
+            expected = _as_version(expected, "expected")
         with self.catalog.tx(write=True) as conn:
             mid = self.catalog.model_id(conn, name)
             self._row(conn, mid, name, version)
@@ -830,8 +856,8 @@ class Store:
             return int(v)
         if isinstance(version, bool):
             raise InvalidNameError(f"version must be an int, an alias or None, not {version!r}")
-        if isinstance(version, int):
-            return version
+        if not isinstance(version, str) and hasattr(version, "__index__"):
+            return operator.index(version)
         if isinstance(version, str):
             alias = check_alias(version)
             v = conn.execute(
@@ -897,7 +923,7 @@ class Store:
             out.setdefault(int(r.version), []).append(r.alias)
         return {k: sorted(v) for k, v in out.items()}
 
-    def info(self, name: str, version: int | str | None = None) -> ModelVersion:
+    def info(self, name: str, version: SupportsIndex | str | None = None) -> ModelVersion:
         """The catalog record of one version (``None``: the latest; str: an alias)."""
         if isinstance(name, str) and "@" in name and version is None:
             name, version = parse_ref(name)
@@ -968,7 +994,7 @@ class Store:
     def get(
         self,
         name: str,
-        version: int | str | None = None,
+        version: SupportsIndex | str | None = None,
         *,
         trusted: Iterable[Any] | str | type | None = (),
         mmap: bool = False,
@@ -1034,7 +1060,7 @@ class Store:
             ) from None
 
     @contextlib.contextmanager
-    def open_blob(self, name: str, version: int | str | None = None) -> Iterator[Any]:
+    def open_blob(self, name: str, version: SupportsIndex | str | None = None) -> Iterator[Any]:
         """A path (local stores) or bytes of a version's blob, for ``sp.inspect``/``verify``."""
         mv = self.info(name, version)
         path = self.blobs.local_path(mv.digest)
@@ -1066,7 +1092,7 @@ class Store:
         return report
 
     # -- lineage -------------------------------------------------------------------------
-    def lineage(self, name: str, version: int | str | None = None) -> dict[str, Any]:
+    def lineage(self, name: str, version: SupportsIndex | str | None = None) -> dict[str, Any]:
         """Parents, data and code digests, run and children (versions naming this one)."""
         mv = self.info(name, version)
         children = [v.ref for v in self.find(parent=mv.ref)]
@@ -1114,7 +1140,7 @@ class Store:
 
     # -- deletion and retention ---------------------------------------------------------
     def delete(
-        self, name: str, version: int | str | None = None, *, force: bool = False
+        self, name: str, version: SupportsIndex | str | None = None, *, force: bool = False
     ) -> list[int]:
         """Delete one version (or, with ``version=None``, every version) of ``name``.
 
@@ -1341,7 +1367,7 @@ class Store:
     def copy(
         self,
         name: str,
-        version: int | str | None = None,
+        version: SupportsIndex | str | None = None,
         *,
         to: Store | str,
         new_name: str | None = None,

@@ -340,6 +340,13 @@ class StoreConformance:
         assert store.lineage("p/features")["children"] == [child.ref]
         assert [v.ref for v in store.find(data_digest=base.data_digest)] == ["p/features@1"]
         assert [v.ref for v in store.find(tag="candidate")] == ["p/model@1"]
+        run = store.runs.start("steps", "p/pipeline")
+        made = store.put("p/model", {"m": 2}, run_id=run)
+        assert [v.ref for v in store.find(run_id=run.id)] == [made.ref]
+        assert store.lineage("p/model")["run_id"] == run.id
+        # numpy integers work wherever a version number does
+        assert store.get("p/model", np.int64(1)) == {"m": 1}
+        store.set_alias("p/model", "prod", np.int64(2))
 
     def test_copy_to_another_store(self, store: Store, tmp_path: Any) -> None:
         model, X = _model()
