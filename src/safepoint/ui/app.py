@@ -22,7 +22,10 @@ from urllib.parse import urlparse
 from ..errors import AliasConflictError, InvalidNameError, NotFoundError, SafepointError
 from . import data
 
-__all__ = ["create_app"]
+__all__ = ["PAGE_SIZE", "create_app"]
+
+#: models per page of the list
+PAGE_SIZE = 100
 
 
 def _filesize(n: Any) -> str:
@@ -101,7 +104,17 @@ def create_app(
         check_read(request)
         q = request.query_params.get("q", "")
         sort = request.query_params.get("sort", "updated")
-        return page(request, "models.html", rows=data.models(store, q, sort), q=q, sort=sort)
+        rows = data.models(store, q, sort)
+        pages = max(1, -(-len(rows) // PAGE_SIZE))
+        try:
+            page_no = min(max(1, int(request.query_params.get("page", "1"))), pages)
+        except ValueError:
+            page_no = 1
+        shown = rows[(page_no - 1) * PAGE_SIZE : page_no * PAGE_SIZE]
+        # one url_for, not one per row: names are validated paths, safe in a URL
+        base = str(request.url_for("model", name="x"))[:-1]
+        return page(request, "models.html", rows=shown, q=q, sort=sort, total=len(rows),
+                    pages=pages, page_no=page_no, model_base=base)
 
     async def model(request: Request) -> Response:
         check_read(request)
