@@ -19,6 +19,7 @@ from .semantics import Plan, plan_call
 
 __all__ = ["AuditResult", "audit"]
 
+_PLAIN = frozenset({type(None), bool, int, float, str})
 _POLICY_KIND = {"class": "obj", "call": "red", "ref": "ref"}
 
 
@@ -51,6 +52,7 @@ def audit(root: Any, trusted: Iterable[Any] | str | type | None = ()) -> AuditRe
     bad: set[str] = set()
     seen: set[int] = set()
     todo: list[Any] = [root]
+    dtypes: dict[int, Any] = {}
 
     default = TrustPolicy(())
 
@@ -84,14 +86,16 @@ def audit(root: Any, trusted: Iterable[Any] | str | type | None = ()) -> AuditRe
         seen.add(id(node))
         res.n_nodes += 1
         if isinstance(node, ListNode | TupleNode | SetNode):
-            todo.extend(node.items)
+            todo.extend(x for x in node.items if type(x) not in _PLAIN)
         elif isinstance(node, DictNode):
             for k, v in node.pairs:
-                todo.append(k)
-                todo.append(v)
+                if type(k) not in _PLAIN:
+                    todo.append(k)
+                if type(v) not in _PLAIN:
+                    todo.append(v)
         elif isinstance(node, Call):
             try:
-                plan = plan_call(node)
+                plan = plan_call(node, dtypes)
             except FormatError as exc:
                 res.problems.append(str(exc))
                 # still list the names involved, so that the report is complete

@@ -32,6 +32,7 @@ from .semantics import Plan
 __all__ = ["Constructor"]
 
 _IN_PROGRESS = object()
+_PLAIN = frozenset({type(None), bool, int, float, str})
 _MAX_BYTES_ARG = 1 << 40
 
 
@@ -101,12 +102,17 @@ class Constructor:
         return value
 
     def _make(self, node: Any) -> Any:
+        b = self._build
+        # scalars are kept as they are without a call: big vocabularies are dicts of them
         if isinstance(node, ListNode):
-            return [self._build(x) for x in node.items]
+            return [x if type(x) in _PLAIN else b(x) for x in node.items]
         if isinstance(node, TupleNode):
-            return tuple(self._build(x) for x in node.items)
+            return tuple(x if type(x) in _PLAIN else b(x) for x in node.items)
         if isinstance(node, DictNode):
-            return {self._build(k): self._build(v) for k, v in node.pairs}
+            return {
+                (k if type(k) in _PLAIN else b(k)): (v if type(v) in _PLAIN else b(v))
+                for k, v in node.pairs
+            }
         if isinstance(node, SetNode):
             items = [self._build(x) for x in node.items]
             return frozenset(items) if node.frozen else set(items)

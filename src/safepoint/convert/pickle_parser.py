@@ -220,21 +220,56 @@ class PickleParser:
     def parse(self) -> Any:
         """Run the stream to its STOP opcode and return the root node."""
         dispatch = _DISPATCH
+        mv = self.mv
+        end = self.end
+        memo = self.memo
+        stack = self.stack
+        pos = self.pos
+        count = 0
         try:
             while True:
-                if self.pos >= self.end:
+                if pos >= end:
                     raise _fail("the stream ends before its STOP opcode (truncated file?)")
-                op = self.mv[self.pos]
-                self.pos += 1
-                self.n_opcodes += 1
+                op = mv[pos]
+                count += 1
+                # the opcodes of big dicts and lists (vocabularies, labels) are handled
+                # inline; every other one through its method (which may rebind the stack)
+                if op == 0x8C and pos + 1 < end:  # SHORT_BINUNICODE
+                    n = mv[pos + 1]
+                    if n <= end - pos - 2:
+                        try:
+                            stack.append(str(mv[pos + 2 : pos + 2 + n], "utf-8", "surrogatepass"))
+                        except UnicodeDecodeError:
+                            raise _fail("SHORT_BINUNICODE is not valid UTF-8") from None
+                        pos += 2 + n
+                        continue
+                elif op == 0x94 and stack:  # MEMOIZE
+                    memo[len(memo)] = stack[-1]
+                    pos += 1
+                    continue
+                elif op == 0x4A and pos + 4 < end:  # BININT
+                    stack.append(int.from_bytes(mv[pos + 1 : pos + 5], "little", signed=True))
+                    pos += 5
+                    continue
+                elif op == 0x4B and pos + 1 < end:  # BININT1
+                    stack.append(mv[pos + 1])
+                    pos += 2
+                    continue
+                elif op == 0x4D and pos + 2 < end:  # BININT2
+                    stack.append(mv[pos + 1] | (mv[pos + 2] << 8))
+                    pos += 3
+                    continue
+                self.pos = pos + 1
                 if op == 0x2E:  # STOP
                     return self._pop()
                 handler = dispatch.get(op)
                 if handler is None:
-                    raise _fail(f"unknown opcode 0x{op:02x} at byte {self.pos - 1}")
+                    raise _fail(f"unknown opcode 0x{op:02x} at byte {pos}")
                 handler(self)
-        except RecursionError:  # pragma: no cover - the interpreter does not recurse
-            raise _fail("the stream nests too deeply") from None
+                stack = self.stack
+                pos = self.pos
+        finally:
+            self.n_opcodes += count
 
     # protocol 0/1 -----------------------------------------------------------------
     def op_mark(self) -> None:

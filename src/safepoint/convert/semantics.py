@@ -19,6 +19,7 @@ Roles of a name:
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +94,13 @@ def sparse_format(ref: Any) -> tuple[str, bool] | None:
     if isinstance(ref, GlobalRef):
         return SPARSE_CLASSES.get((ref.module, ref.name))
     return None
+
+
+class _DtypeCache(threading.local):
+    cache: dict[int, Any] | None = None
+
+
+_DTYPES = _DtypeCache()
 
 
 @dataclass
@@ -193,7 +201,7 @@ def _ndarray(call: Call, args: list[Any]) -> Plan:
         raise fail(f"unknown numpy array state version {state.items[0]!r}")
     shape_node, dtype_node, fortran, raw = items
     shape = check_shape(plain(shape_node), MAX_NDIM)
-    dtype = build_dtype(dtype_node)
+    dtype = build_dtype(dtype_node, _DTYPES.cache)
     if type(fortran) is not bool:
         raise fail("the array order flag must be a bool")
     parts = {"shape": shape, "dtype": dtype, "fortran": fortran, "raw": raw}
@@ -215,7 +223,7 @@ def _frombuffer(call: Call, args: list[Any]) -> Plan:
     _no_ops(call, "numpy's _frombuffer")
     if len(args) != 4 or not isinstance(args[0], BytesNode):
         raise fail("numpy's _frombuffer needs (buffer, dtype, shape, order)")
-    dtype = build_dtype(args[1])
+    dtype = build_dtype(args[1], _DTYPES.cache)
     shape = check_shape(plain(args[2]), MAX_NDIM)
     order = args[3]
     if order not in ("C", "F"):
@@ -232,7 +240,7 @@ def _scalar(call: Call, args: list[Any]) -> Plan:
     _no_ops(call, "a numpy scalar")
     if len(args) not in (1, 2):
         raise fail("a numpy scalar needs (dtype, data)")
-    dtype = build_dtype(args[0])
+    dtype = build_dtype(args[0], _DTYPES.cache)
     names = [(call.callee, "known"), (args[0].callee, "known")]
     if dtype.hasobject:
         if dtype.kind != "O" or len(args) != 2:
@@ -275,8 +283,13 @@ def _sklearn_helper(call: Call, callee: GlobalRef, args: list[Any]) -> Plan | No
     return None
 
 
-def plan_call(call: Call) -> Plan:
-    """Classify ``call``; raises FormatError for shapes safepoint does not build."""
+def plan_call(call: Call, dtypes: dict[int, Any] | None = None) -> Plan:
+    """Classify ``call``; raises FormatError for shapes safepoint does not build.
+
+    ``dtypes`` caches the dtypes already built from shared nodes (numpy scalars
+    of one dtype all refer to the same memoized dtype node).
+    """
+    _DTYPES.cache = dtypes
     if call.joblib is not None:
         ja = call.joblib
         return Plan("joblib", [], [ja.nested] if ja.nested is not None else [], {"array": ja})
@@ -320,7 +333,7 @@ def plan_call(call: Call) -> Plan:
     if known == "scalar":
         return _scalar(call, args)
     if known == "dtype":
-        dt = build_dtype(call)
+        dt = build_dtype(call, _DTYPES.cache)
         return Plan("dtype", [(callee, "known")], [], {"dtype": dt})
     if known == "bytes":
         _no_ops(call, "_codecs.encode")
