@@ -6,8 +6,11 @@ The same grid (random forests on a 2,000 x 20 classification problem, sized so t
 fit takes about ``--fit-ms`` milliseconds; 3 folds) runs as
 
 * ``sklearn``: scikit-learn's GridSearchCV, no checkpoint (the baseline);
-* ``checkpoint``: ResumableGridSearchCV with ``checkpoint=`` a fresh local store (every
-  fit committed to the SQLite catalog, durable, ``synchronous=FULL``);
+* ``checkpoint``: ResumableGridSearchCV with ``checkpoint=`` the path of a new local store
+  (created by the search: catalog and schema included; every fit committed to the SQLite
+  catalog, durable, ``synchronous=FULL``);
+* ``checkpoint_store``: the same with ``checkpoint=store.checkpointer(...)`` of a store
+  that exists already (a new checkpointer name each run);
 * ``resume``: the same search again on the full ledger (nothing left to fit: the cost
   of reading the results back, plus the refit).
 
@@ -81,16 +84,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     grid = _grid(max(4, args.fits // 3))
     n_fits = len(grid["max_features"]) * len(grid["min_samples_leaf"]) * 3
     work = tempfile.mkdtemp(prefix="bench-search-")
-    times: dict[str, list[float]] = {"sklearn": [], "checkpoint": [], "resume": []}
-    cpu: dict[str, list[float]] = {"sklearn": [], "checkpoint": [], "resume": []}
+    variants = ["sklearn", "checkpoint", "checkpoint_store", "resume"]
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    cpu: dict[str, list[float]] = {v: [] for v in variants}
+    store = sp.Store(os.path.join(work, "shared-store"))
     fit_times: list[float] = []
     try:
         for rep in range(args.repeat):
             ckpt = os.path.join(work, f"store-{rep}")
-            order = ["sklearn", "checkpoint"] if rep % 2 == 0 else ["checkpoint", "sklearn"]
+            order = variants[:3] if rep % 2 == 0 else variants[2::-1]
             for variant in [*order, "resume"]:
                 if variant == "sklearn":
                     search: Any = GridSearchCV(estimator, grid, cv=3, n_jobs=args.n_jobs)
+                elif variant == "checkpoint_store":
+                    search = sp.ResumableGridSearchCV(
+                        estimator,
+                        grid,
+                        cv=3,
+                        n_jobs=args.n_jobs,
+                        checkpoint=store.checkpointer(f"bench/search-{rep}"),
+                    )
                 else:
                     search = sp.ResumableGridSearchCV(
                         estimator, grid, cv=3, n_jobs=args.n_jobs, checkpoint=ckpt
@@ -119,11 +132,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "checkpoint_s": round(med["checkpoint"], 3),
         "resume_s": round(med["resume"], 3),
         "overhead_pct": round(100 * (med["checkpoint"] / med["sklearn"] - 1), 2),
+        "checkpoint_store_s": round(med["checkpoint_store"], 3),
+        "overhead_store_pct": round(100 * (med["checkpoint_store"] / med["sklearn"] - 1), 2),
         # CPU time of the whole process (all threads): what the checkpoint costs even
         # when a busy machine leaves no spare core for the ledger's writer thread.
         "cpu_sklearn_s": round(cpu_med["sklearn"], 3),
         "cpu_checkpoint_s": round(cpu_med["checkpoint"], 3),
         "cpu_overhead_pct": round(100 * (cpu_med["checkpoint"] / cpu_med["sklearn"] - 1), 2),
+        "cpu_overhead_store_pct": round(
+            100 * (cpu_med["checkpoint_store"] / cpu_med["sklearn"] - 1), 2
+        ),
         "runs": {k: [round(t, 3) for t in v] for k, v in times.items()},
         "load_avg": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
@@ -137,6 +155,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"  ResumableGridSearchCV checkpoint {med['checkpoint']:.3f} s "
             f"(overhead {result['overhead_pct']:+.2f}%; CPU time "
             f"{result['cpu_overhead_pct']:+.2f}%)\n"
+            f"  ... checkpointer of a store      {med['checkpoint_store']:.3f} s "
+            f"(overhead {result['overhead_store_pct']:+.2f}%; CPU time "
+            f"{result['cpu_overhead_store_pct']:+.2f}%)\n"
             f"  resume on the full ledger        {med['resume']:.3f} s\n"
             f"  runs: {result['runs']}"
         )
