@@ -97,7 +97,14 @@ class Checkpointer:
         self.trusted = trusted
         self.env = env
         cat = store.catalog
-        with cat.tx(write=True) as conn:
+        with cat.tx(single=True) as conn:
+            have = conn.execute(
+                sa.select(T_CKPTS.c.description).where(T_CKPTS.c.name == self.name)
+            ).first()
+        if have is not None and (not self.description or have[0] == self.description):
+            return  # opening an existing checkpointer is one read
+        # the row only names and describes the checkpointer: no fsync needed
+        with cat.tx(write=True, durable=False) as conn:
             cat._insert_ignore(
                 conn,
                 T_CKPTS,
