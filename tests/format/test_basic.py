@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 
 import numpy as np
 import pandas as pd
@@ -224,3 +225,14 @@ def test_metadata_must_be_json():
     with pytest.raises(sp.SerializationError, match="JSON"):
         sp.dumps(1, metadata={"x": object()})
     assert sp.inspect(sp.dumps(1, metadata={"x": [1, "a"]})).metadata == {"x": [1, "a"]}
+
+
+def test_saved_file_follows_the_umask(tmp_path):
+    import stat
+
+    old = os.umask(0o027)
+    try:
+        sp.dump([1], tmp_path / "m.sp")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "m.sp").st_mode) == 0o640
