@@ -211,7 +211,7 @@ def test_dump_is_deterministic():
 def test_functions_by_reference_only():
     out = rt({"f": np.log1p, "t": np.float64, "b": float})
     assert out["f"] is np.log1p and out["t"] is np.float64 and out["b"] is float
-    with pytest.raises(sp.SerializationError, match="lambda|inside a function"):
+    with pytest.raises(sp.SerializationError, match=r"lambda|inside a function"):
         sp.dumps(lambda x: x)
 
     def local(x):
