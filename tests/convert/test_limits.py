@@ -266,3 +266,60 @@ def test_not_a_model_file(tmp: Path) -> None:
     (tmp / "empty.zip").write_bytes(bad_zip.getvalue())
     with pytest.raises(FormatError, match="0 pickle"):
         sp.convert(tmp / "empty.zip", tmp / "z.sp")
+
+
+def _skops_mutations(seed: int, n: int) -> list[bytes]:
+    import json
+
+    sio = pytest.importorskip("skops.io")
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.tree import DecisionTreeClassifier
+
+    X = np.random.RandomState(0).rand(30, 3)
+    model = make_pipeline(StandardScaler(), DecisionTreeClassifier(max_depth=2))
+    bio = io.BytesIO()
+    sio.dump(model.fit(X, (X[:, 0] > 0.5).astype(int)), bio)
+    with zipfile.ZipFile(io.BytesIO(bio.getvalue())) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    schema = json.loads(members["schema.json"])
+    rng = random.Random(seed)
+    junk = [None, 1, "x", [], {}, {"__loader__": "ObjectNode"}, -1, 1e300, [1, [2]], True]
+
+    def nodes(obj: object, out: list[tuple[object, object]]) -> None:
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                out.append((obj, k))
+                nodes(v, out)
+        elif isinstance(obj, list):
+            for i, v in enumerate(obj):
+                out.append((obj, i))
+                nodes(v, out)
+
+    out = []
+    for _ in range(n):
+        mutated = json.loads(json.dumps(schema))
+        places: list[tuple[object, object]] = []
+        nodes(mutated, places)
+        for _ in range(rng.randint(1, 3)):
+            parent, key = rng.choice(places)
+            parent[key] = rng.choice(junk)  # type: ignore[index]
+        zbio = io.BytesIO()
+        with zipfile.ZipFile(zbio, "w") as zf:
+            for name, raw in members.items():
+                zf.writestr(name, json.dumps(mutated) if name == "schema.json" else raw)
+        out.append(zbio.getvalue())
+    return out
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_corrupted_skops_schemas_never_crash(tmp: Path) -> None:
+    refused = 0
+    src = tmp / "m.skops"
+    for data in _skops_mutations(3, 120):
+        src.write_bytes(data)
+        try:
+            sp.convert(src, tmp / "m.sp")
+        except SafepointError:
+            refused += 1
+    assert refused > 0

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..errors import FormatError, SafepointError, UntrustedTypesError
+from ..errors import FormatError, LimitExceededError, SafepointError, UntrustedTypesError
 from ..format import api as _format_api
 from .audit import AuditResult, audit, hints, trust_would_help
 from .construct import Constructor
@@ -126,6 +127,24 @@ def _analyze_stream(data: bytes, trusted: Trusted, limits: ConvertLimits) -> _An
 
 
 def _analyze(
+    path: str, data: bytes, trusted: Trusted, limits: ConvertLimits
+) -> _Analysis | list[tuple[str, _Analysis | SafepointError]]:
+    try:
+        return _analyze_unchecked(path, data, trusted, limits)
+    except SafepointError:
+        raise
+    except RecursionError:
+        raise LimitExceededError(f"{path!r} nests too deeply") from None
+    except MemoryError:
+        raise LimitExceededError(f"{path!r} does not fit in memory") from None
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError, struct.error) as exc:
+        # a safety net: the parsers raise FormatError themselves for what they check
+        raise FormatError(
+            f"{path!r} is malformed ({type(exc).__name__}: {exc}); nothing was executed"
+        ) from None
+
+
+def _analyze_unchecked(
     path: str, data: bytes, trusted: Trusted, limits: ConvertLimits
 ) -> _Analysis | list[tuple[str, _Analysis | SafepointError]]:
     kind = sniff(data[:16])

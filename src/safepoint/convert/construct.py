@@ -64,9 +64,12 @@ class Constructor:
             raise
         except RecursionError:
             raise LimitExceededError("the object graph nests too deeply") from None
-        except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as e:
+        except MemoryError:
+            raise LimitExceededError("the object graph does not fit in memory") from None
+        except Exception as e:  # from audited classes' own code (__setstate__, __init__)
             raise FormatError(
-                f"the pickle's contents do not rebuild a valid object ({type(e).__name__}: {e})"
+                f"the file's contents do not rebuild a valid object ({type(e).__name__}: {e}); "
+                "it is corrupt, crafted, or was written by an incompatible library version"
             ) from None
 
     # -- the walk ------------------------------------------------------------------

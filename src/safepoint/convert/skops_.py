@@ -224,7 +224,14 @@ class _Reader:
             return self._array(state, ref, depth)
         if loader == "DTypeNode":
             arr = self.node(content, depth)
-            if not (isinstance(arr, Call) and arr.ops and arr.ops[0][0] == "build"):
+            if not (
+                isinstance(arr, Call)
+                and isinstance(arr.callee, GlobalRef)
+                and arr.callee.name == "_reconstruct"
+                and len(arr.ops) == 1
+                and isinstance(arr.ops[0][1], TupleNode)
+                and len(arr.ops[0][1].items) == 5
+            ):
                 raise _fail("a dtype node must hold an array")
             return arr.ops[0][1].items[2]
         if loader == "SparseMatrixNode":
@@ -415,6 +422,8 @@ def audit_skops(
         root = reader.node(schema)
     except RecursionError:
         raise LimitExceededError("the skops schema nests too deeply") from None
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
+        raise _fail(f"unexpected schema content ({type(exc).__name__}: {exc})") from None
     result = audit(root, trusted)
     result.problems = reader.problems + result.problems
     return root, result
