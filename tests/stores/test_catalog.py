@@ -129,3 +129,17 @@ def test_relaxed_transactions_restore_full_sync(tmp_path: Path) -> None:
             assert c.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
         with cat.tx(write=True) as c:
             assert c.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+
+
+def test_verify_reports_are_recorded_for_the_console(tmp_path):
+    import numpy as np
+
+    import safepoint as sp
+
+    store = sp.Store(tmp_path / "s")
+    store.put("a/b", {"w": np.arange(3)})
+    assert store.last_verify("a/b") is None
+    report = store.verify("a/b@1")
+    last = store.last_verify("a/b", 1)
+    assert last is not None and last["ok"] is report.ok is True
+    assert last["checked_buffers"] == report.checked_buffers and last["at"]

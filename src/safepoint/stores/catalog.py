@@ -197,13 +197,38 @@ def _migrate_3(conn: Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_migrate_1, _migrate_2, _migrate_3]
+def _v4_verifications(md: sa.MetaData) -> None:
+    sa.Table(
+        "verifications",
+        md,
+        # no foreign key: the migration creates this table on its own metadata
+        sa.Column("model_id", sa.Integer, primary_key=True),
+        sa.Column("version", sa.Integer, primary_key=True),
+        sa.Column("at", sa.Float, nullable=False),
+        sa.Column("ok", sa.Boolean, nullable=False),
+        sa.Column("report", sa.Text, nullable=False),
+    )
+
+
+def _migrate_4(conn: Connection) -> None:
+    """The last `verify` of each version (the console shows it without loading anything),
+    and a covering index so that listing models does not read every version row."""
+    md = sa.MetaData()
+    _v4_verifications(md)
+    md.create_all(conn)
+    conn.exec_driver_sql(
+        "CREATE INDEX ix_versions_summary ON versions (model_id, version, created_at, size)"
+    )
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_migrate_1, _migrate_2, _migrate_3, _migrate_4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # the tables as of SCHEMA_VERSION, for queries
 META = sa.MetaData()
 _v1_tables(META)
 _v2_runs(META)
+_v4_verifications(META)
 T_SCHEMA = META.tables["sp_schema"]
 T_MODELS = META.tables["models"]
 T_MODELS.append_column(sa.Column("last_version", sa.Integer, nullable=False, default=0))
@@ -218,6 +243,7 @@ T_LEASES = META.tables["leases"]
 T_LEASES.append_column(sa.Column("host", sa.String(255), nullable=False, default=""))
 T_LEASES.append_column(sa.Column("pid", sa.Integer, nullable=False, default=0))
 T_RUNS = META.tables["runs"]
+T_VERIFY = META.tables["verifications"]
 
 #: a gc that died while deleting a blob leaves it "deleting"; after this many seconds a
 #: put takes it over (it re-creates the blob from its own copy)

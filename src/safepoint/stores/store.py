@@ -1078,7 +1078,11 @@ class Store:
             return _api.inspect(src, **kwargs)
 
     def verify(self, ref: str, **kwargs: Any) -> _api.VerifyReport:
-        """:func:`safepoint.verify` of ``NAME[@VERSION|@ALIAS]`` plus the digest check."""
+        """:func:`safepoint.verify` of ``NAME[@VERSION|@ALIAS]`` plus the digest check.
+
+        The report is recorded in the catalog (see :meth:`last_verify`), so that the
+        console and the CLI can show it without loading the model.
+        """
         name, sel = parse_ref(ref)
         mv = self.info(name, sel)
         with self.open_blob(name, sel) as src:
@@ -1089,6 +1093,38 @@ class Store:
                     report.problems.append(
                         f"blob digest {reader.digest} != recorded {mv.digest}: it was replaced"
                     )
+        self._record_verify(mv, report)
+        return report
+
+    def _record_verify(self, mv: ModelVersion, report: _api.VerifyReport) -> None:
+        from .catalog import T_VERIFY
+
+        row = {"at": time.time(), "ok": bool(report.ok), "report": dumps_json(report.to_dict())}
+        with self.catalog.tx(write=True) as conn:
+            mid = self.catalog.model_id(conn, mv.name)
+            conn.execute(
+                sa.delete(T_VERIFY).where(
+                    T_VERIFY.c.model_id == mid, T_VERIFY.c.version == mv.version
+                )
+            )
+            conn.execute(sa.insert(T_VERIFY).values(model_id=mid, version=mv.version, **row))
+
+    def last_verify(self, name: str, version: int | str | None = None) -> dict[str, Any] | None:
+        """The last :meth:`verify` report of a version (``at`` added), or None if never."""
+        from .catalog import T_VERIFY
+
+        mv = self.info(name, version)
+        with self.catalog.tx() as conn:
+            mid = self.catalog.model_id(conn, mv.name)
+            row = conn.execute(
+                sa.select(T_VERIFY).where(
+                    T_VERIFY.c.model_id == mid, T_VERIFY.c.version == mv.version
+                )
+            ).first()
+        if row is None:
+            return None
+        report: dict[str, Any] = loads_json(row.report, {})
+        report["at"] = datetime.fromtimestamp(float(row.at), UTC).isoformat()[:19]
         return report
 
     # -- lineage -------------------------------------------------------------------------
