@@ -344,7 +344,14 @@ def run(workdir: str | os.PathLike[str] = "safepoint-demo", quiet: bool = False)
     console = Console(quiet=quiet)
     root = Path(workdir)
     root.mkdir(parents=True, exist_ok=True)
-    for i, (title, fn) in enumerate(PARTS, 1):
+    order = ["format", "store", "steps", "search", "scoring"]
+    parts = sorted(
+        PARTS,
+        key=lambda p: next(
+            (i for i, word in enumerate(order) if p[0].startswith(word)), len(order)
+        ),
+    )
+    for i, (title, fn) in enumerate(parts, 1):
         console.rule(f"[bold]{i}. {title}")
         try:
             fn(root, lambda s: console.print("  " + s, highlight=False))
