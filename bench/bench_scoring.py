@@ -77,8 +77,12 @@ def _run(code: str, args: list[str]) -> float:
     cmd = [sys.executable, "-c", code, *args]
     if shutil.which("taskset"):
         cmd = ["taskset", "-c", "0", *cmd]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-           "SAFEPOINT_QUIET": "1"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "SAFEPOINT_QUIET": "1",
+    }
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -96,10 +100,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         for i in range(args.repeat):
             out = folder / f"out{i}"
             results["safepoint"].append(
-                _run(SAFEPOINT, [str(model), str(src), str(out), str(args.batch_size)]))
+                _run(SAFEPOINT, [str(model), str(src), str(out), str(args.batch_size)])
+            )
             results["plain"].append(
-                _run(PLAIN, [str(model), str(src), str(folder / f"plain{i}.parquet"),
-                             str(args.batch_size)]))
+                _run(
+                    PLAIN,
+                    [str(model), str(src), str(folder / f"plain{i}.parquet"), str(args.batch_size)],
+                )
+            )
             shutil.rmtree(out, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in results.items()}
     summary = {

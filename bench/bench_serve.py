@@ -30,8 +30,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _load(client: Any, url: str, body: Any, seconds: float, max_requests: int,
-          during: Any = None) -> dict[str, Any]:
+def _load(
+    client: Any, url: str, body: Any, seconds: float, max_requests: int, during: Any = None
+) -> dict[str, Any]:
     lat: list[float] = []
     failures = 0
     versions: set[str] = set()
@@ -49,9 +50,14 @@ def _load(client: Any, url: str, body: Any, seconds: float, max_requests: int,
             versions.add(r.json()["version"])
     total = time.perf_counter() - start
     q = statistics.quantiles(lat, n=100)
-    return {"requests": len(lat), "requests_per_s": round(len(lat) / total, 1),
-            "p50_ms": round(q[49] * 1000, 2), "p99_ms": round(q[98] * 1000, 2),
-            "failures": failures, "versions": sorted(versions)}
+    return {
+        "requests": len(lat),
+        "requests_per_s": round(len(lat) / total, 1),
+        "p50_ms": round(q[49] * 1000, 2),
+        "p99_ms": round(q[98] * 1000, 2),
+        "failures": failures,
+        "versions": sorted(versions),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -78,9 +84,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "safepoint.cli", "serve", "--model", "bench/clf@production",
-             "--store", store.url, "--port", str(port), "--reload-interval", "0.5"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "safepoint.cli",
+                "serve",
+                "--model",
+                "bench/clf@production",
+                "--store",
+                store.url,
+                "--port",
+                str(port),
+                "--reload-interval",
+                "0.5",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         try:
             deadline = time.monotonic() + 60
@@ -99,15 +118,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
             with httpx.Client(timeout=30) as client:
                 single = _load(client, url + "/predict", record, args.seconds, args.max_requests)
-                batched = _load(client, url + "/predict", batch, args.seconds,
-                                args.max_requests // 10)
-                reload = _load(client, url + "/predict", record, args.seconds,
-                               args.max_requests, during=move)
+                batched = _load(
+                    client, url + "/predict", batch, args.seconds, args.max_requests // 10
+                )
+                reload = _load(
+                    client, url + "/predict", record, args.seconds, args.max_requests, during=move
+                )
         finally:
             proc.terminate()
             proc.wait(timeout=20)
-    summary = {"single": single, "batch_of_100": {**batched, "records_per_s": round(
-        batched["requests_per_s"] * 100, 1)}, "during_hot_reload": reload}
+    summary = {
+        "single": single,
+        "batch_of_100": {**batched, "records_per_s": round(batched["requests_per_s"] * 100, 1)},
+        "during_hot_reload": reload,
+    }
     print(json.dumps(summary, indent=2))
     return summary
 

@@ -31,8 +31,12 @@ def build(path: str, n_models: int, n_versions: int) -> Any:
         if name in have:
             continue
         for v in range(n_versions):
-            store.put(name, {"w": np.full(4, v, dtype=np.float32)}, metrics={"auc": 0.5 + v / 100},
-                      alias="production" if v == n_versions - 1 else None)
+            store.put(
+                name,
+                {"w": np.full(4, v, dtype=np.float32)},
+                metrics={"auc": 0.5 + v / 100},
+                alias="production" if v == n_versions - 1 else None,
+            )
     return store
 
 
@@ -46,7 +50,10 @@ def timed(client: Any, url: str, n: int = 30) -> dict[str, float]:
         times.append(time.perf_counter() - t)
         assert r.status_code == 200
     q = statistics.quantiles(times, n=20)
-    return {"median_ms": round(statistics.median(times) * 1000, 1), "p95_ms": round(q[18] * 1000, 1)}
+    return {
+        "median_ms": round(statistics.median(times) * 1000, 1),
+        "p95_ms": round(q[18] * 1000, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -74,7 +81,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "version_page": timed(client, f"/version/{args.versions}/{name}"),
     }
     results["target_met"] = all(
-        results[k]["median_ms"] <= 100 for k in ("models_list", "model_page", "version_page"))
+        results[k]["median_ms"] <= 100 for k in ("models_list", "model_page", "version_page")
+    )
     print(json.dumps(results, indent=2))
     return results
 
