@@ -69,6 +69,7 @@ def populated(tmp_path_factory):
         "fraud/clf", LogisticRegression(C=0.1).fit(X, y), metrics={"auc": 0.93}, parents=[v1.ref]
     )
     store.put("fraud/clf", KNeighborsClassifier().fit(X, y), metrics={"auc": 0.89})
+    assert store.verify("fraud/clf@2").ok  # recorded: the console shows it without loading
     for i in range(3):
         store.put(f"other/model-{i}", GaussianNB().fit(X, y))
     store.checkpointer("fraud/state", description="scoring job state").set("threshold", 0.7)
@@ -158,6 +159,7 @@ def test_browse_list_model_version_audit(console, browser):
     assert "sklearn.linear_model._logistic.LogisticRegression" in audit
     assert "default trust set" in audit
     assert "fraud/clf@1" in page.inner_text("#lineage")
+    assert "OK at" in page.inner_text("#verify")
     assert "C" in page.inner_text("#metadata")
     _shot(page, "version")
     page.goto(console + "/compare/fraud/clf?a=1&b=2")
