@@ -27,6 +27,7 @@ def _models() -> dict[str, tuple[Any, Any, str]]:
     )
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.model_selection import GridSearchCV
     from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
@@ -96,6 +97,12 @@ def _models() -> dict[str, tuple[Any, Any, str]]:
             "scalers": (make_pipeline(StandardScaler(), MinMaxScaler()).fit(X), X, "transform"),
             "kmeans": (KMeans(3, n_init=2, random_state=0).fit(X), X, "predict"),
             "pca": (PCA(2).fit(X), X, "transform"),
+            # cv_results_ holds numpy masked arrays
+            "grid_search": (
+                GridSearchCV(LogisticRegression(), {"C": [0.1, 1.0]}, cv=3).fit(X, y),
+                X,
+                "predict_proba",
+            ),
         }
 
 

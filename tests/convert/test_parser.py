@@ -187,6 +187,27 @@ def test_arrays(protocol: int) -> None:
         assert got.flags.writeable
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
+def test_masked_arrays_and_matrices(protocol: int) -> None:
+    cases = [
+        np.ma.MaskedArray(np.array(["a", None, 3], dtype=object), mask=[0, 1, 0]),
+        np.ma.MaskedArray(np.asfortranarray(np.arange(6.0).reshape(2, 3)), mask=np.eye(2, 3)),
+        np.ma.MaskedArray([1, 2], mask=[0, 0], fill_value=-7),
+        np.ma.MaskedArray(np.zeros(2, dtype=[("a", "<i4"), ("b", "<f8")]), mask=[(0, 1), (1, 0)]),
+    ]
+    for m in cases:
+        got = rebuild(pickle.dumps(m, protocol=protocol))
+        assert type(got) is np.ma.MaskedArray
+        assert same(got.data, m.data)
+        np.testing.assert_array_equal(np.ma.getmaskarray(got), np.ma.getmaskarray(m))
+        assert got.fill_value == m.fill_value
+    assert rebuild(pickle.dumps(np.ma.masked, protocol=protocol)) is np.ma.masked
+    mat = np.matrix([[1.0, 2.0], [3.0, 4.0]])
+    got = rebuild(pickle.dumps(mat, protocol=protocol))
+    assert type(got) is np.matrix and (got == mat).all()
+
+
 SCALARS = [
     np.float64(1.5),
     np.float32(-2),

@@ -156,7 +156,10 @@ def hints(untrusted: Iterable[str]) -> list[str]:
     if any(n.startswith("torch.") for n in names):
         out.append("PyTorch objects: save state_dicts with safepoint's torch adapter instead")
     if any(n.startswith("numpy.ma.") for n in names):
-        out.append("numpy masked arrays are not imported: store data and mask as two arrays")
+        out.append(
+            "numpy.ma: only plain MaskedArray objects are imported (not subclasses or other "
+            "numpy.ma helpers)"
+        )
     return out
 
 

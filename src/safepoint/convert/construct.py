@@ -153,11 +153,15 @@ class Constructor:
             arr = self._build(ja.nested)
             if not isinstance(arr, np.ndarray) or arr.shape != ja.shape or arr.dtype != ja.dtype:
                 raise fail("a joblib object array does not match its wrapper")
-            return arr
-        return array_from_bytes(ja.data, ja.dtype, ja.shape, ja.order)
+        else:
+            arr = array_from_bytes(ja.data, ja.dtype, ja.shape, ja.order)
+        return arr.view(np.matrix) if ja.matrix else arr
 
     def _k_ndarray(self, node: Call, plan: Plan) -> Any:
-        p = plan.parts
+        arr = self._array(plan.parts)
+        return arr.view(np.matrix) if plan.parts.get("matrix") else arr
+
+    def _array(self, p: dict[str, Any]) -> Any:
         shape, dtype, fortran = p["shape"], p["dtype"], p["fortran"]
         order = "F" if fortran else "C"
         if dtype.hasobject:
@@ -178,6 +182,20 @@ class Constructor:
         if data is None:
             raise fail("an array's data must be bytes")
         return array_from_bytes(data, dtype, shape, order)
+
+    def _k_masked(self, node: Call, plan: Plan) -> Any:
+        p = plan.parts
+        data = self._array(p)
+        order = "F" if p["fortran"] else "C"
+        mask = array_from_bytes(p["mask"], p["mask_dtype"], p["shape"], order)
+        fill = self._build(p["fill"])
+        out = np.ma.MaskedArray(data, mask=mask)
+        if fill is not None:
+            out.fill_value = fill
+        return out
+
+    def _k_masked_constant(self, node: Call, plan: Plan) -> Any:
+        return np.ma.masked
 
     def _k_frombuffer(self, node: Call, plan: Plan) -> Any:
         p = plan.parts

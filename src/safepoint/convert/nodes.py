@@ -116,3 +116,4 @@ class JoblibArray(Node):
     order: str
     data: memoryview | None = None
     nested: Any = None
+    matrix: bool = False

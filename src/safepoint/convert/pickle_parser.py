@@ -604,14 +604,17 @@ class PickleParser:
                 raise _fail("joblib array wrapper state has a bad key")
             fields[k] = v
         subclass = fields.get("subclass")
-        if not is_global(
+        matrix = is_global(subclass, ("numpy", "matrix"), ("numpy.matrixlib.defmatrix", "matrix"))
+        if not matrix and not is_global(
             subclass, ("numpy", "ndarray"), ("numpy", "memmap"), ("numpy.core.memmap", "memmap")
         ):
             raise FormatError(
                 f"joblib array of class {getattr(subclass, 'qualified', subclass)!r}: only plain "
-                "numpy arrays are imported"
+                "numpy arrays and matrices are imported"
             )
         shape = check_shape(plain(fields.get("shape")), self.limits.max_ndim)
+        if matrix and len(shape) != 2:
+            raise _fail("a joblib numpy matrix must be 2-D")
         order = fields.get("order")
         if order not in ("C", "F"):
             raise _fail(f"joblib array order {order!r}")
@@ -629,7 +632,7 @@ class PickleParser:
             root = sub.parse()
             self.pos = sub.pos
             self.n_opcodes += sub.n_opcodes
-            wrapper.joblib = JoblibArray(dtype, shape, order, nested=root)
+            wrapper.joblib = JoblibArray(dtype, shape, order, nested=root, matrix=matrix)
         else:
             if align is not None:
                 if type(align) is not int:
@@ -638,7 +641,7 @@ class PickleParser:
                 self._take(pad, "joblib padding")
             nbytes = count * dtype.itemsize
             data = self._take(nbytes, f"joblib array {shape} of {dtype}")
-            wrapper.joblib = JoblibArray(dtype, shape, order, data=data)
+            wrapper.joblib = JoblibArray(dtype, shape, order, data=data, matrix=matrix)
         self.joblib_arrays += 1
 
 

@@ -23,6 +23,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ..errors import FormatError
 from .nodes import BytesNode, Call, DictNode, GlobalRef, ListNode, TupleNode
 from .numpy_build import build_dtype, check_shape, fail, is_global, plain, plain_bytes
@@ -37,6 +39,8 @@ KNOWN_FUNCTIONS: dict[tuple[str, str], str] = {
     ("numpy.core.numeric", "_frombuffer"): "frombuffer",
     ("numpy._core.numeric", "_frombuffer"): "frombuffer",
     ("numpy", "dtype"): "dtype",
+    ("numpy.ma.core", "_mareconstruct"): "masked",
+    ("numpy.ma.core", "MaskedConstant"): "masked_constant",
     ("copyreg", "_reconstructor"): "reconstructor",
     ("copyreg", "__newobj__"): "newobj",
     ("copyreg", "__newobj_ex__"): "newobj_ex",
@@ -184,12 +188,40 @@ def _builtin(call: Call, cls: GlobalRef, args: list[Any], kwargs: Any) -> Plan:
     )
 
 
+_MATRIX = ("numpy", "matrix")
+_MASKED = (("numpy.ma", "MaskedArray"), ("numpy.ma.core", "MaskedArray"))
+
+
+def _array_state(
+    call: Call, items: list[Any], names: list[tuple[GlobalRef, str]]
+) -> tuple[dict[str, Any], list[Any]]:
+    """(shape, dtype, fortran, raw) of an array state: parts and child nodes (object items)."""
+    shape_node, dtype_node, fortran, raw = items
+    shape = check_shape(plain(shape_node), MAX_NDIM)
+    dtype = build_dtype(dtype_node, _DTYPES.cache)
+    if type(fortran) is not bool:
+        raise fail("the array order flag must be a bool")
+    names.append((dtype_node.callee, "known"))
+    parts = {"shape": shape, "dtype": dtype, "fortran": fortran, "raw": raw}
+    if dtype.hasobject:
+        if dtype.kind != "O":
+            raise FormatError("structured arrays with object fields are not imported")
+        if not isinstance(raw, ListNode):
+            raise fail("an object array's data must be a list")
+        return parts, list(raw.items)
+    if plain_bytes(raw) is None and type(raw) is not str:
+        raise fail("an array's data must be bytes")
+    if isinstance(raw, Call):
+        names.append((raw.callee, "known"))
+    return parts, []
+
+
 def _ndarray(call: Call, args: list[Any]) -> Plan:
-    if len(args) != 3 or not is_global(args[0], ("numpy", "ndarray")):
+    if len(args) != 3 or not is_global(args[0], ("numpy", "ndarray"), _MATRIX):
         sub = args[0].qualified if args and isinstance(args[0], GlobalRef) else "?"
         raise FormatError(
-            f"the pickle holds an array of class {sub}: only plain numpy.ndarray is imported "
-            "(convert subclasses such as numpy.matrix or masked arrays to ndarray first)"
+            f"the pickle holds an array of class {sub}: only numpy.ndarray, numpy.matrix "
+            "and numpy.ma.MaskedArray are imported (convert other subclasses to ndarray first)"
         )
     if len(call.ops) != 1 or call.ops[0][0] != "build":
         raise fail("a numpy array needs exactly one state")
@@ -199,24 +231,42 @@ def _ndarray(call: Call, args: list[Any]) -> Plan:
     items = state.items if len(state.items) == 4 else state.items[1:]
     if len(state.items) == 5 and state.items[0] != 1:
         raise fail(f"unknown numpy array state version {state.items[0]!r}")
-    shape_node, dtype_node, fortran, raw = items
-    shape = check_shape(plain(shape_node), MAX_NDIM)
-    dtype = build_dtype(dtype_node, _DTYPES.cache)
-    if type(fortran) is not bool:
-        raise fail("the array order flag must be a bool")
-    parts = {"shape": shape, "dtype": dtype, "fortran": fortran, "raw": raw}
-    names = [(call.callee, "known"), (args[0], "known"), (dtype_node.callee, "known")]
-    if dtype.hasobject:
-        if dtype.kind != "O":
-            raise FormatError("structured arrays with object fields are not imported")
-        if not isinstance(raw, ListNode):
-            raise fail("an object array's data must be a list")
-        return Plan("ndarray", names, list(raw.items), parts)
-    if plain_bytes(raw) is None and type(raw) is not str:
-        raise fail("an array's data must be bytes")
-    if isinstance(raw, Call):
-        names.append((raw.callee, "known"))
-    return Plan("ndarray", names, [], parts)
+    names = [(call.callee, "known"), (args[0], "known")]
+    parts, children = _array_state(call, list(items), names)
+    parts["matrix"] = is_global(args[0], _MATRIX)
+    if parts["matrix"] and len(parts["shape"]) != 2:
+        raise fail("a numpy matrix must be 2-D")
+    return Plan("ndarray", names, children, parts)
+
+
+def _masked(call: Call, args: list[Any]) -> Plan:
+    """numpy.ma's ``_mareconstruct(MaskedArray, ndarray, (0,), 'b')`` + its 7-item state."""
+    if (
+        len(args) != 4
+        or not is_global(args[0], *_MASKED)
+        or not is_global(args[1], ("numpy", "ndarray"))
+    ):
+        raise FormatError("only plain numpy.ma.MaskedArray masked arrays are imported")
+    if len(call.ops) != 1 or call.ops[0][0] != "build":
+        raise fail("a masked array needs exactly one state")
+    state = call.ops[0][1]
+    if not isinstance(state, TupleNode) or len(state.items) != 7 or state.items[0] != 1:
+        raise fail("a masked array state must be (1, shape, dtype, fortran, data, mask, fill)")
+    names = [(call.callee, "known"), (args[0], "known"), (args[1], "known")]
+    parts, children = _array_state(call, list(state.items[1:5]), names)
+    mask = plain_bytes(state.items[5])
+    if mask is None:
+        raise fail("a masked array's mask must be bytes")
+    if isinstance(state.items[5], Call):
+        names.append((state.items[5].callee, "known"))
+    mdtype = np.ma.make_mask_descr(parts["dtype"])
+    count = 1
+    for n in parts["shape"]:
+        count *= n
+    if len(mask) != count * mdtype.itemsize:
+        raise fail("a masked array's mask does not match its shape")
+    parts.update(mask=mask, mask_dtype=mdtype, fill=state.items[6])
+    return Plan("masked", names, [*children, state.items[6]], parts)
 
 
 def _frombuffer(call: Call, args: list[Any]) -> Plan:
@@ -328,6 +378,13 @@ def plan_call(call: Call, dtypes: dict[int, Any] | None = None) -> Plan:
         return plan
     if known == "ndarray":
         return _ndarray(call, args)
+    if known == "masked":
+        return _masked(call, args)
+    if known == "masked_constant":
+        _no_ops(call, "numpy.ma.masked")
+        if args:
+            raise fail("numpy.ma.masked takes no arguments")
+        return Plan("masked_constant", [(callee, "known")])
     if known == "frombuffer":
         return _frombuffer(call, args)
     if known == "scalar":

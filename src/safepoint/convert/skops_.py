@@ -29,6 +29,7 @@ from .audit import AuditResult, audit
 from .containers import zip_members
 from .limits import ConvertLimits
 from .nodes import BytesNode, Call, DictNode, GlobalRef, ListNode, SetNode, TupleNode
+from .numpy_build import build_dtype, plain
 
 __all__ = ["audit_skops", "dtype_to_node", "read_npy"]
 
@@ -39,9 +40,11 @@ _REFUSED = {
     "MethodNode": "a bound method (named by a string inside the file)",
     "OperatorFuncNode": "an operator function (named by a string inside the file)",
     "PartialNode": "a functools.partial",
-    "MaskedArrayNode": "a numpy masked array",
     "_DictWithDeprecatedKeysNode": "a scikit-learn < 1.2 internal dict",
 }
+
+
+_MASKED_CLASSES = (("numpy.ma", "MaskedArray"), ("numpy.ma.core", "MaskedArray"))
 
 
 def _fail(msg: str) -> FormatError:
@@ -236,6 +239,8 @@ class _Reader:
             return arr.ops[0][1].items[2]
         if loader == "SparseMatrixNode":
             return self._sparse(state, ref)
+        if loader == "MaskedArrayNode":
+            return self._masked(ref, content, depth)
         if loader in ("RandomGeneratorNode", "RandomStateNode"):
             return self._random(loader, ref, content, depth)
         self.problems.append(f"skops node {loader} ({module}.{cls}) is not known to safepoint")
@@ -309,6 +314,43 @@ class _Reader:
             return array_node(np.dtype(object), shape, False, ListNode(flat))
         raise _fail(f"unknown array storage {kind!r}")
 
+    def _masked(self, ref: GlobalRef, content: Any, depth: int) -> Any:
+        """A masked array as numpy's own pickle of it (``_mareconstruct`` + state)."""
+        if (ref.module, ref.name) not in _MASKED_CLASSES:
+            raise _fail(f"a masked array node of class {ref.qualified}")
+        if not isinstance(content, dict):
+            raise _fail("a masked array node needs data and mask")
+        data = _array_parts(self.node(content.get("data"), depth))
+        mask_node = self.node(content.get("mask"), depth)
+        shape_node, dtype_node, fortran, raw = data
+        dtype = build_dtype(dtype_node)
+        mdtype = np.ma.make_mask_descr(dtype)
+        shape = plain(shape_node)
+        count = 1
+        for n in shape:
+            count *= n
+        if isinstance(mask_node, Call) and mask_node.ops:
+            m_shape, _, m_fortran, m_raw = _array_parts(mask_node)
+            if plain(m_shape) != shape or m_fortran != fortran:
+                raise _fail("a masked array's mask does not match its data")
+        else:  # numpy.ma.nomask, stored as a numpy bool scalar
+            m_raw = BytesNode(memoryview(bytes(count * mdtype.itemsize)))
+        call = Call(
+            GlobalRef("numpy.ma.core", "_mareconstruct"),
+            TupleNode(
+                [
+                    GlobalRef("numpy.ma", "MaskedArray"),
+                    GlobalRef("numpy", "ndarray"),
+                    TupleNode([0]),
+                    "b",
+                ]
+            ),
+            "reduce",
+        )
+        state = TupleNode([1, shape_node, dtype_node, fortran, raw, m_raw, None])
+        call.ops.append(("build", state))
+        return call
+
     def _random(self, loader: str, ref: GlobalRef, content: Any, depth: int) -> Any:
         """numpy random generators, rebuilt as numpy's own pickle helpers would: the
         bit generator's name is checked against numpy's list by the audit."""
@@ -379,6 +421,18 @@ class _Reader:
         call = Call(cls, TupleNode(), "newobj")
         call.ops.append(("build", DictNode(pairs)))
         return call
+
+
+def _array_parts(node: Any) -> list[Any]:
+    """(shape, dtype, fortran, raw) nodes of an array node built by :func:`array_node`."""
+    if not (
+        isinstance(node, Call)
+        and len(node.ops) == 1
+        and isinstance(node.ops[0][1], TupleNode)
+        and len(node.ops[0][1].items) == 5
+    ):
+        raise _fail("expected an array")
+    return list(node.ops[0][1].items[1:])
 
 
 def _small(info: tuple[np.dtype[Any], tuple[int, ...], bool, memoryview]) -> Any:
