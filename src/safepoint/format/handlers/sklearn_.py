@@ -64,46 +64,63 @@ def _tree(args: list[Any], state: Any, dec: Decoder) -> Any:
         raise dec.fail(
             f"Tree.values has shape {values.shape}, expected {(count, n_outputs, max_classes)}"
         )
-    left = nodes["left_child"]
-    right = nodes["right_child"]
-    leaf = left == -1
-    idx = np.arange(count)
-    inner = ~leaf
-    if np.any(right[leaf] != -1):
-        raise dec.fail("Tree: a leaf has a right child")
+    if any(nodes.dtype[f].kind not in "iu" for f in ("left_child", "right_child", "feature")):
+        raise dec.fail("Tree.nodes: child and feature fields must be integers")
+    # every check below is a few passes over contiguous index arrays (inner nodes
+    # only), not boolean gathers over the 64-byte records: a forest has thousands
+    lr = np.empty((2, count), dtype=np.intp)
+    lr[0] = nodes["left_child"]
+    lr[1] = nodes["right_child"]
+    parents = np.flatnonzero(lr[0] != -1)
+    kids = lr[:, parents]
     # children come after their parent in sklearn's depth-first build: this also
-    # rules out cycles that would make predict loop forever
-    if np.any((left[inner] <= idx[inner]) | (left[inner] >= count)) or np.any(
-        (right[inner] <= idx[inner]) | (right[inner] >= count)
-    ):
+    # rules out cycles that would make predict loop forever. parent < child < count
+    # for both children, as one unsigned comparison
+    if not np.all((kids - (parents + 1)).view(np.uintp) < (count - 1 - parents).view(np.uintp)):
         raise dec.fail("Tree: a child index points outside the node array (crafted file?)")
-    feat = nodes["feature"][inner]
-    if feat.size and (feat.min() < 0 or feat.max() >= n_features):
+    # inner nodes' right children are >= 1 now, so any other -1 belongs to a leaf
+    if np.count_nonzero(lr[1] == -1) != count - parents.size:
+        raise dec.fail("Tree: a leaf has a right child")
+    feat = nodes["feature"][parents].astype(np.intp)
+    if not np.all(feat.view(np.uintp) < n_features):
         raise dec.fail("Tree: a split feature is out of range (crafted file?)")
     # every node but the root has exactly one parent: a tree, not a graph whose paths
     # multiply (partial dependence walks every path)
-    kids = np.concatenate([left[inner], right[inner]]).astype(np.intp)
-    if kids.size != count - 1 or np.any(np.bincount(kids, minlength=count)[1:] != 1):
+    seen = np.zeros(count, dtype=bool)
+    seen[kids] = True
+    if kids.size != count - 1 or not seen[1:].all():
         raise dec.fail("Tree: its nodes do not form a tree (crafted file?)")
     # decision_path sizes its output n_samples * (1 + max_depth), unchecked
     max_depth = state.get("max_depth")
-    if not isinstance(max_depth, int) or _depth(left, right, inner, count) > max_depth:
+    up = np.zeros(count, dtype=np.intp)
+    up[kids] = parents
+    if not isinstance(max_depth, int) or _deeper_than(up, max_depth):
         raise dec.fail("Tree.max_depth is less than the depth of its nodes (crafted file?)")
     return {**state, "nodes": nodes, "values": values}
 
 
-def _depth(left: Any, right: Any, inner: Any, count: int) -> int:
-    """Depth of a tree whose children follow their parent (list ranking by pointer
-    jumping: log2(depth) vectorised rounds instead of one Python step per node)."""
-    idx = np.flatnonzero(inner)
-    up = np.zeros(count, dtype=np.intp)
-    up[left[inner]] = idx
-    up[right[inner]] = idx
-    depth = (np.arange(count) != 0).astype(np.int64)
-    while np.any(up):
-        depth = depth + depth[up]
-        up = up[up]
-    return int(depth.max())
+def _deeper_than(up: Any, limit: int) -> bool:
+    """True if a node lies more than ``limit`` levels below the root, given each
+    node's parent (the root its own). The ``limit``-th power of the parent map by
+    repeated squaring, log2(limit) vectorised gathers: a deeper node is not yet at
+    the root after ``limit`` steps."""
+    if limit < 0:
+        return True
+    if limit >= up.size - 1:
+        # no tree of n nodes is deeper than n - 1
+        return False
+    acc = None
+    step = up
+    while limit:
+        if limit & 1:
+            acc = step if acc is None else step[acc]
+        limit >>= 1
+        if limit:
+            step = step[step]
+    if acc is None:
+        # limit 0: only a lone root lies within depth 0
+        return bool(up.size > 1)
+    return bool(acc.any())
 
 
 def _binary_tree(args: list[Any], state: Any, dec: Decoder, n_bounds: int) -> Any:
