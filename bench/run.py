@@ -38,6 +38,35 @@ COMPRESSED_LIBS = ("joblib-z3", "safepoint-zstd")
 INSPECT_LIBS = ("safepoint", "skops")
 
 
+def pythonpath() -> str:
+    """Workers import bench/ and the safepoint of this same tree (a checkout or an
+    exported snapshot of one), whatever is installed in the environment."""
+    parts = [str(ROOT)]
+    if (ROOT / "src" / "safepoint").is_dir():
+        parts.insert(0, str(ROOT / "src"))
+    return os.pathsep.join(parts)
+
+
+def source_commit() -> str | None:
+    """The commit measured: ``git rev-parse HEAD``, or the COMMIT file of a snapshot."""
+    marker = ROOT / "COMMIT"
+    if marker.exists():
+        return marker.read_text().strip()
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "src", "bench"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     import importlib.metadata as md
@@ -46,7 +75,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
-        "loadavg_start": os.getloadavg(),
+        "commit": source_commit(),
     }
     try:
         with open("/proc/cpuinfo") as f:
@@ -101,7 +130,7 @@ class Runner:
                 return measure(spec)
             except Exception as exc:
                 return {"op": spec["op"], "lib": spec.get("lib"), "error": repr(exc)}
-        env = {**os.environ, "SAFEPOINT_QUIET": "1", "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "SAFEPOINT_QUIET": "1", "PYTHONPATH": pythonpath()}
         try:
             proc = subprocess.run(
                 [sys.executable, "-m", "bench.worker", json.dumps(spec)],
@@ -132,7 +161,7 @@ class Runner:
         proc = subprocess.run(
             [sys.executable, "-m", "bench.models", name, str(self.scale), str(self.cache_dir)],
             cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": pythonpath()},
             capture_output=True,
             text=True,
             check=False,
@@ -145,6 +174,7 @@ class Runner:
     def model(self, name: str) -> dict[str, Any]:
         args = self.args
         t_start = time.time()
+        load_start = os.getloadavg()
         self.log(f"== {name} (scale {self.scale:g}): {MODELS[name]}")
         meta = self.build(name)
         self.log(f"   built: {meta['summary']}")
@@ -238,6 +268,7 @@ class Runner:
             "repeat": args.repeat,
             "seconds": round(time.time() - t_start, 1),
             "inprocess": bool(args.inprocess),
+            "loadavg_start": load_start,
             "loadavg_end": os.getloadavg(),
         }
 
@@ -252,7 +283,7 @@ class Runner:
 def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Median of each numeric field over the repeats."""
     out: dict[str, Any] = {"n": len(runs)}
-    for key in ("s", "peak", "retained", "size"):
+    for key in ("s", "cpu", "peak", "retained", "size"):
         vals = [r[key] for r in runs if r.get(key) is not None]
         if vals:
             out[key] = statistics.median(vals)
