@@ -712,7 +712,7 @@ class ResumableGridSearchCV(_ResumableSearchMixin, GridSearchCV):
     >>> X, y = load_iris(return_X_y=True)
     >>> search = sp.ResumableGridSearchCV(SVC(), {"C": [0.1, 1, 10]}, cv=3)
     >>> search.fit(X, y).best_params_
-    {'C': 1}
+    {'C': 10}
     """
 
     def __init__(
