@@ -75,12 +75,19 @@ class SparseHandler:
                     raise dec.fail("coo coordinates out of range (crafted file?)")
             cls = sps.coo_array if is_array else sps.coo_matrix
             out = cls((data, (coords[0], coords[1])), shape=tuple(shape))
+            if any(c.dtype != o.dtype for c, o in zip(coords, out.coords, strict=True)):
+                # scipy narrows int64 indices to int32 when they fit: keep what was saved
+                out.coords = (coords[0], coords[1])
         else:
             indices = dec.decode(node.get("i"))
             indptr = dec.decode(node.get("p"))
             _check_compressed(stored, data, indices, indptr, shape, dec)
             cls = getattr(sps, f"{stored}_{'array' if is_array else 'matrix'}")
             out = cls((data, indices, indptr), shape=tuple(shape))
+            if out.indices.dtype != indices.dtype or out.indptr.dtype != indptr.dtype:
+                # scipy narrows int64 indices to int32 when they fit: keep what was saved
+                # (already checked above, so assigning them is safe)
+                out.indices, out.indptr = indices, indptr
         if fmt != stored:
             out = out.asformat(fmt)
         return out

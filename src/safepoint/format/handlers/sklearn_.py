@@ -531,7 +531,8 @@ def _kmeans(args: list[Any], state: Any, dec: Decoder) -> Any:
         seen += 1
         center = getattr(node, "center", None)
         if seen > 4 * len(centers) + 4 or (
-            not isinstance(center, np.ndarray) or center.shape != (n,)
+            # a (1, n) numpy.matrix when fitted on sparse data (the mean of a sparse matrix)
+            not isinstance(center, np.ndarray) or center.shape not in ((n,), (1, n))
         ):
             raise dec.fail(
                 "k-means: a cluster of the bisecting tree does not match (crafted file?)"
