@@ -41,10 +41,16 @@ _migrations: dict[str, list[Migration]] = {}
 _reducers: dict[str, list[Reducer]] = {}
 
 
+#: class -> the validators of its MRO, in order (a forest validates thousands of
+#: trees of a handful of classes); emptied whenever a validator is registered
+_chains: dict[type, tuple[Validator, ...]] = {}
+
+
 def register_validator(*type_names: str) -> Callable[[Validator], Validator]:
     def deco(fn: Validator) -> Validator:
         for name in type_names:
             _validators.setdefault(name, []).append(fn)
+        _chains.clear()
         return fn
 
     return deco
@@ -90,12 +96,18 @@ def validate_state_of(cls: type, args: list[Any], state: Any, dec: Decoder) -> A
     of a validated type; a validator registered under several of those names
     runs once.
     """
-    done: set[int] = set()
-    for klass in cls.__mro__:
-        for fn in _validators.get(f"{klass.__module__}.{klass.__qualname__}", ()):
-            if id(fn) not in done:
-                done.add(id(fn))
-                state = fn(args, state, dec)
+    chain = _chains.get(cls)
+    if chain is None:
+        done: set[int] = set()
+        fns: list[Validator] = []
+        for klass in cls.__mro__:
+            for fn in _validators.get(f"{klass.__module__}.{klass.__qualname__}", ()):
+                if id(fn) not in done:
+                    done.add(id(fn))
+                    fns.append(fn)
+        chain = _chains[cls] = tuple(fns)
+    for fn in chain:
+        state = fn(args, state, dec)
     return state
 
 

@@ -112,7 +112,7 @@ class DictHandler:
                 raise dec.fail("unknown value kind of a columnar dict")
             dtype = np.dtype("<i8" if kind == "int" else "<f8")
             vals = dec.array(dec.field(node, "vn", int), dtype, (len(keys),))
-            if any(type(k) is not str for k in keys):
+            if not set(map(type, keys)) <= {str}:
                 raise dec.fail("a columnar dict has missing keys")
             out = dict(zip(keys, vals.tolist(), strict=True))
             if len(out) != len(keys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,26 @@ _SAFE_KINDS = set("biufcmMUSV")
 
 
 # -- dtypes ---------------------------------------------------------------------
+# dtypes repeat across thousands of arrays (every tree of a forest has the same
+# structured node dtype): their JSON form and their parsed form are cached. The
+# cached JSON is shared by the nodes that use it and never mutated.
+_CACHE_MAX = 4096
+_TO_JSON: dict[Any, Any] = {}
+_FROM_JSON: dict[str, np.dtype[Any]] = {}
+
+
 def dtype_to_json(dt: np.dtype[Any], enc: Encoder | None = None) -> Any:
+    key = (dt, dt.isalignedstruct)
+    out = _TO_JSON.get(key)
+    if out is None:
+        out = _dtype_to_json(dt, enc)
+        if len(_TO_JSON) >= _CACHE_MAX:
+            _TO_JSON.clear()
+        _TO_JSON[key] = out
+    return out
+
+
+def _dtype_to_json(dt: np.dtype[Any], enc: Encoder | None = None) -> Any:
     if dt.hasobject:
         raise (enc.fail if enc else ValueError)(
             f"dtype {dt} holds Python objects; safepoint stores no pickles"
@@ -51,6 +71,20 @@ def dtype_to_json(dt: np.dtype[Any], enc: Encoder | None = None) -> Any:
 
 
 def dtype_from_json(spec: Any, dec: Decoder, depth: int = 0) -> np.dtype[Any]:
+    if depth and not isinstance(spec, str):
+        return _dtype_from_json(spec, dec, depth)
+    # the spec came from JSON, so it serializes back; only valid specs are cached
+    key = spec if isinstance(spec, str) else json.dumps(spec)
+    dt = _FROM_JSON.get(key)
+    if dt is None:
+        dt = _dtype_from_json(spec, dec, depth)
+        if len(_FROM_JSON) >= _CACHE_MAX:
+            _FROM_JSON.clear()
+        _FROM_JSON[key] = dt
+    return dt
+
+
+def _dtype_from_json(spec: Any, dec: Decoder, depth: int = 0) -> np.dtype[Any]:
     if depth > 8:
         raise dec.fail("dtype nests too deeply")
     if isinstance(spec, str):

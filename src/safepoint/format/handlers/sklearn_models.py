@@ -137,17 +137,29 @@ def _thread_count(args: list[Any], state: Any, dec: Decoder) -> Any:
 def _check_vocabulary(vocab: Any, n_columns: int, dec: Decoder, what: str) -> None:
     if not isinstance(vocab, dict):
         raise dec.fail(f"{what}.vocabulary_ must be a dict")
-    cols = np.fromiter(
-        (
-            v if isinstance(v, int | np.integer) and not isinstance(v, bool) else -1
-            for v in vocab.values()
-        ),
-        dtype=np.int64,
-        count=len(vocab),
-    )
-    if cols.size and (
-        cols.min() < 0 or cols.max() >= n_columns or np.unique(cols).size != cols.size
-    ):
+    values = vocab.values()
+    if set(map(type, values)) <= {int}:
+        # the common case, checked at C speed (hundreds of thousands of terms)
+        cols = np.fromiter(values, dtype=np.int64, count=len(vocab))
+    else:
+        cols = np.fromiter(
+            (
+                v if isinstance(v, int | np.integer) and not isinstance(v, bool) else -1
+                for v in values
+            ),
+            dtype=np.int64,
+            count=len(vocab),
+        )
+    if cols.size and (cols.min() < 0 or cols.max() >= n_columns):
+        bad = True
+    elif cols.size:
+        # distinct columns: in range now, so mark them (linear, unlike a sort)
+        seen = np.zeros(n_columns, dtype=bool)
+        seen[cols] = True
+        bad = int(np.count_nonzero(seen)) != cols.size
+    else:
+        bad = False
+    if bad:
         raise dec.fail(
             f"{what}.vocabulary_ maps terms to columns outside 0..{n_columns - 1} or to the "
             "same column twice (crafted file?)"
