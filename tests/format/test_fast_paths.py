@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 import safepoint as sp
+from safepoint.errors import FormatError
 from safepoint.format.decoder import Decoder
 from safepoint.format.encoder import Encoder
 from safepoint.format.handlers.strings import (
@@ -139,3 +140,33 @@ def test_damaged_string_payload_is_refused() -> None:
     blob = _corrupt_text(sp.dumps(s), b"helloworld", b"\xff\xfe")
     with pytest.raises(sp.SafepointError):
         sp.loads(blob)
+
+
+def _decode_crafted(n: int, text: bytes, offsets: list[int] | None) -> Any:
+    bio = io.BytesIO()
+    sink = BufferSink(bio)
+    node: dict[str, Any] = {"n": n, "b": sink.add(text)}
+    if offsets is not None:
+        node["o"] = sink.add(np.array(offsets, dtype="<i8"))
+    sink.finish({"format": [1, 0], "root": None, "types": [], "shared": []})
+    return decode_strings_arrow(node, Decoder(open_reader(bio.getvalue()), []))
+
+
+@pytest.mark.parametrize(
+    ("n", "text", "offsets"),
+    [
+        (3, b"abcd", [0, 3, 1, 4]),  # decreasing offsets (ASCII: no full UTF-8 pass)
+        (2, b"abcd", [0, 2, 5]),  # past the end of the text
+        (2, b"abcd", [1, 2, 4]),  # not starting at 0
+        (2, b"ab\xffd", [0, 2, 4]),  # not UTF-8
+        (2, b"a\x00b\x00c", None),  # three items, two declared
+        (1, b"\xc3(", None),  # a broken two-byte sequence
+    ],
+)
+def test_crafted_string_columns_are_refused(n: int, text: bytes, offsets: list[int] | None) -> None:
+    with pytest.raises(FormatError):
+        _decode_crafted(n, text, offsets)
+
+
+def test_crafted_decoder_reads_a_valid_column() -> None:
+    assert _decode_crafted(2, "aé".encode() + b"b", [0, 2, 3]).to_pylist() == ["aé", "b"]
