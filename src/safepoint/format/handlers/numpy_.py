@@ -164,6 +164,17 @@ def encode_array(arr: np.ndarray[Any, Any], enc: Encoder) -> dict[str, Any]:
     if dt.kind == "T":
         return _encode_stringdtype(arr, enc)
     node: dict[str, Any] = {"d": dtype_to_json(dt, enc), "s": list(arr.shape)}
+    flipped = [i for i, st in enumerate(arr.strides) if st < 0 and arr.shape[i] > 1]
+    if flipped and arr.size and not (arr.flags.c_contiguous or arr.flags.f_contiguous):
+        # a reversed view of a contiguous array (PCA's components_ after its sign
+        # flip): stored forward and reversed again on load, so that the loaded array
+        # has the same strides; BLAS results can depend on them in the last bit
+        forward = arr[
+            tuple(slice(None, None, -1) if i in flipped else slice(None) for i in range(arr.ndim))
+        ]
+        if forward.flags.c_contiguous or forward.flags.f_contiguous:
+            arr = forward
+            node["r"] = flipped
     if arr.flags.c_contiguous:
         data = arr
     elif arr.flags.f_contiguous:
@@ -231,7 +242,33 @@ class NDArrayHandler:
         shape = shape_from_json(node, dec)
         fortran = bool(node.get("f"))
         arr = dec.array(dec.field(node, "b", int), dt, shape[::-1] if fortran else shape)
-        return arr.T if fortran else arr
+        if fortran:
+            arr = arr.T
+        if "r" in node:
+            axes = dec.field(node, "r", list)
+            if not all(type(i) is int and 0 <= i < arr.ndim for i in axes):
+                raise dec.fail("reversed axes of an array are out of range")
+            arr = arr[
+                tuple(slice(None, None, -1) if i in axes else slice(None) for i in range(arr.ndim))
+            ]
+        return arr
+
+
+@register("npmat", [np.matrix])
+class MatrixHandler:
+    """numpy.matrix (the mean of a sparse matrix, e.g. BisectingKMeans centers fitted
+    on sparse data): a 2-D array node, viewed as a matrix again."""
+
+    @staticmethod
+    def encode(obj: Any, enc: Encoder) -> dict[str, Any]:
+        return {"a": enc.encode_child(np.asarray(obj), ".A")}
+
+    @staticmethod
+    def decode(node: dict[str, Any], dec: Decoder) -> Any:
+        arr = dec.decode(node.get("a"))
+        if type(arr) is not np.ndarray or arr.ndim != 2:
+            raise dec.fail("a numpy matrix needs a 2-D array")
+        return arr.view(np.matrix)
 
 
 @register("strs")
