@@ -289,3 +289,42 @@ def test_pandas_special_indexes(index: pd.Index) -> None:
     pd.testing.assert_index_equal(index, out, exact=True, check_exact=True)
     if isinstance(index, pd.DatetimeIndex):
         assert out.freq == index.freq
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        pd.Series(pd.period_range("2024-01", periods=4, freq="M"), name="p"),
+        pd.Series(pd.PeriodIndex(["2024-01-01", None, "2024-03-05"], freq="D")),
+        pd.DataFrame({"x": [1, 2]}, index=pd.period_range("2020Q1", periods=2, freq="Q")),
+        pd.Series(pd.interval_range(0, 3, closed="left")),
+        pd.Series(pd.arrays.IntervalArray.from_breaks([0.0, 1.5, 2.0], closed="both")),
+        pd.Series(pd.interval_range(pd.Timestamp("2024-01-01", tz="UTC"), periods=3, freq="D")),
+        pd.DataFrame({"x": [1, 2]}, index=pd.IntervalIndex.from_breaks([0, 1, 2])),
+        pd.Series([1, 2], index=pd.timedelta_range("1D", periods=2, freq="h")),
+        pd.DataFrame([[1, 2], [3, 4]], columns=["a", "a"]),
+        pd.DataFrame(
+            np.arange(6).reshape(2, 3),
+            columns=pd.MultiIndex.from_tuples([("a", 1), ("a", 2), ("b", 1)], names=["k", "n"]),
+        ),
+        pd.DataFrame({"a": pd.Series([], dtype="Int64"), "b": pd.Series([], dtype=object)}),
+        pd.DataFrame(),
+        pd.Series([2**70, "x", None, 2.5, b"b"], dtype=object),
+        pd.DataFrame({"a": [1]}).set_flags(allows_duplicate_labels=False),
+    ],
+    ids=lambda o: f"{type(o).__name__}",
+)
+def test_pandas_special_frames_and_series(obj: Any) -> None:
+    """Periods, intervals, timedelta indexes with a frequency, duplicate and
+    multi-level columns, empty frames, mixed object values, flags and attrs."""
+    obj.attrs["source"] = "test"
+    out = rt(obj)
+    if isinstance(obj, pd.DataFrame):
+        pd.testing.assert_frame_equal(obj, out, check_exact=True, check_flags=True)
+    else:
+        pd.testing.assert_series_equal(obj, out, check_exact=True, check_flags=True)
+    assert out.attrs == obj.attrs
+    if isinstance(obj.index, pd.DatetimeIndex | pd.TimedeltaIndex):
+        assert out.index.freq == obj.index.freq
+    if isinstance(obj, pd.Series) and obj.dtype == object:
+        assert [_kind(x) for x in out.tolist()] == [_kind(x) for x in obj.tolist()]

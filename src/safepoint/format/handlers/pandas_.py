@@ -8,6 +8,7 @@ that mixed dtypes need no pickle and each column can be memory-mapped.
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -90,6 +91,19 @@ def encode_values(values: Any, enc: Encoder, label: str) -> Any:
         else:
             body = encode_strings(values.to_numpy(dtype=object, na_value=None).tolist(), enc)
         return {"@": "pd.str", "st": dtype.storage, "na": na, **body}
+    if isinstance(dtype, pd.PeriodDtype):
+        return {
+            "@": "pd.per",
+            "d": dtype.name,
+            "v": enc.encode_child(np.asarray(values.asi8), label),
+        }
+    if isinstance(dtype, pd.IntervalDtype):
+        return {
+            "@": "pd.ivl",
+            "c": str(values.closed),
+            "l": encode_values(_index_values(values.left), enc, label + ".left"),
+            "r": encode_values(_index_values(values.right), enc, label + ".right"),
+        }
     if dtype.name in _MASKED:
         return {
             "@": "pd.mask",
@@ -101,6 +115,11 @@ def encode_values(values: Any, enc: Encoder, label: str) -> Any:
         f"pandas dtype {dtype} is not supported yet; convert the column "
         "(e.g. .astype(str) or .astype(float)) before saving"
     )
+
+
+def _index_values(idx: Any) -> Any:
+    """An index's values: a numpy array, or the extension array for pandas dtypes."""
+    return idx.array if not isinstance(idx.dtype, np.dtype) else idx.to_numpy()
 
 
 def decode_values(node: Any, dec: Decoder) -> Any:
@@ -231,6 +250,56 @@ class MaskedHandler:
         return dtype.construct_array_type()(data, mask)
 
 
+_PERIOD_DTYPE = re.compile(r"^period\[[A-Za-z0-9-]{1,24}\]$")
+
+
+@register_fallback("pd.per", _pandas_type("arrays.PeriodArray"))
+class PeriodHandler:
+    """Periods: int64 ordinals (NaT as the minimum int64) and the dtype's frequency."""
+
+    @staticmethod
+    def encode(obj: Any, enc: Encoder) -> dict[str, Any]:
+        return encode_values(obj, enc, "")
+
+    @staticmethod
+    def decode(node: dict[str, Any], dec: Decoder) -> Any:
+        pd = _pd()
+        name = dec.field(node, "d", str)
+        if not _PERIOD_DTYPE.match(name):
+            raise dec.fail(f"invalid period dtype {name!r}")
+        try:
+            dtype = pd.api.types.pandas_dtype(name)
+        except (TypeError, ValueError) as exc:
+            raise dec.fail(f"invalid period dtype {name!r}: {exc}") from None
+        ordinals = dec.decode(node.get("v"))
+        if not isinstance(ordinals, np.ndarray) or ordinals.dtype != np.int64 or ordinals.ndim != 1:
+            raise dec.fail("periods need 1-D int64 ordinals")
+        return pd.arrays.PeriodArray(ordinals, dtype=dtype)
+
+
+@register_fallback("pd.ivl", _pandas_type("arrays.IntervalArray"))
+class IntervalHandler:
+    """Intervals: the arrays of left and right ends and which sides are closed."""
+
+    @staticmethod
+    def encode(obj: Any, enc: Encoder) -> dict[str, Any]:
+        return encode_values(obj, enc, "")
+
+    @staticmethod
+    def decode(node: dict[str, Any], dec: Decoder) -> Any:
+        pd = _pd()
+        closed = dec.field(node, "c", str)
+        if closed not in ("left", "right", "both", "neither"):
+            raise dec.fail(f"invalid interval closed side {closed!r}")
+        left = decode_values(node.get("l"), dec)
+        right = decode_values(node.get("r"), dec)
+        try:
+            # from_arrays checks lengths, dtypes and left <= right
+            return pd.arrays.IntervalArray.from_arrays(left, right, closed=closed)
+        except (TypeError, ValueError) as exc:
+            raise dec.fail(f"invalid intervals: {exc}") from None
+
+
 # -- indexes ------------------------------------------------------------------------
 def encode_index(idx: Any, enc: Encoder, label: str) -> dict[str, Any]:
     pd = _pd()
@@ -333,18 +402,42 @@ class MultiIndexHandler:
         return pd.MultiIndex(levels=levels, codes=codes, names=names, verify_integrity=False)
 
 
+def _encode_meta(obj: Any, node: dict[str, Any], enc: Encoder) -> dict[str, Any]:
+    """``attrs`` and the ``allows_duplicate_labels`` flag of a Series or DataFrame."""
+    if obj.attrs:
+        node["at"] = enc.encode_child(dict(obj.attrs), ".attrs")
+    if not obj.flags.allows_duplicate_labels:
+        node["nd"] = True
+    return node
+
+
+def _decode_meta(obj: Any, node: dict[str, Any], dec: Decoder) -> Any:
+    if "at" in node:
+        attrs = dec.decode(node["at"])
+        if not isinstance(attrs, dict):
+            raise dec.fail("attrs must be a dict")
+        obj.attrs.update(attrs)
+    if node.get("nd"):
+        try:
+            obj = obj.set_flags(allows_duplicate_labels=False)
+        except ValueError as exc:  # DuplicateLabelError
+            raise dec.fail(f"duplicate labels where the flag forbids them: {exc}") from None
+    return obj
+
+
 # -- Series and DataFrame -------------------------------------------------------------
 @register_fallback("pd.series", _pandas_type("Series"))
 class SeriesHandler:
     @staticmethod
     def encode(obj: Any, enc: Encoder) -> dict[str, Any]:
-        return {
+        node = {
             "i": encode_index(obj.index, enc, ".index"),
             "v": encode_values(
                 obj.array if not isinstance(obj.dtype, np.dtype) else obj.to_numpy(), enc, ".values"
             ),
             "n": enc.encode_child(obj.name, ".name"),
         }
+        return _encode_meta(obj, node, enc)
 
     @staticmethod
     def decode(node: dict[str, Any], dec: Decoder) -> Any:
@@ -354,7 +447,8 @@ class SeriesHandler:
         if not isinstance(index, pd.Index) or len(index) != len(values):
             raise dec.fail("a Series' index does not match its values")
         name = dec.decode(node.get("n"))
-        return pd.Series(values, index=index, name=name, copy=False, **_keep_dtype(values))
+        out = pd.Series(values, index=index, name=name, copy=False, **_keep_dtype(values))
+        return _decode_meta(out, node, dec)
 
 
 @register_fallback("pd.df", _pandas_type("DataFrame"))
@@ -371,8 +465,7 @@ class DataFrameHandler:
             "i": encode_index(obj.index, enc, ".index"),
             "v": cols,
         }
-        if obj.attrs:
-            node["at"] = enc.encode_child(dict(obj.attrs), ".attrs")
+        _encode_meta(obj, node, enc)
         return node
 
     @staticmethod
@@ -395,10 +488,7 @@ class DataFrameHandler:
             df = pd.DataFrame(index=index)
         df.index = index
         df.columns = columns
-        if "at" in node:
-            attrs = dec.decode(node["at"])
-            if isinstance(attrs, dict):
-                df.attrs.update(attrs)
+        df = _decode_meta(df, node, dec)
         return df
 
 
