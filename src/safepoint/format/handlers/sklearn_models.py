@@ -58,9 +58,7 @@ def _libsvm(args: list[Any], state: Any, dec: Decoder, impl: str) -> Any:
     if n_class < 2:
         raise dec.fail(f"{what}: _n_support needs at least two entries (crafted file?)")
     pairs = n_class * (n_class - 1) // 2
-    if impl in ("c_svc", "nu_svc") and (
-        n_support.min() < 0 or int(n_support.sum()) != n_sv
-    ):
+    if impl in ("c_svc", "nu_svc") and (n_support.min() < 0 or int(n_support.sum()) != n_sv):
         raise dec.fail(f"{what}: _n_support does not add up to the support vectors (crafted file?)")
     intercept = _array(state, "_intercept_", dec, what, "f", 1)
     if intercept.shape[0] != pairs:
