@@ -98,6 +98,7 @@ def render(data: dict[str, Any], only: list[str] | None = None) -> str:
                 _t(sp),
                 _t(pk),
                 _r(lr) + _mark(None if lr is None else lr <= LOAD_TARGET),
+                _r(_ratio(_get(r, "load", "safepoint", "cpu"), _get(r, "load", "pickle", "cpu"))),
                 _t(_get(r, "load", "joblib")),
                 _t(_get(r, "load", "joblib-mmap")),
                 _t(sk) if sk is not None else _why_missing(r, "skops"),
@@ -116,6 +117,7 @@ def render(data: dict[str, Any], only: list[str] | None = None) -> str:
                 "safepoint",
                 "pickle",
                 "sp / pickle (≤ 1.0)",
+                "same, CPU time",
                 "joblib",
                 "joblib mmap",
                 "skops",
@@ -142,6 +144,7 @@ def render(data: dict[str, Any], only: list[str] | None = None) -> str:
                 _t(sp),
                 _t(pk),
                 _r(ratio) + f" (≤ {target:g})" + _mark(None if ratio is None else ratio <= target),
+                _r(_ratio(_get(r, "save", "safepoint", "cpu"), _get(r, "save", "pickle", "cpu"))),
                 _t(_get(r, "save", "joblib")),
                 _t(_get(r, "save", "skops"))
                 if _get(r, "save", "skops") is not None
@@ -159,6 +162,7 @@ def render(data: dict[str, Any], only: list[str] | None = None) -> str:
                 "safepoint",
                 "pickle",
                 "sp / pickle",
+                "same, CPU time",
                 "joblib",
                 "skops",
                 "safepoint durable",

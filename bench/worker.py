@@ -112,7 +112,12 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
         size = os.path.getsize(spec["source"])
         if op == "raw_read":
+            # ordinary pages, as pickle's buffers (numpy would advise huge pages,
+            # several times slower to fault in on the benchmark machine)
+            setter = np._core.multiarray._set_madvise_hugepage  # type: ignore[attr-defined]
+            previous = setter(False)
             buf = np.empty(size, dtype=np.uint8)
+            setter(previous)
             with Meter() as m, open(spec["source"], "rb", buffering=0) as f:
                 mv = memoryview(buf.data)
                 got = 0
