@@ -136,8 +136,9 @@ def verify_auth_block(block: bytes | None, manifest: bytes, key: Any) -> str | N
             raise IntegrityError(f"the file is signed with {alg}, but an Ed25519 key was given")
         from cryptography.exceptions import InvalidSignature
 
+        public: Any = key
         try:
-            key.verify(sig, manifest)
+            public.verify(sig, manifest)
         except InvalidSignature:
             raise IntegrityError(
                 "Ed25519 signature mismatch: the file was modified after signing, "
