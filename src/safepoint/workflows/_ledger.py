@@ -208,8 +208,11 @@ class LedgerWriter:
         max_pending: int = 1024,
         after_commit: Callable[[int], None] | None = None,
         min_interval: float = 0.0,
+        on_start: Callable[[], None] | None = None,
     ) -> None:
         self.ledger = ledger
+        # Called first in the writer thread: set-up work (a run row) off the search's thread.
+        self.on_start = on_start
         self.min_interval = float(min_interval)
         # Called in the writer thread with the number of results committed so far, e.g. to
         # report durable progress without a database write in the search's own thread.
@@ -243,6 +246,14 @@ class LedgerWriter:
             raise error
 
     def _run(self) -> None:
+        if self.on_start is not None:
+            try:
+                self.on_start()
+            except BaseException as exc:
+                with self.cond:
+                    self.error = exc
+                    self.cond.notify_all()
+                return
         last = float("-inf")
         while True:
             with self.cond:

@@ -528,17 +528,20 @@ class _ResumableSearchMixin:
             resumed,
             f"{type(self).__name__}",
         )
-        state.reporter.start(n_candidates, n_splits, resumed)
         # Results are committed by a background thread as they arrive, so the next fit
         # runs while the previous one is made durable; a kill loses only the fits in
-        # flight (running, or finished within the last commit interval).
+        # flight (running, or finished within the last commit interval). The run row is
+        # opened by that thread too, while the first fits run.
         writer = None
         if ledger is not None and todo:
             writer = LedgerWriter(
                 ledger,
+                on_start=lambda: state.reporter.start(n_candidates, n_splits, resumed),
                 after_commit=lambda n: state.reporter.advance(resumed_before + n),
                 min_interval=self.commit_interval,
             )
+        else:
+            state.reporter.start(n_candidates, n_splits, resumed)
         try:
             if todo:
                 parallel = Parallel(
@@ -591,7 +594,7 @@ class _RunReporter:
     durable after every fit. Each of start and finish is a single catalog write.
     """
 
-    INTERVAL = 1.0
+    INTERVAL = 2.0
 
     def __init__(self, store: Any, ledger: Ledger | None, search: Any) -> None:
         self.run: Any = None
