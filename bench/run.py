@@ -211,11 +211,17 @@ class Runner:
             return True
 
         def series(op: str, todo: list[tuple[str, dict[str, Any]]]) -> None:
-            """Interleaved repeats; a failing or very slow (lib) is not repeated."""
+            """Interleaved repeats; a failing or very slow (lib) is not repeated.
+
+            Each repeat starts with the next library, so that none always runs
+            right after the same neighbour (e.g. skops, whose saves leave the page
+            cache and memory busiest).
+            """
             active = list(todo)
             for r in range(args.repeat):
                 nxt = []
-                for lib, sp in active:
+                shift = r % len(active) if active else 0
+                for lib, sp in active[shift:] + active[:shift]:
                     s = self.run_one({**sp, "check": sp.get("check", False) and r == 0})
                     if record(op, lib, s) and s["s"] < args.slow:
                         nxt.append((lib, sp))
