@@ -58,8 +58,9 @@ class BufferSink:
         if compress == "zstd":
             import zstandard
 
-            # level 2: as small as level 3 on model data (M2, M6 in bench/) at about
-            # two thirds of the time; worker threads only pay off on large buffers
+            # level 2: within 3% of level 3's size on model data (M2, M6 in bench/),
+            # no larger than joblib's compress=3, in about two thirds of the time;
+            # worker threads only pay off on large buffers
             self._cctx = zstandard.ZstdCompressor(level=level, threads=-1)
             self._cctx_small = zstandard.ZstdCompressor(level=level)
             self._probe = zstandard.ZstdCompressor(level=1)
