@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from .._io import fsync_dir
 from ..adapters import registry as _adapters  # noqa: F401 - declares the framework adapters
 from ..errors import (
     FormatError,
@@ -175,7 +176,7 @@ def dump(
                 os.unlink(tmp)
             raise
         if durable:
-            _fsync_dir(folder)
+            fsync_dir(folder)
         return res
     if not hasattr(file, "write"):
         raise SerializationError(
@@ -201,15 +202,6 @@ def _umask() -> int:
     except (OSError, ValueError):
         pass
     return 0o022
-
-
-def _fsync_dir(folder: str) -> None:
-    with contextlib.suppress(OSError):
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
 
 
 def dumps(obj: Any, **kwargs: Any) -> bytes:

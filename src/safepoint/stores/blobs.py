@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO
 
+from .._io import fsync_dir
 from ..errors import (
     BackendUnavailableError,
     IntegrityError,
@@ -166,16 +167,6 @@ class BlobStore(ABC):
 
 
 # -- local folder --------------------------------------------------------------------
-def fsync_dir(folder: str) -> None:
-    """fsync a directory so that a rename or create in it survives a power loss."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 class LocalBlobs(BlobStore):
     """Blobs in a local folder: temp file in ``tmp/``, fsync, rename, fsync the folder."""
 

@@ -32,6 +32,7 @@ from typing import IO, Any
 
 import pyarrow as pa
 
+from ..._io import fsync_dir
 from ...errors import SchemaError
 from .sources import BadRecord
 
@@ -75,15 +76,6 @@ def _atomic_write(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def encode_table(table: pa.Table, fmt: str, header: bool = True) -> bytes:
@@ -184,7 +176,7 @@ class PartsSink(Sink):
         _atomic_write(
             self.dir / "_commits" / f"{seq:09d}.json", json.dumps(state.to_json()).encode()
         )
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
 
     def finish(self) -> None:
         if self.final is None:
