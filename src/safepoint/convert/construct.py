@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import FormatError, LimitExceededError, SafepointError
 from ..format import validators as _validators
+from ..format.handlers.objects import set_state
 from ..format.trust import resolve
 from ..format.validators import migrate_state, validate_state
 from .audit import AuditResult
@@ -368,33 +369,7 @@ class Constructor:
 
 
 def _set_state(obj: Any, state: Any) -> None:
-    """What pickle's BUILD does, for an audited object and an audited state."""
-    if state is None:
-        return
-    setstate = getattr(obj, "__setstate__", None)
-    if setstate is not None and getattr(type(obj), "__setstate__", None) is not getattr(
-        object, "__setstate__", None
-    ):
-        setstate(state)
-        return
-    slotstate = None
-    if isinstance(state, tuple) and len(state) == 2:
-        state, slotstate = state
-    if state:
-        if not isinstance(state, dict):
-            raise fail(f"the state of {type(obj).__qualname__} must be a dict")
-        inst_dict = obj.__dict__
-        for k, v in state.items():
-            if type(k) is not str:
-                raise fail("attribute names must be strings")
-            inst_dict[k] = v
-    if slotstate:
-        if not isinstance(slotstate, dict):
-            raise fail("slot state must be a dict")
-        for k, v in slotstate.items():
-            if type(k) is not str:
-                raise fail("attribute names must be strings")
-            setattr(obj, k, v)
+    set_state(obj, state, fail)
 
 
 _SAFE_FACTORIES: dict[str, Any] = {

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copyreg
 import functools
 import types as _types
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -189,7 +190,7 @@ class ObjectHandler:
             return unpickle(cls, args[0], state)
         obj: Any = cls(*args) if kind == "red" else cls.__new__(cls, *args)
         if state is not None:
-            _set_state(obj, state, dec)
+            set_state(obj, state, dec.fail)
         if "li" in node:
             items = dec.decode(node["li"])
             if not isinstance(items, list):
@@ -209,8 +210,14 @@ register("red")(ObjectHandler)
 register("pyx")(ObjectHandler)
 
 
-def _set_state(obj: Any, state: Any, dec: Decoder) -> None:
-    """What pickle's BUILD opcode does, with the state already audited."""
+def set_state(obj: Any, state: Any, fail: Callable[[str], Exception]) -> None:
+    """What pickle's BUILD opcode does, with the state already audited.
+
+    Shared by the format's decoder and the audited pickle import (``safepoint.convert``);
+    ``fail`` turns a message into the caller's error.
+    """
+    if state is None:
+        return
     setstate = getattr(obj, "__setstate__", None)
     if setstate is not None and getattr(type(obj), "__setstate__", None) is not getattr(
         object, "__setstate__", None
@@ -222,16 +229,18 @@ def _set_state(obj: Any, state: Any, dec: Decoder) -> None:
         state, slotstate = state
     if state:
         if not isinstance(state, dict):
-            raise dec.fail(f"the state of {type(obj).__qualname__} must be a dict")
+            raise fail(f"the state of {type(obj).__qualname__} must be a dict")
         inst_dict = obj.__dict__
         for k, v in state.items():
             if type(k) is not str:
-                raise dec.fail("attribute names must be strings")
+                raise fail("attribute names must be strings")
             inst_dict[k] = v
     if slotstate:
         if not isinstance(slotstate, dict):
-            raise dec.fail("slot state must be a dict")
+            raise fail("slot state must be a dict")
         for k, v in slotstate.items():
+            if type(k) is not str:
+                raise fail("attribute names must be strings")
             setattr(obj, k, v)
 
 
