@@ -527,3 +527,16 @@ def test_progress_and_resume_show_in_the_store_runs_table(tmp_path: Any) -> None
     assert again.state["best_params"] == {"n_neighbors": repr(search.best_params_["n_neighbors"])}
     # A fitted search keeps no handle on the store (it can be saved and sent anywhere).
     assert not any(isinstance(v, type(store)) for v in vars(search).values())
+
+
+def test_process_pool_with_a_store_checkpointer(tmp_path: Any) -> None:
+    """Workers get the fits, never the search: its open store need not be picklable."""
+    X, y = IRIS
+    grid = {"n_neighbors": [1, 5, 9], "weights": ["uniform", "distance"]}
+    cp = sp.Store(tmp_path / "store").checkpointer("iris/pool")
+    with joblib.parallel_config(backend="loky"):
+        ours = sp.ResumableGridSearchCV(
+            KNeighborsClassifier(), grid, cv=3, n_jobs=2, checkpoint=cp
+        ).fit(X, y)
+    assert_same_results(ours, GridSearchCV(KNeighborsClassifier(), grid, cv=3).fit(X, y))
+    assert len(recorded(cp)) == 18

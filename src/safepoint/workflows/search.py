@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import _fit_context, clone, is_classifier
-from sklearn.model_selection import GridSearchCV, ParameterSampler
+from sklearn.model_selection import GridSearchCV, ParameterGrid, ParameterSampler
 from sklearn.model_selection import RandomizedSearchCV as _SkRandomizedSearchCV
 from sklearn.model_selection._split import _yields_constant_splits, check_cv
 from sklearn.model_selection._validation import (
@@ -277,9 +277,20 @@ class _ResumableSearchMixin:
         )
         return ledger, meta
 
+    def _uses_callbacks(self) -> bool:
+        """scikit-learn >= 1.9 callbacks are set on this search.
+
+        Only then does the search run scikit-learn's callback machinery, which sends the
+        search itself (``caller=``) to every worker: without callbacks the search's
+        parameters, including an open store's checkpointer, never need to be pickled.
+        """
+        return hasattr(self, "_init_callback_context") and bool(
+            getattr(self, "_skl_callbacks", None)
+        )
+
     def _fit_kwargs(self) -> dict[str, Any]:
         extra: dict[str, Any] = {}
-        if "caller" in _FIT_AND_SCORE_PARAMS:
+        if "caller" in _FIT_AND_SCORE_PARAMS and self._uses_callbacks():
             extra["caller"] = self
         return extra
 
@@ -314,7 +325,7 @@ class _ResumableSearchMixin:
         if (sample_weight := params.get("sample_weight")) is not None:
             metadata_callbacks = {"sample_weight": sample_weight}
         root_ctx = None
-        if hasattr(self, "_init_callback_context"):  # scikit-learn >= 1.9 callbacks
+        if self._uses_callbacks():
             root_ctx = est._init_callback_context(
                 max_subtasks=1 + (est.refit is not False)
             ).call_on_fit_task_begin(estimator=self, X=X, y=y, metadata=metadata_callbacks)
@@ -753,6 +764,21 @@ class ResumableGridSearchCV(_ResumableSearchMixin, GridSearchCV):
 
     def _grid_description(self) -> Any:
         return ("grid", _as_lists(self.param_grid))
+
+    def _run_search(
+        self, evaluate_candidates: Callable[..., Any], *, callback_ctx: Any = None
+    ) -> None:
+        candidate_params = ParameterGrid(self.param_grid)
+        if callback_ctx is None:
+            evaluate_candidates(candidate_params)
+            return
+        search_ctx = callback_ctx.subcontext(
+            task_name="search",
+            max_subtasks=len(candidate_params) * self.n_splits_,
+            sequential_subtasks=False,
+        ).call_on_fit_task_begin(estimator=self)
+        evaluate_candidates(candidate_params, callback_ctx=search_ctx)
+        search_ctx.call_on_fit_task_end(estimator=self)
 
 
 class ResumableRandomizedSearchCV(_ResumableSearchMixin, _SkRandomizedSearchCV):
