@@ -461,6 +461,7 @@ def test_progress_bar_counts_fits(tmp_path: Any, capsys: Any) -> None:
     ).fit(X, y)
     captured = capsys.readouterr()
     assert "12/12" in captured.err and "fits" in captured.err
+    assert "4 candidates x 3 folds" in captured.err
     assert "Fitting 3 folds for each of 4 candidates, totalling 12 fits" in captured.out
 
 

@@ -537,7 +537,8 @@ class _ResumableSearchMixin:
             _show_progress(self.progress, est.verbose),
             total,
             resumed,
-            f"{type(self).__name__}",
+            f"{n_candidates} candidates x {n_splits} folds"
+            + (f" ({resumed} from the checkpoint)" if resumed else ""),
         )
         # Results are committed by a background thread as they arrive, so the next fit
         # runs while the previous one is made durable; a kill loses only the fits in
