@@ -541,3 +541,20 @@ def test_process_pool_with_a_store_checkpointer(tmp_path: Any) -> None:
         ).fit(X, y)
     assert_same_results(ours, GridSearchCV(KNeighborsClassifier(), grid, cv=3).fit(X, y))
     assert len(recorded(cp)) == 18
+
+
+def test_a_fitted_resumable_search_loads_without_trusting_anything(tmp_path):
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    import safepoint as sp
+
+    rng = np.random.default_rng(0)
+    X = rng.random((60, 3))
+    y = (X[:, 0] > 0.5).astype(int)
+    search = sp.ResumableGridSearchCV(LogisticRegression(), {"C": [0.1, 1.0]}, cv=3,
+                                      checkpoint=str(tmp_path / "store")).fit(X, y)
+    data = sp.dumps(search)
+    assert sp.untrusted_types(data) == []
+    loaded = sp.loads(data)
+    np.testing.assert_array_equal(loaded.predict(X), search.predict(X))

@@ -93,6 +93,16 @@ _BUILTIN_TYPES = frozenset(
 _OBJ_KINDS = ("obj", "red", "pyx")
 
 
+#: safepoint's own classes that models hold (a fitted resumable search is saved like the
+#: sklearn search it subclasses)
+_SAFEPOINT_CLASSES = frozenset(
+    {
+        "safepoint.workflows.search.ResumableGridSearchCV",
+        "safepoint.workflows.search.ResumableRandomizedSearchCV",
+    }
+)
+
+
 def type_name(module: str, qualname: str) -> str:
     return f"{module}.{qualname}"
 
@@ -146,6 +156,9 @@ class TrustPolicy:
             from ..adapters.registry import is_trusted_adapter_type
 
             return is_trusted_adapter_type(name)
+        if kind == "obj" and name in _SAFEPOINT_CLASSES:
+            # safepoint's own estimators: plain sklearn-style state, like any sklearn class
+            return True
         if kind != "ref" and replaced_type(module, qualname, kind) is not None:
             # a removed class that safepoint's own migration rebuilds without importing it
             return True
