@@ -206,6 +206,9 @@ def deep_size(obj: Any) -> int:
     point to it. This is the "loaded object" the peak-memory ratio divides by.
     """
     seen: set[int] = set()
+    # temporaries (the states __getstate__ builds) are kept alive, or their ids
+    # would be reused by the next ones and those skipped as already seen
+    keep: list[Any] = []
     buffers: set[tuple[int, int]] = set()
     total = 0
     stack = [obj]
@@ -214,6 +217,7 @@ def deep_size(obj: Any) -> int:
         if id(o) in seen:
             continue
         seen.add(id(o))
+        keep.append(o)
         if isinstance(o, np.ndarray):
             if o.dtype.hasobject:
                 total += o.nbytes
