@@ -12,8 +12,7 @@ import json
 import math
 import mmap as _mmap
 import os
-from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 import xxhash
@@ -25,8 +24,9 @@ from .integrity import checksum, strong_digest
 __all__ = ["BufferEntry", "Reader", "open_reader"]
 
 
-@dataclass(frozen=True)
-class BufferEntry:
+class BufferEntry(NamedTuple):
+    """One row of the buffer table (a tuple: files hold thousands of them)."""
+
     offset: int
     length: int
     raw_length: int
@@ -250,12 +250,16 @@ class Reader:
         total = 0
         packed_total = packed_raw = 0
         for i, row in enumerate(table):
+            # exact type checks: JSON gives int (never bool), str and list, nothing derived
             if not (
-                isinstance(row, list)
+                type(row) is list
                 and len(row) in (5, 6)
-                and all(isinstance(x, int) and not isinstance(x, bool) for x in row[:3])
+                and type(row[0]) is int
+                and type(row[1]) is int
+                and type(row[2]) is int
                 and row[3] in ("raw", "zstd")
-                and all(isinstance(x, str) for x in row[4:])
+                and type(row[4]) is str
+                and (len(row) == 5 or type(row[5]) is str)
             ):
                 raise FormatError(f"malformed buffer entry {i}")
             off, length, raw_len = row[0], row[1], row[2]

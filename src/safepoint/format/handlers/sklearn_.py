@@ -229,25 +229,28 @@ def _hgb_predictor(args: list[Any], state: Any, dec: Decoder) -> Any:
     n = nodes.shape[0]
     if n < 1:
         raise dec.fail("TreePredictor has no nodes (crafted file?)")
-    inner = nodes["is_leaf"] == 0
-    parent = np.flatnonzero(inner)
-    for side in ("left", "right"):
-        child = nodes[side][inner].astype(np.int64)
-        if child.size and (child.min() <= 0 or child.max() >= n):
+    # a gradient-boosting model holds hundreds of small predictors: a few passes over
+    # the inner nodes' fields, no per-side or per-key repetition
+    parent = np.flatnonzero(nodes["is_leaf"] == 0)
+    kids = np.empty((2, parent.size), dtype=np.int64)
+    kids[0] = nodes["left"][parent]
+    kids[1] = nodes["right"][parent]
+    # the grower numbers children after their parent; a back edge would make predict
+    # loop forever. parent < child < n for both children, as one unsigned comparison
+    if not np.all((kids - (parent + 1)).view(np.uint64) < (n - 1 - parent).view(np.uint64)):
+        if kids.min() <= 0 or kids.max() >= n:
             raise dec.fail("TreePredictor: a child index is out of range (crafted file?)")
-        # the grower numbers children after their parent; a back edge would make
-        # predict loop forever
-        if np.any(child <= parent):
-            raise dec.fail("TreePredictor: a child precedes its parent, a cycle (crafted file?)")
-    if np.any(nodes["feature_idx"][inner] < 0):
+        raise dec.fail("TreePredictor: a child precedes its parent, a cycle (crafted file?)")
+    if parent.size and nodes["feature_idx"][parent].min() < 0:
         raise dec.fail("TreePredictor: a negative feature index (crafted file?)")
+    cat = parent[nodes["is_categorical"][parent] != 0]
+    top = int(nodes["bitset_idx"][cat].astype(np.int64).max()) if cat.size else -1
     out = {**state, "nodes": nodes}
     for key in ("binned_left_cat_bitsets", "raw_left_cat_bitsets"):
         bits = _owned(state.get(key), dec, key)
         if bits.ndim != 2 or bits.shape[1] != 8:
             raise dec.fail(f"TreePredictor.{key} must have shape (n, 8)")
-        cat = inner & (nodes["is_categorical"] != 0)
-        if np.any(nodes["bitset_idx"][cat].astype(np.int64) >= bits.shape[0]):
+        if top >= bits.shape[0]:
             raise dec.fail("TreePredictor: a bitset index is out of range (crafted file?)")
         out[key] = bits
     return out
