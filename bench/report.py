@@ -319,6 +319,25 @@ def render(data: dict[str, Any], only: list[str] | None = None) -> str:
     out.append("\n### File sizes\n")
     out.append(_table(["model", "safepoint", "pickle", "joblib", "skops"], rows))
 
+    rows = []
+    for m, r in models.items():
+        la0 = r.get("loadavg_start") or [None]
+        la1 = r.get("loadavg_end") or [None]
+        commit = str(r.get("machine", {}).get("commit") or "?")
+        rows.append(
+            [
+                m,
+                commit[:10] + commit[40:],
+                str(r.get("repeat", "?")),
+                f"{la0[0]:.1f} -> {la1[0]:.1f}" if la0[0] is not None else "n/a",
+                f"{r.get('seconds', 0) / 60:.0f} min",
+            ]
+        )
+    out.append("\n### Runs\n")
+    out.append(
+        _table(["model", "commit", "repeats", "load average (1 min, start -> end)", "took"], rows)
+    )
+
     notes = []
     bad = [
         f"{m} {lib}"
