@@ -170,3 +170,18 @@ def test_crafted_string_columns_are_refused(n: int, text: bytes, offsets: list[i
 
 def test_crafted_decoder_reads_a_valid_column() -> None:
     assert _decode_crafted(2, "aé".encode() + b"b", [0, 2, 3]).to_pylist() == ["aé", "b"]
+
+
+def test_large_buffers_checksummed_while_read(tmp_path) -> None:
+    # above the pipelining threshold: read in chunks, hashed by a helper thread
+    arr = np.random.default_rng(1).standard_normal(5_000_000)  # 40 MB
+    path = tmp_path / "big.sp"
+    sp.dump({"a": arr, "b": arr[:10].copy()}, path)
+    np.testing.assert_array_equal(sp.load(path)["a"], arr)
+    raw = bytearray(path.read_bytes())
+    needle = arr[4_000_000:4_000_001].tobytes()
+    at = raw.index(needle)
+    raw[at] ^= 0x01  # one bit flipped deep inside the large buffer
+    path.write_bytes(bytes(raw))
+    with pytest.raises(sp.IntegrityError):
+        sp.load(path)
