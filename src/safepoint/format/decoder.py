@@ -45,6 +45,10 @@ class Decoder:
         self._depth = 0
         self._walking = False
         self._used_buffers: set[int] = set()
+        #: id -> array, for the column arrays of object tables: every view of one of
+        #: them that the decode made is a record-aligned row slice (validators may
+        #: check the whole array instead of its many slices)
+        self.row_sources: dict[int, np.ndarray[Any, Any]] = {}
 
     # -- helpers for handlers -------------------------------------------------
     def fail(self, msg: str) -> FormatError:

@@ -55,8 +55,10 @@ class Encoder:
     references wherever they occur, so identity (and memory) is kept on load.
     """
 
-    def __init__(self, sink: BufferSink, max_depth: int = 256) -> None:
+    def __init__(self, sink: BufferSink, max_depth: int = 256, *, tables: bool = True) -> None:
         self.sink = sink
+        #: store long lists of same-class objects as object tables (handlers/tables.py)
+        self.tables = tables
         self.max_depth = max_depth
         self.types: list[list[str]] = []
         self._type_index: dict[tuple[str, str, str], int] = {}
@@ -123,6 +125,18 @@ class Encoder:
             )
         if self._depth >= self.max_depth:
             raise self.fail(f"nesting deeper than {self.max_depth} levels; flatten the structure")
+        if t is list and obj and self.tables:
+            from .handlers.tables import encode_table
+
+            self._depth += 1
+            try:
+                table = encode_table(obj, self)
+            finally:
+                self._depth -= 1
+            if table is not None:
+                node = {"@": "objtab", **table}
+                self._memo[key] = (node, obj)
+                return node
         found = handler_for_type(t)
         handler: Any
         if found is None:

@@ -269,6 +269,8 @@ def _estimator_new_params(name: str) -> Callable[[Any, Decoder], Any]:
         """
         if not isinstance(state, dict) or "_sklearn_version" not in state:
             return state
+        if state["_sklearn_version"] == _installed():
+            return state  # written by this very version: nothing can be missing
         cls = _class(name)
         base = _class("sklearn.base.BaseEstimator")
         if not isinstance(cls, type) or base is None or not issubclass(cls, base):

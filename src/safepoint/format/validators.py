@@ -9,6 +9,11 @@
   returns the state to store; it breaks reference cycles that a type keeps for
   convenience (Birch's doubly linked list of leaves) into plain data, which the
   type's validator links again on load.
+* A **table validator** checks, in one vectorised pass, the columns of an
+  object table (``objtab``: many objects of one class stored attribute by
+  attribute, see :mod:`safepoint.format.handlers.tables`). It stands in for the
+  per-object validators it declares it ``replaces``; a class with any other
+  validator in its MRO is checked object by object.
 * A **migration** rewrites the state written by an older library version into
   what the installed version expects (attributes renamed or added), or raises
   ``FormatError`` explaining what changed and what to do.
@@ -27,7 +32,9 @@ __all__ = [
     "reduce_state",
     "register_migration",
     "register_reducer",
+    "register_table_validator",
     "register_validator",
+    "table_validator_of",
     "validate_state",
     "validate_state_of",
 ]
@@ -35,10 +42,13 @@ __all__ = [
 Validator = Callable[[list[Any], Any, "Decoder"], Any]
 Migration = Callable[[Any, "Decoder"], Any]
 Reducer = Callable[[Any, Any], Any]
+#: (columns by attribute, per-object lengths of the array columns, object count, decoder)
+TableValidator = Callable[[dict[str, Any], dict[str, Any], int, "Decoder"], None]
 
 _validators: dict[str, list[Validator]] = {}
 _migrations: dict[str, list[Migration]] = {}
 _reducers: dict[str, list[Reducer]] = {}
+_table_validators: dict[str, tuple[TableValidator, tuple[Validator, ...]]] = {}
 
 
 #: class -> the validators of its MRO, in order (a forest validates thousands of
@@ -96,6 +106,12 @@ def validate_state_of(cls: type, args: list[Any], state: Any, dec: Decoder) -> A
     of a validated type; a validator registered under several of those names
     runs once.
     """
+    for fn in _chain(cls):
+        state = fn(args, state, dec)
+    return state
+
+
+def _chain(cls: type) -> tuple[Validator, ...]:
     chain = _chains.get(cls)
     if chain is None:
         done: set[int] = set()
@@ -106,9 +122,33 @@ def validate_state_of(cls: type, args: list[Any], state: Any, dec: Decoder) -> A
                     done.add(id(fn))
                     fns.append(fn)
         chain = _chains[cls] = tuple(fns)
-    for fn in chain:
-        state = fn(args, state, dec)
-    return state
+    return chain
+
+
+def register_table_validator(
+    type_name: str, *, replaces: tuple[Validator, ...]
+) -> Callable[[TableValidator], TableValidator]:
+    """Register the table validator of the exact class ``type_name``, which performs
+    every check of the per-object validators in ``replaces``."""
+
+    def deco(fn: TableValidator) -> TableValidator:
+        _table_validators[type_name] = (fn, replaces)
+        return fn
+
+    return deco
+
+
+def table_validator_of(cls: type) -> TableValidator | None:
+    """The table validator for objects of exactly ``cls``, if it covers every
+    validator of ``cls``'s MRO."""
+    found = _table_validators.get(f"{cls.__module__}.{cls.__qualname__}")
+    if found is None:
+        return None
+    fn, replaces = found
+    chain = _chain(cls)
+    if not set(map(id, chain)) <= set(map(id, replaces)):
+        return None
+    return fn
 
 
 def migrate_state(type_name: str, state: Any, dec: Decoder) -> Any:

@@ -9,4 +9,5 @@ from . import (  # noqa: F401
     sklearn_,
     sklearn_models,
     strings,
+    tables,
 )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..validators import register_validator
+from ..validators import register_table_validator, register_validator
 
 if TYPE_CHECKING:
     from ..decoder import Decoder
@@ -256,6 +256,51 @@ def _hgb_predictor(args: list[Any], state: Any, dec: Decoder) -> Any:
     return out
 
 
+_PREDICTOR_FIELDS = ("left", "right", "is_leaf", "feature_idx", "bitset_idx", "is_categorical")
+_BITSETS = ("binned_left_cat_bitsets", "raw_left_cat_bitsets")
+
+
+@register_table_validator(
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor", replaces=(_hgb_predictor,)
+)
+def _hgb_predictor_table(
+    columns: dict[str, Any], lengths: dict[str, Any], n: int, dec: Decoder
+) -> None:
+    """Every check of ``_hgb_predictor``, for all predictors of a model at once.
+
+    Each predictor's nodes are a slice of one array; a node's children are
+    indices local to its predictor."""
+    nodes = columns.get("nodes")
+    if not isinstance(nodes, np.ndarray) or "nodes" not in lengths:
+        raise dec.fail("TreePredictor.nodes must be an array")
+    _fields(nodes, _PREDICTOR_FIELDS, dec, "TreePredictor.nodes")
+    counts = lengths["nodes"]
+    if n and counts.min() < 1:
+        raise dec.fail("TreePredictor has no nodes (crafted file?)")
+    starts = np.cumsum(counts) - counts
+    inner = np.flatnonzero(nodes["is_leaf"] == 0)
+    owner = np.repeat(np.arange(n), counts)[inner]
+    local = inner - starts[owner]
+    room = (counts[owner] - 1 - local).view(np.uint64)
+    for side in ("left", "right"):
+        kids = nodes[side][inner].astype(np.int64)
+        # parent < child < n, as one unsigned comparison (see _hgb_predictor)
+        if not np.all((kids - (local + 1)).view(np.uint64) < room):
+            raise dec.fail("TreePredictor: a child index is out of range or precedes its parent")
+    if inner.size and nodes["feature_idx"][inner].min() < 0:
+        raise dec.fail("TreePredictor: a negative feature index (crafted file?)")
+    cat = nodes["is_categorical"][inner] != 0
+    used = nodes["bitset_idx"][inner[cat]].astype(np.int64)
+    for key in _BITSETS:
+        bits = columns.get(key)
+        if not isinstance(bits, np.ndarray) or key not in lengths:
+            raise dec.fail(f"TreePredictor.{key} must be an array")
+        if bits.ndim != 2 or bits.shape[1] != 8:
+            raise dec.fail(f"TreePredictor.{key} must have shape (n, 8)")
+        if used.size and np.any(used >= lengths[key][owner[cat]]):
+            raise dec.fail("TreePredictor: a bitset index is out of range (crafted file?)")
+
+
 def _hgb_estimator(args: list[Any], state: Any, dec: Decoder) -> Any:
     if not isinstance(state, dict):
         return state
@@ -267,6 +312,7 @@ def _hgb_estimator(args: list[Any], state: Any, dec: Decoder) -> Any:
     if not isinstance(predictors, list):
         raise dec.fail("HistGradientBoosting._predictors must be a list of lists")
     categorical = _hgb_categorical(state, n_features, dec)
+    all_nodes = []
     for row in predictors:
         if not isinstance(row, list):
             raise dec.fail("HistGradientBoosting._predictors must be a list of lists")
@@ -274,24 +320,50 @@ def _hgb_estimator(args: list[Any], state: Any, dec: Decoder) -> Any:
             nodes = getattr(pred, "nodes", None)
             if not isinstance(nodes, np.ndarray) or nodes.dtype.names is None:
                 raise dec.fail("HistGradientBoosting holds a predictor without nodes")
-            if not nodes.size:
-                continue
-            inner = nodes["is_leaf"] == 0
-            feat = nodes["feature_idx"][inner]
-            if np.any(feat >= n_features) or np.any(feat < 0):
-                raise dec.fail(
-                    "HistGradientBoosting: a split feature is out of range (crafted file?)"
-                )
-            # a categorical split indexes the known-categories bitsets, which have a
-            # row per categorical feature of the bin mapper only
-            cat_feat = nodes["feature_idx"][inner & (nodes["is_categorical"] != 0)]
-            if cat_feat.size and not np.all(categorical[cat_feat]):
-                raise dec.fail(
-                    "HistGradientBoosting: a categorical split on a feature that is not "
-                    "categorical (crafted file?)"
-                )
+            all_nodes.append(nodes)
+    # hundreds of predictors: their fields checked together (concatenating whole
+    # structured arrays would promote their dtypes one by one, far slower)
+    all_nodes = _record_owners(all_nodes, dec)
+    if all_nodes:
+
+        def field(name: str) -> Any:
+            try:
+                return np.concatenate([nodes[name].reshape(-1) for nodes in all_nodes])
+            except (KeyError, ValueError):
+                raise dec.fail(f"HistGradientBoosting: a predictor's nodes lack {name!r}") from None
+
+        inner = field("is_leaf") == 0
+        feat = field("feature_idx")[inner]
+        if np.any(feat >= n_features) or np.any(feat < 0):
+            raise dec.fail("HistGradientBoosting: a split feature is out of range (crafted file?)")
+        # a categorical split indexes the known-categories bitsets, which have a
+        # row per categorical feature of the bin mapper only
+        cat_feat = feat[field("is_categorical")[inner] != 0]
+        if cat_feat.size and not np.all(categorical[cat_feat]):
+            raise dec.fail(
+                "HistGradientBoosting: a categorical split on a feature that is not "
+                "categorical (crafted file?)"
+            )
     _hgb_preprocessor(state.get("_preprocessor"), n_features, dec)
     return state
+
+
+def _record_owners(arrays: list[Any], dec: Decoder) -> list[Any]:
+    """Arrays whose records include every record of ``arrays``, fewer of them.
+
+    The predictors of an object table get record-aligned slices of one array
+    per column (``Decoder.row_sources``): checking that array once checks them
+    all (a superset: it can only refuse more). Any other array stands for itself.
+    """
+    sources = dec.row_sources
+    out: dict[int, Any] = {}
+    for a in arrays:
+        base = a.base
+        if base is not None and sources.get(id(base)) is base:
+            out.setdefault(id(base), base)
+        else:
+            out[id(a)] = a
+    return list(out.values())
 
 
 def _n_features_in(state: dict[str, Any], dec: Decoder, what: str) -> int:

@@ -19,6 +19,7 @@ list and linked again here.
 from __future__ import annotations
 
 import itertools
+import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -124,7 +125,11 @@ def _thread_count(args: list[Any], state: Any, dec: Decoder) -> Any:
     if not isinstance(state, dict):
         return state
     key = "_n_threads" if "_n_threads" in state else "n_threads"
-    if state.get(key) is None:
+    n = state.get(key)
+    if n is None or (type(n) is int and 1 <= n <= (os.cpu_count() or 1)):
+        # as many threads as this machine has cores or fewer: what pickle would
+        # keep, and harmless (asking scikit-learn for its own count can start an
+        # `lscpu` process, which costs more than loading a small model)
         return state
     from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 

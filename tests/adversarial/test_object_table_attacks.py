@@ -1,0 +1,167 @@
+"""Crafted object tables (``objtab`` nodes): the table validator of HistGradientBoosting's
+predictors must refuse everything the per-predictor validator refuses, and the table
+itself must be well formed (lengths, rows, columns) before anything is built."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from spcraft import Crafted
+from test_compiled import HGB_ATTACKS
+
+import safepoint as sp
+from safepoint.errors import FormatError, SafepointError
+
+
+@pytest.fixture(scope="module")
+def hgb() -> tuple[Any, bytes]:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 4))
+    cat = rng.integers(0, 6, size=len(X))
+    Xc = np.c_[X, cat]
+    y = ((cat % 2 == 0) ^ (X[:, 0] > 0)).astype(int)
+    model = HistGradientBoostingClassifier(
+        max_iter=20, categorical_features=[4], min_samples_leaf=5, random_state=0
+    ).fit(Xc, y)
+    return model, sp.dumps(model)
+
+
+def table(c: Crafted) -> dict[str, Any]:
+    found = [n for n in c.walk() if n.get("@") == "objtab"]
+    assert len(found) == 1
+    return found[0]
+
+
+def column(c: Crafted, key: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the column node, an ``nd``-like view of it for Crafted.array/set_array)."""
+    t = table(c)
+    col = t["c"][t["k"].index(key)]
+    return col, {"d": col["d"], "s": [sum(col["l"]), *col["s"]], "b": col["b"]}
+
+
+def edit_predictor(k: int, fn: Callable[[np.ndarray], Any]) -> Callable[[Crafted], None]:
+    """Apply ``fn`` to predictor ``k``'s nodes (indices local to the predictor)."""
+
+    def mutate(c: Crafted) -> None:
+        col, nd = column(c, "nodes")
+        whole = c.array(nd)
+        start = sum(col["l"][:k])
+        part = whole[start : start + col["l"][k]]
+        fn(part)
+        whole[start : start + col["l"][k]] = part
+        c.set_array(nd, whole)
+
+    return mutate
+
+
+def refused(data: bytes, mutate: Callable[[Crafted], Any]) -> SafepointError:
+    c = Crafted.from_bytes(data)
+    mutate(c)
+    with pytest.raises(SafepointError) as info:
+        sp.loads(c.to_bytes())
+    assert len(str(info.value)) > 30, info.value
+    return info.value
+
+
+def test_the_model_is_a_table_and_predicts(hgb: tuple[Any, bytes]) -> None:
+    model, data = hgb
+    c = Crafted.from_bytes(data)
+    assert table(c)["n"] == 20
+    X = np.c_[np.random.default_rng(1).normal(size=(50, 4)), np.arange(50) % 6]
+    np.testing.assert_array_equal(sp.loads(data).predict_proba(X), model.predict_proba(X))
+
+
+@pytest.mark.parametrize("k", [0, 7, 19])
+@pytest.mark.parametrize("what", list(HGB_ATTACKS))
+def test_node_attacks_on_any_predictor_of_the_table(
+    hgb: tuple[Any, bytes], what: str, k: int
+) -> None:
+    err = refused(hgb[1], edit_predictor(k, HGB_ATTACKS[what]))
+    assert isinstance(err, FormatError)
+
+
+def test_a_child_pointing_into_the_next_predictor(hgb: tuple[Any, bytes]) -> None:
+    """Local indices: a child index valid for the whole column but not for its own
+    predictor is out of range."""
+
+    def fn(a: np.ndarray) -> None:
+        i = np.flatnonzero(a["is_leaf"] == 0)[-1]
+        a["right"][i] = len(a)
+
+    refused(hgb[1], edit_predictor(3, fn))
+
+
+def test_a_predictor_without_nodes(hgb: tuple[Any, bytes]) -> None:
+    def mutate(c: Crafted) -> None:
+        col, nd = column(c, "nodes")
+        whole = c.array(nd)
+        n0 = col["l"][0]
+        c.set_array(nd, whole[n0:])
+        col["l"][0] = 0
+
+    refused(hgb[1], mutate)
+
+
+def test_a_bitset_index_past_its_own_predictor(hgb: tuple[Any, bytes]) -> None:
+    """Bitsets are per predictor too: an index valid in the whole column is not."""
+
+    def mutate(c: Crafted) -> None:
+        col, _ = column(c, "raw_left_cat_bitsets")
+        total = sum(col["l"])
+        assert total > 0
+        owner = next(i for i, n in enumerate(col["l"]) if n)
+
+        def fn(a: np.ndarray) -> None:
+            i = np.flatnonzero((a["is_leaf"] == 0) & (a["is_categorical"] == 1))[0]
+            a["bitset_idx"][i] = col["l"][owner]
+
+        edit_predictor(owner, fn)(c)
+
+    refused(hgb[1], mutate)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        # lengths that do not add up to the column, or are not counts
+        lambda c: column(c, "nodes")[0]["l"].__setitem__(0, column(c, "nodes")[0]["l"][0] + 1),
+        lambda c: column(c, "nodes")[0]["l"].__setitem__(0, -1),
+        lambda c: column(c, "nodes")[0]["l"].__setitem__(0, True),
+        lambda c: column(c, "nodes")[0]["l"].pop(),
+        # the object count, the rows
+        lambda c: table(c).__setitem__("n", 21),
+        lambda c: table(c).__setitem__("n", 10**12),
+        lambda c: table(c)["r"].__setitem__(0, table(c)["r"][0] + 1),
+        lambda c: table(c).__setitem__("r", "rows"),
+        # attribute names and columns
+        lambda c: table(c)["k"].__setitem__(1, table(c)["k"][0]),
+        lambda c: table(c)["k"].pop(),
+        lambda c: table(c)["c"].__setitem__(0, [1, 2]),
+        lambda c: table(c)["c"].__setitem__(0, {"v": [{"@": "dict", "s": {}}] * 20}),
+        lambda c: table(c)["c"].__setitem__(0, {"v": [1] * 19}),
+        lambda c: column(c, "nodes")[0].__setitem__("s", [2**40]),
+        lambda c: column(c, "nodes")[0].__setitem__("d", "|O"),
+        lambda c: column(c, "raw_left_cat_bitsets")[0].__setitem__("s", [4]),
+        # a column the validator needs, missing
+        lambda c: (table(c)["k"].pop(0), table(c)["c"].pop(0)),
+        # the class: a function, not a class
+        lambda c: c.manifest["types"].__setitem__(table(c)["t"], ["numpy", "add", "ref"]),
+    ],
+)
+def test_malformed_tables(hgb: tuple[Any, bytes], mutate: Callable[[Crafted], Any]) -> None:
+    refused(hgb[1], mutate)
+
+
+def test_a_table_of_an_untrusted_class_is_refused_before_anything_is_built(
+    hgb: tuple[Any, bytes],
+) -> None:
+    def mutate(c: Crafted) -> None:
+        c.manifest["types"][table(c)["t"]] = ["os", "_wrap_close", "obj"]
+
+    err = refused(hgb[1], mutate)
+    assert isinstance(err, sp.UntrustedTypesError)

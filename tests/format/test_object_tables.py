@@ -1,0 +1,197 @@
+"""Object tables (``objtab`` nodes): many objects of one class, stored column by column.
+
+They must round-trip exactly like the node-by-node form, keep every identity the
+node-by-node form keeps (by falling back to it), and run every validator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+import safepoint as sp
+from safepoint.errors import FormatError
+from safepoint.format.handlers.tables import TABLE_MIN
+from safepoint.format.reader import open_reader
+from safepoint.format.validators import register_validator
+
+TRUST = ["test_object_tables.Point", "test_object_tables.Checked"]
+
+
+class Point:
+    """A plain class whose instances hold arrays and scalars."""
+
+    def __init__(self, i: int) -> None:
+        self.xy = np.arange(i % 5 + 1, dtype=np.float64) * i
+        self.grid = np.full((i % 3, 2), i, dtype=np.int32)
+        self.label = f"p{i}"
+        self.weight = i / 7
+        self.flag = i % 2 == 0
+        self.none = None
+
+
+class Checked(Point):
+    """Has a validator and no table validator: checked object by object."""
+
+
+@register_validator("test_object_tables.Checked")
+def _refuse_negative(args: list[Any], state: Any, dec: Any) -> Any:
+    if (state["xy"] < 0).any():
+        raise dec.fail("Checked: negative coordinates")
+    return state
+
+
+def nodes(data: bytes) -> list[dict[str, Any]]:
+    r = open_reader(data)
+    stack: list[Any] = [r.manifest["root"], r.manifest.get("shared", [])]
+    r.close()
+    out = []
+    while stack:
+        x = stack.pop()
+        if isinstance(x, dict):
+            out.append(x)
+            stack.extend(x.values())
+        elif isinstance(x, list):
+            stack.extend(x)
+    return out
+
+
+def tags(data: bytes) -> list[str]:
+    return [n.get("@") for n in nodes(data)]
+
+
+def same_points(a: list[Point], b: list[Point]) -> None:
+    assert len(a) == len(b)
+    for p, q in zip(a, b, strict=True):
+        assert type(p) is type(q)
+        assert vars(p).keys() == vars(q).keys()
+        for k, v in vars(p).items():
+            w = getattr(q, k)
+            if isinstance(v, np.ndarray):
+                assert v.dtype == w.dtype and v.shape == w.shape
+                np.testing.assert_array_equal(v, w)
+            else:
+                assert type(v) is type(w) and v == w
+
+
+def test_a_long_list_of_objects_becomes_a_table_and_round_trips() -> None:
+    points = [Point(i) for i in range(40)]
+    data = sp.dumps(points)
+    assert "objtab" in tags(data) and "obj" not in tags(data)
+    loaded = sp.loads(data, trusted=TRUST)
+    same_points(points, loaded)
+    assert len({id(p) for p in loaded}) == 40
+    # each object gets arrays of its own (views of one column), writable like pickle's
+    loaded[0].xy[0] = 99
+    assert loaded[1].xy[0] != 99
+
+
+def test_rows_of_objects_keep_their_shape() -> None:
+    rows = [[Point(3 * r + k) for k in range(3)] for r in range(10)]
+    data = sp.dumps({"rows": rows})
+    assert "objtab" in tags(data)
+    loaded = sp.loads(data, trusted=TRUST)["rows"]
+    assert [len(r) for r in loaded] == [3] * 10
+    same_points([p for r in rows for p in r], [p for r in loaded for p in r])
+
+
+def test_short_lists_stay_node_by_node() -> None:
+    data = sp.dumps([Point(i) for i in range(TABLE_MIN - 1)])
+    assert "objtab" not in tags(data)
+
+
+def test_an_object_listed_twice_keeps_its_identity() -> None:
+    points = [Point(i) for i in range(30)]
+    points.append(points[0])
+    data = sp.dumps(points)
+    assert "objtab" not in tags(data)
+    loaded = sp.loads(data, trusted=TRUST)
+    assert loaded[0] is loaded[-1]
+
+
+def test_an_object_referenced_from_elsewhere_keeps_its_identity() -> None:
+    points = [Point(i) for i in range(30)]
+    data = sp.dumps({"all": points, "best": points[7]})
+    loaded = sp.loads(data, trusted=TRUST)
+    assert loaded["best"] is loaded["all"][7]
+
+
+def test_an_array_shared_by_two_objects_keeps_its_identity() -> None:
+    points = [Point(i) for i in range(30)]
+    points[4].xy = points[3].xy
+    loaded = sp.loads(sp.dumps(points), trusted=TRUST)
+    assert loaded[4].xy is loaded[3].xy
+
+
+def test_a_shared_row_keeps_its_identity() -> None:
+    rows = [[Point(3 * r + k) for k in range(3)] for r in range(10)]
+    data = sp.dumps({"rows": rows, "first": rows[0]})
+    loaded = sp.loads(data, trusted=TRUST)
+    assert loaded["first"] is loaded["rows"][0]
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda p: setattr(p, "extra", 1),  # other attribute names
+        lambda p: setattr(p, "xy", p.xy.astype(np.float32)),  # another dtype
+        lambda p: setattr(p, "grid", np.zeros((1, 3), np.int32)),  # another trailing shape
+        lambda p: setattr(p, "label", ["not", "a", "scalar"]),  # a container
+        lambda p: setattr(p, "xy", np.float64(1.0)),  # a numpy scalar, not an array
+        lambda p: setattr(p, "weight", 2**70),  # an int JSON cannot hold
+    ],
+)
+def test_mixed_lists_fall_back_and_still_round_trip(spoil: Any) -> None:
+    points = [Point(i) for i in range(30)]
+    spoil(points[11])
+    data = sp.dumps(points)
+    assert "objtab" not in tags(data)
+    same_points(points, sp.loads(data, trusted=TRUST))
+
+
+def test_objects_of_several_classes_are_not_tabled() -> None:
+    points: list[Point] = [Point(i) for i in range(30)]
+    points[5] = Checked(5)
+    data = sp.dumps(points)
+    assert "objtab" not in tags(data)
+    same_points(points, sp.loads(data, trusted=TRUST))
+
+
+def test_a_table_is_audited_like_its_objects() -> None:
+    data = sp.dumps([Point(i) for i in range(30)])
+    assert sp.untrusted_types(data) == ["test_object_tables.Point"]
+    with pytest.raises(sp.UntrustedTypesError):
+        sp.loads(data)
+
+
+def test_per_object_validators_run_when_no_table_validator_covers_them() -> None:
+    checked = [Checked(i) for i in range(30)]
+    assert len(sp.loads(sp.dumps(checked), trusted=TRUST)) == 30
+    checked[9].xy = -checked[9].xy - 1
+    data = sp.dumps(checked)
+    assert "objtab" in tags(data)
+    with pytest.raises(FormatError, match="negative coordinates"):
+        sp.loads(data, trusted=TRUST)
+
+
+def test_hist_gradient_boosting_predictors_are_one_table() -> None:
+    from sklearn.datasets import make_classification
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    X, y = make_classification(n_samples=300, n_classes=3, n_informative=4, random_state=0)
+    model = HistGradientBoostingClassifier(max_iter=12, random_state=0).fit(X, y)
+    data = sp.dumps(model)
+    tables = [n for n in nodes(data) if n.get("@") == "objtab"]
+    assert len(tables) == 1 and tables[0]["n"] == 36 and len(tables[0]["r"]) == 12
+    loaded = sp.loads(data)
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+    for row, row2 in zip(model._predictors, loaded._predictors, strict=True):
+        for p, q in zip(row, row2, strict=True):
+            assert q.nodes.dtype == p.nodes.dtype
+            np.testing.assert_array_equal(q.nodes, p.nodes)
+            assert q.raw_left_cat_bitsets.shape == p.raw_left_cat_bitsets.shape
+    # a table loads under mmap too: its columns are structural, never mapped
+    mapped = sp.loads(data, mmap=True)
+    np.testing.assert_array_equal(mapped.predict(X), model.predict(X))
