@@ -6,6 +6,7 @@ validated, limit-checked sizes.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import json
@@ -18,10 +19,11 @@ import numpy as np
 import xxhash
 
 from ..errors import FormatError, IntegrityError, LimitExceededError, UnsupportedFormatVersionError
+from . import _parallel_io as _pio
 from . import spec
 from .integrity import checksum, strong_digest
 
-__all__ = ["BufferEntry", "Reader", "open_reader"]
+__all__ = ["BufferEntry", "Reader", "in_private_memory", "open_reader"]
 
 
 class BufferEntry(NamedTuple):
@@ -75,6 +77,25 @@ class _Source:
             if not k:
                 raise FormatError(f"the file ended early: wanted {n} bytes at offset {offset}")
             got += k
+
+    def fd(self) -> int | None:
+        """The descriptor of a real file whose bytes are this source's, else None.
+
+        Only files opened here or plain binary files (``io.FileIO``, a
+        ``BufferedReader`` over one): a wrapper's ``fileno()`` (gzip, say) may
+        name a file holding other bytes.
+        """
+        f = self.f
+        if f is None:
+            return None
+        if self.path is None:
+            raw = f.raw if type(f) is io.BufferedReader else f
+            if type(raw) is not io.FileIO:
+                return None
+        try:
+            return f.fileno()
+        except (OSError, ValueError):
+            return None
 
     def view(self, offset: int, n: int) -> memoryview:
         """A zero-copy read-only view (memory-mapped for files)."""
@@ -310,11 +331,14 @@ class Reader:
         return self.buffers[index]
 
     def _check(self, b: BufferEntry, data: Any, index: int) -> None:
-        if checksum(data) != b.checksum:
+        self._compare(b, index, checksum(data), lambda: strong_digest(data))
+
+    def _compare(self, b: BufferEntry, index: int, got: str, digest: Any) -> None:
+        if got != b.checksum:
             raise IntegrityError(
                 f"buffer {index} fails its checksum: the file is corrupt (bit rot, a bad copy)"
             )
-        if self.strong and b.digest is not None and strong_digest(data) != b.digest:
+        if self.strong and b.digest is not None and digest() != b.digest:
             raise IntegrityError(f"buffer {index} does not match its signed digest: tampered")
 
     strong = False
@@ -345,6 +369,10 @@ class Reader:
         self, index: int, b: BufferEntry, mv: memoryview, packed: bytes | None = None
     ) -> None:
         if b.codec == "raw":
+            fd = self.source.fd() if _pio.HAVE_PREADV and len(mv) >= _pio.PARALLEL_FROM else None
+            if fd is not None:
+                self._pread(index, b, mv, fd)
+                return
             self.source.readinto(b.offset, mv)
             self._check(b, mv, index)
             return
@@ -365,6 +393,13 @@ class Reader:
             raise FormatError(f"buffer {index} does not decompress: {exc}") from None
         if got != len(mv) or extra:
             raise FormatError(f"buffer {index} decompresses to a size other than declared")
+
+    def _pread(self, index: int, b: BufferEntry, mv: memoryview, fd: int) -> None:
+        """A large raw buffer: read by a few threads, checked while it arrives."""
+        h = xxhash.xxh3_64()
+        strong = hashlib.blake2b(digest_size=32) if self.strong and b.digest else None
+        _pio.pread_into(fd, b.offset, mv, (h, strong) if strong else (h,), _pio.io_threads())
+        self._compare(b, index, h.hexdigest(), lambda: strong.hexdigest() if strong else None)
 
     def read_array(
         self,
@@ -390,9 +425,21 @@ class Reader:
             view = self.source.view(b.offset, b.length)
             arr = np.frombuffer(view, dtype=dtype, count=count).reshape(shape)
             return arr
-        arr = _empty(shape, dtype) if b.raw_length >= _PLAIN_PAGES_FROM else np.empty(shape, dtype)
+        flat: Any
+        if (
+            b.codec == "raw"
+            and b.length >= _pio.PARALLEL_FROM
+            and _pio.HAVE_PREADV
+            and self.source.fd() is not None
+        ):
+            arr, flat = _aligned_empty(shape, dtype, b.length)
+        else:
+            if b.raw_length >= _PLAIN_PAGES_FROM:
+                arr = _empty(shape, dtype)
+            else:
+                arr = np.empty(shape, dtype)
+            flat = arr.reshape(-1).view(np.uint8) if count else None
         if count:
-            flat: Any = arr.reshape(-1).view(np.uint8)
             self._fill(index, b, memoryview(flat), packed)
         elif b.codec == "raw":
             self._check(b, b"", index)
@@ -441,6 +488,41 @@ def _empty(shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray[Any, Any]
         return np.empty(shape, dtype=dtype)
     finally:
         _set_madvise_hugepage(previous)
+
+
+def _aligned_empty(
+    shape: tuple[int, ...], dtype: np.dtype[Any], nbytes: int
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """An uninitialised array whose data starts on a page boundary, and its bytes.
+
+    The kernel copies from the page cache into a page-aligned destination much
+    faster than into malloc's (which starts 16 bytes into a page): 1 GiB in
+    0.93-1.0 s vs 1.2-1.4 s on the benchmark machine. The array is a view of a
+    slightly larger ``np.empty`` (ordinary pages, see :func:`_empty`): it does not
+    own its data, but its base does (see :func:`in_private_memory`).
+    """
+    base = _empty((nbytes + _PAGE,), np.dtype(np.uint8))
+    start = -base.ctypes.data % _PAGE
+    flat = base[start : start + nbytes]
+    return flat.view(dtype).reshape(shape), flat
+
+
+_PAGE = _mmap.PAGESIZE
+
+
+def in_private_memory(arr: np.ndarray[Any, Any]) -> bool:
+    """Whether ``arr`` is writeable and its memory comes from numpy's allocator.
+
+    True for arrays that own their data and for views of an array that does
+    (as :meth:`Reader.read_array` returns for large buffers); False for
+    memory-mapped files (``mmap=True`` loads, ``np.memmap``) and foreign buffers.
+    """
+    if not arr.flags.writeable:
+        return False
+    if arr.flags.owndata:
+        return True
+    base = arr.base
+    return type(base) is np.ndarray and base.flags.owndata
 
 
 def _check_frame(packed: bytes, raw_length: int, what: str) -> None:

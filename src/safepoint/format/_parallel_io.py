@@ -1,0 +1,160 @@
+"""I/O of large buffers: threaded reads that hash as they go, writes overlapped with hashing.
+
+Reading a large buffer from the page cache into fresh memory is dominated by the
+page faults of the destination; ``os.preadv`` from a few threads takes those
+faults on several cores at once. The checksum (and the BLAKE2b digest) is fed
+chunk by chunk, in order, while later chunks are still being read, so there is
+no second pass over memory. A streaming xxh3-64 over the chunks gives the same
+digest as the one-shot hash of the whole buffer: the file format is unchanged.
+
+Writes to one file are serialised by the kernel; what can overlap is the hash
+of chunk *k* (in the calling thread) with the write of chunk *k* (on a worker).
+
+``SAFEPOINT_IO_THREADS`` sets the number of reader threads (``1``: no threads).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Any
+
+from ..errors import FormatError
+
+__all__ = ["CHUNK", "PARALLEL_FROM", "executor", "io_threads", "pread_into", "write_hashed"]
+
+#: buffers at least this large take the paths of this module (tests lower it)
+PARALLEL_FROM = 16 << 20
+#: the largest request of one read or write
+CHUNK = 8 << 20
+#: requests are at least this large (unless the buffer is smaller)
+_MIN_CHUNK = 1 << 20
+_PAGE = 4096
+
+HAVE_PREADV = hasattr(os, "preadv")
+
+_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+
+
+def io_threads() -> int:
+    """Reader threads: ``SAFEPOINT_IO_THREADS``, else ``min(4, cpu_count)``."""
+    env = os.environ.get("SAFEPOINT_IO_THREADS", "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            pass
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def executor(n: int) -> ThreadPoolExecutor:
+    """A shared pool of at least ``n`` threads (tasks given to it never wait on it)."""
+    global _pool, _pool_size
+    with _lock:
+        if _pool is None or _pool_size < n:
+            # a smaller pool is dropped, not shut down: a thread may still be using it
+            # (its idle workers exit once it is collected)
+            _pool = ThreadPoolExecutor(n, thread_name_prefix="safepoint-io")
+            _pool_size = n
+        return _pool
+
+
+def _forget_pool() -> None:  # pragma: no cover - runs in forked children
+    global _pool, _pool_size, _lock
+    # the pool's threads do not exist in a forked child
+    _pool, _pool_size, _lock = None, 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _drain(pending: Sequence[Future[Any]]) -> None:
+    """Let running tasks finish: none may touch memory or a descriptor once we return."""
+    for fut in pending:
+        fut.cancel()
+    wait(pending)
+
+
+def chunk_size(n: int, threads: int) -> int:
+    """Requests of at most CHUNK bytes, page multiples, enough of them to keep every thread busy."""
+    per = -(-n // max(threads, 1))
+    per = -(-per // _PAGE) * _PAGE
+    return max(min(CHUNK, per), min(_MIN_CHUNK, n))
+
+
+def pread_into(fd: int, offset: int, mv: memoryview, hashers: Sequence[Any], threads: int) -> None:
+    """Fill ``mv`` with the file's bytes from ``offset`` on, hashing each chunk in order.
+
+    With ``threads > 1`` the reads run on the shared pool and the calling thread
+    hashes; a file that ends early raises :class:`FormatError`.
+    """
+    n = len(mv)
+    step = chunk_size(n, threads)
+
+    def read(lo: int, hi: int) -> None:
+        pos = lo
+        while pos < hi:
+            k = os.preadv(fd, [mv[pos:hi]], offset + pos)
+            if k <= 0:
+                raise FormatError(f"the file ended early: wanted {n} bytes at offset {offset}")
+            pos += k
+
+    def consume(lo: int, hi: int) -> None:
+        part = mv[lo:hi]
+        for h in hashers:
+            h.update(part)
+
+    if threads <= 1:
+        for lo in range(0, n, step):
+            hi = min(lo + step, n)
+            read(lo, hi)
+            consume(lo, hi)
+        return
+    pool = executor(threads)
+    window = 2 * threads
+    pending: deque[tuple[int, int, Future[None]]] = deque()
+    try:
+        for lo in range(0, n, step):
+            hi = min(lo + step, n)
+            pending.append((lo, hi, pool.submit(read, lo, hi)))
+            if len(pending) >= window:
+                a, b, fut = pending.popleft()
+                fut.result()
+                consume(a, b)
+        while pending:
+            a, b, fut = pending.popleft()
+            fut.result()
+            consume(a, b)
+    finally:
+        if pending:
+            _drain([fut for _, _, fut in pending])
+
+
+def write_hashed(
+    write: Callable[[memoryview], None], mv: memoryview, hashers: Sequence[Any]
+) -> None:
+    """``write(chunk)`` every chunk of ``mv`` in order on a worker, hashing it meanwhile."""
+    n = len(mv)
+    pool = executor(1)
+    prev: Future[None] | None = None
+    try:
+        for lo in range(0, n, CHUNK):
+            part = mv[lo : lo + CHUNK]
+            if prev is not None:
+                prev.result()
+            # one write at a time, in order: the worker writes chunk k while this
+            # thread hashes it
+            prev = pool.submit(write, part)
+            for h in hashers:
+                h.update(part)
+        if prev is not None:
+            prev.result()
+    finally:
+        if prev is not None and not prev.done():
+            _drain([prev])
