@@ -4,7 +4,9 @@ Used for object arrays of str (OneHotEncoder's ``categories_``), numpy
 StringDType arrays, pandas string arrays, large lists of str and the keys of
 large str->number dicts (a TfidfVectorizer vocabulary). Strings are joined by
 NUL into one UTF-8 buffer (split back at C speed); if a string contains NUL,
-an offsets buffer is stored instead. Missing values are kept by kind.
+they are concatenated and their lengths stored (``t`` + ``l``: one to four
+bytes per item; older files hold int64 offsets, ``b`` + ``o``, still read).
+Missing values are kept by kind.
 Arrow-backed pandas strings take a fast path to and from the same node
 (:func:`encode_arrow_strings`, :func:`decode_strings_arrow`).
 """
@@ -30,6 +32,9 @@ __all__ = [
     "null_code",
     "strings_only",
 ]
+
+#: a lengths buffer ("l") of this many items or more could overflow int64 offsets
+_MAX_LENGTHS_ITEMS = 1 << 31
 
 #: code -> kind of missing value; the code is what the nulls buffer stores
 NULL_KINDS = {1: "None", 2: "nan", 3: "pd.NA", 4: "pd.NaT"}
@@ -90,29 +95,70 @@ def encode_strings(values: list[Any], enc: Encoder) -> dict[str, Any]:
     node: dict[str, Any] = {"n": n}
     if n and text.count("\x00") != n - 1:
         lengths = np.fromiter((len(s) for s in strs), dtype=np.int64, count=n)
-        offsets = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        text = "".join(strs)
-        node["o"] = enc.buffer(offsets)
-    node["b"] = enc.buffer(text.encode("utf-8", "surrogatepass"))
+        node.update(_text_and_lengths("".join(strs).encode("utf-8", "surrogatepass"), lengths, enc))
+    else:
+        node["b"] = enc.buffer(text.encode("utf-8", "surrogatepass"))
     if nulls is not None:
         node["z"] = enc.buffer(nulls)
     return node
+
+
+def _text_and_lengths(data: Any, lengths: np.ndarray[Any, Any], enc: Encoder) -> dict[str, Any]:
+    """The concatenated form: ``t`` the UTF-8 text, ``l`` each item's length in
+    characters as the narrowest unsigned integer that holds the longest (``lw``
+    bytes: 1, 2 or 4). Items of 4 GiB or more fall back to int64 offsets (``b`` + ``o``)."""
+    n = lengths.size
+    longest = int(lengths.max()) if n else 0
+    width = next((w for w in (1, 2, 4) if longest < 1 << (8 * w)), 0)
+    if not width or n >= _MAX_LENGTHS_ITEMS:
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return {"o": enc.buffer(offsets), "b": enc.buffer(data)}
+    return {"l": enc.buffer(lengths.astype(f"<u{width}")), "lw": width, "t": enc.buffer(data)}
+
+
+def _char_offsets(node: dict[str, Any], dec: Decoder, n: int, chars: int) -> np.ndarray[Any, Any]:
+    """The n + 1 character offsets of a column in the concatenated form (``l``
+    lengths or ``o`` offsets), checked to split exactly ``chars`` characters."""
+    if "l" in node:
+        if "o" in node:
+            raise dec.fail("a string column holds both lengths and offsets")
+        width = node.get("lw")
+        if type(width) is not int or width not in (1, 2, 4):
+            raise dec.fail(f"string lengths of width {width!r} (1, 2 or 4 bytes)")
+        if n >= _MAX_LENGTHS_ITEMS:
+            raise dec.fail(f"string column of {n} items stores lengths (offsets needed)")
+        lengths = dec.array(
+            dec.field(node, "l", int), np.dtype(f"<u{width}"), (n,), structural=True
+        )
+        # unsigned lengths: the offsets increase by construction, and cannot overflow
+        offsets = np.empty(n + 1, dtype=np.int64)
+        offsets[0] = 0
+        offsets[1:] = lengths
+        np.cumsum(offsets, out=offsets)
+        if offsets[-1] != chars:
+            raise dec.fail(
+                f"string lengths add up to {int(offsets[-1])} characters, the text holds {chars}"
+            )
+        return offsets
+    offsets = dec.array(dec.field(node, "o", int), np.dtype("<i8"), (n + 1,), structural=True)
+    if offsets[0] != 0 or offsets[-1] != chars or np.any(offsets[1:] < offsets[:-1]):
+        raise dec.fail("string offsets are not increasing within the text")
+    return offsets
 
 
 def decode_strings(node: dict[str, Any], dec: Decoder) -> list[Any]:
     n = dec.field(node, "n", int)
     if n < 0 or n > dec.max_items:
         raise dec.fail(f"string column declares {n} items")
+    lengths_form = "l" in node
     try:
-        text = dec.raw(dec.field(node, "b", int)).decode("utf-8", "surrogatepass")
+        raw = dec.raw(dec.field(node, "t" if lengths_form else "b", int))
+        text = raw.decode("utf-8", "surrogatepass")
     except UnicodeDecodeError as exc:
         raise dec.fail(f"string column is not valid UTF-8: {exc}") from None
-    if "o" in node:
-        offsets = dec.array(dec.field(node, "o", int), np.dtype("<i8"), (n + 1,), structural=True)
-        if n and (offsets[0] != 0 or offsets[-1] != len(text) or np.any(np.diff(offsets) < 0)):
-            raise dec.fail("string offsets are not increasing within the text")
-        bounds = offsets.tolist()
+    if lengths_form or "o" in node:
+        bounds = _char_offsets(node, dec, n, len(text)).tolist()
         out: list[Any] = [text[a:b] for a, b in itertools.pairwise(bounds)]
     else:
         out = text.split("\x00") if n else []
@@ -134,21 +180,24 @@ def decode_strings(node: dict[str, Any], dec: Decoder) -> list[Any]:
 # pandas' default string dtype keeps its strings in an Arrow (large_)string array.
 # Turning ten million of them into Python str objects and back costs seconds, so
 # these two functions write and read the very same node (UTF-8 text plus the
-# character offsets of the "o" form) straight from Arrow's buffers with numpy.
+# character lengths of the "t" + "l" form) straight from Arrow's buffers with numpy.
 # Arrow's byte offsets are the character offsets for ASCII text; otherwise they
 # are shifted by the number of UTF-8 continuation bytes before them.
 
 
-def _continuation_bytes(data: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+def _continuation_bytes(data: np.ndarray[Any, Any], ascii_only: bool | None = None) -> Any:
     """Positions of UTF-8 continuation bytes (0b10xxxxxx); empty for ASCII text."""
-    if not data.size or int(data.max()) < 0x80:
+    if ascii_only is None:
+        ascii_only = not data.size or int(data.max()) < 0x80
+    if ascii_only:
         return np.empty(0, dtype=np.int64)
     return np.flatnonzero((data & 0xC0) == 0x80)
 
 
 def encode_arrow_strings(array: Any, enc: Encoder) -> dict[str, Any]:
-    """Encode a pyarrow ``string``/``large_string`` (chunked) array; same node as
-    :func:`encode_strings` would write for ``array.to_pylist()``, with offsets."""
+    """Encode a pyarrow ``string``/``large_string`` (chunked) array: the node that
+    :func:`encode_strings` writes for ``array.to_pylist()``, always in the
+    concatenated form (``t`` + ``l``), which decodes to Arrow without a scan."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -180,11 +229,14 @@ def encode_arrow_strings(array: Any, enc: Encoder) -> dict[str, Any]:
         if data_buf is not None
         else np.empty(0, dtype=np.uint8)
     )
-    chars = offsets.astype(np.int64) - start
     cont = _continuation_bytes(data)
     if cont.size:
+        chars = offsets.astype(np.int64) - start
         chars -= np.searchsorted(cont, chars, side="left")
-    node: dict[str, Any] = {"n": n, "o": enc.buffer(chars), "b": enc.buffer(data)}
+        lengths = np.diff(chars)
+    else:
+        lengths = np.diff(offsets).astype(np.int64, copy=False)
+    node: dict[str, Any] = {"n": n, **_text_and_lengths(data, lengths, enc)}
     if missing is not None:
         node["z"] = enc.buffer(missing.astype(np.uint8))  # code 1: None
     return node
@@ -199,16 +251,15 @@ def decode_strings_arrow(node: dict[str, Any], dec: Decoder) -> Any:
     n = dec.field(node, "n", int)
     if n < 0 or n > dec.max_items:
         raise dec.fail(f"string column declares {n} items")
-    b_index = dec.field(node, "b", int)
+    lengths_form = "l" in node
+    b_index = dec.field(node, "t" if lengths_form else "b", int)
     size = dec.reader.entry(b_index).raw_length
     # held in memory (never mapped): Arrow trusts the validated offsets later
     data = dec.array(b_index, np.dtype("u1"), (size,), structural=True)
     ascii_only = not size or int(data.max()) < 0x80
-    if "o" in node:
-        offsets = dec.array(dec.field(node, "o", int), np.dtype("<i8"), (n + 1,), structural=True)
-        cont = _continuation_bytes(data)
-        if offsets[0] != 0 or offsets[-1] != size - cont.size or np.any(offsets[1:] < offsets[:-1]):
-            raise dec.fail("string offsets are not increasing within the text")
+    if lengths_form or "o" in node:
+        cont = _continuation_bytes(data, ascii_only)
+        offsets = _char_offsets(node, dec, n, size - cont.size)
         if cont.size:
             # character offset -> byte offset: add the continuation bytes before it
             offsets = offsets + np.searchsorted(cont - np.arange(cont.size), offsets, side="right")
