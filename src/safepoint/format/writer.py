@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
+from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import xxhash
 
 from ..errors import SerializationError
+from . import _parallel_io as _pio
 from . import spec
 from .integrity import Signer, checksum, encode_auth_block, strong_digest
 
@@ -19,7 +24,14 @@ MIN_COMPRESS = 4096
 #: share of the raw size a compressed buffer must stay under to be kept compressed
 KEEP_RATIO = 0.9
 _SAMPLE = 1 << 20
+#: buffers larger than this are compressed by zstd's own worker threads, in order;
+#: smaller ones (from MIN_COMPRESS on) on the shared pool, while encoding goes on
+_LARGE = 4 * _SAMPLE
 _ZEROS = bytes(spec.ALIGN)
+
+#: what a compression task hands back: the packed bytes (or None: store raw),
+#: their checksum and digest (None when not signing)
+_Packed = tuple[bytes | None, str, str | None]
 
 
 @dataclass(frozen=True)
@@ -53,21 +65,27 @@ class BufferSink:
         self.buffers: list[list[Any]] = []
         self._cctx: Any = None
         self._probe: Any = None
-        self._cctx_small: Any = None
+        self._level = level
+        self._local = threading.local()
         self._zraw = self._zstored = 0
+        # buffers handed to compression tasks, in the order of their indices; they
+        # are written (and given offsets) in that order, so the file is the same
+        # whatever the threads do
+        self._pending: deque[tuple[memoryview, Future[_Packed]]] = deque()
+        self._threads = _pio.io_threads()
+        self._window = 4 * max(self._threads, 2)
         if compress == "zstd":
             import zstandard
 
             # level 2: within 3% of level 3's size on model data (M2, M6 in bench/),
             # no larger than joblib's compress=3, in about two thirds of the time;
-            # worker threads only pay off on large buffers
+            # zstd's worker threads only pay off on large buffers
             self._cctx = zstandard.ZstdCompressor(level=level, threads=-1)
-            self._cctx_small = zstandard.ZstdCompressor(level=level)
             self._probe = zstandard.ZstdCompressor(level=1)
         f.write(spec.HEADER.pack(spec.MAGIC, spec.FORMAT_MAJOR, spec.FORMAT_MINOR, 0))
         self.pos = spec.HEADER_SIZE
 
-    def _write(self, data: Any) -> None:
+    def _write_all(self, data: Any) -> None:
         n = self.f.write(data)
         # raw (unbuffered) files may write less than asked
         if n is not None and n != len(data):
@@ -75,58 +93,125 @@ class BufferSink:
             while len(mv):
                 k = self.f.write(mv)
                 mv = mv[k or 0 :]
+
+    def _write(self, data: Any) -> None:
+        self._write_all(data)
         self.pos += len(data)
 
-    def _maybe_compress(self, mv: memoryview) -> bytes | None:
+    def _compressor(self) -> Any:
+        """This thread's compressor for buffers up to _LARGE (contexts are not shared)."""
+        cctx = getattr(self._local, "cctx", None)
+        if cctx is None:
+            import zstandard
+
+            cctx = self._local.cctx = zstandard.ZstdCompressor(level=self._level)
+        return cctx
+
+    def _compress(self, mv: memoryview) -> bytes | None:
+        """The zstd frame of a buffer worth compressing, else None (any thread)."""
         n = len(mv)
-        if self._cctx is None or n < MIN_COMPRESS:
-            return None
-        if n > 4 * _SAMPLE:
+        if n > _LARGE:
             sample = mv[:_SAMPLE]
             if len(self._probe.compress(sample)) > KEEP_RATIO * len(sample):
                 return None
-        out: bytes = (self._cctx if n > 4 * _SAMPLE else self._cctx_small).compress(mv)
+        out: bytes = (self._cctx if n > _LARGE else self._compressor()).compress(mv)
         if len(out) > KEEP_RATIO * n:
             return None
+        return out
+
+    def _pack(self, mv: memoryview) -> _Packed:
+        """A compression task: the frame with its checksum and digest."""
+        out = self._compress(mv)
+        if out is None:
+            return None, "", None
+        return out, checksum(out), strong_digest(out) if self.signer is not None else None
+
+    def _accept(self, n: int, out: bytes | None) -> bool:
+        """Keep ``out`` (the frame of ``n`` bytes)? Decided in file order."""
+        if out is None:
+            return False
         # keep the file loadable under the reader's default bomb limits (per buffer
         # and summed over all compressed buffers): store raw what would cross them
         ratio = spec.DEFAULT_LIMITS.max_compression_ratio
         if n > spec.BOMB_ALLOWANCE and n > ratio * len(out):
-            return None
+            return False
         if self._zraw + n > ratio * (self._zstored + len(out)) + spec.BOMB_ALLOWANCE:
-            return None
+            return False
         self._zraw += n
         self._zstored += len(out)
-        return out
+        return True
 
     def add(self, data: Any) -> int:
-        """Append one buffer (any C-contiguous bytes-like object); returns its index."""
+        """Append one buffer (any C-contiguous bytes-like object); returns its index.
+
+        With ``compress="zstd"`` a medium buffer may be compressed on a worker
+        thread and written by a later call (or :meth:`finish`); until then the
+        caller must not change its bytes.
+        """
         mv = memoryview(data)
         if not mv.c_contiguous:
             raise SerializationError("internal: buffers must be C-contiguous")
         if mv.ndim != 1 or mv.itemsize != 1:
             mv = mv.cast("B")
+        index = len(self.buffers) + len(self._pending)
+        n = len(mv)
+        if self._cctx is not None and MIN_COMPRESS <= n <= _LARGE and self._threads > 1:
+            pool = _pio.executor(self._threads)
+            self._pending.append((mv, pool.submit(self._pack, mv)))
+            self._flush_pending(self._window)
+            return index
+        self._flush_pending(0)
+        if self._cctx is not None and n >= MIN_COMPRESS:
+            self._store(mv, self._pack(mv))
+        else:
+            self._store(mv, (None, "", None))
+        return index
+
+    def _flush_pending(self, keep: int) -> None:
+        """Write the pending buffers whose compression is done, and more while over ``keep``."""
+        pending = self._pending
+        while pending and (len(pending) > keep or pending[0][1].done()):
+            mv, fut = pending.popleft()
+            self._store(mv, fut.result())
+
+    def _store(self, mv: memoryview, packed: _Packed) -> None:
+        """Write one buffer at the end of the file and record its entry."""
+        out, crc, digest = packed
         pad = spec.pad_to(self.pos)
         if pad:
             self._write(_ZEROS[:pad])
         raw_len = len(mv)
-        packed = self._maybe_compress(mv)
-        payload = mv if packed is None else packed
-        entry: list[Any] = [
-            self.pos,
-            len(payload),
-            raw_len,
-            "zstd" if packed is not None else "raw",
-            checksum(payload),
-        ]
+        offset = self.pos
+        if self._accept(raw_len, out):
+            assert out is not None
+            payload: Any = out
+            self._write(out)
+        else:
+            payload = mv
+            crc, digest = self._write_raw(mv)
+        entry: list[Any] = [offset, len(payload), raw_len, "zstd" if payload is out else "raw", crc]
         if self.signer is not None:
-            entry.append(strong_digest(payload))
-        self._write(payload)
+            entry.append(digest)
         self.buffers.append(entry)
-        return len(self.buffers) - 1
+
+    def _write_raw(self, mv: memoryview) -> tuple[str, str | None]:
+        """Write a buffer as it is; returns its checksum and digest (None: not signing)."""
+        n = len(mv)
+        if n >= _pio.PARALLEL_FROM and self._threads > 1:
+            # the hash of each chunk overlaps the write of that chunk
+            h = xxhash.xxh3_64()
+            strong = hashlib.blake2b(digest_size=32) if self.signer is not None else None
+            _pio.write_hashed(self._write_all, mv, (h, strong) if strong else (h,))
+            self.pos += n
+            return h.hexdigest(), strong.hexdigest() if strong else None
+        crc = checksum(mv)
+        digest = strong_digest(mv) if self.signer is not None else None
+        self._write(mv)
+        return crc, digest
 
     def finish(self, manifest: dict[str, Any]) -> WriteResult:
         """Write manifest, optional auth block and footer."""
+        self._flush_pending(0)
         manifest["buffers"] = self.buffers
         try:
             raw = json.dumps(manifest, separators=(",", ":"), allow_nan=True).encode()

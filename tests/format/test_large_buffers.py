@@ -1,0 +1,329 @@
+"""Large buffers: threaded reads, writes overlapped with hashing, pooled compression.
+
+The thresholds are module constants; these tests lower them so that small files
+take the same paths as the benchmark's gigabyte arrays. The file bytes must not
+depend on the path taken (nor on the number of threads).
+"""
+
+from __future__ import annotations
+
+import io
+import mmap
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import xxhash
+
+import safepoint as sp
+from safepoint.errors import FormatError, IntegrityError
+from safepoint.format import _parallel_io as pio
+from safepoint.format import writer
+from safepoint.format.reader import in_private_memory, open_reader
+
+pytestmark = pytest.mark.timeout(120)
+
+KEY = b"0123456789abcdef0123456789abcdef"
+BIG = 1 << 16  # the lowered threshold
+THREADS = ["1", "2", "3"]
+
+
+@pytest.fixture(autouse=True)
+def small_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pio, "PARALLEL_FROM", BIG)
+    monkeypatch.setattr(pio, "CHUNK", 3 * 4096)
+    monkeypatch.setattr(pio, "_MIN_CHUNK", 4096)
+
+
+def _obj() -> dict[str, Any]:
+    rng = np.random.default_rng(0)
+    rec = np.zeros(20_000, dtype=[("a", "<i4"), ("b", "<f8"), ("c", "u1")])
+    rec["a"] = np.arange(rec.size)
+    return {
+        "f8": rng.standard_normal((300, 129)),  # not a multiple of the chunk size
+        "i4": np.arange(50_001, dtype=np.int32),
+        "fortran": np.asfortranarray(rng.standard_normal((200, 90))),
+        "rec": rec,
+        "be": np.arange(30_000, dtype=">u4"),
+        "small": np.arange(10, dtype=np.int16),
+        "exact": np.zeros(BIG, dtype=np.uint8),
+        "text": "x",
+    }
+
+
+def _check_equal(a: dict[str, Any], b: dict[str, Any]) -> None:
+    assert a.keys() == b.keys()
+    for k, v in a.items():
+        if isinstance(v, np.ndarray):
+            assert b[k].dtype == v.dtype and b[k].shape == v.shape, k
+            np.testing.assert_array_equal(b[k], v)
+        else:
+            assert b[k] == v
+
+
+def _buffer_of(path: Path, nbytes: int) -> tuple[int, int]:
+    """(index, offset) of the first buffer of exactly ``nbytes`` stored raw."""
+    r = open_reader(path)
+    try:
+        for i, b in enumerate(r.buffers):
+            if b.codec == "raw" and b.length == nbytes:
+                return i, b.offset
+    finally:
+        r.close()
+    raise AssertionError(f"no raw buffer of {nbytes} bytes")
+
+
+@pytest.mark.parametrize("n", [0, 1, 4095, 4096, 12288, 12289, 100_000])
+def test_chunked_checksum_equals_one_shot(n: int) -> None:
+    data = np.random.default_rng(n).integers(0, 256, n, dtype=np.uint8)
+    mv = memoryview(data)
+    for step in (4096, 12288, 1 << 20):
+        h = xxhash.xxh3_64()
+        for lo in range(0, n, step):
+            h.update(mv[lo : lo + step])
+        assert h.hexdigest() == xxhash.xxh3_64_hexdigest(data)
+
+
+@pytest.mark.parametrize("threads", THREADS)
+def test_round_trip_threaded_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: str
+) -> None:
+    monkeypatch.setenv("SAFEPOINT_IO_THREADS", threads)
+    obj = _obj()
+    path = tmp_path / "m.sp"
+    sp.dump(obj, path)
+    back = sp.load(path)
+    _check_equal(obj, back)
+    for k in ("f8", "i4", "rec", "be", "exact"):
+        arr = back[k]
+        assert arr.flags.writeable and arr.flags.c_contiguous
+        assert arr.ctypes.data % mmap.PAGESIZE == 0, k  # page-aligned destination
+        assert in_private_memory(arr)
+    back["f8"][0, 0] = 1.0  # a normal writeable array
+    # a user's binary file object takes the same path
+    with open(path, "rb") as f:
+        _check_equal(obj, sp.load(f))
+    # in-memory sources keep theirs
+    _check_equal(obj, sp.load(io.BytesIO(path.read_bytes())))
+    _check_equal(obj, sp.loads(path.read_bytes()))
+
+
+def test_file_bytes_do_not_depend_on_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    obj = _obj()
+    seen: dict[tuple[str, Any, Any], bytes] = {}
+    for threads in THREADS:
+        monkeypatch.setenv("SAFEPOINT_IO_THREADS", threads)
+        for compress in (None, "zstd"):
+            for key in (None, KEY):
+                path = tmp_path / f"{threads}-{compress}-{key is not None}.sp"
+                sp.dump(obj, path, compress=compress, key=key)
+                data = path.read_bytes()
+                prev = seen.setdefault((str(compress), key, None), data)
+                assert data == prev, (threads, compress, key)
+                assert sp.dumps(obj, compress=compress, key=key) == data
+                _check_equal(obj, sp.load(path, key=key))
+
+
+def test_large_buffer_is_checksummed_as_one(tmp_path: Path) -> None:
+    data = np.random.default_rng(1).integers(0, 256, 5 * BIG + 17, dtype=np.uint8)
+    path = tmp_path / "m.sp"
+    sp.dump({"d": data}, path)
+    r = open_reader(path)
+    try:
+        (b,) = (b for b in r.buffers if b.length == data.nbytes)
+        assert b.checksum == xxhash.xxh3_64_hexdigest(data)
+    finally:
+        r.close()
+
+
+@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("where", [0, 0.5, -1])
+def test_corrupt_byte_in_large_buffer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: str, where: float
+) -> None:
+    monkeypatch.setenv("SAFEPOINT_IO_THREADS", threads)
+    arr = np.arange(40_000, dtype=np.float64)
+    path = tmp_path / "m.sp"
+    sp.dump({"a": arr}, path)
+    _, offset = _buffer_of(path, arr.nbytes)
+    pos = offset + (arr.nbytes - 1 if where == -1 else int(where * arr.nbytes))
+    raw = bytearray(path.read_bytes())
+    raw[pos] ^= 0x10
+    path.write_bytes(bytes(raw))
+    with pytest.raises(IntegrityError, match="checksum"):
+        sp.load(path)
+
+
+@pytest.mark.parametrize("threads", THREADS)
+def test_signed_digest_checked_on_threaded_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: str
+) -> None:
+    monkeypatch.setenv("SAFEPOINT_IO_THREADS", threads)
+    arr = np.arange(40_000, dtype=np.float64)
+    path = tmp_path / "m.sp"
+    sp.dump({"a": arr}, path, key=KEY)
+    index, _ = _buffer_of(path, arr.nbytes)
+    r = open_reader(path)
+    try:
+        r.strong = True
+        good = r.buffers[index]
+        np.testing.assert_array_equal(r.read_array(index, arr.dtype, arr.shape), arr)
+        r.buffers[index] = good._replace(digest="0" * 64)
+        with pytest.raises(IntegrityError, match="signed digest"):
+            r.read_array(index, arr.dtype, arr.shape)
+        r.buffers[index] = good._replace(checksum="0" * 16)
+        with pytest.raises(IntegrityError, match="checksum"):
+            r.read_array(index, arr.dtype, arr.shape)
+    finally:
+        r.close()
+
+
+@pytest.mark.parametrize("threads", THREADS)
+def test_file_truncated_inside_large_buffer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: str
+) -> None:
+    monkeypatch.setenv("SAFEPOINT_IO_THREADS", threads)
+    arr = np.arange(40_000, dtype=np.float64)
+    path = tmp_path / "m.sp"
+    sp.dump({"a": arr}, path)
+    index, offset = _buffer_of(path, arr.nbytes)
+    r = open_reader(path)
+    try:
+        # the file shrinks after it was opened (and its footer read)
+        os.truncate(path, offset + arr.nbytes // 2 + 5)
+        with pytest.raises(FormatError, match="ended early"):
+            r.read_array(index, arr.dtype, arr.shape)
+    finally:
+        r.close()
+
+
+def test_wrapped_files_are_not_read_by_descriptor(tmp_path: Path) -> None:
+    """A wrapper's fileno() may name a file with other bytes (gzip): not used."""
+    obj = _obj()
+    path = tmp_path / "m.sp"
+    sp.dump(obj, path)
+
+    class Wrapper(io.RawIOBase):
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def readable(self) -> bool:
+            return True
+
+        def seekable(self) -> bool:
+            return True
+
+        def seek(self, pos: int, whence: int = 0) -> int:
+            return int(self.inner.seek(pos, whence))
+
+        def tell(self) -> int:
+            return int(self.inner.tell())
+
+        def readinto(self, b: Any) -> int:
+            return int(self.inner.readinto(b))
+
+        def fileno(self) -> int:
+            raise AssertionError("fileno() must not be used")
+
+    with open(path, "rb") as f:
+        _check_equal(obj, sp.load(Wrapper(f)))
+    with open(path, "rb") as f:
+        assert open_reader(f).source.fd() == f.fileno()
+
+
+def test_mapped_arrays_are_not_private(tmp_path: Path) -> None:
+    path = tmp_path / "m.sp"
+    sp.dump({"a": np.arange(200_000, dtype=np.float64)}, path)  # > mmap_threshold
+    assert not in_private_memory(sp.load(path, mmap=True)["a"])
+    assert in_private_memory(sp.load(path)["a"])
+    assert in_private_memory(np.arange(3))
+    assert not in_private_memory(np.frombuffer(b"abcd", np.uint8))
+
+
+class ShortWrites(io.RawIOBase):
+    """A raw file that writes at most 1000 bytes per call (as raw files may)."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        part = bytes(memoryview(b).cast("B")[:1000])
+        self.out += part
+        return len(part)
+
+
+@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("compress", [None, "zstd"])
+def test_short_writes(monkeypatch: pytest.MonkeyPatch, threads: str, compress: Any) -> None:
+    monkeypatch.setenv("SAFEPOINT_IO_THREADS", threads)
+    obj = _obj()
+    f = ShortWrites()
+    sp.dump(obj, f, compress=compress)
+    assert bytes(f.out) == sp.dumps(obj, compress=compress)
+    _check_equal(obj, sp.loads(bytes(f.out)))
+
+
+@pytest.mark.parametrize("threads", THREADS)
+def test_many_medium_compressed_buffers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: str
+) -> None:
+    """Buffers compressed on the pool are written in index order."""
+    monkeypatch.setenv("SAFEPOINT_IO_THREADS", threads)
+    rng = np.random.default_rng(2)
+    obj = {
+        f"t{i}": (
+            np.repeat(rng.integers(0, 5, 3000), i % 7 + 1)
+            if i % 3
+            else rng.integers(0, 1 << 62, 2000 + i)  # incompressible: stays raw
+        )
+        for i in range(60)
+    }
+    obj["large"] = np.zeros(writer._LARGE + 10, dtype=np.uint8)  # zstd's own threads
+    path = tmp_path / "z.sp"
+    sp.dump(obj, path, compress="zstd")
+    r = open_reader(path)
+    try:
+        codecs = {b.codec for b in r.buffers}
+        offsets = [b.offset for b in r.buffers]
+    finally:
+        r.close()
+    assert codecs == {"raw", "zstd"}
+    assert offsets == sorted(offsets)
+    _check_equal(obj, sp.load(path))
+
+
+def test_failed_compression_is_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAFEPOINT_IO_THREADS", "2")
+
+    def boom(self: Any, mv: memoryview) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(writer.BufferSink, "_compress", boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        sp.dumps({"a": np.arange(10_000)}, compress="zstd")
+
+
+@pytest.mark.parametrize("value", ["", "0", "-3", "x", "1", "8"])
+def test_io_threads_setting(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("SAFEPOINT_IO_THREADS", value)
+    n = pio.io_threads()
+    assert n >= 1
+    if value in ("1", "8"):
+        assert n == int(value)
+
+
+@pytest.mark.parametrize("n", [1, 4095, 4096, 1 << 20, (5 << 20) + 3])
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_chunk_size(n: int, threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pio, "CHUNK", 8 << 20)
+    monkeypatch.setattr(pio, "_MIN_CHUNK", 1 << 20)
+    step = pio.chunk_size(n, threads)
+    assert 0 < step <= 8 << 20
+    assert step % 4096 == 0 or step == n
