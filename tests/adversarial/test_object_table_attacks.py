@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from spcraft import Crafted
-from test_compiled import HGB_ATTACKS
+from test_compiled import HGB_ATTACKS, TREE_ATTACKS
 
 import safepoint as sp
 from safepoint.errors import FormatError, SafepointError
@@ -165,3 +165,84 @@ def test_a_table_of_an_untrusted_class_is_refused_before_anything_is_built(
 
     err = refused(hgb[1], mutate)
     assert isinstance(err, sp.UntrustedTypesError)
+
+
+# -- a forest: a table of trees, each holding a table row of a Tree (a nested table) ----
+@pytest.fixture(scope="module")
+def forest() -> tuple[Any, bytes]:
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(150, 4))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    model = RandomForestClassifier(n_estimators=20, max_depth=5, random_state=0).fit(X, y)
+    return model, sp.dumps(model)
+
+
+def tree_table(c: Crafted) -> dict[str, Any]:
+    outer = table(c)
+    return outer["c"][outer["k"].index("tree_")]["o"]
+
+
+def edit_tree_in_table(k: int, fn: Callable[[np.ndarray], Any]) -> Callable[[Crafted], None]:
+    def mutate(c: Crafted) -> None:
+        t = tree_table(c)
+        col = t["c"][t["k"].index("nodes")]
+        nd = {"d": col["d"], "s": [sum(col["l"]), *col["s"]], "b": col["b"]}
+        whole = c.array(nd)
+        start = sum(col["l"][:k])
+        part = whole[start : start + col["l"][k]].copy()
+        fn(part)
+        whole[start : start + col["l"][k]] = part
+        c.set_array(nd, whole)
+
+    return mutate
+
+
+def test_a_forest_is_a_table_of_trees_and_predicts(forest: tuple[Any, bytes]) -> None:
+    model, data = forest
+    c = Crafted.from_bytes(data)
+    assert table(c)["n"] == 20 and tree_table(c)["n"] == 20
+    assert c.type_row(tree_table(c)) == ["sklearn.tree._tree", "Tree", "red"]
+    X = np.random.default_rng(2).normal(size=(40, 4))
+    loaded = sp.loads(data)
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+    assert type(loaded.estimators_[3].n_classes_) is type(model.estimators_[3].n_classes_)
+
+
+@pytest.mark.parametrize("k", [0, 19])
+@pytest.mark.parametrize("what", list(TREE_ATTACKS))
+def test_tree_attacks_inside_a_table(forest: tuple[Any, bytes], what: str, k: int) -> None:
+    err = refused(forest[1], edit_tree_in_table(k, TREE_ATTACKS[what]))
+    assert isinstance(err, FormatError)
+
+
+def nested(t: int, depth: int) -> dict[str, Any]:
+    """Tables of tables, ``depth`` deep, of 20 objects of types row ``t``."""
+    node: dict[str, Any] = {"t": t, "n": 20, "k": [], "c": []}
+    for _ in range(depth):
+        node = {"t": t, "n": 20, "k": ["x"], "c": [{"o": node}]}
+    return node
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        # a Tree built without its constructor arguments, or with the wrong ones
+        lambda c: tree_table(c).pop("a"),
+        lambda c: tree_table(c)["a"].pop(),
+        lambda c: tree_table(c)["a"][0].__setitem__("v", [10**6] * 20),
+        # a row of the types table of another kind than the table's objects need
+        lambda c: c.type_row(tree_table(c)).__setitem__(2, "obj"),
+        lambda c: c.type_row(tree_table(c)).__setitem__(2, "pyx"),
+        # numpy scalars of an object or foreign-order dtype
+        lambda c: next(col for col in table(c)["c"] if "sc" in col).__setitem__("sc", "|O"),
+        lambda c: next(col for col in table(c)["c"] if "sc" in col).__setitem__("sc", ">i8"),
+        # nesting without end
+        lambda c: tree_table(c)["c"].__setitem__(0, {"o": nested(table(c)["t"], 10)}),
+    ],
+)
+def test_malformed_nested_tables(
+    forest: tuple[Any, bytes], mutate: Callable[[Crafted], Any]
+) -> None:
+    refused(forest[1], mutate)

@@ -195,3 +195,21 @@ def test_hist_gradient_boosting_predictors_are_one_table() -> None:
     # a table loads under mmap too: its columns are structural, never mapped
     mapped = sp.loads(data, mmap=True)
     np.testing.assert_array_equal(mapped.predict(X), model.predict(X))
+
+
+def test_forests_nest_a_table_of_trees_and_keep_shared_trees_shared() -> None:
+    from sklearn.ensemble import RandomForestRegressor
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 3))
+    y = X[:, 0] * 2 + rng.normal(size=100)
+    model = RandomForestRegressor(n_estimators=20, max_depth=4, random_state=0).fit(X, y)
+    data = sp.dumps(model)
+    assert tags(data).count("objtab") == 1
+    loaded = sp.loads(data)
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    # one Tree held by two estimators: stored once, node by node
+    model.estimators_[1].tree_ = model.estimators_[0].tree_
+    loaded = sp.loads(sp.dumps(model))
+    assert loaded.estimators_[1].tree_ is loaded.estimators_[0].tree_
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))

@@ -38,7 +38,7 @@ from ..migrations import ReplacedType
 from ..registry import handler_for_type, register
 from ..validators import migrate_state, reduce_state, table_validator_of, validate_state_of
 from .numpy_ import dtype_from_json, dtype_to_json
-from .objects import _check_importable, _state_of, is_reference, set_state
+from .objects import _state_of, is_reference, set_state
 
 if TYPE_CHECKING:
     from ..decoder import Decoder
@@ -51,31 +51,29 @@ TABLE_MIN = 16
 _SCALARS = (type(None), bool, int, float, str)
 
 
-def _max_refs(items: list[Any]) -> int:
-    """The highest reference count among ``items`` (as seen from this frame)."""
-    most = 0
-    for x in items:
-        n = sys.getrefcount(x)
-        if n > most:
-            most = n
-    return most
+def _refs(items: list[Any]) -> list[int]:
+    """The reference count of each of ``items`` (as seen from here)."""
+    return [sys.getrefcount(x) for x in items]
 
 
-# what _max_refs sees for objects held by nothing but the one container they are
-# read from: measured, not assumed, as it differs between Python versions
-_ALONE_IN_LIST = _max_refs([object()])
-_probe_state = {"x": object()}
-_ALONE_IN_DICT = _max_refs(list(_probe_state.values()))
-del _probe_state
+# what _refs sees for an object held by nothing but the one container it is read
+# from (a list; a dict or tuple listed in turn): measured, not assumed, as it
+# differs between Python versions
+_ALONE_IN_LIST = _refs([object()])[0]
+_probe = {"x": object()}
+_ALONE_IN_STATE = _refs(list(_probe.values()))[0]
+del _probe
+
+#: object tables nest (a forest's trees hold a Tree each) this deep at most
+MAX_NESTING = 4
 
 
 def _flatten(items: list[Any]) -> tuple[list[Any], list[int] | None] | None:
     """The objects of a list, or of a list of lists (with the row lengths)."""
     if type(items[0]) is not list:
         return items, None
-    # the rows themselves are stored by value too (counted before a loop variable
-    # holds one of them)
-    if _max_refs(items) > _ALONE_IN_LIST:
+    # the rows are stored by value too (counted before a loop variable holds one)
+    if max(_refs(items)) > _ALONE_IN_LIST:
         return None
     rows: list[int] = []
     flat: list[Any] = []
@@ -88,87 +86,147 @@ def _flatten(items: list[Any]) -> tuple[list[Any], list[int] | None] | None:
 
 
 def encode_table(items: list[Any], enc: Encoder) -> dict[str, Any] | None:
-    """An ``objtab`` node for ``items``, or ``None`` if it does not qualify."""
+    """An ``objtab`` node for ``items``, or ``None`` if it does not qualify.
+
+    Nothing is written unless the whole table (nested tables included) qualifies.
+    """
     found = _flatten(items)
     if found is None:
         return None
     flat, rows = found
     if len(flat) < TABLE_MIN:
         return None
+    # each object must be reachable through this list only
+    allowed = _ALONE_IN_LIST + (1 if rows is not None else 0)
+    if max(_refs(flat)) > allowed:
+        return None
+    node = _plan(flat, enc, 0)
+    if node is None:
+        return None
+    _emit(node, enc)
+    if rows is not None:
+        node["r"] = rows
+    return node
+
+
+def _plan(flat: list[Any], enc: Encoder, depth: int) -> dict[str, Any] | None:
+    """The table of ``flat`` (private objects of one class) with its arrays still
+    in memory, or ``None``."""
     cls = type(flat[0])
     if (
-        cls in _SCALARS
+        depth > MAX_NESTING
+        or cls in _SCALARS
         or handler_for_type(cls) is not None
         or is_reference(flat[0])
         or any(type(x) is not cls for x in flat)
-        # each object must be reachable through this list only
-        or _max_refs(flat) > _ALONE_IN_LIST + (1 if rows is not None else 0)
         or any(id(x) in enc._memo for x in flat)
     ):
         return None
     module, qualname = cls.__module__, cls.__qualname__
+    if "<locals>" in qualname or module in ("__main__", "__mp_main__"):
+        return None  # the object handler explains what to do
     name = f"{module}.{qualname}"
     states: list[dict[str, Any]] = []
+    arglists: list[tuple[Any, ...]] = []
+    kind = None
     for x in flat:
-        kind, args, state, listitems, dictitems, _ = _state_of(x, enc)
-        if kind != "obj" or args or listitems is not None or dictitems is not None:
+        k, args, state, listitems, dictitems, _ = _state_of(x, enc)
+        if kind is None:
+            kind = k
+        if k != kind or k not in ("obj", "red") or listitems is not None or dictitems is not None:
+            return None
+        if k == "obj" and args:
             return None
         state = reduce_state(name, x, state)
         if type(state) is not dict:
             return None
         states.append(state)
+        arglists.append(args)
     keys = list(states[0])
     if not all(type(k) is str for k in keys) or any(list(s) != keys for s in states):
         return None
     columns = []
     for key in keys:
         values = [s[key] for s in states]
-        col = _column(values, enc)
+        # a state that copies the instance dict (sklearn's __getstate__) holds each
+        # value a second time, through the instance
+        extra = [
+            1 if getattr(x, "__dict__", {}).get(key) is v else 0
+            for x, v in zip(flat, values, strict=True)
+        ]
+        col = _column(values, extra, enc, depth)
         if col is None:
             return None
         columns.append(col)
-    _check_importable(module, qualname, "class", enc)
-    node: dict[str, Any] = {
-        "t": enc.type_ref(module, qualname, "obj"),
-        "n": len(flat),
-        "k": keys,
-        "c": columns,
-    }
-    for col in columns:
-        if "v" not in col:
-            arrays = col.pop("arrays")
-            whole = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
-            col["b"] = enc.buffer(np.ascontiguousarray(whole).reshape(-1).view(np.uint8))
-    if rows is not None:
-        node["r"] = rows
+    node: dict[str, Any] = {"t": (module, qualname, kind), "n": len(flat), "k": keys, "c": columns}
+    if kind == "red":
+        width = len(arglists[0])
+        if width > 64 or any(len(a) != width for a in arglists):
+            return None
+        acols = []
+        for i in range(width):
+            values = [a[i] for a in arglists]
+            col = _column(values, [0] * len(values), enc, depth)
+            if col is None:
+                return None
+            acols.append(col)
+        node["a"] = acols
     return node
 
 
-def _column(values: list[Any], enc: Encoder) -> dict[str, Any] | None:
-    if type(values[0]) in _SCALARS:
+def _column(values: list[Any], extra: list[int], enc: Encoder, depth: int) -> dict[str, Any] | None:
+    t = type(values[0])
+    if t in _SCALARS:
         for v in values:
             t = type(v)
             if t not in _SCALARS or (t is int and not -(2**63) <= v < 2**64):
                 return None
         return {"v": values}
-    # held by their object's state only (counted before a local name holds one)
-    if type(values[0]) is not np.ndarray or _max_refs(values) > _ALONE_IN_DICT:
+    # held by their object's state (or arguments) only: counted before a local
+    # name holds one of them
+    refs = _refs(values)
+    if any(r > _ALONE_IN_STATE + e for r, e in zip(refs, extra, strict=True)):
         return None
     first = values[0]
-    if first.ndim < 1:
-        return None
-    dt, tail = first.dtype, first.shape[1:]
-    if dt.hasobject or dt.kind == "T":
-        return None
-    for v in values:
-        if type(v) is not np.ndarray or v.dtype != dt or v.shape[1:] != tail:
+    if t is np.ndarray:
+        dt, tail = first.dtype, first.shape[1:]
+        if first.ndim < 1 or dt.hasobject or dt.kind == "T":
             return None
-    return {
-        "d": dtype_to_json(dt, enc),
-        "s": list(tail),
-        "l": [v.shape[0] for v in values],
-        "arrays": values,
-    }
+        for v in values:
+            if type(v) is not np.ndarray or v.dtype != dt or v.shape[1:] != tail:
+                return None
+        return {
+            "d": dtype_to_json(dt, enc),
+            "s": list(tail),
+            "l": [v.shape[0] for v in values],
+            "arrays": values,
+        }
+    if isinstance(first, np.generic):
+        dt = first.dtype
+        if dt.kind not in "biufc" or not dt.isnative or t is not dt.type:
+            return None
+        if any(type(v) is not t for v in values):
+            return None
+        return {"sc": dtype_to_json(dt, enc), "scalars": values}
+    sub = _plan(values, enc, depth + 1)
+    return None if sub is None else {"o": sub}
+
+
+def _emit(node: dict[str, Any], enc: Encoder) -> None:
+    """Write the buffers of a planned table and name its class in the types table."""
+    module, qualname, kind = node["t"]
+    node["t"] = enc.type_ref(module, qualname, kind)
+    for col in (*node["c"], *node.get("a", ())):
+        if "arrays" in col:
+            # end to end as bytes: the arrays share one dtype, and concatenating
+            # structured arrays as such would promote their dtypes pairwise, slowly
+            parts = [np.ascontiguousarray(a).reshape(-1).view(np.uint8) for a in col.pop("arrays")]
+            col["b"] = enc.buffer(np.concatenate(parts))
+        elif "scalars" in col:
+            dt = np.dtype(type(col["scalars"][0]))
+            col["b"] = enc.buffer(np.array(col.pop("scalars"), dtype=dt).view(np.uint8))
+        elif "o" in col:
+            _emit(col["o"], enc)
 
 
 def _int_list(value: Any, n: int, dec: Decoder, what: str) -> list[int]:
@@ -189,82 +247,14 @@ class ObjectTableHandler:
 
     @staticmethod
     def decode(node: dict[str, Any], dec: Decoder) -> Any:
-        cls = dec.type_of(node)
-        if isinstance(cls, ReplacedType):
-            raise dec.fail(
-                f"an object table of {cls.name}, a class the installed library no longer has; "
-                "load the file with the library version that wrote it"
-            )
-        if not isinstance(cls, type):
-            raise dec.fail(f"an object table names {cls!r}, which is not a class")
-        n = dec.field(node, "n", int)
-        if not 0 <= n <= dec.max_items:
-            raise dec.fail(f"an object table declares {n} objects")
-        keys = dec.field(node, "k", list)
-        cols = dec.field(node, "c", list)
-        if (
-            len(keys) != len(cols)
-            or len(keys) > 4096
-            or not all(type(k) is str for k in keys)
-            or len(set(keys)) != len(keys)
-        ):
-            raise dec.fail("an object table needs distinct str attribute names, one per column")
-        columns: dict[str, Any] = {}
-        lengths: dict[str, np.ndarray[Any, Any]] = {}
-        for key, col in zip(keys, cols, strict=True):
-            if type(col) is not dict:
-                raise dec.fail("an object table column must be an object")
-            if "v" in col:
-                values = dec.field(col, "v", list)
-                if len(values) != n or not all(type(v) in _SCALARS for v in values):
-                    raise dec.fail(f"column {key!r} of an object table needs {n} scalars")
-                columns[key] = values
-                continue
-            dt = dtype_from_json(col.get("d"), dec)
-            tail = col.get("s")
-            if (
-                type(tail) is not list
-                or len(tail) >= dec.reader.limits.max_ndim
-                or not all(type(s) is int and 0 <= s < 2**31 for s in tail)
-            ):
-                raise dec.fail(f"column {key!r} of an object table has an invalid shape")
-            counts = np.array(_int_list(col.get("l"), n, dec, "lengths"), dtype=np.int64)
-            total = int(counts.sum())
-            # structural: the validators below check these arrays in memory, and the
-            # objects must keep exactly what was checked (never a mapped page)
-            whole = dec.array(dec.field(col, "b", int), dt, (total, *tail), structural=True)
-            columns[key] = whole
-            lengths[key] = counts
-            if whole.base is None:
-                dec.row_sources[id(whole)] = whole
-        validate = table_validator_of(cls)
-        if validate is not None:
-            validate(columns, lengths, n, dec)
-        name = f"{cls.__module__}.{cls.__qualname__}"
-        sliced = [(k, np.concatenate(([0], np.cumsum(c))).tolist()) for k, c in lengths.items()]
-        scalars = [k for k in keys if k not in lengths]
-        objs: list[Any] = []
-        new: Any = cls.__new__
-        for i in range(n):
-            parts = {k: columns[k][b[i] : b[i + 1]] for k, b in sliced}
-            state = {k: columns[k][i] for k in scalars}
-            state.update(parts)
-            state = migrate_state(name, state, dec)
-            # the table validator checked these very slices; anything else (no
-            # table validator, or a migration that replaced an array) is checked
-            # object by object, with the validators of every base class
-            if validate is None or not all(state.get(k) is v for k, v in parts.items()):
-                state = validate_state_of(cls, [], state, dec)
-            obj = new(cls)
-            set_state(obj, state, dec.fail)
-            objs.append(obj)
+        objs = _decode_table(node, dec, 0)
         rows = node.get("r")
         if rows is None:
             return objs
         if type(rows) is not list or len(rows) > dec.max_items:
             raise dec.fail("an object table's rows must be a list")
         sizes = _int_list(rows, len(rows), dec, "row lengths")
-        if sum(sizes) != n:
+        if sum(sizes) != len(objs):
             raise dec.fail("an object table's rows do not add up to its objects")
         out: list[Any] = []
         at = 0
@@ -272,3 +262,122 @@ class ObjectTableHandler:
             out.append(objs[at : at + size])
             at += size
         return out
+
+
+def _decode_table(node: Any, dec: Decoder, depth: int) -> list[Any]:
+    if type(node) is not dict or depth > MAX_NESTING:
+        raise dec.fail("an object table is malformed or nests too deeply")
+    cls = dec.type_of(node)
+    kind = dec.reader.types[node["t"]][2]
+    if isinstance(cls, ReplacedType):
+        raise dec.fail(
+            f"an object table of {cls.name}, a class the installed library no longer has; "
+            "load the file with the library version that wrote it"
+        )
+    if not isinstance(cls, type) or kind not in ("obj", "red") or (kind == "red") != ("a" in node):
+        raise dec.fail(f"an object table names {cls!r} of kind {kind!r}, not a class it can build")
+    n = dec.field(node, "n", int)
+    if not 0 <= n <= dec.max_items:
+        raise dec.fail(f"an object table declares {n} objects")
+    keys = dec.field(node, "k", list)
+    cols = dec.field(node, "c", list)
+    if (
+        len(keys) != len(cols)
+        or len(keys) > 4096
+        or not all(type(k) is str for k in keys)
+        or len(set(keys)) != len(keys)
+    ):
+        raise dec.fail("an object table needs distinct str attribute names, one per column")
+    columns: dict[str, Any] = {}
+    lengths: dict[str, np.ndarray[Any, Any]] = {}
+    for key, col in zip(keys, cols, strict=True):
+        columns[key] = _decode_column(key, col, n, dec, depth, lengths)
+    arg_columns: list[Any] = []
+    if kind == "red":
+        acols = dec.field(node, "a", list)
+        if len(acols) > 64:
+            raise dec.fail("an object table has too many constructor arguments")
+        arg_lengths: dict[str, np.ndarray[Any, Any]] = {}
+        arg_columns = [
+            _decode_column(f"<arg {i}>", c, n, dec, depth, arg_lengths) for i, c in enumerate(acols)
+        ]
+        arg_bounds = [
+            np.concatenate(([0], np.cumsum(arg_lengths[f"<arg {i}>"]))).tolist()
+            if f"<arg {i}>" in arg_lengths
+            else None
+            for i in range(len(acols))
+        ]
+    validate = table_validator_of(cls) if kind == "obj" else None
+    if validate is not None:
+        validate(columns, lengths, n, dec)
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    sliced = [(k, np.concatenate(([0], np.cumsum(c))).tolist()) for k, c in lengths.items()]
+    whole = [k for k in keys if k not in lengths]
+    objs: list[Any] = []
+    new: Any = cls.__new__
+    for i in range(n):
+        parts = {k: columns[k][b[i] : b[i + 1]] for k, b in sliced}
+        state = {k: columns[k][i] for k in whole}
+        state.update(parts)
+        state = migrate_state(name, state, dec)
+        args: list[Any] = []
+        if kind == "red":
+            args = [
+                col[i] if b is None else col[b[i] : b[i + 1]]
+                for col, b in zip(arg_columns, arg_bounds, strict=True)
+            ]
+        # the table validator checked these very slices; anything else (no table
+        # validator, or a migration that replaced an array) is checked object by
+        # object, with the validators of every base class, as an obj node would be
+        if validate is None or not all(state.get(k) is v for k, v in parts.items()):
+            state = validate_state_of(cls, args, state, dec)
+        obj = cls(*args) if kind == "red" else new(cls)
+        set_state(obj, state, dec.fail)
+        objs.append(obj)
+    return objs
+
+
+def _decode_column(
+    key: str,
+    col: Any,
+    n: int,
+    dec: Decoder,
+    depth: int,
+    lengths: dict[str, np.ndarray[Any, Any]],
+) -> Any:
+    """A column's values: a list of n items, or (array columns) the whole array,
+    with each object's length put in ``lengths[key]``."""
+    if type(col) is not dict:
+        raise dec.fail("an object table column must be an object")
+    if "v" in col:
+        values = dec.field(col, "v", list)
+        if len(values) != n or not all(type(v) in _SCALARS for v in values):
+            raise dec.fail(f"column {key!r} of an object table needs {n} scalars")
+        return values
+    if "o" in col:
+        objs = _decode_table(col["o"], dec, depth + 1)
+        if len(objs) != n:
+            raise dec.fail(f"column {key!r} of an object table needs {n} objects")
+        return objs
+    if "sc" in col:
+        dt = dtype_from_json(col.get("sc"), dec)
+        if dt.kind not in "biufc" or not dt.isnative:
+            raise dec.fail(f"column {key!r} of an object table has an invalid scalar dtype")
+        return dec.array(dec.field(col, "b", int), dt, (n,), structural=True)
+    dt = dtype_from_json(col.get("d"), dec)
+    tail = col.get("s")
+    if (
+        type(tail) is not list
+        or len(tail) >= dec.reader.limits.max_ndim
+        or not all(type(s) is int and 0 <= s < 2**31 for s in tail)
+    ):
+        raise dec.fail(f"column {key!r} of an object table has an invalid shape")
+    counts = np.array(_int_list(col.get("l"), n, dec, "lengths"), dtype=np.int64)
+    total = int(counts.sum())
+    # structural: validators check these arrays in memory, and the objects must
+    # keep exactly what was checked (never a mapped page)
+    whole = dec.array(dec.field(col, "b", int), dt, (total, *tail), structural=True)
+    lengths[key] = counts
+    if whole.base is None:
+        dec.row_sources[id(whole)] = whole
+    return whole
