@@ -7,6 +7,8 @@ Both decoders (Python str list, Arrow) read every form and refuse crafted
 lengths before anything is allocated from them. Large columnar dicts are built
 through a table that keeps hashes; they must equal ``dict(zip(keys, values))``
 item for item and in order, and refuse duplicate or missing keys as before.
+Categorical codes are range-checked in one pass when none is missing; crafted
+codes of every integer width are refused as before.
 """
 
 from __future__ import annotations
@@ -251,3 +253,32 @@ def test_columnar_dict_of_nul_keys_reads_through_lengths() -> None:
     assert "l" in node["ks"]
     out = DictHandler.decode(node, dec)
     assert list(out) == keys and list(out.values()) == list(range(5_000))
+
+
+# -- categorical codes, checked in one pass --------------------------------------------
+@pytest.mark.parametrize("dtype", ["<i1", "<i2", ">i2", "<i4", "<i8"])
+@pytest.mark.parametrize(
+    ("n_cats", "bad"),
+    [(3, 3), (3, -2), (3, -128), (200, -5), (1000, -5), (1000, 1000), (1000, -1000)],
+)
+def test_crafted_categorical_codes_are_refused(dtype: str, n_cats: int, bad: int) -> None:
+    codes = np.array([0, 1, bad, -1], dtype="<i8")
+    if codes.astype(dtype).astype("<i8").tolist() != codes.tolist():
+        pytest.skip("the code does not fit the dtype")
+    cats = [f"c{i}" for i in range(n_cats)]
+    c = _attacker().from_bytes(sp.dumps(pd.Categorical.from_codes([0, 1, 2, -1], cats)))
+    (node,) = [x for x in c.walk() if x.get("@") == "pd.cat"]
+    c.set_array(node["k"], codes.astype(dtype))
+    with pytest.raises(FormatError, match="codes out of range"):
+        sp.loads(c.to_bytes())
+
+
+@pytest.mark.parametrize("dtype", ["<i1", ">i2", "<i4"])
+def test_categorical_codes_with_and_without_missing_load(dtype: str) -> None:
+    for codes in ([0, 1, 2, 0], [0, -1, 2, -1], [-1, -1, -1, -1]):
+        cat = pd.Categorical.from_codes(codes, ["a", "b", "c"])
+        c = _attacker().from_bytes(sp.dumps(cat))
+        (node,) = [x for x in c.walk() if x.get("@") == "pd.cat"]
+        c.set_array(node["k"], np.array(codes, dtype=dtype))
+        out = sp.loads(c.to_bytes())
+        assert out.codes.tolist() == codes and list(out.categories) == ["a", "b", "c"]

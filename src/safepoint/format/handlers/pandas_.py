@@ -135,6 +135,15 @@ def _is_ext(values: Any) -> bool:
     return isinstance(values, ExtensionArray)
 
 
+def _codes_below(codes: np.ndarray[Any, Any], bound: int) -> bool:
+    """True if every (signed integer) code is in ``0..bound - 1``, in one pass: seen
+    as unsigned, a negative code is at least 2**(bits - 1), so at least ``bound``
+    whenever ``bound`` is at most that. False means: check the slow way."""
+    if bound > 1 << (8 * codes.itemsize - 1):
+        return False
+    return int(codes.view(codes.dtype.str.replace("i", "u")).max()) < bound
+
+
 @register_fallback("pd.cat", _pandas_type("Categorical"))
 class CategoricalHandler:
     @staticmethod
@@ -150,7 +159,11 @@ class CategoricalHandler:
             raise dec.fail("categorical needs an index of categories and integer codes")
         if codes.dtype.kind != "i" or codes.ndim != 1:
             raise dec.fail("categorical codes must be a 1-D integer array")
-        if codes.size and (codes.min() < -1 or codes.max() >= len(cats)):
+        if (
+            codes.size
+            and not _codes_below(codes, len(cats))
+            and (codes.min() < -1 or codes.max() >= len(cats))
+        ):
             raise dec.fail("categorical codes out of range (crafted file?)")
         dtype = pd.CategoricalDtype(cats, ordered=bool(node.get("o")))
         return pd.Categorical.from_codes(codes, dtype=dtype, validate=False)
