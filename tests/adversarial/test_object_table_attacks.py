@@ -246,3 +246,50 @@ def test_malformed_nested_tables(
     forest: tuple[Any, bytes], mutate: Callable[[Crafted], Any]
 ) -> None:
     refused(forest[1], mutate)
+
+
+# -- the table validators refuse exactly what the per-object validators refuse ---------
+def _per_object_verdict(data: bytes) -> bool:
+    """Whether the file loads when its tables are validated object by object."""
+    from safepoint.format import validators
+
+    saved = dict(validators._table_validators)
+    validators._table_validators.clear()
+    try:
+        sp.loads(data)
+        return True
+    except FormatError:
+        return False
+    finally:
+        validators._table_validators.update(saved)
+
+
+def _table_verdict(data: bytes) -> bool:
+    try:
+        sp.loads(data)
+        return True
+    except FormatError:
+        return False
+
+
+def test_table_validators_agree_with_the_per_object_ones(hgb: tuple[Any, bytes]) -> None:
+    data = hgb[1]
+    fields = ("left", "right", "feature_idx", "bitset_idx", "is_categorical", "is_leaf")
+    rng = np.random.default_rng(7)
+    outcomes = set()
+    for _ in range(60):
+        k = int(rng.integers(0, 20))
+        field = fields[int(rng.integers(0, len(fields)))]
+
+        def fn(a: np.ndarray, field: str = field) -> None:
+            i = int(rng.integers(0, len(a)))
+            lo = -2 if a[field].dtype.kind == "i" else 0
+            a[field][i] = int(rng.integers(lo, len(a) + 3))
+
+        c = Crafted.from_bytes(data)
+        edit_predictor(k, fn)(c)
+        crafted = c.to_bytes()
+        verdict = _table_verdict(crafted)
+        assert verdict == _per_object_verdict(crafted)
+        outcomes.add(verdict)
+    assert outcomes == {True, False}  # both kinds of mutation were met

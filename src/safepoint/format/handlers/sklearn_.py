@@ -23,8 +23,15 @@ if TYPE_CHECKING:
 def _owned(arr: Any, dec: Decoder, what: str) -> np.ndarray[Any, Any]:
     if not isinstance(arr, np.ndarray):
         raise dec.fail(f"{what} must be an array, not {type(arr).__name__}")
-    # a mapped view could change after the check: keep a private copy
-    return arr if arr.flags.owndata and arr.flags.writeable else np.array(arr, copy=True)
+    # a mapped view could change after the check: keep a private copy. Views of
+    # memory numpy owns (a row of an object table's column, an aligned read) are
+    # private already
+    base = arr
+    while type(base) is np.ndarray and base.base is not None:
+        base = base.base
+    if type(base) is np.ndarray and base.flags.owndata and arr.flags.writeable:
+        return arr
+    return np.array(arr, copy=True)
 
 
 def _fields(arr: np.ndarray[Any, Any], names: tuple[str, ...], dec: Decoder, what: str) -> None:

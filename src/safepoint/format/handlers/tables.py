@@ -293,11 +293,11 @@ def _decode_table(node: Any, dec: Decoder, depth: int) -> list[Any]:
     for key, col in zip(keys, cols, strict=True):
         columns[key] = _decode_column(key, col, n, dec, depth, lengths)
     arg_columns: list[Any] = []
+    arg_lengths: dict[str, np.ndarray[Any, Any]] = {}
     if kind == "red":
         acols = dec.field(node, "a", list)
         if len(acols) > 64:
             raise dec.fail("an object table has too many constructor arguments")
-        arg_lengths: dict[str, np.ndarray[Any, Any]] = {}
         arg_columns = [
             _decode_column(f"<arg {i}>", c, n, dec, depth, arg_lengths) for i, c in enumerate(acols)
         ]
@@ -307,9 +307,15 @@ def _decode_table(node: Any, dec: Decoder, depth: int) -> list[Any]:
             else None
             for i in range(len(acols))
         ]
-    validate = table_validator_of(cls) if kind == "obj" else None
+    validate = table_validator_of(cls)
     if validate is not None:
-        validate(columns, lengths, n, dec)
+        # constructor arguments are columns "<arg 0>", "<arg 1>", ... for the validator
+        validate(
+            {**columns, **{f"<arg {i}>": c for i, c in enumerate(arg_columns)}},
+            {**lengths, **arg_lengths},
+            n,
+            dec,
+        )
     name = f"{cls.__module__}.{cls.__qualname__}"
     sliced = [(k, np.concatenate(([0], np.cumsum(c))).tolist()) for k, c in lengths.items()]
     whole = [k for k in keys if k not in lengths]
