@@ -552,8 +552,9 @@ def test_a_fitted_resumable_search_loads_without_trusting_anything(tmp_path):
     rng = np.random.default_rng(0)
     X = rng.random((60, 3))
     y = (X[:, 0] > 0.5).astype(int)
-    search = sp.ResumableGridSearchCV(LogisticRegression(), {"C": [0.1, 1.0]}, cv=3,
-                                      checkpoint=str(tmp_path / "store")).fit(X, y)
+    search = sp.ResumableGridSearchCV(
+        LogisticRegression(), {"C": [0.1, 1.0]}, cv=3, checkpoint=str(tmp_path / "store")
+    ).fit(X, y)
     data = sp.dumps(search)
     assert sp.untrusted_types(data) == []
     loaded = sp.loads(data)

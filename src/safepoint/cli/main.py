@@ -57,8 +57,14 @@ def _register_commands() -> None:
     # each module adds its commands to `cli` when imported
     from . import format_cmds  # noqa: F401
 
-    for name in ("store_cmds", "workflow_cmds", "convert_cmds", "scoring_cmds", "ui_cmds",
-                 "demo_cmd"):
+    for name in (
+        "store_cmds",
+        "workflow_cmds",
+        "convert_cmds",
+        "scoring_cmds",
+        "ui_cmds",
+        "demo_cmd",
+    ):
         try:
             __import__(f"{__package__}.{name}")
         except ModuleNotFoundError as exc:

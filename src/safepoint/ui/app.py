@@ -113,8 +113,17 @@ def create_app(
         shown = rows[(page_no - 1) * PAGE_SIZE : page_no * PAGE_SIZE]
         # one url_for, not one per row: names are validated paths, safe in a URL
         base = str(request.url_for("model", name="x"))[:-1]
-        return page(request, "models.html", rows=shown, q=q, sort=sort, total=len(rows),
-                    pages=pages, page_no=page_no, model_base=base)
+        return page(
+            request,
+            "models.html",
+            rows=shown,
+            q=q,
+            sort=sort,
+            total=len(rows),
+            pages=pages,
+            page_no=page_no,
+            model_base=base,
+        )
 
     async def model(request: Request) -> Response:
         check_read(request)
