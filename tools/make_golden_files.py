@@ -290,7 +290,8 @@ def models() -> dict[str, tuple[Any, Any]]:
     return {
         "pipeline_ohe_logreg": (pipe, fg),
         "random_forest": (
-            RandomForestClassifier(n_estimators=6, max_depth=5, random_state=0).fit(X, y3),
+            # 20 trees: an object table with a nested table of Trees (format 1.1)
+            RandomForestClassifier(n_estimators=20, max_depth=5, random_state=0).fit(X, y3),
             X[:10],
         ),
         "hist_gradient_boosting": (

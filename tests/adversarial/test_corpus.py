@@ -34,6 +34,7 @@ from safepoint.errors import (
     UnsupportedFormatVersionError,
     UntrustedTypesError,
 )
+from safepoint.format import spec
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.filterwarnings("ignore")]
 
@@ -209,17 +210,17 @@ def test_non_seekable_stream(small_bytes: bytes) -> None:
 
 
 # -- header and footer -----------------------------------------------------------
-@pytest.mark.parametrize("version", [(0, 9), (1, 1), (2, 0), (65535, 65535), (0, 0)])
+@pytest.mark.parametrize("version", [(0, 9), (1, 2), (2, 0), (65535, 65535), (0, 0)])
 def test_unknown_format_versions(small_bytes: bytes, version: tuple[int, int]) -> None:
     data = Crafted.from_bytes(small_bytes).to_bytes(header_version=version)
     err = parse_refused(data, UnsupportedFormatVersionError)
     assert f"{version[0]}.{version[1]}" in str(err)
-    if version > (1, 0):
+    if version > max(spec.READABLE_VERSIONS):
         assert "upgrade" in str(err)
 
 
 def test_header_footer_version_mismatch(small_bytes: bytes) -> None:
-    data = Crafted.from_bytes(small_bytes).to_bytes(footer_version=(1, 1))
+    data = Crafted.from_bytes(small_bytes).to_bytes(footer_version=(1, 0))
     parse_refused(data, FormatError, match="disagree")
 
 
@@ -277,9 +278,9 @@ def test_manifest_zstd_frame_lies_about_its_size(small_bytes: bytes) -> None:
     regs = regions(data)
     mo = regs["manifest"][0]
     crafted = data[:mo] + frame
-    crafted += FOOTER.pack(mo, len(frame), len(raw), _xxh(frame), 0, 0, 1, 0, 1, b"SPTEND\x00\x01")
+    crafted += FOOTER.pack(mo, len(frame), len(raw), _xxh(frame), 0, 0, *c.version, 1, b"SPTEND\x00\x01")
     with no_big_allocation():
-        parse_refused(crafted, FormatError)
+        parse_refused(crafted, FormatError, match="frame declares")
 
 
 def test_manifest_bomb(small_bytes: bytes) -> None:
@@ -297,7 +298,7 @@ def test_manifest_bomb(small_bytes: bytes) -> None:
     data = c.to_bytes(manifest_bytes=raw)
     mo = regions(data)["manifest"][0]
     crafted = data[:mo] + frame
-    crafted += FOOTER.pack(mo, len(frame), size, _xxh(frame), 0, 0, 1, 0, 1, b"SPTEND\x00\x01")
+    crafted += FOOTER.pack(mo, len(frame), size, _xxh(frame), 0, 0, *c.version, 1, b"SPTEND\x00\x01")
     with no_big_allocation():
         parse_refused(crafted, LimitExceededError, match="bomb")
 

@@ -38,7 +38,10 @@ _MAX_BYTES_ARG = 1 << 40
 
 
 class _Shim:
-    """What the format's validators and migrations expect of a decoder: ``fail``."""
+    """What the format's validators and migrations expect of a decoder: ``fail``, and
+    ``row_sources`` (arrays whose views are rows of an object table: none here)."""
+
+    row_sources: dict[int, Any] = {}
 
     def fail(self, msg: str) -> FormatError:
         return FormatError(f"the imported object is invalid: {msg}")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 MAGIC = b"\x89SPT\r\n\x1a\n"
 END_MAGIC = b"SPTEND\x00\x01"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 0
+FORMAT_MINOR = 1
 ALIGN = 64
 
 HEADER = struct.Struct("<8sHHI48x")
@@ -32,8 +32,10 @@ assert HEADER_SIZE == 64 and FOOTER_SIZE == 64
 #: footer flag: the manifest bytes are zstd-compressed
 FLAG_MANIFEST_ZSTD = 1
 
-#: every (major, minor) this reader understands; later releases only add to this set
-READABLE_VERSIONS = frozenset({(1, 0)})
+#: every (major, minor) this reader understands; later releases only add to this set.
+#: 1.1 added object tables (``objtab`` nodes) and the concatenated string-column
+#: form (``t`` + ``l`` + ``lw``); a 1.0 reader refuses 1.1 files ("upgrade").
+READABLE_VERSIONS = frozenset({(1, 0), (1, 1)})
 
 #: decoded bytes that compressed data (one buffer, all buffers together, or the
 #: manifest) may expand to beyond ``Limits.max_compression_ratio`` x its stored size.

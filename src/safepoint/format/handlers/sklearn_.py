@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..reader import in_private_memory
 from ..validators import register_table_validator, register_validator
 
 if TYPE_CHECKING:
@@ -26,12 +27,7 @@ def _owned(arr: Any, dec: Decoder, what: str) -> np.ndarray[Any, Any]:
     # a mapped view could change after the check: keep a private copy. Views of
     # memory numpy owns (a row of an object table's column, an aligned read) are
     # private already
-    base = arr
-    while type(base) is np.ndarray and base.base is not None:
-        base = base.base
-    if type(base) is np.ndarray and base.flags.owndata and arr.flags.writeable:
-        return arr
-    return np.array(arr, copy=True)
+    return arr if in_private_memory(arr) else np.array(arr, copy=True)
 
 
 def _fields(arr: np.ndarray[Any, Any], names: tuple[str, ...], dec: Decoder, what: str) -> None:
