@@ -221,7 +221,7 @@ def _emit(node: dict[str, Any], enc: Encoder) -> None:
             # end to end as bytes: the arrays share one dtype, and concatenating
             # structured arrays as such would promote their dtypes pairwise, slowly
             parts = [np.ascontiguousarray(a).reshape(-1).view(np.uint8) for a in col.pop("arrays")]
-            col["b"] = enc.buffer(np.concatenate(parts))
+            col["b"] = enc.sink.add_parts(parts)
         elif "scalars" in col:
             dt = np.dtype(type(col["scalars"][0]))
             col["b"] = enc.buffer(np.array(col.pop("scalars"), dtype=dt).view(np.uint8))
