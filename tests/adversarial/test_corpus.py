@@ -35,6 +35,7 @@ from safepoint.errors import (
     UntrustedTypesError,
 )
 from safepoint.format import spec
+from safepoint.format.spec import END_MAGIC
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.filterwarnings("ignore")]
 
@@ -278,7 +279,7 @@ def test_manifest_zstd_frame_lies_about_its_size(small_bytes: bytes) -> None:
     regs = regions(data)
     mo = regs["manifest"][0]
     crafted = data[:mo] + frame
-    crafted += FOOTER.pack(mo, len(frame), len(raw), _xxh(frame), 0, 0, *c.version, 1, b"SPTEND\x00\x01")
+    crafted += FOOTER.pack(mo, len(frame), len(raw), _xxh(frame), 0, 0, *c.version, 1, END_MAGIC)
     with no_big_allocation():
         parse_refused(crafted, FormatError, match="frame declares")
 
@@ -298,7 +299,7 @@ def test_manifest_bomb(small_bytes: bytes) -> None:
     data = c.to_bytes(manifest_bytes=raw)
     mo = regions(data)["manifest"][0]
     crafted = data[:mo] + frame
-    crafted += FOOTER.pack(mo, len(frame), size, _xxh(frame), 0, 0, *c.version, 1, b"SPTEND\x00\x01")
+    crafted += FOOTER.pack(mo, len(frame), size, _xxh(frame), 0, 0, *c.version, 1, END_MAGIC)
     with no_big_allocation():
         parse_refused(crafted, LimitExceededError, match="bomb")
 
