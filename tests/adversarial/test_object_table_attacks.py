@@ -293,3 +293,57 @@ def test_table_validators_agree_with_the_per_object_ones(hgb: tuple[Any, bytes])
         assert verdict == _per_object_verdict(crafted)
         outcomes.add(verdict)
     assert outcomes == {True, False}  # both kinds of mutation were met
+
+
+# -- large columns of a class without a table validator are read object by object ------
+@pytest.fixture
+def streamed(monkeypatch: Any) -> None:
+    from safepoint.format.handlers import tables
+
+    monkeypatch.setattr(tables, "STREAM_FROM", 1)
+
+
+@pytest.mark.usefixtures("streamed")
+def test_a_streamed_forest_loads_and_predicts(forest: tuple[Any, bytes]) -> None:
+    model, data = forest
+    X = np.random.default_rng(3).normal(size=(40, 4))
+    loaded = sp.loads(data)
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+    # each Tree got arrays of its own, not views of one column
+    signed = sp.dumps(model, key=b"k" * 16)
+    np.testing.assert_array_equal(sp.loads(signed, key=b"k" * 16).predict(X), model.predict(X))
+
+
+@pytest.mark.usefixtures("streamed")
+@pytest.mark.parametrize("what", ["left child past the end", "self loop", "feature past the end"])
+def test_tree_attacks_on_a_streamed_column(forest: tuple[Any, bytes], what: str) -> None:
+    refused(forest[1], edit_tree_in_table(11, TREE_ATTACKS[what]))
+
+
+@pytest.mark.usefixtures("streamed")
+def test_a_streamed_column_is_checksummed(forest: tuple[Any, bytes]) -> None:
+    c = Crafted.from_bytes(forest[1])
+    t = tree_table(c)
+    col = t["c"][t["k"].index("values")]
+    data = bytearray(c.to_bytes())
+    raw = c.to_bytes()
+    # flip a bit of the stored values column without fixing its checksum
+    from safepoint.format.reader import open_reader
+
+    r = open_reader(raw)
+    offset = r.buffers[col["b"]].offset
+    r.close()
+    data[offset + 100] ^= 0x04
+    with pytest.raises(sp.IntegrityError, match="checksum"):
+        sp.loads(bytes(data))
+
+
+@pytest.mark.usefixtures("streamed")
+@pytest.mark.parametrize("delta", [-1, 1])
+def test_streamed_lengths_must_cover_the_column(forest: tuple[Any, bytes], delta: int) -> None:
+    def mutate(c: Crafted) -> None:
+        t = tree_table(c)
+        col = t["c"][t["k"].index("values")]
+        col["l"][-1] += delta
+
+    refused(forest[1], mutate)

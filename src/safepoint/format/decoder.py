@@ -11,7 +11,7 @@ from .migrations import ReplacedType
 from .registry import handler_for_tag
 
 if TYPE_CHECKING:
-    from .reader import Reader
+    from .reader import BufferStream, Reader
 
 __all__ = ["Decoder"]
 
@@ -88,11 +88,7 @@ class Decoder:
         ``structural`` arrays (indices used in bounds checks) are always copied
         into memory, never mapped, so that the file cannot change them later.
         """
-        if not isinstance(index, int) or isinstance(index, bool):
-            raise self.fail("buffer index must be an integer")
-        if index in self._used_buffers:
-            raise self.fail(f"buffer {index} is referenced twice")
-        self._used_buffers.add(index)
+        self._use(index)
         return self.reader.read_array(
             index,
             dtype,
@@ -101,12 +97,21 @@ class Decoder:
             mmap_threshold=self.mmap_threshold,
         )
 
-    def raw(self, index: int) -> bytes:
+    def stream(self, index: int, dtype: np.dtype[Any], shape: tuple[int, ...]) -> BufferStream:
+        """The array stored in buffer ``index``, to be read piece by piece
+        (:meth:`Reader.stream`); like :meth:`array`, each buffer may be used once."""
+        self._use(index)
+        return self.reader.stream(index, dtype, shape)
+
+    def _use(self, index: int) -> None:
         if not isinstance(index, int) or isinstance(index, bool):
             raise self.fail("buffer index must be an integer")
         if index in self._used_buffers:
             raise self.fail(f"buffer {index} is referenced twice")
         self._used_buffers.add(index)
+
+    def raw(self, index: int) -> bytes:
+        self._use(index)
         return self.reader.read_bytes(index)
 
     # -- the walk -------------------------------------------------------------

@@ -411,15 +411,7 @@ class Reader:
         mmap_threshold: int = 1 << 20,
     ) -> np.ndarray[Any, Any]:
         b = self.entry(index)
-        count = math.prod(shape)
-        if count * dtype.itemsize != b.raw_length:
-            raise FormatError(
-                f"buffer {index} holds {b.raw_length} bytes but shape {list(shape)} of "
-                f"{dtype} needs {count * dtype.itemsize}"
-            )
-        # numpy refuses an empty shape whose other dimensions overflow: say so first
-        if math.prod(s for s in shape if s) * max(dtype.itemsize, 1) >= 2**62:
-            raise FormatError(f"buffer {index}: shape {list(shape)} is impossibly large")
+        count = _checked_count(index, b, dtype, shape)
         packed = self._packed(index, b) if b.codec != "raw" and count else None
         if mmap and b.codec == "raw" and b.length >= mmap_threshold and self.source.path:
             view = self.source.view(b.offset, b.length)
@@ -445,6 +437,17 @@ class Reader:
             self._check(b, b"", index)
         return arr
 
+    def stream(self, index: int, dtype: np.dtype[Any], shape: tuple[int, ...]) -> BufferStream:
+        """Read the raw buffer ``index`` (an array of ``shape``) piece by piece, in
+        order; :meth:`BufferStream.close` checks its checksum at the end. For a
+        column of many objects' arrays whose class copies them: one object's
+        piece at a time, never the whole column in memory at once."""
+        b = self.entry(index)
+        _checked_count(index, b, dtype, shape)
+        if b.codec != "raw":
+            raise FormatError(f"buffer {index} is compressed and cannot be streamed")
+        return BufferStream(self, index, b)
+
     def verify_all(self) -> list[str]:
         """Check every buffer's checksum (and digest); returns problems, empty if none."""
         problems: list[str] = []
@@ -460,6 +463,57 @@ class Reader:
 
     def close(self) -> None:
         self.source.close()
+
+
+def _checked_count(index: int, b: BufferEntry, dtype: np.dtype[Any], shape: tuple[int, ...]) -> int:
+    """The item count of an array of ``shape`` stored in buffer ``b``, checked against
+    the buffer's size before anything is allocated."""
+    count = math.prod(shape)
+    if count * dtype.itemsize != b.raw_length:
+        raise FormatError(
+            f"buffer {index} holds {b.raw_length} bytes but shape {list(shape)} of "
+            f"{dtype} needs {count * dtype.itemsize}"
+        )
+    # numpy refuses an empty shape whose other dimensions overflow: say so first
+    if math.prod(s for s in shape if s) * max(dtype.itemsize, 1) >= 2**62:
+        raise FormatError(f"buffer {index}: shape {list(shape)} is impossibly large")
+    return count
+
+
+class BufferStream:
+    """Consecutive pieces of one raw buffer, hashed as they are read."""
+
+    def __init__(self, reader: Reader, index: int, entry: BufferEntry) -> None:
+        self.reader = reader
+        self.index = index
+        self.entry = entry
+        self.pos = 0
+        self.hash = xxhash.xxh3_64()
+        self.strong = (
+            hashlib.blake2b(digest_size=32) if reader.strong and entry.digest is not None else None
+        )
+
+    def read_into(self, mv: memoryview) -> None:
+        """Fill ``mv`` (bytes) with the buffer's next ``len(mv)`` bytes."""
+        n = len(mv)
+        if self.pos + n > self.entry.length:
+            raise FormatError(f"buffer {self.index} is shorter than its pieces")
+        self.reader.source.readinto(self.entry.offset + self.pos, mv)
+        self.hash.update(mv)
+        if self.strong is not None:
+            self.strong.update(mv)
+        self.pos += n
+
+    def close(self) -> None:
+        """Check that every byte was read and matches the checksum (and digest)."""
+        if self.pos != self.entry.length:
+            raise FormatError(f"buffer {self.index} holds more than its pieces")
+        if self.hash.hexdigest() != self.entry.checksum:
+            raise IntegrityError(
+                f"buffer {self.index} fails its checksum: the file is corrupt (bit rot, a bad copy)"
+            )
+        if self.strong is not None and self.strong.hexdigest() != self.entry.digest:
+            raise IntegrityError(f"buffer {self.index} does not match its signed digest: tampered")
 
 
 #: arrays at least this large are allocated without MADV_HUGEPAGE (see _empty)

@@ -43,6 +43,7 @@ from .objects import _state_of, is_reference, set_state
 if TYPE_CHECKING:
     from ..decoder import Decoder
     from ..encoder import Encoder
+    from ..reader import BufferStream
 
 __all__ = ["TABLE_MIN", "encode_table"]
 
@@ -288,10 +289,14 @@ def _decode_table(node: Any, dec: Decoder, depth: int) -> list[Any]:
         or len(set(keys)) != len(keys)
     ):
         raise dec.fail("an object table needs distinct str attribute names, one per column")
+    validate = table_validator_of(cls)
     columns: dict[str, Any] = {}
     lengths: dict[str, np.ndarray[Any, Any]] = {}
     for key, col in zip(keys, cols, strict=True):
-        columns[key] = _decode_column(key, col, n, dec, depth, lengths)
+        # without a table validator, each object's arrays are checked on their own:
+        # a large column is then read object by object, so that a class that copies
+        # its arrays (a Tree) never has the whole column in memory beside its copies
+        columns[key] = _decode_column(key, col, n, dec, depth, lengths, stream=validate is None)
     arg_columns: list[Any] = []
     arg_lengths: dict[str, np.ndarray[Any, Any]] = {}
     if kind == "red":
@@ -307,7 +312,6 @@ def _decode_table(node: Any, dec: Decoder, depth: int) -> list[Any]:
             else None
             for i in range(len(acols))
         ]
-    validate = table_validator_of(cls)
     if validate is not None:
         # constructor arguments are columns "<arg 0>", "<arg 1>", ... for the validator
         validate(
@@ -322,7 +326,11 @@ def _decode_table(node: Any, dec: Decoder, depth: int) -> list[Any]:
     objs: list[Any] = []
     new: Any = cls.__new__
     for i in range(n):
-        parts = {k: columns[k][b[i] : b[i + 1]] for k, b in sliced}
+        parts = {
+            k: col.take(b[i + 1] - b[i]) if type(col) is _Streamed else col[b[i] : b[i + 1]]
+            for k, b in sliced
+            for col in (columns[k],)
+        }
         state = {k: columns[k][i] for k in whole}
         state.update(parts)
         state = migrate_state(name, state, dec)
@@ -340,6 +348,9 @@ def _decode_table(node: Any, dec: Decoder, depth: int) -> list[Any]:
         obj = cls(*args) if kind == "red" else new(cls)
         set_state(obj, state, dec.fail)
         objs.append(obj)
+    for col in columns.values():
+        if type(col) is _Streamed:
+            col.stream.close()
     return objs
 
 
@@ -350,6 +361,8 @@ def _decode_column(
     dec: Decoder,
     depth: int,
     lengths: dict[str, np.ndarray[Any, Any]],
+    *,
+    stream: bool = False,
 ) -> Any:
     """A column's values: a list of n items, or (array columns) the whole array,
     with each object's length put in ``lengths[key]``."""
@@ -380,10 +393,35 @@ def _decode_column(
         raise dec.fail(f"column {key!r} of an object table has an invalid shape")
     counts = np.array(_int_list(col.get("l"), n, dec, "lengths"), dtype=np.int64)
     total = int(counts.sum())
+    index = dec.field(col, "b", int)
+    lengths[key] = counts
+    if stream and 0 <= index < len(dec.reader.buffers):
+        entry = dec.reader.buffers[index]
+        if entry.codec == "raw" and entry.length >= STREAM_FROM:
+            return _Streamed(dec.stream(index, dt, (total, *tail)), dt, tuple(tail))
     # structural: validators check these arrays in memory, and the objects must
     # keep exactly what was checked (never a mapped page)
-    whole = dec.array(dec.field(col, "b", int), dt, (total, *tail), structural=True)
-    lengths[key] = counts
+    whole = dec.array(index, dt, (total, *tail), structural=True)
     if whole.base is None:
         dec.row_sources[id(whole)] = whole
     return whole
+
+
+#: array columns at least this large are read object by object when they can be
+STREAM_FROM = 1 << 20
+
+
+class _Streamed:
+    """An array column read object by object: each ``take`` is a fresh array."""
+
+    def __init__(self, stream: BufferStream, dtype: np.dtype[Any], tail: tuple[int, ...]) -> None:
+        self.stream = stream
+        self.dtype = dtype
+        self.tail = tail
+
+    def take(self, rows: int) -> np.ndarray[Any, Any]:
+        arr = np.empty((rows, *self.tail), dtype=self.dtype)
+        if arr.nbytes:
+            flat: Any = arr.reshape(-1).view(np.uint8)
+            self.stream.read_into(memoryview(flat))
+        return arr
