@@ -36,6 +36,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 DURABLE_LIBS = ("pickle", "safepoint")
 COMPRESSED_LIBS = ("joblib-z3", "safepoint-zstd")
 INSPECT_LIBS = ("safepoint", "skops")
+_WRITES = ("save", "save_durable", "raw_write", "raw_write_new")
 
 
 def pythonpath() -> str:
@@ -130,6 +131,11 @@ class Runner:
                 return measure(spec)
             except Exception as exc:
                 return {"op": spec["op"], "lib": spec.get("lib"), "error": repr(exc)}
+        if self.args.sync and spec["op"] in _WRITES:
+            # write back what earlier runs left dirty: otherwise a save pays for the
+            # previous one's gigabyte (the kernel throttles writers over its dirty
+            # limit), and whichever library runs second looks slow
+            os.sync()
         env = {**os.environ, "SAFEPOINT_QUIET": "1", "PYTHONPATH": pythonpath()}
         try:
             proc = subprocess.run(
@@ -318,6 +324,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--timeout", type=float, default=3600.0)
     ap.add_argument("--keep-files", action="store_true")
+    ap.add_argument(
+        "--sync",
+        action="store_true",
+        help="flush dirty pages (os.sync) before each timed write, so that no save pays "
+        "for the writeback of the previous one (slow: every run waits for the disk)",
+    )
     ap.add_argument(
         "--inprocess",
         action="store_true",
