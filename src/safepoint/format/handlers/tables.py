@@ -1,30 +1,39 @@
-"""Object tables: many small objects of one class, stored column by column.
+"""Object tables: many objects of one class, stored column by column.
 
 A gradient-boosting model holds hundreds of ``TreePredictor`` objects, each a
-dict of three small arrays. As one ``obj`` node per predictor (and one buffer
-per array) the manifest, the buffer table and the per-object checks grow with
-their number, and a load costs ten times pickle's. An ``objtab`` node stores
-such a list once: the class, the attribute names, and per attribute either one
-buffer holding every object's array end to end (with each object's length) or
-a JSON list of scalars. On load the objects get views of one validated array
-per attribute, and a *table validator* checks all of them in a few vectorised
-passes.
+dict of three small arrays; a random forest holds hundreds of decision trees,
+each with a compiled ``Tree``. As one node per object (and one buffer per
+array) the manifest, the buffer table and the per-object work grow with their
+number. An ``objtab`` node stores such a list once: the class, the attribute
+names, and one column per attribute:
 
-A list becomes a table only when it is safe to:
+* ``v``: a JSON list of scalars;
+* ``d``/``s``/``l``/``b``: every object's array end to end in one buffer, with
+  each object's number of rows;
+* ``sc``/``b``: numpy scalars of one dtype (``n_classes_``);
+* ``o``: a nested table (each tree's ``Tree``);
+
+plus ``a``, constructor-argument columns, for classes rebuilt as ``cls(*args)``
+(node kind ``red``, such as ``Tree``).
+
+A list becomes a table only when that is safe:
 
 * it holds at least :data:`TABLE_MIN` objects of exactly one class that the
-  object handler would store as ``obj`` nodes with a dict state (no
-  constructor arguments, no list or dict items), or lists of them (the rows of
-  ``HistGradientBoosting._predictors``);
-* every state has the same attribute names, and each attribute is, for every
-  object, a numpy array of one dtype, dimensionality and trailing shape, or a
-  JSON scalar;
+  object handler would store as ``obj`` or ``red`` nodes with a dict state (no
+  list or dict items), or lists of them (``HistGradientBoosting._predictors``);
+* every state has the same attribute names, and each attribute has one of the
+  column kinds above for every object (same dtype and trailing shape);
 * no object, row or array in it is referenced from anywhere else (checked by
   reference count), so that storing them by value cannot break an identity the
-  ``memo`` mechanism would have kept.
+  ``memo`` mechanism would have kept. Nothing is written before the whole
+  table qualifies; anything else is stored node by node.
 
-Anything else is stored node by node, as before; the audit is the same either
-way (the class is a row of the ``types`` table of kind ``obj``).
+On load, a *table validator* (``register_table_validator``) checks all objects
+of a class at once and the objects get row views of its columns; a class
+without one is validated object by object, and its large columns are read
+object by object (``Reader.stream``), so that a class that copies its arrays
+never has the whole column in memory beside the copies. The audit is the same
+either way: the class is a row of the ``types`` table, of its node kind.
 """
 
 from __future__ import annotations
