@@ -203,8 +203,12 @@ def _churn(url: str, seed: int, go: Any, seconds: float, out: Any) -> None:
     problems, puts = [], 0
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        c = rng.randrange(len(contents))
-        mv = store.put(f"gc/m{seed}", contents[c])
+        c = rng.randrange(len(contents) + 1)
+        # now and then a content of its own, deleted at once: an orphan for gc for sure
+        # (the shared ones stay referenced once some version of each is kept)
+        unique = c == len(contents)
+        content = {"c": c, "w": np.arange(20_000) * rng.random()} if unique else contents[c]
+        mv = store.put(f"gc/m{seed}", content)
         puts += 1
         try:
             got = store.get(mv.name, mv.version)
@@ -212,7 +216,7 @@ def _churn(url: str, seed: int, go: Any, seconds: float, out: Any) -> None:
                 problems.append(f"{mv.ref}: wrong content")
         except Exception as exc:
             problems.append(f"{mv.ref}: {type(exc).__name__}: {exc}")
-        if rng.random() < 0.7:
+        if unique or rng.random() < 0.7:
             store.delete(mv.name, mv.version)
     out.put((puts, problems))
 
