@@ -75,6 +75,19 @@ def _buffer_of(path: Path, nbytes: int) -> tuple[int, int]:
     raise AssertionError(f"no raw buffer of {nbytes} bytes")
 
 
+def _saved_array(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: str, **dump: Any
+) -> tuple[np.ndarray, Path, int, int]:
+    """A file holding one 320 KB array, read with ``threads`` I/O threads: (array,
+    path, buffer index, buffer offset)."""
+    monkeypatch.setenv("SAFEPOINT_IO_THREADS", threads)
+    arr = np.arange(40_000, dtype=np.float64)
+    path = tmp_path / "m.sp"
+    sp.dump({"a": arr}, path, **dump)
+    index, offset = _buffer_of(path, arr.nbytes)
+    return arr, path, index, offset
+
+
 @pytest.mark.parametrize("n", [0, 1, 4095, 4096, 12288, 12289, 100_000])
 def test_chunked_checksum_equals_one_shot(n: int) -> None:
     data = np.random.default_rng(n).integers(0, 256, n, dtype=np.uint8)
@@ -145,11 +158,7 @@ def test_large_buffer_is_checksummed_as_one(tmp_path: Path) -> None:
 def test_corrupt_byte_in_large_buffer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: str, where: float
 ) -> None:
-    monkeypatch.setenv("SAFEPOINT_IO_THREADS", threads)
-    arr = np.arange(40_000, dtype=np.float64)
-    path = tmp_path / "m.sp"
-    sp.dump({"a": arr}, path)
-    _, offset = _buffer_of(path, arr.nbytes)
+    arr, path, _, offset = _saved_array(tmp_path, monkeypatch, threads)
     pos = offset + (arr.nbytes - 1 if where == -1 else int(where * arr.nbytes))
     raw = bytearray(path.read_bytes())
     raw[pos] ^= 0x10
@@ -162,11 +171,7 @@ def test_corrupt_byte_in_large_buffer(
 def test_signed_digest_checked_on_threaded_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: str
 ) -> None:
-    monkeypatch.setenv("SAFEPOINT_IO_THREADS", threads)
-    arr = np.arange(40_000, dtype=np.float64)
-    path = tmp_path / "m.sp"
-    sp.dump({"a": arr}, path, key=KEY)
-    index, _ = _buffer_of(path, arr.nbytes)
+    arr, path, index, _ = _saved_array(tmp_path, monkeypatch, threads, key=KEY)
     r = open_reader(path)
     try:
         r.strong = True
@@ -186,11 +191,7 @@ def test_signed_digest_checked_on_threaded_read(
 def test_file_truncated_inside_large_buffer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: str
 ) -> None:
-    monkeypatch.setenv("SAFEPOINT_IO_THREADS", threads)
-    arr = np.arange(40_000, dtype=np.float64)
-    path = tmp_path / "m.sp"
-    sp.dump({"a": arr}, path)
-    index, offset = _buffer_of(path, arr.nbytes)
+    arr, path, index, offset = _saved_array(tmp_path, monkeypatch, threads)
     r = open_reader(path)
     try:
         # the file shrinks after it was opened (and its footer read)
