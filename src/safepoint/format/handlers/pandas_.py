@@ -144,12 +144,17 @@ def _codes_below(codes: np.ndarray[Any, Any], bound: int) -> bool:
     return int(codes.view(codes.dtype.str.replace("i", "u")).max()) < bound
 
 
-@register_fallback("pd.cat", _pandas_type("Categorical"))
-class CategoricalHandler:
+class _ExtensionArrayHandler:
+    """Extension arrays are encoded by :func:`encode_values` (which writes each kind's
+    node); each subclass decodes its own kind."""
+
     @staticmethod
     def encode(obj: Any, enc: Encoder) -> dict[str, Any]:
         return encode_values(obj, enc, "")
 
+
+@register_fallback("pd.cat", _pandas_type("Categorical"))
+class CategoricalHandler(_ExtensionArrayHandler):
     @staticmethod
     def decode(node: dict[str, Any], dec: Decoder) -> Any:
         pd = _pd()
@@ -213,11 +218,7 @@ class NaiveDatetimeArrayHandler:
 
 @register_fallback("pd.str", _pandas_type("arrays.ArrowStringArray"))
 @register_fallback("pd.str", _pandas_type("arrays.StringArray"))
-class StringArrayHandler:
-    @staticmethod
-    def encode(obj: Any, enc: Encoder) -> dict[str, Any]:
-        return encode_values(obj, enc, "")
-
+class StringArrayHandler(_ExtensionArrayHandler):
     @staticmethod
     def decode(node: dict[str, Any], dec: Decoder) -> Any:
         pd = _pd()
@@ -240,11 +241,7 @@ class StringArrayHandler:
 @register_fallback("pd.mask", _pandas_type("arrays.BooleanArray"))
 @register_fallback("pd.mask", _pandas_type("arrays.IntegerArray"))
 @register_fallback("pd.mask", _pandas_type("arrays.FloatingArray"))
-class MaskedHandler:
-    @staticmethod
-    def encode(obj: Any, enc: Encoder) -> dict[str, Any]:
-        return encode_values(obj, enc, "")
-
+class MaskedHandler(_ExtensionArrayHandler):
     @staticmethod
     def decode(node: dict[str, Any], dec: Decoder) -> Any:
         pd = _pd()
@@ -267,12 +264,8 @@ _PERIOD_DTYPE = re.compile(r"^period\[[A-Za-z0-9-]{1,24}\]$")
 
 
 @register_fallback("pd.per", _pandas_type("arrays.PeriodArray"))
-class PeriodHandler:
+class PeriodHandler(_ExtensionArrayHandler):
     """Periods: int64 ordinals (NaT as the minimum int64) and the dtype's frequency."""
-
-    @staticmethod
-    def encode(obj: Any, enc: Encoder) -> dict[str, Any]:
-        return encode_values(obj, enc, "")
 
     @staticmethod
     def decode(node: dict[str, Any], dec: Decoder) -> Any:
@@ -291,12 +284,8 @@ class PeriodHandler:
 
 
 @register_fallback("pd.ivl", _pandas_type("arrays.IntervalArray"))
-class IntervalHandler:
+class IntervalHandler(_ExtensionArrayHandler):
     """Intervals: the arrays of left and right ends and which sides are closed."""
-
-    @staticmethod
-    def encode(obj: Any, enc: Encoder) -> dict[str, Any]:
-        return encode_values(obj, enc, "")
 
     @staticmethod
     def decode(node: dict[str, Any], dec: Decoder) -> Any:
