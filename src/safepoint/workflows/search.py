@@ -238,6 +238,22 @@ class _ResumableSearchMixin:
     def _grid_description(self) -> Any:  # overridden by the concrete classes
         raise NotImplementedError
 
+    def _search_candidates(
+        self, evaluate_candidates: Callable[..., Any], candidate_params: Any, callback_ctx: Any
+    ) -> None:
+        """Evaluate the candidates, inside a "search" task of scikit-learn's callback
+        machinery when callbacks are set (``callback_ctx``)."""
+        if callback_ctx is None:
+            evaluate_candidates(candidate_params)
+            return
+        search_ctx = callback_ctx.subcontext(
+            task_name="search",
+            max_subtasks=len(candidate_params) * self.n_splits_,  # type: ignore[attr-defined]
+            sequential_subtasks=False,
+        ).call_on_fit_task_begin(estimator=self)
+        evaluate_candidates(candidate_params, callback_ctx=search_ctx)
+        search_ctx.call_on_fit_task_end(estimator=self)
+
     def _ledger_info(self) -> dict[str, Any]:
         """Extra fields of a new ledger's meta."""
         return {}
@@ -770,16 +786,7 @@ class ResumableGridSearchCV(_ResumableSearchMixin, GridSearchCV):
         self, evaluate_candidates: Callable[..., Any], *, callback_ctx: Any = None
     ) -> None:
         candidate_params = ParameterGrid(self.param_grid)
-        if callback_ctx is None:
-            evaluate_candidates(candidate_params)
-            return
-        search_ctx = callback_ctx.subcontext(
-            task_name="search",
-            max_subtasks=len(candidate_params) * self.n_splits_,
-            sequential_subtasks=False,
-        ).call_on_fit_task_begin(estimator=self)
-        evaluate_candidates(candidate_params, callback_ctx=search_ctx)
-        search_ctx.call_on_fit_task_end(estimator=self)
+        self._search_candidates(evaluate_candidates, candidate_params, callback_ctx)
 
 
 class ResumableRandomizedSearchCV(_ResumableSearchMixin, _SkRandomizedSearchCV):
@@ -879,16 +886,7 @@ class ResumableRandomizedSearchCV(_ResumableSearchMixin, _SkRandomizedSearchCV):
         candidate_params = ParameterSampler(
             self.param_distributions, self.n_iter, random_state=random_state
         )
-        if callback_ctx is None:
-            evaluate_candidates(candidate_params)
-            return
-        search_ctx = callback_ctx.subcontext(
-            task_name="search",
-            max_subtasks=len(candidate_params) * self.n_splits_,
-            sequential_subtasks=False,
-        ).call_on_fit_task_begin(estimator=self)
-        evaluate_candidates(candidate_params, callback_ctx=search_ctx)
-        search_ctx.call_on_fit_task_end(estimator=self)
+        self._search_candidates(evaluate_candidates, candidate_params, callback_ctx)
 
 
 # -- several model types ----------------------------------------------------------------------
