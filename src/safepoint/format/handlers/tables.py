@@ -95,11 +95,30 @@ def _flatten(items: list[Any]) -> tuple[list[Any], list[int] | None] | None:
     return flat, rows
 
 
+def _tabular(x: Any) -> bool:
+    """Whether ``x``'s class could head an object table: one the object handler
+    stores (not a scalar, a type with a handler of its own, or a reference)."""
+    t = type(x)
+    return t not in _SCALARS and handler_for_type(t) is None and not is_reference(x)
+
+
+def _head(items: list[Any]) -> Any:
+    """The first object of a list, or of a list of rows (None for an empty first row)."""
+    if type(items[0]) is list:
+        return items[0][0] if items[0] else None
+    return items[0]
+
+
 def encode_table(items: list[Any], enc: Encoder) -> dict[str, Any] | None:
     """An ``objtab`` node for ``items``, or ``None`` if it does not qualify.
 
     Nothing is written unless the whole table (nested tables included) qualifies.
     """
+    # every list of the model passes here: the class of the first item rules out most
+    # (numbers, strings, arrays, rows of them) before anything walks the list. No
+    # local name may hold an item: it would count as a reference in _refs below
+    if not _tabular(_head(items)):
+        return None
     found = _flatten(items)
     if found is None:
         return None
@@ -125,9 +144,7 @@ def _plan(flat: list[Any], enc: Encoder, depth: int) -> dict[str, Any] | None:
     cls = type(flat[0])
     if (
         depth > MAX_NESTING
-        or cls in _SCALARS
-        or handler_for_type(cls) is not None
-        or is_reference(flat[0])
+        or not _tabular(flat[0])
         or any(type(x) is not cls for x in flat)
         or any(id(x) in enc._memo for x in flat)
     ):
