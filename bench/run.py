@@ -123,6 +123,7 @@ class Runner:
 
     # -- one measurement -------------------------------------------------------------
     def run_one(self, spec: dict[str, Any]) -> dict[str, Any]:
+        spec = {**spec, "prefault": not self.args.cold}
         if self.args.inprocess:
             from .worker import Meter, measure
 
@@ -329,6 +330,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="flush dirty pages (os.sync) before each timed write, so that no save pays "
         "for the writeback of the previous one (slow: every run waits for the disk)",
+    )
+    ap.add_argument(
+        "--cold",
+        action="store_true",
+        help="do not touch and free fresh memory before each timed operation (on a VM "
+        "that returns free memory to its host, timings then depend on the hypervisor)",
     )
     ap.add_argument(
         "--inprocess",

@@ -89,6 +89,46 @@ def _preload(model: str, lib_imports: tuple[str, ...]) -> None:
         importlib.import_module("safepoint.format._trusted_sklearn")
 
 
+def _meminfo_available() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def prefault(spec: dict[str, Any]) -> None:
+    """Touch and free about twice the operation's data in fresh memory, just before it.
+
+    On a VM whose guest hands free memory back to the host (Firecracker's free page
+    reporting: a block free for ~2 s is returned), the first touch of a returned
+    page costs a host fault. An operation that allocates a gigabyte (a load's
+    arrays, a save's page cache) then takes 0.25 s or 2.5 s depending on how long
+    ago its pages were freed, for every library alike. Memory freed here is not yet
+    returned when the operation takes it, so the timings compare the libraries, not
+    the hypervisor. ``bench.run --cold`` turns this off.
+    """
+    import mmap
+
+    import numpy as np
+
+    size = max(
+        (
+            os.path.getsize(p)
+            for p in (spec.get("cache"), spec.get("path"), spec.get("source"))
+            if p and os.path.exists(p)
+        ),
+        default=0,
+    )
+    n = min(2 * size + (256 << 20), _meminfo_available() // 2)
+    n -= n % mmap.PAGESIZE
+    if n <= 0:
+        return
+    m = mmap.mmap(-1, n)
+    np.frombuffer(m, dtype=np.uint8)[:: mmap.PAGESIZE] = 1
+    m.close()
+
+
 def _load_cached(path: str) -> Any:
     with open(path, "rb") as f:
         return pickle.load(f)
@@ -111,6 +151,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
 
         size = os.path.getsize(spec["source"])
+        if op == "raw_read" and spec.get("prefault"):
+            prefault(spec)
         if op == "raw_read":
             # ordinary pages, as pickle's buffers (numpy would advise huge pages,
             # several times slower to fault in on the benchmark machine)
@@ -128,6 +170,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
                 data = memoryview(bytearray(f.read()))
             if os.path.exists(path):
                 os.unlink(path)
+            if spec.get("prefault"):
+                prefault(spec)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
                 if op == "raw_write":
@@ -146,6 +190,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         obj = _load_cached(spec["cache"])
         if os.path.exists(path):
             os.unlink(path)
+        if spec.get("prefault"):
+            prefault(spec)
         with Meter() as m:
             lib.save(obj, path, op == "save_durable")
         result.update(s=m.seconds, cpu=m.cpu, size=os.path.getsize(path), peak=m.extra_peak)
@@ -157,6 +203,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         return result
     if op == "load":
         prep = lib.prepare(path) if lib.prepare else None
+        if spec.get("prefault"):
+            prefault(spec)
         with Meter() as m:
             obj = lib.load(path, prep)
         result.update(
