@@ -120,7 +120,7 @@ class _Accounting:
                 self.writer_cpu += time.thread_time() - t
 
         patches.append((_ledger.LedgerWriter, "_run", original_run))
-        _ledger.LedgerWriter._run = run  # type: ignore[method-assign]
+        _ledger.LedgerWriter._run = run  # type: ignore[method-assign,assignment]
         timed(search._ResumableSearchMixin, "_open_ledger")  # store, digests, ledger meta
         timed(_ledger.Ledger, "results")
         timed(_ledger.LedgerWriter, "__init__")
