@@ -100,13 +100,16 @@ def _iter_parquet(path: str, name: str, start: int, batch_size: int) -> Iterator
     pf = pq.ParquetFile(path)
     # skip whole row groups before the offset without decoding them
     pos = 0
-    groups = []
+    first = pf.num_row_groups
     for i in range(pf.num_row_groups):
         n = pf.metadata.row_group(i).num_rows
         if pos + n > start:
-            groups.append(i)
-        else:
-            pos += n
+            first = i
+            break
+        pos += n
+    # every group from the first unfinished one on, whatever its size: a short
+    # group after it (the file's last) ends before `start` too but is still unread
+    groups = list(range(first, pf.num_row_groups))
     if not groups:
         return
     for rb in pf.iter_batches(batch_size=batch_size, row_groups=groups):
