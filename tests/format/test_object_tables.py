@@ -15,9 +15,17 @@ import safepoint as sp
 from safepoint.errors import FormatError
 from safepoint.format.handlers.tables import TABLE_MIN
 from safepoint.format.reader import open_reader
-from safepoint.format.validators import register_validator
+from safepoint.format.validators import (
+    register_migration,
+    register_table_validator,
+    register_validator,
+)
 
-TRUST = ["test_object_tables.Point", "test_object_tables.Checked"]
+TRUST = [
+    "test_object_tables.Point",
+    "test_object_tables.Checked",
+    "test_object_tables.Migrated",
+]
 
 
 class Point:
@@ -40,6 +48,35 @@ class Checked(Point):
 def _refuse_negative(args: list[Any], state: Any, dec: Any) -> Any:
     if (state["xy"] < 0).any():
         raise dec.fail("Checked: negative coordinates")
+    return state
+
+
+class Migrated(Point):
+    """Has a table validator and a migration; ``flip`` makes the migration replace
+    ``xy`` by a negative copy, which only the per-object validator can see."""
+
+
+PER_OBJECT_CALLS: list[int] = []
+
+
+@register_validator("test_object_tables.Migrated")
+def _migrated_per_object(args: list[Any], state: Any, dec: Any) -> Any:
+    PER_OBJECT_CALLS.append(1)
+    if (state["xy"] < 0).any():
+        raise dec.fail("Migrated: negative coordinates")
+    return state
+
+
+@register_table_validator("test_object_tables.Migrated", replaces=(_migrated_per_object,))
+def _migrated_table(columns: dict[str, Any], lengths: dict[str, Any], n: int, dec: Any) -> None:
+    if (columns["xy"] < 0).any():
+        raise dec.fail("Migrated: negative coordinates")
+
+
+@register_migration("test_object_tables.Migrated")
+def _flip(state: Any, dec: Any) -> Any:
+    if state.get("label", "").endswith("!"):
+        return {**state, "xy": -state["xy"] - 1}
     return state
 
 
@@ -174,6 +211,21 @@ def test_per_object_validators_run_when_no_table_validator_covers_them() -> None
     assert "objtab" in tags(data)
     with pytest.raises(FormatError, match="negative coordinates"):
         sp.loads(data, trusted=TRUST)
+
+
+def test_a_migration_that_replaces_an_array_sends_the_object_to_its_own_validators() -> None:
+    items = [Migrated(i) for i in range(30)]
+    data = sp.dumps(items)
+    assert "objtab" in tags(data)
+    PER_OBJECT_CALLS.clear()
+    same_points(sp.loads(data, trusted=TRUST), items)
+    # the table validator covered every object: none was checked again
+    assert PER_OBJECT_CALLS == []
+    items[4].label = "p4!"
+    PER_OBJECT_CALLS.clear()
+    with pytest.raises(FormatError, match="Migrated: negative coordinates"):
+        sp.loads(sp.dumps(items), trusted=TRUST)
+    assert len(PER_OBJECT_CALLS) == 1
 
 
 def test_hist_gradient_boosting_predictors_are_one_table() -> None:

@@ -151,6 +151,11 @@ def table_validator_of(cls: type) -> TableValidator | None:
     return fn
 
 
+def migrations_of(type_name: str) -> tuple[Migration, ...]:
+    """The migrations registered for ``type_name``, in the order they run."""
+    return tuple(_migrations.get(type_name, ()))
+
+
 def migrate_state(type_name: str, state: Any, dec: Decoder) -> Any:
     for fn in _migrations.get(type_name, ()):
         state = fn(state, dec)

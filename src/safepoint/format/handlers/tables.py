@@ -45,7 +45,7 @@ import numpy as np
 
 from ..migrations import ReplacedType
 from ..registry import handler_for_type, register
-from ..validators import migrate_state, reduce_state, table_validator_of, validate_state_of
+from ..validators import migrations_of, reduce_state, table_validator_of, validate_state_of
 from .numpy_ import dtype_from_json, dtype_to_json
 from .objects import _state_of, is_reference, set_state
 
@@ -347,37 +347,55 @@ def _decode_table(node: Any, dec: Decoder, depth: int) -> list[Any]:
             dec,
         )
     name = f"{cls.__module__}.{cls.__qualname__}"
-    sliced = [(k, np.concatenate(([0], np.cumsum(c))).tolist()) for k, c in lengths.items()]
-    whole = [k for k in keys if k not in lengths]
+    migrations = migrations_of(name)
+    # hundreds of objects: everything that does not depend on the object is settled
+    # here, once (the loop below is most of a forest's or a boosted model's load)
+    whole = [(k, columns[k]) for k in keys if k not in lengths]
+    sliced = [
+        (k, columns[k], np.concatenate(([0], np.cumsum(c))).tolist(), type(columns[k]) is _Streamed)
+        for k, c in lengths.items()
+    ]
+    setstate = _custom_setstate(cls)
     objs: list[Any] = []
     new: Any = cls.__new__
     for i in range(n):
-        parts = {
-            k: col.take(b[i + 1] - b[i]) if type(col) is _Streamed else col[b[i] : b[i + 1]]
-            for k, b in sliced
-            for col in (columns[k],)
-        }
-        state = {k: columns[k][i] for k in whole}
-        state.update(parts)
-        state = migrate_state(name, state, dec)
+        state = {k: col[i] for k, col in whole}
+        for k, col, b, streamed in sliced:
+            state[k] = col.take(b[i + 1] - b[i]) if streamed else col[b[i] : b[i + 1]]
+        # the table validator checked these very slices; anything else (no table
+        # validator, or a migration that replaced an array) is checked object by
+        # object, with the validators of every base class, as an obj node would be
+        checked = validate is not None
+        if migrations:
+            parts = [(k, state[k]) for k, *_ in sliced]
+            for fn in migrations:
+                state = fn(state, dec)
+            kept = isinstance(state, dict) and all(state.get(k) is v for k, v in parts)
+            checked = checked and kept
         args: list[Any] = []
         if kind == "red":
             args = [
                 col[i] if b is None else col[b[i] : b[i + 1]]
                 for col, b in zip(arg_columns, arg_bounds, strict=True)
             ]
-        # the table validator checked these very slices; anything else (no table
-        # validator, or a migration that replaced an array) is checked object by
-        # object, with the validators of every base class, as an obj node would be
-        if validate is None or not all(state.get(k) is v for k, v in parts.items()):
+        if not checked:
             state = validate_state_of(cls, args, state, dec)
         obj = cls(*args) if kind == "red" else new(cls)
-        set_state(obj, state, dec.fail)
+        if setstate is not None and state is not None:
+            setstate(obj, state)
+        else:
+            set_state(obj, state, dec.fail)
         objs.append(obj)
     for col in columns.values():
         if type(col) is _Streamed:
             col.stream.close()
     return objs
+
+
+def _custom_setstate(cls: type) -> Any:
+    """``cls.__setstate__`` where the class defines one (``set_state`` would call it)."""
+    fn = getattr(cls, "__setstate__", None)
+    return fn if fn is not None and fn is not getattr(object, "__setstate__", None) else None
 
 
 def _decode_column(
