@@ -328,3 +328,81 @@ def test_chunk_size(n: int, threads: int, monkeypatch: pytest.MonkeyPatch) -> No
     step = pio.chunk_size(n, threads)
     assert 0 < step <= 8 << 20
     assert step % 4096 == 0 or step == n
+
+
+@pytest.fixture(scope="module")
+def forest() -> Any:
+    from sklearn.datasets import make_classification
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = make_classification(n_samples=1500, flip_y=0.2, random_state=0)
+    return RandomForestClassifier(n_estimators=20, random_state=0).fit(X, y), X
+
+
+def _table_parts(data: bytes) -> int:
+    """How many bytes the largest buffer of the file holds (a column of tree nodes)."""
+    r = open_reader(data)
+    try:
+        return max(b.length for b in r.buffers)
+    finally:
+        r.close()
+
+
+@pytest.mark.parametrize("threads", THREADS)
+def test_a_column_written_in_parts_to_a_file_is_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forest: Any, threads: str
+) -> None:
+    """A table's column goes to a plain file by writev, array after array, around
+    the file object's buffer; in memory it goes through write()."""
+    monkeypatch.setenv("SAFEPOINT_IO_THREADS", threads)
+    model, X = forest
+    want = sp.dumps(model)
+    assert _table_parts(want) >= BIG  # the parts path, not the joined one
+    path = tmp_path / "f.sp"
+    sp.dump(model, path)
+    assert path.read_bytes() == want
+    np.testing.assert_array_equal(sp.load(path).predict_proba(X), model.predict_proba(X))
+
+
+def test_writev_short_writes_and_many_parts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forest: Any
+) -> None:
+    """A writev that writes less than asked (a signal, the 2 GiB cap) resumes
+    mid-part; more parts than IOV_MAX go in several calls."""
+    model, _ = forest
+    want = sp.dumps(model)
+    real = os.writev
+    calls: list[int] = []
+
+    def stingy(fd: int, bufs: list[Any]) -> int:
+        calls.append(len(bufs))
+        # at most 3 parts and 5,000 bytes per call, cut mid-part
+        head = [memoryview(b).cast("B") for b in bufs[:3]]
+        budget, out = 5000, []
+        for b in head:
+            out.append(b[:budget])
+            budget -= len(out[-1])
+            if not budget:
+                break
+        return real(fd, out)
+
+    monkeypatch.setattr(writer.os, "writev", stingy)
+    monkeypatch.setattr(writer, "_IOV_MAX", 7)
+    path = tmp_path / "f.sp"
+    sp.dump(model, path)
+    assert path.read_bytes() == want
+    assert calls and max(calls) <= 7
+
+
+def test_a_file_object_already_written_to_keeps_its_prefix(tmp_path: Path, forest: Any) -> None:
+    """Writing around the buffered file object must land where the object is:
+    after what the caller wrote (and has not flushed) before the dump."""
+    model, _ = forest
+    path = tmp_path / "f.bin"
+    with open(path, "wb") as f:
+        f.write(b"prefix!")
+        sp.dump(model, f)
+        f.write(b"suffix")
+    data = path.read_bytes()
+    assert data.startswith(b"prefix!") and data.endswith(b"suffix")
+    assert data[7:-6] == sp.dumps(model)

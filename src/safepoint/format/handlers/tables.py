@@ -173,14 +173,12 @@ def _plan(flat: list[Any], enc: Encoder, depth: int) -> dict[str, Any] | None:
     if not all(type(k) is str for k in keys) or any(list(s) != keys for s in states):
         return None
     columns = []
+    # a state that copies the instance dict (sklearn's __getstate__) holds each
+    # value a second time, through the instance
+    dicts = [getattr(x, "__dict__", None) or {} for x in flat]
     for key in keys:
         values = [s[key] for s in states]
-        # a state that copies the instance dict (sklearn's __getstate__) holds each
-        # value a second time, through the instance
-        extra = [
-            1 if getattr(x, "__dict__", {}).get(key) is v else 0
-            for x, v in zip(flat, values, strict=True)
-        ]
+        extra = [1 if d.get(key) is v else 0 for d, v in zip(dicts, values, strict=True)]
         col = _column(values, extra, enc, depth)
         if col is None:
             return None
@@ -220,7 +218,10 @@ def _column(values: list[Any], extra: list[int], enc: Encoder, depth: int) -> di
         if first.ndim < 1 or dt.hasobject or dt.kind == "T":
             return None
         for v in values:
-            if type(v) is not np.ndarray or v.dtype != dt or v.shape[1:] != tail:
+            # `is` first: comparing structured dtypes field by field is slow
+            if type(v) is not np.ndarray or (v.dtype is not dt and v.dtype != dt):
+                return None
+            if v.shape[1:] != tail:
                 return None
         return {
             "d": dtype_to_json(dt, enc),
