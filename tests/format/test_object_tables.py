@@ -6,6 +6,7 @@ node-by-node form keeps (by falling back to it), and run every validator.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,8 @@ TRUST = [
     "test_object_tables.Point",
     "test_object_tables.Checked",
     "test_object_tables.Migrated",
+    "test_object_tables.Copier",
+    "test_object_tables.ViewKeeper",
 ]
 
 
@@ -77,6 +80,29 @@ def _migrated_table(columns: dict[str, Any], lengths: dict[str, Any], n: int, de
 def _flip(state: Any, dec: Any) -> Any:
     if state.get("label", "").endswith("!"):
         return {**state, "xy": -state["xy"] - 1}
+    return state
+
+
+class Copier(Checked):
+    """Copies its arrays on load, as sklearn's Tree does: the rows it was given
+    are free again once it is built."""
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(
+            {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in state.items()}
+        )
+
+
+class ViewKeeper(Checked):
+    """Keeps a view of the rows it was given (the view holds them alive)."""
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.tail = state["xy"][1:]
+
+
+@register_validator("test_object_tables.Copier", "test_object_tables.ViewKeeper")
+def _no_table_validator(args: list[Any], state: Any, dec: Any) -> Any:
     return state
 
 
@@ -278,3 +304,33 @@ def test_a_column_written_in_parts_is_the_column_written_whole(key: Any, monkeyp
     parts = sp.dumps(points, key=key)
     assert parts == whole
     same_points(points, sp.loads(parts, trusted=TRUST, key=key))
+
+
+@pytest.mark.parametrize("cls", [Checked, Copier, ViewKeeper])
+def test_streamed_columns_never_hand_one_objects_rows_to_another(
+    cls: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streamed rows land in a reused scratch buffer when the last object let go
+    of its rows; an object that keeps them, or a view of them, keeps them intact.
+    Sizes vary widely so that the buffer grows, shrinks and is replaced."""
+    from safepoint.format.handlers import tables
+
+    monkeypatch.setattr(tables, "STREAM_FROM", 1)
+    items = []
+    for i in range(40):
+        p = cls(i)
+        p.xy = np.arange([3, 500, 1, 40, 2000, 7][i % 6], dtype=np.float64) + 1000 * i
+        items.append(p)
+    del p  # a reference from here would keep the list from becoming a table
+    data = sp.dumps(items)
+    assert "objtab" in tags(data)
+    loaded = sp.loads(data, trusted=TRUST)
+    if cls is ViewKeeper:
+        for p, q in zip(items, loaded, strict=True):
+            np.testing.assert_array_equal(q.tail, p.xy[1:])
+            del q.tail
+    same_points(loaded, items)
+    if cls is not Copier:
+        # objects that keep their rows never share memory
+        for a, b in itertools.pairwise(loaded):
+            assert not np.shares_memory(a.xy, b.xy)

@@ -38,6 +38,7 @@ either way: the class is a row of the ``types`` table, of its node kind.
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -387,6 +388,9 @@ def _decode_table(node: Any, dec: Decoder, depth: int) -> list[Any]:
         else:
             set_state(obj, state, dec.fail)
         objs.append(obj)
+        # this object's rows are now held only by what it kept of them (see _Streamed)
+        del state
+        parts = []
     for col in columns.values():
         if type(col) is _Streamed:
             col.stream.close()
@@ -443,7 +447,8 @@ def _decode_column(
     if stream and 0 <= index < len(dec.reader.buffers):
         entry = dec.reader.buffers[index]
         if entry.codec == "raw" and entry.length >= STREAM_FROM:
-            return _Streamed(dec.stream(index, dt, (total, *tail)), dt, tuple(tail))
+            most = int(counts.max()) if n else 0
+            return _Streamed(dec.stream(index, dt, (total, *tail)), dt, tuple(tail), most)
     # structural: validators check these arrays in memory, and the objects must
     # keep exactly what was checked (never a mapped page)
     whole = dec.array(index, dt, (total, *tail), structural=True)
@@ -456,17 +461,52 @@ def _decode_column(
 STREAM_FROM = 1 << 20
 
 
-class _Streamed:
-    """An array column read object by object: each ``take`` is a fresh array."""
+#: how much larger than an object's rows a reused scratch buffer may be
+_SLACK = 1 << 16
 
-    def __init__(self, stream: BufferStream, dtype: np.dtype[Any], tail: tuple[int, ...]) -> None:
+
+class _Streamed:
+    """An array column read object by object.
+
+    Each ``take`` reads the next object's rows into a scratch buffer that is
+    reused when the previous object let go of its rows: a class that copies its
+    arrays (a ``Tree`` copies nodes and values into memory of its own) then
+    reads every object into the same warm pages, instead of faulting in fresh
+    memory for each and freeing it right after. Whether anything still holds
+    the rows is read off the buffer's reference count: every array, view or
+    memoryview of it holds a reference, so a class that keeps its rows keeps the
+    buffer, and the next object gets a new one.
+    """
+
+    def __init__(
+        self, stream: BufferStream, dtype: np.dtype[Any], tail: tuple[int, ...], most: int
+    ) -> None:
         self.stream = stream
         self.dtype = dtype
         self.tail = tail
+        self._row_bytes = dtype.itemsize * math.prod(tail)
+        #: the largest object's rows (known from the lengths): one size fits all
+        self._most = most
+        self._scratch: np.ndarray[Any, Any] | None = None
 
     def take(self, rows: int) -> np.ndarray[Any, Any]:
-        arr = np.empty((rows, *self.tail), dtype=self.dtype)
-        if arr.nbytes:
-            flat: Any = arr.reshape(-1).view(np.uint8)
+        nbytes = rows * self._row_bytes
+        buf = self._scratch
+        # references: self._scratch, buf, getrefcount's argument; any more is a holder
+        if buf is None or sys.getrefcount(buf) > 3 or buf.nbytes > 2 * nbytes + _SLACK:
+            # the first object, the last one kept its rows, or this one is much
+            # smaller (were it to keep its rows, it would keep the whole buffer):
+            # exactly what this one needs
+            buf = np.empty(max(nbytes, 1), dtype=np.uint8)
+            self._scratch = buf
+        elif buf.nbytes < nbytes:
+            # released but too small: grow geometrically, never past the largest
+            # object nor twice this one, so that reuse stays cheap and an object
+            # that keeps its rows never holds more than twice their size
+            size = min(max(nbytes, 2 * buf.nbytes), self._most * self._row_bytes, 2 * nbytes)
+            buf = np.empty(max(size, nbytes), dtype=np.uint8)
+            self._scratch = buf
+        flat: Any = buf[:nbytes]
+        if nbytes:
             self.stream.read_into(memoryview(flat))
-        return arr
+        return flat.view(self.dtype).reshape((rows, *self.tail))
