@@ -177,8 +177,13 @@ def test_tree_shape_attacks(models: Any) -> None:
         c.set_array(values, c.array(values)[:0])
         tree["s"]["s"]["node_count"] = 0
 
-    for fn in (shallow, shared_child, empty):
-        attack(models, "tree", fn)
+    # each refused by the check meant for it, not by a later one that happens to trip
+    for fn, why in (
+        (shallow, "max_depth is less"),
+        (shared_child, "do not form a tree"),
+        (empty, "no nodes"),
+    ):
+        assert why in str(attack(models, "tree", fn)), fn.__name__
 
 
 def test_tree_wider_than_the_estimator(models: Any) -> None:

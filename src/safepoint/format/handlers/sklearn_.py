@@ -88,15 +88,16 @@ def _tree(args: list[Any], state: Any, dec: Decoder) -> Any:
     if not np.all(feat.view(np.uintp) < n_features):
         raise dec.fail("Tree: a split feature is out of range (crafted file?)")
     # every node but the root has exactly one parent: a tree, not a graph whose paths
-    # multiply (partial dependence walks every path)
-    seen = np.zeros(count, dtype=bool)
-    seen[kids] = True
-    if kids.size != count - 1 or not seen[1:].all():
+    # multiply (partial dependence walks every path). count - 1 child slots that
+    # reach every node but the root (no child is 0, see above) reach each once.
+    # up: each node's parent
+    up = np.full(count, -1, dtype=np.intp)
+    up[kids] = parents
+    if kids.size != count - 1 or (count > 1 and up[1:].min() < 0):
         raise dec.fail("Tree: its nodes do not form a tree (crafted file?)")
     # decision_path sizes its output n_samples * (1 + max_depth), unchecked
     max_depth = state.get("max_depth")
-    up = np.zeros(count, dtype=np.intp)
-    up[kids] = parents
+    up[0] = 0
     if not isinstance(max_depth, int) or _deeper_than(up, max_depth):
         raise dec.fail("Tree.max_depth is less than the depth of its nodes (crafted file?)")
     return {**state, "nodes": nodes, "values": values}
