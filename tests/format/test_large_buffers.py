@@ -406,3 +406,30 @@ def test_a_file_object_already_written_to_keeps_its_prefix(tmp_path: Path, fores
     data = path.read_bytes()
     assert data.startswith(b"prefix!") and data.endswith(b"suffix")
     assert data[7:-6] == sp.dumps(model)
+
+
+@pytest.mark.parametrize("keep", [0.9, 0.0])  # 0.0: no frame is small enough, all raw
+@pytest.mark.parametrize("key", [None, KEY])
+def test_a_compressed_column_fed_in_parts_is_the_frame_of_the_whole(
+    monkeypatch: pytest.MonkeyPatch, forest: Any, keep: float, key: Any
+) -> None:
+    """zstd is fed a large column array by array: the file is the one compressing
+    the joined column gives (compressed, or stored raw when it does not shrink)."""
+    model, X = forest
+    monkeypatch.setattr(writer, "_LARGE", 8192)
+    monkeypatch.setattr(writer, "_SAMPLE", 2048)
+    monkeypatch.setattr(writer, "KEEP_RATIO", keep)
+    fed = sp.dumps(model, compress="zstd", key=key)
+
+    def joined(self: Any, parts: list[Any]) -> int:
+        return int(self.add(b"".join(memoryview(p).cast("B") for p in parts)))
+
+    monkeypatch.setattr(writer.BufferSink, "add_parts", joined)
+    assert sp.dumps(model, compress="zstd", key=key) == fed
+    r = open_reader(fed)
+    try:
+        codecs = {b.codec for b in r.buffers if b.length > 8192}
+    finally:
+        r.close()
+    assert codecs == ({"zstd"} if keep else {"raw"})
+    np.testing.assert_array_equal(sp.loads(fed, key=key).predict(X), model.predict(X))

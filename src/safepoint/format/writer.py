@@ -55,6 +55,17 @@ _HAVE_WRITEV = hasattr(os, "writev")
 _IOV_MAX = 1024
 
 
+def _head(views: list[memoryview], size: int) -> list[memoryview]:
+    """The first ``size`` bytes of ``views`` end to end, as views."""
+    out = []
+    for mv in views:
+        if size <= 0:
+            break
+        out.append(mv[:size])
+        size -= len(out[-1])
+    return out
+
+
 def _plain_fd(f: Any) -> int | None:
     """The descriptor of a buffered or raw local file we may write around, else None."""
     # not BufferedRandom: its read-ahead would leave the descriptor's offset elsewhere
@@ -182,6 +193,18 @@ class BufferSink:
             return None
         return out
 
+    def _compress_parts(self, views: list[memoryview], n: int) -> bytes | None:
+        """What :meth:`_compress` gives for the ``n`` bytes of ``views`` end to end
+        (the same frame: zstd's streaming API with the size given up front)."""
+        sample = b"".join(_head(views, _SAMPLE))
+        if len(self._probe.compress(sample)) > KEEP_RATIO * len(sample):
+            return None
+        co = self._cctx.compressobj(size=n)
+        chunks = [co.compress(mv) for mv in views]
+        chunks.append(co.flush())
+        out = b"".join(chunks)
+        return None if len(out) > KEEP_RATIO * n else out
+
     def _pack(self, mv: memoryview) -> _Packed:
         """A compression task: the frame with its checksum and digest."""
         out = self._compress(mv)
@@ -236,7 +259,8 @@ class BufferSink:
 
         An object table's column is hundreds of arrays: joining a forest's 77 MB of
         tree nodes into one new array costs more (first-touch page faults) than
-        writing them. Compressed files join them, as the frame needs them whole.
+        writing them. A large compressed column is fed to zstd part by part (the
+        same frame as compressing the joined bytes); only small columns are joined.
         """
         views = []
         for p in parts:
@@ -245,7 +269,22 @@ class BufferSink:
                 raise SerializationError("internal: buffers must be C-contiguous")
             views.append(mv.cast("B") if mv.ndim != 1 or mv.itemsize != 1 else mv)
         n = sum(len(mv) for mv in views)
-        if self._cctx is not None or n < _pio.PARALLEL_FROM:
+        if self._cctx is not None and n > _LARGE:
+            self._flush_pending(0)
+            out = self._compress_parts(views, n)
+            if out is not None and self._accept(n, out):
+                index = len(self.buffers)
+                pad = spec.pad_to(self.pos)
+                if pad:
+                    self._write(_ZEROS[:pad])
+                entry: list[Any] = [self.pos, len(out), n, "zstd", checksum(out)]
+                if self.signer is not None:
+                    entry.append(strong_digest(out))
+                self._write(out)
+                self.buffers.append(entry)
+                return index
+            # stored raw, part by part, as below
+        elif self._cctx is not None or n < _pio.PARALLEL_FROM:
             return self.add(b"".join(views))
         self._flush_pending(0)
         index = len(self.buffers)
@@ -264,10 +303,10 @@ class BufferSink:
                     hasher.update(mv)
             self._write_parts(views)
         self.pos += n
-        entry: list[Any] = [offset, n, n, "raw", h.hexdigest()]
+        raw_entry: list[Any] = [offset, n, n, "raw", h.hexdigest()]
         if strong is not None:
-            entry.append(strong.hexdigest())
-        self.buffers.append(entry)
+            raw_entry.append(strong.hexdigest())
+        self.buffers.append(raw_entry)
         return index
 
     def _flush_pending(self, keep: int) -> None:
