@@ -2,9 +2,14 @@
 
 Every measurement runs in a fresh ``python -m bench.worker`` process, so that
 no library profits from another's warm caches or imports; files are read from
-the page cache (each is read once before its loads are timed). The median of
-``--repeat`` runs is reported; repeats are interleaved across libraries so that
-a slow minute of a shared machine does not hit one library only.
+the page cache (each is read once before its loads are timed). Before each
+timed operation the worker touches and frees about twice its data in fresh
+memory (``bench.worker.prefault``; ``--cold`` turns it off): on a VM that hands
+free memory back to its host, the first touch of such memory costs a host
+fault, which made gigabyte saves take 0.25 s or 2.7 s for every library
+alike. The median of ``--repeat`` runs is reported; repeats are interleaved
+across libraries so that a slow minute of a shared machine does not hit one
+library only.
 
 Examples::
 
