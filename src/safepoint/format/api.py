@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from .._gc import paused
 from .._io import fsync_dir
 from ..adapters import registry as _adapters  # noqa: F401 - declares the framework adapters
 from ..errors import (
@@ -93,7 +94,8 @@ def _write(
     signer = make_signer(key)
     sink = BufferSink(f, compress=compress, signer=signer)
     enc = Encoder(sink)
-    root = enc.encode(obj)
+    with paused():
+        root = enc.encode(obj)
     manifest: dict[str, Any] = {
         "format": [spec.FORMAT_MAJOR, spec.FORMAT_MINOR],
         "root": root,
@@ -244,7 +246,8 @@ def _construct(
         with warnings.catch_warnings():
             # safepoint explains version differences itself (env=)
             warnings.filterwarnings("ignore", message=".*Trying to unpickle estimator.*")
-            return dec.decode(node)
+            with paused():
+                return dec.decode(node)
     except SafepointError:
         raise
     except RecursionError:
