@@ -7,8 +7,8 @@ chunk by chunk, in order, while later chunks are still being read, so there is
 no second pass over memory. A streaming xxh3-64 over the chunks gives the same
 digest as the one-shot hash of the whole buffer: the file format is unchanged.
 
-Writes to one file are serialised by the kernel; what can overlap is the hash
-of a buffer (in the calling thread) with its write (on a worker).
+Writes to one file are serialised by the kernel; what can overlap is the write
+of a buffer (in the calling thread) with its hash (on a worker).
 
 ``SAFEPOINT_IO_THREADS`` sets the number of reader threads (``1``: no threads).
 """
@@ -141,19 +141,25 @@ def write_hashed(
     parts: Sequence[memoryview],
     hashers: Sequence[Any],
 ) -> None:
-    """``write(parts)`` (end to end, in order) on a worker while this thread hashes them.
+    """``write(parts)`` (end to end, in order) in this thread while a worker hashes them.
 
-    The kernel copies the parts into the page cache at its own pace while the
-    hash (several times faster than that copy) reads the same memory on the other
-    core. Handing a buffer over in 8 MiB chunks, each after its hash, cost a thread
-    hand-off per chunk and left cores idle between them (M1's save: 0.21 s against
-    0.19 s for one write).
+    The hash (several times faster than the kernel's copy into the page cache)
+    reads the same memory on the other core. The write stays on the calling
+    thread: on a VM that returns free memory to its host, page-cache pages
+    allocated from a worker thread took host faults that the calling thread's did
+    not (M2's save in a fresh process: 33 ms or 160-240 ms when a worker wrote,
+    32 ms every time when the worker hashed). Handing a buffer over in 8 MiB
+    chunks, each after its hash, cost a hand-off per chunk (M1: 0.21 s vs 0.19 s).
     """
-    fut = executor(1).submit(write, parts)
-    try:
+
+    def hash_all() -> None:
         for part in parts:
             for h in hashers:
                 h.update(part)
+
+    fut = executor(1).submit(hash_all)
+    try:
+        write(parts)
     except BaseException:
         # the worker reads the parts until it is done: never raise before that
         _drain([fut])
