@@ -340,7 +340,7 @@ class BufferSink:
         """Write a buffer as it is; returns its checksum and digest (None: not signing)."""
         n = len(mv)
         if n >= _pio.PARALLEL_FROM and self._threads > 1:
-            # the hash of each chunk overlaps the write of that chunk
+            # the hash (on a worker) overlaps the write
             h = xxhash.xxh3_64()
             strong = hashlib.blake2b(digest_size=32) if self.signer is not None else None
             _pio.write_hashed(self._write_parts, [mv], (h, strong) if strong else (h,))
