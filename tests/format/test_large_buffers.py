@@ -433,3 +433,13 @@ def test_a_compressed_column_fed_in_parts_is_the_frame_of_the_whole(
         r.close()
     assert codecs == ({"zstd"} if keep else {"raw"})
     np.testing.assert_array_equal(sp.loads(fed, key=key).predict(X), model.predict(X))
+
+
+def test_a_writev_that_writes_nothing_fails_instead_of_spinning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forest: Any
+) -> None:
+    model, _ = forest
+    monkeypatch.setattr(writer.os, "writev", lambda fd, bufs: 0)
+    with pytest.raises(OSError, match="wrote nothing"):
+        sp.dump(model, tmp_path / "f.sp")
+    assert list(tmp_path.iterdir()) == []  # the temporary file is gone too

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -144,6 +145,8 @@ class BufferSink:
             batch = list(parts[lo : lo + _IOV_MAX])
             while batch:
                 k = os.writev(fd, batch)
+                if k <= 0:
+                    raise OSError(errno.EIO, "writev wrote nothing", getattr(self.f, "name", None))
                 # a short write (a signal, a 2 GiB cap): drop what went out
                 while batch and k >= len(batch[0]):
                     k -= len(batch[0])

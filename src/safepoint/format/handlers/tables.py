@@ -488,24 +488,31 @@ class _Streamed:
         #: the largest object's rows (known from the lengths): one size fits all
         self._most = most
         self._scratch: np.ndarray[Any, Any] | None = None
+        self._free = 0
+
+    def _new_scratch(self, size: int) -> np.ndarray[Any, Any]:
+        self._scratch = buf = np.empty(max(size, 1), dtype=np.uint8)
+        # references now: self._scratch, buf, getrefcount's argument (as in take)
+        self._free = sys.getrefcount(buf)
+        return buf
 
     def take(self, rows: int) -> np.ndarray[Any, Any]:
         nbytes = rows * self._row_bytes
         buf = self._scratch
-        # references: self._scratch, buf, getrefcount's argument; any more is a holder
-        if buf is None or sys.getrefcount(buf) > 3 or buf.nbytes > 2 * nbytes + _SLACK:
+        # any reference beyond those counted when the buffer was new is a holder (the
+        # count is compared with one taken the same way, not with a constant: what
+        # getrefcount counts differs between Python versions)
+        if buf is None or sys.getrefcount(buf) > self._free or buf.nbytes > 2 * nbytes + _SLACK:
             # the first object, the last one kept its rows, or this one is much
             # smaller (were it to keep its rows, it would keep the whole buffer):
             # exactly what this one needs
-            buf = np.empty(max(nbytes, 1), dtype=np.uint8)
-            self._scratch = buf
+            buf = self._new_scratch(nbytes)
         elif buf.nbytes < nbytes:
             # released but too small: grow geometrically, never past the largest
             # object nor twice this one, so that reuse stays cheap and an object
             # that keeps its rows never holds more than twice their size
             size = min(max(nbytes, 2 * buf.nbytes), self._most * self._row_bytes, 2 * nbytes)
-            buf = np.empty(max(size, nbytes), dtype=np.uint8)
-            self._scratch = buf
+            buf = self._new_scratch(max(size, nbytes))
         flat: Any = buf[:nbytes]
         if nbytes:
             self.stream.read_into(memoryview(flat))
