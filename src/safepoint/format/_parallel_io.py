@@ -28,7 +28,7 @@ __all__ = ["CHUNK", "PARALLEL_FROM", "executor", "io_threads", "pread_into", "wr
 
 #: buffers at least this large take the paths of this module (tests lower it)
 PARALLEL_FROM = 16 << 20
-#: the largest request of one read or write
+#: the largest request of one read
 CHUNK = 8 << 20
 #: requests are at least this large (unless the buffer is smaller)
 _MIN_CHUNK = 1 << 20

@@ -188,17 +188,15 @@ class BufferSink:
         """The zstd frame of a buffer worth compressing, else None (any thread)."""
         n = len(mv)
         if n > _LARGE:
-            sample = mv[:_SAMPLE]
-            if len(self._probe.compress(sample)) > KEEP_RATIO * len(sample):
-                return None
-        out: bytes = (self._cctx if n > _LARGE else self._compressor()).compress(mv)
-        if len(out) > KEEP_RATIO * n:
-            return None
-        return out
+            return self._compress_large([mv], n)
+        out: bytes = self._compressor().compress(mv)
+        return None if len(out) > KEEP_RATIO * n else out
 
-    def _compress_parts(self, views: list[memoryview], n: int) -> bytes | None:
-        """What :meth:`_compress` gives for the ``n`` bytes of ``views`` end to end
-        (the same frame: zstd's streaming API with the size given up front)."""
+    def _compress_large(self, views: list[memoryview], n: int) -> bytes | None:
+        """The frame of the ``n`` bytes of ``views`` end to end, by zstd's own threads,
+        if a sample shows they shrink (else None). Fed part by part through the
+        streaming API with the size given up front: the same frame as compressing
+        the joined bytes, without joining them."""
         sample = b"".join(_head(views, _SAMPLE))
         if len(self._probe.compress(sample)) > KEEP_RATIO * len(sample):
             return None
@@ -210,7 +208,9 @@ class BufferSink:
 
     def _pack(self, mv: memoryview) -> _Packed:
         """A compression task: the frame with its checksum and digest."""
-        out = self._compress(mv)
+        return self._packed(self._compress(mv))
+
+    def _packed(self, out: bytes | None) -> _Packed:
         if out is None:
             return None, "", None
         return out, checksum(out), strong_digest(out) if self.signer is not None else None
@@ -251,9 +251,9 @@ class BufferSink:
             return index
         self._flush_pending(0)
         if self._cctx is not None and n >= MIN_COMPRESS:
-            self._store(mv, self._pack(mv))
+            self._store([mv], n, self._pack(mv))
         else:
-            self._store(mv, (None, "", None))
+            self._store([mv], n, (None, "", None))
         return index
 
     def add_parts(self, parts: list[Any]) -> int:
@@ -273,43 +273,14 @@ class BufferSink:
             views.append(mv.cast("B") if mv.ndim != 1 or mv.itemsize != 1 else mv)
         n = sum(len(mv) for mv in views)
         if self._cctx is not None and n > _LARGE:
-            self._flush_pending(0)
-            out = self._compress_parts(views, n)
-            if out is not None and self._accept(n, out):
-                index = len(self.buffers)
-                pad = spec.pad_to(self.pos)
-                if pad:
-                    self._write(_ZEROS[:pad])
-                entry: list[Any] = [self.pos, len(out), n, "zstd", checksum(out)]
-                if self.signer is not None:
-                    entry.append(strong_digest(out))
-                self._write(out)
-                self.buffers.append(entry)
-                return index
-            # stored raw, part by part, as below
+            packed = self._packed(self._compress_large(views, n))
         elif self._cctx is not None or n < _pio.PARALLEL_FROM:
             return self.add(b"".join(views))
+        else:
+            packed = (None, "", None)
         self._flush_pending(0)
         index = len(self.buffers)
-        pad = spec.pad_to(self.pos)
-        if pad:
-            self._write(_ZEROS[:pad])
-        offset = self.pos
-        h = xxhash.xxh3_64()
-        strong = hashlib.blake2b(digest_size=32) if self.signer is not None else None
-        hashers = (h, strong) if strong else (h,)
-        if self._threads > 1:
-            _pio.write_hashed(self._write_parts, views, hashers)
-        else:
-            for mv in views:
-                for hasher in hashers:
-                    hasher.update(mv)
-            self._write_parts(views)
-        self.pos += n
-        raw_entry: list[Any] = [offset, n, n, "raw", h.hexdigest()]
-        if strong is not None:
-            raw_entry.append(strong.hexdigest())
-        self.buffers.append(raw_entry)
+        self._store(views, n, packed)
         return index
 
     def _flush_pending(self, keep: int) -> None:
@@ -317,42 +288,52 @@ class BufferSink:
         pending = self._pending
         while pending and (len(pending) > keep or pending[0][1].done()):
             mv, fut = pending.popleft()
-            self._store(mv, fut.result())
+            self._store([mv], len(mv), fut.result())
 
-    def _store(self, mv: memoryview, packed: _Packed) -> None:
-        """Write one buffer at the end of the file and record its entry."""
+    def _store(self, views: list[memoryview], n: int, packed: _Packed) -> None:
+        """Write one buffer, the ``n`` bytes of ``views`` end to end or their frame
+        in ``packed`` (if kept), at the end of the file and record its entry."""
         out, crc, digest = packed
         pad = spec.pad_to(self.pos)
         if pad:
             self._write(_ZEROS[:pad])
-        raw_len = len(mv)
         offset = self.pos
-        if self._accept(raw_len, out):
+        if self._accept(n, out):
             assert out is not None
-            payload: Any = out
             self._write(out)
+            entry: list[Any] = [offset, len(out), n, "zstd", crc]
         else:
-            payload = mv
-            crc, digest = self._write_raw(mv)
-        entry: list[Any] = [offset, len(payload), raw_len, "zstd" if payload is out else "raw", crc]
+            crc, digest = self._write_raw(views, n)
+            entry = [offset, n, n, "raw", crc]
         if self.signer is not None:
             entry.append(digest)
         self.buffers.append(entry)
 
-    def _write_raw(self, mv: memoryview) -> tuple[str, str | None]:
-        """Write a buffer as it is; returns its checksum and digest (None: not signing)."""
-        n = len(mv)
-        if n >= _pio.PARALLEL_FROM and self._threads > 1:
+    def _write_raw(self, views: list[memoryview], n: int) -> tuple[str, str | None]:
+        """Write ``views`` as they are; returns their checksum and digest (None: not signing)."""
+        signing = self.signer is not None
+        if self._threads > 1 and (n >= _pio.PARALLEL_FROM or len(views) > 1):
             # the hash (on a worker) overlaps the write
             h = xxhash.xxh3_64()
-            strong = hashlib.blake2b(digest_size=32) if self.signer is not None else None
-            _pio.write_hashed(self._write_parts, [mv], (h, strong) if strong else (h,))
+            strong = hashlib.blake2b(digest_size=32) if signing else None
+            _pio.write_hashed(self._write_parts, views, (h, strong) if strong else (h,))
             self.pos += n
             return h.hexdigest(), strong.hexdigest() if strong else None
-        crc = checksum(mv)
-        digest = strong_digest(mv) if self.signer is not None else None
-        self._write(mv)
-        return crc, digest
+        if len(views) == 1:
+            mv = views[0]
+            crc = checksum(mv)
+            digest = strong_digest(mv) if signing else None
+            self._write(mv)
+            return crc, digest
+        h = xxhash.xxh3_64()
+        strong = hashlib.blake2b(digest_size=32) if signing else None
+        for mv in views:
+            h.update(mv)
+            if strong is not None:
+                strong.update(mv)
+        self._write_parts(views)
+        self.pos += n
+        return h.hexdigest(), strong.hexdigest() if strong else None
 
     def finish(self, manifest: dict[str, Any]) -> WriteResult:
         """Write manifest, optional auth block and footer."""
