@@ -394,10 +394,15 @@ class Reader:
         if got != len(mv) or extra:
             raise FormatError(f"buffer {index} decompresses to a size other than declared")
 
+    def _hashers(self, b: BufferEntry) -> tuple[Any, Any]:
+        """Streaming hashers for buffer ``b``: its checksum's, and its digest's when
+        the digest is to be checked (else None)."""
+        strong = self.strong and b.digest is not None
+        return xxhash.xxh3_64(), hashlib.blake2b(digest_size=32) if strong else None
+
     def _pread(self, index: int, b: BufferEntry, mv: memoryview, fd: int) -> None:
         """A large raw buffer: read by a few threads, checked while it arrives."""
-        h = xxhash.xxh3_64()
-        strong = hashlib.blake2b(digest_size=32) if self.strong and b.digest else None
+        h, strong = self._hashers(b)
         _pio.pread_into(fd, b.offset, mv, (h, strong) if strong else (h,), _pio.io_threads())
         self._compare(b, index, h.hexdigest(), lambda: strong.hexdigest() if strong else None)
 
@@ -488,10 +493,7 @@ class BufferStream:
         self.index = index
         self.entry = entry
         self.pos = 0
-        self.hash = xxhash.xxh3_64()
-        self.strong = (
-            hashlib.blake2b(digest_size=32) if reader.strong and entry.digest is not None else None
-        )
+        self.hash, self.strong = reader._hashers(entry)
 
     def read_into(self, mv: memoryview) -> None:
         """Fill ``mv`` (bytes) with the buffer's next ``len(mv)`` bytes."""
@@ -508,12 +510,13 @@ class BufferStream:
         """Check that every byte was read and matches the checksum (and digest)."""
         if self.pos != self.entry.length:
             raise FormatError(f"buffer {self.index} holds more than its pieces")
-        if self.hash.hexdigest() != self.entry.checksum:
-            raise IntegrityError(
-                f"buffer {self.index} fails its checksum: the file is corrupt (bit rot, a bad copy)"
-            )
-        if self.strong is not None and self.strong.hexdigest() != self.entry.digest:
-            raise IntegrityError(f"buffer {self.index} does not match its signed digest: tampered")
+        strong = self.strong
+        self.reader._compare(
+            self.entry,
+            self.index,
+            self.hash.hexdigest(),
+            lambda: strong.hexdigest() if strong is not None else None,
+        )
 
 
 #: arrays at least this large are allocated without MADV_HUGEPAGE (see _empty)
