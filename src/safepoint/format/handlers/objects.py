@@ -210,6 +210,13 @@ register("red")(ObjectHandler)
 register("pyx")(ObjectHandler)
 
 
+def custom_setstate(cls: type) -> Any:
+    """``cls.__setstate__`` where the class defines one, else None (the instance
+    dict, and slots, are then set directly)."""
+    fn = getattr(cls, "__setstate__", None)
+    return fn if fn is not None and fn is not getattr(object, "__setstate__", None) else None
+
+
 def set_state(obj: Any, state: Any, fail: Callable[[str], Exception]) -> None:
     """What pickle's BUILD opcode does, with the state already audited.
 
@@ -218,11 +225,9 @@ def set_state(obj: Any, state: Any, fail: Callable[[str], Exception]) -> None:
     """
     if state is None:
         return
-    setstate = getattr(obj, "__setstate__", None)
-    if setstate is not None and getattr(type(obj), "__setstate__", None) is not getattr(
-        object, "__setstate__", None
-    ):
-        setstate(state)
+    setstate = custom_setstate(type(obj))
+    if setstate is not None:
+        setstate(obj, state)
         return
     slotstate = None
     if isinstance(state, tuple) and len(state) == 2:

@@ -48,7 +48,7 @@ from ..migrations import ReplacedType
 from ..registry import handler_for_type, register
 from ..validators import migrations_of, reduce_state, table_validator_of, validate_state_of
 from .numpy_ import dtype_from_json, dtype_to_json
-from .objects import _state_of, is_reference, set_state
+from .objects import _state_of, custom_setstate, is_reference, set_state
 
 if TYPE_CHECKING:
     from ..decoder import Decoder
@@ -357,7 +357,7 @@ def _decode_table(node: Any, dec: Decoder, depth: int) -> list[Any]:
         (k, columns[k], np.concatenate(([0], np.cumsum(c))).tolist(), type(columns[k]) is _Streamed)
         for k, c in lengths.items()
     ]
-    setstate = _custom_setstate(cls)
+    setstate = custom_setstate(cls)
     objs: list[Any] = []
     new: Any = cls.__new__
     for i in range(n):
@@ -395,12 +395,6 @@ def _decode_table(node: Any, dec: Decoder, depth: int) -> list[Any]:
         if type(col) is _Streamed:
             col.stream.close()
     return objs
-
-
-def _custom_setstate(cls: type) -> Any:
-    """``cls.__setstate__`` where the class defines one (``set_state`` would call it)."""
-    fn = getattr(cls, "__setstate__", None)
-    return fn if fn is not None and fn is not getattr(object, "__setstate__", None) else None
 
 
 def _decode_column(
