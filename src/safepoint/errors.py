@@ -17,16 +17,21 @@ __all__ = [
     "AdapterError",
     "AliasConflictError",
     "BackendUnavailableError",
+    "CatalogBusyError",
+    "CatalogDamagedError",
     "CheckpointMismatchError",
     "EnvironmentMismatchError",
     "EnvironmentMismatchWarning",
     "ExportError",
     "FormatError",
     "IntegrityError",
+    "InvalidArgumentError",
     "InvalidKeyError",
     "InvalidNameError",
     "LimitExceededError",
     "NotFoundError",
+    "ReadOnlyStoreError",
+    "RecoveryNeededError",
     "SafepointError",
     "SafepointWarning",
     "SchemaError",
@@ -34,6 +39,8 @@ __all__ = [
     "SerializationError",
     "StepConfigError",
     "StepError",
+    "StorageFullError",
+    "StorageIOError",
     "StoreError",
     "UnsupportedFormatVersionError",
     "UntrustedTypesError",
@@ -118,6 +125,58 @@ class AliasConflictError(StoreError):
 
 class BackendUnavailableError(StoreError, ConnectionError):
     """A storage or metadata backend cannot be reached."""
+
+
+class InvalidArgumentError(SafepointError, ValueError, TypeError):
+    """An argument of the wrong type or out of range; the message names the argument."""
+
+
+class _StoreOSError(StoreError, OSError):
+    """A store error that is also an ``OSError`` (``errno`` and ``filename`` set when known).
+
+    ``str()`` is the safepoint message alone (OSError's ``[Errno n] ...`` form would
+    repeat the path).
+    """
+
+    def __init__(self, message: str, errno: int | None = None, filename: str | None = None):
+        super().__init__(message)
+        self.errno = errno
+        self.strerror = message
+        self.filename = filename
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class StorageFullError(_StoreOSError):
+    """The disk (or quota) holding the store or its catalog is full: ``errno.ENOSPC``.
+
+    Nothing was committed; free space and retry.
+    """
+
+
+class StorageIOError(_StoreOSError):
+    """The operating system failed to read or write the store's files (I/O error, a
+    missing folder, permissions)."""
+
+
+class ReadOnlyStoreError(_StoreOSError, PermissionError):
+    """A write to a store that is open read-only (a read-only folder, file or database)."""
+
+
+class CatalogBusyError(StoreError, TimeoutError):
+    """The catalog stayed locked by another process longer than the timeout."""
+
+
+class CatalogDamagedError(StoreError):
+    """The catalog database is unreadable (not a database, a damaged file): rebuild it
+    from the blobs with ``Store.recover()`` / ``safepoint recover``."""
+
+
+class RecoveryNeededError(StoreError):
+    """The catalog does not match the store's blobs (missing, empty, damaged or another
+    store's): writes and gc are refused until ``Store.recover()`` / ``safepoint recover``
+    rebuilds it."""
 
 
 class StepError(SafepointError, RuntimeError):

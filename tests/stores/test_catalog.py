@@ -101,14 +101,30 @@ def test_every_migration_step_applies_in_order() -> None:
         ("team/proj/model-v2.1_x", ("team/proj/model-v2.1_x", None)),
         ("a/b@12", ("a/b", 12)),
         ("a/b@prod", ("a/b", "prod")),
-        ("a/b@latest", ("a/b", None)),
+        ("a/b@latest", ("a/b", "latest")),
     ],
 )
 def test_parse_ref(ref: str, expected: tuple[str, object]) -> None:
     assert parse_ref(ref) == expected
 
 
-@pytest.mark.parametrize("ref", ["a/b@", "a/b@-x", "@prod", "a/../b@1", "a@b@c"])
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "a/b@",
+        "a/b@-x",
+        "@prod",
+        "a/../b@1",
+        "a@b@c",
+        "a/b\n",
+        "a/b@prod\n",
+        "a/b@1\n",
+        "a/b@\u00b2",
+        "a/b@0",
+        f"a/b@{2**31}",
+        f"a/b@{2**63}",
+    ],
+)
 def test_parse_ref_bad(ref: str) -> None:
     with pytest.raises(InvalidNameError):
         parse_ref(ref)

@@ -26,6 +26,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import threading
@@ -40,9 +41,11 @@ from sqlalchemy.engine import Connection, Engine
 from ..errors import (
     BackendUnavailableError,
     NotFoundError,
+    ReadOnlyStoreError,
     SafepointError,
     StoreError,
 )
+from .faults import catalog_error, is_db_error
 
 __all__ = [
     "MIGRATIONS",
@@ -266,10 +269,49 @@ def _safe_url(url: sa.URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
+def _read_only(path: str) -> bool:
+    """True if an existing SQLite file at ``path`` cannot be written here (a read-only
+    file, folder or file system); a missing file is created, so it is not read-only."""
+    if not os.path.exists(path):
+        return False
+    return not (os.access(path, os.W_OK) and os.access(os.path.dirname(path), os.W_OK))
+
+
+def _read_only_connect(path: str, cargs: dict[str, Any]) -> Callable[[], Any]:
+    """A connection factory opening ``path`` read-only.
+
+    With a write-ahead log left beside it (another process has it open, or one crashed)
+    SQLite reads it in ``mode=ro``; without one the file holds every commit, and
+    ``immutable=1`` lets SQLite read it without creating the shared-memory file that a
+    read-only folder cannot hold.
+    """
+    import sqlite3
+    import urllib.parse
+
+    def connect() -> Any:
+        wal = path + "-wal"
+        has_wal = os.path.exists(wal) and os.path.getsize(wal) > 0
+        uri = (
+            "file:" + urllib.parse.quote(path) + ("?mode=ro" if has_wal else "?mode=ro&immutable=1")
+        )
+        return sqlite3.connect(
+            uri,
+            uri=True,
+            timeout=float(cargs.get("timeout", 60.0)),
+            check_same_thread=bool(cargs.get("check_same_thread", False)),
+        )
+
+    return connect
+
+
 class Catalog:
     """A SQLAlchemy catalog (SQLite or PostgreSQL; see the module docstring)."""
 
-    def __init__(self, url: str, *, connect_args: dict[str, Any] | None = None) -> None:
+    lock_timeout = 60.0
+
+    def __init__(
+        self, url: str, *, connect_args: dict[str, Any] | None = None, create: bool = True
+    ) -> None:
         try:
             parsed = sa.make_url(url)
         except sa.exc.ArgumentError:
@@ -283,14 +325,25 @@ class Catalog:
         self.url = _safe_url(parsed)
         self.is_sqlite = self.dialect == "sqlite"
         self.in_memory = self.is_sqlite and parsed.database in (None, "", ":memory:")
+        #: the SQLite file (None for servers and in-memory catalogs)
+        self.path: str | None = (
+            os.path.abspath(str(parsed.database)) if self.is_sqlite and not self.in_memory else None
+        )
+        if self.path is not None and not create and not os.path.exists(self.path):
+            raise NotFoundError(f"no catalog at {self.path!r}")
+        #: opened read-only: the file or its folder cannot be written by this process
+        self.read_only = self.path is not None and _read_only(self.path)
         self._lock = threading.RLock() if self.in_memory else None
         kwargs: dict[str, Any] = {}
         cargs = dict(connect_args or {})
         if self.is_sqlite:
             cargs.setdefault("timeout", 60.0)
             cargs.setdefault("check_same_thread", False)
+            self.lock_timeout = float(cargs["timeout"])
             if self.in_memory:
                 kwargs["poolclass"] = sa.pool.StaticPool
+            elif self.read_only:
+                kwargs["creator"] = _read_only_connect(self.path or "", cargs)
         else:
             kwargs["pool_pre_ping"] = True
             cargs.setdefault("connect_timeout", 10)
@@ -304,6 +357,9 @@ class Catalog:
         if self.is_sqlite:
             self._sqlite_events()
         _forget_connections_after_fork(self)
+        if not create and self.schema_version() == 0:
+            self.engine.dispose()
+            raise NotFoundError(f"no catalog at {self.url} (the database has no safepoint tables)")
         self.migrate()
 
     # -- connections --------------------------------------------------------------------
@@ -313,7 +369,7 @@ class Catalog:
             # let us emit BEGIN ourselves (pysqlite's implicit BEGIN is DEFERRED)
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
-            if not self.in_memory:
+            if not self.in_memory and not self.read_only:
                 cur.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit is fsynced, so a committed version survives a power loss
             cur.execute("PRAGMA synchronous=FULL")
@@ -344,6 +400,13 @@ class Catalog:
         client at once and survives a crash of this process, but maybe not a power loss.
         For bookkeeping that only matters while its writer lives (leases, heartbeats).
         """
+        if write and self.read_only:
+            raise ReadOnlyStoreError(
+                f"the catalog {self.path} is read-only (its file or folder cannot be written "
+                "here): reading works; writes need a folder this user can write",
+                errno.EROFS,
+                self.path,
+            )
         lock = self._lock if self._lock is not None else contextlib.nullcontext()
         relaxed = write and not durable
         with lock:
@@ -367,19 +430,11 @@ class Catalog:
                             raw.execute("PRAGMA synchronous=FULL")
             except SafepointError:
                 raise
-            except sa.exc.OperationalError as exc:
-                if self.is_sqlite and "locked" in str(exc):
-                    raise StoreError(
-                        f"the catalog {self.url} stayed locked for 60 s by another process; "
-                        "retry, or look for a stuck safepoint process"
-                    ) from None
-                raise BackendUnavailableError(
-                    f"cannot reach the catalog {self.url}: {str(exc).splitlines()[0]}; check "
-                    "that the database server runs and the URL is right"
-                ) from None
-            except sa.exc.InterfaceError as exc:
-                raise BackendUnavailableError(
-                    f"cannot reach the catalog {self.url}: {str(exc).splitlines()[0]}"
+            except Exception as exc:
+                if not is_db_error(exc):
+                    raise
+                raise catalog_error(
+                    exc, self.url, path=self.path, timeout=self.lock_timeout
                 ) from None
 
     def close(self) -> None:
@@ -403,6 +458,14 @@ class Catalog:
             current = self.schema_version()
             if current == SCHEMA_VERSION:
                 return current
+        if self.read_only:
+            raise ReadOnlyStoreError(
+                f"the catalog {self.path} has schema version {self.schema_version()} and "
+                f"needs an upgrade to {SCHEMA_VERSION}, but it is read-only here: open it "
+                "once where it can be written",
+                errno.EROFS,
+                self.path,
+            )
         with self.tx(write=True) as conn:
             if self.dialect == "postgresql":
                 # one migrator at a time per database
@@ -614,12 +677,13 @@ def _forget_connections_after_fork(cat: Catalog) -> None:
     os.register_at_fork(after_in_child=reset)
 
 
-_FACTORIES: dict[str, Callable[[str], Catalog]] = {}
+_FACTORIES: dict[str, Callable[..., Catalog]] = {}
 _MEMORY: dict[str, Catalog] = {}
 
 
-def register_catalog_backend(scheme: str, factory: Callable[[str], Catalog]) -> None:
-    """Make metadata URLs whose backend name is ``scheme`` open with ``factory(url)``."""
+def register_catalog_backend(scheme: str, factory: Callable[..., Catalog]) -> None:
+    """Make metadata URLs whose backend name is ``scheme`` open with ``factory(url)``
+    (``factory(url, create=False)`` when only an existing catalog may be opened)."""
     _FACTORIES[scheme] = factory
 
 
@@ -643,11 +707,13 @@ _OPEN: dict[str, tuple[Catalog, tuple[int, int] | None]] = {}
 _OPEN_LOCK = threading.Lock()
 
 
-def open_catalog(url: str) -> Catalog:
+def open_catalog(url: str, create: bool = True) -> Catalog:
     """Open (and migrate) the catalog at ``url``.
 
     Catalogs are shared within a process (one connection pool per database, and opening
     a store costs one read); a SQLite file that was deleted or replaced since is reopened.
+    ``create=False``: a missing SQLite file or a database without safepoint tables raises
+    NotFoundError instead of being set up.
     """
     with _OPEN_LOCK:
         hit = _OPEN.get(url)
@@ -668,10 +734,19 @@ def open_catalog(url: str) -> Catalog:
             raise StoreError(
                 f"no catalog backend for {backend!r} URLs ({url!r}); known: {sorted(_FACTORIES)}"
             )
-        cat = factory(url)
+        cat = factory(url) if create else factory(url, create=False)
         if not cat.in_memory:
             _OPEN[url] = (cat, _file_id(cat))
         return cat
+
+
+def forget_catalog(cat: Catalog) -> None:
+    """Close ``cat`` and drop it from the cache of open catalogs (before its file is moved)."""
+    with _OPEN_LOCK:
+        for url, (c, _) in list(_OPEN.items()):
+            if c is cat:
+                del _OPEN[url]
+    cat.engine.dispose()
 
 
 def memory_catalog(key: str) -> Catalog:

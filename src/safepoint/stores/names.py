@@ -12,20 +12,41 @@ folder or alias another model.
 ('fraud/scorer', 3)
 >>> parse_ref("fraud/scorer@production")
 ('fraud/scorer', 'production')
+>>> parse_ref("fraud/scorer@latest")
+('fraud/scorer', 'latest')
+>>> check_version("12")
+12
 """
 
 from __future__ import annotations
 
+import operator
 import re
+from typing import Any
 
 from ..errors import InvalidNameError
 
-__all__ = ["MAX_KEY", "MAX_NAME", "check_alias", "check_key", "check_name", "parse_ref"]
+__all__ = [
+    "MAX_KEY",
+    "MAX_NAME",
+    "MAX_VERSION",
+    "check_alias",
+    "check_key",
+    "check_name",
+    "check_run_id",
+    "check_version",
+    "parse_ref",
+]
 
 MAX_NAME = 200
 MAX_KEY = 1024
-_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
-_ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9._-]{0,99}$")
+#: version numbers are 32-bit on every catalog backend
+MAX_VERSION = 2**31 - 1
+# fullmatch everywhere: "$" would let a trailing newline through
+_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
+_ALIAS = re.compile(r"[A-Za-z_][A-Za-z0-9._-]{0,99}")
+_DIGITS = re.compile(r"[0-9]{1,12}")
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 def check_name(name: object, what: str = "model name") -> str:
@@ -48,7 +69,7 @@ def check_name(name: object, what: str = "model name") -> str:
             raise InvalidNameError(f"the {what} {name!r} has an empty segment; {hint}")
         if seg in (".", ".."):
             raise InvalidNameError(f"the {what} {name!r} contains {seg!r}; {hint}")
-        if not _SEGMENT.match(seg):
+        if not _SEGMENT.fullmatch(seg):
             raise InvalidNameError(f"the {what} {name!r} has an invalid segment {seg!r}; {hint}")
     return name
 
@@ -58,7 +79,7 @@ def check_alias(alias: object) -> str:
 
     Aliases cannot look like version numbers, so ``name@3`` is never ambiguous.
     """
-    if not isinstance(alias, str) or not _ALIAS.match(alias):
+    if not isinstance(alias, str) or not _ALIAS.fullmatch(alias):
         raise InvalidNameError(
             f"invalid alias {alias!r}: start with a letter or '_', then letters, digits, "
             "'.', '_' or '-' (at most 100 characters), e.g. 'production'"
@@ -80,16 +101,51 @@ def check_key(key: object) -> str:
     return key
 
 
+def check_version(value: object, what: str = "version") -> int:
+    """A version number from an int, an int-like (numpy integers) or a str of ASCII digits.
+
+    Versions are 1 ... 2**31 - 1; anything else raises InvalidNameError naming ``what``.
+    """
+    if isinstance(value, bool):
+        raise InvalidNameError(f"{what} must be an int version, not {value!r}")
+    if isinstance(value, str):
+        if not _DIGITS.fullmatch(value):
+            raise InvalidNameError(
+                f"{what} must be a version number (ASCII digits), not {value[:40]!r}"
+            )
+        n = int(value)
+    else:
+        try:
+            n = operator.index(value)  # type: ignore[arg-type]
+        except TypeError:
+            raise InvalidNameError(
+                f"{what} must be an int version, not {type(value).__name__} {value!r}"[:200]
+            ) from None
+    if not 1 <= n <= MAX_VERSION:
+        raise InvalidNameError(f"{what} must be between 1 and {MAX_VERSION}, not {n}")
+    return n
+
+
+def check_run_id(value: Any, what: str = "run_id") -> str:
+    """A run id: 1-32 letters, digits, ``_`` or ``-``."""
+    if not isinstance(value, str) or not _RUN_ID.fullmatch(value):
+        shown = value[:40] if isinstance(value, str) else type(value).__name__
+        raise InvalidNameError(
+            f"{what} must be 1-32 letters, digits, '_' or '-' (a run's id), not {shown!r}"
+        )
+    return value
+
+
 def parse_ref(ref: object) -> tuple[str, int | str | None]:
-    """Split ``NAME[@VERSION|@ALIAS]`` into ``(name, version_or_alias_or_None)``."""
+    """Split ``NAME[@VERSION|@ALIAS|@latest]`` into ``(name, version, alias, "latest" or None)``."""
     if not isinstance(ref, str):
         raise InvalidNameError(f"a model reference must be a str, not {type(ref).__name__}")
     name, sep, sel = ref.partition("@")
     check_name(name)
     if not sep:
         return name, None
-    if sel.isdigit():
-        return name, int(sel)
+    if sel[:1].isdigit():
+        return name, check_version(sel, f"the version in {ref[:250]!r}")
     if sel == "latest":
-        return name, None
+        return name, "latest"
     return name, check_alias(sel)

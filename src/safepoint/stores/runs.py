@@ -44,7 +44,13 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from ..errors import InvalidNameError, NotFoundError, SerializationError, StoreError
+from ..errors import (
+    InvalidArgumentError,
+    InvalidNameError,
+    NotFoundError,
+    SerializationError,
+    StoreError,
+)
 from .catalog import T_RUNS, dumps_json, loads_json
 
 if TYPE_CHECKING:
@@ -55,8 +61,8 @@ __all__ = ["STALE_AFTER", "STATUSES", "Run", "RunInfo", "Runs"]
 STATUSES = ("running", "succeeded", "failed", "interrupted")
 #: seconds without a heartbeat after which a running run is reported stale
 STALE_AFTER = 300.0
-_KIND = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+_KIND = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 def _dt(t: float | None) -> datetime | None:
@@ -194,14 +200,14 @@ class Runs:
         message: str = "",
     ) -> Run:
         """Insert a ``running`` run and return its handle."""
-        if not isinstance(kind, str) or not _KIND.match(kind):
+        if not isinstance(kind, str) or not _KIND.fullmatch(kind):
             raise InvalidNameError(
                 f"run kind must be a short lowercase word like 'search', not {kind!r}"
             )
-        if not isinstance(name, str) or not name or len(name) > 200:
+        if not isinstance(name, str) or not name or len(name) > 200 or "\x00" in name:
             raise InvalidNameError("run name must be a non-empty str of at most 200 characters")
         rid = run_id or uuid.uuid4().hex
-        if not isinstance(rid, str) or not _ID.match(rid):
+        if not isinstance(rid, str) or not _ID.fullmatch(rid):
             raise InvalidNameError(f"run_id must be 1-32 letters, digits, '_' or '-', not {rid!r}")
         now = time.time()
         with self.store.catalog.tx(write=True) as conn:
@@ -254,8 +260,9 @@ class Runs:
 
     def get(self, run_id: str) -> RunInfo:
         """One run by id."""
-        if not isinstance(run_id, str):
-            raise InvalidNameError(f"run id must be a str, not {type(run_id).__name__}")
+        from .names import check_run_id
+
+        check_run_id(run_id, "run id")
         with self.store.catalog.tx() as conn:
             r = conn.execute(sa.select(T_RUNS).where(T_RUNS.c.id == run_id)).first()
         if r is None:
@@ -270,7 +277,18 @@ class Runs:
         limit: int = 100,
     ) -> list[RunInfo]:
         """Runs, newest first, filtered by kind, name and status."""
-        q = sa.select(T_RUNS).order_by(T_RUNS.c.started_at.desc()).limit(int(limit))
+        from .arguments import count_arg
+
+        limit = count_arg(limit, "limit", 1)
+        if status is not None and status not in STATUSES:
+            raise InvalidArgumentError(
+                f"status must be one of {', '.join(STATUSES)}, not {status!r}"
+            )
+        if kind is not None and (not isinstance(kind, str) or not _KIND.fullmatch(kind)):
+            raise InvalidArgumentError(
+                f"kind must be a short lowercase word like 'search', not {kind!r}"
+            )
+        q = sa.select(T_RUNS).order_by(T_RUNS.c.started_at.desc()).limit(limit)
         if kind is not None:
             q = q.where(T_RUNS.c.kind == kind)
         if name is not None:
@@ -282,5 +300,8 @@ class Runs:
 
     def delete(self, run_id: str) -> bool:
         """Remove a run's row; True if it existed."""
+        from .names import check_run_id
+
+        check_run_id(run_id, "run id")
         with self.store.catalog.tx(write=True) as conn:
             return bool(conn.execute(T_RUNS.delete().where(T_RUNS.c.id == run_id)).rowcount)

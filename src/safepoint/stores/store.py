@@ -55,7 +55,6 @@ import hashlib
 import io
 import json
 import math
-import operator
 import os
 import shutil
 import socket
@@ -73,15 +72,26 @@ from ..errors import (
     AliasConflictError,
     FormatError,
     IntegrityError,
+    InvalidArgumentError,
     InvalidNameError,
     NotFoundError,
     SafepointError,
     SafepointWarning,
-    SerializationError,
     StoreError,
 )
 from ..format import api as _api
 from ..format.reader import open_reader
+from .arguments import (
+    count_arg,
+    digest_arg,
+    json_dict_arg,
+    keep_best_arg,
+    metrics_arg,
+    parents_arg,
+    run_id_arg,
+    seconds_arg,
+    tags_arg,
+)
 from .blobs import BlobStore, TempBlob, open_blobs, scheme_of
 from .catalog import (
     T_ALIASES,
@@ -94,7 +104,7 @@ from .catalog import (
     memory_catalog,
     open_catalog,
 )
-from .names import check_alias, check_name, parse_ref
+from .names import check_alias, check_name, check_version, parse_ref
 
 if TYPE_CHECKING:
     from .checkpointer import Checkpointer
@@ -103,6 +113,18 @@ if TYPE_CHECKING:
 __all__ = ["AuditEntry", "GcReport", "ModelVersion", "Store", "default_store_url"]
 
 DEFAULT_URL = ".safepoint"
+#: the actions the audit log records (``Store.log(action=...)``)
+AUDIT_ACTIONS = (
+    "put",
+    "alias",
+    "unalias",
+    "edit",
+    "delete",
+    "copy",
+    "copy-out",
+    "gc",
+    "recover",
+)
 
 
 def default_store_url() -> str:
@@ -199,88 +221,6 @@ class Staged:
     size: int
     lease_ids: tuple[str, ...]  # of the temporary object and of the digest
     inspection: _api.Inspection | None
-
-
-def _json_dict(value: Any, what: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise SerializationError(f"{what} must be a dict with str keys")
-    try:
-        json.dumps(value, allow_nan=True)
-    except (TypeError, ValueError) as exc:
-        raise SerializationError(f"{what} must be JSON-serializable: {exc}") from None
-    return dict(value)
-
-
-def _metrics(value: Any) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for k, v in _json_dict(value, "metrics").items():
-        try:
-            out[k] = float(v)
-        except (TypeError, ValueError):
-            raise SerializationError(f"metric {k!r} must be a number, not {v!r}") from None
-    return out
-
-
-def _tags(value: Any) -> dict[str, str]:
-    if value is None:
-        return {}
-    if isinstance(value, dict):
-        return {str(k): str(v) for k, v in value.items()}
-    if isinstance(value, str):
-        return {value: ""}
-    if isinstance(value, Iterable):
-        return {str(t): "" for t in value}
-    raise SerializationError("tags must be a dict of str -> str or a list of str")
-
-
-def _parents(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str | ModelVersion):
-        value = [value]
-    out = []
-    for p in value:
-        if isinstance(p, ModelVersion):
-            out.append(p.ref)
-        elif isinstance(p, str) and p:
-            out.append(p)
-        else:
-            raise SerializationError(
-                f"parents must be model references ('name@3'), run ids or ModelVersions, not {p!r}"
-            )
-    return out
-
-
-def _run_id(value: Any) -> str | None:
-    """The id of a run given as a ``Run``/``RunInfo`` or a str (lineage: which run made it)."""
-    if value is None or isinstance(value, str):
-        return value
-    rid = getattr(value, "id", None)
-    if isinstance(rid, str):
-        return rid
-    raise SerializationError(f"run_id must be a run id (str) or a Run, not {value!r}")
-
-
-def _as_version(value: Any, what: str) -> int:
-    """An int version from an int-like value (numpy integers included), else a clear error."""
-    if isinstance(value, bool):
-        raise InvalidNameError(f"{what} must be an int version, not {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise InvalidNameError(f"{what} must be an int version, not {value!r}") from None
-
-
-def _digest_arg(value: Any, what: str) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        return hashlib.sha256(value).hexdigest()
-    if not isinstance(value, str) or not value or len(value) > 128:
-        raise SerializationError(f"{what} must be a str of at most 128 characters (or bytes)")
-    return value
 
 
 class _Miss(Exception):
@@ -386,9 +326,14 @@ class Store:
             raise InvalidNameError(f"store url must be a non-empty path or URL, not {url!r}")
         self.url = url
         # what it takes to open this store again elsewhere (pickling, e.g. to Dask workers)
-        self._args = (url, metadata, storage_options, float(grace), float(lease_ttl))
-        self.grace = float(grace)
-        self.lease_ttl = float(lease_ttl)
+        grace, lease_ttl = seconds_arg(grace, "grace"), seconds_arg(lease_ttl, "lease_ttl")
+        if storage_options is not None and not isinstance(storage_options, dict):
+            raise InvalidArgumentError(
+                f"storage_options must be a dict, not {type(storage_options).__name__}"
+            )
+        self._args = (url, metadata, storage_options, grace, lease_ttl)
+        self.grace = grace
+        self.lease_ttl = lease_ttl
         self.blobs: BlobStore = open_blobs(url, storage_options, create=create)
         self.blobs.check()
         if metadata is None:
@@ -576,9 +521,9 @@ class Store:
             ...                metrics={"auc": 0.93}, parents=["fraud/features@4"])
         """
         name = check_name(name)
-        meta = _json_dict(metadata, "metadata")
+        meta = json_dict_arg(metadata, "metadata")
         fields = self._version_fields(metrics, tags, alias, parents, data_digest, code_digest)
-        rid = _run_id(run_id)
+        rid = run_id_arg(run_id)
         staged = self._stage_object(obj, compress=compress, metadata=meta, golden=golden, key=key)
         return self._commit(name, staged, meta, fields, run_id=rid, action="put")
 
@@ -598,7 +543,7 @@ class Store:
     ) -> ModelVersion:
         """Store an existing safepoint file (validated, never loaded) as a new version."""
         name = check_name(name)
-        meta = _json_dict(metadata, "metadata")
+        meta = json_dict_arg(metadata, "metadata")
         fields = self._version_fields(metrics, tags, alias, parents, data_digest, code_digest)
         try:
             src = open(os.fspath(path), "rb")  # noqa: SIM115
@@ -610,7 +555,7 @@ class Store:
             staged = self._stage_stream(src)
         assert staged.inspection is not None
         meta = {**staged.inspection.metadata, **meta}
-        return self._commit(name, staged, meta, fields, run_id=_run_id(run_id), action="put")
+        return self._commit(name, staged, meta, fields, run_id=run_id_arg(run_id), action="put")
 
     def _version_fields(
         self,
@@ -622,12 +567,12 @@ class Store:
         code_digest: Any,
     ) -> dict[str, Any]:
         return {
-            "metrics": _metrics(metrics),
-            "tags": _tags(tags),
+            "metrics": metrics_arg(metrics),
+            "tags": tags_arg(tags),
             "alias": None if alias is None else check_alias(alias),
-            "parents": _parents(parents),
-            "data_digest": _digest_arg(data_digest, "data_digest"),
-            "code_digest": _digest_arg(code_digest, "code_digest"),
+            "parents": parents_arg(parents),
+            "data_digest": digest_arg(data_digest, "data_digest"),
+            "code_digest": digest_arg(code_digest, "code_digest"),
         }
 
     def _commit(
@@ -797,9 +742,9 @@ class Store:
         """
         name = check_name(name)
         alias = check_alias(alias)
-        version = _as_version(version, "version")
+        version = check_version(version, "version")
         if expected is not None:
-            expected = _as_version(expected, "expected")
+            expected = check_version(expected, "expected")
         with self.catalog.tx(write=True) as conn:
             mid = self.catalog.model_id(conn, name)
             self._row(conn, mid, name, version)
@@ -843,8 +788,8 @@ class Store:
     # -- reading -------------------------------------------------------------------------
     def _resolve(self, conn: sa.Connection, mid: int, name: str, version: Any) -> int:
         if isinstance(version, str):
-            if version.isdigit():
-                version = int(version)
+            if version[:1].isdigit():
+                version = check_version(version)
             elif version == "latest":
                 version = None
         if version is None:
@@ -857,7 +802,7 @@ class Store:
         if isinstance(version, bool):
             raise InvalidNameError(f"version must be an int, an alias or None, not {version!r}")
         if not isinstance(version, str) and hasattr(version, "__index__"):
-            return operator.index(version)
+            return check_version(version)
         if isinstance(version, str):
             alias = check_alias(version)
             v = conn.execute(
@@ -1257,13 +1202,11 @@ class Store:
         Example:
             >>> store.gc(keep_last=3, keep_best=("auc", "max"))   # doctest: +SKIP
         """
-        grace = self.grace if grace is None else float(grace)
-        if grace < 0 or math.isnan(grace):
-            raise StoreError(f"grace must be >= 0 seconds, not {grace!r}")
-        report = GcReport(dry_run=dry_run)
-        if keep_last is not None and (isinstance(keep_last, bool) or int(keep_last) < 0):
-            raise StoreError(f"keep_last must be a non-negative int, not {keep_last!r}")
-        best = self._keep_best_arg(keep_best)
+        grace = self.grace if grace is None else seconds_arg(grace, "grace")
+        if keep_last is not None:
+            keep_last = count_arg(keep_last, "keep_last")
+        best = keep_best_arg(keep_best)
+        report = GcReport(dry_run=bool(dry_run))
         if keep_last is not None or best is not None:
             for name in self.models():
                 for v in self._retention(name, keep_last, best, keep_aliases):
@@ -1362,23 +1305,6 @@ class Store:
             return False
         return _is_zombie(pid)
 
-    @staticmethod
-    def _keep_best_arg(keep_best: Any) -> tuple[str, str, int] | None:
-        if keep_best is None:
-            return None
-        if (
-            isinstance(keep_best, tuple | list)
-            and len(keep_best) in (2, 3)
-            and isinstance(keep_best[0], str)
-            and keep_best[1] in ("max", "min")
-        ):
-            k = int(keep_best[2]) if len(keep_best) == 3 else 1
-            return (keep_best[0], keep_best[1], k)
-        raise StoreError(
-            f"keep_best must be ('metric', 'max'|'min') or ('metric', 'max'|'min', k), "
-            f"not {keep_best!r}"
-        )
-
     def _retention(
         self,
         name: str,
@@ -1468,7 +1394,12 @@ class Store:
         self, name: str | None = None, *, action: str | None = None, limit: int = 100
     ) -> list[AuditEntry]:
         """The audit log, newest first: puts, alias moves, deletes, copies, gc runs."""
-        q = sa.select(T_AUDIT).order_by(T_AUDIT.c.id.desc()).limit(int(limit))
+        limit = count_arg(limit, "limit", 1)
+        if action is not None and action not in AUDIT_ACTIONS:
+            raise InvalidArgumentError(
+                f"action must be one of {', '.join(AUDIT_ACTIONS)}, not {action!r}"
+            )
+        q = sa.select(T_AUDIT).order_by(T_AUDIT.c.id.desc()).limit(limit)
         if name is not None:
             q = q.where(T_AUDIT.c.name == check_name(name))
         if action is not None:
