@@ -13,6 +13,7 @@ from safepoint.errors import (
     NotFoundError,
     SafepointError,
     SafepointWarning,
+    StorageIOError,
     StoreError,
 )
 from safepoint.stores import Store
@@ -81,8 +82,9 @@ def test_default_remote_catalog_location(
 
 def test_local_folder_not_creatable(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
-    with pytest.raises(BackendUnavailableError, match="cannot create the store folder"):
+    with pytest.raises(StorageIOError, match="cannot create the store folder") as exc:
         Store(tmp_path / "file" / "store")
+    assert isinstance(exc.value, OSError) and exc.value.filename
 
 
 def test_default_url_from_env(tmp_path: Path, monkeypatch: Any) -> None:

@@ -45,6 +45,7 @@ def jrun(*args: str) -> Any:
 
 def test_put_ls_show_get_alias_log(env: dict[str, Any]) -> None:
     root = env["root"]
+    run("put", "w.sp", "fraud/data")
     out = jrun(
         "put",
         "m.sp",
@@ -65,7 +66,8 @@ def test_put_ls_show_get_alias_log(env: dict[str, Any]) -> None:
     run("put", "w.sp", "fraud/scorer")
     rows = jrun("ls")
     assert [(r["name"], r["versions"], r["aliases"]) for r in rows] == [
-        ("fraud/scorer", 2, {"staging": 1})
+        ("fraud/data", 1, {}),
+        ("fraud/scorer", 2, {"staging": 1}),
     ]
     assert "fraud/scorer" in run("ls").output
     shown = jrun("show", "fraud/scorer@staging")
@@ -84,7 +86,7 @@ def test_put_ls_show_get_alias_log(env: dict[str, Any]) -> None:
     assert jrun("alias", "fraud/scorer", "staging", "2", "--expected", "1")["version"] == 2
     res = run("alias", "fraud/scorer", "staging", "1", "--expected", "1", code=1)
     assert "moved since" in res.output
-    actions = [e["action"] for e in jrun("log")]
+    actions = [e["action"] for e in jrun("log", "fraud/scorer")]
     assert actions == ["alias", "put", "alias", "put"]
     assert "fraud/scorer@2" in run("log").output
 

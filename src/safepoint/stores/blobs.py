@@ -44,6 +44,7 @@ from ..errors import (
     SafepointError,
     StoreError,
 )
+from .faults import os_error, os_errors
 
 __all__ = [
     "BlobInfo",
@@ -76,10 +77,12 @@ class BlobInfo:
 class TempBlob:
     """A blob being written: write to ``file``, then :meth:`promote` or :meth:`abort`."""
 
-    def __init__(self, owner: BlobStore, tmp_id: str, file: BinaryIO) -> None:
+    def __init__(self, owner: BlobStore, tmp_id: str, file: BinaryIO, path: str = "") -> None:
         self.owner = owner
         self.id = tmp_id
         self.file = file
+        #: where the object is written (a local path or a URL), for messages
+        self.path = path or f"{owner.url}/tmp/{tmp_id}.tmp"
         self.closed = False
         #: the catalog lease protecting this object from gc (set by the store)
         self.lease_id = ""
@@ -155,6 +158,36 @@ class BlobStore(ABC):
     def check(self) -> None:
         """Raise BackendUnavailableError if the backend cannot be reached."""
 
+    # -- small objects beside the blobs: store marker, version records, journal --------
+    # Keys are relative paths ("records/fraud/scorer/@3.<digest>.json"). A backend that
+    # does not implement these cannot keep version records: such a store cannot be
+    # recovered from its blobs (Store says so when it opens).
+    supports_objects: bool = False
+
+    def write_object(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key`` atomically and durably (replacing what was there)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot store small objects")
+
+    def create_object(self, key: str, data: bytes) -> bool:
+        """Store ``data`` under ``key`` unless it exists; True if this call created it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot store small objects")
+
+    def read_object(self, key: str) -> bytes | None:
+        """The bytes under ``key``, or None if there is none."""
+        raise NotImplementedError(f"{type(self).__name__} cannot store small objects")
+
+    def list_objects(self, prefix: str) -> Iterator[BlobInfo]:
+        """Every object under ``prefix/`` (``BlobInfo.key`` is the full key)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot store small objects")
+
+    def any_object(self, prefix: str) -> bool:
+        """True if at least one object exists under ``prefix/`` (cheaper than listing)."""
+        return next(iter(self.list_objects(prefix)), None) is not None
+
+    def delete_object(self, key: str) -> None:
+        """Remove the object ``key`` (missing is fine)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot store small objects")
+
     def write_bytes(self, data: bytes, digest: str, durable: bool = True) -> None:
         """Store ``data`` as blob ``digest`` (through a temporary object)."""
         tmp = self.begin()
@@ -182,14 +215,13 @@ class LocalBlobs(BlobStore):
                 f"no store at {self.root!r}: check --store / $SAFEPOINT_STORE, or create "
                 "one with `safepoint put` or sp.Store(path)"
             )
-        try:
-            for d in (self.root, self.blob_dir, self.tmp_dir):
+        for d in (self.root, self.blob_dir, self.tmp_dir):
+            if os.path.isdir(d):
+                continue  # a read-only store has its folders already
+            try:
                 os.makedirs(d, exist_ok=True)
-        except OSError as exc:
-            raise BackendUnavailableError(
-                f"cannot create the store folder {self.root!r}: {exc.strerror}; "
-                "check the path and its permissions"
-            ) from None
+            except OSError as exc:
+                raise os_error(exc, d, "create the store folder") from None
 
     def path(self, digest: str) -> str:
         return os.path.join(self.blob_dir, digest[:2], digest + ".sp")
@@ -197,41 +229,156 @@ class LocalBlobs(BlobStore):
     def begin(self, tmp_id: str | None = None) -> TempBlob:
         tmp_id = tmp_id or uuid.uuid4().hex
         path = os.path.join(self.tmp_dir, tmp_id + ".tmp")
-        try:
+        with os_errors(path, "create the temporary blob"):
             f = open(path, "xb", buffering=1 << 20)  # noqa: SIM115 - closed by TempBlob
-        except OSError as exc:
-            raise StoreError(f"cannot write in {self.tmp_dir!r}: {exc.strerror}") from None
-        return TempBlob(self, tmp_id, f)
+        return TempBlob(self, tmp_id, f, path)
 
     def _close_temp(self, tmp: TempBlob, durable: bool) -> None:
         f = tmp.file
-        f.flush()
-        if durable:
-            os.fsync(f.fileno())
-        f.close()
+        with os_errors(tmp.path, "write the temporary blob"):
+            try:
+                f.flush()
+                if durable:
+                    os.fsync(f.fileno())
+            finally:
+                with contextlib.suppress(OSError):
+                    f.close()
 
     def _promote(self, tmp_id: str, digest: str, durable: bool) -> None:
         final = self.path(digest)
         folder = os.path.dirname(final)
-        created = not os.path.isdir(folder)
-        if created:
-            os.makedirs(folder, exist_ok=True)
-        # an existing blob of the same digest has the same content: replacing it is harmless
-        # and refreshes its mtime (which gc's grace period looks at)
-        os.replace(os.path.join(self.tmp_dir, tmp_id + ".tmp"), final)
-        if durable:
-            fsync_dir(folder)
+        with os_errors(final, "store the blob"):
+            created = not os.path.isdir(folder)
             if created:
-                fsync_dir(self.blob_dir)
+                os.makedirs(folder, exist_ok=True)
+            # an existing blob of the same digest has the same content: replacing it is
+            # harmless and refreshes its mtime (which gc's grace period looks at)
+            os.replace(os.path.join(self.tmp_dir, tmp_id + ".tmp"), final)
+            if durable:
+                fsync_dir(folder)
+                if created:
+                    fsync_dir(self.blob_dir)
 
     def open(self, digest: str) -> BinaryIO:
+        path = self.path(check_digest(digest))
         try:
-            return open(self.path(check_digest(digest)), "rb")
+            return open(path, "rb")
         except FileNotFoundError:
             raise NotFoundError(
                 f"blob {digest} is missing from {self.blob_dir!r}: it was deleted outside "
                 "safepoint; restore it from a backup or delete the version"
             ) from None
+        except OSError as exc:
+            raise os_error(exc, path, "read the blob") from None
+
+    # -- small objects ----------------------------------------------------------------
+    supports_objects = True
+
+    def _key_path(self, key: str) -> str:
+        return os.path.join(self.root, *key.split("/"))
+
+    def _make_dirs(self, folder: str) -> None:
+        """Create ``folder`` and its missing parents durably (each new entry fsynced)."""
+        missing = []
+        while not os.path.isdir(folder):
+            missing.append(folder)
+            folder = os.path.dirname(folder)
+        for d in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(d)
+            fsync_dir(os.path.dirname(d))
+
+    def _write_file(self, path: str, data: bytes) -> str:
+        """Write ``data`` to a fresh temporary file beside ``path`` (fsynced); its path."""
+        self._make_dirs(os.path.dirname(path))
+        part = f"{path}.{uuid.uuid4().hex}.part"
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(part)
+            raise
+        os.close(fd)
+        return part
+
+    def write_object(self, key: str, data: bytes) -> None:
+        path = self._key_path(key)
+        with os_errors(path, "write"):
+            part = self._write_file(path, data)
+            try:
+                os.replace(part, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(part)
+                raise
+            fsync_dir(os.path.dirname(path))
+
+    def create_object(self, key: str, data: bytes) -> bool:
+        path = self._key_path(key)
+        with os_errors(path, "create"):
+            part = self._write_file(path, data)
+            try:
+                os.link(part, path)  # atomic, and fails if the object exists
+            except FileExistsError:
+                return False
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(part)
+            fsync_dir(os.path.dirname(path))
+        return True
+
+    def read_object(self, key: str) -> bytes | None:
+        path = self._key_path(key)
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise os_error(exc, path, "read") from None
+
+    def list_objects(self, prefix: str) -> Iterator[BlobInfo]:
+        top = self._key_path(prefix)
+        try:
+            walker = list(os.walk(top))
+        except OSError as exc:
+            raise os_error(exc, top, "list") from None
+        for folder, _dirs, files in walker:
+            rel = os.path.relpath(folder, self.root).replace(os.sep, "/")
+            for fname in files:
+                if fname.endswith(".part"):
+                    continue  # a write in progress, or left by a crash
+                with contextlib.suppress(FileNotFoundError):
+                    st = os.stat(os.path.join(folder, fname))
+                    yield BlobInfo(f"{rel}/{fname}", st.st_size, st.st_mtime)
+
+    def any_object(self, prefix: str) -> bool:
+        top = self._key_path(prefix)
+        for _folder, _dirs, files in os.walk(top):
+            if any(not f.endswith(".part") for f in files):
+                return True
+        return False
+
+    def delete_object(self, key: str) -> None:
+        path = self._key_path(key)
+        with os_errors(path, "delete"), contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+    def list_parts(self, prefix: str) -> Iterator[BlobInfo]:
+        """Temporary ``.part`` files that a crashed write of a small object left."""
+        for folder, _dirs, files in os.walk(self._key_path(prefix)):
+            for fname in files:
+                if fname.endswith(".part"):
+                    with contextlib.suppress(FileNotFoundError):
+                        p = os.path.join(folder, fname)
+                        st = os.stat(p)
+                        rel = os.path.relpath(p, self.root).replace(os.sep, "/")
+                        yield BlobInfo(rel, st.st_size, st.st_mtime)
 
     def local_path(self, digest: str) -> str | None:
         return self.path(check_digest(digest))
@@ -240,8 +387,9 @@ class LocalBlobs(BlobStore):
         return os.path.exists(self.path(check_digest(digest)))
 
     def delete(self, digest: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path(check_digest(digest)))
+        path = self.path(check_digest(digest))
+        with os_errors(path, "delete the blob"), contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
     def list_blobs(self) -> Iterator[BlobInfo]:
         with contextlib.suppress(FileNotFoundError):
@@ -263,12 +411,18 @@ class LocalBlobs(BlobStore):
                         yield BlobInfo(e.name[:-4], st.st_size, st.st_mtime)
 
     def delete_temp(self, tmp_id: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(self.tmp_dir, tmp_id + ".tmp"))
+        path = os.path.join(self.tmp_dir, tmp_id + ".tmp")
+        with os_errors(path, "delete the temporary blob"), contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
     def check(self) -> None:
         if not os.path.isdir(self.blob_dir):
             raise BackendUnavailableError(f"the store folder {self.root!r} is gone")
+
+    @property
+    def read_only(self) -> bool:
+        """True if this process cannot write the store folder (permissions, read-only mount)."""
+        return not os.access(self.blob_dir, os.W_OK)
 
 
 # -- fsspec ----------------------------------------------------------------------------
@@ -386,6 +540,55 @@ class FsspecBlobs(BlobStore):
         for b in self._list("blobs", ".sp"):
             if _DIGEST.match(b.key):
                 yield b
+
+    # -- small objects ----------------------------------------------------------------
+    supports_objects = True
+
+    def write_object(self, key: str, data: bytes) -> None:
+        # a PUT is atomic: readers see the old object or the new one, never a part
+        with self._errors(f"cannot write {key}"):
+            self.fs.pipe_file(f"{self.root}/{key}", data)
+
+    def create_object(self, key: str, data: bytes) -> bool:
+        # object stores have no portable exclusive create: the catalog arbitrates the
+        # store id (see Store), so a lost race here writes the same bytes
+        with self._errors(f"cannot create {key}"):
+            if self.fs.exists(f"{self.root}/{key}"):
+                return False
+            self.fs.pipe_file(f"{self.root}/{key}", data)
+        return True
+
+    def read_object(self, key: str) -> bytes | None:
+        with self._errors(f"cannot read {key}"):
+            try:
+                return bytes(self.fs.cat_file(f"{self.root}/{key}"))
+            except FileNotFoundError:
+                return None
+
+    def list_objects(self, prefix: str) -> Iterator[BlobInfo]:
+        with self._errors(f"cannot list {prefix}"):
+            try:
+                found = self.fs.find(f"{self.root}/{prefix}", detail=True)
+            except FileNotFoundError:
+                return
+            self.fs.invalidate_cache()
+        start = len(self.root) + 1
+        for path, info in sorted(found.items()):
+            if info.get("type") == "file":
+                key = path[start:] if path.startswith(self.root + "/") else path
+                yield BlobInfo(key, int(info.get("size") or 0), _mtime(info))
+
+    def any_object(self, prefix: str) -> bool:
+        with self._errors(f"cannot list {prefix}"):
+            try:
+                found = self.fs.ls(f"{self.root}/{prefix}", detail=False, refresh=True)
+            except FileNotFoundError:
+                return False
+        return bool(found)
+
+    def delete_object(self, key: str) -> None:
+        with self._errors(f"cannot delete {key}"), contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(f"{self.root}/{key}")
 
     def list_temps(self) -> Iterator[BlobInfo]:
         return self._list("tmp", ".tmp")

@@ -46,6 +46,7 @@ from ..errors import (
     StoreError,
 )
 from .faults import catalog_error, is_db_error
+from .owners import owner_dead, this_owner
 
 __all__ = [
     "MIGRATIONS",
@@ -224,7 +225,59 @@ def _migrate_4(conn: Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_migrate_1, _migrate_2, _migrate_3, _migrate_4]
+def _v5_store(md: sa.MetaData) -> None:
+    sa.Table(
+        "sp_store",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("store_id", sa.String(64), nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+    )
+
+
+def _migrate_5(conn: Connection) -> None:
+    """The store id shared with the blobs (a catalog that is not the store's is refused);
+    a kind per model (step outputs apart from models) and a per-model journal counter
+    (alias moves, edits and deletes are journaled beside the blobs); a description per
+    version; the full identity of lease and gc-mark holders (host, boot, PID namespace,
+    PID and start time: a reused PID is not mistaken for a live holder); a checksum of
+    every checkpoint value kept in the catalog row."""
+    md = sa.MetaData()
+    _v5_store(md)
+    md.create_all(conn)
+    for ddl in (
+        "ALTER TABLE models ADD COLUMN kind VARCHAR(32) NOT NULL DEFAULT 'model'",
+        "ALTER TABLE models ADD COLUMN journal_seq INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE versions ADD COLUMN description TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE leases ADD COLUMN owner VARCHAR(255) NOT NULL DEFAULT ''",
+        "ALTER TABLE blobs ADD COLUMN owner VARCHAR(255) NOT NULL DEFAULT ''",
+        "ALTER TABLE checkpoints ADD COLUMN checksum VARCHAR(64)",
+        # gc asks the audit log whether a version was committed or deleted
+        "CREATE INDEX ix_audit_name_version ON audit (name, version)",
+    ):
+        conn.exec_driver_sql(ddl)
+    # outputs of step workflows carry the tag safepoint.step (see workflows/steps.py)
+    models = sa.table("models", sa.column("id"), sa.column("kind"))
+    versions = sa.table("versions", sa.column("model_id"), sa.column("tags"))
+    conn.execute(
+        models.update()
+        .where(
+            sa.exists().where(
+                versions.c.model_id == models.c.id,
+                versions.c.tags.like('%"safepoint.step"%'),
+            )
+        )
+        .values(kind="step")
+    )
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    _migrate_1,
+    _migrate_2,
+    _migrate_3,
+    _migrate_4,
+    _migrate_5,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # the tables as of SCHEMA_VERSION, for queries
@@ -232,9 +285,12 @@ META = sa.MetaData()
 _v1_tables(META)
 _v2_runs(META)
 _v4_verifications(META)
+_v5_store(META)
 T_SCHEMA = META.tables["sp_schema"]
 T_MODELS = META.tables["models"]
 T_MODELS.append_column(sa.Column("last_version", sa.Integer, nullable=False, default=0))
+T_MODELS.append_column(sa.Column("kind", sa.String(32), nullable=False, default="model"))
+T_MODELS.append_column(sa.Column("journal_seq", sa.Integer, nullable=False, default=0))
 T_VERSIONS = META.tables["versions"]
 T_VERSIONS.append_column(sa.Column("run_id", sa.String(32)))
 T_ALIASES = META.tables["aliases"]
@@ -245,8 +301,13 @@ T_BLOBS = META.tables["blobs"]
 T_LEASES = META.tables["leases"]
 T_LEASES.append_column(sa.Column("host", sa.String(255), nullable=False, default=""))
 T_LEASES.append_column(sa.Column("pid", sa.Integer, nullable=False, default=0))
+T_LEASES.append_column(sa.Column("owner", sa.String(255), nullable=False, default=""))
+T_BLOBS.append_column(sa.Column("owner", sa.String(255), nullable=False, default=""))
+T_CKPT.append_column(sa.Column("checksum", sa.String(64)))
+T_VERSIONS.append_column(sa.Column("description", sa.Text, nullable=False, default=""))
 T_RUNS = META.tables["runs"]
 T_VERIFY = META.tables["verifications"]
+T_STORE = META.tables["sp_store"]
 
 #: a gc that died while deleting a blob leaves it "deleting"; after this many seconds a
 #: put takes it over (it re-creates the blob from its own copy)
@@ -440,6 +501,10 @@ class Catalog:
     def close(self) -> None:
         self.engine.dispose()
 
+    def file_id(self) -> tuple[int, int] | None:
+        """(device, inode) of a SQLite catalog file; None for servers, memory, or if gone."""
+        return _file_id(self)
+
     # -- schema ---------------------------------------------------------------------------
     def schema_version(self) -> int:
         with self.tx() as conn:
@@ -491,18 +556,43 @@ class Catalog:
             return current
 
     # -- helpers --------------------------------------------------------------------------
-    def _insert_ignore(self, conn: Connection, table: sa.Table, **values: Any) -> None:
+    def _insert_fn(self) -> Callable[[sa.Table], Any]:
         if self.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-            conn.execute(pg_insert(table).values(**values).on_conflict_do_nothing())
-        else:
-            from sqlalchemy.dialects.sqlite import insert as lite_insert
+            return pg_insert
+        from sqlalchemy.dialects.sqlite import insert as lite_insert
 
-            conn.execute(lite_insert(table).values(**values).on_conflict_do_nothing())
+        return lite_insert
 
-    def model_id(self, conn: Connection, name: str, *, create_by: str | None = None) -> int:
-        """The id of model ``name`` (created if ``create_by``), row-locked on PostgreSQL."""
+    def _insert_ignore(self, conn: Connection, table: sa.Table, **values: Any) -> bool:
+        """Insert a row unless its key exists; True if it was inserted."""
+        stmt = self._insert_fn()(table).values(**values).on_conflict_do_nothing()
+        return bool(conn.execute(stmt).rowcount)
+
+    def upsert(
+        self, conn: Connection, table: sa.Table, keys: dict[str, Any], values: dict[str, Any]
+    ) -> None:
+        """Insert the row ``keys`` + ``values``, or update ``values`` if ``keys`` exist
+        (one statement: no window between a delete and an insert for another writer)."""
+        stmt = self._insert_fn()(table).values(**keys, **values)
+        conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=values))
+
+    def model_id(
+        self,
+        conn: Connection,
+        name: str,
+        *,
+        create_by: str | None = None,
+        kind: str = "model",
+        lock: bool = False,
+    ) -> int:
+        """The id of model ``name`` (created as ``kind`` if ``create_by``).
+
+        ``create_by`` or ``lock``: the model row is locked (``FOR UPDATE`` on PostgreSQL;
+        SQLite writers hold the database lock from BEGIN), which serialises every change
+        of the model's versions, aliases and journal counter.
+        """
         if create_by is not None:
             self._insert_ignore(
                 conn,
@@ -511,9 +601,11 @@ class Catalog:
                 created_at=time.time(),
                 created_by=create_by,
                 last_version=0,
+                kind=kind,
+                journal_seq=0,
             )
         q = sa.select(T_MODELS.c.id).where(T_MODELS.c.name == name)
-        if create_by is not None:
+        if create_by is not None or lock:
             q = q.with_for_update()
         mid = conn.execute(q).scalar()
         if mid is None:
@@ -556,49 +648,68 @@ class Catalog:
                     created_at=time.time(),
                     host=host,
                     pid=pid,
+                    owner=this_owner(),
                 )
             )
 
     def lease(self, digest: str, size: int, lease_id: str, host: str = "", pid: int = 0) -> bool:
         """Lease blob ``digest`` as ``lease_id``: gc keeps the blob until the lease is
-        dropped, expires or its holder (``host``, ``pid``) is seen dead. (The lease of the
-        temporary object stays until the blob is promoted: both are held at once.)
+        dropped, expires or its holder is seen dead (:mod:`~safepoint.stores.owners`).
+        (The lease of the temporary object stays until the blob is promoted: both are
+        held at once.)
 
-        Returns False if a gc is deleting the blob right now (retry shortly).
+        Returns False if a live gc is deleting the blob right now (retry shortly); the
+        mark of a gc that died is taken over at once.
         """
         now = time.time()
         with self.tx(write=True, durable=False) as conn:
             self._insert_ignore(conn, T_BLOBS, digest=digest, size=size, state="live", state_at=now)
             row = conn.execute(
-                sa.select(T_BLOBS.c.state, T_BLOBS.c.state_at)
+                sa.select(T_BLOBS.c.state, T_BLOBS.c.state_at, T_BLOBS.c.owner)
                 .where(T_BLOBS.c.digest == digest)
                 .with_for_update()
             ).one()
             if row.state == "deleting":
-                if now - row.state_at < STALE_DELETE:
+                if now - row.state_at < STALE_DELETE and not owner_dead(row.owner or ""):
                     return False
                 conn.execute(
                     T_BLOBS.update()
                     .where(T_BLOBS.c.digest == digest)
-                    .values(state="live", state_at=now)
+                    .values(state="live", state_at=now, owner="")
                 )
             conn.execute(
                 T_LEASES.insert().values(
-                    id=lease_id, digest=digest, created_at=now, host=host, pid=pid
+                    id=lease_id,
+                    digest=digest,
+                    created_at=now,
+                    host=host,
+                    pid=pid,
+                    owner=this_owner(),
                 )
             )
         return True
 
-    def temp_leases(self, lease_ttl: float) -> list[tuple[str, str, int]]:
-        """``(tmp_id, host, pid)`` of the unexpired leases on temporary objects."""
+    def temp_leases(self, lease_ttl: float) -> list[tuple[str, str, int, str]]:
+        """``(tmp_id, host, pid, owner)`` of the unexpired leases on temporary objects."""
         with self.tx() as conn:
             rows = conn.execute(
-                sa.select(T_LEASES.c.digest, T_LEASES.c.host, T_LEASES.c.pid).where(
+                sa.select(
+                    T_LEASES.c.digest, T_LEASES.c.host, T_LEASES.c.pid, T_LEASES.c.owner
+                ).where(
                     T_LEASES.c.digest.startswith(TEMP_PREFIX),
                     T_LEASES.c.created_at > time.time() - lease_ttl,
                 )
             ).all()
-        return [(d[len(TEMP_PREFIX) :], h, int(p)) for d, h, p in rows]
+        return [(d[len(TEMP_PREFIX) :], h, int(p), o or "") for d, h, p, o in rows]
+
+    def leased(self, conn: Connection, digest: str, lease_ttl: float) -> bool:
+        """True if a live lease holds ``digest`` (unexpired, holder not seen dead)."""
+        rows = conn.execute(
+            sa.select(T_LEASES.c.host, T_LEASES.c.pid, T_LEASES.c.owner).where(
+                T_LEASES.c.digest == digest, T_LEASES.c.created_at > time.time() - lease_ttl
+            )
+        ).all()
+        return any(not owner_dead(o or "", h, int(p)) for h, p, o in rows)
 
     def drop_lease(self, conn: Connection, *lease_ids: str) -> None:
         conn.execute(T_LEASES.delete().where(T_LEASES.c.id.in_(lease_ids)))
@@ -618,12 +729,15 @@ class Catalog:
         size: int,
         grace: float,
         lease_ttl: float,
-        lease_dead: Callable[[str, int], bool] = lambda host, pid: False,
+        keep: Callable[[Connection], bool] = lambda conn: False,
     ) -> bool:
         """Mark an unreferenced, unleased blob ``deleting``; False if it must be kept.
 
-        A lease counts while younger than ``lease_ttl`` seconds unless ``lease_dead(host,
-        pid)`` says its holder is gone (a crashed writer on this machine).
+        A lease counts while younger than ``lease_ttl`` seconds unless its holder is seen
+        dead (a crashed writer on this machine). ``keep(conn)`` may veto the deletion
+        inside the same transaction (the store checks its identity and version records).
+        The mark records this process as its holder, so that a put meeting the mark of a
+        gc that died takes it over at once.
         """
         now = time.time()
         with self.tx(write=True, durable=False) as conn:
@@ -637,19 +751,16 @@ class Catalog:
             ).one()
             if self.referenced(conn, digest):
                 return False
-            leases = conn.execute(
-                sa.select(T_LEASES.c.host, T_LEASES.c.pid).where(
-                    T_LEASES.c.digest == digest, T_LEASES.c.created_at > now - lease_ttl
-                )
-            ).all()
-            if any(not lease_dead(h, int(p)) for h, p in leases):
+            if self.leased(conn, digest, lease_ttl):
                 return False
             if row.state == "live" and row.state_at > now - grace:
                 return False  # registered moments ago: its writer may still be committing
+            if keep(conn):
+                return False
             conn.execute(
                 T_BLOBS.update()
                 .where(T_BLOBS.c.digest == digest)
-                .values(state="deleting", state_at=now)
+                .values(state="deleting", state_at=now, owner=this_owner())
             )
         return True
 

@@ -23,7 +23,10 @@ small size limit: values up to 256 KiB live in the catalog row (one durable tran
 a few milliseconds); larger ones stream into a content-addressed blob first. Every
 ``get`` reads the catalog, so what one process sets, another sees on its next ``get``.
 A ``set`` is atomic and durable when it returns; concurrent sets of one key: the last
-commit wins.
+commit wins. Every value carries a checksum: a value kept in the catalog row is checked
+against the xxh3-128 recorded beside it, a value in a blob against the blob's digest and
+checksums; a mismatch raises :class:`~safepoint.IntegrityError` instead of returning
+changed bytes.
 """
 
 from __future__ import annotations
@@ -44,10 +47,17 @@ if TYPE_CHECKING:
     from .blobs import TempBlob
     from .store import Store
 
-__all__ = ["INLINE_MAX", "Checkpointer"]
+__all__ = ["INLINE_MAX", "Checkpointer", "value_checksum"]
 
 #: values whose file is at most this many bytes are kept inline in the catalog
 INLINE_MAX = 256 * 1024
+
+
+def value_checksum(data: bytes) -> str:
+    """The checksum recorded with a value kept in the catalog row (xxh3-128, hex)."""
+    import xxhash
+
+    return xxhash.xxh3_128_hexdigest(data)
 
 
 class _Spill:
@@ -162,16 +172,14 @@ class Checkpointer:
             "size": size,
             "digest": digest,
             "value": inline,
+            "checksum": None if inline is None else value_checksum(inline),
             "updated_at": time.time(),
         }
         try:
+            self.store._writable()
             with cat.tx(write=True) as conn:
-                if cat.dialect == "postgresql":
-                    from sqlalchemy.dialects.postgresql import insert
-                else:
-                    from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-                stmt = insert(T_CKPT).values(name=self.name, key=key, **row)
-                conn.execute(stmt.on_conflict_do_update(index_elements=["name", "key"], set_=row))
+                self.store._check_identity(conn)
+                cat.upsert(conn, T_CKPT, {"name": self.name, "key": key}, row)
                 if lease_ids:
                     cat.drop_lease(conn, *lease_ids)
         except BaseException:
@@ -182,7 +190,9 @@ class Checkpointer:
     def delete(self, key: str) -> bool:
         """Remove ``key``; True if it existed. Its blob (if any) goes at the next gc."""
         key = check_key(key)
+        self.store._writable()
         with self.store.catalog.tx(write=True) as conn:
+            self.store._check_identity(conn)
             n = conn.execute(
                 T_CKPT.delete().where(T_CKPT.c.name == self.name, T_CKPT.c.key == key)
             ).rowcount
@@ -190,7 +200,9 @@ class Checkpointer:
 
     def clear(self) -> int:
         """Remove every key; returns how many there were."""
+        self.store._writable()
         with self.store.catalog.tx(write=True) as conn:
+            self.store._check_identity(conn)
             return int(conn.execute(T_CKPT.delete().where(T_CKPT.c.name == self.name)).rowcount)
 
     # -- reading -------------------------------------------------------------------------
@@ -199,7 +211,7 @@ class Checkpointer:
         key = check_key(key)
         with self.store.catalog.tx(single=True) as conn:
             row = conn.execute(
-                sa.select(T_CKPT.c.kind, T_CKPT.c.digest, T_CKPT.c.value).where(
+                sa.select(T_CKPT.c.kind, T_CKPT.c.digest, T_CKPT.c.value, T_CKPT.c.checksum).where(
                     T_CKPT.c.name == self.name, T_CKPT.c.key == key
                 )
             ).first()
@@ -208,10 +220,16 @@ class Checkpointer:
         what = f"checkpoint {self.name}[{key!r}]"
         if row.digest is not None:
             return self.store._load_blob(row.digest, what, trusted=self.trusted, env=self.env)
+        data = bytes(row.value if row.value is not None else b"")
+        if row.checksum is not None and value_checksum(data) != row.checksum:
+            raise IntegrityError(
+                f"the value of {what} does not match its checksum: it changed in the catalog "
+                "after it was set; set it again"
+            )
         if row.kind == "bytes":
-            return bytes(row.value)
+            return data
         try:
-            return _api.loads(bytes(row.value), trusted=self.trusted, env=self.env)
+            return _api.loads(data, trusted=self.trusted, env=self.env)
         except FormatError as exc:
             raise IntegrityError(f"the value of {what} is corrupt in the catalog: {exc}") from None
 

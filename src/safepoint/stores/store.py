@@ -2,8 +2,9 @@
 
 >>> import safepoint as sp, numpy as np, tempfile
 >>> store = sp.Store(tempfile.mkdtemp())                 # a local folder + embedded SQLite
+>>> data = store.put("demo/data", {"rows": np.arange(10)})
 >>> mv = store.put("demo/weights", {"w": np.arange(3)}, alias="production",
-...                metrics={"auc": 0.91}, parents=["demo/data@1"])
+...                metrics={"auc": 0.91}, parents=[data])
 >>> (mv.name, mv.version, mv.aliases)
 ('demo/weights', 1, ['production'])
 >>> store.get("demo/weights", "production")["w"]
@@ -54,7 +55,6 @@ import getpass
 import hashlib
 import io
 import json
-import math
 import os
 import shutil
 import socket
@@ -70,11 +70,13 @@ import sqlalchemy as sa
 
 from ..errors import (
     AliasConflictError,
+    CatalogDamagedError,
     FormatError,
     IntegrityError,
     InvalidArgumentError,
     InvalidNameError,
     NotFoundError,
+    RecoveryNeededError,
     SafepointError,
     SafepointWarning,
     StoreError,
@@ -85,18 +87,19 @@ from .arguments import (
     count_arg,
     digest_arg,
     json_dict_arg,
-    keep_best_arg,
     metrics_arg,
     parents_arg,
     run_id_arg,
     seconds_arg,
     tags_arg,
+    text_arg,
 )
 from .blobs import BlobStore, TempBlob, open_blobs, scheme_of
 from .catalog import (
     T_ALIASES,
     T_AUDIT,
     T_MODELS,
+    T_STORE,
     T_VERSIONS,
     Catalog,
     dumps_json,
@@ -104,10 +107,15 @@ from .catalog import (
     memory_catalog,
     open_catalog,
 )
-from .names import check_alias, check_name, check_version, parse_ref
+from .faults import os_error, os_errors
+from .gc import GcReport
+from .names import MAX_VERSION, check_alias, check_name, check_version, parse_ref
+from .records import JournalEntry, VersionRecord
 
 if TYPE_CHECKING:
+    from .check import CheckReport
     from .checkpointer import Checkpointer
+    from .recover import RecoverReport
     from .runs import Run, Runs
 
 __all__ = ["AuditEntry", "GcReport", "ModelVersion", "Store", "default_store_url"]
@@ -166,6 +174,7 @@ class ModelVersion:
     data_digest: str | None = None
     code_digest: str | None = None
     run_id: str | None = None
+    description: str = ""
     aliases: list[str] = field(default_factory=list)
 
     @property
@@ -199,21 +208,6 @@ class AuditEntry:
 
 
 @dataclass
-class GcReport:
-    """What :meth:`Store.gc` removed (or would remove with ``dry_run``)."""
-
-    dry_run: bool
-    deleted_versions: list[str] = field(default_factory=list)
-    deleted_blobs: list[str] = field(default_factory=list)
-    freed_bytes: int = 0
-    deleted_temps: int = 0
-    kept_blobs: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
 class Staged:
     """A blob written, leased and promoted, waiting for its catalog row."""
 
@@ -221,6 +215,69 @@ class Staged:
     size: int
     lease_ids: tuple[str, ...]  # of the temporary object and of the digest
     inspection: _api.Inspection | None
+
+
+def _version_row(rec: VersionRecord) -> dict[str, Any]:
+    """The ``versions`` columns (but ``model_id``) of a version record."""
+    return {
+        "version": rec.version,
+        "digest": rec.digest,
+        "size": rec.size,
+        "created_at": rec.created_at,
+        "created_by": rec.created_by[:100],
+        "host": rec.host[:255],
+        "root_type": rec.root_type[:255],
+        "environment": dumps_json(rec.environment),
+        "metadata": dumps_json(rec.metadata),
+        "metrics": dumps_json(rec.metrics),
+        "tags": dumps_json(rec.tags),
+        "parents": dumps_json(rec.parents),
+        "data_digest": rec.data_digest,
+        "code_digest": rec.code_digest,
+        "run_id": rec.run_id,
+        "description": rec.description,
+    }
+
+
+def _mv_from_record(rec: VersionRecord, aliases: list[str]) -> ModelVersion:
+    return ModelVersion(
+        name=rec.name,
+        version=rec.version,
+        digest=rec.digest,
+        size=rec.size,
+        created=_ts(rec.created_at),  # type: ignore[arg-type]
+        created_by=rec.created_by,
+        host=rec.host,
+        root_type=rec.root_type,
+        environment=rec.environment,
+        metadata=rec.metadata,
+        metrics=rec.metrics,
+        tags=rec.tags,
+        parents=rec.parents,
+        data_digest=rec.data_digest,
+        code_digest=rec.code_digest,
+        run_id=rec.run_id,
+        description=rec.description,
+        aliases=aliases,
+    )
+
+
+#: kinds of models: put by users, or outputs of step workflows
+MODEL_KINDS = ("model", "step")
+
+
+def _kind_arg(kind: Any) -> str:
+    if kind not in MODEL_KINDS:
+        raise InvalidArgumentError(f"kind must be one of {', '.join(MODEL_KINDS)}, not {kind!r}")
+    return str(kind)
+
+
+def _names_arg(value: Any, what: str) -> set[str]:
+    if isinstance(value, str):
+        return {value}
+    if not isinstance(value, Iterable) or not all(isinstance(v, str) for v in value):
+        raise InvalidArgumentError(f"{what} must be a list of str names")
+    return set(value)
 
 
 class _Miss(Exception):
@@ -336,38 +393,127 @@ class Store:
         self.lease_ttl = lease_ttl
         self.blobs: BlobStore = open_blobs(url, storage_options, create=create)
         self.blobs.check()
-        if metadata is None:
-            if self.blobs.is_local:
-                metadata = "sqlite:///" + os.path.join(self.blobs.url, "catalog.db")
-                self.catalog: Catalog = open_catalog(metadata)
-            elif not self.blobs.is_remote:
-                self.catalog = memory_catalog(url)
-            else:
-                home = os.environ.get("SAFEPOINT_HOME") or os.path.expanduser("~/.safepoint")
-                folder = os.path.join(home, "catalogs")
-                os.makedirs(folder, exist_ok=True)
-                key = hashlib.sha256(url.encode()).hexdigest()[:16]
-                self.catalog = open_catalog("sqlite:///" + os.path.join(folder, key + ".db"))
-        else:
-            if not isinstance(metadata, str):
-                raise StoreError(f"metadata must be a database URL string, not {metadata!r}")
-            self.catalog = open_catalog(metadata)
-        if self.blobs.is_remote and self.catalog.is_sqlite:
+        self.actor = _actor()
+        self.host = socket.gethostname()[:255]
+        self._runs: Runs | None = None
+        self._catalog_error: SafepointError | None = None
+        #: why writes and gc are refused (the catalog does not match the blobs), or None
+        self.problem: str | None = None
+        #: the id shared by the blobs' ``store.json`` and the catalog (None if unknown)
+        self.store_id: str | None = None
+        if metadata is not None and not isinstance(metadata, str):
+            raise InvalidArgumentError(f"metadata must be a database URL string, not {metadata!r}")
+        self.metadata_url = metadata
+        try:
+            self._catalog: Catalog | None = self._open_catalog(metadata, create)
+        except CatalogDamagedError as exc:
+            # the store still opens: recover() rebuilds the catalog from the blobs
+            self._catalog, self._catalog_error = None, exc
+            self.problem = str(exc)
+        if self._catalog is not None and self.blobs.is_remote and self._catalog.is_sqlite:
             warnings.warn(
                 SafepointWarning(
                     f"store {url!r} keeps blobs on shared storage but its catalog is a local "
-                    f"SQLite file ({self.catalog.url}): it serves one user on this machine. "
+                    f"SQLite file ({self._catalog.url}): it serves one user on this machine. "
                     "Teams should pass metadata='postgresql://...' so that everyone sees the "
                     "same versions."
                 ),
                 stacklevel=2,
             )
-        self.actor = _actor()
-        self.host = socket.gethostname()[:255]
-        self._runs: Runs | None = None
+        if self._catalog is not None:
+            self._establish(create)
+        if self.problem is not None:
+            warnings.warn(
+                SafepointWarning(f"store {url!r} is open for reading only: {self.problem}"),
+                stacklevel=2,
+            )
+
+    def _open_catalog(self, metadata: str | None, create: bool) -> Catalog:
+        if metadata is not None:
+            return open_catalog(metadata, create=create or self.blobs.is_local)
+        if self.blobs.is_local:
+            # a store folder exists (LocalBlobs checked): a missing catalog file is created
+            # empty, and the store id check then says that it needs `recover`
+            return open_catalog("sqlite:///" + os.path.join(self.blobs.url, "catalog.db"))
+        if not self.blobs.is_remote:
+            return memory_catalog(self.url)
+        home = os.environ.get("SAFEPOINT_HOME") or os.path.expanduser("~/.safepoint")
+        folder = os.path.join(home, "catalogs")
+        with os_errors(folder, "create the folder of local catalogs"):
+            os.makedirs(folder, exist_ok=True)
+        key = hashlib.sha256(self.url.encode()).hexdigest()[:16]
+        return open_catalog("sqlite:///" + os.path.join(folder, key + ".db"), create=create)
+
+    def _establish(self, create: bool) -> None:
+        """Check that catalog and blobs belong to one store (see :mod:`.identity`)."""
+        from .identity import establish
+
+        try:
+            ident = establish(self.blobs, self.catalog, create=create)
+        except CatalogDamagedError as exc:
+            self._catalog_error, self.problem = exc, str(exc)
+            self._catalog = None
+            return
+        self.store_id, self.problem = ident.store_id, ident.problem
+        self._catalog_file = self.catalog.file_id()
+        if ident.adopted:
+            from .recover import write_missing_records
+
+            write_missing_records(self)
+
+    @property
+    def catalog(self) -> Catalog:
+        """The catalog database (raises the error that made it unusable, if any)."""
+        if self._catalog is None:
+            assert self._catalog_error is not None
+            raise self._catalog_error
+        return self._catalog
+
+    @property
+    def records_enabled(self) -> bool:
+        """True if this store writes version records and a journal beside its blobs."""
+        return self.blobs.supports_objects
+
+    def _writable(self) -> None:
+        """Refuse a write or gc while the catalog does not match the blobs."""
+        self._refresh_catalog()
+        if self.problem is not None:
+            if self._catalog_error is not None:
+                raise self._catalog_error
+            raise RecoveryNeededError(f"refusing to write to store {self.url!r}: {self.problem}")
+
+    def _refresh_catalog(self) -> None:
+        """Reopen a SQLite catalog whose file was deleted or replaced since it was opened
+        (by ``recover`` in another process, or by accident) and check it again."""
+        cat = self._catalog
+        if cat is None or cat.path is None or cat.file_id() == self._catalog_file:
+            return
+        self._catalog = open_catalog("sqlite:///" + cat.path)
+        self._establish(create=False)
+
+    def _check_identity(self, conn: sa.Connection) -> None:
+        """Inside a write transaction: the catalog is still this store's (its SQLite file
+        was not deleted or replaced under this process, its store id did not change)."""
+        cat = self.catalog
+        if cat.path is not None and cat.file_id() != self._catalog_file:
+            raise RecoveryNeededError(
+                f"the catalog {cat.path} was deleted or replaced while store {self.url!r} was "
+                "open: nothing was committed. Open the store again; if the catalog is gone, "
+                "run `safepoint recover` (Store.recover()) to rebuild it from the blobs"
+            )
+        if self.store_id is None:
+            return
+        sid = conn.execute(sa.select(T_STORE.c.store_id).where(T_STORE.c.id == 1)).scalar()
+        if sid != self.store_id:
+            raise RecoveryNeededError(
+                f"the catalog {cat.url} no longer belongs to store {self.url!r} (its store id "
+                f"is {sid or 'missing'}, not {self.store_id}): nothing was committed; run "
+                "`safepoint recover` (Store.recover()) to rebuild it from the blobs"
+            )
 
     def __repr__(self) -> str:
-        return f"Store({self.url!r}, metadata={self.catalog.url!r})"
+        cat = self._catalog.url if self._catalog is not None else "<damaged>"
+        return f"Store({self.url!r}, metadata={cat!r})"
 
     def __reduce__(self) -> tuple[Any, ...]:
         # a Store travels as the arguments that open it (connections do not pickle)
@@ -381,8 +527,8 @@ class Store:
 
     def close(self) -> None:
         """Release database connections (the store stays usable: they reopen on demand)."""
-        if not self.catalog.in_memory:
-            self.catalog.close()
+        if self._catalog is not None and not self._catalog.in_memory:
+            self._catalog.close()
 
     # -- writing blobs -------------------------------------------------------------------
     def _begin(self) -> TempBlob:
@@ -504,6 +650,7 @@ class Store:
         data_digest: str | bytes | None = None,
         code_digest: str | bytes | None = None,
         run_id: str | Run | None = None,
+        description: str = "",
         compress: str | None = None,
         golden: Any = None,
         key: Any = None,
@@ -514,7 +661,9 @@ class Store:
         writing), which is fsynced and promoted to its content address before the
         catalog transaction makes the version visible. ``alias`` moves (or creates) that
         alias to the new version in the same transaction; ``metadata`` is also written
-        into the file's manifest, so ``sp.inspect`` of the blob shows it.
+        into the file's manifest, so ``sp.inspect`` of the blob shows it. ``parents``
+        must exist: versions of this store (``"name@3"``, ``"name@prod"``, a
+        ModelVersion) or runs in its runs table.
 
         Example:
             >>> mv = store.put("fraud/scorer", model, alias="staging",     # doctest: +SKIP
@@ -522,8 +671,12 @@ class Store:
         """
         name = check_name(name)
         meta = json_dict_arg(metadata, "metadata")
-        fields = self._version_fields(metrics, tags, alias, parents, data_digest, code_digest)
+        fields = self._version_fields(
+            metrics, tags, alias, parents, data_digest, code_digest, description
+        )
         rid = run_id_arg(run_id)
+        self._writable()
+        self._check_parents(fields["parents"])
         staged = self._stage_object(obj, compress=compress, metadata=meta, golden=golden, key=key)
         return self._commit(name, staged, meta, fields, run_id=rid, action="put")
 
@@ -540,22 +693,32 @@ class Store:
         data_digest: str | bytes | None = None,
         code_digest: str | bytes | None = None,
         run_id: str | Run | None = None,
+        description: str = "",
     ) -> ModelVersion:
         """Store an existing safepoint file (validated, never loaded) as a new version."""
         name = check_name(name)
         meta = json_dict_arg(metadata, "metadata")
-        fields = self._version_fields(metrics, tags, alias, parents, data_digest, code_digest)
+        fields = self._version_fields(
+            metrics, tags, alias, parents, data_digest, code_digest, description
+        )
+        rid = run_id_arg(run_id)
+        if not isinstance(path, str | os.PathLike):
+            raise InvalidArgumentError(f"path must be a file path, not {type(path).__name__}")
+        self._writable()
+        self._check_parents(fields["parents"])
         try:
             src = open(os.fspath(path), "rb")  # noqa: SIM115
         except FileNotFoundError:
             raise NotFoundError(f"no such file: {os.fspath(path)!r}") from None
         except IsADirectoryError:
             raise FormatError(f"{os.fspath(path)!r} is a directory, not a safepoint file") from None
+        except OSError as exc:
+            raise os_error(exc, os.fspath(path), "read") from None
         with src:
             staged = self._stage_stream(src)
         assert staged.inspection is not None
         meta = {**staged.inspection.metadata, **meta}
-        return self._commit(name, staged, meta, fields, run_id=run_id_arg(run_id), action="put")
+        return self._commit(name, staged, meta, fields, run_id=rid, action="put")
 
     def _version_fields(
         self,
@@ -565,6 +728,7 @@ class Store:
         parents: Any,
         data_digest: Any,
         code_digest: Any,
+        description: Any = "",
     ) -> dict[str, Any]:
         return {
             "metrics": metrics_arg(metrics),
@@ -573,7 +737,51 @@ class Store:
             "parents": parents_arg(parents),
             "data_digest": digest_arg(data_digest, "data_digest"),
             "code_digest": digest_arg(code_digest, "code_digest"),
+            "description": text_arg(description, "description"),
         }
+
+    def _check_parents(self, parents: list[str]) -> None:
+        """Every parent names a version of this store or a run of its runs table."""
+        from .catalog import T_RUNS
+
+        missing = []
+        for p in parents:
+            try:
+                pname, sel = parse_ref(p)
+            except InvalidNameError:
+                pname, sel = "", None
+            if pname and ("@" in p or sel is not None):
+                try:
+                    self.info(pname, sel)
+                    continue
+                except NotFoundError:
+                    pass
+            elif pname:
+                with self.catalog.tx(single=True) as conn:
+                    has = conn.execute(
+                        sa.select(sa.literal(1))
+                        .select_from(T_VERSIONS.join(T_MODELS))
+                        .where(T_MODELS.c.name == pname)
+                        .limit(1)
+                    ).first()
+                if has is not None:
+                    continue
+            with self.catalog.tx(single=True) as conn:
+                run = conn.execute(sa.select(T_RUNS.c.id).where(T_RUNS.c.id == p)).first()
+            if run is None:
+                missing.append(p)
+        if missing:
+            raise NotFoundError(
+                f"parents {missing} are neither versions of this store ('name@3', "
+                "'name@alias') nor runs in its runs table: lineage may only name what exists. "
+                "Put the parent first, or record an outside source with data_digest= / "
+                "code_digest= or metadata="
+            )
+
+    @staticmethod
+    def _kind_of(tags: dict[str, str]) -> str:
+        # outputs of step workflows carry this tag (workflows/steps.py RECORD_KEY)
+        return "step" if "safepoint.step" in tags else "model"
 
     def _commit(
         self,
@@ -588,43 +796,67 @@ class Store:
         environment: dict[str, Any] | None = None,
         root_type: str | None = None,
     ) -> ModelVersion:
+        """Make a staged blob version ``name@N`` visible (see docs/store.md, "Guarantees").
+
+        1. reserve N: the model's counter moves under the model row's lock (a short,
+           relaxed transaction: a number is never handed out twice, and is never reused);
+        2. write the version record ``records/<name>/@N.<digest>.json`` (durable);
+        3. commit the version row (with its alias move, journaled before the commit, and
+           the audit entry), dropping the blob's leases.
+
+        A crash after 2 leaves a record without a version row: the reserved number is
+        skipped, ``gc`` removes the record and blob, and ``recover`` (which cannot tell it
+        from a committed version) restores it as a version.
+        """
         insp = staged.inspection
         env = environment if environment is not None else (insp.environment if insp else {})
-        rtype = root_type or (insp.root_type if insp else "?")
-        now = time.time()
+        rtype = (root_type or (insp.root_type if insp else "?"))[:255]
         alias = fields["alias"]
+        kind = self._kind_of(fields["tags"])
+        written: list[str] = []
         try:
-            with self.catalog.tx(write=True) as conn:
-                mid = self.catalog.model_id(conn, name, create_by=self.actor)
-                # the model row is locked (FOR UPDATE / BEGIN IMMEDIATE): the counter
-                # gives distinct consecutive numbers, never reused after a delete
+            self._writable()
+            with self.catalog.tx(write=True, durable=False) as conn:
+                self._check_identity(conn)
+                mid = self.catalog.model_id(conn, name, create_by=self.actor, kind=kind)
                 last = conn.execute(
                     sa.select(T_MODELS.c.last_version).where(T_MODELS.c.id == mid)
                 ).scalar()
                 version = int(last or 0) + 1
+                if version > MAX_VERSION:
+                    raise StoreError(f"model {name!r} has used every version number")
                 conn.execute(
                     T_MODELS.update().where(T_MODELS.c.id == mid).values(last_version=version)
                 )
-                conn.execute(
-                    T_VERSIONS.insert().values(
-                        model_id=mid,
-                        version=version,
-                        digest=staged.digest,
-                        size=staged.size,
-                        created_at=now,
-                        created_by=self.actor,
-                        host=self.host,
-                        root_type=rtype[:255],
-                        environment=dumps_json(env),
-                        metadata=dumps_json(meta),
-                        metrics=dumps_json(fields["metrics"]),
-                        tags=dumps_json(fields["tags"]),
-                        parents=dumps_json(fields["parents"]),
-                        data_digest=fields["data_digest"],
-                        code_digest=fields["code_digest"],
-                        run_id=run_id,
-                    )
-                )
+            now = time.time()
+            rec = VersionRecord(
+                name=name,
+                version=version,
+                digest=staged.digest,
+                size=staged.size,
+                created_at=now,
+                created_by=self.actor,
+                host=self.host,
+                root_type=rtype,
+                environment=env,
+                metadata=meta,
+                metrics=fields["metrics"],
+                tags=fields["tags"],
+                parents=fields["parents"],
+                data_digest=fields["data_digest"],
+                code_digest=fields["code_digest"],
+                run_id=run_id,
+                description=fields["description"],
+                kind=kind,
+                store_id=self.store_id or "",
+            )
+            if self.records_enabled:
+                self.blobs.write_object(rec.key, rec.to_bytes())
+                written.append(rec.key)
+            with self.catalog.tx(write=True) as conn:
+                self._check_identity(conn)
+                mid = self.catalog.model_id(conn, name, lock=True)
+                conn.execute(T_VERSIONS.insert().values(model_id=mid, **_version_row(rec)))
                 self.catalog.audit(
                     conn,
                     actor=self.actor,
@@ -637,30 +869,65 @@ class Store:
                     **(detail or {}),
                 )
                 if alias is not None:
-                    self._move_alias(conn, mid, name, alias, version, check=self._ANY)
+                    self._move_alias(conn, mid, name, alias, version, check=self._ANY, out=written)
                 self.catalog.drop_lease(conn, *staged.lease_ids)
         except BaseException:
             self._release(*staged.lease_ids)
+            self._unwrite(written)
             raise
-        return ModelVersion(
-            name=name,
-            version=version,
-            digest=staged.digest,
-            size=staged.size,
-            created=_ts(now),  # type: ignore[arg-type]
-            created_by=self.actor,
-            host=self.host,
-            root_type=rtype,
-            environment=env,
-            metadata=meta,
-            metrics=fields["metrics"],
-            tags=fields["tags"],
-            parents=fields["parents"],
-            data_digest=fields["data_digest"],
-            code_digest=fields["code_digest"],
-            run_id=run_id,
-            aliases=[alias] if alias else [],
+        return _mv_from_record(rec, [alias] if alias else [])
+
+    def _unwrite(self, keys: list[str]) -> None:
+        """Remove records and journal entries of a change that did not commit (best effort:
+        one left behind is found by ``check`` and removed by ``gc``)."""
+        for key in reversed(keys):
+            with contextlib.suppress(SafepointError):
+                self.blobs.delete_object(key)
+
+    def _journal(
+        self,
+        conn: sa.Connection,
+        mid: int,
+        name: str,
+        op: str,
+        *,
+        out: list[str] | None = None,
+        write: bool = True,
+        **values: Any,
+    ) -> JournalEntry:
+        """The model's next journal entry (its counter moves in ``conn``); written now
+        (before the commit) when ``write``, else the caller writes it after the commit."""
+        conn.execute(
+            T_MODELS.update()
+            .where(T_MODELS.c.id == mid)
+            .values(journal_seq=T_MODELS.c.journal_seq + 1)
         )
+        seq = conn.execute(sa.select(T_MODELS.c.journal_seq).where(T_MODELS.c.id == mid)).scalar()
+        entry = JournalEntry(
+            name=name, seq=int(seq or 0), op=op, actor=self.actor, host=self.host, **values
+        )
+        if write and self.records_enabled:
+            self.blobs.write_object(entry.key, entry.to_bytes())
+            if out is not None:
+                out.append(entry.key)
+        return entry
+
+    def _journal_after(self, entries: list[JournalEntry]) -> None:
+        """Write journal entries of a committed change (deletes: a crash before this
+        leaves the version restorable by ``recover``, never lost)."""
+        if not self.records_enabled:
+            return
+        for entry in entries:
+            try:
+                self.blobs.write_object(entry.key, entry.to_bytes())
+            except SafepointError as exc:
+                warnings.warn(
+                    SafepointWarning(
+                        f"{entry.name}@{entry.version} was deleted, but the deletion could not "
+                        f"be journaled ({exc}); `safepoint check --repair` journals it"
+                    ),
+                    stacklevel=3,
+                )
 
     _ANY: Any = object()
 
@@ -673,32 +940,49 @@ class Store:
         version: int | None,
         *,
         check: Any,
+        out: list[str] | None = None,
     ) -> int | None:
-        """Set (an int ``version``) or remove (``None``) an alias in transaction ``conn``.
+        """Set (an int ``version``) or remove (``None``) an alias in transaction ``conn``,
+        which holds the model row's lock.
 
         ``check`` is the compare-and-swap expectation: the version the alias must point
-        at now (``None``: it must not exist), or ``_ANY`` when the caller checked already
-        or owns the target (put's own alias, inside its commit).
+        at now (``None``: it must not exist), or ``_ANY`` when the caller owns the target
+        (put's own alias, inside its commit). The move is journaled before the commit.
         """
         cur = conn.execute(
-            sa.select(T_ALIASES.c.version)
-            .where(T_ALIASES.c.model_id == mid, T_ALIASES.c.alias == alias)
-            .with_for_update()
+            sa.select(T_ALIASES.c.version).where(
+                T_ALIASES.c.model_id == mid, T_ALIASES.c.alias == alias
+            )
         ).scalar()
         if check is not self._ANY and cur != check:
+            if check is None:
+                raise AliasConflictError(
+                    f"alias {name}@{alias} already points at version {cur}; pass "
+                    f"expected={cur} to move it (compare-and-swap)"
+                )
             raise AliasConflictError(
                 f"alias {name}@{alias} points at "
                 f"{'nothing' if cur is None else f'version {cur}'}, not version {check}: it "
                 "moved since you read it; re-read it and retry with expected=<current version>"
             )
+        if version is None and cur is None:
+            raise NotFoundError(f"model {name!r} has no alias {alias!r}")
+        self._journal(conn, mid, name, "alias", alias=alias, version=version, previous=cur, out=out)
         now = time.time()
         if version is None:
-            conn.execute(
-                T_ALIASES.delete().where(T_ALIASES.c.model_id == mid, T_ALIASES.c.alias == alias)
-            )
+            n = conn.execute(
+                T_ALIASES.delete().where(
+                    T_ALIASES.c.model_id == mid,
+                    T_ALIASES.c.alias == alias,
+                    T_ALIASES.c.version == cur,
+                )
+            ).rowcount
         elif cur is None:
-            conn.execute(
-                T_ALIASES.insert().values(
+            # insert-or-conflict: of two creators that both saw no alias, one inserts
+            n = int(
+                self.catalog._insert_ignore(
+                    conn,
+                    T_ALIASES,
                     model_id=mid,
                     alias=alias,
                     version=version,
@@ -707,10 +991,18 @@ class Store:
                 )
             )
         else:
-            conn.execute(
+            n = conn.execute(
                 T_ALIASES.update()
-                .where(T_ALIASES.c.model_id == mid, T_ALIASES.c.alias == alias)
+                .where(
+                    T_ALIASES.c.model_id == mid,
+                    T_ALIASES.c.alias == alias,
+                    T_ALIASES.c.version == cur,
+                )
                 .values(version=version, updated_at=now, updated_by=self.actor)
+            ).rowcount
+        if n != 1:
+            raise AliasConflictError(
+                f"alias {name}@{alias} changed while it was being moved; re-read it and retry"
             )
         self.catalog.audit(
             conn,
@@ -724,56 +1016,132 @@ class Store:
         )
         return cur
 
+    @contextlib.contextmanager
+    def _change(self) -> Iterator[tuple[sa.Connection, list[str], list[JournalEntry]]]:
+        """A write transaction of a change to the catalog: ``(conn, written, after)``.
+
+        ``written`` collects journal keys written before the commit (removed if it does
+        not commit); ``after`` entries are written once it has committed.
+        """
+        self._writable()
+        written: list[str] = []
+        after: list[JournalEntry] = []
+        try:
+            with self.catalog.tx(write=True) as conn:
+                self._check_identity(conn)
+                yield conn, written, after
+        except BaseException:
+            self._unwrite(written)
+            raise
+        self._journal_after(after)
+
     def set_alias(
         self,
         name: str,
         alias: str,
-        version: SupportsIndex,
+        version: SupportsIndex | str,
         *,
         expected: SupportsIndex | None = None,
     ) -> ModelVersion:
         """Point ``name@alias`` at ``version`` by compare-and-swap.
 
         ``expected`` is the version the alias must point at now (``None``: the alias must
-        not exist yet); otherwise :class:`AliasConflictError` and nothing changes.
+        not exist yet); otherwise :class:`AliasConflictError` and nothing changes. Of
+        several callers racing with the same ``expected``, exactly one wins (the model
+        row is locked, and a new alias is inserted only if no other was). ``version``
+        may be ``"latest"``.
 
         Example:
             >>> store.set_alias("fraud/scorer", "production", 4, expected=3)  # doctest: +SKIP
         """
         name = check_name(name)
         alias = check_alias(alias)
-        version = check_version(version, "version")
+        if not (isinstance(version, str) and version == "latest"):
+            version = check_version(version, "version")
         if expected is not None:
             expected = check_version(expected, "expected")
-        with self.catalog.tx(write=True) as conn:
-            mid = self.catalog.model_id(conn, name)
-            self._row(conn, mid, name, version)
-            cur = conn.execute(
-                sa.select(T_ALIASES.c.version)
-                .where(T_ALIASES.c.model_id == mid, T_ALIASES.c.alias == alias)
-                .with_for_update()
-            ).scalar()
-            if cur != expected:
-                if expected is None:
-                    raise AliasConflictError(
-                        f"alias {name}@{alias} already points at version {cur}; pass "
-                        f"expected={cur} to move it (compare-and-swap)"
-                    )
-                raise AliasConflictError(
-                    f"alias {name}@{alias} points at "
-                    f"{'nothing' if cur is None else f'version {cur}'}, not version {expected}: "
-                    "it moved since you read it; re-read it and retry"
-                )
-            self._move_alias(conn, mid, name, alias, version, check=self._ANY)
-        return self.info(name, version)
+        with self._change() as (conn, written, _):
+            mid = self.catalog.model_id(conn, name, lock=True)
+            v = self._resolve(conn, mid, name, version)
+            self._row(conn, mid, name, v)
+            self._move_alias(conn, mid, name, alias, v, check=expected, out=written)
+        return self.info(name, v)
 
-    def delete_alias(self, name: str, alias: str, *, expected: int) -> None:
-        """Remove ``name@alias`` if it still points at ``expected`` (compare-and-swap)."""
+    def delete_alias(self, name: str, alias: str, *, expected: SupportsIndex | None = None) -> int:
+        """Remove ``name@alias``; returns the version it pointed at.
+
+        With ``expected``, only if it still points at that version (compare-and-swap;
+        else :class:`AliasConflictError`). Audited (``unalias``) and journaled.
+        """
         name = check_name(name)
         alias = check_alias(alias)
-        with self.catalog.tx(write=True) as conn:
-            mid = self.catalog.model_id(conn, name)
-            self._move_alias(conn, mid, name, alias, None, check=expected)
+        check = self._ANY if expected is None else check_version(expected, "expected")
+        with self._change() as (conn, written, _):
+            mid = self.catalog.model_id(conn, name, lock=True)
+            cur = self._move_alias(conn, mid, name, alias, None, check=check, out=written)
+        assert cur is not None
+        return cur
+
+    def edit(
+        self,
+        name: str,
+        version: SupportsIndex | str | None = None,
+        *,
+        metrics: dict[str, float] | None = None,
+        tags: dict[str, str] | Iterable[str] | None = None,
+        description: str | None = None,
+        remove_metrics: Iterable[str] = (),
+        remove_tags: Iterable[str] = (),
+    ) -> ModelVersion:
+        """Change a version's metrics, tags or description after the put (audited, journaled).
+
+        ``metrics`` and ``tags`` are merged into the existing ones; ``remove_metrics`` and
+        ``remove_tags`` drop names; ``description`` replaces the description. The blob,
+        its metadata and lineage never change.
+
+        Example:
+            >>> store.edit("fraud/scorer@3", metrics={"auc_holdout": 0.91},   # doctest: +SKIP
+            ...            description="retrained on March data")
+        """
+        if isinstance(name, str) and "@" in name and version is None:
+            name, version = parse_ref(name)
+        name = check_name(name)
+        new_metrics = metrics_arg(metrics)
+        new_tags = tags_arg(tags)
+        drop_m = _names_arg(remove_metrics, "remove_metrics")
+        drop_t = _names_arg(remove_tags, "remove_tags")
+        desc = None if description is None else text_arg(description, "description")
+        with self._change() as (conn, written, _):
+            mid = self.catalog.model_id(conn, name, lock=True)
+            v = self._resolve(conn, mid, name, version)
+            row = self._row(conn, mid, name, v)
+            old_m, old_t = loads_json(row.metrics, {}), loads_json(row.tags, {})
+            m = {k: x for k, x in {**old_m, **new_metrics}.items() if k not in drop_m}
+            t = {k: x for k, x in {**old_t, **new_tags}.items() if k not in drop_t}
+            d = row.description if desc is None else desc
+            self._journal(
+                conn, mid, name, "edit", version=v, metrics=m, tags=t, description=d, out=written
+            )
+            conn.execute(
+                T_VERSIONS.update()
+                .where(T_VERSIONS.c.model_id == mid, T_VERSIONS.c.version == v)
+                .values(metrics=dumps_json(m), tags=dumps_json(t), description=d)
+            )
+            changes = {
+                "metrics": {k: m.get(k) for k in set(old_m) | set(m) if old_m.get(k) != m.get(k)},
+                "tags": {k: t.get(k) for k in set(old_t) | set(t) if old_t.get(k) != t.get(k)},
+            }
+            self.catalog.audit(
+                conn,
+                actor=self.actor,
+                host=self.host,
+                action="edit",
+                name=name,
+                version=v,
+                **{k: x for k, x in changes.items() if x},
+                **({"description": d} if d != row.description else {}),
+            )
+        return self.info(name, v)
 
     def aliases(self, name: str) -> dict[str, int]:
         """``{alias: version}`` of model ``name``."""
@@ -857,6 +1225,7 @@ class Store:
             data_digest=row.data_digest,
             code_digest=row.code_digest,
             run_id=row.run_id,
+            description=row.description or "",
             aliases=aliases,
         )
 
@@ -892,8 +1261,12 @@ class Store:
             ).all()
         return [self._version(r, name, amap.get(int(r.version), [])) for r in rows]
 
-    def models(self, prefix: str | None = None) -> list[str]:
-        """Names of the models that have at least one version (optionally under ``prefix/``)."""
+    def models(self, prefix: str | None = None, *, kind: str | None = None) -> list[str]:
+        """Names of the models that have at least one version (optionally under ``prefix/``).
+
+        ``kind``: only models of that kind: ``"model"`` (put by users) or ``"step"``
+        (outputs of step workflows); None: every kind.
+        """
         q = (
             sa.select(T_MODELS.c.name)
             .where(sa.exists().where(T_VERSIONS.c.model_id == T_MODELS.c.id))
@@ -902,31 +1275,39 @@ class Store:
         if prefix:
             p = check_name(prefix.rstrip("/"), "prefix")
             q = q.where(T_MODELS.c.name.startswith(p + "/", autoescape=True))
+        if kind is not None:
+            q = q.where(T_MODELS.c.kind == _kind_arg(kind))
         with self.catalog.tx() as conn:
             return list(conn.execute(q).scalars())
 
-    def summary(self) -> list[dict[str, Any]]:
-        """One row per model: name, number of versions, latest version and its time, aliases."""
+    def summary(self, *, kind: str | None = None) -> list[dict[str, Any]]:
+        """One row per model: name, kind, number of versions, latest version and its time,
+        total size, aliases. ``kind`` as for :meth:`models`."""
+        q = (
+            sa.select(
+                T_MODELS.c.name,
+                T_MODELS.c.id,
+                T_MODELS.c.kind,
+                sa.func.count(T_VERSIONS.c.version).label("n"),
+                sa.func.max(T_VERSIONS.c.version).label("latest"),
+                sa.func.max(T_VERSIONS.c.created_at).label("updated"),
+                sa.func.sum(T_VERSIONS.c.size).label("bytes"),
+            )
+            .join(T_VERSIONS, T_VERSIONS.c.model_id == T_MODELS.c.id)
+            .group_by(T_MODELS.c.id, T_MODELS.c.name, T_MODELS.c.kind)
+            .order_by(T_MODELS.c.name)
+        )
+        if kind is not None:
+            q = q.where(T_MODELS.c.kind == _kind_arg(kind))
         with self.catalog.tx() as conn:
-            rows = conn.execute(
-                sa.select(
-                    T_MODELS.c.name,
-                    T_MODELS.c.id,
-                    sa.func.count(T_VERSIONS.c.version).label("n"),
-                    sa.func.max(T_VERSIONS.c.version).label("latest"),
-                    sa.func.max(T_VERSIONS.c.created_at).label("updated"),
-                    sa.func.sum(T_VERSIONS.c.size).label("bytes"),
-                )
-                .join(T_VERSIONS, T_VERSIONS.c.model_id == T_MODELS.c.id)
-                .group_by(T_MODELS.c.id, T_MODELS.c.name)
-                .order_by(T_MODELS.c.name)
-            ).all()
+            rows = conn.execute(q).all()
             aliases: dict[int, dict[str, int]] = {}
             for a in conn.execute(sa.select(T_ALIASES)):
                 aliases.setdefault(int(a.model_id), {})[a.alias] = int(a.version)
         return [
             {
                 "name": r.name,
+                "kind": r.kind,
                 "versions": int(r.n),
                 "latest": int(r.latest),
                 "updated": _ts(r.updated).isoformat(),  # type: ignore[union-attr]
@@ -1045,14 +1426,11 @@ class Store:
         from .catalog import T_VERIFY
 
         row = {"at": time.time(), "ok": bool(report.ok), "report": dumps_json(report.to_dict())}
+        if self.catalog.read_only:
+            return  # verify still reports; a read-only store cannot remember the result
         with self.catalog.tx(write=True) as conn:
             mid = self.catalog.model_id(conn, mv.name)
-            conn.execute(
-                sa.delete(T_VERIFY).where(
-                    T_VERIFY.c.model_id == mid, T_VERIFY.c.version == mv.version
-                )
-            )
-            conn.execute(sa.insert(T_VERIFY).values(model_id=mid, version=mv.version, **row))
+            self.catalog.upsert(conn, T_VERIFY, {"model_id": mid, "version": mv.version}, row)
 
     def last_verify(self, name: str, version: int | str | None = None) -> dict[str, Any] | None:
         """The last :meth:`verify` report of a version (``at`` added), or None if never."""
@@ -1127,13 +1505,11 @@ class Store:
 
         A version that an alias points at is refused unless ``force=True`` (then the
         alias goes too). Blobs are removed later by :meth:`gc`. Returns the deleted
-        version numbers.
+        version numbers. Each deletion is audited and journaled beside the blobs.
         """
         name = check_name(name)
-        with self.catalog.tx(write=True) as conn:
-            mid = self.catalog.model_id(conn, name, create_by=None)
-            # lock the model row so that a concurrent put does not interleave on PostgreSQL
-            conn.execute(sa.select(T_MODELS.c.id).where(T_MODELS.c.id == mid).with_for_update())
+        with self._change() as (conn, written, after):
+            mid = self.catalog.model_id(conn, name, lock=True)
             if version is None:
                 targets = [
                     int(v)
@@ -1153,10 +1529,8 @@ class Store:
                     + ", ".join(f"alias {a!r} points at version {v}" for a, v in held.items())
                     + "; move the alias first or pass force=True"
                 )
-            for a in held:
-                conn.execute(
-                    T_ALIASES.delete().where(T_ALIASES.c.model_id == mid, T_ALIASES.c.alias == a)
-                )
+            for a, v in held.items():
+                self._move_alias(conn, mid, name, a, None, check=v, out=written)
             for v in targets:
                 conn.execute(
                     T_VERSIONS.delete().where(
@@ -1172,6 +1546,7 @@ class Store:
                     version=v,
                     aliases=[a for a, hv in held.items() if hv == v],
                 )
+                after.append(self._journal(conn, mid, name, "delete", version=v, write=False))
         return sorted(targets)
 
     def gc(
@@ -1202,128 +1577,9 @@ class Store:
         Example:
             >>> store.gc(keep_last=3, keep_best=("auc", "max"))   # doctest: +SKIP
         """
-        grace = self.grace if grace is None else seconds_arg(grace, "grace")
-        if keep_last is not None:
-            keep_last = count_arg(keep_last, "keep_last")
-        best = keep_best_arg(keep_best)
-        report = GcReport(dry_run=bool(dry_run))
-        if keep_last is not None or best is not None:
-            for name in self.models():
-                for v in self._retention(name, keep_last, best, keep_aliases):
-                    report.deleted_versions.append(f"{name}@{v}")
-                    if not dry_run:
-                        with contextlib.suppress(NotFoundError):
-                            self.delete(name, v, force=not keep_aliases)
-        now = time.time()
-        for b in list(self.blobs.list_blobs()):
-            if b.mtime > now - grace:
-                report.kept_blobs += 1
-                continue
-            if dry_run:
-                with self.catalog.tx() as conn:
-                    used = self.catalog.referenced(conn, b.key)
-                if used:
-                    report.kept_blobs += 1
-                else:
-                    report.deleted_blobs.append(b.key)
-                    report.freed_bytes += b.size
-                continue
-            if not self.catalog.claim_for_delete(
-                b.key, b.size, grace, self.lease_ttl, self._lease_dead
-            ):
-                report.kept_blobs += 1
-                continue
-            self.blobs.delete(b.key)
-            self.catalog.forget_blob(b.key)
-            report.deleted_blobs.append(b.key)
-            report.freed_bytes += b.size
-        temps = list(self.blobs.list_temps())
-        if temps:
-            # listed first, then the leases: a temporary object's lease predates its file
-            live = {
-                t
-                for t, h, p in self.catalog.temp_leases(self.lease_ttl)
-                if not self._lease_dead(h, p)
-            }
-            for t in temps:
-                if t.mtime <= now - grace and t.key not in live:
-                    report.deleted_temps += 1
-                    report.freed_bytes += t.size
-                    if not dry_run:
-                        self.blobs.delete_temp(t.key)
-        if not dry_run:
-            self._gc_catalog(grace)
-            with self.catalog.tx(write=True) as conn:
-                self.catalog.audit(
-                    conn,
-                    actor=self.actor,
-                    host=self.host,
-                    action="gc",
-                    name="*",
-                    versions=len(report.deleted_versions),
-                    blobs=len(report.deleted_blobs),
-                    freed=report.freed_bytes,
-                )
-        return report
+        from .gc import collect
 
-    def _gc_catalog(self, grace: float) -> None:
-        """Drop stale leases and blob rows whose blob is gone and unreferenced."""
-        from .catalog import T_BLOBS, T_LEASES
-
-        cutoff = time.time() - grace
-        with self.catalog.tx(write=True) as conn:
-            conn.execute(
-                T_LEASES.delete().where(T_LEASES.c.created_at < time.time() - self.lease_ttl)
-            )
-            for lid, host, pid in conn.execute(
-                sa.select(T_LEASES.c.id, T_LEASES.c.host, T_LEASES.c.pid)
-            ).all():
-                if self._lease_dead(host, int(pid)):
-                    conn.execute(T_LEASES.delete().where(T_LEASES.c.id == lid))
-        with self.catalog.tx() as conn:
-            rows = (
-                conn.execute(sa.select(T_BLOBS.c.digest).where(T_BLOBS.c.state_at < cutoff))
-                .scalars()
-                .all()
-            )
-        for d in rows:
-            if not self.blobs.exists(d) and self.catalog.claim_for_delete(
-                d, 0, grace, self.lease_ttl, self._lease_dead
-            ):
-                self.catalog.forget_blob(d)
-
-    def _lease_dead(self, host: str, pid: int) -> bool:
-        """True if the lease holder is known to be gone: a process of this host that no
-        longer runs. Holders on other hosts count as alive until the lease expires."""
-        if host != self.host or pid <= 0 or pid == os.getpid():
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except OSError:  # exists, owned by someone else
-            return False
-        return _is_zombie(pid)
-
-    def _retention(
-        self,
-        name: str,
-        keep_last: int | None,
-        best: tuple[str, str, int] | None,
-        keep_aliases: bool,
-    ) -> list[int]:
-        vs = self.versions(name)
-        keep: set[int] = set()
-        if keep_last is not None:
-            keep |= {v.version for v in vs[len(vs) - int(keep_last) :]} if keep_last else set()
-        if best is not None:
-            metric, mode, k = best
-            scored = [v for v in vs if metric in v.metrics and not math.isnan(v.metrics[metric])]
-            scored.sort(key=lambda v: v.metrics[metric], reverse=(mode == "max"))
-            keep |= {v.version for v in scored[:k]}
-        if keep_aliases:
-            keep |= {v.version for v in vs if v.aliases}
-        return [v.version for v in vs if v.version not in keep]
+        return collect(self, keep_last, keep_best, keep_aliases, dry_run, grace)
 
     # -- copy between stores -------------------------------------------------------------
     def copy(
@@ -1338,7 +1594,10 @@ class Store:
         """Copy one version (blob, metadata, metrics, tags and lineage) into store ``to``.
 
         The blob streams from one backend to the other and is validated on arrival; the
-        copy becomes the next version of ``new_name`` (default: the same name) there.
+        copy becomes the next version of ``new_name`` (default: the same name) there. If
+        the target already has a version of that name with the same digest, nothing is
+        copied: that version is returned (and ``alias``, if given, moved to it); compare
+        its ``ref`` or :meth:`find_copy` to tell.
 
         Example:
             >>> team = sp.Store("s3://team/models", metadata="postgresql://db/m")  # doctest: +SKIP
@@ -1346,17 +1605,29 @@ class Store:
         """
         target = Store(to) if isinstance(to, str) else to
         if not isinstance(target, Store):
-            raise StoreError(f"to= must be a Store or a store URL, not {type(to).__name__}")
+            raise InvalidArgumentError(
+                f"to= must be a Store or a store URL, not {type(to).__name__}"
+            )
         mv = self.info(name, version)
         dest = check_name(new_name) if new_name is not None else mv.name
+        alias = None if alias is None else check_alias(alias)
+        existing = target.find_copy(mv, dest)
+        if existing is not None:
+            if alias is not None and alias not in existing.aliases:
+                current = target.aliases(dest).get(alias)
+                target.set_alias(dest, alias, existing.version, expected=current)
+                existing = target.info(dest, existing.version)
+            return existing
         fields = {
             "metrics": mv.metrics,
             "tags": mv.tags,
-            "alias": None if alias is None else check_alias(alias),
+            "alias": alias,
             "parents": mv.parents,
             "data_digest": mv.data_digest,
             "code_digest": mv.code_digest,
+            "description": mv.description,
         }
+        target._writable()
         with self.blobs.open(mv.digest) as src:
             staged = target._stage_stream(src)
         assert staged.inspection is not None
@@ -1377,17 +1648,65 @@ class Store:
             environment=mv.environment,
             root_type=mv.root_type,
         )
-        with self.catalog.tx(write=True) as conn:
-            self.catalog.audit(
-                conn,
-                actor=self.actor,
-                host=self.host,
-                action="copy-out",
-                name=mv.name,
-                version=mv.version,
-                target=f"{target.url}::{out.ref}",
-            )
+        if not self.catalog.read_only:
+            with self.catalog.tx(write=True) as conn:
+                self.catalog.audit(
+                    conn,
+                    actor=self.actor,
+                    host=self.host,
+                    action="copy-out",
+                    name=mv.name,
+                    version=mv.version,
+                    target=f"{target.url}::{out.ref}",
+                )
         return out
+
+    def find_copy(self, mv: ModelVersion, name: str | None = None) -> ModelVersion | None:
+        """The newest version of ``name`` (default ``mv.name``) in this store with the same
+        digest as ``mv``: a copy that :meth:`copy` would not make again. None if none."""
+        name = check_name(name if name is not None else mv.name)
+        with self.catalog.tx() as conn:
+            mid = conn.execute(sa.select(T_MODELS.c.id).where(T_MODELS.c.name == name)).scalar()
+            if mid is None:
+                return None
+            v = conn.execute(
+                sa.select(sa.func.max(T_VERSIONS.c.version)).where(
+                    T_VERSIONS.c.model_id == mid, T_VERSIONS.c.digest == mv.digest
+                )
+            ).scalar()
+        return None if v is None else self.info(name, int(v))
+
+    # -- recovery and checks ---------------------------------------------------------------
+    def recover(self, *, force: bool = False, dry_run: bool = False) -> RecoverReport:
+        """Rebuild a lost, emptied or damaged catalog from the version records and journal
+        kept beside the blobs; returns what was restored and what could not be.
+
+        A damaged SQLite file is moved aside (never deleted). ``force=True`` also replaces
+        the contents of a catalog that belongs to another store, or drops and rebuilds
+        damaged PostgreSQL tables. ``dry_run``: report, change nothing. See
+        :mod:`safepoint.stores.recover`.
+
+        Example:
+            >>> report = store.recover()          # doctest: +SKIP
+            >>> report.versions_restored, report.not_restored   # doctest: +SKIP
+        """
+        from .recover import recover
+
+        return recover(self, force=bool(force), dry_run=bool(dry_run))
+
+    def check(
+        self, *, repair: bool = False, verify_blobs: bool = True, grace: float | None = None
+    ) -> CheckReport:
+        """Check the store (fsck): every blob against its digest, the catalog against the
+        version records and journal; missing, orphaned and damaged items are reported.
+
+        ``repair=True`` applies the safe fixes (see :mod:`safepoint.stores.check`).
+        ``verify_blobs=False`` checks blobs exist with the recorded size, without reading
+        them.
+        """
+        from .check import check
+
+        return check(self, repair=bool(repair), verify_blobs=bool(verify_blobs), grace=grace)
 
     # -- audit log -------------------------------------------------------------------------
     def log(
@@ -1449,15 +1768,6 @@ def _reopen(
         return Store(
             url, metadata, storage_options=storage_options, grace=grace, lease_ttl=lease_ttl
         )
-
-
-def _is_zombie(pid: int) -> bool:
-    # a killed child that its parent has not reaped yet still answers kill(pid, 0)
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-    except (OSError, IndexError):
-        return False
 
 
 def is_store_url(value: str) -> bool:

@@ -350,6 +350,7 @@ class StoreConformance:
 
     def test_copy_to_another_store(self, store: Store, tmp_path: Any) -> None:
         model, X = _model()
+        store.put("p/data", {"rows": 200})
         store.put("p/m", model, metrics={"auc": 0.9}, parents=["p/data@1"], alias="prod")
         other = Store(tmp_path / "other")
         out = store.copy("p/m", "prod", to=other, alias="candidate")
