@@ -1,4 +1,4 @@
-"""``safepoint ls|show|put|get|alias|rm|copy|log|gc|runs``: the model store from the shell.
+"""``safepoint ls|show|put|get|alias|edit|rm|copy|log|gc|runs|check|recover``: the store.
 
 Every command takes ``--store URL`` (default ``$SAFEPOINT_STORE`` or ``.safepoint``) and
 ``--metadata URL`` (default ``$SAFEPOINT_METADATA``; the catalog database) and ``--json``.
@@ -11,6 +11,8 @@ A model is named ``NAME[@VERSION|@ALIAS]``, e.g. ``fraud/scorer@production``.
     safepoint get fraud/scorer@production out.sp
     safepoint copy fraud/scorer@production --to s3://team/models --to-metadata postgresql://db/m
     safepoint gc --keep-last 5 --dry-run
+    safepoint check --repair
+    safepoint recover
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import contextlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -53,10 +56,17 @@ def store_options(f: F) -> F:
     return f
 
 
-def open_store(store_url: str | None, metadata_url: str | None, create: bool = False) -> Store:
-    """The store named by the CLI options (the one-user warning goes to stderr once).
+def open_store(
+    store_url: str | None,
+    metadata_url: str | None,
+    create: bool = False,
+    warn: bool = True,
+) -> Store:
+    """The store named by the CLI options (its warnings go to stderr once).
 
-    Only ``put`` and the target of ``copy`` create a missing local store.
+    Only ``put`` and the target of ``copy`` create a missing store: every other command
+    opens an existing one, so that a mistyped ``--store`` is an error, not a new store.
+    ``warn=False``: do not repeat that the catalog needs ``recover`` (check, recover).
     """
     import warnings
 
@@ -67,7 +77,8 @@ def open_store(store_url: str | None, metadata_url: str | None, create: bool = F
         warnings.simplefilter("always", SafepointWarning)
         store = Store(store_url, metadata=metadata_url, create=create)
     for w in caught:
-        click.echo(f"safepoint: warning: {w.message}", err=True)
+        if warn or store.problem is None or store.problem not in str(w.message):
+            click.echo(f"safepoint: warning: {w.message}", err=True)
     return store
 
 
@@ -129,6 +140,7 @@ def _print_version(mv: ModelVersion) -> None:
     pk = ", ".join(f"{k} {v}" for k, v in mv.environment.get("packages", {}).items())
     click.echo(f"  python    {mv.environment.get('python', '?')}: {pk}")
     for label, value in (
+        ("about", mv.description),
         ("metrics", mv.metrics),
         ("metadata", mv.metadata),
         ("tags", mv.tags),
@@ -143,14 +155,31 @@ def _print_version(mv: ModelVersion) -> None:
 
 @cli.command("ls")
 @click.argument("prefix", required=False)
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="Also list outputs of step workflows and checkpointers (search ledgers, ...).",
+)
 @store_options
 @json_option
 def ls_cmd(
-    prefix: str | None, store_url: str | None, metadata_url: str | None, as_json: bool
+    prefix: str | None,
+    show_all: bool,
+    store_url: str | None,
+    metadata_url: str | None,
+    as_json: bool,
 ) -> None:
-    """List the models in the store (optionally those under PREFIX/)."""
+    """List the models in the store (optionally those under PREFIX/).
+
+    Outputs of step workflows and checkpointers are listed with --all (column KIND).
+    """
     store = open_store(store_url, metadata_url)
-    rows = store.summary()
+    rows = store.summary(kind=None if show_all else "model")
+    if show_all:
+        rows += _checkpointer_rows(store)
+        rows.sort(key=lambda r: r["name"])
+    hidden = 0 if show_all else len(store.models()) - len(rows)
     if prefix:
         p = prefix.rstrip("/") + "/"
         rows = [r for r in rows if r["name"].startswith(p)]
@@ -158,15 +187,60 @@ def ls_cmd(
         emit_json(rows)
         return
     if not rows:
-        click.echo(f"no models in {store.url}")
+        click.echo(
+            f"no models in {store.url}" + (f" ({hidden} step output(s): --all)" if hidden else "")
+        )
         return
     width = max(len(r["name"]) for r in rows)
     for r in rows:
-        aliases = " ".join(f"{a}=@{v}" for a, v in r["aliases"].items())
+        aliases = " ".join(f"{a}=@{v}" for a, v in r.get("aliases", {}).items())
+        if r["kind"] == "checkpointer" or r["kind"] == "search-ledger":
+            click.echo(
+                f"{r['name']:<{width}}  {r['kind']:<13} {r['versions']:>3} key(s)  "
+                f"{_human(r['bytes']):>10}  {r['updated'][:19]}"
+            )
+            continue
+        kind = f"{r['kind']:<13} " if show_all else ""
         click.echo(
-            f"{r['name']:<{width}}  v{r['latest']:<4} {r['versions']:>3} version(s)  "
+            f"{r['name']:<{width}}  {kind}v{r['latest']:<4} {r['versions']:>3} version(s)  "
             f"{_human(r['bytes']):>10}  {r['updated'][:19]}  {aliases}"
         )
+    if hidden:
+        click.echo(f"({hidden} step output(s) not shown: --all lists them)")
+
+
+def _checkpointer_rows(store: Store) -> list[dict[str, Any]]:
+    """One row per checkpointer: kind ``search-ledger`` or ``checkpointer``, keys, bytes."""
+    import sqlalchemy as sa
+
+    from ..stores.catalog import T_CKPT, T_CKPTS
+
+    with store.catalog.tx() as conn:
+        rows = conn.execute(
+            sa.select(
+                T_CKPTS.c.name,
+                T_CKPTS.c.created_at,
+                sa.func.count(T_CKPT.c.key).label("n"),
+                sa.func.coalesce(sa.func.sum(T_CKPT.c.size), 0).label("bytes"),
+                sa.func.max(T_CKPT.c.updated_at).label("updated"),
+                sa.func.max(sa.case((T_CKPT.c.key == "search/meta", 1), else_=0)).label("ledger"),
+            )
+            .outerjoin(T_CKPT, T_CKPT.c.name == T_CKPTS.c.name)
+            .group_by(T_CKPTS.c.name, T_CKPTS.c.created_at)
+        ).all()
+    from datetime import UTC, datetime
+
+    return [
+        {
+            "name": r.name,
+            "kind": "search-ledger" if r.ledger else "checkpointer",
+            "versions": int(r.n),
+            "bytes": int(r.bytes or 0),
+            "updated": datetime.fromtimestamp(float(r.updated or r.created_at), UTC).isoformat(),
+            "aliases": {},
+        }
+        for r in rows
+    ]
 
 
 @cli.command()
@@ -253,9 +327,16 @@ def get(
     store = open_store(store_url, metadata_url)
     mv = store.info(name, sel)
     folder = os.path.dirname(os.path.abspath(out))
-    tmp = os.path.join(folder, f".{os.path.basename(out)}.sp-tmp")
+    # a fresh, exclusively created temporary file (O_EXCL, random name): a file or symlink
+    # planted beside OUT cannot redirect the write
     try:
-        with store.blobs.open(mv.digest) as src, open(tmp, "wb") as dst:
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{os.path.basename(out)}.", suffix=".sp-tmp", dir=folder
+        )
+    except OSError as exc:
+        raise click.UsageError(f"cannot write in {folder}: {exc.strerror}") from None
+    try:
+        with store.blobs.open(mv.digest) as src, os.fdopen(fd, "wb") as dst:
             shutil.copyfileobj(src, dst, 8 << 20)
         with contextlib.closing(open_reader(tmp)) as reader:
             problems = reader.verify_all()
@@ -278,31 +359,100 @@ def get(
 @cli.command()
 @click.argument("name")
 @click.argument("alias")
-@click.argument("version", type=int)
+@click.argument("version", required=False, metavar="[VERSION|latest]")
 @click.option(
     "--expected",
     type=int,
     metavar="V",
     help="The version ALIAS points at now (required to move an existing alias).",
 )
+@click.option(
+    "--delete",
+    "remove",
+    is_flag=True,
+    help="Remove ALIAS (with --expected: only if it still points at V).",
+)
 @store_options
 @json_option
 def alias(
     name: str,
     alias: str,
-    version: int,
+    version: str | None,
     expected: int | None,
+    remove: bool,
     store_url: str | None,
     metadata_url: str | None,
     as_json: bool,
 ) -> None:
-    """Point NAME@ALIAS at VERSION (compare-and-swap with --expected)."""
+    """Point NAME@ALIAS at VERSION (compare-and-swap with --expected), or remove it."""
     store = open_store(store_url, metadata_url)
-    mv = store.set_alias(name, alias, version, expected=expected)
+    if remove:
+        if version is not None:
+            raise click.UsageError("--delete takes no VERSION (use --expected V to check it)")
+        was = store.delete_alias(name, alias, expected=expected)
+        if as_json:
+            emit_json({"name": name, "alias": alias, "deleted": True, "version": was})
+        else:
+            click.echo(f"removed {name}@{alias} (it pointed at version {was})")
+        return
+    if version is None:
+        raise click.UsageError("give VERSION (a number or 'latest'), or --delete")
+    if version != "latest" and not version.isdigit():
+        raise click.BadParameter("a version number or 'latest'", param_hint="VERSION")
+    mv = store.set_alias(
+        name, alias, version if version == "latest" else int(version), expected=expected
+    )
     if as_json:
         emit_json(mv.to_dict())
     else:
         click.echo(f"{name}@{alias} -> version {mv.version}")
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--metric", multiple=True, metavar="NAME=NUMBER", help="Set a metric.")
+@click.option("--tag", multiple=True, metavar="TAG[=VALUE]", help="Add a tag.")
+@click.option("--remove-metric", multiple=True, metavar="NAME", help="Drop a metric.")
+@click.option("--remove-tag", multiple=True, metavar="TAG", help="Drop a tag.")
+@click.option("--description", metavar="TEXT", help="Replace the description.")
+@store_options
+@json_option
+def edit(
+    ref: str,
+    metric: tuple[str, ...],
+    tag: tuple[str, ...],
+    remove_metric: tuple[str, ...],
+    remove_tag: tuple[str, ...],
+    description: str | None,
+    store_url: str | None,
+    metadata_url: str | None,
+    as_json: bool,
+) -> None:
+    """Change the metrics, tags or description of NAME[@VERSION|@ALIAS] (audited)."""
+    name, sel = _ref(ref)
+    if not (metric or tag or remove_metric or remove_tag or description is not None):
+        raise click.UsageError(
+            "nothing to change: give --metric, --tag, --remove-*, or --description"
+        )
+    tags = {}
+    for t in tag:
+        k, _, v = t.partition("=")
+        tags[k] = v
+    store = open_store(store_url, metadata_url)
+    mv = store.edit(
+        name,
+        sel,
+        metrics=_kv(metric, "--metric", number=True),
+        tags=tags,
+        remove_metrics=remove_metric,
+        remove_tags=remove_tag,
+        description=description,
+    )
+    if as_json:
+        emit_json(mv.to_dict())
+    else:
+        click.echo(f"edited {mv.ref}")
+        _print_version(mv)
 
 
 @cli.command("rm")
@@ -345,11 +495,15 @@ def copy(
     name, sel = _ref(ref)
     store = open_store(store_url, metadata_url)
     target = open_store(to_url, to_metadata, create=True)
-    mv = store.copy(name, sel, to=target, new_name=new_name, alias=alias)
+    src = store.info(name, sel)
+    had = target.find_copy(src, new_name)
+    mv = store.copy(name, src.version, to=target, new_name=new_name, alias=alias)
     if as_json:
-        emit_json(mv.to_dict())
+        emit_json({**mv.to_dict(), "copied": had is None})
+    elif had is not None:
+        click.echo(f"{target.url} already has {src.ref} as {mv.ref} (same content): nothing copied")
     else:
-        click.echo(f"copied {ref} to {target.url} as {mv.ref}")
+        click.echo(f"copied {src.ref} to {target.url} as {mv.ref}")
 
 
 @cli.command()
@@ -454,3 +608,59 @@ def runs(
             f"{r.id[:12]}  {r.kind:<8} {r.name:<30} {r.status}{stale:<8} {prog:>6}  "
             f"{r.started:%Y-%m-%d %H:%M:%S}  {r.user}@{r.host}  {r.message[:60]}"
         )
+
+
+@cli.command()
+@click.option("--repair", is_flag=True, help="Apply the safe fixes (see docs/store.md).")
+@click.option("--quick", is_flag=True, help="Check that blobs exist; do not read and verify them.")
+@store_options
+@json_option
+def check(
+    repair: bool, quick: bool, store_url: str | None, metadata_url: str | None, as_json: bool
+) -> None:
+    """Check the store: blobs against their digests, the catalog against the version
+    records and journal; report missing, orphaned and damaged items (exit 1 if any)."""
+    store = open_store(store_url, metadata_url, warn=False)
+    rep = store.check(repair=repair, verify_blobs=not quick)
+    if as_json:
+        emit_json(rep.to_dict())
+    else:
+        counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in rep.checked.items())
+        click.echo(f"checked {store.url}: {counts or 'nothing'}")
+        for f in rep.findings:
+            done = " [repaired]" if f.repaired else (f" (--repair: {f.fix})" if f.fix else "")
+            click.echo(f"  {f.kind:<16} {f.item}: {f.problem}{done}")
+        for line in rep.skipped:
+            click.echo(f"  not checked: {line}")
+        click.echo(
+            "OK"
+            if rep.ok
+            else "problems found" + ("" if repair else "; see --repair and `safepoint recover`")
+        )
+    if not rep.ok:
+        raise SystemExit(1)
+
+
+@cli.command()
+@click.option(
+    "--force", is_flag=True, help="Replace another store's catalog, or drop damaged server tables."
+)
+@click.option("--dry-run", is_flag=True, help="Report what would be restored; change nothing.")
+@store_options
+@json_option
+def recover(
+    force: bool, dry_run: bool, store_url: str | None, metadata_url: str | None, as_json: bool
+) -> None:
+    """Rebuild a lost, emptied or damaged catalog from the version records and journal
+    kept beside the blobs; say what could not be restored."""
+    store = open_store(store_url, metadata_url, warn=False)
+    rep = store.recover(force=force, dry_run=dry_run)
+    if as_json:
+        emit_json(rep.to_dict())
+        return
+    verb = "would restore" if dry_run else "restored"
+    click.echo(f"{verb} into {store.url}: {rep.summary()}")
+    if rep.moved_aside:
+        click.echo(f"the damaged catalog was moved to {rep.moved_aside}")
+    for line in rep.not_restored:
+        click.echo(f"  not restored: {line}")

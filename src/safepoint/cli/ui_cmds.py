@@ -40,7 +40,8 @@ def ui(
 
     secret = _token(token)
     check_bind(host, secret)
-    st = Store(store or default_store_url(), metadata=metadata)
+    # a mistyped --store is an error, never a new empty store served as if it were the one
+    st = Store(store or default_store_url(), metadata=metadata, create=False)
     from ipaddress import ip_address
 
     try:

@@ -439,6 +439,29 @@ def _mtime(info: dict[str, Any]) -> float:
     return time.time()  # unknown: treat as fresh, so that gc never removes it early
 
 
+#: the S3 client settings a store uses unless ``storage_options`` says otherwise: an
+#: unreachable server is reported in seconds, not after a minute of silent retries
+S3_DEFAULTS: dict[str, Any] = {
+    "retries": 2,  # attempts of s3fs's own retry loop (set on the file system object)
+    "config_kwargs": {
+        "connect_timeout": 3,
+        "read_timeout": 20,
+        "retries": {"max_attempts": 2, "mode": "standard"},  # botocore's, per call
+    },
+}
+
+
+def s3_defaults(opts: dict[str, Any]) -> dict[str, Any]:
+    """``opts`` with :data:`S3_DEFAULTS` filled in where it sets nothing (a copy)."""
+    out = dict(opts)
+    out.setdefault("retries", S3_DEFAULTS["retries"])
+    config = dict(out.get("config_kwargs") or {})
+    for k, v in S3_DEFAULTS["config_kwargs"].items():
+        config.setdefault(k, v)
+    out["config_kwargs"] = config
+    return out
+
+
 class FsspecBlobs(BlobStore):
     """Blobs on any fsspec filesystem (S3, memory, GCS, ...).
 
@@ -455,6 +478,10 @@ class FsspecBlobs(BlobStore):
         opts = dict(storage_options or {})
         # other clients write the same bucket: a cached listing would hide their blobs
         opts.setdefault("use_listings_cache", False)
+        retries = None
+        if scheme_of(url) in ("s3", "s3a"):
+            opts = s3_defaults(opts)
+            retries = opts.pop("retries")  # an attribute of S3FileSystem, not an argument
         try:
             fs, path = fsspec.core.url_to_fs(url, **opts)
         except (ImportError, ValueError, TypeError) as exc:
@@ -462,6 +489,8 @@ class FsspecBlobs(BlobStore):
                 f"cannot open blob storage {url!r}: {exc}. For s3:// install the extra: "
                 "pip install 'safepoint[s3]'"
             ) from None
+        if retries is not None:
+            fs.retries = int(retries)
         self.fs = fs
         self.root = path.rstrip("/")
         self.protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]

@@ -467,6 +467,7 @@ def _finish_report(found: Scan, report: RecoverReport) -> None:
 def _apply(
     store: Store, conn: sa.Connection, found: Scan, report: RecoverReport, view: dict[str, Any]
 ) -> None:
+    audit: list[dict[str, Any]] = []
     for state in sorted(found.models.values(), key=lambda s: s.name):
         inserts, deletes, take_aliases, seq_before = _decide(state, view, found, report)
         if not (inserts or deletes or take_aliases):
@@ -474,6 +475,21 @@ def _apply(
         report.models += 1
         mid = _model_row(conn, state, view)
         restored = {v for (n, v) in view["versions"] if n == state.name}
+        for v, rec in sorted(state.records.items()):
+            if v in state.deleted and (state.name, v) not in view["versions"]:
+                # history: the put of a version deleted since (its record remains)
+                _audit(
+                    audit,
+                    rec.created_at,
+                    rec.created_by,
+                    rec.host,
+                    "put",
+                    state.name,
+                    v,
+                    digest=rec.digest,
+                    size=rec.size,
+                    recovered=True,
+                )
         for rec in inserts:
             row = _row_of(rec)
             edit = state.edits.get(rec.version)
@@ -486,7 +502,7 @@ def _apply(
                 report.edits_applied.append(f"{state.name}@{rec.version}")
             conn.execute(T_VERSIONS.insert().values(model_id=mid, **row))
             _audit(
-                conn,
+                audit,
                 rec.created_at,
                 rec.created_by,
                 rec.host,
@@ -509,10 +525,12 @@ def _apply(
             if e.seq <= seq_before:
                 continue
             if e.op == "delete":
-                _audit(conn, e.at, e.actor, e.host, "delete", state.name, e.version, recovered=True)
+                _audit(
+                    audit, e.at, e.actor, e.host, "delete", state.name, e.version, recovered=True
+                )
             elif e.op == "alias":
                 _audit(
-                    conn,
+                    audit,
                     e.at,
                     e.actor,
                     e.host,
@@ -524,7 +542,7 @@ def _apply(
                     recovered=True,
                 )
             elif e.op == "edit":
-                _audit(conn, e.at, e.actor, e.host, "edit", state.name, e.version, recovered=True)
+                _audit(audit, e.at, e.actor, e.host, "edit", state.name, e.version, recovered=True)
                 if e.version is not None and (state.name, e.version) in view["versions"]:
                     conn.execute(
                         T_VERSIONS.update()
@@ -558,6 +576,8 @@ def _apply(
                     )
                 )
                 report.aliases_restored.append(f"{state.name}@{alias}")
+    for row in sorted(audit, key=lambda r: r["at"]):
+        conn.execute(T_AUDIT.insert().values(**row))
     _finish_report(found, report)
 
 
@@ -595,7 +615,7 @@ def _row_of(rec: VersionRecord) -> dict[str, Any]:
 
 
 def _audit(
-    conn: sa.Connection,
+    rows: list[dict[str, Any]],
     at: float,
     actor: str,
     host: str,
@@ -604,16 +624,17 @@ def _audit(
     version: int | None,
     **detail: Any,
 ) -> None:
-    conn.execute(
-        T_AUDIT.insert().values(
-            at=float(at or time.time()),
-            actor=(actor or "unknown")[:100],
-            host=(host or "")[:255],
-            action=action,
-            name=name,
-            version=version,
-            detail=dumps_json(detail),
-        )
+    """Collect an audit row (inserted in time order once every model is done)."""
+    rows.append(
+        {
+            "at": float(at or time.time()),
+            "actor": (actor or "unknown")[:100],
+            "host": (host or "")[:255],
+            "action": action,
+            "name": name,
+            "version": version,
+            "detail": dumps_json(detail),
+        }
     )
 
 
@@ -671,8 +692,8 @@ def sync_journal(store: Store, apply: bool = True, found: Scan | None = None) ->
         return []
     found = found or scan(store)
     done: list[str] = []
+    view = _catalog_view(store.catalog)
     with store.catalog.tx() as conn:
-        view = _catalog_view(store.catalog)
         rows = {
             (r.model_name, int(r.version)): r
             for r in conn.execute(

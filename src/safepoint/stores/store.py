@@ -470,6 +470,11 @@ class Store:
         return self._catalog
 
     @property
+    def storage_options(self) -> dict[str, Any] | None:
+        """The fsspec options this store's blobs were opened with."""
+        return self._args[2]
+
+    @property
     def records_enabled(self) -> bool:
         """True if this store writes version records and a journal beside its blobs."""
         return self.blobs.supports_objects
@@ -1379,11 +1384,32 @@ class Store:
                     key=key,
                     mmap=bool(mmap and path is not None),
                 )
-        except FormatError as exc:
+        except (FormatError, SafepointError) as exc:
+            if not isinstance(exc, FormatError):
+                raise
+            damage = self._damage(digest, path)
+            if damage is None:
+                # the blob verifies: the error is about this environment (a type that is
+                # refused, a module that is not importable), not about the stored bytes
+                raise
             raise IntegrityError(
-                f"the blob of {what} ({digest}) is corrupt: {exc}. It was valid when stored: "
-                "the storage changed it; restore it from a backup or delete the version"
+                f"the blob of {what} ({digest}) is corrupt: {damage}. It was valid when "
+                "stored: the storage changed it; restore it from a backup or delete the version"
             ) from None
+        except OSError as exc:
+            raise os_error(exc, path or self.url, "read the blob") from None
+
+    def _damage(self, digest: str, path: str | None) -> str | None:
+        """What is wrong with the stored bytes of blob ``digest`` (None: they verify)."""
+        try:
+            src: Any = path if path is not None else self.blobs.read(digest)
+            with contextlib.closing(open_reader(src)) as reader:
+                problems = reader.verify_all()
+                if reader.digest != digest:
+                    problems.insert(0, f"its digest is {reader.digest}")
+        except (FormatError, IntegrityError) as exc:
+            return str(exc)
+        return "; ".join(problems) or None
 
     @contextlib.contextmanager
     def open_blob(self, name: str, version: SupportsIndex | str | None = None) -> Iterator[Any]:

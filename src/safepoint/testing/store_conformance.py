@@ -21,26 +21,39 @@ Every test uses real files, a real catalog and the public API only (plus
 from __future__ import annotations
 
 import asyncio
+import multiprocessing as mp
+import os
 import time
+import traceback
+import uuid
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
 from ..errors import (
     AliasConflictError,
     IntegrityError,
     InvalidNameError,
     NotFoundError,
+    RecoveryNeededError,
     SafepointError,
+    SafepointWarning,
     SerializationError,
 )
 from ..stores.blobs import FsspecBlobs, LocalBlobs
+from ..stores.catalog import META, T_BLOBS, T_CKPT, T_LEASES, T_VERSIONS, forget_catalog
 from ..stores.checkpointer import INLINE_MAX
+from ..stores.owners import this_owner
 from ..stores.store import Store
 
-__all__ = ["BAD_NAMES", "StoreConformance", "rewrite_blob"]
+__all__ = ["BAD_NAMES", "CAS_ROUNDS", "StoreConformance", "lose_catalog", "rewrite_blob"]
+
+#: rounds of the multi-process compare-and-swap test (8 processes each)
+CAS_ROUNDS = int(os.environ.get("SAFEPOINT_CAS_ROUNDS", "100"))
 
 BAD_NAMES = [
     "",
@@ -72,6 +85,124 @@ def rewrite_blob(store: Store, digest: str, change: Callable[[bytes], bytes]) ->
         blobs.fs.pipe_file(path, change(blobs.fs.cat_file(path)))
     else:  # pragma: no cover
         raise NotImplementedError(type(blobs).__name__)
+
+
+def lose_catalog(store: Store) -> None:
+    """Make the store's catalog vanish the way a lost database does: a SQLite file is
+    deleted (with its WAL), a server catalog loses its tables, an in-memory one is emptied."""
+    cat = store.catalog
+    if cat.path is not None:
+        forget_catalog(cat)
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(cat.path + suffix):
+                os.unlink(cat.path + suffix)
+        return
+    with cat.engine.begin() as conn:
+        if cat.in_memory:
+            for table in reversed(META.sorted_tables):
+                conn.execute(table.delete())
+        else:
+            for table in reversed(META.sorted_tables):
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table.name} CASCADE")
+            conn.exec_driver_sql("DROP TABLE IF EXISTS sp_schema CASCADE")
+    if not cat.in_memory:
+        forget_catalog(cat)
+
+
+def _populate(store: Store) -> None:
+    """Versions, aliases moved and removed, an edit, deletions, a step output."""
+    for i in range(4):
+        store.put("p/m", {"i": i}, metrics={"auc": 0.5 + i / 10}, tags=["t"])
+    store.put("p/other", {"w": np.arange(50)}, alias="prod", description="other model")
+    store.set_alias("p/m", "prod", 1)
+    store.set_alias("p/m", "prod", 2, expected=1)
+    store.set_alias("p/m", "stage", 4)
+    store.edit("p/m", 2, metrics={"holdout": 0.9}, description="the one")
+    store.delete("p/m", 4, force=True)  # also removes the alias stage
+    store.delete("p/m", 1)
+    store.put("p/flow/v1/prep", {"x": 1}, tags={"safepoint.step": "{}"})
+    store.checkpointer("job/state").set("offset", 10)
+
+
+def _snapshot(store: Store) -> dict[str, Any]:
+    return {
+        name: [
+            (
+                v.version,
+                v.digest,
+                v.metrics,
+                v.tags,
+                v.description,
+                v.aliases,
+                v.parents,
+                v.created_by,
+                round(v.created.timestamp(), 3),
+            )
+            for v in store.versions(name)
+        ]
+        for name in store.models()
+    } | {"@kinds": {r["name"]: r["kind"] for r in store.summary()}}
+
+
+def _cas_worker(
+    factory: Callable[[], Store], rank: int, rounds: int, barrier: Any, out: Any
+) -> None:
+    try:
+        store = factory()
+        results = []
+        for r in range(rounds):
+            alias = f"new{r}" if r % 2 == 0 else "moving"
+            barrier.wait(120)
+            expected = None if r % 2 == 0 else store.aliases("p/race").get("moving")
+            barrier.wait(120)
+            # never the current value: a "move" to where the alias points changes nothing
+            target = [v for v in (1, 2, 3) if v != expected][(rank + r) % 2]
+            try:
+                store.set_alias("p/race", alias, target, expected=expected)
+                results.append((r, rank, "won", target, expected))
+            except AliasConflictError as exc:
+                results.append((r, rank, "lost", None, expected, str(exc)[:80]))
+        out.put(("ok", results))
+    except BaseException:
+        out.put(("error", traceback.format_exc()))
+
+
+def _cas_race(factory: Callable[[], Store], store: Store, n_procs: int, rounds: int) -> None:
+    ctx = mp.get_context("fork")
+    for i in range(3):
+        store.put("p/race", {"v": i})
+    store.set_alias("p/race", "moving", 1)
+    barrier, out = ctx.Barrier(n_procs), ctx.Queue()
+    procs = [
+        ctx.Process(target=_cas_worker, args=(factory, k, rounds, barrier, out))
+        for k in range(n_procs)
+    ]
+    for p in procs:
+        p.start()
+    got = [out.get(timeout=900) for _ in procs]
+    for p in procs:
+        p.join(60)
+    errors = [g[1] for g in got if g[0] != "ok"]
+    assert not errors, errors[0]
+    by_round: dict[int, list[tuple[int, str, int | None]]] = {}
+    for _, results in got:
+        for r, rank, outcome, target, *rest in results:
+            by_round.setdefault(r, []).append((rank, outcome, target, *rest))
+    assert sorted(by_round) == list(range(rounds))
+    for r, rows in by_round.items():
+        winners = [t for _, outcome, t, *_ in rows if outcome == "won"]
+        assert len(rows) == n_procs and len(winners) == 1, (r, rows)
+    # the catalog holds exactly the winners' values, and the journal agrees
+    final = store.aliases("p/race")
+    for r in range(0, rounds, 2):
+        assert final[f"new{r}"] == next(t for _, o, t, *_ in by_round[r] if o == "won")
+    moves = [
+        e
+        for e in store.log("p/race", action="alias", limit=10 * rounds)
+        if e.detail.get("alias") == "moving"
+    ]
+    assert len(moves) == 1 + rounds // 2
+    assert store.check(verify_blobs=False).ok
 
 
 def _flip(offset_from_end: int | None = None, at: int | None = None) -> Callable[[bytes], bytes]:
@@ -458,3 +589,281 @@ class StoreConformance:
         with pytest.raises(InvalidNameError):
             store.runs.start("Bad Kind", "x")
         assert store.runs.delete(run.id)
+
+    # -- bad input: every case answers with a SafepointError and changes nothing ----------
+    def test_bad_input_is_refused_and_changes_nothing(self, store: Store) -> None:
+        store.put("p/m", 1)
+        deep: Any = 0
+        for _ in range(5000):
+            deep = {"d": deep}
+        cases: list[tuple[Callable[[], Any], str]] = [
+            (lambda: store.put("p/m\n", 2), "model name"),
+            (lambda: store.put("p/m", 2, alias="prod\n"), "alias"),
+            (lambda: store.get("p/m", 2**63), "between 1 and"),
+            (lambda: store.get("p/m", 2**31), "between 1 and"),
+            (lambda: store.get("p/m", "\u00b2"), "version"),
+            (lambda: store.get("p/m", "0"), "between 1 and"),
+            (lambda: store.set_alias("p/m", "prod", 2**40), "version"),
+            (lambda: store.put("p/m", 2, run_id="x" * 40), "run_id"),
+            (lambda: store.put("p/m", 2, run_id="a\x00b"), "run_id"),
+            (lambda: store.put("p/m", 2, metadata=deep), "metadata"),
+            (lambda: store.put("p/m", 2, parents=5), "parents"),  # type: ignore[arg-type]
+            (lambda: store.put("p/m", 2, parents=["p/nope@1"]), "parents"),
+            (lambda: store.put("p/m", 2, tags=["a\x00"]), "tags"),
+            (lambda: store.put("p/m", 2, description=3), "description"),  # type: ignore[arg-type]
+            (lambda: store.gc(keep_last="x"), "keep_last"),  # type: ignore[arg-type]
+            (lambda: store.gc(keep_last=1.5), "keep_last"),  # type: ignore[arg-type]
+            (lambda: store.gc(keep_last=-1), "keep_last"),
+            (lambda: store.gc(grace="x"), "grace"),  # type: ignore[arg-type]
+            (lambda: store.gc(grace=float("nan")), "grace"),
+            (lambda: store.gc(keep_best=("auc", "max", "x")), "keep_best"),
+            (lambda: store.log(limit="x"), "limit"),  # type: ignore[arg-type]
+            (lambda: store.log(action="explode"), "action"),
+            (lambda: store.runs.list(status="nope"), "status"),
+            (lambda: store.runs.get("a" * 40), "run id"),
+            (lambda: store.models(kind="nope"), "kind"),
+            (lambda: store.edit("p/m", 1, metrics={"a": "b"}), "metric"),
+        ]
+        for call, named in cases:
+            with pytest.raises(SafepointError, match=named):
+                call()
+        assert [v.version for v in store.versions("p/m")] == [1]
+        assert store.aliases("p/m") == {}
+        assert store.info("p/m", 1).metrics == {}
+        assert list(store.blobs.list_temps()) == []
+
+    # -- compare-and-swap across processes ---------------------------------------------------
+    def test_alias_cas_many_processes(self, store_factory: Callable[[], Store]) -> None:
+        """8 processes x ``CAS_ROUNDS`` rounds race one compare-and-swap each round, on a
+        new alias (expected=None) in even rounds and an existing one in odd rounds:
+        exactly one wins, the others get AliasConflictError."""
+        store = store_factory()
+        if not store.blobs.is_local and not store.blobs.is_remote:
+            pytest.skip("an in-process backend: other processes cannot see it")
+        _cas_race(store_factory, store, n_procs=8, rounds=CAS_ROUNDS)
+
+    # -- the catalog is rebuildable from the blobs ---------------------------------------
+    def test_lost_catalog_refuses_writes_then_recovers_everything(
+        self, store_factory: Callable[[], Store]
+    ) -> None:
+        store = store_factory()
+        _populate(store)
+        before = _snapshot(store)
+        digests = {b.key for b in store.blobs.list_blobs()}
+        lose_catalog(store)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            lost = store_factory()
+        assert lost.problem is not None and "recover" in lost.problem
+        if not any("recover" in str(w.message) for w in caught):
+            pytest.fail("opening a store whose catalog is lost must warn (the factory may hide it)")
+        with pytest.raises(RecoveryNeededError, match="recover"):
+            lost.put("p/m", {"new": 1})
+        with pytest.raises(RecoveryNeededError, match="recover"):
+            lost.gc(grace=0)
+        with pytest.raises(RecoveryNeededError, match="recover"):
+            lost.checkpointer("job/x").set("k", 1)
+        assert {b.key for b in lost.blobs.list_blobs()} == digests  # gc deleted nothing
+        report = lost.recover()
+        assert report.rebuilt and not report.dry_run
+        assert sorted(report.versions_restored) == sorted(
+            f"{n}@{v[0]}" for n, vs in before.items() if n != "@kinds" for v in vs
+        )
+        assert any("checkpointer values" in line for line in report.not_restored)
+        assert _snapshot(lost) == before
+        again = store_factory()  # a new client sees the rebuilt catalog and may write
+        assert again.problem is None and _snapshot(again) == before
+        assert again.get("p/m", "prod") == {"i": 1}
+        assert again.put("p/m", {"i": 9}).version == 5  # numbers are not reused
+        actions = [e.action for e in again.log("p/m", limit=100)]
+        assert {"put", "alias", "edit", "delete", "unalias"} <= set(actions)
+        rep = again.gc(grace=0)  # only the blobs of the deleted versions go
+        assert sorted(rep.deleted_records) == ["p/m@1", "p/m@4"]
+        for name in again.models():
+            for v in again.versions(name):
+                assert v.digest not in rep.deleted_blobs
+                again.get(name, v.version)
+        assert again.check().ok
+
+    def test_foreign_catalog_is_refused(
+        self, store_factory: Callable[[], Store], tmp_path: Any
+    ) -> None:
+        store = store_factory()
+        store.put("p/m", {"a": 1})
+        if store.catalog.is_sqlite and not store.catalog.in_memory:
+            other = Store(tmp_path / "other-store")
+            other.put("o/x", 1)
+            with pytest.warns(SafepointWarning, match="another store"):
+                mixed = Store(
+                    store.url,
+                    metadata=other.catalog.url,
+                    storage_options=store.storage_options,
+                )
+            with pytest.raises(RecoveryNeededError, match="another store"):
+                mixed.put("p/m", {"a": 2})
+            with pytest.raises(RecoveryNeededError, match="another store"):
+                mixed.gc(grace=0)
+            with pytest.raises(RecoveryNeededError, match="force"):
+                mixed.recover()
+            assert other.models() == ["o/x"]  # untouched
+        assert store.get("p/m") == {"a": 1}
+
+    def test_check_reports_and_repairs(self, store: Store) -> None:
+        mv = store.put("p/m", {"w": np.arange(1000)}, alias="prod")
+        other = store.put("p/n", {"w": np.arange(2000)})
+        assert store.check().ok
+        # a version record lost, an abandoned upload: both repairable
+        key = next(r for r in store.blobs.list_objects("records") if "/p/m/@" in r.key).key
+        store.blobs.delete_object(key)
+        tmp = store.blobs.begin()
+        tmp.file.write(b"half")
+        tmp.close()
+        rep = store.check(grace=0)
+        kinds = {f.kind for f in rep.findings}
+        assert {"missing-record", "abandoned-upload"} <= kinds and not rep.ok
+        rep = store.check(repair=True, grace=0)
+        assert all(f.repaired for f in rep.findings if f.kind == "missing-record")
+        assert store.check(grace=0).ok
+        # a damaged blob is reported, never "repaired"
+        rewrite_blob(store, other.digest, _flip(at=4096))
+        rep = store.check(repair=True)
+        bad = [f for f in rep.findings if f.kind == "damaged-blob"]
+        assert [f.item for f in bad] == ["p/n@1"] and not bad[0].repaired and not rep.ok
+        assert store.get("p/m", "prod")["w"].shape == (1000,)
+        assert mv.digest != other.digest
+
+    def test_records_let_gc_keep_blobs_the_catalog_forgot(self, store: Store) -> None:
+        mv = store.put("p/m", {"w": np.arange(100)})
+        # the catalog row vanishes behind the store's back (a damaged catalog)
+        with store.catalog.tx(write=True) as conn:
+            conn.execute(T_VERSIONS.delete())
+        rep = store.gc(grace=0)
+        assert mv.digest not in rep.deleted_blobs and store.blobs.exists(mv.digest)
+        assert any(f.kind == "missing-row" for f in store.check().findings)
+
+    # -- leases and gc marks ---------------------------------------------------------------
+    def test_lease_of_a_reused_pid_is_dead(self, store: Store) -> None:
+        staged = store._stage_object({"x": np.arange(7)})
+        store._release(*staged.lease_ids)
+        host, boot, ns, pid, start = this_owner().split("|")
+        assert int(pid) == os.getpid()
+        # the same host, boot and PID, but a process that started at another time: the
+        # PID was reused, the holder is gone
+        reused = "|".join([host, boot, ns, pid, str(int(start or 0) + 12345)])
+        live = this_owner()
+        for owner, kept in ((live, True), (reused, False)):
+            with store.catalog.tx(write=True) as conn:
+                conn.execute(
+                    T_LEASES.insert().values(
+                        id=uuid.uuid4().hex,
+                        digest=staged.digest,
+                        created_at=time.time(),
+                        host=store.host,
+                        pid=os.getpid(),
+                        owner=owner,
+                    )
+                )
+            if kept:
+                assert store.gc(grace=0).deleted_blobs == []
+                with store.catalog.tx(write=True) as conn:
+                    conn.execute(T_LEASES.delete())
+        assert store.gc(grace=0).deleted_blobs == [staged.digest]
+
+    def test_mark_of_a_dead_gc_is_taken_over_at_once(self, store: Store) -> None:
+        data = {"x": np.arange(11)}
+        mv = store.put("p/m", data)
+        store.delete("p/m", 1)
+        host, boot, ns, pid, start = this_owner().split("|")
+        dead = "|".join([host, boot, ns, pid, str(int(start or 0) + 1)])
+        for owner, expect in ((this_owner(), False), (dead, True)):
+            with store.catalog.tx(write=True) as conn:
+                store.catalog.upsert(
+                    conn,
+                    T_BLOBS,
+                    {"digest": mv.digest},
+                    {"size": mv.size, "state": "deleting", "state_at": time.time(), "owner": owner},
+                )
+            # False: a live gc holds the mark (the put waits); True: taken over now
+            assert store.catalog.lease(mv.digest, mv.size, uuid.uuid4().hex) is expect
+        again = store.put("p/m", data)
+        assert again.digest == mv.digest
+        np.testing.assert_array_equal(store.get("p/m")["x"], data["x"])
+
+    # -- checkpointer values carry checksums -----------------------------------------------
+    def test_checkpointer_inline_values_are_checked(self, store: Store) -> None:
+        ck = store.checkpointer("job/sums")
+        ck.set("raw", b"\x00" * 100)
+        ck.set("obj", {"offset": 12})
+        for key in ("raw", "obj"):
+            with store.catalog.tx(write=True) as conn:
+                value = conn.execute(
+                    sa.select(T_CKPT.c.value).where(
+                        T_CKPT.c.name == "job/sums", T_CKPT.c.key == key
+                    )
+                ).scalar()
+                flipped = bytearray(value)
+                flipped[len(flipped) // 2] ^= 0x01
+                conn.execute(
+                    T_CKPT.update()
+                    .where(T_CKPT.c.name == "job/sums", T_CKPT.c.key == key)
+                    .values(value=bytes(flipped))
+                )
+            with pytest.raises(IntegrityError, match="checksum"):
+                ck.get(key)
+        assert {f.kind for f in store.check().findings} == {"damaged-value"}
+
+    # -- what users expect of a store -------------------------------------------------------
+    def test_edit_after_put_is_audited_and_journaled(self, store: Store) -> None:
+        store.put("p/m", 1, metrics={"auc": 0.8}, tags=["a"], description="first")
+        mv = store.edit(
+            "p/m@1", metrics={"f1": 0.7}, tags={"b": "x"}, remove_tags=["a"], description="better"
+        )
+        assert (mv.metrics, mv.tags, mv.description) == (
+            {"auc": 0.8, "f1": 0.7},
+            {"b": "x"},
+            "better",
+        )
+        mv = store.edit("p/m", 1, remove_metrics=["auc"])
+        assert mv.metrics == {"f1": 0.7} and store.get("p/m") == 1
+        edits = store.log("p/m", action="edit")
+        assert len(edits) == 2 and edits[1].detail["description"] == "better"
+
+    def test_alias_delete_and_latest(self, store: Store) -> None:
+        store.put("p/m", 1, alias="prod")
+        store.put("p/m", 2)
+        assert store.get("p/m@latest") == 2 and store.info("p/m", "latest").version == 2
+        assert store.set_alias("p/m", "stage", "latest").version == 2
+        assert store.delete_alias("p/m", "stage") == 2
+        with pytest.raises(AliasConflictError):
+            store.delete_alias("p/m", "prod", expected=2)
+        assert store.delete_alias("p/m", "prod", expected=1) == 1
+        with pytest.raises(NotFoundError):
+            store.delete_alias("p/m", "prod")
+        assert store.aliases("p/m") == {}
+        assert [e.action for e in store.log("p/m", action="unalias")] == ["unalias", "unalias"]
+        assert store.delete("p/m", "latest") == [2]  # @latest deletes one version, not all
+        assert [v.version for v in store.versions("p/m")] == [1]
+
+    def test_kinds_keep_step_outputs_apart(self, store: Store) -> None:
+        store.put("p/model", 1)
+        store.put("p/pipe/v1/prep", 2, tags={"safepoint.step": "{}"})
+        assert store.models(kind="model") == ["p/model"]
+        assert store.models(kind="step") == ["p/pipe/v1/prep"]
+        assert store.models() == ["p/model", "p/pipe/v1/prep"]
+        assert {r["name"]: r["kind"] for r in store.summary()} == {
+            "p/model": "model",
+            "p/pipe/v1/prep": "step",
+        }
+        assert [r["name"] for r in store.summary(kind="model")] == ["p/model"]
+
+    def test_copy_of_a_version_the_target_has_creates_nothing(
+        self, store: Store, tmp_path: Any
+    ) -> None:
+        mv = store.put("p/m", {"w": np.arange(5)})
+        other = Store(tmp_path / "copy-target")
+        first = store.copy("p/m", to=other)
+        again = store.copy("p/m", 1, to=other, alias="prod")
+        assert (first.version, again.version, again.aliases) == (1, 1, ["prod"])
+        assert [v.version for v in other.versions("p/m")] == [1]
+        assert other.find_copy(mv) is not None and store.find_copy(mv).ref == "p/m@1"
+        assert store.copy("p/m", to=other, new_name="p/renamed").version == 1  # another name

@@ -20,8 +20,11 @@ from ..format.reader import open_reader
 __all__ = ["manifest_params", "metrics_figure", "models", "search_results"]
 
 
-def models(store: Any, q: str = "", sort: str = "updated") -> list[dict[str, Any]]:
-    rows = store.summary()
+def models(
+    store: Any, q: str = "", sort: str = "updated", show_all: bool = False
+) -> list[dict[str, Any]]:
+    """Rows of the model list; outputs of step workflows only with ``show_all``."""
+    rows = store.summary(kind=None if show_all else "model")
     if q:
         needle = q.lower()
         rows = [r for r in rows if needle in r["name"].lower()]
