@@ -149,7 +149,7 @@ def _cas_worker(
 ) -> None:
     try:
         store = factory()
-        results = []
+        results: list[tuple[Any, ...]] = []
         for r in range(rounds):
             alias = f"new{r}" if r % 2 == 0 else "moving"
             barrier.wait(120)
@@ -616,13 +616,13 @@ class StoreConformance:
             (lambda: store.gc(keep_last=-1), "keep_last"),
             (lambda: store.gc(grace="x"), "grace"),  # type: ignore[arg-type]
             (lambda: store.gc(grace=float("nan")), "grace"),
-            (lambda: store.gc(keep_best=("auc", "max", "x")), "keep_best"),
+            (lambda: store.gc(keep_best=("auc", "max", "x")), "keep_best"),  # type: ignore[arg-type]
             (lambda: store.log(limit="x"), "limit"),  # type: ignore[arg-type]
             (lambda: store.log(action="explode"), "action"),
             (lambda: store.runs.list(status="nope"), "status"),
             (lambda: store.runs.get("a" * 40), "run id"),
             (lambda: store.models(kind="nope"), "kind"),
-            (lambda: store.edit("p/m", 1, metrics={"a": "b"}), "metric"),
+            (lambda: store.edit("p/m", 1, metrics={"a": "b"}), "metric"),  # type: ignore[dict-item]
         ]
         for call, named in cases:
             with pytest.raises(SafepointError, match=named):
@@ -801,7 +801,7 @@ class StoreConformance:
                         T_CKPT.c.name == "job/sums", T_CKPT.c.key == key
                     )
                 ).scalar()
-                flipped = bytearray(value)
+                flipped = bytearray(value or b"")
                 flipped[len(flipped) // 2] ^= 0x01
                 conn.execute(
                     T_CKPT.update()
@@ -865,5 +865,6 @@ class StoreConformance:
         again = store.copy("p/m", 1, to=other, alias="prod")
         assert (first.version, again.version, again.aliases) == (1, 1, ["prod"])
         assert [v.version for v in other.versions("p/m")] == [1]
-        assert other.find_copy(mv) is not None and store.find_copy(mv).ref == "p/m@1"
+        found = store.find_copy(mv)
+        assert other.find_copy(mv) is not None and found is not None and found.ref == "p/m@1"
         assert store.copy("p/m", to=other, new_name="p/renamed").version == 1  # another name
