@@ -830,7 +830,8 @@ def open_catalog(url: str, create: bool = True) -> Catalog:
         hit = _OPEN.get(url)
         if hit is not None:
             cat, fid = hit
-            if fid is None or _file_id(cat) == fid:
+            same_mode = cat.path is None or _read_only(cat.path) == cat.read_only
+            if (fid is None or _file_id(cat) == fid) and same_mode:
                 cat.migrate()  # a read: refuses a catalog another process upgraded
                 return cat
         try:

@@ -42,6 +42,7 @@ from ..errors import FormatError, IntegrityError
 from ..format import api as _api
 from .catalog import T_CKPT, T_CKPTS
 from .names import check_key, check_name
+from .store import _raise_os_error
 
 if TYPE_CHECKING:
     from .blobs import TempBlob
@@ -151,9 +152,10 @@ class Checkpointer:
             spill = _Spill(self.store, INLINE_MAX)
             try:
                 res = _api.dump(value, spill)  # type: ignore[arg-type]
-            except BaseException:
+            except BaseException as exc:
                 if spill.tmp is not None:
                     self.store._abort(spill.tmp)
+                    _raise_os_error(exc, spill.tmp.path, "write the value's blob")
                 raise
             size = res.size
             if spill.tmp is None:
@@ -162,8 +164,9 @@ class Checkpointer:
                 tmp = spill.tmp
                 try:
                     staged = self.store._finish_stage(tmp, res.digest, res.size, True)
-                except BaseException:
+                except BaseException as exc:
                     self.store._abort(tmp)
+                    _raise_os_error(exc, tmp.path, "write the value's blob")
                     raise
                 digest, lease_ids = staged.digest, staged.lease_ids
         cat = self.store.catalog

@@ -272,6 +272,13 @@ def _kind_arg(kind: Any) -> str:
     return str(kind)
 
 
+def _raise_os_error(exc: BaseException, path: str, doing: str) -> None:
+    """Raise the store error for a raw ``OSError`` (a full disk while writing a blob, ...);
+    return for anything else (the caller re-raises it)."""
+    if isinstance(exc, OSError) and not isinstance(exc, SafepointError):
+        raise os_error(exc, path, doing) from None
+
+
 def _names_arg(value: Any, what: str) -> set[str]:
     if isinstance(value, str):
         return {value}
@@ -482,6 +489,8 @@ class Store:
     def _writable(self) -> None:
         """Refuse a write or gc while the catalog does not match the blobs."""
         self._refresh_catalog()
+        if self.problem is not None and self._catalog is not None:
+            self._establish(create=False)  # another process may have recovered it since
         if self.problem is not None:
             if self._catalog_error is not None:
                 raise self._catalog_error
@@ -594,8 +603,9 @@ class Store:
             if insp is not None and insp.digest != res.digest:  # pragma: no cover
                 raise IntegrityError("the blob changed while it was written")
             staged = self._finish_stage(tmp, res.digest, res.size, durable)
-        except BaseException:
+        except BaseException as exc:
             self._abort(tmp)
+            _raise_os_error(exc, tmp.path, "write the blob")
             raise
         staged.inspection = insp
         return staged
@@ -616,8 +626,9 @@ class Store:
             if problems:
                 raise IntegrityError("the file is corrupt: " + "; ".join(problems))
             staged = self._finish_stage(tmp, insp.digest, insp.size, durable)
-        except BaseException:
+        except BaseException as exc:
             self._abort(tmp)
+            _raise_os_error(exc, tmp.path, "write the blob")
             raise
         staged.inspection = insp
         return staged

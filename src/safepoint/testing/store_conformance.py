@@ -633,6 +633,7 @@ class StoreConformance:
         assert list(store.blobs.list_temps()) == []
 
     # -- compare-and-swap across processes ---------------------------------------------------
+    @pytest.mark.slow
     def test_alias_cas_many_processes(self, store_factory: Callable[[], Store]) -> None:
         """8 processes x ``CAS_ROUNDS`` rounds race one compare-and-swap each round, on a
         new alias (expected=None) in even rounds and an existing one in odd rounds:
