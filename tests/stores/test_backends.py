@@ -173,3 +173,42 @@ def test_store_folder_removed_and_recreated(tmp_path: Path) -> None:
     fresh.put("a/m", 2)
     assert Store(tmp_path / "s").get("a/m") == 2
     assert [v.version for v in Store(tmp_path / "s").versions("a/m")] == [1]
+
+
+def test_open_existing_only_on_s3(
+    s3_storage_options: dict[str, Any], s3_bucket: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("SAFEPOINT_HOME", str(tmp_path / "home"))
+    with pytest.raises(NotFoundError, match="no store at"):
+        Store(f"s3://{s3_bucket}/typo", storage_options=s3_storage_options, create=False)
+    with pytest.raises(NotFoundError, match="no store at"):
+        Store(
+            f"s3://{s3_bucket}/typo",
+            metadata=f"sqlite:///{tmp_path}/c.db",
+            storage_options=s3_storage_options,
+            create=False,
+        )
+    assert not (tmp_path / "c.db").exists()
+    with pytest.warns(SafepointWarning):
+        made = Store(f"s3://{s3_bucket}/real", storage_options=s3_storage_options)
+    made.put("a/b", 1)
+    with pytest.warns(SafepointWarning):
+        again = Store(f"s3://{s3_bucket}/real", storage_options=s3_storage_options, create=False)
+    assert again.get("a/b") == 1
+    assert not any("typo" in k for k in made.blobs.fs.find(s3_bucket))
+
+
+def test_memory_store_open_existing_only() -> None:
+    with pytest.raises(NotFoundError, match="no store at"):
+        Store("memory://never-made-here", create=False)
+
+
+def test_s3_defaults_surface_outages_fast_and_can_be_changed() -> None:
+    from safepoint.stores.blobs import S3_DEFAULTS, s3_defaults
+
+    opts = s3_defaults({"config_kwargs": {"read_timeout": 60}})
+    assert opts["retries"] == S3_DEFAULTS["retries"] == 2
+    assert opts["config_kwargs"]["connect_timeout"] == 3
+    assert opts["config_kwargs"]["read_timeout"] == 60  # what the user set wins
+    assert opts["config_kwargs"]["retries"] == {"max_attempts": 2, "mode": "standard"}
+    assert s3_defaults({"retries": 7})["retries"] == 7

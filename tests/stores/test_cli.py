@@ -174,3 +174,73 @@ def test_real_subprocess(env: dict[str, Any]) -> None:
     assert "Traceback" not in bad.stderr
     model = sp.Store(root / "sub-store").get("proj/m", "prod")
     np.testing.assert_array_equal(model.predict(env["X"]), env["model"].predict(env["X"]))
+
+
+def test_ls_hides_step_outputs_and_ledgers_unless_all(env: dict[str, Any]) -> None:
+    run("put", "w.sp", "a/model")
+    store = sp.Store(env["root"] / ".safepoint")
+    store.put("flow/v1/prep", {"x": 1}, tags={"safepoint.step": "{}"})
+    store.checkpointer("a/search").set("search/meta", {"format": "x"})
+    store.checkpointer("a/state").set("offset", 3)
+    assert [r["name"] for r in jrun("ls")] == ["a/model"]
+    out = run("ls").output
+    assert "flow/v1/prep" not in out and "1 step output(s) not shown" in out
+    rows = {r["name"]: r["kind"] for r in jrun("ls", "--all")}
+    assert rows == {
+        "a/model": "model",
+        "flow/v1/prep": "step",
+        "a/search": "search-ledger",
+        "a/state": "checkpointer",
+    }
+    assert "search-ledger" in run("ls", "--all").output
+
+
+def test_alias_delete_latest_edit_and_copy_twice(env: dict[str, Any]) -> None:
+    root = env["root"]
+    run("put", "w.sp", "a/w", "--alias", "prod")
+    run("put", "m.sp", "a/w")
+    assert jrun("alias", "a/w", "stage", "latest")["version"] == 2
+    assert jrun("show", "a/w@latest")["version"] == 2
+    assert "removed a/w@stage" in run("alias", "a/w", "stage", "--delete").output
+    res = run("alias", "a/w", "prod", "--delete", "--expected", "2", code=1)
+    assert "not version 2" in res.output
+    assert jrun("alias", "a/w", "prod", "--delete", "--expected", "1")["version"] == 1
+    assert jrun("show", "a/w@1")["aliases"] == []
+    run("alias", "a/w", "prod", code=2)  # no VERSION, no --delete: usage error
+    assert [e["action"] for e in jrun("log", "a/w", "--action", "unalias")] == ["unalias"] * 2
+    out = jrun("edit", "a/w@1", "--metric", "auc=0.7", "--tag", "golden", "--description", "v1")
+    assert (out["metrics"], out["tags"], out["description"]) == ({"auc": 0.7}, {"golden": ""}, "v1")
+    assert "about" in run("show", "a/w@1").output
+    run("edit", "a/w@1", code=2)  # nothing to change
+    team = str(root / "team")
+    first = jrun("copy", "a/w@1", "--to", team)
+    assert first["copied"] and first["version"] == 1
+    res = run("copy", "a/w@1", "--to", team)
+    assert "nothing copied" in res.output
+    assert [v["version"] for v in jrun("show", "a/w", "--store", team)["versions"]] == [1]
+    assert jrun("rm", "a/w@latest")["deleted"] == [2]  # one version, not all of them
+
+
+def test_get_writes_through_a_fresh_exclusive_temp_file(env: dict[str, Any]) -> None:
+    root = env["root"]
+    run("put", "m.sp", "a/m")
+    victim = root / "victim.txt"
+    victim.write_text("keep me")
+    # a symlink planted where a fixed temporary name would be is never followed
+    (root / ".out.sp.sp-tmp").symlink_to(victim)
+    run("get", "a/m", "out.sp")
+    assert victim.read_text() == "keep me"
+    assert (root / "out.sp").read_bytes() == (root / "m.sp").read_bytes()
+    assert not [p for p in os.listdir(root) if p.startswith(".out.sp.") and p != ".out.sp.sp-tmp"]
+
+
+def test_read_only_commands_never_create_a_store(env: dict[str, Any]) -> None:
+    root = env["root"]
+    typo = root / "typo-store"
+    for args in (["ls"], ["show", "a/m"], ["log"], ["runs"], ["check"], ["gc", "--dry-run"]):
+        res = run(*args, "--store", str(typo), code=1)
+        assert "no store at" in res.output, args
+    assert not typo.exists()
+    res = CliRunner().invoke(cli, ["ui", "--store", str(typo), "--port", "1"])
+    assert res.exit_code == 1 and "no store at" in res.output
+    assert not typo.exists()

@@ -26,6 +26,7 @@ b'hello'
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import re
 import time
@@ -456,7 +457,8 @@ def s3_defaults(opts: dict[str, Any]) -> dict[str, Any]:
     out = dict(opts)
     out.setdefault("retries", S3_DEFAULTS["retries"])
     config = dict(out.get("config_kwargs") or {})
-    for k, v in S3_DEFAULTS["config_kwargs"].items():
+    # deep copies: botocore rewrites the retries dict it is given in place
+    for k, v in copy.deepcopy(S3_DEFAULTS["config_kwargs"]).items():
         config.setdefault(k, v)
     out["config_kwargs"] = config
     return out

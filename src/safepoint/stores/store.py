@@ -437,7 +437,13 @@ class Store:
 
     def _open_catalog(self, metadata: str | None, create: bool) -> Catalog:
         if metadata is not None:
-            return open_catalog(metadata, create=create or self.blobs.is_local)
+            try:
+                return open_catalog(metadata, create=create or self.blobs.is_local)
+            except NotFoundError as exc:
+                raise NotFoundError(
+                    f"no store at {self.url} with catalog {metadata}: {exc}; check --store "
+                    "and --metadata"
+                ) from None
         if self.blobs.is_local:
             # a store folder exists (LocalBlobs checked): a missing catalog file is created
             # empty, and the store id check then says that it needs `recover`
@@ -449,7 +455,14 @@ class Store:
         with os_errors(folder, "create the folder of local catalogs"):
             os.makedirs(folder, exist_ok=True)
         key = hashlib.sha256(self.url.encode()).hexdigest()[:16]
-        return open_catalog("sqlite:///" + os.path.join(folder, key + ".db"), create=create)
+        try:
+            return open_catalog("sqlite:///" + os.path.join(folder, key + ".db"), create=create)
+        except NotFoundError:
+            raise NotFoundError(
+                f"no store at {self.url} known on this machine (no local catalog for it): "
+                "check --store / $SAFEPOINT_STORE, pass --metadata for a shared catalog, or "
+                "run `safepoint recover` to rebuild a catalog from its blobs"
+            ) from None
 
     def _establish(self, create: bool) -> None:
         """Check that catalog and blobs belong to one store (see :mod:`.identity`)."""
