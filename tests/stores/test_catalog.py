@@ -47,6 +47,19 @@ def _write_v1_catalog(url: str, blob_root: Path) -> str:
             f"VALUES (1, 'prod', 2, {now}, 'alice')"
         )
         c.exec_driver_sql(
+            "INSERT INTO models (id, name, created_at, created_by) "
+            f"VALUES (2, 'old/steps/prep', {now}, 'alice')"
+        )
+        c.execute(
+            sa.text(
+                "INSERT INTO versions (model_id, version, digest, size, created_at, "
+                "created_by, host, root_type, environment, metadata, metrics, tags, "
+                "parents) VALUES (2, 1, :d, :s, :t, 'alice', 'h', 'builtins.dict', '{}', "
+                "'{}', '{}', :tags, '[]')"
+            ),
+            {"d": digest, "s": len(data), "t": now, "tags": json.dumps({"safepoint.step": "{}"})},
+        )
+        c.exec_driver_sql(
             f"INSERT INTO leases (id, digest, created_at) VALUES ('l1', 'abc', {now - 1e6})"
         )
     eng.dispose()
@@ -55,6 +68,13 @@ def _write_v1_catalog(url: str, blob_root: Path) -> str:
 
 def _check_migrated(store: Store) -> None:
     assert store.catalog.schema_version() == SCHEMA_VERSION
+    # a store from before store ids gets one, and a record per version, an alias journal
+    assert store.store_id and store.problem is None
+    keys = sorted(
+        r.key.split("@")[0] + r.key.split("@")[1][:1] for r in store.blobs.list_objects("records")
+    )
+    assert keys == ["records/old/model/1", "records/old/model/2", "records/old/steps/prep/1"]
+    assert store.check(verify_blobs=False).ok
     mv = store.info("old/model", "prod")
     assert (mv.version, mv.metadata, mv.run_id) == (2, {"v": 2}, None)
     assert store.get("old/model", 1)["w"].tolist() == [0, 1, 2, 3, 4]
@@ -64,6 +84,14 @@ def _check_migrated(store: Store) -> None:
     run = store.runs.start("steps", "old/pipeline")  # table added by a migration
     run.finish()
     assert store.gc(grace=0).deleted_blobs == []  # the old lease is expired; blob in use
+    assert store.models(kind="step") == ["old/steps/prep"]  # kinds back-filled from tags
+    # and it can now be recovered from its blobs like any other store
+    with store.catalog.tx(write=True) as c:
+        for table in ("aliases", "versions", "models", "audit", "sp_store"):
+            c.exec_driver_sql(f"DELETE FROM {table}")
+    store.problem = "lost"  # as a new opener would find it
+    report = store.recover()
+    assert sorted(report.versions_restored) == ["old/model@1", "old/model@3", "old/steps/prep@1"]
 
 
 def test_migrate_sqlite_from_first_schema(tmp_path: Path) -> None:
