@@ -233,10 +233,23 @@ def _v5_store(md: sa.MetaData) -> None:
         sa.Column("store_id", sa.String(64), nullable=False),
         sa.Column("created_at", sa.Float, nullable=False),
     )
+    sa.Table(
+        "sp_intents",
+        md,
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("model", sa.String(200), nullable=False),
+        sa.Column("key", sa.Text, nullable=False),
+        sa.Column("payload", sa.Text, nullable=False),
+        sa.Column("owner", sa.String(255), nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+    )
 
 
 def _migrate_5(conn: Connection) -> None:
-    """The store id shared with the blobs (a catalog that is not the store's is refused);
+    """The store id shared with the blobs (a catalog that is not the store's is refused),
+    and intents (what a change writes beside the blobs before its commit, so that the
+    objects of a crashed change are undone);
     a kind per model (step outputs apart from models) and a per-model journal counter
     (alias moves, edits and deletes are journaled beside the blobs); a description per
     version; the full identity of lease and gc-mark holders (host, boot, PID namespace,
@@ -308,6 +321,7 @@ T_VERSIONS.append_column(sa.Column("description", sa.Text, nullable=False, defau
 T_RUNS = META.tables["runs"]
 T_VERIFY = META.tables["verifications"]
 T_STORE = META.tables["sp_store"]
+T_INTENTS = META.tables["sp_intents"]
 
 #: a gc that died while deleting a blob leaves it "deleting"; after this many seconds a
 #: put takes it over (it re-creates the blob from its own copy)

@@ -95,6 +95,7 @@ def check(
     _check_versions(store, report, verify_blobs)
     _check_checkpoints(store, report, verify_blobs)
     if store.records_enabled and store.problem is None:
+        _check_intents(store, report, repair)
         _check_records(store, report, repair)
         _check_journal(store, report, repair)
     _check_orphans(store, report, repair, grace)
@@ -263,6 +264,25 @@ def _check_records(store: Store, report: CheckReport, repair: bool) -> None:
     if repair and missing:
         write_missing_records(store)
         for f in missing:
+            f.repaired = True
+
+
+def _check_intents(store: Store, report: CheckReport, repair: bool) -> None:
+    from . import intents
+
+    left = intents.stale(store)
+    found = [
+        report.add(
+            "interrupted",
+            f"{r.model} ({r.kind})",
+            "a writer died between writing beside the blobs and its commit",
+            "undo or finish it (as the next writer to open the store would)",
+        )
+        for r in left
+    ]
+    if repair and found:
+        intents.heal(store)
+        for f in found:
             f.repaired = True
 
 

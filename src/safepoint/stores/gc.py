@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from ..errors import NotFoundError, RecoveryNeededError
+from . import intents
 from .arguments import count_arg, keep_best_arg, seconds_arg
 from .catalog import T_AUDIT, T_BLOBS, T_LEASES, T_MODELS, T_VERSIONS
 from .owners import owner_dead
@@ -79,6 +80,8 @@ def collect(
     report = GcReport(dry_run=bool(dry_run))
     store._writable()
     _check_marker(store)
+    if store.records_enabled and not dry_run:
+        intents.heal(store)  # crashed writers' records and journal entries first
     if keep_last is not None or best is not None:
         for name in store.models(kind=None):
             for v in _retention(store, name, keep_last, best, keep_aliases):

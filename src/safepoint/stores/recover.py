@@ -743,7 +743,7 @@ def sync_journal(store: Store, apply: bool = True, found: Scan | None = None) ->
             done += [f"edit {name}@{v}" for v, *_ in edits]
             done += [f"delete {name}@{v}" for v in deletions]
             continue
-        with store._change() as (conn, written, after):
+        with store._change(name) as (conn, written, after):
             mid = store.catalog.model_id(conn, name, lock=True)
             for a, v in sorted(stale_aliases.items()):
                 store._journal(

@@ -83,6 +83,7 @@ from ..errors import (
 )
 from ..format import api as _api
 from ..format.reader import open_reader
+from . import intents
 from .arguments import (
     count_arg,
     digest_arg,
@@ -110,7 +111,7 @@ from .catalog import (
 from .faults import os_error, os_errors
 from .gc import GcReport
 from .names import MAX_VERSION, check_alias, check_name, check_version, parse_ref
-from .records import JournalEntry, VersionRecord
+from .records import JournalEntry, VersionRecord, record_key
 
 if TYPE_CHECKING:
     from .check import CheckReport
@@ -480,6 +481,10 @@ class Store:
             from .recover import write_missing_records
 
             write_missing_records(self)
+        if self.problem is None and self.records_enabled and not self.catalog.read_only:
+            # undo or finish what crashed writers left half-way (usually nothing to do)
+            with contextlib.suppress(SafepointError):
+                intents.heal(self)
 
     @property
     def catalog(self) -> Catalog:
@@ -843,6 +848,7 @@ class Store:
         alias = fields["alias"]
         kind = self._kind_of(fields["tags"])
         written: list[str] = []
+        pending: list[str] = []
         try:
             self._writable()
             with self.catalog.tx(write=True, durable=False) as conn:
@@ -857,6 +863,12 @@ class Store:
                 conn.execute(
                     T_MODELS.update().where(T_MODELS.c.id == mid).values(last_version=version)
                 )
+                pending = []
+                if self.records_enabled:
+                    key = record_key(name, version, staged.digest)
+                    pending.append(intents.add(conn, "record", name, key))
+                    if alias is not None:
+                        pending.append(intents.add(conn, "journal", name))
             now = time.time()
             rec = VersionRecord(
                 name=name,
@@ -900,9 +912,12 @@ class Store:
                 if alias is not None:
                     self._move_alias(conn, mid, name, alias, version, check=self._ANY, out=written)
                 self.catalog.drop_lease(conn, *staged.lease_ids)
+                intents.drop(conn, *pending)
         except BaseException:
             self._release(*staged.lease_ids)
             self._unwrite(written)
+            if self._catalog is not None:
+                intents.release(self._catalog, *pending)
             raise
         return _mv_from_record(rec, [alias] if alias else [])
 
@@ -953,7 +968,8 @@ class Store:
                 warnings.warn(
                     SafepointWarning(
                         f"{entry.name}@{entry.version} was deleted, but the deletion could not "
-                        f"be journaled ({exc}); `safepoint check --repair` journals it"
+                        f"be journaled ({exc}); the next writer that opens the store, or "
+                        "`safepoint check --repair`, journals it"
                     ),
                     stacklevel=3,
                 )
@@ -1046,23 +1062,35 @@ class Store:
         return cur
 
     @contextlib.contextmanager
-    def _change(self) -> Iterator[tuple[sa.Connection, list[str], list[JournalEntry]]]:
-        """A write transaction of a change to the catalog: ``(conn, written, after)``.
+    def _change(self, model: str) -> Iterator[tuple[sa.Connection, list[str], list[JournalEntry]]]:
+        """A write transaction of a change to ``model``: ``(conn, written, after)``.
 
         ``written`` collects journal keys written before the commit (removed if it does
-        not commit); ``after`` entries are written once it has committed.
+        not commit); ``after`` entries are written once it has committed. Both are
+        covered by intents (:mod:`.intents`), so that a crash in between is undone or
+        finished by the next writer that opens the store.
         """
         self._writable()
         written: list[str] = []
         after: list[JournalEntry] = []
+        before = intents.begin(self.catalog, "journal", model) if self.records_enabled else None
+        after_ids: list[str] = []
         try:
             with self.catalog.tx(write=True) as conn:
                 self._check_identity(conn)
                 yield conn, written, after
+                if before is not None:
+                    intents.drop(conn, before)
+                after_ids = [
+                    intents.add(conn, "journal-after", model, e.key, e.to_bytes()) for e in after
+                ]
         except BaseException:
             self._unwrite(written)
+            if before is not None:
+                intents.release(self.catalog, before)
             raise
         self._journal_after(after)
+        intents.release(self.catalog, *after_ids)
 
     def set_alias(
         self,
@@ -1089,7 +1117,7 @@ class Store:
             version = check_version(version, "version")
         if expected is not None:
             expected = check_version(expected, "expected")
-        with self._change() as (conn, written, _):
+        with self._change(name) as (conn, written, _):
             mid = self.catalog.model_id(conn, name, lock=True)
             v = self._resolve(conn, mid, name, version)
             self._row(conn, mid, name, v)
@@ -1105,7 +1133,7 @@ class Store:
         name = check_name(name)
         alias = check_alias(alias)
         check = self._ANY if expected is None else check_version(expected, "expected")
-        with self._change() as (conn, written, _):
+        with self._change(name) as (conn, written, _):
             mid = self.catalog.model_id(conn, name, lock=True)
             cur = self._move_alias(conn, mid, name, alias, None, check=check, out=written)
         assert cur is not None
@@ -1140,7 +1168,7 @@ class Store:
         drop_m = _names_arg(remove_metrics, "remove_metrics")
         drop_t = _names_arg(remove_tags, "remove_tags")
         desc = None if description is None else text_arg(description, "description")
-        with self._change() as (conn, written, _):
+        with self._change(name) as (conn, written, _):
             mid = self.catalog.model_id(conn, name, lock=True)
             v = self._resolve(conn, mid, name, version)
             row = self._row(conn, mid, name, v)
@@ -1558,7 +1586,7 @@ class Store:
         version numbers. Each deletion is audited and journaled beside the blobs.
         """
         name = check_name(name)
-        with self._change() as (conn, written, after):
+        with self._change(name) as (conn, written, after):
             mid = self.catalog.model_id(conn, name, lock=True)
             if version is None:
                 targets = [

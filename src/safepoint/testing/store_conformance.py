@@ -845,6 +845,16 @@ class StoreConformance:
         assert store.delete("p/m", "latest") == [2]  # @latest deletes one version, not all
         assert [v.version for v in store.versions("p/m")] == [1]
 
+    def test_parents_must_exist(self, store: Store) -> None:
+        data = store.put("p/data", {"rows": 3}, alias="current")
+        run = store.runs.start("steps", "p/flow")
+        mv = store.put("p/m", 1, parents=[data, "p/data@current", "p/data", run.id])
+        assert mv.parents == ["p/data@1", "p/data@current", "p/data", run.id]
+        for bad in ("p/data@2", "p/data@old", "p/nothing", "0123456789abcdef"):
+            with pytest.raises(NotFoundError, match="parents"):
+                store.put("p/m", 2, parents=[bad])
+        assert [v.version for v in store.versions("p/m")] == [1]
+
     def test_kinds_keep_step_outputs_apart(self, store: Store) -> None:
         store.put("p/model", 1)
         store.put("p/pipe/v1/prep", 2, tags={"safepoint.step": "{}"})
