@@ -288,3 +288,31 @@ def test_gc_concurrent_with_puts_never_removes_committing_blob(tmp_path: Path) -
     for name in store.models():
         for v in store.versions(name):
             assert store.get(name, v.version)["w"].shape == (20_000,)
+
+
+# -- concurrent verify (its result is upserted) ----------------------------------------------
+def _verifier(url: str, metadata: str | None, go: Any, n: int, out: Any) -> None:
+    try:
+        store = Store(url, metadata=metadata)
+        go.wait()
+        for _ in range(n):
+            assert store.verify("team/model@1").ok
+        out.put("ok")
+    except BaseException:
+        out.put(traceback.format_exc())
+
+
+@pytest.mark.postgres
+def test_concurrent_verify_postgres(tmp_path: Path, pg_url: str) -> None:
+    url = str(tmp_path / "store")
+    Store(url, metadata=pg_url).put("team/model", {"w": np.arange(10)})
+    go, out = CTX.Event(), CTX.Queue()
+    procs = [CTX.Process(target=_verifier, args=(url, pg_url, go, 15, out)) for _ in range(6)]
+    for p in procs:
+        p.start()
+    go.set()
+    results = [out.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(60)
+    assert results == ["ok"] * len(procs), results
+    assert Store(url, metadata=pg_url).last_verify("team/model", 1)["ok"] is True
