@@ -288,6 +288,14 @@ def test_gc_concurrent_with_puts_never_removes_committing_blob(tmp_path: Path) -
     for name in store.models():
         for v in store.versions(name):
             assert store.get(name, v.version)["w"].shape == (20_000,)
+    # gc never removed the record of a version committing while it looked
+    assert not [f for f in store.check(verify_blobs=False).findings if "record" in f.kind]
+    before = snapshot(store)
+    lose_catalog(store)
+    with pytest.warns(SafepointWarning):
+        store = Store(url)
+    store.recover()
+    assert compare(before, snapshot(store)).lost == []
 
 
 # -- concurrent verify (its result is upserted) ----------------------------------------------

@@ -259,17 +259,32 @@ def _sweep_records(
         )
     protected = {r.digest: r.key for r in live + unexplained}
     for ref in dead:
-        if ref.mtime > now - grace:
+        if ref.mtime > now - grace or not _remove_dead_record(store, ref, dry_run):
             protected[ref.digest] = ref.key
             continue
-        with store.catalog.tx() as conn:
-            if store.catalog.leased(conn, ref.digest, store.lease_ttl):
-                protected[ref.digest] = ref.key
-                continue
         report.deleted_records.append(f"{ref.name}@{ref.version}")
+    return protected
+
+
+def _remove_dead_record(store: Store, ref: RecordRef, dry_run: bool) -> bool:
+    """Remove a record found dead, if it still is: under the model row's lock (which a
+    put's commit takes), its version has no row and its blob no live lease (which a put
+    holds from before it reserves the number until its commit). False: keep it."""
+    with store.catalog.tx(write=not dry_run) as conn:
+        try:
+            mid = store.catalog.model_id(conn, ref.name, lock=not dry_run)
+        except NotFoundError:
+            return False
+        row = conn.execute(
+            sa.select(sa.literal(1)).where(
+                T_VERSIONS.c.model_id == mid, T_VERSIONS.c.version == ref.version
+            )
+        ).first()
+        if row is not None or store.catalog.leased(conn, ref.digest, store.lease_ttl):
+            return False
         if not dry_run:
             store.blobs.delete_object(ref.key)
-    return protected
+    return True
 
 
 def _remove_parts(store: Store, cutoff: float) -> None:

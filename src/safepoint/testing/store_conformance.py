@@ -664,6 +664,8 @@ class StoreConformance:
             lost.gc(grace=0)
         with pytest.raises(RecoveryNeededError, match="recover"):
             lost.checkpointer("job/x").set("k", 1)
+        with pytest.raises(RecoveryNeededError, match="recover"):
+            lost.runs.start("steps", "p/flow")
         assert {b.key for b in lost.blobs.list_blobs()} == digests  # gc deleted nothing
         report = lost.recover()
         assert report.rebuilt and not report.dry_run
