@@ -20,7 +20,7 @@ from .semantics import Plan, plan_call
 __all__ = ["AuditResult", "audit"]
 
 _PLAIN = frozenset({type(None), bool, int, float, str})
-_POLICY_KIND = {"class": "obj", "call": "red", "ref": "ref"}
+_POLICY_KIND = {"class": "obj", "call": "red", "ref": "ref", "pyx": "pyx"}
 
 
 @dataclass

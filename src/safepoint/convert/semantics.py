@@ -325,7 +325,7 @@ def _sklearn_helper(call: Call, callee: GlobalRef, args: list[Any]) -> Plan | No
         ):
             return Plan(
                 "pyx",
-                [(args[0], "class"), (callee, "known")],
+                [(args[0], "pyx"), (callee, "known")],
                 [args[2], *_op_children(call)],
                 {"cls": args[0], "checksum": args[1], "state": args[2]},
             )
