@@ -177,6 +177,20 @@ def _analyze_unchecked(
     return _analyze_stream(data, trusted, limits)
 
 
+def _guard(audited: AuditResult, trusted: Trusted, what: str) -> Any:
+    """The load-time guard around construction: imports only from the packages of the
+    audited names (those of the default trust set may import at run time)."""
+    from ..format.guard import guarded
+    from ..format.trust import TrustPolicy
+
+    policy = TrustPolicy(trusted)
+    packages = {name.partition(".")[0] for name in audited.needed}
+    libraries = {
+        name.partition(".")[0] for name in audited.needed if not policy.trusted_by_caller(name)
+    }
+    return guarded(what, packages=packages, libraries=libraries)
+
+
 def _types_and_untrusted(a: _Analysis) -> tuple[list[dict[str, Any]], list[str], list[str]]:
     if a.audit is not None:
         return a.audit.types(), a.audit.untrusted, a.audit.problems
@@ -243,7 +257,8 @@ def convert(
         # e.g. scikit-learn's "Trying to unpickle estimator ... from version X": kept in
         # the report (and re-issued once) since it says the model came from another version
         warnings.simplefilter("always")
-        obj = Constructor(analysis.audit, lim).build(analysis.root)
+        with _guard(analysis.audit, trusted, f"converting {src!r}"):
+            obj = Constructor(analysis.audit, lim, trusted).build(analysis.root)
     notes = list(dict.fromkeys(str(w.message) for w in caught))
     for w in {str(w.message): w for w in caught}.values():
         warnings.warn(w.message, stacklevel=2)
