@@ -79,6 +79,8 @@ def scan(paths: tuple[str, ...], trust: tuple[str, ...], as_json: bool) -> None:
         for r in results:
             style = _VERDICT_STYLE.get(r.verdict, "red")
             click.echo(f"{click.style(r.verdict.upper(), fg=style)}  {r.path}  [{r.format}]")
+            if r.checked:
+                click.echo(f"    checked: {_counts(r.checked)}")
             for t in r.types:
                 mark = "" if t["trusted"] else "  <- untrusted"
                 click.echo(f"    {t['name']} ({', '.join(t['roles'])}){mark}")
@@ -86,5 +88,26 @@ def scan(paths: tuple[str, ...], trust: tuple[str, ...], as_json: bool) -> None:
                 click.echo(f"    problem: {p}")
             for n in r.notes:
                 click.echo(f"    note: {n}")
+            for n in r.not_checked:
+                click.echo(f"    not checked: {n}")
+        if results.skipped:
+            click.echo(
+                f"skipped {len(results.skipped)} file(s) in folders that are not pickle, "
+                "joblib, zip, skops or safepoint files (name one explicitly to scan it)"
+            )
     if not all(r.ok for r in results):
         sys.exit(1)
+
+
+_COUNT_WORDS = {
+    "pickle_streams": "pickle stream(s)",
+    "opcodes": "opcodes",
+    "calls": "calls",
+    "names": "names",
+    "skops_members": "skops members",
+    "zip_members": "zip members",
+}
+
+
+def _counts(checked: dict[str, int]) -> str:
+    return ", ".join(f"{v} {_COUNT_WORDS.get(k, k)}" for k, v in checked.items())

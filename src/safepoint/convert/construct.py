@@ -384,6 +384,7 @@ _SAFE_FACTORIES: dict[str, Any] = {
     "str": str,
     "tuple": tuple,
     "frozenset": frozenset,
+    "OrderedDict": collections.OrderedDict,  # collections.OrderedDict (LightGBM's best scores)
 }
 _ITERABLE = (list, tuple, set, frozenset, dict, str, bytes, bytearray)
 

@@ -11,6 +11,12 @@ in the file).
 Every declared length is checked against the bytes that remain before anything
 is sliced, and byte strings are views on the input, not copies.
 
+``pickle`` runs every call of a stream, wherever its result goes (dropped with POP
+or POP_MARK, kept only in the memo, left on the stack under the returned value), so
+the parser records every name and call it creates in ``created``, and what STOP left
+behind (``leftover``, ``open_marks``): the audit checks all of them, not only what
+the returned value contains.
+
 joblib writes the bytes of each numpy array right after the BUILD of its
 ``NumpyArrayWrapper``; with ``joblib=True`` those bytes are read there (and an
 object array's nested pickle stream is parsed), as joblib's unpickler does.
@@ -82,7 +88,10 @@ class PickleParser:
     """Parses one pickle stream of ``data`` starting at ``pos``.
 
     Attributes after :meth:`parse`: ``pos`` (just past STOP), ``protocol``,
-    ``n_opcodes``, ``joblib_arrays`` (how many joblib arrays were read).
+    ``n_opcodes``, ``joblib_arrays`` (how many joblib arrays were read),
+    ``created`` (every :class:`GlobalRef` and :class:`Call` the stream made, in
+    stream order, those of joblib's nested streams included), ``leftover`` (values
+    STOP left on the stack under the result) and ``open_marks`` (MARKs never closed).
     """
 
     def __init__(
@@ -113,6 +122,11 @@ class PickleParser:
         self.stack: list[Any] = []
         self.metastack: list[list[Any]] = []
         self.memo: dict[int, Any] = {}
+        self.created: list[Any] = []
+        self.leftover = 0
+        self.open_marks = 0
+        # EMPTY_TUPLE is one object in pickle too: a flood of them costs no memory
+        self._empty_tuple = TupleNode()
 
     # -- reading -----------------------------------------------------------------
     def _take(self, n: int, what: str) -> memoryview:
@@ -198,7 +212,14 @@ class PickleParser:
                 module = _compat_pickle.IMPORT_MAPPING[module]
         if not module or not name:
             raise _fail("an empty module or global name")
-        return GlobalRef(module, name)
+        ref = GlobalRef(module, name)
+        self.created.append(ref)
+        return ref
+
+    def _call(self, callee: Any, args: TupleNode, how: str, kwargs: Any = None) -> Call:
+        call = Call(callee, args, how, kwargs=kwargs)
+        self.created.append(call)
+        return call
 
     def _int_text(self, line: bytes, what: str) -> int:
         text = line.strip()
@@ -261,7 +282,11 @@ class PickleParser:
                     continue
                 self.pos = pos + 1
                 if op == 0x2E:  # STOP
-                    return self._pop()
+                    root = self._pop()
+                    # pickle ignores these, but the calls that made them have run
+                    self.leftover = len(self.stack) + sum(len(s) for s in self.metastack)
+                    self.open_marks = len(self.metastack)
+                    return root
                 handler = dispatch.get(op)
                 if handler is None:
                     raise _fail(f"unknown opcode 0x{op:02x} at byte {pos}")
@@ -462,13 +487,13 @@ class PickleParser:
         module = self._name("INST module")
         name = self._name("INST name")
         args = self._pop_mark()
-        self._push(Call(self._global(module, name), TupleNode(args), "inst"))
+        self._push(self._call(self._global(module, name), TupleNode(args), "inst"))
 
     def op_obj(self) -> None:
         items = self._pop_mark()
         if not items:
             raise _fail("OBJ without a class")
-        self._push(Call(items[0], TupleNode(items[1:]), "inst"))
+        self._push(self._call(items[0], TupleNode(items[1:]), "inst"))
 
     def op_list(self) -> None:
         self._push(ListNode(self._pop_mark()))
@@ -480,14 +505,14 @@ class PickleParser:
         self._push(TupleNode(self._pop_mark()))
 
     def op_empty_tuple(self) -> None:
-        self._push(TupleNode())
+        self._push(self._empty_tuple)
 
     def op_reduce(self) -> None:
         args = self._pop()
         func = self._pop()
         if not isinstance(args, TupleNode):
             raise _fail("REDUCE arguments must be a tuple")
-        self._push(Call(func, args, "reduce"))
+        self._push(self._call(func, args, "reduce"))
 
     # protocol 2 -------------------------------------------------------------------
     def op_proto(self) -> None:
@@ -503,7 +528,7 @@ class PickleParser:
         cls = self._pop()
         if not isinstance(args, TupleNode):
             raise _fail("NEWOBJ arguments must be a tuple")
-        self._push(Call(cls, args, "newobj"))
+        self._push(self._call(cls, args, "newobj"))
 
     def op_newobj_ex(self) -> None:
         kwargs = self._pop()
@@ -511,7 +536,7 @@ class PickleParser:
         cls = self._pop()
         if not isinstance(args, TupleNode) or not isinstance(kwargs, DictNode):
             raise _fail("NEWOBJ_EX needs a tuple and a dict")
-        self._push(Call(cls, args, "newobj", kwargs=kwargs if kwargs.pairs else None))
+        self._push(self._call(cls, args, "newobj", kwargs=kwargs if kwargs.pairs else None))
 
     def op_ext(self) -> None:
         raise FormatError(
@@ -632,6 +657,9 @@ class PickleParser:
             root = sub.parse()
             self.pos = sub.pos
             self.n_opcodes += sub.n_opcodes
+            self.created += sub.created
+            self.leftover += sub.leftover
+            self.open_marks += sub.open_marks
             wrapper.joblib = JoblibArray(dtype, shape, order, nested=root, matrix=matrix)
         else:
             if align is not None:
