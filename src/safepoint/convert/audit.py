@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import FormatError
 from ..format.trust import TrustPolicy
-from .nodes import Call, DictNode, GlobalRef, ListNode, SetNode, TupleNode
+from .nodes import Call, DictNode, GlobalRef, ListNode, SetNode, TupleNode, new_walk
 from .semantics import Plan, plan_call
 
 __all__ = ["AuditResult", "audit"]
@@ -78,7 +78,7 @@ def audit(
     policy = TrustPolicy(trusted)
     res = AuditResult()
     bad: set[str] = set()
-    seen: set[int] = set()
+    walk = new_walk()
     todo: list[Any] = [*extra, root]
     dtypes: dict[int, Any] = {}
 
@@ -109,9 +109,9 @@ def audit(
             # a name used as a value (a function or class stored in the model)
             need(node, "ref")
             continue
-        if id(node) in seen:
+        if node.mark == walk:
             continue
-        seen.add(id(node))
+        node.mark = walk
         res.n_nodes += 1
         if isinstance(node, ListNode | TupleNode | SetNode):
             todo.extend(x for x in node.items if type(x) not in _PLAIN)
@@ -139,15 +139,16 @@ def audit(
     return res
 
 
-def reachable(root: Any) -> set[int]:
-    """Ids of every node the value ``root`` contains (structurally, whatever the plans)."""
-    seen: set[int] = set()
+def reachable(root: Any) -> int:
+    """Marks every node the value ``root`` contains (structurally, whatever the plans)
+    with a new walk number, and returns it: ``node.mark == walk`` means contained."""
+    walk = new_walk()
     todo: list[Any] = [root]
     while todo:
         node = todo.pop()
-        if node is None or type(node) in _PLAIN or id(node) in seen:
+        if node is None or type(node) in _PLAIN or node.mark == walk:
             continue
-        seen.add(id(node))
+        node.mark = walk
         if isinstance(node, ListNode | TupleNode | SetNode):
             todo.extend(x for x in node.items if type(x) not in _PLAIN)
         elif isinstance(node, DictNode):
@@ -160,7 +161,7 @@ def reachable(root: Any) -> set[int]:
             todo.extend(_loose_children(node))
             if node.joblib is not None and node.joblib.nested is not None:
                 todo.append(node.joblib.nested)
-    return seen
+    return walk
 
 
 def _describe(node: Any) -> str:
@@ -194,13 +195,13 @@ def audit_stream(
     >>> res.untrusted, res.safe
     (['os.system'], False)
     """
-    reach = reachable(root)
-    dropped = [n for n in created if id(n) not in reach]
+    walk = reachable(root)
+    dropped = [n for n in created if n.mark != walk]
     calls = [n for n in dropped if isinstance(n, Call)]
     # a dropped name that is the callee of a dropped call is audited in its role there;
     # only names nothing uses are audited as plain references
-    inside = reachable(TupleNode(calls)) if calls else set()
-    names = [n for n in dropped if isinstance(n, GlobalRef) and id(n) not in inside]
+    inside = reachable(TupleNode(calls)) if calls else -1
+    names = [n for n in dropped if isinstance(n, GlobalRef) and n.mark != inside]
     res = audit(root, trusted, extra=[*calls, *names])
     if dropped:
         res.problems.append(

@@ -104,7 +104,9 @@ class _Bounded:
         ):
             raise LimitExceededError(
                 f"the {self.what} stream expands more than "
-                f"{self.limits.max_compression_ratio}x (a decompression bomb?)"
+                f"{self.limits.max_compression_ratio}x beyond its first 64 MiB (a "
+                "decompression bomb?); if the file is trusted, raise "
+                "ConvertLimits.max_compression_ratio (CLI: --max-ratio)"
             )
         self.parts.append(chunk)
 
@@ -216,7 +218,8 @@ def zip_members(data: bytes, limits: ConvertLimits) -> list[tuple[str, bytes]]:
             ):
                 raise LimitExceededError(
                     f"zip member {info.filename!r} expands more than "
-                    f"{limits.max_compression_ratio}x (a decompression bomb?)"
+                    f"{limits.max_compression_ratio}x (a decompression bomb?); if the file "
+                    "is trusted, raise ConvertLimits.max_compression_ratio (CLI: --max-ratio)"
                 )
             try:
                 with zf.open(info) as f:

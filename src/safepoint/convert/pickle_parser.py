@@ -123,6 +123,7 @@ class PickleParser:
         self.metastack: list[list[Any]] = []
         self.memo: dict[int, Any] = {}
         self.created: list[Any] = []
+        self.n_nodes = 0
         self.leftover = 0
         self.open_marks = 0
         # EMPTY_TUPLE is one object in pickle too: a flood of them costs no memory
@@ -192,6 +193,22 @@ class PickleParser:
     def _push(self, value: Any) -> None:
         self.stack.append(value)
 
+    def _push_new(self, node: Any) -> None:
+        self._count_node()
+        self.stack.append(node)
+
+    def _count_node(self) -> None:
+        # every node costs at least one byte of stream, and ~100 bytes of memory:
+        # bounded apart from the file size so that a stream of one-byte container
+        # opcodes cannot take memory without end
+        self.n_nodes += 1
+        if self.n_nodes > self.limits.max_nodes:
+            raise LimitExceededError(
+                f"the pickle creates more than {self.limits.max_nodes} objects (containers, "
+                "calls, names, MARKs); raise ConvertLimits.max_nodes (CLI: --max-nodes) if "
+                "the file is expected to hold that many"
+            )
+
     def _memo_get(self, idx: int) -> Any:
         try:
             return self.memo[idx]
@@ -201,6 +218,12 @@ class PickleParser:
     def _memo_put(self, idx: int) -> None:
         if idx < 0:
             raise _fail("negative memo index")
+        if idx not in self.memo and len(self.memo) >= self.limits.max_nodes:
+            raise LimitExceededError(
+                f"the pickle memoises more than {self.limits.max_nodes} values; raise "
+                "ConvertLimits.max_nodes (CLI: --max-nodes) if the file is expected to hold "
+                "that many"
+            )
         self.memo[idx] = self._top()
 
     def _global(self, module: str, name: str) -> GlobalRef:
@@ -213,11 +236,13 @@ class PickleParser:
         if not module or not name:
             raise _fail("an empty module or global name")
         ref = GlobalRef(module, name)
+        self._count_node()
         self.created.append(ref)
         return ref
 
     def _call(self, callee: Any, args: TupleNode, how: str, kwargs: Any = None) -> Call:
         call = Call(callee, args, how, kwargs=kwargs)
+        self._count_node()
         self.created.append(call)
         return call
 
@@ -247,6 +272,7 @@ class PickleParser:
         stack = self.stack
         pos = self.pos
         count = 0
+        max_memo = self.limits.max_nodes
         try:
             while True:
                 if pos >= end:
@@ -264,7 +290,7 @@ class PickleParser:
                             raise _fail("SHORT_BINUNICODE is not valid UTF-8") from None
                         pos += 2 + n
                         continue
-                elif op == 0x94 and stack:  # MEMOIZE
+                elif op == 0x94 and stack and len(memo) < max_memo:  # MEMOIZE
                     memo[len(memo)] = stack[-1]
                     pos += 1
                     continue
@@ -298,6 +324,7 @@ class PickleParser:
 
     # protocol 0/1 -----------------------------------------------------------------
     def op_mark(self) -> None:
+        self._count_node()
         self.metastack.append(self.stack)
         self.stack = []
 
@@ -438,10 +465,10 @@ class PickleParser:
         items = self._pop_mark()
         if len(items) % 2:
             raise _fail("DICT with an odd number of items")
-        self._push(DictNode(list(zip(items[::2], items[1::2], strict=True))))
+        self._push_new(DictNode(list(zip(items[::2], items[1::2], strict=True))))
 
     def op_empty_dict(self) -> None:
-        self._push(DictNode())
+        self._push_new(DictNode())
 
     def op_setitem(self) -> None:
         value = self._pop()
@@ -496,13 +523,13 @@ class PickleParser:
         self._push(self._call(items[0], TupleNode(items[1:]), "inst"))
 
     def op_list(self) -> None:
-        self._push(ListNode(self._pop_mark()))
+        self._push_new(ListNode(self._pop_mark()))
 
     def op_empty_list(self) -> None:
-        self._push(ListNode())
+        self._push_new(ListNode())
 
     def op_tuple(self) -> None:
-        self._push(TupleNode(self._pop_mark()))
+        self._push_new(TupleNode(self._pop_mark()))
 
     def op_empty_tuple(self) -> None:
         self._push(self._empty_tuple)
@@ -545,18 +572,18 @@ class PickleParser:
         )
 
     def op_tuple1(self) -> None:
-        self._push(TupleNode([self._pop()]))
+        self._push_new(TupleNode([self._pop()]))
 
     def op_tuple2(self) -> None:
         b = self._pop()
         a = self._pop()
-        self._push(TupleNode([a, b]))
+        self._push_new(TupleNode([a, b]))
 
     def op_tuple3(self) -> None:
         c = self._pop()
         b = self._pop()
         a = self._pop()
-        self._push(TupleNode([a, b, c]))
+        self._push_new(TupleNode([a, b, c]))
 
     def op_newtrue(self) -> None:
         self._push(True)
@@ -575,17 +602,17 @@ class PickleParser:
 
     # protocol 3 -------------------------------------------------------------------
     def op_binbytes(self) -> None:
-        self._push(BytesNode(self._take(self._struct(_U4, "BINBYTES"), "BINBYTES")))
+        self._push_new(BytesNode(self._take(self._struct(_U4, "BINBYTES"), "BINBYTES")))
 
     def op_short_binbytes(self) -> None:
-        self._push(BytesNode(self._take(self._u8("SHORT_BINBYTES"), "SHORT_BINBYTES")))
+        self._push_new(BytesNode(self._take(self._u8("SHORT_BINBYTES"), "SHORT_BINBYTES")))
 
     # protocol 4 -------------------------------------------------------------------
     def op_binbytes8(self) -> None:
-        self._push(BytesNode(self._take(self._struct(_U8, "BINBYTES8"), "BINBYTES8")))
+        self._push_new(BytesNode(self._take(self._struct(_U8, "BINBYTES8"), "BINBYTES8")))
 
     def op_empty_set(self) -> None:
-        self._push(SetNode())
+        self._push_new(SetNode())
 
     def op_additems(self) -> None:
         items = self._pop_mark()
@@ -595,7 +622,7 @@ class PickleParser:
         target.items.extend(items)
 
     def op_frozenset(self) -> None:
-        self._push(SetNode(self._pop_mark(), frozen=True))
+        self._push_new(SetNode(self._pop_mark(), frozen=True))
 
     def op_frame(self) -> None:
         n = self._struct(_U8, "FRAME")
@@ -605,7 +632,7 @@ class PickleParser:
     # protocol 5 -------------------------------------------------------------------
     def op_bytearray8(self) -> None:
         n = self._struct(_U8, "BYTEARRAY8")
-        self._push(BytesNode(self._take(n, "BYTEARRAY8"), mutable=True))
+        self._push_new(BytesNode(self._take(n, "BYTEARRAY8"), mutable=True))
 
     def op_next_buffer(self) -> None:
         raise FormatError(
@@ -658,6 +685,7 @@ class PickleParser:
             self.pos = sub.pos
             self.n_opcodes += sub.n_opcodes
             self.created += sub.created
+            self.n_nodes += sub.n_nodes
             self.leftover += sub.leftover
             self.open_marks += sub.open_marks
             wrapper.joblib = JoblibArray(dtype, shape, order, nested=root, matrix=matrix)
