@@ -301,6 +301,15 @@ class Constructor:
         state = self._build(node.ops[0][1])
         return _sparse_from_state(plan.parts["format"], plan.parts["array"], state)
 
+    # -- XGBoost / LightGBM, through their adapters ---------------------------------
+    def _k_adapted(self, node: Call, plan: Plan) -> Any:
+        from .adapters_ import rebuild
+
+        p = plan.parts
+        cls = self._resolve(p["cls"], "obj")
+        state = self._build(p["state"]) if p["state"] is not None else None
+        return rebuild(p["framework"], p["what"], cls, state)
+
     # -- audited classes ----------------------------------------------------------
     def _k_instance(self, node: Call, plan: Plan) -> Any:
         ref: GlobalRef = plan.parts["cls"]

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError
+from .adapters_ import ADAPTED
 from .nodes import BytesNode, Call, DictNode, GlobalRef, ListNode, TupleNode
 from .numpy_build import build_dtype, check_shape, fail, is_global, plain, plain_bytes
 
@@ -162,6 +163,9 @@ def _instance(call: Call, cls: Any, args: list[Any], kwargs: Any = None) -> Plan
         return _sparse(call, cls, sp, args)
     if cls.module == "builtins" and cls.name in BUILTIN_CALLS:
         return _builtin(call, cls, args, kwargs)
+    adapted = ADAPTED.get((cls.module, cls.name))
+    if adapted is not None:
+        return _adapted(call, cls, adapted, args, kwargs)
     known = KNOWN_FUNCTIONS.get((cls.module, cls.name))
     if known in ("ordereddict", "counter") and not args and kwargs is None:
         return _collection(call, cls, known, [])
@@ -174,6 +178,25 @@ def _instance(call: Call, cls: Any, args: list[Any], kwargs: Any = None) -> Plan
         [(cls, "class")],
         children,
         {"cls": cls, "args": args, "kwargs": kwargs},
+    )
+
+
+def _adapted(
+    call: Call, cls: GlobalRef, adapted: tuple[str, str], args: list[Any], kwargs: Any
+) -> Plan:
+    """An XGBoost / LightGBM booster or wrapper: created empty, given one state, and
+    rebuilt through safepoint's adapter (see :mod:`safepoint.convert.adapters_`)."""
+    _no_container_ops(call, cls.qualified)
+    if args or kwargs is not None or len(call.ops) > 1:
+        raise fail(f"{cls.qualified} must be created empty and given one state")
+    state = call.ops[0][1] if call.ops else None
+    if state is not None and not isinstance(state, DictNode):
+        raise fail(f"the state of {cls.qualified} must be a dict")
+    return Plan(
+        "adapted",
+        [(cls, "known")],
+        [state] if state is not None else [],
+        {"cls": cls, "framework": adapted[0], "what": adapted[1], "state": state},
     )
 
 
