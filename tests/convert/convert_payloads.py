@@ -274,6 +274,42 @@ def dropped_global(c: str) -> bytes:
     return b"\x80\x02" + g0("antigravity", "webbrowser") + b"0}."
 
 
+def dropped_newobj(c: str) -> bytes:
+    # NEWOBJ (cls.__new__) of a class outside the allowlist, popped
+    return b"\x80\x02" + g0("subprocess", "Popen") + b")\x81" + b"0}."
+
+
+def dropped_newobj_ex(c: str) -> bytes:
+    return b"\x80\x04" + sg("subprocess", "Popen") + b")}\x92" + b"0}."
+
+
+def dropped_stack_global_memo(c: str) -> bytes:
+    # STACK_GLOBAL from memoised strings, the call's result popped
+    return (
+        b"\x80\x04"
+        + u("os")
+        + b"\x94"
+        + u("system")
+        + b"\x94"
+        + b"00"
+        + b"h\x00h\x01\x93"
+        + u(touch(c))
+        + b"\x85R0}."
+    )
+
+
+def dropped_build(c: str) -> bytes:
+    # an allowlisted estimator whose state (built by BUILD) holds the call, then popped
+    return (
+        b"\x80\x02"
+        + g0("sklearn.linear_model._base", "LinearRegression")
+        + b")\x81}"
+        + u("x")
+        + _call(c)
+        + b"sb0}."
+    )
+
+
 #: payloads whose call never reaches the returned object (each one a variant of the
 #: class "a call the returned value does not contain")
 DROPPED = {
@@ -291,6 +327,10 @@ DROPPED = {
     "concatenated_requests": concatenated_requests,
     "trailing_bytes": trailing_bytes,
     "dropped_global": dropped_global,
+    "dropped_newobj": dropped_newobj,
+    "dropped_newobj_ex": dropped_newobj_ex,
+    "dropped_stack_global_memo": dropped_stack_global_memo,
+    "dropped_build": dropped_build,
 }
 #: the ones that create the canary under plain pickle (``concatenated`` needs a second
 #: ``pickle.load`` of the same file, done by the positive control)
@@ -306,6 +346,8 @@ DROPPED_LIVE = [
     "fickling_exec_first",
     "fickling_exec_last",
     "concatenated",
+    "dropped_stack_global_memo",
+    "dropped_build",
 ]
 
 
