@@ -147,14 +147,15 @@ def scan(
 
 
 _COUNT_WORDS = {
+    "zip_members": "zip member(s)",
+    "skops_members": "skops member(s)",
     "pickle_streams": "pickle stream(s)",
-    "opcodes": "opcodes",
-    "calls": "calls",
-    "names": "names",
-    "skops_members": "skops members",
-    "zip_members": "zip members",
+    "opcodes": "opcode(s)",
+    "calls": "call(s)",
+    "names": "name(s)",
 }
 
 
 def _counts(checked: dict[str, int]) -> str:
-    return ", ".join(f"{v} {_COUNT_WORDS.get(k, k)}" for k, v in checked.items())
+    order = [k for k in _COUNT_WORDS if k in checked] + sorted(set(checked) - set(_COUNT_WORDS))
+    return ", ".join(f"{checked[k]} {_COUNT_WORDS.get(k, k)}" for k in order)
