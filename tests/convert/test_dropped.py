@@ -307,3 +307,22 @@ def test_scan_json_says_what_was_checked(tmp: Path, runner: CliRunner) -> None:
     assert data["verdict"] == "safe"
     assert data["checked"]["pickle_streams"] == 1
     assert data["checked"]["opcodes"] > 0
+
+
+def test_protocol0_pickle_without_a_usual_first_opcode(tmp: Path, runner: CliRunner) -> None:
+    """A protocol 0 pickle may start with any opcode (FLOAT, then POP): named like a
+    pickle, it is examined inside folders and zip files, not skipped."""
+    evil = b"F1.0\n0" + g0("os", "system") + b"(S'touch " + str(tmp / "canary").encode()
+    evil += b"'\ntR."
+    folder = tmp / "models"
+    folder.mkdir()
+    (folder / "evil.pkl").write_bytes(evil)
+    res = runner.invoke(cli, ["scan", str(folder)])
+    assert res.exit_code == 1, res.output
+    assert "os.system" in res.output
+    src = tmp / "m.zip"
+    src.write_bytes(_zip({"data.pkl": pickle.dumps({"ok": 1}), "extra.pkl": evil}))
+    [zres] = sp.scan([src])
+    assert zres.verdict != "safe"
+    assert "os.system" in zres.untrusted
+    assert not (tmp / "canary").exists()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickletools
 import struct
 import warnings
 from collections.abc import Iterable
@@ -35,6 +36,20 @@ __all__ = ["ConversionReport", "ScanResult", "ScanResults", "convert", "scan"]
 
 Trusted = Iterable[Any] | str | type | None
 _PICKLE_EXTENSIONS = (".pkl", ".pickle", ".pck", ".p", ".joblib", ".sav", ".dat")
+
+
+#: the opcodes of protocols 0 and 1 (any of them can start such a stream)
+_PROTOCOL0_OPCODES = frozenset(
+    op.code.encode("latin-1")[0] for op in pickletools.opcodes if op.proto <= 1
+)
+
+
+def _maybe_protocol0(data: bytes) -> bool:
+    return bool(data) and data[0] in _PROTOCOL0_OPCODES
+
+
+def _pickle_name(path: str) -> bool:
+    return path.lower().endswith(_PICKLE_EXTENSIONS)
 
 
 @dataclass
@@ -164,7 +179,7 @@ def _audit_rest(
     first_end = pos
     streams = 1
     while pos < end:
-        if not looks_like_pickle(data[pos : pos + 16]):
+        if not looks_like_pickle(data[pos : pos + 16]) and not _maybe_protocol0(data[pos : pos + 1]):
             result.problems.append(
                 f"{end - pos} byte(s) after the end of the pickle stream"
                 + (f" {streams}" if streams > 1 else "")
@@ -196,11 +211,23 @@ def _analyze_stream(data: bytes, trusted: Trusted, limits: ConvertLimits) -> _An
     kind = sniff(data[:16])
     if kind in COMPRESSIONS:
         inner = decompress(data, kind, limits)
-        if sniff(inner[:16]) != "pickle":
+        if sniff(inner[:16]) != "pickle" and not _maybe_protocol0(inner):
             raise FormatError(f"the {kind}-compressed data is not a pickle or joblib stream")
         return _pickle_analysis(inner, kind, trusted, limits)
     if kind == "pickle":
         return _pickle_analysis(data, "", trusted, limits)
+    if _maybe_protocol0(data):
+        # a protocol 0/1 pickle may start with any of their opcodes (FLOAT, then POP,
+        # then the real content): what parses as one is audited as one
+        try:
+            return _pickle_analysis(data, "", trusted, limits)
+        except LimitExceededError:
+            raise
+        except SafepointError as exc:
+            raise FormatError(
+                f"not a pickle, joblib, skops or safepoint file (first bytes {data[:8]!r}; "
+                f"read as a pickle: {exc})"
+            ) from None
     if kind == "joblib-compat":
         raise FormatError(
             "this is a joblib file from joblib < 0.10 (arrays kept in separate files): "
@@ -266,7 +293,8 @@ def _analyze_unchecked(
             return _Analysis("skops", root=root, audit=result)
         out: list[tuple[str, _Analysis | SafepointError]] = []
         for name, raw in members:
-            if sniff(raw[:16]) in (*COMPRESSIONS, "pickle", "joblib-compat"):
+            # by magic bytes, or by name: a protocol 0/1 pickle may start with any opcode
+            if sniff(raw[:16]) in (*COMPRESSIONS, "pickle", "joblib-compat") or _pickle_name(name):
                 try:
                     out.append((name, _analyze_stream(raw, trusted, limits)))
                 except SafepointError as exc:
@@ -475,11 +503,11 @@ def scan(
                 results.skipped.append(path)
                 continue
             kind = sniff(head)
-            # protocol 0/1 pickles have no magic: inside folders, only by their extension
-            if kind == "unknown" or (
-                kind == "pickle"
-                and head[:1] != b"\x80"
-                and not path.lower().endswith(_PICKLE_EXTENSIONS)
+            # protocol 0/1 pickles have no magic (and may start with any opcode): inside
+            # folders, a file named like a pickle is always examined, other files only
+            # when their first bytes are those of a model file
+            if not _pickle_name(path) and (
+                kind == "unknown" or (kind == "pickle" and head[:1] != b"\x80")
             ):
                 results.skipped.append(path)
                 continue

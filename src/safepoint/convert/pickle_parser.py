@@ -143,10 +143,11 @@ class PickleParser:
         return out
 
     def _line(self, what: str) -> bytes:
-        # protocol 0 arguments end with a newline; search in bounded chunks so that a
-        # missing newline never makes us copy the whole input at once
+        # protocol 0 arguments end with a newline; search in growing chunks so that a
+        # missing newline never makes us copy the whole input at once, and a short line
+        # costs a short copy (a flood of one-byte lines stays linear and cheap)
         start = self.pos
-        chunk = 1 << 16
+        chunk = 64
         while True:
             stop = min(self.end, start + chunk)
             nl = bytes(self.mv[start:stop]).find(b"\n")
@@ -156,6 +157,7 @@ class PickleParser:
             if stop >= self.end:
                 raise _fail(f"{what} is not terminated by a newline")
             start = stop
+            chunk = min(chunk * 2, 1 << 20)
         line = bytes(self.mv[self.pos : nl])
         self.pos = nl + 1
         return line
