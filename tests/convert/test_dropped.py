@@ -326,3 +326,28 @@ def test_protocol0_pickle_without_a_usual_first_opcode(tmp: Path, runner: CliRun
     assert zres.verdict != "safe"
     assert "os.system" in zres.untrusted
     assert not (tmp / "canary").exists()
+
+
+def test_scan_says_what_it_did_not_check(tmp: Path, runner: CliRunner) -> None:
+    """A safe verdict never covers what was not examined: zip members that are not
+    pickles, a safepoint file's contents, files skipped in folders."""
+    folder = tmp / "models"
+    folder.mkdir()
+    (folder / "m.zip").write_bytes(
+        _zip({"data.pkl": pickle.dumps({"ok": 1}), "README": b"# read me\n"})
+    )
+    sp.dump({"a": 1}, folder / "m.sp")
+    (folder / "notes.txt").write_text("# nothing\n")
+    results = sp.scan([folder])
+    by_name = {Path(r.path).name: r for r in results}
+    assert [r.verdict for r in results] == ["safe", "safe"]
+    assert any("README" in n for n in by_name["m.zip"].not_checked)
+    assert by_name["m.zip"].checked["zip_members"] == 1
+    assert any("types table" in n for n in by_name["m.sp"].not_checked)
+    assert [Path(p).name for p in results.skipped] == ["notes.txt"]
+    res = runner.invoke(cli, ["scan", str(folder)])
+    assert res.exit_code == 0, res.output
+    assert "not checked: 1 zip member(s) that are not pickle or joblib streams: README" in (
+        res.output
+    )
+    assert "skipped 1 file(s)" in res.output

@@ -28,7 +28,7 @@ from ..errors import FormatError, LimitExceededError, SafepointError, UntrustedT
 from ..format import api as _format_api
 from .audit import AuditResult, audit_stream, hints, trust_would_help
 from .construct import Constructor
-from .containers import COMPRESSIONS, decompress, read_bounded, sniff, zip_members
+from .containers import COMPRESSIONS, decompress, read_bounded, sniff, zip_members, zip_names
 from .limits import DEFAULT_CONVERT_LIMITS, ConvertLimits
 from .pickle_parser import PickleParser, looks_like_pickle
 
@@ -179,7 +179,9 @@ def _audit_rest(
     first_end = pos
     streams = 1
     while pos < end:
-        if not looks_like_pickle(data[pos : pos + 16]) and not _maybe_protocol0(data[pos : pos + 1]):
+        if not looks_like_pickle(data[pos : pos + 16]) and not _maybe_protocol0(
+            data[pos : pos + 1]
+        ):
             result.problems.append(
                 f"{end - pos} byte(s) after the end of the pickle stream"
                 + (f" {streams}" if streams > 1 else "")
@@ -428,10 +430,7 @@ def _scan_one(path: str, trusted: Trusted, limits: ConvertLimits) -> ScanResult:
     if not isinstance(found, list):
         return _result(path, found)
     top = ScanResult(path, "zip")
-    try:
-        listed = [name for name, _ in zip_members(data, limits)]
-    except SafepointError:
-        listed = []
+    listed = zip_names(data)
     examined = {name for name, _ in found}
     skipped = [name for name in listed if name not in examined]
     if skipped:

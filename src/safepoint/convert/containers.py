@@ -25,7 +25,7 @@ from ..format import spec
 from .limits import ConvertLimits
 from .pickle_parser import looks_like_pickle
 
-__all__ = ["COMPRESSIONS", "decompress", "read_bounded", "sniff", "zip_members"]
+__all__ = ["COMPRESSIONS", "decompress", "read_bounded", "sniff", "zip_members", "zip_names"]
 
 COMPRESSIONS = ("zlib", "gzip", "bz2", "xz", "lzma", "lz4")
 _CHUNK = 1 << 24
@@ -231,3 +231,14 @@ def zip_members(data: bytes, limits: ConvertLimits) -> list[tuple[str, bytes]]:
                 raise FormatError(f"zip member {info.filename!r} does not match its size")
             out.append((info.filename, raw))
         return out
+
+
+def zip_names(data: bytes) -> list[str]:
+    """The file names of a zip archive (nothing is decompressed); [] if it is not one."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            return [i.filename for i in zf.infolist() if not i.is_dir()]
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return []
