@@ -226,3 +226,26 @@ def test_other_shapes_are_refused(tmp: Path, rv: Any) -> None:
     with pytest.raises(sp.SafepointError):
         sp.convert(src, tmp / "x.sp")
     assert sp.scan([src])[0].verdict != "safe"
+
+
+@pytest.mark.parametrize("attr", ["predict", "get_booster", "feature_importances_"])
+def test_attributes_hiding_methods_are_refused(tmp: Path, attr: str) -> None:
+    """A fitted attribute named like a method or property would stand in for it."""
+    model = pickle.loads(pickle.dumps(MODELS["xgb_classifier"]))
+    state = dict(vars(model))
+    state[attr] = [1, 2]
+    rv = (copyreg.__newobj__, (xgb.XGBClassifier,), state)
+    src = tmp / "x.pkl"
+    src.write_bytes(pickle.dumps(_Reduced(rv), protocol=1))
+    with pytest.raises(sp.FormatError, match="hides the class"):
+        sp.convert(src, tmp / "x.sp")
+
+
+def test_a_wrapper_must_hold_its_own_framework_booster(tmp: Path) -> None:
+    state = dict(vars(pickle.loads(pickle.dumps(MODELS["lgb_classifier"]))))
+    state["_Booster"] = MODELS["xgb_booster"]
+    rv = (copyreg.__newobj__, (lgb.LGBMClassifier,), state)
+    src = tmp / "x.pkl"
+    src.write_bytes(pickle.dumps(_Reduced(rv), protocol=1))
+    with pytest.raises(sp.FormatError, match="lightgbm Booster"):
+        sp.convert(src, tmp / "x.sp")

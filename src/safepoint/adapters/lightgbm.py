@@ -217,8 +217,8 @@ def rebuild_wrapper(
     est = cls(**params)
     if booster is None:
         return est
-    if type(booster).__qualname__ != "Booster":
-        raise dec.fail("a lightgbm wrapper must hold a Booster")
+    if type(booster) is not _lgb().Booster:
+        raise dec.fail("a lightgbm wrapper must hold a lightgbm Booster")
     if isinstance(attrs, dict) and isinstance(attrs.get("_best_score"), dict):
         best: dict[str, Any] = collections.defaultdict(collections.OrderedDict)
         for k, v in attrs["_best_score"].items():

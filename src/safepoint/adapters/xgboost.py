@@ -184,8 +184,8 @@ def rebuild_wrapper(
     ``dec`` is anything with ``fail(msg) -> Exception``."""
     est = cls(**params)
     if booster is not None:
-        if type(booster).__qualname__ != "Booster":
-            raise dec.fail("an xgboost wrapper must hold a Booster")
+        if type(booster) is not _xgb().Booster:
+            raise dec.fail("an xgboost wrapper must hold an xgboost Booster")
         est._Booster = booster
         set_fitted_attributes(est, attrs, dec, cls.__name__)
     return est

@@ -100,4 +100,12 @@ def rebuild(framework: str, what: str, cls: type, state: Any) -> Any:
         for k, v in st.items()
         if k != "_Booster" and k not in params and not k.startswith("__")
     }
+    for k in attrs:
+        # an instance attribute named like a method (predict, get_booster, ...) would
+        # stand in for it: a value chosen by the file called as the model's method
+        if callable(getattr(cls, k, None)) or isinstance(getattr(cls, k, None), property):
+            raise FormatError(
+                f"the pickled {name} sets an attribute {k!r} that hides the class's own "
+                "method or property: refused"
+            )
     return adapter.rebuild_wrapper(cls, params, attrs, booster, _Fail())
