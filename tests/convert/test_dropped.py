@@ -232,10 +232,8 @@ def test_joblib_object_array_nested_stream_dropped(tmp: Path, runner: CliRunner)
     src = tmp / "o.joblib"
     joblib.dump({"o": np.array([1.5, "x"], dtype=object)}, src)
     data = src.read_bytes()
-    # the nested stream of the object array is a protocol-2+ pickle of its own that ends
-    # with the array's BUILD then STOP; put a dropped call right before that STOP
-    marker = pickle.dumps(np.array([1.5, "x"], dtype=object), protocol=4)[-1:]
-    assert marker == b"."
+    # the nested stream of the object array is a pickle of its own that ends with the
+    # array's BUILD then STOP; put a dropped call right before that STOP
     nested_start = data.index(b"\x80", data.index(b"NumpyArrayWrapper") + 1)
     nested_end = data.index(b"b.", nested_start) + 1
     evil = data[:nested_end] + g0("os", "system") + u("touch " + str(tmp / "canary"))
@@ -243,6 +241,10 @@ def test_joblib_object_array_nested_stream_dropped(tmp: Path, runner: CliRunner)
     src.write_bytes(evil)
     res = _assert_refused(tmp, src, runner)
     assert "os.system" in res.untrusted
+    # positive control: joblib itself runs it (in a throwaway process)
+    code = "import joblib, sys; joblib.load(sys.argv[1])"
+    subprocess.run([sys.executable, "-c", code, str(src)], check=True, timeout=120)
+    assert (tmp / "canary").exists()
 
 
 def _zip(members: dict[str, bytes]) -> bytes:
