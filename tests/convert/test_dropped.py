@@ -353,3 +353,58 @@ def test_scan_says_what_it_did_not_check(tmp: Path, runner: CliRunner) -> None:
         res.output
     )
     assert "skipped 1 file(s)" in res.output
+
+
+_CALL = g0("os", "system") + u("touch canary") + b"\x85R"
+_LR = g0("sklearn.linear_model._base", "LinearRegression")
+#: one hostile use of every opcode that imports, creates, calls or mutates something
+#: (pickle would run code chosen by the file through each of them)
+OPCODE_ABUSE = {
+    "GLOBAL": b"\x80\x02" + g0("os", "system") + b"0}.",
+    "STACK_GLOBAL": b"\x80\x04" + u("os") + u("system") + b"\x930}.",
+    "REDUCE": b"\x80\x02" + _CALL + b"0}.",
+    "INST": b"(S'x'\nios\nsystem\n0(dp0\n.",
+    "OBJ": b"(" + g0("os", "system") + b"S'x'\no0}.",
+    "NEWOBJ": b"\x80\x02" + g0("subprocess", "Popen") + b")\x810}.",
+    "NEWOBJ_EX": b"\x80\x04" + g0("subprocess", "Popen") + b")}\x920}.",
+    "BUILD": b"\x80\x02" + _LR + b")\x81}" + u("x") + _CALL + b"sb0}.",
+    "SETITEM": b"\x80\x02" + _LR + b")\x81" + u("k") + u("v") + b"s.",
+    "SETITEMS": b"\x80\x02" + _LR + b")\x81(" + u("k") + u("v") + b"u.",
+    "APPEND": b"\x80\x02" + _LR + b")\x81K\x01a.",
+    "APPENDS": b"\x80\x02" + _LR + b")\x81(K\x01e.",
+    "ADDITEMS": b"\x80\x04" + _LR + b")\x81(K\x01\x90.",
+    "EXT1": b"\x80\x02\x82\x01.",
+    "EXT2": b"\x80\x02\x83\x01\x00.",
+    "EXT4": b"\x80\x02\x84\x01\x00\x00\x00.",
+    "PERSID": b"(Pfoo\n0(dp0\n.",
+    "BINPERSID": b"\x80\x02" + u("foo") + b"Q0}.",
+    "NEXT_BUFFER": b"\x80\x05\x970}.",
+    "READONLY_BUFFER": b"\x80\x05" + _CALL + b"\x980}.",
+    "DUP": b"\x80\x02" + _CALL + b"20}.",
+    "MEMOIZE": b"\x80\x04" + _CALL + b"\x940}.",
+    "PUT": b"(" + g0("os", "system") + b"(S'x'\ntRp0\n0(dp1\n.",
+}
+
+
+def test_every_calling_opcode_has_an_abuse_case() -> None:
+    calling = {
+        "GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "BUILD",
+        "SETITEM", "SETITEMS", "APPEND", "APPENDS", "ADDITEMS", "EXT1", "EXT2", "EXT4",
+        "PERSID", "BINPERSID", "NEXT_BUFFER", "READONLY_BUFFER",
+    }  # fmt: skip
+    assert calling <= set(OPCODE_ABUSE)
+    for name in OPCODE_ABUSE:
+        assert name in {op.name for op in pickletools.opcodes}
+
+
+@pytest.mark.parametrize("name", sorted(OPCODE_ABUSE))
+def test_opcode_abuse_is_refused(tmp: Path, name: str) -> None:
+    data = OPCODE_ABUSE[name]
+    assert name in [op.name for op, _, _ in pickletools.genops(data)]
+    src = tmp / "x.pkl"
+    src.write_bytes(data)
+    [res] = sp.scan([src])
+    assert res.verdict != "safe", res
+    with pytest.raises(sp.SafepointError):
+        sp.convert(src, tmp / "x.sp")
+    assert not (tmp / "x.sp").exists()
