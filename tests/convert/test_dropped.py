@@ -408,3 +408,17 @@ def test_opcode_abuse_is_refused(tmp: Path, name: str) -> None:
     with pytest.raises(sp.SafepointError):
         sp.convert(src, tmp / "x.sp")
     assert not (tmp / "x.sp").exists()
+
+
+def test_many_concatenated_streams_are_all_audited(tmp: Path) -> None:
+    """Every stream is audited (the last one's name is reported), the report stays short."""
+    streams = [b"\x80\x02" + g0(f"mod{i}", "f") + b"0}." for i in range(300)]
+    streams.append(b"\x80\x02" + g0("os", "system") + b")R.")
+    src = tmp / "many.pkl"
+    src.write_bytes(b"".join(streams))
+    [res] = sp.scan([src])
+    assert res.verdict == "refused"
+    assert "os.system" in res.untrusted and "mod299.f" in res.untrusted
+    assert res.checked["pickle_streams"] == 301
+    assert len(res.problems) <= 51
+    assert "301 pickle streams" in res.problems[0]

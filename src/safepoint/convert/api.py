@@ -44,6 +44,9 @@ _PROTOCOL0_OPCODES = frozenset(
 )
 
 
+_MAX_PROBLEMS = 50
+
+
 def _maybe_protocol0(data: bytes) -> bool:
     return bool(data) and data[0] in _PROTOCOL0_OPCODES
 
@@ -206,6 +209,10 @@ def _audit_rest(
             "pickle.load reads only the first, but a loader that reads in a loop runs them "
             "all (every stream was audited); refused",
         )
+    if len(result.problems) > _MAX_PROBLEMS:
+        # thousands of tiny crafted streams: every one audited, the first reported
+        more = len(result.problems) - _MAX_PROBLEMS
+        result.problems = [*result.problems[:_MAX_PROBLEMS], f"... and {more} more problems"]
 
 
 def _analyze_stream(data: bytes, trusted: Trusted, limits: ConvertLimits) -> _Analysis:
