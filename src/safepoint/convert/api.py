@@ -211,8 +211,8 @@ def _audit_rest(
         )
     if len(result.problems) > _MAX_PROBLEMS:
         # thousands of tiny crafted streams: every one audited, the first reported
-        more = len(result.problems) - _MAX_PROBLEMS
-        result.problems = [*result.problems[:_MAX_PROBLEMS], f"... and {more} more problems"]
+        extra = len(result.problems) - _MAX_PROBLEMS
+        result.problems = [*result.problems[:_MAX_PROBLEMS], f"... and {extra} more problems"]
 
 
 def _analyze_stream(data: bytes, trusted: Trusted, limits: ConvertLimits) -> _Analysis:
