@@ -320,6 +320,15 @@ class Constructor:
         state = self._build(node.ops[0][1])
         return _sparse_from_state(plan.parts["format"], plan.parts["array"], state)
 
+    # -- XGBoost / LightGBM, through their adapters ---------------------------------
+    def _k_adapted(self, node: Call, plan: Plan) -> Any:
+        from .adapters_ import rebuild
+
+        p = plan.parts
+        cls = self._resolve(p["cls"], "obj")
+        state = self._build(p["state"]) if p["state"] is not None else None
+        return rebuild(p["framework"], p["what"], cls, state)
+
     # -- audited classes ----------------------------------------------------------
     def _k_instance(self, node: Call, plan: Plan) -> Any:
         ref: GlobalRef = plan.parts["cls"]
@@ -397,6 +406,7 @@ _SAFE_FACTORIES: dict[str, Any] = {
     "str": str,
     "tuple": tuple,
     "frozenset": frozenset,
+    "OrderedDict": collections.OrderedDict,  # collections.OrderedDict (LightGBM's best scores)
 }
 _ITERABLE = (list, tuple, set, frozenset, dict, str, bytes, bytearray)
 
