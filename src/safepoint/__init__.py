@@ -64,6 +64,7 @@ if TYPE_CHECKING:  # lazily imported below; named here for type checkers
         SearchSpace,
         search_spaces,
     )
+    from .workflows.step_options import step
     from .workflows.steps import Steps, Workflow
 
 __all__ = [
@@ -117,6 +118,7 @@ __all__ = [
     "loads",
     "scan",
     "search_spaces",
+    "step",
     "untrusted_types",
     "verify",
 ]
@@ -132,6 +134,7 @@ _LAZY = {
     "Store": ".stores",
     "Steps": ".workflows.steps",
     "Workflow": ".workflows.steps",
+    "step": ".workflows.step_options",
     "ResumableGridSearchCV": ".workflows.search",
     "ResumableRandomizedSearchCV": ".workflows.search",
     "SearchSpace": ".workflows.search",
