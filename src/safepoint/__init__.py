@@ -64,6 +64,10 @@ if TYPE_CHECKING:  # lazily imported below; named here for type checkers
         SearchSpace,
         search_spaces,
     )
+    from .workflows.search_halving import (
+        ResumableHalvingGridSearchCV,
+        ResumableHalvingRandomSearchCV,
+    )
     from .workflows.step_options import step
     from .workflows.steps import Steps, Workflow
 
@@ -88,6 +92,8 @@ __all__ = [
     "ModelVersion",
     "NotFoundError",
     "ResumableGridSearchCV",
+    "ResumableHalvingGridSearchCV",
+    "ResumableHalvingRandomSearchCV",
     "ResumableRandomizedSearchCV",
     "SafepointError",
     "SafepointWarning",
@@ -137,6 +143,8 @@ _LAZY = {
     "step": ".workflows.step_options",
     "ResumableGridSearchCV": ".workflows.search",
     "ResumableRandomizedSearchCV": ".workflows.search",
+    "ResumableHalvingGridSearchCV": ".workflows.search_halving",
+    "ResumableHalvingRandomSearchCV": ".workflows.search_halving",
     "SearchSpace": ".workflows.search",
     "search_spaces": ".workflows.search",
     "ScoringPipeline": ".workflows.scoring",
