@@ -405,3 +405,40 @@ def test_decide_without_the_code_says_what_was_not_compared() -> None:
     old = StoredStep("step_1", 1, "d", 1, None, {**record, "schema": 1})
     dec = decide("step_1", old, code="c", param_digest=None, upstream={})
     assert "records the helpers it calls and the files it reads" in dec.reasons[0]
+
+
+def test_file_reads_keep_inputs_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from safepoint.workflows import step_files
+    from safepoint.workflows.step_files import FileReads
+
+    data = [tmp_path / f"in{i}.txt" for i in range(3)]
+    for p in data:
+        p.write_text("x")
+    scratch = tmp_path / "scratch.txt"
+    outside = tmp_path / "outside.txt"
+    outside.write_text("y")
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "blob").write_bytes(b"b")
+    with FileReads(exclude=(str(tmp_path / "store"),)) as reads:
+        for p in data:
+            p.read_text()
+        scratch.write_text("tmp")  # written by the step: not an input, even read back
+        scratch.read_text()
+        open("/proc/self/status").close()  # made up by the kernel at each read
+        (tmp_path / "store" / "blob").read_bytes()  # the store's own files
+    outside.read_text()  # after the step: not recorded
+    paths = [r["path"] for r in reads.records()]
+    assert paths == [str(p.resolve()) for p in data]
+    assert reads.unchecked() == []
+    # a step reading thousands of files: the first ones are compared, the rest counted
+    monkeypatch.setattr(step_files, "MAX_FILES", 2)
+    assert len(reads.records()) == 2
+    assert reads.unchecked() == ["1 more files it read (only the first 2 are compared)"]
+
+
+def test_a_pinned_step_stays_pinned_across_the_record_upgrade() -> None:
+    record = {"schema": 1, "code": "c", "params": {}, "inputs": {}}
+    stored = StoredStep("step_1", 1, "d", 1, None, record)
+    dec = decide("step_1", stored, code="c", param_digest=None, upstream={}, cache="always")
+    assert dec.state == "cached" and "layout 1" in dec.explain()
+    assert decide("step_1", stored, code="c", param_digest=None, upstream={}).state == "stale"

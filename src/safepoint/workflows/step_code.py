@@ -294,7 +294,12 @@ def _is_data(value: Any) -> bool:
         return True
     # a library object without a state of its own (a path, a date, a compiled pattern)
     # is its repr; one with a __dict__ (a logger, a lock, a session) is not data
-    return not hasattr(value, "__dict__") and " at 0x" not in repr(value)
+    if hasattr(value, "__dict__"):
+        return False
+    try:
+        return " at 0x" not in repr(value)
+    except Exception:
+        return False
 
 
 class _Walker:

@@ -52,6 +52,10 @@ _CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyd", ".so", ".dylib", ".pth")
 #: same mtime tick: it is hashed at every check instead of trusting size and mtime
 _RACY_NS = 2_000_000_000
 _CHUNK = 1 << 20
+#: files the kernel makes up (their content changes at every read): never inputs
+_SYSTEM_ROOTS = ("/proc/", "/sys/", "/dev/", "/run/")
+#: at most this many files are recorded per step; beyond, the count is said to be unchecked
+MAX_FILES = 1000
 
 
 def _hook(event: str, args: tuple[Any, ...]) -> None:
@@ -127,7 +131,9 @@ class FileReads:
         self._read: dict[str, None] = {}  # ordered set
         self._written: set[str] = set()
         self._other: dict[str, None] = {}
+        self._beyond = 0
         roots = [*_site_dirs(), *_stdlib_dirs(), *(os.path.realpath(e) + os.sep for e in exclude)]
+        roots.extend(_SYSTEM_ROOTS)
         for prefix in (sys.prefix, sys.base_prefix, sys.exec_prefix):
             roots.append(os.path.realpath(prefix) + os.sep)
         self._exclude = tuple(sorted(set(roots)))
@@ -177,13 +183,18 @@ class FileReads:
 
     # -- after the step --------------------------------------------------------------------
     def records(self) -> list[dict[str, Any]]:
-        """One record per regular file read (and still there), in the order first read."""
-        out = []
+        """One record per regular file read (and still there), in the order first read;
+        at most :data:`MAX_FILES` (the others are counted in :meth:`unchecked`)."""
+        out: list[dict[str, Any]] = []
+        self._beyond = 0
         for path in self._read:
             if path in self._written or path.endswith(_CODE_SUFFIXES):
                 continue
             real = os.path.realpath(path)
             if real.startswith(self._exclude) or "__pycache__" in real:
+                continue
+            if len(out) >= MAX_FILES:
+                self._beyond += 1
                 continue
             try:
                 st = os.stat(real)
@@ -204,8 +215,14 @@ class FileReads:
         return out
 
     def unchecked(self) -> list[str]:
-        """What the step reached that cannot be compared later (network, databases, ...)."""
-        return list(self._other)
+        """What the step reached that cannot be compared later (network, databases, ...);
+        call after :meth:`records`."""
+        found = list(self._other)
+        if self._beyond:
+            found.append(
+                f"{self._beyond} more files it read (only the first {MAX_FILES} are compared)"
+            )
+        return found
 
 
 def _is_regular(mode: int) -> bool:

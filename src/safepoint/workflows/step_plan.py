@@ -250,6 +250,8 @@ def decide(
         why = f"its saved record has layout {schema!r}, this safepoint writes {RECORD_SCHEMA}"
         if schema == 1:
             why += " (it now also records the helpers it calls and the files it reads)"
+            if cache == "always":  # a pinned output stays pinned across the upgrade
+                return Decision(step, "cached", pinned=[why])
         return Decision(step, "stale", [why])
     if cache == "never":
         return Decision(step, "stale", ["cache='never': it reruns at every run"])
