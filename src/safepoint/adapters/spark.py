@@ -2,13 +2,18 @@
 
 Saving runs ``model.write().save(tmp)`` and packs the directory tree into the safepoint file
 (one buffer per file plus a manifest of relative paths), so a model is ONE file, hence one
-atomic store version. Loading needs an active ``SparkSession`` (any master, e.g. ``local[2]``):
-the tree is checked, unpacked into a temporary folder and read with ``PipelineModel.load``.
+atomic store version. Loading needs an active classic ``SparkSession`` (any master, e.g.
+``local[2]``; not a Spark Connect session): the tree is checked, unpacked into a fresh
+temporary folder and read with ``PipelineModel.load``.
 
-The check matters: Spark's readers import and instantiate the class named in each stage's
-``metadata`` (``DefaultParamsReader`` does ``__import__`` on it). Every metadata record must
-name a class under ``org.apache.spark.ml.`` or ``pyspark.ml.``; anything else is refused before
-Spark sees the folder. Paths are refused if absolute or containing ``..``.
+The check matters: Spark's readers import and instantiate the class each stage's
+``metadata`` names, compute the paths of nested stages from it, and build the types a
+parquet footer names. :func:`check_tree` walks the whole tree the way they do before Spark
+sees it: every stage (nested pipelines, searches, one-vs-rest, ...) must name a class of the
+reviewed allowlist (:mod:`safepoint.adapters._spark_stages`), every parameter must be a
+parameter of that class holding plain JSON data, every parquet schema may name only Spark's
+vector and matrix types, and every file must be one those readers read. Anything else raises
+:class:`~safepoint.errors.FormatError`.
 
 Example:
     >>> store.put("churn/spark", pipeline_model)                    # doctest: +SKIP
@@ -18,60 +23,34 @@ Example:
 
 from __future__ import annotations
 
-import json
-import re
 import shutil
 import tempfile
 from typing import TYPE_CHECKING, Any
 
-from ..errors import AdapterError, FormatError
+from ..errors import AdapterError, FormatError, SerializationError
 from ._common import adapter_class, import_framework, type_ref
-from .files import check_relpath, pack, unpack
+from ._spark_check import check_tree
+from .files import check_relpath, pack, unpack, verify_unpacked
 
 if TYPE_CHECKING:
     from ..format.decoder import Decoder
     from ..format.encoder import Encoder
 
-__all__ = ["HANDLERS", "check_metadata"]
+__all__ = ["HANDLERS", "check_tree"]
 
 MODEL_TYPES = ("pyspark.ml.pipeline.PipelineModel",)
-_CLASS = re.compile(r"(org\.apache\.spark\.ml|pyspark\.ml)(\.[A-Za-z_][A-Za-z0-9_]*)+")
-
-
-def _is_metadata(rel: str) -> bool:
-    parts = rel.split("/")
-    return len(parts) >= 2 and parts[-2] == "metadata" and parts[-1].startswith("part-")
-
-
-def check_metadata(entries: list[tuple[str, bytes]]) -> None:
-    """Refuse a tree whose stage metadata names a class outside Spark ML."""
-    found = 0
-    for rel, data in entries:
-        check_relpath(rel)
-        if not _is_metadata(rel):
-            continue
-        for line in data.decode("utf-8", errors="replace").splitlines():
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                raise FormatError(f"spark model: {rel} is not JSON lines") from None
-            cls = record.get("class") if isinstance(record, dict) else None
-            if not isinstance(cls, str) or not _CLASS.fullmatch(cls):
-                raise FormatError(
-                    f"spark model: {rel} names class {cls!r}, not a Spark ML class "
-                    "(org.apache.spark.ml.* / pyspark.ml.*): refused"
-                )
-            found += 1
-    if not found:
-        raise FormatError("spark model: the directory has no stage metadata")
 
 
 def _session() -> Any:
     import_framework("pyspark", "spark")
     from pyspark.sql import SparkSession
+    from pyspark.sql.utils import is_remote
 
+    if is_remote():
+        raise AdapterError(
+            "loading a Spark ML model needs a classic SparkSession: a Spark Connect session "
+            "reads models on its server, which cannot see the checked local copy"
+        )
     spark = SparkSession.getActiveSession()
     if spark is None:
         raise AdapterError(
@@ -95,6 +74,12 @@ class SparkModelHandler:
             entries = pack(target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            check_tree(entries)  # what load would refuse is refused now, with the reason
+        except FormatError as exc:
+            raise SerializationError(
+                f"this Spark model cannot be stored: {exc} (loading checks it the same way)"
+            ) from None
         return {
             "t": type_ref(enc, obj),
             "spark": pyspark.__version__,
@@ -109,12 +94,14 @@ class SparkModelHandler:
             if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], int)):
                 raise dec.fail("a packed file must be [path, buffer]")
             entries.append((check_relpath(item[0]), dec.raw(item[1])))
-        check_metadata(entries)
+        import_framework("pyspark", "spark")
+        entries = check_tree(entries)  # before any Spark reader sees a byte of it
         _session()
         tmp = tempfile.mkdtemp(prefix="safepoint-spark-")
         try:
             target = f"{tmp}/model"
             unpack(entries, target)
+            verify_unpacked(target, [rel for rel, _ in entries])
             try:
                 return cls.load(f"file://{target}")
             except Exception as exc:
