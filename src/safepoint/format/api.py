@@ -241,7 +241,7 @@ def _construct(
         raise UntrustedTypesError(bad)
     check(reader.manifest.get("env"), env)
     resolved = [resolve(m, q, k) for m, q, k in reader.types]
-    dec = Decoder(reader, resolved, mmap=mmap)
+    dec = Decoder(reader, resolved, mmap=mmap, trusted=policy.extra)
     try:
         with warnings.catch_warnings():
             # safepoint explains version differences itself (env=)

@@ -25,6 +25,8 @@ class Decoder:
 
     ``resolved`` holds, for each entry of the manifest's types table, the object
     the audit resolved and approved; handlers may reach a class only through it.
+    ``trusted`` holds the names the caller trusted (``trusted=``), where adapters look
+    up their trust tokens (``"h2o:binary"``).
     """
 
     def __init__(
@@ -34,9 +36,11 @@ class Decoder:
         *,
         mmap: bool = False,
         mmap_threshold: int = 1 << 20,
+        trusted: frozenset[str] = frozenset(),
     ) -> None:
         self.reader = reader
         self.resolved = resolved
+        self.trusted = trusted
         self.mmap = mmap
         self.mmap_threshold = mmap_threshold
         self.max_depth = reader.limits.max_depth
