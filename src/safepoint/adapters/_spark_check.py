@@ -40,6 +40,10 @@ __all__ = ["check_tree", "pyspark_class"]
 MAX_DEPTH = 24  # nesting of composite stages
 MAX_STAGES = 20_000
 MAX_GRID = 10_000  # parameter-grid points of one search
+#: a parquet file may declare at most this many bytes of (decompressed) pages per stored byte
+#: (plus 1 MiB), and this many rows per stored byte (plus 10,000): beyond, a bomb
+MAX_PARQUET_EXPANSION = 64
+MAX_PARQUET_ROWS_PER_BYTE = 16
 
 _UID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,199}")
 _VERSION = re.compile(r"\d{1,4}\.\d{1,4}(\.\d{1,4})?([.\-+][A-Za-z0-9.\-+]{0,40})?")
@@ -552,8 +556,18 @@ def _check_parquet(data: bytes, where: str, trees: str | None) -> None:
     try:
         f = pq.ParquetFile(pa.BufferReader(data))
         kv = f.metadata.metadata or {}
+        groups = [f.metadata.row_group(i) for i in range(f.metadata.num_row_groups)]
+        declared = sum(
+            g.column(c).total_uncompressed_size for g in groups for c in range(g.num_columns)
+        )
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise _fail(where, f"unreadable parquet footer ({exc})") from None
+    # a small file declaring huge pages or row counts would make Spark's JVM (and the tree
+    # check below) allocate without bound: a decompression bomb
+    if declared > MAX_PARQUET_EXPANSION * len(data) + (1 << 20):
+        raise _fail(where, f"declares {declared} bytes of pages in a {len(data)}-byte file")
+    if f.metadata.num_rows > MAX_PARQUET_ROWS_PER_BYTE * len(data) + 10_000:
+        raise _fail(where, f"declares {f.metadata.num_rows} rows in a {len(data)}-byte file")
     # Spark builds the DataFrame schema (and instantiates the types it names) from this
     # footer entry; a footer holding it twice could show one value here and another to Spark
     footer_len = int.from_bytes(data[-8:-4], "little")

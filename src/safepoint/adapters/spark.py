@@ -4,7 +4,8 @@ Saving runs ``model.write().save(tmp)`` and packs the directory tree into the sa
 (one buffer per file plus a manifest of relative paths), so a model is ONE file, hence one
 atomic store version. Loading needs an active classic ``SparkSession`` (any master, e.g.
 ``local[2]``; not a Spark Connect session): the tree is checked, unpacked into a fresh
-temporary folder and read with ``PipelineModel.load``.
+temporary folder and read with ``PipelineModel.load``; the folder stays while a stage of the
+loaded model is referenced (Spark reads some model data lazily).
 
 The check matters: Spark's readers import and instantiate the class each stage's
 ``metadata`` names, compute the paths of nested stages from it, and build the types a
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from ..errors import AdapterError, FormatError, SerializationError
@@ -103,15 +105,46 @@ class SparkModelHandler:
             unpack(entries, target)
             verify_unpacked(target, [rel for rel, _ in entries])
             try:
-                return cls.load(f"file://{target}")
+                model = cls.load(f"file://{target}")
             except Exception as exc:
                 msg = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
                 raise FormatError(
                     f"Spark could not load the stored model (written with Spark "
                     f"{node.get('spark')}): {msg[:500]}"
                 ) from None
-        finally:
+        except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _hold(model, _Folder(tmp))
+        return model
+
+
+class _Folder:
+    """The unpacked folder of a loaded model. Spark reads some model data lazily, when the
+    model is used (ALS factors, FP-growth itemsets, imputer surrogates), so the folder is
+    removed only when no stage of the model is referenced any more (or at exit)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        weakref.finalize(self, shutil.rmtree, path, True)
+
+
+def _hold(stage: Any, folder: _Folder, depth: int = 0) -> None:
+    """Let every Python stage of the loaded model keep ``folder``."""
+    if depth > 64:
+        return
+    if isinstance(stage, list | tuple):
+        for s in stage:
+            _hold(s, folder, depth + 1)
+        return
+    try:
+        stage._safepoint_folder = folder
+    except AttributeError:
+        return
+    attrs = getattr(stage, "__dict__", {})  # plain instance attributes: never a JVM call
+    for name in ("stages", "bestModel", "subModels", "models"):
+        if attrs.get(name) is not None:
+            _hold(attrs[name], folder, depth + 1)
 
 
 HANDLERS = {"spark.ml": SparkModelHandler}
