@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -590,6 +591,21 @@ def test_the_unpacked_folder_lives_as_long_as_a_stage_of_the_model(spark, tmp_pa
     assert os.path.isdir(folder)  # the nested stage still holds it
     del stage
     gc.collect()
+    assert not os.path.exists(folder)
+
+    # collected during another load: removed from a thread outside that load's guard,
+    # which the removal must not fail
+    from safepoint.format.guard import guarded
+
+    back = sp.loads(sp.dumps(inner))
+    folder = back._safepoint_folder.path
+    with guarded("a load elsewhere"):
+        del back
+        gc.collect()
+    for _ in range(200):
+        if not os.path.exists(folder):
+            break
+        threading.Event().wait(0.05)
     assert not os.path.exists(folder)
 
 

@@ -60,7 +60,8 @@ def trusts(dec: Decoder, token: str) -> bool:
     """Whether the caller of this load passed the trust token ``token`` in ``trusted=``."""
     if token not in trust_tokens():
         raise RuntimeError(f"{token!r} is not a declared trust token")  # a programming error
-    return token in getattr(dec, "trusted", frozenset())
+    policy = getattr(dec, "policy", None)  # the caller's trusted= names are policy.extra
+    return token in getattr(policy, "extra", frozenset())
 
 
 def set_fitted_attributes(obj: Any, attrs: Any, dec: Decoder, what: str) -> None:

@@ -85,6 +85,10 @@ class Adapter:
     #: trust tokens: ``trusted=`` names that let this adapter read a format whose own
     #: loader can run code (token -> what it allows, for messages and docs)
     tokens: dict[str, str] = field(default_factory=dict)
+    #: audit events the framework's own loader needs during a load, beyond what the
+    #: load-time guard allows (safepoint.format.guard): XGBoost and LightGBM call their
+    #: libraries through ctypes; Spark starts a JVM and talks to it over a socket
+    guard_allow: tuple[str, ...] = ()
 
     def type_names(self) -> list[str]:
         return sorted({n for names in self.types.values() for n in names} | set(self.trusted))
@@ -115,7 +119,19 @@ class _LazyHandler:
         return node
 
     def decode(self, node: dict[str, Any], dec: Decoder) -> Any:
-        return self._load().decode(node, dec)
+        handler = self._load()
+        with guard_for(self.adapter):
+            return handler.decode(node, dec)
+
+
+def guard_for(a: Adapter) -> Any:
+    """The load-time guard while ``a``'s framework loader runs: the enclosing load's, plus
+    the events the adapter declares (``Adapter.guard_allow``) and its framework's package."""
+    from ..format.guard import guarded
+
+    top = a.distribution.replace("-", "_").partition("[")[0]
+    package = {"pyspark": "pyspark", "scikit_learn": "sklearn"}.get(top, top)
+    return guarded(f"the {a.name} adapter", libraries=[package], allow=a.guard_allow)
 
 
 _lock = threading.Lock()
@@ -194,6 +210,7 @@ register_adapter(
         },
         distribution="xgboost",
         stores="the booster as UBJSON (Booster.save_raw('ubj')); the sklearn wrapper's params",
+        guard_allow=("ctypes.",),
     )
 )
 register_adapter(
@@ -210,6 +227,7 @@ register_adapter(
         },
         distribution="lightgbm",
         stores="the booster's text model (Booster.model_to_string); the sklearn wrapper's params",
+        guard_allow=("ctypes.",),
     )
 )
 _TORCH = register_adapter(
@@ -244,6 +262,20 @@ register_adapter(
         types={"spark.ml": ["pyspark.ml.pipeline.PipelineModel"]},
         distribution="pyspark",
         stores="the directory PipelineModel.write().save() produces, one buffer per file",
+        # the checked folder is written to a fresh temporary folder (mkdir, open for
+        # writing; removed on failure); pyspark reads each stage's metadata through a
+        # DataFrame collect, a local socket to the session's JVM whose rows come back
+        # pickled by the JVM (pickle.find_class of pyspark.sql.types / pyspark.ml.linalg)
+        guard_allow=(
+            "socket.",
+            "pickle.find_class",
+            "open",
+            "os.mkdir",
+            "os.remove",
+            "os.unlink",
+            "os.rmdir",
+            "shutil.",
+        ),
     )
 )
 register_adapter(
@@ -273,5 +305,16 @@ register_adapter(
             "h2o:binary": "load H2O binary models, which H2O reads with Java "
             "deserialization (it can run code): only for files you trust"
         },
+        # the MOJO (or the trusted binary) goes to a temporary file, then over HTTP to the
+        # cluster the caller connected to (h2o.init / h2o.connect)
+        guard_allow=(
+            "socket.",
+            "open",
+            "os.mkdir",
+            "os.remove",
+            "os.unlink",
+            "os.rmdir",
+            "shutil.",
+        ),
     )
 )

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -126,7 +127,18 @@ class _Folder:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        weakref.finalize(self, shutil.rmtree, path, True)
+        weakref.finalize(self, _remove, path)
+
+
+def _remove(path: str) -> None:
+    from ..format.guard import is_active
+
+    if is_active():
+        # garbage collection may run this inside another load, whose guard would refuse the
+        # removal (and fail that load): a new thread starts outside any guard
+        threading.Thread(target=shutil.rmtree, args=(path, True), daemon=True).start()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _hold(stage: Any, folder: _Folder, depth: int = 0) -> None:
