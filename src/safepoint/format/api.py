@@ -30,7 +30,8 @@ from . import spec
 from .decoder import Decoder
 from .encoder import Encoder
 from .environment import capture, check, compare, signature_of
-from .integrity import make_signer, verify_auth_block
+from .guard import guarded
+from .integrity import claimed_signature, make_signer, verify_auth_block
 from .reader import Reader, open_reader
 from .trust import TrustPolicy, resolve, type_name
 from .writer import BufferSink, WriteResult
@@ -231,6 +232,7 @@ def _construct(
     env: str,
     key: Any,
     mmap: bool,
+    verify_mapped: bool = False,
 ) -> Any:
     if key is not None:
         verify_auth_block(reader.auth_block, reader.manifest_bytes, key)
@@ -240,14 +242,19 @@ def _construct(
     if bad:
         raise UntrustedTypesError(bad)
     check(reader.manifest.get("env"), env)
-    resolved = [resolve(m, q, k) for m, q, k in reader.types]
-    dec = Decoder(reader, resolved, mmap=mmap)
     try:
-        with warnings.catch_warnings():
-            # safepoint explains version differences itself (env=)
-            warnings.filterwarnings("ignore", message=".*Trying to unpickle estimator.*")
-            with paused():
-                return dec.decode(node)
+        with _guard(reader, policy, "loading"):
+            resolved = [resolve(m, q, k) for m, q, k in reader.types]
+            dec = Decoder(reader, resolved, policy=policy, mmap=mmap)
+            with warnings.catch_warnings():
+                # safepoint explains version differences itself (env=)
+                warnings.filterwarnings("ignore", message=".*Trying to unpickle estimator.*")
+                with paused():
+                    value = dec.decode(node)
+        if reader.mapped and (verify_mapped or key is not None):
+            # a signed file's mapped buffers must match their digests too
+            reader.check_mapped()
+        return value
     except SafepointError:
         raise
     except RecursionError:
@@ -257,6 +264,18 @@ def _construct(
             f"the file's contents do not rebuild a valid object ({type(exc).__name__}: {exc}); "
             "it is corrupt, crafted, or was written by an incompatible library version"
         ) from None
+
+
+def _guard(reader: Reader, policy: TrustPolicy, what: str) -> Any:
+    """The load-time guard for a file: it may import from the packages its audited
+    types name; those the default trust set names may import at run time too."""
+    packages = {m.partition(".")[0] for m, _, _ in reader.types}
+    libraries = {
+        m.partition(".")[0]
+        for m, q, _ in reader.types
+        if not policy.trusted_by_caller(type_name(m, q))
+    }
+    return guarded(f"{what} {reader.describe()}", packages=packages, libraries=libraries)
 
 
 Source = str | os.PathLike[str] | BinaryIO | bytes | bytearray | memoryview
@@ -270,6 +289,7 @@ def load(
     env: str = "warn",
     key: Any = None,
     limits: spec.Limits | None = None,
+    verify_mapped: bool = False,
 ) -> Any:
     """Load an object from a safepoint file without executing code from the file.
 
@@ -283,8 +303,12 @@ def load(
         mmap: memory-map large arrays read-only instead of reading them.
         env: what to do when library versions differ from the file's:
             ``"warn"``, ``"error"`` or ``"ignore"``.
-        key: HMAC key (bytes) or Ed25519 public key: verify the signature.
+        key: HMAC key (bytes) or Ed25519 public key: verify the signature (and,
+            with ``mmap=True``, the digests of the mapped buffers: one read pass).
         limits: safety limits (sizes, depth); see :class:`safepoint.Limits`.
+        verify_mapped: with ``mmap=True``, read every mapped buffer once to check its
+            checksum before returning (arrays read into memory are always checked;
+            mapped ones otherwise only by :func:`verify`).
 
     Raises:
         UntrustedTypesError: the file needs types that are not trusted.
@@ -299,6 +323,7 @@ def load(
             env=env,
             key=key,
             mmap=mmap and reader.source.path is not None,
+            verify_mapped=verify_mapped,
         )
 
 
@@ -359,7 +384,9 @@ def _inspect_reader(reader: Reader, trusted: Any = ()) -> Inspection:
         signature=m.get("signature") if isinstance(m.get("signature"), dict) else None,
         metadata=dict(m["metadata"]) if isinstance(m.get("metadata"), dict) else {},
         digest=reader.digest,
-        signed=reader.manifest.get("signed") if reader.auth_block else None,
+        # what the file claims (a well-formed block naming the manifest's algorithm);
+        # only verify/load with key= check the signature itself
+        signed=claimed_signature(reader.auth_block, reader.manifest.get("signed")),
         golden=_golden_names(golden),
     )
 
@@ -468,6 +495,8 @@ def verify(
             except SafepointError as exc:
                 problems.append(f"cannot load the model to check golden outputs: {exc}")
             else:
+                # the loaded model runs as any caller would run it (outside the load's
+                # guard: predict may legitimately ask the OS for its CPU count, say)
                 now = golden_outputs(model, X)
                 for name, want in (outputs or {}).items():
                     if name not in now:

@@ -208,6 +208,14 @@ class Reader:
             raw = self._decompress_manifest(body, footer.manifest_raw_length)
         if len(raw) != footer.manifest_raw_length:
             raise FormatError("the manifest size does not match the footer")
+        #: bytes of Python objects this load may still build (Limits.max_expansion)
+        self.budget = limits.max_expansion * size + spec.EXPANSION_ALLOWANCE
+        # every JSON object and array becomes a Python dict or list, and the decoder
+        # builds about one object per node: counted before json.loads allocates them
+        self.charge(
+            2 * spec.OBJECT_COST * (raw.count(b"{") + raw.count(b"[")) + len(raw),
+            "the manifest's nodes",
+        )
         try:
             manifest = json.loads(raw, object_pairs_hook=_strict_object)
         except RecursionError:
@@ -219,6 +227,8 @@ class Reader:
         if not isinstance(manifest, dict):
             raise FormatError("the manifest is not a JSON object")
         self.manifest = manifest
+        #: indices of the buffers read_array memory-mapped (their checksums unchecked)
+        self.mapped: list[int] = []
         self.digest = xxhash.xxh3_128_hexdigest(body)
         self.buffers = self._parse_buffers(manifest.get("buffers"), mo)
         shared = manifest.get("shared", [])
@@ -324,6 +334,26 @@ class Reader:
                 raise FormatError("two buffers overlap: the file is crafted or corrupt")
         return out
 
+    def charge(self, nbytes: int, what: str) -> None:
+        """Count ``nbytes`` of Python objects against the load's budget: a file may make
+        a load build at most ``Limits.max_expansion`` x its size (+ 64 MiB) of them, so
+        that no count it declares can expand beyond the bytes really present."""
+        self.budget -= nbytes
+        if self.budget < 0:
+            limit = self.limits.max_expansion
+            raise LimitExceededError(
+                f"{what} would make this {self.source.size}-byte file build more Python "
+                f"objects than {limit} x its size + {spec.EXPANSION_ALLOWANCE >> 20} MiB "
+                f"(Limits.max_expansion={limit}): refused as a crafted expansion (raise "
+                "Limits.max_expansion if the file is trusted)"
+            )
+
+    def describe(self) -> str:
+        """The file, for messages: its path, or how many bytes it has."""
+        if self.source.path is not None:
+            return repr(self.source.path)
+        return f"a file of {self.source.size} bytes"
+
     # -- buffers ----------------------------------------------------------------
     def entry(self, index: int) -> BufferEntry:
         if not 0 <= index < len(self.buffers):
@@ -342,6 +372,13 @@ class Reader:
             raise IntegrityError(f"buffer {index} does not match its signed digest: tampered")
 
     strong = False
+
+    def check_mapped(self) -> None:
+        """Check the checksum (and, with a key, the signed digest) of every buffer that
+        was memory-mapped instead of read: one read pass over the mapped pages."""
+        for index in self.mapped:
+            b = self.buffers[index]
+            self._check(b, self.source.view(b.offset, b.length), index)
 
     def read_bytes(self, index: int) -> bytes:
         b = self.entry(index)
@@ -421,6 +458,7 @@ class Reader:
         if mmap and b.codec == "raw" and b.length >= mmap_threshold and self.source.path:
             view = self.source.view(b.offset, b.length)
             arr = np.frombuffer(view, dtype=dtype, count=count).reshape(shape)
+            self.mapped.append(index)
             return arr
         flat: Any
         if (
@@ -559,7 +597,8 @@ def _aligned_empty(
     own its data, but its base does (see :func:`in_private_memory`).
     """
     base = _empty((nbytes + _PAGE,), np.dtype(np.uint8))
-    start = -base.ctypes.data % _PAGE
+    # the address from the array interface (numpy's .ctypes would import ctypes)
+    start = -base.__array_interface__["data"][0] % _PAGE
     flat = base[start : start + nbytes]
     return flat.view(dtype).reshape(shape), flat
 

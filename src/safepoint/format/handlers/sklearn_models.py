@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..reader import in_private_memory
 from ..validators import register_reducer, register_validator
 
 if TYPE_CHECKING:
@@ -33,10 +34,13 @@ if TYPE_CHECKING:
 def _array(
     state: dict[str, Any], key: str, dec: Decoder, what: str, kinds: str, ndim: int
 ) -> np.ndarray[Any, Any]:
+    """``state[key]``, checked to be an array of a kind and rank, in private memory
+    (a memory-mapped page could change after the checks vouch for it): the caller
+    puts the returned array back in the state."""
     arr = state.get(key)
-    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in kinds or arr.ndim != ndim:
+    if type(arr) is not np.ndarray or arr.dtype.kind not in kinds or arr.ndim != ndim:
         raise dec.fail(f"{what}.{key} must be a {ndim}-D array (crafted file?)")
-    return arr
+    return arr if in_private_memory(arr) else np.array(arr, copy=True)
 
 
 # -- support vector machines (libsvm) ------------------------------------------------------
@@ -50,22 +54,23 @@ def _libsvm(args: list[Any], state: Any, dec: Decoder, impl: str) -> Any:
     what = "an SVM"
     # _impl is a class attribute; an instance attribute in the state would override it
     impl = state.get("_impl", impl)
-    if impl not in _LIBSVM_IMPL:
+    if type(impl) is not str or impl not in _LIBSVM_IMPL:
         raise dec.fail(f"{what}: unknown libsvm implementation {impl!r}")
-    support = _array(state, "support_", dec, what, "iu", 1)
+    state = dict(state)
+    support = state["support_"] = _array(state, "support_", dec, what, "iu", 1)
     n_sv = support.shape[0]
-    n_support = _array(state, "_n_support", dec, what, "iu", 1)
+    n_support = state["_n_support"] = _array(state, "_n_support", dec, what, "iu", 1)
     n_class = n_support.shape[0]
     if n_class < 2:
         raise dec.fail(f"{what}: _n_support needs at least two entries (crafted file?)")
     pairs = n_class * (n_class - 1) // 2
     if impl in ("c_svc", "nu_svc") and (n_support.min() < 0 or int(n_support.sum()) != n_sv):
         raise dec.fail(f"{what}: _n_support does not add up to the support vectors (crafted file?)")
-    intercept = _array(state, "_intercept_", dec, what, "f", 1)
+    intercept = state["_intercept_"] = _array(state, "_intercept_", dec, what, "f", 1)
     if intercept.shape[0] != pairs:
         raise dec.fail(f"{what}: _intercept_ has {intercept.shape[0]} entries, not {pairs}")
     for key in ("_probA", "_probB"):
-        prob = _array(state, key, dec, what, "f", 1)
+        prob = state[key] = _array(state, key, dec, what, "f", 1)
         if prob.shape[0] not in (0, pairs):
             raise dec.fail(f"{what}: {key} has {prob.shape[0]} entries, not 0 or {pairs}")
     vectors: Any = state.get("support_vectors_")
@@ -80,8 +85,9 @@ def _libsvm(args: list[Any], state: Any, dec: Decoder, impl: str) -> Any:
         return state
     if not isinstance(dual, np.ndarray) or dual.shape != (n_class - 1, n_sv):
         raise dec.fail(f"{what}: _dual_coef_ does not match the support vectors (crafted file?)")
+    # a callable slot: a string or a function trusted by name (checked before this)
     kernel = state.get("kernel")
-    if kernel == "precomputed" or callable(kernel):
+    if (type(kernel) is str and kernel == "precomputed") or callable(kernel):
         # libsvm reads column support_[i] of the test kernel matrix, whose width
         # predict checks against shape_fit_[0]
         fit_shape = state.get("shape_fit_")
@@ -136,9 +142,27 @@ def _thread_count(args: list[Any], state: Any, dec: Decoder) -> Any:
     return {**state, key: _openmp_effective_n_threads()}
 
 
+@register_validator("sklearn.base.BaseEstimator")
+def _n_jobs(args: list[Any], state: Any, dec: Decoder) -> Any:
+    """``n_jobs`` is handed to joblib at predict: a crafted 10**9 makes it fail deep
+    inside (or try to start that many workers). Beyond this machine's cores it means
+    "all of them" (-1); anything but None or an int is refused."""
+    if type(state) is not dict or "n_jobs" not in state:
+        return state
+    n = state["n_jobs"]
+    if n is None:
+        return state
+    if type(n) is not int:
+        raise dec.fail(f"n_jobs must be None or an integer, not {type(n).__name__}")
+    cpus = os.cpu_count() or 1
+    if n > cpus or n < -cpus - 1 or n == 0:
+        return {**state, "n_jobs": -1}
+    return state
+
+
 # -- vectorizers: vocabularies are column indices -------------------------------------------
 def _check_vocabulary(vocab: Any, n_columns: int, dec: Decoder, what: str) -> None:
-    if not isinstance(vocab, dict):
+    if type(vocab) is not dict:
         raise dec.fail(f"{what}.vocabulary_ must be a dict")
     values = vocab.values()
     if set(map(type, values)) <= {int}:
@@ -173,7 +197,7 @@ def _check_vocabulary(vocab: Any, n_columns: int, dec: Decoder, what: str) -> No
 def _count_vectorizer(args: list[Any], state: Any, dec: Decoder) -> Any:
     if isinstance(state, dict) and state.get("vocabulary_") is not None:
         vocab = state["vocabulary_"]
-        _check_vocabulary(vocab, len(vocab) if isinstance(vocab, dict) else 0, dec, "a vectorizer")
+        _check_vocabulary(vocab, len(vocab) if type(vocab) is dict else 0, dec, "a vectorizer")
     return state
 
 
@@ -182,9 +206,24 @@ def _dict_vectorizer(args: list[Any], state: Any, dec: Decoder) -> Any:
     if isinstance(state, dict) and state.get("vocabulary_") is not None:
         names = state.get("feature_names_")
         vocab = state["vocabulary_"]
-        if not isinstance(names, list) or not isinstance(vocab, dict) or len(names) != len(vocab):
+        if type(names) is not list or type(vocab) is not dict or len(names) != len(vocab):
             raise dec.fail("DictVectorizer: feature_names_ does not match vocabulary_")
         _check_vocabulary(vocab, len(names), dec, "DictVectorizer")
+    return state
+
+
+# -- leftovers of fit that are not state ----------------------------------------------------
+@register_reducer(
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
+)
+def _hgb_drop_patched_method(obj: Any, state: Any) -> Any:
+    """Early stopping with a scorer patches ``_raw_predict`` during fit and leaves the
+    original bound method in the instance dict: not state (it is the class's own
+    method), and a state key that shadows a method is refused at load."""
+    bound = state.get("_raw_predict") if isinstance(state, dict) else None
+    if bound is not None and getattr(bound, "__self__", None) is obj:
+        state = {k: v for k, v in state.items() if k != "_raw_predict"}
     return state
 
 
@@ -222,19 +261,19 @@ def _birch_link(args: list[Any], state: Any, dec: Decoder) -> Any:
         return state
     state = dict(state)
     chain = state.pop(_LEAF_CHAIN)
-    cfnode = type(state.get("dummy_leaf_"))
-    if (
-        not isinstance(chain, list)
-        or not chain
-        or chain[0] is not state.get("dummy_leaf_")
-        or f"{cfnode.__module__}.{cfnode.__qualname__}" != _CFNODE
-        or any(type(n) is not cfnode for n in chain)
-        or len({id(n) for n in chain}) != len(chain)
-    ):
+    if type(chain) is not list or not chain or chain[0] is not state.get("dummy_leaf_"):
+        raise dec.fail("Birch's chain of leaves must start at its dummy leaf")
+    if len({id(n) for n in chain}) != len(chain):
         raise dec.fail("Birch's chain of leaves must be distinct _CFNode objects")
-    chain[0].prev_leaf_ = None
-    for a, b in itertools.pairwise(chain):
-        a.next_leaf_ = b
-        b.prev_leaf_ = a
-    chain[-1].next_leaf_ = None
+    # each must be a _CFNode this load built (its own __dict__, no custom __setattr__):
+    # linking them is assigning attributes, as unpickling the cycle would
+    attrs = []
+    for node in chain:
+        dec.state_of(node, _CFNODE, what="a leaf of Birch's chain")
+        attrs.append(node.__dict__)
+    attrs[0]["prev_leaf_"] = None
+    for (a, da), (b, db) in itertools.pairwise(zip(chain, attrs, strict=True)):
+        da["next_leaf_"] = b
+        db["prev_leaf_"] = a
+    attrs[-1]["next_leaf_"] = None
     return state
