@@ -8,7 +8,8 @@ a killed S3 server, lost catalogs. Prints one table (and ``--json``) of what hap
 
 Each **kill class** runs ``trials`` times: a forked worker (its own Store) loops over one
 kind of operation and reports every operation that returned on a pipe; it is killed with
-SIGKILL at a random instant (0-0.4 s after it is ready). Afterwards the run checks that
+SIGKILL at a random instant (0 to ``--window`` s, default 0.4, after it is ready).
+Afterwards the run checks that
 
 * every reported operation is in the catalog (a version with its digest, an alias move,
   a deletion, a checkpoint value): **lost**;
@@ -285,7 +286,7 @@ def _churn_puts(backend: Backend, url: str, stop: Any) -> None:
         i += 1
 
 
-def run_kill_class(backend: Backend, fault: str, trials: int) -> Result:
+def run_kill_class(backend: Backend, fault: str, trials: int, window: float = 0.4) -> Result:
     res = Result(fault=f"kill -9 during {fault}", backend=backend.kind, trials=trials)
     t0 = time.monotonic()
     url = backend.new(fault)
@@ -314,7 +315,7 @@ def run_kill_class(backend: Backend, fault: str, trials: int) -> Result:
         os.close(w)
         if not ready.wait(120):
             res.notes.append(f"trial {t}: the worker did not start")
-        time.sleep(rng.uniform(0.0, 0.4))
+        time.sleep(rng.uniform(0.0, window))
         assert p.pid is not None
         with contextlib.suppress(ProcessLookupError):
             os.kill(p.pid, signal.SIGKILL)
@@ -603,6 +604,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--classes", default="", help="comma-separated fault classes (default: all)")
     ap.add_argument("--trials", default="", help="e.g. put=1000,alias=300 (default: full scale)")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    ap.add_argument(
+        "--window",
+        type=float,
+        default=0.4,
+        help="kill each worker 0..WINDOW s after it is ready (default 0.4)",
+    )
     args = ap.parse_args(argv)
     trials = dict(DEFAULT_TRIALS)
     for item in filter(None, args.trials.split(",")):
@@ -622,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for c in classes:
                 if c in WORKERS:
-                    r = run_kill_class(backend, c, trials[c])
+                    r = run_kill_class(backend, c, trials[c], args.window)
                 elif c == "disk-full":
                     r = run_disk_full(Path(tmp), trials[c])
                 elif c == "pg-terminate":
