@@ -14,6 +14,11 @@ MODULES = [
     "safepoint.stores.store",
     "safepoint.stores.checkpointer",
     "safepoint.stores.runs",
+    "safepoint.stores.arguments",
+    "safepoint.stores.faults",
+    "safepoint.stores.owners",
+    "safepoint.stores.records",
+    "safepoint.testing.recovery",
 ]
 
 

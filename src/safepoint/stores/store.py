@@ -19,7 +19,8 @@ API summary (every method raises a :class:`safepoint.SafepointError` subclass on
 ``IntegrityError``):
 
 * ``Store(url=".safepoint", metadata=None, *, storage_options=None, grace=3600,
-  lease_ttl=21600, create=True)``: ``url`` a
+  lease_ttl=21600, create=True)`` (``create=False``: only an existing store opens, else
+  NotFoundError): ``url`` a
   folder or an fsspec URL (``file://``, ``memory://``, ``s3://bucket/prefix``; default
   ``$SAFEPOINT_STORE`` or ``.safepoint``); ``metadata`` a SQLAlchemy URL
   (``sqlite:///...``, ``postgresql://...``). Without ``metadata`` a local store keeps its
@@ -32,19 +33,26 @@ API summary (every method raises a :class:`safepoint.SafepointError` subclass on
   ``lineage(name, version)``, ``find(data_digest=, code_digest=, parent=, tag=)``.
 * ``set_alias(name, alias, version, *, expected=None)``: compare-and-swap; ``expected``
   must equal the alias's current version (None: the alias must not exist yet).
-  ``delete_alias(name, alias, *, expected)``.
+  ``delete_alias(name, alias, *, expected=None)``.
+* ``edit(name, version, *, metrics, tags, description, remove_metrics, remove_tags)``.
 * ``delete(name, version=None, *, force=False)``; ``gc(keep_last, keep_best, keep_aliases,
-  dry_run, grace) -> GcReport``; ``copy(name, version, *, to, new_name, alias)``.
+  dry_run, grace) -> GcReport``; ``copy(name, version, *, to, new_name, alias)`` (a
+  version the target has already is not copied again: ``find_copy``).
 * ``log(name=None, *, action=None, limit=100) -> list[AuditEntry]``: puts, alias moves,
-  deletes, copies (who, when, from which host).
+  edits, deletes, copies, gc runs, recoveries (who, when, from which host).
+* ``check(repair=False) -> CheckReport`` (fsck); ``recover(force=False) -> RecoverReport``
+  rebuilds a lost or damaged catalog from the version records and journal beside the
+  blobs (see :mod:`safepoint.stores.recover`).
 * ``checkpointer(name, description="")``: see :mod:`safepoint.stores.checkpointer`.
 * ``runs``: see :mod:`safepoint.stores.runs`.
 * ``inspect(ref)``, ``verify(ref)``: like ``sp.inspect``/``sp.verify`` on ``NAME[@V|@ALIAS]``.
 
-Guarantees: a version becomes visible only once its blob is durable (written to a
-temporary object, fsynced, atomically promoted to its content address, then the catalog
-transaction); concurrent puts of one name get distinct consecutive versions; ``gc``
-never removes a blob that a commit holds a lease on or that is younger than ``grace``.
+Guarantees: a version becomes visible only once its blob and its version record are
+durable (written to a temporary object, fsynced, atomically promoted to its content
+address, the record written, then the catalog transaction); concurrent puts of one name
+get distinct increasing versions; ``gc`` never removes a blob that a commit holds a
+lease on, that a live version record names, or that is younger than ``grace``; a
+catalog that does not match the blobs refuses writes and gc until ``recover``.
 """
 
 from __future__ import annotations
