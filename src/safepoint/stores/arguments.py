@@ -177,13 +177,15 @@ def text_arg(value: Any, what: str) -> str:
     return value
 
 
-def count_arg(value: Any, what: str, minimum: int = 0) -> int:
-    """A whole number >= ``minimum`` (an int, never a float silently truncated)."""
+def count_arg(value: Any, what: str, minimum: int = 0, maximum: int = 2**31 - 1) -> int:
+    """A whole number in ``minimum`` ... ``maximum`` (an int, never a float truncated)."""
     if isinstance(value, bool) or not hasattr(value, "__index__"):
         raise InvalidArgumentError(f"{what} must be a whole number >= {minimum}, not {value!r}")
     n = int(value.__index__())
-    if n < minimum:
-        raise InvalidArgumentError(f"{what} must be a whole number >= {minimum}, not {n}")
+    if not minimum <= n <= maximum:
+        raise InvalidArgumentError(
+            f"{what} must be a whole number from {minimum} to {maximum}, not {n}"
+        )
     return n
 
 

@@ -131,7 +131,12 @@ class Run:
         """Record progress/state/status (each call is also a heartbeat)."""
         values: dict[str, Any] = {"heartbeat_at": time.time()}
         if progress is not None:
-            p = float(progress)
+            try:
+                p = float(progress)
+            except (TypeError, ValueError, OverflowError):
+                raise InvalidArgumentError(
+                    f"progress must be a number in [0, 1], not {progress!r}"
+                ) from None
             if math.isnan(p) or not 0.0 <= p <= 1.0:
                 raise StoreError(f"progress must be in [0, 1], not {progress!r}")
             values["progress"] = p
@@ -280,7 +285,9 @@ class Runs:
         """Runs, newest first, filtered by kind, name and status."""
         from .arguments import count_arg
 
-        limit = count_arg(limit, "limit", 1)
+        limit = count_arg(limit, "limit", 1, 10**7)
+        if name is not None and not isinstance(name, str):
+            raise InvalidArgumentError(f"name must be a str, not {type(name).__name__}")
         if status is not None and status not in STATUSES:
             raise InvalidArgumentError(
                 f"status must be one of {', '.join(STATUSES)}, not {status!r}"

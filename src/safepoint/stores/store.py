@@ -394,8 +394,12 @@ class Store:
         lease_ttl: float = 6 * 3600.0,
         create: bool = True,
     ) -> None:
+        if url is not None and not isinstance(url, str | os.PathLike):
+            raise InvalidArgumentError(
+                f"the store url must be a path or URL, not {type(url).__name__}"
+            )
         url = default_store_url() if url is None else os.fspath(url)
-        if not isinstance(url, str) or not url:
+        if not isinstance(url, str) or not url or "\x00" in url:
             raise InvalidNameError(f"store url must be a non-empty path or URL, not {url!r}")
         self.url = url
         # what it takes to open this store again elsewhere (pickling, e.g. to Dask workers)
@@ -756,6 +760,8 @@ class Store:
             raise FormatError(f"{os.fspath(path)!r} is a directory, not a safepoint file") from None
         except OSError as exc:
             raise os_error(exc, os.fspath(path), "read") from None
+        except ValueError:  # a NUL in the path
+            raise InvalidArgumentError(f"not a file path: {os.fspath(path)!r}") from None
         with src:
             staged = self._stage_stream(src)
         assert staged.inspection is not None
@@ -1337,6 +1343,8 @@ class Store:
             .where(sa.exists().where(T_VERSIONS.c.model_id == T_MODELS.c.id))
             .order_by(T_MODELS.c.name)
         )
+        if prefix is not None and not isinstance(prefix, str):
+            raise InvalidNameError(f"prefix must be a str like 'project', not {prefix!r}")
         if prefix:
             p = check_name(prefix.rstrip("/"), "prefix")
             q = q.where(T_MODELS.c.name.startswith(p + "/", autoescape=True))
@@ -1562,6 +1570,12 @@ class Store:
         tag: str | None = None,
     ) -> list[ModelVersion]:
         """Versions matching every given criterion (lineage queries)."""
+        data_digest = digest_arg(data_digest, "data_digest")
+        code_digest = digest_arg(code_digest, "code_digest")
+        run_id = run_id_arg(run_id)
+        for value, what in ((parent, "parent"), (tag, "tag")):
+            if value is not None and not isinstance(value, str):
+                raise InvalidArgumentError(f"{what} must be a str, not {type(value).__name__}")
         q = sa.select(T_VERSIONS, T_MODELS.c.name.label("model_name")).join(
             T_MODELS, T_MODELS.c.id == T_VERSIONS.c.model_id
         )
@@ -1794,6 +1808,7 @@ class Store:
         """
         from .check import check
 
+        grace = None if grace is None else seconds_arg(grace, "grace")
         return check(self, repair=bool(repair), verify_blobs=bool(verify_blobs), grace=grace)
 
     # -- audit log -------------------------------------------------------------------------
@@ -1801,7 +1816,7 @@ class Store:
         self, name: str | None = None, *, action: str | None = None, limit: int = 100
     ) -> list[AuditEntry]:
         """The audit log, newest first: puts, alias moves, deletes, copies, gc runs."""
-        limit = count_arg(limit, "limit", 1)
+        limit = count_arg(limit, "limit", 1, 10**7)
         if action is not None and action not in AUDIT_ACTIONS:
             raise InvalidArgumentError(
                 f"action must be one of {', '.join(AUDIT_ACTIONS)}, not {action!r}"
