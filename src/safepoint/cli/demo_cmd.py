@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .main import cli, quiet_option
+from ._common import quiet_option
+from .main import cli
 
 
 @cli.command()

@@ -7,7 +7,8 @@ from typing import Any
 import click
 
 from ..format import api
-from .main import cli, emit_json, json_option
+from ._common import emit_json, json_option
+from .main import cli
 from .store_cmds import store_for_ref, store_options
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .main import cli, emit_json, json_option
+from ._common import emit_json, json_option
+from .main import cli
 
 
 def _store(url: str | None, metadata: str | None) -> object:
