@@ -43,8 +43,12 @@ def files(tmp: Path) -> dict[str, Path]:
 
 
 def test_scan_all_safe(runner: CliRunner, files: dict[str, Path]) -> None:
-    res = runner.invoke(cli, ["scan", str(files["good_pkl"]), str(files["good_joblib"])])
+    args = ["scan", str(files["good_pkl"]), str(files["good_joblib"])]
+    res = runner.invoke(cli, args)
     assert res.exit_code == 0, res.output
+    # nothing needs attention: the summary line only
+    assert res.output == "scanned 2 file(s): 2 safe, 0 need untrusted types, 0 refused\n"
+    res = runner.invoke(cli, [*args, "-v"])  # every file and every type
     assert "SAFE" in res.output and "joblib+zlib" in res.output
     assert "sklearn.linear_model._logistic.LogisticRegression" in res.output
 

@@ -42,6 +42,7 @@ __all__ = [
     "secret_arg",
     "show_progress",
     "stderr_console",
+    "trust_option",
     "trust_options",
     "wants_json",
 ]
@@ -70,6 +71,16 @@ def _add_paths(ctx: click.Context, param: click.Parameter, value: tuple[str, ...
             sys.path.insert(0, path)
 
 
+def trust_option(f: F) -> F:
+    """``--trust NAME`` (repeatable), for commands that only audit names (``scan``)."""
+    return click.option(
+        "--trust",
+        multiple=True,
+        metavar="NAME",
+        help="Treat this type name (module.Class) as trusted.",
+    )(f)
+
+
 def trust_options(f: F) -> F:
     """``--trust NAME`` (repeatable) and ``--path DIR`` (where NAME's module is found).
 
@@ -78,7 +89,7 @@ def trust_options(f: F) -> F:
     """
     f = click.option(
         "--path",
-        "paths",
+        "import_paths",
         multiple=True,
         metavar="DIR",
         type=click.Path(exists=True, file_okay=False),
@@ -182,6 +193,11 @@ _PHRASES: list[tuple[re.Pattern[str], str]] = [
         "pass --input-format parquet|csv|jsonl",
     ),
     (re.compile(r"\bload with env='warn'"), "load it with env='warn' from Python"),
+    (
+        re.compile(r"install the package the model was trained with"),
+        "install the package the model was trained with, or pass --path DIR (the folder "
+        "that holds it)",
+    ),
 ]
 
 
@@ -190,7 +206,9 @@ def cli_phrasing(message: str, exc: BaseException | None = None) -> str:
     replaced by the command-line options that do the same."""
     if isinstance(exc, UntrustedTypesError) and exc.types:
         flags = " ".join(f"--trust {t}" for t in exc.types)
-        message = re.sub(r"sp\.load\(path, trusted=\[.*?\]\) \(CLI: --trust NAME\)", flags, message)
+        message = re.sub(
+            r"sp\.\w+\([^()]*trusted=\[.*?\]\) \(CLI: --trust NAME\)", flags, message
+        )
     for pattern, repl in _PHRASES:
         message = pattern.sub(repl, message)
     return message
@@ -252,10 +270,11 @@ class SafepointGroup(click.Group):
             report_error("interrupted", "Abort", 1, as_json)
             sys.exit(1)
         except click.ClickException as exc:
-            if as_json:
-                report_error(exc.format_message(), type(exc).__name__, exc.exit_code, True)
+            if as_json or not isinstance(exc, click.UsageError):
+                kind = type(exc).__name__
+                report_error(exc.format_message(), kind, exc.exit_code, as_json)
             else:
-                exc.show()
+                exc.show()  # the usage line and the hint to --help
             sys.exit(exc.exit_code)
         except SafepointError as exc:
             report_error(cli_phrasing(str(exc), exc), type(exc).__name__, 1, as_json)

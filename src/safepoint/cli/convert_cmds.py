@@ -9,7 +9,7 @@ import warnings
 import click
 
 from ..errors import FormatError, UntrustedTypesError
-from ._common import cli_phrasing, emit_json, json_option, trust_options
+from ._common import cli_phrasing, emit_json, json_option, trust_option, trust_options
 from .main import cli
 
 _VERDICT_STYLE = {"safe": "green", "untrusted": "red", "refused": "red"}
@@ -66,7 +66,7 @@ def convert(
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@trust_options
+@trust_option
 @click.option("--verbose", "-v", is_flag=True, help="List every file and every type it needs.")
 @json_option
 def scan(paths: tuple[str, ...], trust: tuple[str, ...], verbose: bool, as_json: bool) -> None:
