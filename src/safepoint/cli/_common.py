@@ -206,9 +206,7 @@ def cli_phrasing(message: str, exc: BaseException | None = None) -> str:
     replaced by the command-line options that do the same."""
     if isinstance(exc, UntrustedTypesError) and exc.types:
         flags = " ".join(f"--trust {t}" for t in exc.types)
-        message = re.sub(
-            r"sp\.\w+\([^()]*trusted=\[.*?\]\) \(CLI: --trust NAME\)", flags, message
-        )
+        message = re.sub(r"sp\.\w+\([^()]*trusted=\[.*?\]\) \(CLI: --trust NAME\)", flags, message)
     for pattern, repl in _PHRASES:
         message = pattern.sub(repl, message)
     return message
