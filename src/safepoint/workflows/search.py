@@ -1,8 +1,8 @@
 """Resumable hyper-parameter searches: scikit-learn's GridSearchCV and RandomizedSearchCV,
 plus a checkpoint that survives a crash.
 
-A long search (seed 002: hours over KNN, random forests, naive Bayes and logistic
-regression) should not start from zero after a crash, a pre-empted node or a Ctrl-C.
+A long search (hours over KNN, random forests, naive Bayes and logistic regression,
+say) should not start from zero after a crash, a pre-empted node or a Ctrl-C.
 :class:`ResumableGridSearchCV` and :class:`ResumableRandomizedSearchCV` take the same
 arguments and produce the same attributes and results as scikit-learn's classes, plus
 ``checkpoint=``: every (candidate, fold) fit is committed to a ledger the moment it
@@ -948,7 +948,7 @@ class SearchSpace:
         """The best candidate of each model type in a fitted search.
 
         Returns ``{label: {"index": i, "params": {...}, "score": mean test score}}``, the
-        seed 002 "best result for each model type", computed from ``cv_results_``.
+        "best result for each model type", computed from ``cv_results_``.
         """
         results = search.cv_results_
         if metric is None:
