@@ -36,6 +36,7 @@ __all__ = [
     "cli_phrasing",
     "emit_json",
     "json_option",
+    "metadata_option",
     "quiet_option",
     "report_error",
     "require_extra",
@@ -167,6 +168,17 @@ def require_extra(extra: str, *modules: str) -> None:
             except ModuleNotFoundError:
                 if i == len(alternatives) - 1:
                     raise MissingDependencyError(extra, alternatives[0]) from None
+
+
+def metadata_option(f: F) -> F:
+    """``--metadata URL`` (default ``$SAFEPOINT_METADATA``): the store's catalog database."""
+    return click.option(
+        "--metadata",
+        metavar="URL",
+        envvar="SAFEPOINT_METADATA",
+        help="Catalog database URL, e.g. postgresql://host/db (default $SAFEPOINT_METADATA, "
+        "else the store's own).",
+    )(f)
 
 
 def allowed_host_option(f: F) -> F:

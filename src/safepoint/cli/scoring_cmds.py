@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+from typing import Any
 
 import click
 
@@ -13,6 +14,7 @@ from ._common import (
     allowed_host_option,
     emit_json,
     json_option,
+    metadata_option,
     quiet_option,
     require_extra,
     secret_arg,
@@ -24,6 +26,15 @@ from .main import cli
 #: ``safepoint.workflows.scoring.model.METHODS``, spelled out so that ``--help`` does not
 #: import pandas (a test keeps the two equal)
 METHODS = ("predict", "predict_proba", "predict_log_proba", "decision_function")
+
+
+def _store_arg(model: str, store: str | None, metadata: str | None) -> Any:
+    """What ``--store``/``--metadata`` name, for a store reference (a file needs no store)."""
+    if metadata is None or os.path.isfile(model):
+        return store
+    from ..stores import Store, default_store_url
+
+    return Store(store or default_store_url(), metadata=metadata)
 
 
 def _schema_arg(spec: str | None) -> str | None:
@@ -44,6 +55,7 @@ def _schema_arg(spec: str | None) -> str | None:
 @click.option(
     "--store", metavar="URL", help="Store URL or folder (default $SAFEPOINT_STORE or .safepoint)."
 )
+@metadata_option
 @click.option(
     "--input",
     "-i",
@@ -89,6 +101,7 @@ def _schema_arg(spec: str | None) -> str | None:
 def score(
     model: str,
     store: str | None,
+    metadata: str | None,
     input_: str,
     output: str,
     schema: str | None,
@@ -113,7 +126,7 @@ def score(
 
     p = ScoringPipeline(
         model,
-        store=store,
+        store=_store_arg(model, store, metadata),
         batch_size=batch_size,
         on_error=on_error,
         trusted=trust,
@@ -154,7 +167,10 @@ def score(
 
 @cli.command()
 @click.option("--model", "-m", required=True, metavar="NAME[@ALIAS|@VERSION]|FILE.sp")
-@click.option("--store", metavar="URL", help="Store URL or folder.")
+@click.option(
+    "--store", metavar="URL", help="Store URL or folder (default $SAFEPOINT_STORE or .safepoint)."
+)
+@metadata_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
 @click.option(
@@ -183,6 +199,7 @@ def score(
 def serve(
     model: str,
     store: str | None,
+    metadata: str | None,
     host: str,
     port: int,
     token: str | None,
@@ -207,7 +224,7 @@ def serve(
 
     secret = secret_arg(token, "--token")
     check_bind(host, secret)
-    handle = open_model(model, store=store, trusted=trust)
+    handle = open_model(model, store=_store_arg(model, store, metadata), trusted=trust)
     handle.check_method(method)
     _log_to_stderr(quiet)
     url = f"http://{host}:{port}"
