@@ -138,9 +138,14 @@ def scan(
             f"scanned {len(results)} file(s): {counts['safe']} safe, "
             f"{counts['untrusted']} need untrusted types, {counts['refused']} refused"
         )
+        # what no scan checks is said once; what was not checked in one file, with the file
+        common = set.intersection(*(set(r.not_checked) for r in results))
+        for n in sorted(common):
+            click.echo(f"not checked: {n}")
         for r in results:
-            if r.ok and not r.not_checked and not verbose:
-                continue  # nothing to act on; what was not checked is always said
+            own = [n for n in r.not_checked if n not in common]
+            if r.ok and not own and not verbose:
+                continue  # nothing to act on
             style = _VERDICT_STYLE.get(r.verdict, "red")
             click.echo(f"{click.style(r.verdict.upper(), fg=style)}  {r.path}  [{r.format}]")
             if r.checked:
@@ -154,7 +159,7 @@ def scan(
                 click.echo(f"    problem: {p}")
             for n in r.notes:
                 click.echo(f"    note: {n}")
-            for n in r.not_checked:
+            for n in own:
                 click.echo(f"    not checked: {n}")
         if results.skipped:
             click.echo(
