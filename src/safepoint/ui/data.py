@@ -442,7 +442,7 @@ def search_results(store: Any, run: Any) -> dict[str, Any] | None:
         ],
         "layout": {
             "height": 340,
-            "xaxis": {"title": {"text": "rank (parameters below and on hover)"}, "dtick": 1},
+            "xaxis": _rank_axis(shown, texts),
             # the scores' own range, not from 0: differences between candidates are small
             "yaxis": {
                 "title": {"text": "mean test score"},
@@ -460,6 +460,21 @@ def search_results(store: Any, run: Any) -> dict[str, Any] | None:
         "best_score": rows[0]["mean"],
         "n_candidates": len(cands),
         "n_fits": sum(len(v) for v in scores.values()),
+    }
+
+
+def _rank_axis(rows: list[dict[str, Any]], texts: list[str]) -> dict[str, Any]:
+    """Ranks on the x axis, labelled by parameters while they fit (the table has them all)."""
+    if len(rows) > 12:
+        return {"title": {"text": "rank (parameters on hover and in the table)"}, "dtick": 1}
+    short = [t if len(t) <= 28 else t[:27] + "…" for t in texts]
+    return {
+        "title": {"text": "candidate, best first"},
+        "tickmode": "array",
+        "tickvals": [r["rank"] for r in rows],
+        "ticktext": short,
+        "tickangle": -20 if any(len(t) > 12 for t in short) else 0,
+        "automargin": True,
     }
 
 
