@@ -194,7 +194,9 @@ def test_foreign_host_header_is_refused(server: dict[str, Any]) -> None:
 
 def test_allowed_host_reload_and_the_log(server: dict[str, Any]) -> None:
     """A server of its own: --allowed-host adds a name; the alias moves; the log says so."""
-    store, X, y = server["store"], server["X"], server["y"]
+    X, y = server["X"], server["y"]
+    store = sp.Store(server["root"] / "own-store")  # its alias moves: not the shared store's
+    store.put("demo/clf", server["model"], alias="production")
     log = server["root"] / "own.log"
     proc, info = _start(store, log, "--allowed-host", "models.internal")
     try:
@@ -218,7 +220,6 @@ def test_allowed_host_reload_and_the_log(server: dict[str, Any]) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
-        store.set_alias("demo/clf", "production", 1, expected=2)
     text = log.read_text()
     assert "INFO safepoint.serve: serving demo/clf@production version 1" in text
     assert "POST /predict -> 200 in" in text and "POST /predict -> 422 in" in text

@@ -82,13 +82,16 @@ def latest_details(store: Any, names: Iterable[str]) -> dict[str, dict[str, Any]
     if not wanted:
         return {}
     out: dict[str, dict[str, Any]] = {}
-    latest = (
-        sa.select(T_VERSIONS.c.model_id, sa.func.max(T_VERSIONS.c.version).label("v"))
-        .group_by(T_VERSIONS.c.model_id)
-        .subquery()
-    )
     with store.catalog.tx() as conn:
         for chunk in range(0, len(wanted), 500):
+            # the latest version of just these models (an index range per model)
+            ids = sa.select(T_MODELS.c.id).where(T_MODELS.c.name.in_(wanted[chunk : chunk + 500]))
+            latest = (
+                sa.select(T_VERSIONS.c.model_id, sa.func.max(T_VERSIONS.c.version).label("v"))
+                .where(T_VERSIONS.c.model_id.in_(ids))
+                .group_by(T_VERSIONS.c.model_id)
+                .subquery()
+            )
             rows = conn.execute(
                 sa.select(T_MODELS.c.name, T_VERSIONS.c.metrics, T_VERSIONS.c.tags)
                 .join(latest, latest.c.model_id == T_MODELS.c.id)
@@ -97,7 +100,6 @@ def latest_details(store: Any, names: Iterable[str]) -> dict[str, dict[str, Any]
                     (T_VERSIONS.c.model_id == latest.c.model_id)
                     & (T_VERSIONS.c.version == latest.c.v),
                 )
-                .where(T_MODELS.c.name.in_(wanted[chunk : chunk + 500]))
             ).all()
             for r in rows:
                 metrics = loads_json(r.metrics, {})
