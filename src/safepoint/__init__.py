@@ -66,6 +66,11 @@ if TYPE_CHECKING:  # lazily imported below; named here for type checkers
         SearchSpace,
         search_spaces,
     )
+    from .workflows.search_halving import (
+        ResumableHalvingGridSearchCV,
+        ResumableHalvingRandomSearchCV,
+    )
+    from .workflows.step_options import step
     from .workflows.steps import Steps, Workflow
 
 __all__ = [
@@ -91,6 +96,8 @@ __all__ = [
     "ModelVersion",
     "NotFoundError",
     "ResumableGridSearchCV",
+    "ResumableHalvingGridSearchCV",
+    "ResumableHalvingRandomSearchCV",
     "ResumableRandomizedSearchCV",
     "SafepointError",
     "SafepointWarning",
@@ -121,6 +128,7 @@ __all__ = [
     "loads",
     "scan",
     "search_spaces",
+    "step",
     "untrusted_types",
     "verify",
 ]
@@ -136,8 +144,11 @@ _LAZY = {
     "Store": ".stores",
     "Steps": ".workflows.steps",
     "Workflow": ".workflows.steps",
+    "step": ".workflows.step_options",
     "ResumableGridSearchCV": ".workflows.search",
     "ResumableRandomizedSearchCV": ".workflows.search",
+    "ResumableHalvingGridSearchCV": ".workflows.search_halving",
+    "ResumableHalvingRandomSearchCV": ".workflows.search_halving",
     "SearchSpace": ".workflows.search",
     "search_spaces": ".workflows.search",
     "ScoringPipeline": ".workflows.scoring",
