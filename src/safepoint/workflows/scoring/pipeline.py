@@ -1,6 +1,6 @@
 """The scoring pipeline: records in, model applied, predictions out, exactly once.
 
-The successor of seed 000's pipeline (``read_stream -> apply -> write_stream``)::
+A ``read -> apply -> write`` pipeline::
 
     import safepoint as sp
 
@@ -11,7 +11,7 @@ The successor of seed 000's pipeline (``read_stream -> apply -> write_stream``):
             schema="type Predictions @schema { id: Int! @key prediction: Float! }")
     report = p.run()
 
-``apply`` also takes a per-record function in the seed's style (plain, generator
+``apply`` also takes a per-record function (plain, generator
 or async; ``fn(record)`` or ``fn(record, model)``) or, preferably, a batch
 function on a DataFrame (``batch=True``) so that predictions are vectorised.
 
@@ -116,6 +116,7 @@ class ScoringPipeline:
         self._sink: Sink | None = None
         self._schema: Schema | None = None
         self._check_signature = True
+        self._method = "predict"
 
     @property
     def model(self) -> Any:
@@ -142,12 +143,25 @@ class ScoringPipeline:
         *,
         batch: bool | None = None,
         check_signature: bool = True,
+        method: str = "predict",
     ) -> _Stream:
-        """Apply ``fn`` (default: the model's ``predict``) to every record or batch."""
+        """Apply ``fn`` (default: the model's ``method``) to every record or batch.
+
+        ``method`` is ``"predict"`` (a ``prediction`` column), ``"predict_proba"``,
+        ``"predict_log_proba"`` or ``"decision_function"``; a method answering several
+        values per record gives one column per class (``proba_<class>``,
+        ``log_proba_<class>``, ``decision_<class>``)::
+
+            p.apply(p.read("features.parquet"), method="predict_proba")
+        """
         if fn is not None and not callable(fn):
             raise SchemaError("apply() takes a function")
+        if fn is not None and method != "predict":
+            raise SchemaError("apply() takes a function or a method, not both")
+        self.handle.check_method(method)
+        self._method = method
         if fn is not None and batch is None:
-            # seed style: a per-record function unless told otherwise
+            # a per-record function unless told otherwise
             batch = bool(getattr(fn, "__safepoint_batch__", False))
         self._fn = fn
         self._batch_fn = True if fn is None else bool(batch)
@@ -289,8 +303,8 @@ class ScoringPipeline:
         self, frame: pd.DataFrame, batch: Batch, dead: list[BadRecord]
     ) -> pd.DataFrame:
         def predict(df: pd.DataFrame) -> pd.DataFrame:
-            preds = self.handle.predict(df)
-            out = pd.DataFrame({"prediction": preds}, index=df.index)
+            preds = self.handle.predict(df, method=self._method)
+            out = _prediction_frame(preds, self._method, self.handle.classes(), df.index)
             key = self._schema.key if self._schema is not None else None
             for col in ([key] if key else []) + (["id"] if "id" in df.columns else []):
                 if col in df.columns and col not in out.columns:
@@ -404,6 +418,22 @@ class ScoringPipeline:
         return table, dead
 
 
+#: column prefix of each method's output when it answers several values per record
+_PREFIX = {"predict_proba": "proba", "predict_log_proba": "log_proba"}
+
+
+def _prediction_frame(
+    preds: np.ndarray[Any, Any], method: str, classes: list[Any] | None, index: pd.Index
+) -> pd.DataFrame:
+    """One ``prediction`` column, or one column per class for 2-D answers."""
+    if preds.ndim == 1:
+        return pd.DataFrame({"prediction": preds}, index=index)
+    prefix = _PREFIX.get(method, method.replace("_function", ""))
+    labels = classes if classes is not None and len(classes) == preds.shape[1] else None
+    names = [f"{prefix}_{labels[i] if labels else i}" for i in range(preds.shape[1])]
+    return pd.DataFrame(preds.reshape(len(preds), -1), index=index, columns=names)
+
+
 def _latest(table: pa.Table, version: str, n: int = 5) -> list[dict[str, Any]]:
     """The last few predictions of a batch, JSON-safe, for the runs table (and the console)."""
     import json
@@ -470,6 +500,7 @@ class _Progress:
     def __init__(self, quiet: bool) -> None:
         self.bar: Any = None
         if not quiet and not os.environ.get("SAFEPOINT_QUIET"):
+            from rich.console import Console
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
             self.bar = Progress(
@@ -477,6 +508,7 @@ class _Progress:
                 TextColumn("{task.description}"),
                 TextColumn("{task.completed:,} records"),
                 TimeElapsedColumn(),
+                console=Console(stderr=True),  # stdout may be the predictions or --json
                 transient=False,
             )
             self.task = self.bar.add_task("scoring", total=None)
