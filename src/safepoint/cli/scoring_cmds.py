@@ -80,6 +80,11 @@ def _schema_arg(spec: str | None) -> str | None:
 @click.option("--follow", is_flag=True, help="Keep watching a folder for new files.")
 @click.option("--idle-timeout", type=float, help="With --follow: stop after this many idle s.")
 @click.option("--trust", multiple=True, metavar="NAME", help="Trust this type name.")
+@click.option(
+    "--restart",
+    is_flag=True,
+    help="Delete what earlier runs wrote to --output and score the whole input again.",
+)
 @quiet_option
 @json_option
 def score(
@@ -96,13 +101,17 @@ def score(
     follow: bool,
     idle_timeout: float | None,
     trust: tuple[str, ...],
+    restart: bool,
     quiet: bool,
     as_json: bool,
 ) -> None:
     """Score records with a model from the store, exactly once for files and folders.
 
     A killed job, run again with the same arguments, resumes where it stopped:
-    no record is lost or written twice. stdin/stdout are best effort.
+    no record is lost or written twice. Run again on a finished output, it says
+    so and does nothing; --restart scores everything again. stdin/stdout are best
+    effort. With --store, the job is recorded in the store's runs table whatever
+    the model is (a store reference or a .sp file).
     """
     from ..workflows.scoring import ScoringPipeline
 
@@ -118,7 +127,7 @@ def score(
     p.write(
         stream, output, schema=_schema_arg(schema), format=output_format, dead_letter=dead_letter
     )
-    report = p.run()
+    report = p.run(restart=restart)
     summary = {
         "read": report.read,
         "written": report.written,
@@ -129,12 +138,23 @@ def score(
         "resumed_from": report.resumed_from,
         "records_per_second": round(report.records_per_second, 1),
         "exactly_once": report.exactly_once,
+        "already_complete": report.already_complete,
+        "committed": report.committed,
+        "offsets": report.offsets,
     }
     if as_json:
         if output == "-":
             print(json.dumps(summary), file=sys.stderr)
         else:
             emit_json(summary)
+    elif report.already_complete:
+        from ..workflows.scoring.pipeline import _complete_message
+
+        click.echo(
+            f"{_complete_message(report)} in {output}; nothing to do "
+            "(--restart scores the input again)",
+            err=output == "-",
+        )
     elif not quiet:
         click.echo(
             f"read {report.read:,}, wrote {report.written:,}, bad {report.bad:,}, "
