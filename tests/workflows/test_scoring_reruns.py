@@ -234,6 +234,12 @@ def test_a_model_object_run_is_in_the_runs_table_and_the_console(model_file, tmp
     assert res.exit_code == 0, res.output
     names = [r.name for r in store.runs.list(kind="scoring")]
     assert names == ["score:clf.sp", "score:LogisticRegression"]
+    # ... and so does one without --store, in $SAFEPOINT_STORE
+    args = ["score", "-m", str(path), "-q", "-i", str(tmp_path / "in.parquet")]
+    args += ["-o", str(tmp_path / "o3"), "--schema", SCHEMA]
+    res = CliRunner(env={"SAFEPOINT_STORE": str(tmp_path / "store")}).invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert len(store.runs.list(kind="scoring")) == 3
 
     with TestClient(create_app(store), base_url="http://127.0.0.1") as client:
         page = client.get("/runs")

@@ -126,8 +126,8 @@ def score(
     A killed job, run again with the same arguments, resumes where it stopped:
     no record is lost or written twice. Run again on a finished output, it says
     so and does nothing; --restart scores everything again. stdin/stdout are best
-    effort. With --store, the job is recorded in the store's runs table whatever
-    the model is (a store reference or a .sp file).
+    effort. The job is recorded in the store's runs table whatever the model is: a
+    .sp file's job goes to --store, or to $SAFEPOINT_STORE when set.
 
     With --engine spark, --input is a Parquet dataset (a folder or file) and --output
     a folder; the model comes from the store and is loaded once per Spark worker.
@@ -144,7 +144,8 @@ def score(
 
     p = ScoringPipeline(
         model,
-        store=store,
+        # a .sp file's run is recorded in --store, or in $SAFEPOINT_STORE when set
+        store=store or os.environ.get("SAFEPOINT_STORE") or None,
         batch_size=batch_size,
         on_error=on_error,
         trusted=trust,
