@@ -96,6 +96,11 @@ class _FilePlan:
     sizes: tuple[int, ...]
     units: tuple[str, ...]
 
+    @property
+    def live(self) -> list[str]:
+        """The units to commit: row groups with records (an empty one has nothing)."""
+        return [u for u, n in zip(self.units, self.sizes, strict=True) if n]
+
 
 @dataclass(frozen=True)
 class _JobPlan:
@@ -243,9 +248,9 @@ def score_on_spark(
     (out / "_dead").mkdir(exist_ok=True)
     done = _committed(out)
     report = SparkScoringReport(version=version)
-    report.units_total = sum(len(p.units) for p in plans.values())
-    report.units_skipped = sum(1 for p in plans.values() for u in p.units if u in done)
-    todo = [f for f, p in plans.items() if any(u not in done for u in p.units)]
+    report.units_total = sum(len(p.live) for p in plans.values())
+    report.units_skipped = sum(1 for p in plans.values() for u in p.live if u in done)
+    todo = [f for f, p in plans.items() if any(u not in done for u in p.live)]
     run = _start_run(st, ref, str(out))
     try:
         if todo:
@@ -288,7 +293,7 @@ def score_on_spark(
         final = _committed(out)
         for key in ("read", "written", "bad", "duplicates"):
             report.committed[key] = sum(int(u.get(key, 0)) for u in final.values())
-        missing = report.units_total - sum(1 for p in plans.values() for u in p.units if u in final)
+        missing = report.units_total - sum(1 for p in plans.values() for u in p.live if u in final)
         if missing:
             raise SchemaError(
                 f"{missing} row group(s) of the input were not committed (did the input change "
@@ -332,10 +337,17 @@ def _start_run(store: Any, ref: str, output: str) -> Any:
 def _check_columns(
     store: Any, ref: str, trusted: tuple[str, ...], columns: list[str], fn: Any
 ) -> None:
-    """Before any task: the dataset must have every feature the model was trained on."""
+    """Before any task: a model the executors can use, and every feature it was trained on."""
+    info = store.inspect(ref, trusted=trusted)
+    spark_types = [t["name"] for t in info.types if t["name"].startswith("pyspark.")]
+    if spark_types:
+        raise SchemaError(
+            f"{ref} is a Spark model ({spark_types[0]}): Spark workers cannot load it (it "
+            "needs the driver's session). Score it with the ordinary pipeline "
+            "(safepoint score without --engine spark), which runs it on a Spark session"
+        )
     if fn is not None:
         return
-    info = store.inspect(ref, trusted=trusted)
     names = (info.signature or {}).get("feature_names") or []
     missing = [c for c in names if c not in columns]
     if missing:
