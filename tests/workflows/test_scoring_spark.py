@@ -132,16 +132,21 @@ def test_spark_stage_inputs_are_read_from_the_model(spark):
     from safepoint.workflows.scoring.spark_scoring import spark_inputs
 
     df = spark.createDataFrame(
-        [(float(i % 5), f"c{i % 3}", float(i % 2)) for i in range(30)], ["x", "cat", "label"]
+        [(float(i % 5), f"c{i % 3}", ["no", "yes"][i % 2]) for i in range(30)],
+        ["x", "cat", "churn"],
     )
     model = Pipeline(
         stages=[
+            StringIndexer(inputCol="churn", outputCol="label"),  # training only
             StringIndexer(inputCol="cat", outputCol="cat_i"),
             VectorAssembler(inputCols=["x", "cat_i"], outputCol="features"),
             SparkLR(maxIter=5),
         ]
     ).fit(df)
     assert spark_inputs(model) == {"cat": "string", "x": "float64"}
+    # and Spark agrees: records without the label score
+    scored = model.transform(df.drop("churn")).select("prediction").collect()
+    assert len(scored) == 30
     bare = model.stages[-1]  # a predictor alone reads a vector no file has
     with pytest.raises(sp.SchemaError, match="vector column"):
         sp.workflows.scoring.model.ObjectModelHandle(bare)

@@ -94,10 +94,15 @@ def spark_inputs(model: Any) -> dict[str, str] | None:
     ``any``, ``vector``), or None when a stage's inputs cannot be read from the model."""
     produced: set[str] = set()
     inputs: dict[str, str] = {}
-    for stage in _stages(model):
+    stages = _stages(model)
+    # a label indexer's input is only there in training: Spark skips the stage without it
+    labels = {_param(st, "labelCol") for st in stages} - {None}
+    for stage in stages:
         kind = type(stage).__name__
         if kind in _OPAQUE_STAGES:
             return None
+        if kind == "StringIndexerModel" and _param(stage, "outputCol") in labels:
+            continue
         names: list[str] = []
         for p in _IN:
             v = _param(stage, p)
