@@ -1,6 +1,6 @@
 """The scoring pipeline: records in, model applied, predictions out, exactly once.
 
-The successor of seed 000's pipeline (``read_stream -> apply -> write_stream``)::
+A Beneath-style pipeline (``read_stream -> apply -> write_stream``)::
 
     import safepoint as sp
 
@@ -11,7 +11,7 @@ The successor of seed 000's pipeline (``read_stream -> apply -> write_stream``):
             schema="type Predictions @schema { id: Int! @key prediction: Float! }")
     report = p.run()
 
-``apply`` also takes a per-record function in the seed's style (plain, generator
+``apply`` also takes a per-record function in Beneath's style (plain, generator
 or async; ``fn(record)`` or ``fn(record, model)``) or, preferably, a batch
 function on a DataFrame (``batch=True``) so that predictions are vectorised.
 A function that fetches its model itself needs no model: ``ScoringPipeline()``.
@@ -190,7 +190,7 @@ class ScoringPipeline:
                     "reference, from_checkpointer(...), or a function returning the model)"
                 )
         if fn is not None and batch is None:
-            # seed style: a per-record function unless told otherwise
+            # Beneath style: a per-record function unless told otherwise
             batch = bool(getattr(fn, "__safepoint_batch__", False))
         self._concurrency = concurrency
         self._fn = fn
