@@ -26,6 +26,7 @@ __all__ = [
     "InvalidKeyError",
     "InvalidNameError",
     "LimitExceededError",
+    "LoadGuardError",
     "NotFoundError",
     "SafepointError",
     "SafepointWarning",
@@ -58,6 +59,12 @@ class UnsupportedFormatVersionError(FormatError):
 
 class LimitExceededError(FormatError):
     """A declared size, count or depth is beyond the configured safety limits."""
+
+
+class LoadGuardError(SafepointError, PermissionError):
+    """During a load, something tried what loading a model never needs (open a socket,
+    start a process, run code it built, write a file, import an unnamed module): the
+    load-time guard stopped it (see docs/security.md)."""
 
 
 class IntegrityError(SafepointError, ValueError):

@@ -182,6 +182,175 @@ def ext_code(c: str) -> bytes:
     return b"\x80\x02\x82\x01."
 
 
+def _call(c: str) -> bytes:
+    """os.system('touch canary') as a GLOBAL + REDUCE (protocol 2 opcodes)."""
+    return g0("os", "system") + u(touch(c)) + b"\x85R"
+
+
+def dropped_pop(c: str) -> bytes:
+    # the call's result is thrown away with POP; the pickle returns an empty dict
+    return b"\x80\x02" + _call(c) + b"0}."
+
+
+def dropped_pop_mark(c: str) -> bytes:
+    # the call runs inside a MARK that POP_MARK discards
+    return b"\x80\x02(" + _call(c) + b"1}."
+
+
+def memo_only(c: str) -> bytes:
+    # the result is memoised, popped, and never fetched again
+    return b"\x80\x02" + _call(c) + b"q\x07" + b"0}."
+
+
+def leftover_stack(c: str) -> bytes:
+    # the result stays on the stack under the returned value (pickle ignores it)
+    return b"\x80\x02" + _call(c) + b"}."
+
+
+def leftover_mark(c: str) -> bytes:
+    # the result stays under a MARK that is never closed
+    return b"\x80\x02(" + _call(c) + b"}."
+
+
+def dropped_inst(c: str) -> bytes:
+    # protocol 0 INST (imports and calls os.system) whose result is popped
+    return b"(" + s0(touch(c)) + b"ios\nsystem\n0(dp0\n."
+
+
+def dropped_obj(c: str) -> bytes:
+    # protocol 1 OBJ whose result is popped
+    return b"(" + g0("os", "system") + s0(touch(c)) + b"o0}."
+
+
+def dropped_in_trusted_call(c: str) -> bytes:
+    # the call is an argument list item of a list that is itself dropped
+    return b"\x80\x02](" + _call(c) + b"e0}."
+
+
+def fickling_exec_first(c: str) -> bytes:
+    """What fickling's ``insert_python_exec(code, run_first=True)`` writes: a
+    builtins.exec call right after the header, its result popped."""
+    import pickle
+
+    base = pickle.dumps({"model": [1, 2, 3]}, protocol=4)
+    assert base[2] == 0x95  # PROTO, then FRAME with its 8-byte length
+    exec_call = g0("builtins", "exec") + b"(" + u(python_code(c)) + b"tR0"
+    frame = struct.unpack("<Q", base[3:11])[0] + len(exec_call)
+    return base[:3] + struct.pack("<Q", frame) + exec_call + base[11:]
+
+
+def fickling_exec_last(c: str) -> bytes:
+    """The same call inserted just before STOP (``run_first=False``)."""
+    import pickle
+
+    base = pickle.dumps({"model": [1, 2, 3]}, protocol=4)
+    return base[:-1] + g0("builtins", "exec") + b"(" + u(python_code(c)) + b"tR0."
+
+
+def concatenated(c: str) -> bytes:
+    # a benign pickle, then a second one that calls os.system (a loop of pickle.load
+    # over the file runs both)
+    import pickle
+
+    return pickle.dumps({"ok": 1}, protocol=4) + b"\x80\x02" + _call(c) + b"."
+
+
+def concatenated_requests(c: str) -> bytes:
+    # the case of the review: the second pickle calls requests.get
+    import pickle
+
+    second = b"\x80\x04" + sg("requests", "get") + u("http://127.0.0.1:9/x") + b"\x85R."
+    return pickle.dumps({"ok": 1}, protocol=4) + second
+
+
+def trailing_bytes(c: str) -> bytes:
+    import pickle
+
+    return pickle.dumps({"ok": 1}, protocol=4) + b"\x00junk after STOP"
+
+
+def dropped_global(c: str) -> bytes:
+    # GLOBAL alone imports a module (running its import-time code); popped here
+    return b"\x80\x02" + g0("antigravity", "webbrowser") + b"0}."
+
+
+def dropped_newobj(c: str) -> bytes:
+    # NEWOBJ (cls.__new__) of a class outside the allowlist, popped
+    return b"\x80\x02" + g0("subprocess", "Popen") + b")\x81" + b"0}."
+
+
+def dropped_newobj_ex(c: str) -> bytes:
+    return b"\x80\x04" + sg("subprocess", "Popen") + b")}\x92" + b"0}."
+
+
+def dropped_stack_global_memo(c: str) -> bytes:
+    # STACK_GLOBAL from memoised strings, the call's result popped
+    return (
+        b"\x80\x04"
+        + u("os")
+        + b"\x94"
+        + u("system")
+        + b"\x94"
+        + b"00"
+        + b"h\x00h\x01\x93"
+        + u(touch(c))
+        + b"\x85R0}."
+    )
+
+
+def dropped_build(c: str) -> bytes:
+    # an allowlisted estimator whose state (built by BUILD) holds the call, then popped
+    return (
+        b"\x80\x02"
+        + g0("sklearn.linear_model._base", "LinearRegression")
+        + b")\x81}"
+        + u("x")
+        + _call(c)
+        + b"sb0}."
+    )
+
+
+#: payloads whose call never reaches the returned object (each one a variant of the
+#: class "a call the returned value does not contain")
+DROPPED = {
+    "dropped_pop": dropped_pop,
+    "dropped_pop_mark": dropped_pop_mark,
+    "memo_only": memo_only,
+    "leftover_stack": leftover_stack,
+    "leftover_mark": leftover_mark,
+    "dropped_inst": dropped_inst,
+    "dropped_obj": dropped_obj,
+    "dropped_in_trusted_call": dropped_in_trusted_call,
+    "fickling_exec_first": fickling_exec_first,
+    "fickling_exec_last": fickling_exec_last,
+    "concatenated": concatenated,
+    "concatenated_requests": concatenated_requests,
+    "trailing_bytes": trailing_bytes,
+    "dropped_global": dropped_global,
+    "dropped_newobj": dropped_newobj,
+    "dropped_newobj_ex": dropped_newobj_ex,
+    "dropped_stack_global_memo": dropped_stack_global_memo,
+    "dropped_build": dropped_build,
+}
+#: the ones that create the canary under plain pickle (``concatenated`` needs a second
+#: ``pickle.load`` of the same file, done by the positive control)
+DROPPED_LIVE = [
+    "dropped_pop",
+    "dropped_pop_mark",
+    "memo_only",
+    "leftover_stack",
+    "leftover_mark",
+    "dropped_inst",
+    "dropped_obj",
+    "dropped_in_trusted_call",
+    "fickling_exec_first",
+    "fickling_exec_last",
+    "concatenated",
+    "dropped_stack_global_memo",
+    "dropped_build",
+]
+
+
 PAYLOADS = {
     "os_system_p0": os_system_p0,
     "posix_system_p2": posix_system_p2,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bz2
+import gzip
 import io
 import pickle
 import random
@@ -323,3 +324,104 @@ def test_corrupted_skops_schemas_never_crash(tmp: Path) -> None:
         except SafepointError:
             refused += 1
     assert refused > 0
+
+
+# -- every count that expands is bounded -------------------------------------------------
+def _g0(module: str, name: str) -> bytes:
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+_N = 20_000
+#: streams of one-byte (or few-byte) opcodes, each creating or keeping something
+FLOODS = {
+    "empty_list": b"\x80\x04(" + b"]" * _N + b"l.",
+    "empty_dict": b"\x80\x04(" + b"}" * _N + b"l.",
+    "empty_set": b"\x80\x04(" + b"\x8f" * _N + b"l.",
+    "empty_tuple": b"\x80\x04(" + b")" * _N + b"l.",
+    "marks": b"\x80\x04" + b"(" * _N + b"N.",
+    "dup": b"\x80\x04](N" + b"2" * _N + b"e.",
+    "memoize": b"\x80\x04]" + b"\x94" * _N + b".",
+    "binput": b"\x80\x02]" + b"".join(b"r" + struct.pack("<I", i) for i in range(_N // 5)) + b".",
+    "nested_tuple1": b"\x80\x04N" + b"\x85" * _N + b".",
+    "short_binbytes": b"\x80\x04(" + b"C\x00" * (_N // 2) + b"l.",
+    "reduce": b"\x80\x04" + _g0("collections", "OrderedDict") + b"q\x00(" + b"h\x00)R" * (_N // 4),
+    "stack_global": b"\x80\x04\x8c\x01a\x94\x8c\x01b\x94(" + b"h\x00h\x01\x93" * (_N // 5) + b"l.",
+}
+FLOODS["reduce"] += b"l."
+
+
+@pytest.mark.parametrize("name", sorted(FLOODS))
+def test_parse_and_audit_memory_is_a_bounded_multiple_of_the_stream(name: str) -> None:
+    """Parsing and auditing take at most ~250 bytes per byte of stream, whatever its
+    opcodes (the bound docs/import.md states); pickle itself takes ~60."""
+    from safepoint.convert.audit import audit_stream
+
+    data = FLOODS[name]
+    tracemalloc.start()
+    try:
+        p = PickleParser(data, joblib=True)
+        try:
+            root = p.parse()
+            audit_stream(root, p.created, leftover=p.leftover, open_marks=p.open_marks)
+        except SafepointError:
+            pass
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 250 * len(data), peak / len(data)
+
+
+@pytest.mark.parametrize("name", ["empty_list", "marks", "memoize", "reduce", "stack_global"])
+def test_node_count_is_bounded(tmp: Path, name: str) -> None:
+    """Apart from the file's size, ConvertLimits.max_nodes caps what one stream creates
+    (and memoises), so a large flood cannot take memory without end."""
+    limits = ConvertLimits(max_nodes=1000)
+    with pytest.raises(LimitExceededError, match="max_nodes"):
+        PickleParser(FLOODS[name], limits=limits).parse()
+    src = tmp / "flood.pkl"
+    src.write_bytes(FLOODS[name])
+    [res] = sp.scan([src], limits=limits)
+    assert res.verdict == "refused"
+    with pytest.raises(LimitExceededError):
+        sp.convert(src, tmp / "f.sp", limits=limits)
+    # an ordinary model stays far below the default
+    from sklearn.ensemble import RandomForestClassifier
+
+    X = np.random.RandomState(0).rand(60, 4)
+    model = RandomForestClassifier(n_estimators=20, random_state=0).fit(X, X[:, 0] > 0.5)
+    p = PickleParser(pickle.dumps(model, protocol=5))
+    p.parse()
+    assert p.n_nodes < 2000
+
+
+def test_decompression_bomb_refused_with_default_limits(tmp: Path) -> None:
+    """A zlib/gzip stream expands at most ~1000x: the default ratio (200x beyond the
+    first 64 MiB) refuses such a bomb long before it fills memory."""
+    src = tmp / "bomb.joblib"
+    _zlib_bomb(src, 80 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(LimitExceededError, match="expands more than 200x"):
+            sp.convert(src, tmp / "b.sp")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 100 << 20
+    [res] = sp.scan([src])
+    assert res.verdict == "refused"
+    gz = tmp / "bomb.pkl.gz"
+    with gzip.open(gz, "wb", compresslevel=9) as f:
+        f.write(b"\x80\x04\x8e" + struct.pack("<Q", 80 << 20))
+        for _ in range(80):
+            f.write(bytes(1 << 20))
+    with pytest.raises(LimitExceededError, match="expands"):
+        sp.convert(gz, tmp / "g.sp")
+    # the CLI names its option
+    from click.testing import CliRunner
+
+    from safepoint.cli.main import _register_commands, cli
+
+    _register_commands()
+    out = CliRunner().invoke(cli, ["scan", str(src), "--max-ratio", "100000"])
+    assert out.exit_code == 1
+    assert "expands" not in out.output  # the ratio no longer stops it: the stream does

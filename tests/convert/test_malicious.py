@@ -276,7 +276,7 @@ def test_compiled_structures_are_validated(tmp: Path) -> None:
     nodes["left_child"][0] = 10**6
     for rv, what in [
         ((Tree, args, {**state, "nodes": nodes}), "child index"),
-        ((Tree, args), "exactly one state"),
+        ((Tree, args), "exactly one state|state must be a dict"),
     ]:
         src = tmp / "tree.pkl"
         src.write_bytes(pickle.dumps({"tree": _Reduced(rv)}, protocol=4))

@@ -1,8 +1,13 @@
-"""The default trust set: complete for scikit-learn's estimators, and free of anything
-that reads files, runs processes or reaches the interpreter.
+"""The default trust set: complete for scikit-learn's estimators, a reviewed list of
+the internal types fitted models hold (each with a reason), and free of anything
+that reads files, runs processes, reaches the interpreter or impersonates objects.
 
 A new scikit-learn that adds an estimator makes ``test_every_estimator_is_trusted``
-fail loudly: regenerate the list with ``python tools/gen_trusted.py``.
+fail loudly: regenerate the list with ``python tools/gen_trusted.py``. One that
+makes fitted models hold a new internal type fails ``test_traced_types_are_in_the_table``
+(``python tools/trace_model_types.py`` names it); one that gives a trusted class a
+``__call__``, ``__getattr__``, ``__setstate__``, ... fails
+``test_special_methods_of_trusted_classes_are_reviewed``.
 """
 
 from __future__ import annotations
@@ -10,7 +15,9 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,8 +25,10 @@ import pytest
 from sklearn.utils import all_estimators
 
 import safepoint as sp
-from safepoint.format import _trusted_sklearn
+from safepoint.format import sklearn_trust
 from safepoint.format.trust import _BUILTIN_TYPES, _NUMPY_FUNCTIONS, TrustPolicy
+
+ROOT = Path(__file__).resolve().parents[2]
 
 KINDS = ("obj", "red", "pyx", "ref")
 
@@ -94,6 +103,18 @@ DANGEROUS = [
     ("sklearn.externals._arff", "load"),
     ("sklearn.tree._export", "export_graphviz"),
     ("sklearn.utils.fixes", "tarfile_extractall"),
+    # gadgets: impersonation, callable instances, network connections in __setstate__
+    ("sklearn.utils._bunch", "Bunch.__getattr__"),
+    ("sklearn.linear_model._glm._newton_solver", "_LbfgsCallbackBridge"),
+    ("sklearn.linear_model._linear_loss", "_LbfgsCallbackBridge"),
+    ("sklearn.callback._callback_context", "CallbackContext"),
+    ("sklearn.callback._scoring_monitor", "ScoringMonitor"),
+    ("sklearn.callback._scoring_monitor", "ScoringMonitorLog"),
+    ("sklearn.callback._transport", "ListenerHandle"),
+    ("sklearn.callback._progressbar", "ProgressBar"),
+    ("sklearn.utils.parallel", "_FuncWrapper"),
+    ("sklearn.utils._testing", "MinimalClassifier"),
+    ("sklearn.utils._mocking", "CheckingClassifier"),
 ]
 
 
@@ -138,30 +159,119 @@ def test_dangerous_callables_are_never_trusted(
         assert not policy.is_trusted(module, qualname, kind), (module, qualname, kind)
 
 
+def _trusted_classes() -> list[str]:
+    return sorted(sklearn_trust.ESTIMATORS | set(sklearn_trust.INTERNAL))
+
+
 def test_trusted_sklearn_classes_are_sklearn_classes() -> None:
     """Every listed class that exists here is a class defined in scikit-learn, outside
-    the dataset loaders and test helpers; compiled ones are model state only."""
+    the dataset loaders, test helpers and callbacks; compiled ones are model state only
+    and are internal types with a review of their own."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for name in sorted(_trusted_sklearn.CLASSES):
+        for name in _trusted_classes():
             assert name.startswith("sklearn."), name
             assert not any(
-                bad in name for bad in (".datasets", "._testing", ".externals", "._mocking")
+                bad in name
+                for bad in (".datasets", "._testing", ".externals", "._mocking", ".callback")
             ), name
             obj = _resolve(name)
-            if obj is None:
-                continue  # a name from another scikit-learn version
+            if obj is None or f"{obj.__module__}.{obj.__qualname__}" != name:
+                continue  # a name from another scikit-learn version (load refuses aliases)
             assert inspect.isclass(obj), name
-            assert f"{obj.__module__}.{obj.__qualname__}" == name, name
             if not obj.__flags__ & (1 << 9):  # compiled (Cython) type
-                assert name.startswith(
-                    (
-                        "sklearn._loss._loss.Cy",
-                        "sklearn.linear_model._sgd_fast.",
-                        "sklearn.metrics._dist_metrics.",
-                        "sklearn.tree._tree.Tree",
-                    )
-                ), f"compiled fit-time class {name} should not be trusted"
+                assert name in sklearn_trust.INTERNAL, f"compiled {name} needs a review"
+
+
+def test_every_internal_type_has_a_reason_and_its_kinds() -> None:
+    for name, (kinds, reason) in sklearn_trust.INTERNAL.items():
+        assert kinds and kinds <= {"obj", "red", "pyx"}, name
+        assert len(reason) > 20, f"{name}: say why constructing it from data is safe"
+    for name in sklearn_trust.RESTRICTED:
+        assert name in sklearn_trust.INTERNAL, name
+
+
+def _python_new(klass: type) -> bool:
+    return isinstance(vars(klass).get("__new__"), staticmethod)
+
+
+def test_special_methods_of_trusted_classes_are_reviewed() -> None:
+    """A trusted class whose MRO defines __call__, __getattr__, __getattribute__,
+    __del__, __setstate__, __setattr__ or a Python __new__ (other than object's and
+    builtin bases') is in the reviewed-exceptions table, whose entry names its test."""
+    missing = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in _trusted_classes():
+            cls = _resolve(name)
+            if not inspect.isclass(cls) or f"{cls.__module__}.{cls.__qualname__}" != name:
+                continue
+            for dunder in sklearn_trust.REVIEWED_DUNDERS:
+                owner = next((k for k in cls.__mro__ if dunder in vars(k)), None)
+                if owner is None or owner.__module__ == "builtins":
+                    continue
+                if dunder == "__new__" and not _python_new(owner):
+                    continue  # a compiled allocator: reviewed with the class's entry
+                key = (dunder, f"{owner.__module__}.{owner.__qualname__}")
+                if key not in sklearn_trust.REVIEWED:
+                    missing.append(f"{name}: {key}")
+    assert not missing, "unreviewed special methods:\n" + "\n".join(missing)
+    for key, (reason, test) in sklearn_trust.REVIEWED.items():
+        assert len(reason) > 10, key
+        assert (ROOT / test.partition("::")[0]).exists(), f"{key}: test {test} does not exist"
+
+
+def test_no_gadget_family_is_trusted() -> None:
+    """Nothing from sklearn.callback; Bunch only where RESTRICTED allows it; no class
+    whose instances can be called like a function, except reviewed ones."""
+    policy = TrustPolicy()
+    for name in _trusted_classes():
+        assert ".callback" not in name, name
+    assert "sklearn.utils._bunch.Bunch" in sklearn_trust.RESTRICTED
+    assert not policy.is_trusted("sklearn.utils._bunch", "Bunch", "red")
+    assert not policy.is_trusted("sklearn.utils._bunch", "Bunch", "ref")
+    # every class of scikit-learn with __call__ that the table trusts is reviewed
+    for name in _trusted_classes():
+        cls = _resolve(name)
+        owner = next((k for k in getattr(cls, "__mro__", ()) if "__call__" in vars(k)), object)
+        if inspect.isclass(cls) and owner.__module__.startswith("sklearn"):
+            key = ("__call__", f"{owner.__module__}.{owner.__qualname__}")
+            assert key in sklearn_trust.REVIEWED, name
+
+
+def _load_tool(name: str) -> Any:
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
+def test_callable_slots_cover_the_documented_ones() -> None:
+    """Every parameter or attribute an estimator documents as callable is a checked
+    slot (regenerate with ``python tools/gen_trusted.py``)."""
+    from sklearn.utils import all_estimators
+
+    gen = _load_tool("gen_trusted")
+    missing = []
+    for _, cls in all_estimators():
+        name = f"{cls.__module__}.{cls.__qualname__}"
+        have = set(sklearn_trust.CALLABLE_SLOTS.get(name, ()))
+        lacking = set(gen.callable_slots(cls)) - have
+        if lacking:
+            missing.append(f"{name}: {sorted(lacking)}")
+    assert not missing, missing
+
+
+@pytest.mark.slow
+def test_traced_types_are_in_the_table() -> None:
+    """Fitting every estimator in common configurations reaches only types the table
+    covers, of the kinds it allows; and every configuration that fits also saves."""
+    trace = _load_tool("trace_model_types")
+    found, failed = trace.reached_types()
+    assert not sklearn_trust.missing_from_table(found), sklearn_trust.missing_from_table(found)
+    assert len(found) > 250, "the trace reached suspiciously few types"
+    assert not failed, failed
 
 
 def test_trusted_sklearn_functions_are_pure_computations() -> None:
@@ -173,7 +283,7 @@ def test_trusted_sklearn_functions_are_pure_computations() -> None:
         "sklearn.cluster._kmeans",
         "sklearn.utils.validation",
     )
-    for name in sorted(_trusted_sklearn.FUNCTIONS):
+    for name in sorted(sklearn_trust.FUNCTIONS):
         assert name.startswith(allowed_modules), name
         leaf = name.rpartition(".")[2].lower()
         assert not any(

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from ..format.decoder import Decoder
     from ..format.encoder import Encoder
 
-__all__ = ["HANDLERS", "check_model_text"]
+__all__ = ["HANDLERS", "booster_from_text", "check_model_text", "rebuild_wrapper"]
 
 _BOOSTER = ("lightgbm.basic.Booster",)
 _WRAPPERS = (
@@ -196,6 +196,39 @@ def _load_booster(raw: bytes) -> Any:
         raise FormatError(f"LightGBM refused the stored model: {exc}") from None
 
 
+def booster_from_text(text: Any, best_iteration: Any = 0) -> Any:
+    """A Booster from the model text a pickled ``lightgbm.Booster`` holds (its
+    ``_handle``), checked as a stored one is; ``best_iteration`` kept when positive."""
+    if not isinstance(text, str):
+        raise FormatError(
+            f"lightgbm model: a pickled Booster holds {type(text).__name__}, not its model text"
+        )
+    booster = _load_booster(text.encode("utf-8", "surrogatepass"))
+    if type(best_iteration) is int and best_iteration > 0:
+        booster.best_iteration = best_iteration
+    return booster
+
+
+def rebuild_wrapper(
+    cls: type, params: dict[str, Any], attrs: dict[str, Any], booster: Any, dec: Any
+) -> Any:
+    """``cls(**params)`` with its booster and fitted attributes (load and import share it);
+    ``dec`` is anything with ``fail(msg) -> Exception``."""
+    est = cls(**params)
+    if booster is None:
+        return est
+    if type(booster) is not _lgb().Booster:
+        raise dec.fail("a lightgbm wrapper must hold a lightgbm Booster")
+    if isinstance(attrs, dict) and isinstance(attrs.get("_best_score"), dict):
+        best: dict[str, Any] = collections.defaultdict(collections.OrderedDict)
+        for k, v in attrs["_best_score"].items():
+            best[k] = collections.OrderedDict(v if isinstance(v, dict) else {})
+        attrs = {**attrs, "_best_score": best}
+    set_fitted_attributes(est, attrs, dec, cls.__name__)
+    est._Booster = booster
+    return est
+
+
 class BoosterHandler:
     """``lightgbm.Booster`` <-> its text model."""
 
@@ -251,20 +284,11 @@ class SklearnHandler:
         params = dec.decode(node.get("p"))
         if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
             raise dec.fail("lightgbm params must be a dict with str keys")
-        est = cls(**params)
-        if "b" in node:
-            booster = dec.decode(node["b"])
-            if type(booster).__qualname__ != "Booster":
-                raise dec.fail("a lightgbm wrapper must hold a Booster")
-            attrs = dec.decode(node["a"]) if "a" in node else {}
-            if isinstance(attrs, dict) and isinstance(attrs.get("_best_score"), dict):
-                best: dict[str, Any] = collections.defaultdict(collections.OrderedDict)
-                for k, v in attrs["_best_score"].items():
-                    best[k] = collections.OrderedDict(v if isinstance(v, dict) else {})
-                attrs["_best_score"] = best
-            set_fitted_attributes(est, attrs, dec, cls.__name__)
-            est._Booster = booster
-        return est
+        if "b" not in node:
+            return rebuild_wrapper(cls, params, {}, None, dec)
+        booster = dec.decode(node["b"])
+        attrs = dec.decode(node["a"]) if "a" in node else {}
+        return rebuild_wrapper(cls, params, attrs, booster, dec)
 
 
 HANDLERS = {"lightgbm.booster": BoosterHandler, "lightgbm.sklearn": SklearnHandler}

@@ -12,6 +12,11 @@ normal (audited) encoder next to the booster. Nothing else is needed::
 XGBoost's loader parses the model, but its predictor trusts the tree arrays: a crafted split
 feature index makes ``predict`` read out of bounds (seen: a segmentation fault). So every tree is
 checked after the load, from the booster's own JSON dump, before the booster is returned.
+
+``sp.convert`` imports pickled boosters and wrappers through the same loader: a pickled
+``Booster`` holds XGBoost's memory snapshot (``{"Config": ..., "Model": ...}`` in UBJSON, or
+JSON), whose ``Model`` is cut out (:func:`booster_from_snapshot`) and loaded as above; the
+configuration (training parameters) is not read.
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import FormatError
 from ._common import adapter_class, import_framework, set_fitted_attributes, type_ref
+from ._ubjson import member_span
 
 if TYPE_CHECKING:
     from ..format.decoder import Decoder
     from ..format.encoder import Encoder
 
-__all__ = ["HANDLERS", "validate_model_json"]
+__all__ = ["HANDLERS", "booster_from_snapshot", "rebuild_wrapper", "validate_model_json"]
 
 _BOOSTER = ("xgboost.core.Booster",)
 _WRAPPERS = (
@@ -142,6 +148,49 @@ def _load_booster(raw: bytes) -> Any:
     return booster
 
 
+def booster_from_snapshot(snapshot: Any) -> Any:
+    """A Booster from the bytes a pickled ``xgboost.Booster`` holds (its ``handle``).
+
+    Only the ``Model`` member of the snapshot is loaded (through XGBoost's model loader
+    and the tree checks above); its ``Config`` is not read.
+    """
+    if not isinstance(snapshot, bytes | bytearray | memoryview):
+        raise FormatError(
+            f"xgboost model: a pickled Booster holds {type(snapshot).__name__}, not bytes"
+        )
+    raw = bytes(snapshot)
+    if raw.lstrip()[:2] == b'{"':  # a JSON snapshot
+        try:
+            doc = json.loads(raw)
+            model = json.dumps(doc["Model"]).encode()
+        except (ValueError, KeyError, TypeError, RecursionError):
+            raise FormatError("xgboost model: the pickled JSON snapshot has no model") from None
+    elif raw[:1] == b"{":
+        start, end = member_span(raw, "Model")
+        model = raw[start:end]
+    else:
+        raise FormatError(
+            "xgboost model: the pickled Booster is in a format safepoint does not read (an "
+            "xgboost release older than 1.6?): load it where you trust it and save it with "
+            "sp.dump or Booster.save_model"
+        )
+    return _load_booster(model)
+
+
+def rebuild_wrapper(
+    cls: type, params: dict[str, Any], attrs: dict[str, Any], booster: Any, dec: Any
+) -> Any:
+    """``cls(**params)`` with its booster and fitted attributes (load and import share it);
+    ``dec`` is anything with ``fail(msg) -> Exception``."""
+    est = cls(**params)
+    if booster is not None:
+        if type(booster) is not _xgb().Booster:
+            raise dec.fail("an xgboost wrapper must hold an xgboost Booster")
+        est._Booster = booster
+        set_fitted_attributes(est, attrs, dec, cls.__name__)
+    return est
+
+
 class BoosterHandler:
     """``xgboost.Booster`` <-> its UBJSON bytes."""
 
@@ -184,15 +233,11 @@ class SklearnHandler:
         params = dec.decode(node.get("p"))
         if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
             raise dec.fail("xgboost params must be a dict with str keys")
-        est = cls(**params)
-        if "b" in node:
-            booster = dec.decode(node["b"])
-            if type(booster).__qualname__ != "Booster":
-                raise dec.fail("an xgboost wrapper must hold a Booster")
-            est._Booster = booster
-            attrs = dec.decode(node["a"]) if "a" in node else {}
-            set_fitted_attributes(est, attrs, dec, cls.__name__)
-        return est
+        if "b" not in node:
+            return rebuild_wrapper(cls, params, {}, None, dec)
+        booster = dec.decode(node["b"])
+        attrs = dec.decode(node["a"]) if "a" in node else {}
+        return rebuild_wrapper(cls, params, attrs, booster, dec)
 
 
 HANDLERS = {"xgboost.booster": BoosterHandler, "xgboost.sklearn": SklearnHandler}

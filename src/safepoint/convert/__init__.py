@@ -12,14 +12,15 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .api import ConversionReport, ScanResult
+    from .api import ConversionReport, ScanResult, ScanResults
     from .limits import ConvertLimits
 
-__all__ = ["ConversionReport", "ConvertLimits", "ScanResult", "convert", "scan"]
+__all__ = ["ConversionReport", "ConvertLimits", "ScanResult", "ScanResults", "convert", "scan"]
 
 _LAZY = {
     "ConversionReport": ".api",
     "ScanResult": ".api",
+    "ScanResults": ".api",
     "ConvertLimits": ".limits",
 }
 
@@ -77,12 +78,19 @@ def scan(
     *,
     trusted: Iterable[Any] | str | type | None = (),
     limits: ConvertLimits | None = None,
-) -> list[ScanResult]:
+) -> ScanResults:
     """Audit files without importing them: format, names needed, verdict per file.
 
+    Every opcode of every pickle stream in a file is audited, not only what the
+    returned value holds: a call whose result is dropped (POP, POP_MARK, memo only,
+    left on the stack), a second pickle or other bytes after STOP make the file
+    ``"refused"``. Each result says what was examined (``checked``) and what its
+    verdict does not cover (``not_checked``).
+
     Directories are walked; inside them, files that are not pickle, joblib, zip,
-    skops or safepoint files are skipped (a file named explicitly is always
-    reported). Nothing in the files is imported or executed.
+    skops or safepoint files are skipped and listed in the returned list's
+    ``skipped`` (a file named explicitly is always reported). Nothing in the files
+    is imported or executed.
 
     Example:
         >>> import pickle, safepoint as sp

@@ -4,23 +4,29 @@ It walks the graph (iteratively, each node once), classifies every call with
 :func:`~safepoint.convert.semantics.plan_call` and checks every name against
 its role (see :mod:`safepoint.convert.semantics`) and the
 :class:`~safepoint.format.trust.TrustPolicy`. Nothing is imported.
+
+``pickle`` runs every call of a stream, not only those the returned value holds,
+so :func:`audit_stream` also audits every name and call the parser recorded that
+the result does not contain (dropped with POP / POP_MARK, memoised and never used,
+left on the stack) and refuses the stream when there is any: no pickle writer
+produces them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import FormatError
 from ..format.trust import TrustPolicy
-from .nodes import Call, DictNode, GlobalRef, ListNode, SetNode, TupleNode
+from .nodes import Call, DictNode, GlobalRef, ListNode, SetNode, TupleNode, new_walk
 from .semantics import Plan, plan_call
 
 __all__ = ["AuditResult", "audit"]
 
 _PLAIN = frozenset({type(None), bool, int, float, str})
-_POLICY_KIND = {"class": "obj", "call": "red", "ref": "ref"}
+_POLICY_KIND = {"class": "obj", "call": "red", "ref": "ref", "pyx": "pyx"}
 
 
 @dataclass
@@ -32,6 +38,19 @@ class AuditResult:
     problems: list[str] = field(default_factory=list)
     plans: dict[int, Plan] = field(default_factory=dict)
     n_nodes: int = 0
+    #: what was examined: pickle streams, opcodes, calls and names (for the scan report)
+    checked: dict[str, int] = field(default_factory=dict)
+
+    def merge(self, other: AuditResult) -> None:
+        """Fold the audit of another stream of the same file into this one."""
+        for name, roles in other.needed.items():
+            self.needed.setdefault(name, set()).update(roles)
+        self.untrusted = sorted(set(self.untrusted) | set(other.untrusted))
+        self.problems = list(dict.fromkeys(self.problems + other.problems))
+        self.plans.update(other.plans)
+        self.n_nodes += other.n_nodes
+        for k, v in other.checked.items():
+            self.checked[k] = self.checked.get(k, 0) + v
 
     @property
     def safe(self) -> bool:
@@ -45,13 +64,22 @@ class AuditResult:
         ]
 
 
-def audit(root: Any, trusted: Iterable[Any] | str | type | None = ()) -> AuditResult:
-    """Audit the graph under ``root`` with the default trust set plus ``trusted``."""
+def audit(
+    root: Any,
+    trusted: Iterable[Any] | str | type | None = (),
+    *,
+    extra: Sequence[Any] = (),
+) -> AuditResult:
+    """Audit the graph under ``root`` with the default trust set plus ``trusted``.
+
+    ``extra`` are more nodes to audit the same way (the calls and names a stream made
+    that ``root`` does not contain, see :func:`audit_stream`).
+    """
     policy = TrustPolicy(trusted)
     res = AuditResult()
     bad: set[str] = set()
-    seen: set[int] = set()
-    todo: list[Any] = [root]
+    walk = new_walk()
+    todo: list[Any] = [*extra, root]
     dtypes: dict[int, Any] = {}
 
     default = TrustPolicy(())
@@ -81,9 +109,9 @@ def audit(root: Any, trusted: Iterable[Any] | str | type | None = ()) -> AuditRe
             # a name used as a value (a function or class stored in the model)
             need(node, "ref")
             continue
-        if id(node) in seen:
+        if node.mark == walk:
             continue
-        seen.add(id(node))
+        node.mark = walk
         res.n_nodes += 1
         if isinstance(node, ListNode | TupleNode | SetNode):
             todo.extend(x for x in node.items if type(x) not in _PLAIN)
@@ -107,6 +135,89 @@ def audit(root: Any, trusted: Iterable[Any] | str | type | None = ()) -> AuditRe
             todo.extend(plan.children)
     res.untrusted = sorted(bad)
     res.problems = list(dict.fromkeys(res.problems))
+    res.checked["calls"] = len(res.plans)
+    return res
+
+
+def reachable(root: Any) -> int:
+    """Marks every node the value ``root`` contains (structurally, whatever the plans)
+    with a new walk number, and returns it: ``node.mark == walk`` means contained."""
+    walk = new_walk()
+    todo: list[Any] = [root]
+    while todo:
+        node = todo.pop()
+        if node is None or type(node) in _PLAIN or node.mark == walk:
+            continue
+        node.mark = walk
+        if isinstance(node, ListNode | TupleNode | SetNode):
+            todo.extend(x for x in node.items if type(x) not in _PLAIN)
+        elif isinstance(node, DictNode):
+            for k, v in node.pairs:
+                if type(k) not in _PLAIN:
+                    todo.append(k)
+                if type(v) not in _PLAIN:
+                    todo.append(v)
+        elif isinstance(node, Call):
+            todo.extend(_loose_children(node))
+            if node.joblib is not None and node.joblib.nested is not None:
+                todo.append(node.joblib.nested)
+    return walk
+
+
+def _describe(node: Any) -> str:
+    if isinstance(node, GlobalRef):
+        return f"the name {node.qualified}"
+    callee = node.callee
+    what = callee.qualified if isinstance(callee, GlobalRef) else "something that is not a name"
+    return f"a call of {what}"
+
+
+def audit_stream(
+    root: Any,
+    created: Sequence[Any],
+    trusted: Iterable[Any] | str | type | None = (),
+    *,
+    leftover: int = 0,
+    open_marks: int = 0,
+    opcodes: int = 0,
+) -> AuditResult:
+    """Audit one parsed pickle stream: its result, and every name and call it made.
+
+    ``created``, ``leftover`` and ``open_marks`` are the parser's records (see
+    :class:`~safepoint.convert.pickle_parser.PickleParser`). A name or call that the
+    result does not contain is audited like the others (its names are listed) and
+    makes the stream refused.
+
+    >>> from safepoint.convert.pickle_parser import PickleParser
+    >>> p = PickleParser(b"\\x80\\x02cos\\nsystem\\nX\\x02\\x00\\x00\\x00ls\\x85R0}.")
+    >>> root = p.parse()
+    >>> res = audit_stream(root, p.created, leftover=p.leftover)
+    >>> res.untrusted, res.safe
+    (['os.system'], False)
+    """
+    walk = reachable(root)
+    dropped = [n for n in created if n.mark != walk]
+    calls = [n for n in dropped if isinstance(n, Call)]
+    # a dropped name that is the callee of a dropped call is audited in its role there;
+    # only names nothing uses are audited as plain references
+    inside = reachable(TupleNode(calls)) if calls else -1
+    names = [n for n in dropped if isinstance(n, GlobalRef) and n.mark != inside]
+    res = audit(root, trusted, extra=[*calls, *names])
+    if dropped:
+        res.problems.append(
+            f"the stream creates {len(dropped)} name(s) or call(s) that the value it returns "
+            "does not contain (dropped with POP or POP_MARK, kept only in the memo, or left "
+            f"on the stack), first {_describe(dropped[0])}: unpickling would still import and "
+            "run them, and no pickle writer produces this (crafted file); refused"
+        )
+    if leftover or open_marks:
+        res.problems.append(
+            f"the stream ends with {leftover} value(s) left on the stack under its result"
+            + (f" and {open_marks} unclosed MARK(s)" if open_marks else "")
+            + ": pickle ignores them after running what made them; no pickle writer "
+            "produces this (crafted file); refused"
+        )
+    res.checked.update(pickle_streams=1, opcodes=opcodes)
     return res
 
 

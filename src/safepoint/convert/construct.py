@@ -3,12 +3,13 @@
 Runs only after :func:`~safepoint.convert.audit.audit` passed. Each call node
 is built by the code of its :class:`~safepoint.convert.semantics.Plan`:
 arrays from their bytes with ``np.frombuffer``, dtypes from their validated
-parts, builtins from checked arguments, and audited classes with
-``cls.__new__(cls)`` followed by their state (after safepoint's bounds
-validators for compiled scikit-learn structures). No callable named by the
-file is ever called except a trusted class (``cls(*args)`` for REDUCE on a
-class, as scikit-learn's ``Tree`` needs) and scikit-learn's own Cython
-unpickler of a trusted class.
+parts, builtins from checked arguments, and every instance of an audited class
+by :func:`safepoint.format.construction.build`, the same pure path a load of a
+safepoint file takes: migrations, bounds validators, callable slots, no state
+that shadows a method, a reviewed ``__setstate__`` only, restricted types only
+in their slots. No callable named by the file is ever called except a trusted
+class (``cls(*args)`` for REDUCE on a class, as scikit-learn's ``Tree`` needs)
+and a reviewed Cython unpickler of a trusted class.
 """
 
 from __future__ import annotations
@@ -20,15 +21,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError, LimitExceededError, SafepointError
-from ..format import validators as _validators
-from ..format.handlers.objects import set_state
-from ..format.trust import resolve
-from ..format.validators import migrate_state, validate_state
+from ..format.construction import BuildRecord, build
+from ..format.trust import TrustPolicy, resolve
 from .audit import AuditResult
 from .limits import DEFAULT_CONVERT_LIMITS, ConvertLimits
 from .nodes import BytesNode, Call, DictNode, GlobalRef, ListNode, SetNode, TupleNode
 from .numpy_build import array_from_bytes, fail, plain_bytes
-from .semantics import Plan
+from .semantics import _SEED_SEQUENCE, Plan
 
 __all__ = ["Constructor"]
 
@@ -37,9 +36,10 @@ _PLAIN = frozenset({type(None), bool, int, float, str})
 _MAX_BYTES_ARG = 1 << 40
 
 
-class _Shim:
-    """What the format's validators and migrations expect of a decoder: ``fail``, and
-    ``row_sources`` (arrays whose views are rows of an object table: none here)."""
+class _Context(BuildRecord):
+    """What construction, the format's validators and migrations expect of a decoder:
+    ``fail``, the record of built objects, and ``row_sources`` (arrays whose views are
+    rows of an object table: none here)."""
 
     row_sources: dict[int, Any] = {}
 
@@ -50,20 +50,26 @@ class _Shim:
 class Constructor:
     """Builds the objects of an audited graph (each node once, sharing preserved)."""
 
-    def __init__(self, audited: AuditResult, limits: ConvertLimits = DEFAULT_CONVERT_LIMITS):
+    def __init__(
+        self,
+        audited: AuditResult,
+        limits: ConvertLimits = DEFAULT_CONVERT_LIMITS,
+        trusted: Any = (),
+    ):
         if not audited.safe:
             raise FormatError("refusing to build a graph that did not pass the audit")
         self.plans = audited.plans
         self.limits = limits
         self.done: dict[int, Any] = {}
         self.depth = 0
-        # validators and migrations only call .fail() on their decoder argument
-        self.shim: Any = _Shim()
+        self.ctx = _Context(TrustPolicy(trusted))
         self._classes: dict[tuple[str, str, str], Any] = {}
 
     def build(self, node: Any) -> Any:
         try:
-            return self._build(node)
+            value = self._build(node)
+            self.ctx.finish()
+            return value
         except SafepointError:
             raise
         except RecursionError:
@@ -90,6 +96,7 @@ class Constructor:
                 "files hold trees with shared parts, not cycles (refused)"
             )
         if key in self.done:
+            self.ctx.shared(have)
             return have
         if self.depth >= self.limits.max_depth:
             raise LimitExceededError(
@@ -116,12 +123,17 @@ class Constructor:
         if isinstance(node, TupleNode):
             return tuple(x if type(x) in _PLAIN else b(x) for x in node.items)
         if isinstance(node, DictNode):
-            return {
-                (k if type(k) in _PLAIN else b(k)): (v if type(v) in _PLAIN else b(v))
-                for k, v in node.pairs
-            }
+            out = {}
+            for k, v in node.pairs:
+                if type(k) not in _PLAIN:
+                    k = b(k)
+                    check_key(k)
+                out[k] = v if type(v) in _PLAIN else b(v)
+            return out
         if isinstance(node, SetNode):
             items = [self._build(x) for x in node.items]
+            for x in items:
+                check_key(x)
             return frozenset(items) if node.frozen else set(items)
         if isinstance(node, BytesNode):
             return bytearray(node.data) if node.mutable else bytes(node.data)
@@ -229,11 +241,16 @@ class Constructor:
         for op, payload in node.ops:
             if op == "setitems" and isinstance(value, dict):
                 for k, v in payload:
-                    value[self._build(k)] = self._build(v)
+                    key = self._build(k)
+                    check_key(key)
+                    value[key] = self._build(v)
             elif op == "appends" and isinstance(value, list):
                 value.extend(self._build(x) for x in payload)
             elif op == "appends" and isinstance(value, set):
-                value.update(self._build(x) for x in payload)
+                items = [self._build(x) for x in payload]
+                for x in items:
+                    check_key(x)
+                value.update(items)
             elif op == "build" and payload is None:
                 continue
             else:
@@ -293,7 +310,9 @@ class Constructor:
         else:
             obj = np.random.RandomState(bitgen)
         for _, state in node.ops:
-            _set_state(obj, self._build(state))
+            # numpy's own classes (chosen by the plan, not by the file), which check
+            # their state themselves
+            type(obj).__setstate__(obj, self._build(state))
         return obj
 
     # -- scipy.sparse -------------------------------------------------------------
@@ -301,78 +320,81 @@ class Constructor:
         state = self._build(node.ops[0][1])
         return _sparse_from_state(plan.parts["format"], plan.parts["array"], state)
 
+    # -- XGBoost / LightGBM, through their adapters ---------------------------------
+    def _k_adapted(self, node: Call, plan: Plan) -> Any:
+        from .adapters_ import rebuild
+
+        p = plan.parts
+        cls = self._resolve(p["cls"], "obj")
+        state = self._build(p["state"]) if p["state"] is not None else None
+        return rebuild(p["framework"], p["what"], cls, state)
+
     # -- audited classes ----------------------------------------------------------
     def _k_instance(self, node: Call, plan: Plan) -> Any:
         ref: GlobalRef = plan.parts["cls"]
         cls = self._resolve(ref, "obj")
         args = [self._build(a) for a in plan.parts["args"]]
-        kwargs = self._build(plan.parts["kwargs"]) if plan.parts["kwargs"] is not None else {}
-        if not isinstance(kwargs, dict) or not all(type(k) is str for k in kwargs):
-            raise fail("keyword arguments must be a dict with str keys")
-        obj = cls.__new__(cls, *args, **kwargs)
-        self._apply_ops(obj, ref, args, node)
-        return obj
+        if plan.parts["kwargs"] is not None and self._build(plan.parts["kwargs"]):
+            raise fail(f"{ref.qualified} is built from its state only, not with keywords")
+        return self._instance(cls, "obj", args, node)
 
     def _k_class_call(self, node: Call, plan: Plan) -> Any:
         ref: GlobalRef = plan.parts["cls"]
         cls = self._resolve(ref, "red")
         args = [self._build(a) for a in plan.parts["args"]]
-        obj = cls(*args)
-        self._apply_ops(obj, ref, args, node)
-        return obj
+        return self._instance(cls, "red", args, node)
 
     def _k_pyx(self, node: Call, plan: Plan) -> Any:
         ref: GlobalRef = plan.parts["cls"]
-        cls = self._resolve(ref, "pyx")
         checksum = plan.parts["checksum"]
         state = self._build(plan.parts["state"])
-        state = migrate_state(ref.qualified, state, self.shim)
-        if state is not None:
-            state = self._validate(cls, [checksum], state)
-        unpickle = getattr(importlib.import_module(ref.module), f"__pyx_unpickle_{ref.name}")
-        obj = unpickle(cls, checksum, state)
-        self._apply_ops(obj, ref, [checksum], node)
-        return obj
+        builds = [payload for op, payload in node.ops if op == "build"]
+        if len(builds) > 1 or (builds and state is not None) or len(builds) != len(node.ops):
+            raise fail(f"{ref.qualified} is given its state twice, or items")
+        if builds:
+            # Cython pickles a large state as (unpickler, (cls, checksum, None), state):
+            # the generated unpickler sets the same state either way
+            state = self._build(builds[0])
+        if (ref.module, ref.name) == _SEED_SEQUENCE:
+            # numpy's own SeedSequence (a plan the importer knows, not a class the
+            # file chose): its generated unpickler checks the state itself
+            cls = self._resolve(ref, "ref")
+            unpickle = getattr(importlib.import_module(ref.module), f"__pyx_unpickle_{ref.name}")
+            return unpickle(cls, checksum, state)
+        cls = self._resolve(ref, "pyx")
+        return build(self.ctx, cls, "pyx", [checksum], state)
 
-    def _validate(self, cls: type, args: list[Any], state: Any) -> Any:
-        """The format's bounds validators of ``cls`` and of every base class, so that
-        naming a subclass of a validated type cannot skip a check."""
-        for klass in cls.__mro__:
-            state = validate_state(
-                f"{klass.__module__}.{klass.__qualname__}", args, state, self.shim
-            )
-        return state
-
-    def _apply_ops(self, obj: Any, ref: GlobalRef, args: list[Any], node: Call) -> None:
-        name = ref.qualified
-        builds = sum(op == "build" for op, _ in node.ops)
-        if builds != 1 and any(
-            f"{k.__module__}.{k.__qualname__}" in _validators._validators for k in type(obj).__mro__
-        ):
-            # a compiled structure (tree, neighbour index) without exactly one validated
-            # state would be used uninitialised (or re-filled unchecked) at predict time
-            raise fail(f"{name} must be given exactly one state, found {builds}")
+    def _instance(
+        self, cls: type, kind: str, args: list[Any], node: Call, *, state: Any = None
+    ) -> Any:
+        """An audited class's instance, through the format's one construction path:
+        the pickle's BUILD state and its SETITEMS/APPENDS items become the state and
+        the dict/list items of :func:`~safepoint.format.construction.build`."""
+        builds = [payload for op, payload in node.ops if op == "build"]
+        if len(builds) > 1:
+            raise fail(f"{cls.__qualname__} is given {len(builds)} states")
+        if builds:
+            state = self._build(builds[0])
+        list_items: list[Any] | None = None
+        dict_items: dict[Any, Any] | None = None
         for op, payload in node.ops:
             if op == "setitems":
+                dict_items = dict_items if dict_items is not None else {}
                 for k, v in payload:
-                    obj[self._build(k)] = self._build(v)
+                    key = self._build(k)
+                    check_key(key)
+                    dict_items[key] = self._build(v)
             elif op == "appends":
-                items = [self._build(x) for x in payload]
-                extend = getattr(obj, "extend", None)
-                if extend is not None:
-                    extend(items)
-                else:
-                    for x in items:
-                        obj.append(x)
-            else:
-                state = self._build(payload)
-                state = migrate_state(name, state, self.shim)
-                state = self._validate(type(obj), args, state)
-                _set_state(obj, state)
+                list_items = list_items if list_items is not None else []
+                list_items.extend(self._build(x) for x in payload)
+        return build(self.ctx, cls, kind, args, state, list_items=list_items, dict_items=dict_items)
 
 
-def _set_state(obj: Any, state: Any) -> None:
-    set_state(obj, state, fail)
+def check_key(key: Any) -> None:
+    """Dict keys are plain values (hashing an object would run its methods)."""
+    from ..format.handlers.builtins import check_keys
+
+    check_keys((key,), _Context(TrustPolicy()), "a dict key")
 
 
 _SAFE_FACTORIES: dict[str, Any] = {
@@ -384,6 +406,7 @@ _SAFE_FACTORIES: dict[str, Any] = {
     "str": str,
     "tuple": tuple,
     "frozenset": frozenset,
+    "OrderedDict": collections.OrderedDict,  # collections.OrderedDict (LightGBM's best scores)
 }
 _ITERABLE = (list, tuple, set, frozenset, dict, str, bytes, bytearray)
 

@@ -25,7 +25,7 @@ from ..format import spec
 from .limits import ConvertLimits
 from .pickle_parser import looks_like_pickle
 
-__all__ = ["COMPRESSIONS", "decompress", "read_bounded", "sniff", "zip_members"]
+__all__ = ["COMPRESSIONS", "decompress", "read_bounded", "sniff", "zip_members", "zip_names"]
 
 COMPRESSIONS = ("zlib", "gzip", "bz2", "xz", "lzma", "lz4")
 _CHUNK = 1 << 24
@@ -104,7 +104,9 @@ class _Bounded:
         ):
             raise LimitExceededError(
                 f"the {self.what} stream expands more than "
-                f"{self.limits.max_compression_ratio}x (a decompression bomb?)"
+                f"{self.limits.max_compression_ratio}x beyond its first 64 MiB (a "
+                "decompression bomb?); if the file is trusted, raise "
+                "ConvertLimits.max_compression_ratio (CLI: --max-ratio)"
             )
         self.parts.append(chunk)
 
@@ -149,7 +151,9 @@ def _zlib(data: bytes, out: _Bounded, wbits: int) -> bytes:
                     raise FormatError(f"the {out.what} stream is truncated")
                 break
         rest = d.unused_data
-        if wbits != 31 or not rest or not rest.strip(b"\x00"):
+        # data after the first stream is decompressed too (for gzip: more members), so
+        # that whatever it holds is seen: a pickle after the first one is refused
+        if not rest or not rest.strip(b"\x00"):
             return out.result()
 
 
@@ -214,7 +218,8 @@ def zip_members(data: bytes, limits: ConvertLimits) -> list[tuple[str, bytes]]:
             ):
                 raise LimitExceededError(
                     f"zip member {info.filename!r} expands more than "
-                    f"{limits.max_compression_ratio}x (a decompression bomb?)"
+                    f"{limits.max_compression_ratio}x (a decompression bomb?); if the file "
+                    "is trusted, raise ConvertLimits.max_compression_ratio (CLI: --max-ratio)"
                 )
             try:
                 with zf.open(info) as f:
@@ -226,3 +231,14 @@ def zip_members(data: bytes, limits: ConvertLimits) -> list[tuple[str, bytes]]:
                 raise FormatError(f"zip member {info.filename!r} does not match its size")
             out.append((info.filename, raw))
         return out
+
+
+def zip_names(data: bytes) -> list[str]:
+    """The file names of a zip archive (nothing is decompressed); [] if it is not one."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            return [i.filename for i in zf.infolist() if not i.is_dir()]
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return []

@@ -20,8 +20,9 @@ class ConvertLimits:
 
     #: size of the (decompressed) stream; decompression stops when it is exceeded
     max_bytes: int = 2**35
-    #: decompressed / compressed size beyond the first 64 MiB (decompression bombs)
-    max_compression_ratio: int = 10_000
+    #: decompressed / compressed size beyond the first 64 MiB (decompression bombs):
+    #: a compressed file can make the import hold at most this multiple of its size
+    max_compression_ratio: int = 200
     #: nesting of the object graph while it is audited and built
     max_depth: int = 200
     #: number of dimensions of one array
@@ -30,6 +31,10 @@ class ConvertLimits:
     max_int_bytes: int = 1 << 16
     #: members of a zip container that are examined
     max_zip_members: int = 10_000
+    #: objects one pickle stream may create (containers, calls, names, MARKs) and
+    #: values it may memoise; each takes ~100-200 bytes while parsing and auditing,
+    #: so this bounds that memory (about 2 GB at the default) whatever the file's size
+    max_nodes: int = 10_000_000
 
 
 DEFAULT_CONVERT_LIMITS = ConvertLimits()

@@ -11,6 +11,12 @@ in the file).
 Every declared length is checked against the bytes that remain before anything
 is sliced, and byte strings are views on the input, not copies.
 
+``pickle`` runs every call of a stream, wherever its result goes (dropped with POP
+or POP_MARK, kept only in the memo, left on the stack under the returned value), so
+the parser records every name and call it creates in ``created``, and what STOP left
+behind (``leftover``, ``open_marks``): the audit checks all of them, not only what
+the returned value contains.
+
 joblib writes the bytes of each numpy array right after the BUILD of its
 ``NumpyArrayWrapper``; with ``joblib=True`` those bytes are read there (and an
 object array's nested pickle stream is parsed), as joblib's unpickler does.
@@ -82,7 +88,10 @@ class PickleParser:
     """Parses one pickle stream of ``data`` starting at ``pos``.
 
     Attributes after :meth:`parse`: ``pos`` (just past STOP), ``protocol``,
-    ``n_opcodes``, ``joblib_arrays`` (how many joblib arrays were read).
+    ``n_opcodes``, ``joblib_arrays`` (how many joblib arrays were read),
+    ``created`` (every :class:`GlobalRef` and :class:`Call` the stream made, in
+    stream order, those of joblib's nested streams included), ``leftover`` (values
+    STOP left on the stack under the result) and ``open_marks`` (MARKs never closed).
     """
 
     def __init__(
@@ -113,6 +122,12 @@ class PickleParser:
         self.stack: list[Any] = []
         self.metastack: list[list[Any]] = []
         self.memo: dict[int, Any] = {}
+        self.created: list[Any] = []
+        self.n_nodes = 0
+        self.leftover = 0
+        self.open_marks = 0
+        # EMPTY_TUPLE is one object in pickle too: a flood of them costs no memory
+        self._empty_tuple = TupleNode()
 
     # -- reading -----------------------------------------------------------------
     def _take(self, n: int, what: str) -> memoryview:
@@ -128,10 +143,11 @@ class PickleParser:
         return out
 
     def _line(self, what: str) -> bytes:
-        # protocol 0 arguments end with a newline; search in bounded chunks so that a
-        # missing newline never makes us copy the whole input at once
+        # protocol 0 arguments end with a newline; search in growing chunks so that a
+        # missing newline never makes us copy the whole input at once, and a short line
+        # costs a short copy (a flood of one-byte lines stays linear and cheap)
         start = self.pos
-        chunk = 1 << 16
+        chunk = 64
         while True:
             stop = min(self.end, start + chunk)
             nl = bytes(self.mv[start:stop]).find(b"\n")
@@ -141,6 +157,7 @@ class PickleParser:
             if stop >= self.end:
                 raise _fail(f"{what} is not terminated by a newline")
             start = stop
+            chunk = min(chunk * 2, 1 << 20)
         line = bytes(self.mv[self.pos : nl])
         self.pos = nl + 1
         return line
@@ -178,6 +195,22 @@ class PickleParser:
     def _push(self, value: Any) -> None:
         self.stack.append(value)
 
+    def _push_new(self, node: Any) -> None:
+        self._count_node()
+        self.stack.append(node)
+
+    def _count_node(self) -> None:
+        # every node costs at least one byte of stream, and ~100 bytes of memory:
+        # bounded apart from the file size so that a stream of one-byte container
+        # opcodes cannot take memory without end
+        self.n_nodes += 1
+        if self.n_nodes > self.limits.max_nodes:
+            raise LimitExceededError(
+                f"the pickle creates more than {self.limits.max_nodes} objects (containers, "
+                "calls, names, MARKs); raise ConvertLimits.max_nodes (CLI: --max-nodes) if "
+                "the file is expected to hold that many"
+            )
+
     def _memo_get(self, idx: int) -> Any:
         try:
             return self.memo[idx]
@@ -187,6 +220,12 @@ class PickleParser:
     def _memo_put(self, idx: int) -> None:
         if idx < 0:
             raise _fail("negative memo index")
+        if idx not in self.memo and len(self.memo) >= self.limits.max_nodes:
+            raise LimitExceededError(
+                f"the pickle memoises more than {self.limits.max_nodes} values; raise "
+                "ConvertLimits.max_nodes (CLI: --max-nodes) if the file is expected to hold "
+                "that many"
+            )
         self.memo[idx] = self._top()
 
     def _global(self, module: str, name: str) -> GlobalRef:
@@ -198,7 +237,16 @@ class PickleParser:
                 module = _compat_pickle.IMPORT_MAPPING[module]
         if not module or not name:
             raise _fail("an empty module or global name")
-        return GlobalRef(module, name)
+        ref = GlobalRef(module, name)
+        self._count_node()
+        self.created.append(ref)
+        return ref
+
+    def _call(self, callee: Any, args: TupleNode, how: str, kwargs: Any = None) -> Call:
+        call = Call(callee, args, how, kwargs=kwargs)
+        self._count_node()
+        self.created.append(call)
+        return call
 
     def _int_text(self, line: bytes, what: str) -> int:
         text = line.strip()
@@ -226,6 +274,7 @@ class PickleParser:
         stack = self.stack
         pos = self.pos
         count = 0
+        max_memo = self.limits.max_nodes
         try:
             while True:
                 if pos >= end:
@@ -243,7 +292,7 @@ class PickleParser:
                             raise _fail("SHORT_BINUNICODE is not valid UTF-8") from None
                         pos += 2 + n
                         continue
-                elif op == 0x94 and stack:  # MEMOIZE
+                elif op == 0x94 and stack and len(memo) < max_memo:  # MEMOIZE
                     memo[len(memo)] = stack[-1]
                     pos += 1
                     continue
@@ -261,7 +310,11 @@ class PickleParser:
                     continue
                 self.pos = pos + 1
                 if op == 0x2E:  # STOP
-                    return self._pop()
+                    root = self._pop()
+                    # pickle ignores these, but the calls that made them have run
+                    self.leftover = len(self.stack) + sum(len(s) for s in self.metastack)
+                    self.open_marks = len(self.metastack)
+                    return root
                 handler = dispatch.get(op)
                 if handler is None:
                     raise _fail(f"unknown opcode 0x{op:02x} at byte {pos}")
@@ -273,6 +326,7 @@ class PickleParser:
 
     # protocol 0/1 -----------------------------------------------------------------
     def op_mark(self) -> None:
+        self._count_node()
         self.metastack.append(self.stack)
         self.stack = []
 
@@ -413,10 +467,10 @@ class PickleParser:
         items = self._pop_mark()
         if len(items) % 2:
             raise _fail("DICT with an odd number of items")
-        self._push(DictNode(list(zip(items[::2], items[1::2], strict=True))))
+        self._push_new(DictNode(list(zip(items[::2], items[1::2], strict=True))))
 
     def op_empty_dict(self) -> None:
-        self._push(DictNode())
+        self._push_new(DictNode())
 
     def op_setitem(self) -> None:
         value = self._pop()
@@ -462,32 +516,32 @@ class PickleParser:
         module = self._name("INST module")
         name = self._name("INST name")
         args = self._pop_mark()
-        self._push(Call(self._global(module, name), TupleNode(args), "inst"))
+        self._push(self._call(self._global(module, name), TupleNode(args), "inst"))
 
     def op_obj(self) -> None:
         items = self._pop_mark()
         if not items:
             raise _fail("OBJ without a class")
-        self._push(Call(items[0], TupleNode(items[1:]), "inst"))
+        self._push(self._call(items[0], TupleNode(items[1:]), "inst"))
 
     def op_list(self) -> None:
-        self._push(ListNode(self._pop_mark()))
+        self._push_new(ListNode(self._pop_mark()))
 
     def op_empty_list(self) -> None:
-        self._push(ListNode())
+        self._push_new(ListNode())
 
     def op_tuple(self) -> None:
-        self._push(TupleNode(self._pop_mark()))
+        self._push_new(TupleNode(self._pop_mark()))
 
     def op_empty_tuple(self) -> None:
-        self._push(TupleNode())
+        self._push(self._empty_tuple)
 
     def op_reduce(self) -> None:
         args = self._pop()
         func = self._pop()
         if not isinstance(args, TupleNode):
             raise _fail("REDUCE arguments must be a tuple")
-        self._push(Call(func, args, "reduce"))
+        self._push(self._call(func, args, "reduce"))
 
     # protocol 2 -------------------------------------------------------------------
     def op_proto(self) -> None:
@@ -503,7 +557,7 @@ class PickleParser:
         cls = self._pop()
         if not isinstance(args, TupleNode):
             raise _fail("NEWOBJ arguments must be a tuple")
-        self._push(Call(cls, args, "newobj"))
+        self._push(self._call(cls, args, "newobj"))
 
     def op_newobj_ex(self) -> None:
         kwargs = self._pop()
@@ -511,7 +565,7 @@ class PickleParser:
         cls = self._pop()
         if not isinstance(args, TupleNode) or not isinstance(kwargs, DictNode):
             raise _fail("NEWOBJ_EX needs a tuple and a dict")
-        self._push(Call(cls, args, "newobj", kwargs=kwargs if kwargs.pairs else None))
+        self._push(self._call(cls, args, "newobj", kwargs=kwargs if kwargs.pairs else None))
 
     def op_ext(self) -> None:
         raise FormatError(
@@ -520,18 +574,18 @@ class PickleParser:
         )
 
     def op_tuple1(self) -> None:
-        self._push(TupleNode([self._pop()]))
+        self._push_new(TupleNode([self._pop()]))
 
     def op_tuple2(self) -> None:
         b = self._pop()
         a = self._pop()
-        self._push(TupleNode([a, b]))
+        self._push_new(TupleNode([a, b]))
 
     def op_tuple3(self) -> None:
         c = self._pop()
         b = self._pop()
         a = self._pop()
-        self._push(TupleNode([a, b, c]))
+        self._push_new(TupleNode([a, b, c]))
 
     def op_newtrue(self) -> None:
         self._push(True)
@@ -550,17 +604,17 @@ class PickleParser:
 
     # protocol 3 -------------------------------------------------------------------
     def op_binbytes(self) -> None:
-        self._push(BytesNode(self._take(self._struct(_U4, "BINBYTES"), "BINBYTES")))
+        self._push_new(BytesNode(self._take(self._struct(_U4, "BINBYTES"), "BINBYTES")))
 
     def op_short_binbytes(self) -> None:
-        self._push(BytesNode(self._take(self._u8("SHORT_BINBYTES"), "SHORT_BINBYTES")))
+        self._push_new(BytesNode(self._take(self._u8("SHORT_BINBYTES"), "SHORT_BINBYTES")))
 
     # protocol 4 -------------------------------------------------------------------
     def op_binbytes8(self) -> None:
-        self._push(BytesNode(self._take(self._struct(_U8, "BINBYTES8"), "BINBYTES8")))
+        self._push_new(BytesNode(self._take(self._struct(_U8, "BINBYTES8"), "BINBYTES8")))
 
     def op_empty_set(self) -> None:
-        self._push(SetNode())
+        self._push_new(SetNode())
 
     def op_additems(self) -> None:
         items = self._pop_mark()
@@ -570,7 +624,7 @@ class PickleParser:
         target.items.extend(items)
 
     def op_frozenset(self) -> None:
-        self._push(SetNode(self._pop_mark(), frozen=True))
+        self._push_new(SetNode(self._pop_mark(), frozen=True))
 
     def op_frame(self) -> None:
         n = self._struct(_U8, "FRAME")
@@ -580,7 +634,7 @@ class PickleParser:
     # protocol 5 -------------------------------------------------------------------
     def op_bytearray8(self) -> None:
         n = self._struct(_U8, "BYTEARRAY8")
-        self._push(BytesNode(self._take(n, "BYTEARRAY8"), mutable=True))
+        self._push_new(BytesNode(self._take(n, "BYTEARRAY8"), mutable=True))
 
     def op_next_buffer(self) -> None:
         raise FormatError(
@@ -632,6 +686,10 @@ class PickleParser:
             root = sub.parse()
             self.pos = sub.pos
             self.n_opcodes += sub.n_opcodes
+            self.created += sub.created
+            self.n_nodes += sub.n_nodes
+            self.leftover += sub.leftover
+            self.open_marks += sub.open_marks
             wrapper.joblib = JoblibArray(dtype, shape, order, nested=root, matrix=matrix)
         else:
             if align is not None:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError
+from .adapters_ import ADAPTED
 from .nodes import BytesNode, Call, DictNode, GlobalRef, ListNode, TupleNode
 from .numpy_build import build_dtype, check_shape, fail, is_global, plain, plain_bytes
 
@@ -126,6 +127,19 @@ def _no_ops(call: Call, what: str) -> None:
         raise fail(f"{what} is followed by {call.ops[0][0].upper()}, which it does not take")
 
 
+def _no_container_ops(call: Call, name: str) -> None:
+    """SETITEMS / APPENDS on an object: pickle would call the object's own
+    ``__setitem__`` / ``extend`` / ``append``, methods of a class chosen by the file."""
+    for op, _ in call.ops:
+        if op != "build":
+            raise FormatError(
+                f"the pickle applies {op.upper()} to an instance of {name}: unpickling would "
+                "call that object's own methods (__setitem__, extend, append); refused (only "
+                "builtin and collections containers take items; a dict or list subclass must "
+                "be converted to a plain dict or list first)"
+            )
+
+
 def _op_children(call: Call) -> list[Any]:
     out: list[Any] = []
     for op, payload in call.ops:
@@ -149,9 +163,13 @@ def _instance(call: Call, cls: Any, args: list[Any], kwargs: Any = None) -> Plan
         return _sparse(call, cls, sp, args)
     if cls.module == "builtins" and cls.name in BUILTIN_CALLS:
         return _builtin(call, cls, args, kwargs)
+    adapted = ADAPTED.get((cls.module, cls.name))
+    if adapted is not None:
+        return _adapted(call, cls, adapted, args, kwargs)
     known = KNOWN_FUNCTIONS.get((cls.module, cls.name))
     if known in ("ordereddict", "counter") and not args and kwargs is None:
         return _collection(call, cls, known, [])
+    _no_container_ops(call, cls.qualified)
     children = [*args, *_op_children(call)]
     if kwargs is not None:
         children.append(kwargs)
@@ -160,6 +178,25 @@ def _instance(call: Call, cls: Any, args: list[Any], kwargs: Any = None) -> Plan
         [(cls, "class")],
         children,
         {"cls": cls, "args": args, "kwargs": kwargs},
+    )
+
+
+def _adapted(
+    call: Call, cls: GlobalRef, adapted: tuple[str, str], args: list[Any], kwargs: Any
+) -> Plan:
+    """An XGBoost / LightGBM booster or wrapper: created empty, given one state, and
+    rebuilt through safepoint's adapter (see :mod:`safepoint.convert.adapters_`)."""
+    _no_container_ops(call, cls.qualified)
+    if args or kwargs is not None or len(call.ops) > 1:
+        raise fail(f"{cls.qualified} must be created empty and given one state")
+    state = call.ops[0][1] if call.ops else None
+    if state is not None and not isinstance(state, DictNode):
+        raise fail(f"the state of {cls.qualified} must be a dict")
+    return Plan(
+        "adapted",
+        [(cls, "known")],
+        [state] if state is not None else [],
+        {"cls": cls, "framework": adapted[0], "what": adapted[1], "state": state},
     )
 
 
@@ -179,7 +216,8 @@ def _builtin(call: Call, cls: GlobalRef, args: list[Any], kwargs: Any) -> Plan:
         cls.name in ("list", "dict", "set")
         and all(op in ("appends", "setitems") for op, _ in call.ops)
     ):
-        raise fail(f"builtins.{cls.name} is followed by operations it does not take")
+        ops = ", ".join(sorted({op.upper() for op, _ in call.ops}))
+        raise fail(f"builtins.{cls.name} is followed by {ops}, which it does not take")
     return Plan(
         "builtin",
         [(cls, "known")],
@@ -317,6 +355,7 @@ def _sklearn_helper(call: Call, callee: GlobalRef, args: list[Any]) -> Plan | No
         raise fail(f"{callee.qualified} may only create a class of its own module")
     prefix = "__pyx_unpickle_"
     if callee.name.startswith(prefix):
+        _no_container_ops(call, callee.qualified)
         cls_name = callee.name[len(prefix) :]
         if (
             len(args) == 3
@@ -325,7 +364,7 @@ def _sklearn_helper(call: Call, callee: GlobalRef, args: list[Any]) -> Plan | No
         ):
             return Plan(
                 "pyx",
-                [(args[0], "class"), (callee, "known")],
+                [(args[0], "pyx"), (callee, "known")],
                 [args[2], *_op_children(call)],
                 {"cls": args[0], "checksum": args[1], "state": args[2]},
             )
@@ -404,6 +443,7 @@ def plan_call(call: Call, dtypes: dict[int, Any] | None = None) -> Plan:
     if callee.module == "builtins" and callee.name in BUILTIN_CALLS:
         return _builtin(call, callee, args, None)
     if (callee.module, callee.name) == (_SEED_SEQUENCE[0], "__pyx_unpickle_SeedSequence"):
+        _no_container_ops(call, callee.qualified)
         if len(args) != 3 or not is_global(args[0], _SEED_SEQUENCE) or type(args[1]) is not int:
             raise fail("numpy's SeedSequence unpickler needs (SeedSequence, checksum, state)")
         return Plan(
@@ -420,20 +460,29 @@ def plan_call(call: Call, dtypes: dict[int, Any] | None = None) -> Plan:
 
 def _collection(call: Call, callee: GlobalRef, known: str, args: list[Any]) -> Plan:
     """collections.OrderedDict / defaultdict / Counter, filled by SETITEMS."""
-    if any(op not in ("setitems", "build") for op, _ in call.ops):
-        raise fail(f"collections.{callee.name} is followed by operations it does not take")
+    for op, payload in call.ops:
+        # pickle writes BUILD only for a state; these have none (a subclass with
+        # attributes is another class)
+        if op not in ("setitems", "build") or (op == "build" and payload is not None):
+            raise fail(
+                f"collections.{callee.name} is followed by {op.upper()}, which it does not take"
+            )
     names = [(callee, "known")]
     if known == "defaultdict":
         if len(args) != 1:
             raise fail("collections.defaultdict needs its factory")
         f = args[0]
         if f is not None and not (
-            isinstance(f, GlobalRef) and f.module == "builtins" and f.name in _FACTORIES
+            isinstance(f, GlobalRef)
+            and (
+                (f.module == "builtins" and f.name in _FACTORIES)
+                or (f.module, f.name) == ("collections", "OrderedDict")
+            )
         ):
             raise FormatError(
                 "collections.defaultdict with factory "
-                f"{getattr(f, 'qualified', type(f).__name__)}: only builtin containers "
-                "and numbers are accepted as factories"
+                f"{getattr(f, 'qualified', type(f).__name__)}: only builtin containers, "
+                "numbers and collections.OrderedDict are accepted as factories"
             )
         if f is not None:
             names.append((f, "known"))
@@ -497,6 +546,7 @@ def _class_call(call: Call, callee: GlobalRef, args: list[Any]) -> Plan:
     decides trust, the constructor refuses anything that is not a class."""
     if sparse_format(callee) is not None:
         raise fail(f"{callee.qualified} is called with arguments")
+    _no_container_ops(call, callee.qualified)
     return Plan(
         "class_call",
         [(callee, "call")],

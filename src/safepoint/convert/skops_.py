@@ -457,8 +457,10 @@ def audit_skops(
     members: dict[str, bytes],
     trusted: Iterable[Any] | str | type | None,
     limits: ConvertLimits,
-) -> tuple[Any, AuditResult]:
-    """Translate ``schema.json`` into an inert graph; return it with its audit."""
+) -> tuple[Any, AuditResult, list[str]]:
+    """Translate ``schema.json`` into an inert graph; return it with its audit and the
+    members the schema does not refer to (each one a problem of the audit: skops never
+    writes them, and nothing here reads them)."""
     try:
         schema = json.loads(members["schema.json"])
     except (ValueError, RecursionError):
@@ -479,5 +481,29 @@ def audit_skops(
     except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
         raise _fail(f"unexpected schema content ({type(exc).__name__}: {exc})") from None
     result = audit(root, trusted)
+    named = _files_named(schema)
+    unused = [name for name in members if name != "schema.json" and name not in named]
+    for name in unused:
+        reader.problems.append(
+            f"the skops file holds a member that schema.json does not refer to ({name!r}): "
+            "skops never writes one; refused"
+        )
     result.problems = reader.problems + result.problems
-    return root, result
+    result.checked["skops_members"] = len(members) - len(unused)
+    return root, result, unused
+
+
+def _files_named(schema: Any) -> set[str]:
+    """Every member a schema refers to (the ``file`` of its nodes, read or not)."""
+    out: set[str] = set()
+    todo = [schema]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            name = node.get("file")
+            if isinstance(name, str):
+                out.add(name)
+            todo.extend(node.values())
+        elif isinstance(node, list):
+            todo.extend(node)
+    return out

@@ -30,6 +30,7 @@ from . import spec
 from .decoder import Decoder
 from .encoder import Encoder
 from .environment import capture, check, compare, signature_of
+from .guard import guarded
 from .integrity import make_signer, verify_auth_block
 from .reader import Reader, open_reader
 from .trust import TrustPolicy, resolve, type_name
@@ -240,14 +241,15 @@ def _construct(
     if bad:
         raise UntrustedTypesError(bad)
     check(reader.manifest.get("env"), env)
-    resolved = [resolve(m, q, k) for m, q, k in reader.types]
-    dec = Decoder(reader, resolved, mmap=mmap)
     try:
-        with warnings.catch_warnings():
-            # safepoint explains version differences itself (env=)
-            warnings.filterwarnings("ignore", message=".*Trying to unpickle estimator.*")
-            with paused():
-                return dec.decode(node)
+        with _guard(reader, policy, "loading"):
+            resolved = [resolve(m, q, k) for m, q, k in reader.types]
+            dec = Decoder(reader, resolved, policy=policy, mmap=mmap)
+            with warnings.catch_warnings():
+                # safepoint explains version differences itself (env=)
+                warnings.filterwarnings("ignore", message=".*Trying to unpickle estimator.*")
+                with paused():
+                    return dec.decode(node)
     except SafepointError:
         raise
     except RecursionError:
@@ -257,6 +259,18 @@ def _construct(
             f"the file's contents do not rebuild a valid object ({type(exc).__name__}: {exc}); "
             "it is corrupt, crafted, or was written by an incompatible library version"
         ) from None
+
+
+def _guard(reader: Reader, policy: TrustPolicy, what: str) -> Any:
+    """The load-time guard for a file: it may import from the packages its audited
+    types name; those the default trust set names may import at run time too."""
+    packages = {m.partition(".")[0] for m, _, _ in reader.types}
+    libraries = {
+        m.partition(".")[0]
+        for m, q, _ in reader.types
+        if not policy.trusted_by_caller(type_name(m, q))
+    }
+    return guarded(f"{what} {reader.describe()}", packages=packages, libraries=libraries)
 
 
 Source = str | os.PathLike[str] | BinaryIO | bytes | bytearray | memoryview
@@ -468,6 +482,8 @@ def verify(
             except SafepointError as exc:
                 problems.append(f"cannot load the model to check golden outputs: {exc}")
             else:
+                # the loaded model runs as any caller would run it (outside the load's
+                # guard: predict may legitimately ask the OS for its CPU count, say)
                 now = golden_outputs(model, X)
                 for name, want in (outputs or {}).items():
                     if name not in now:

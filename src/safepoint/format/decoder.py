@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import FormatError, LimitExceededError
+from .construction import BuildRecord
 from .migrations import ReplacedType
 from .registry import handler_for_tag
 
 if TYPE_CHECKING:
     from .reader import BufferStream, Reader
+    from .trust import TrustPolicy
 
 __all__ = ["Decoder"]
 
@@ -20,7 +22,7 @@ _OBJECT_TAGS = frozenset({"obj", "red", "pyx"})
 _IN_PROGRESS = object()
 
 
-class Decoder:
+class Decoder(BuildRecord):
     """Builds objects from validated nodes.
 
     ``resolved`` holds, for each entry of the manifest's types table, the object
@@ -32,9 +34,13 @@ class Decoder:
         reader: Reader,
         resolved: list[Any],
         *,
+        policy: TrustPolicy | None = None,
         mmap: bool = False,
         mmap_threshold: int = 1 << 20,
     ) -> None:
+        from .trust import TrustPolicy
+
+        super().__init__(policy if policy is not None else TrustPolicy())
         self.reader = reader
         self.resolved = resolved
         self.mmap = mmap
@@ -149,7 +155,9 @@ class Decoder:
         ``max_depth`` (each level costs a few Python frames); that is a limit too."""
         self._walking = True
         try:
-            return self.decode(node)
+            value = self.decode(node)
+            self.finish()
+            return value
         except RecursionError:
             raise LimitExceededError(
                 "the object tree nests too deeply for the Python stack (before reaching "
@@ -168,6 +176,7 @@ class Decoder:
         if have is _IN_PROGRESS:
             raise self.fail("a reference cycle (refused)")
         if i in self._shared:
+            self.shared(have)
             return have
         target = shared[i]
         if type(target) is not dict or target.get("@") == "memo":

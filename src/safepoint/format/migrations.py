@@ -34,8 +34,11 @@ Example, for a package of your own::
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ..errors import FormatError
 from .validators import register_migration
@@ -245,14 +248,24 @@ def _new_defaults(cls: type) -> list[tuple[str, Any]]:
         import inspect
 
         params = []
-        try:
-            sig = inspect.signature(cls)
-        except (TypeError, ValueError):
-            sig = None
+        init = getattr(cls, "__init__", None)
+        sig = None
+        # only Python-level __init__s have parameters with defaults to restore (and a
+        # builtin's text signature would be parsed with compile(), which a load never does)
+        if isinstance(init, types.FunctionType):
+            try:
+                sig = inspect.signature(init)
+            except (TypeError, ValueError):
+                sig = None
         for p in sig.parameters.values() if sig else ():
-            if p.default is not p.empty and p.kind in (
-                p.POSITIONAL_OR_KEYWORD,
-                p.KEYWORD_ONLY,
+            if (
+                p.name != "self"
+                and p.default is not p.empty
+                and p.kind
+                in (
+                    p.POSITIONAL_OR_KEYWORD,
+                    p.KEYWORD_ONLY,
+                )
             ):
                 params.append((p.name, p.default))
         _SIGNATURES[cls] = params
@@ -267,7 +280,7 @@ def _estimator_new_params(name: str) -> Callable[[Any, Decoder], Any]:
         default that keeps the old behaviour, so the default is what the old model
         had. Fitted attributes are never invented here.
         """
-        if not isinstance(state, dict) or "_sklearn_version" not in state:
+        if type(state) is not dict or type(state.get("_sklearn_version")) is not str:
             return state
         if state["_sklearn_version"] == _installed():
             return state  # written by this very version: nothing can be missing
@@ -286,9 +299,9 @@ def _estimator_new_params(name: str) -> Callable[[Any, Decoder], Any]:
 
 
 def _register_estimator_params() -> None:
-    from ._trusted_sklearn import CLASSES
+    from .sklearn_trust import ESTIMATORS
 
-    for name in CLASSES:
+    for name in ESTIMATORS:
         register_migration(name)(_estimator_new_params(name))
 
 
@@ -378,7 +391,11 @@ def _svm_effective_probability(state: Any, dec: Decoder) -> Any:
     ):
         return state
     prob = state.get("probability", False)
-    return {**state, "_effective_probability": bool(prob) if prob != "deprecated" else False}
+    if type(prob) is str and prob == "deprecated":
+        prob = False
+    if type(prob) is not bool:
+        raise dec.fail("an SVM's probability must be a bool")
+    return {**state, "_effective_probability": prob}
 
 
 @register_migration(
@@ -421,8 +438,13 @@ def _logistic_multi_class(state: Any, dec: Decoder) -> Any:
         return state
     multi_class = state.get("multi_class")
     classes = state.get("classes_")
-    n_classes = len(classes) if classes is not None else 0
     solver = state.get("solver")
+    # only plain values are compared (comparing an object would call its methods)
+    if type(multi_class) is not str or (solver is not None and type(solver) is not str):
+        raise dec.fail("LogisticRegression: multi_class and solver must be strings")
+    if classes is not None and type(classes) is not np.ndarray:
+        raise dec.fail("LogisticRegression: classes_ must be an array")
+    n_classes = len(classes) if classes is not None else 0
     if multi_class in ("auto", "deprecated", "warn"):
         ovr = n_classes > 2 and solver == "liblinear"
         if not ovr:

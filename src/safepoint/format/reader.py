@@ -208,6 +208,14 @@ class Reader:
             raw = self._decompress_manifest(body, footer.manifest_raw_length)
         if len(raw) != footer.manifest_raw_length:
             raise FormatError("the manifest size does not match the footer")
+        #: bytes of Python objects this load may still build (Limits.max_expansion)
+        self.budget = limits.max_expansion * size + spec.EXPANSION_ALLOWANCE
+        # every JSON object and array becomes a Python dict or list, and the decoder
+        # builds about one object per node: counted before json.loads allocates them
+        self.charge(
+            2 * spec.OBJECT_COST * (raw.count(b"{") + raw.count(b"[")) + len(raw),
+            "the manifest's nodes",
+        )
         try:
             manifest = json.loads(raw, object_pairs_hook=_strict_object)
         except RecursionError:
@@ -323,6 +331,26 @@ class Reader:
             if start < end:
                 raise FormatError("two buffers overlap: the file is crafted or corrupt")
         return out
+
+    def charge(self, nbytes: int, what: str) -> None:
+        """Count ``nbytes`` of Python objects against the load's budget: a file may make
+        a load build at most ``Limits.max_expansion`` x its size (+ 64 MiB) of them, so
+        that no count it declares can expand beyond the bytes really present."""
+        self.budget -= nbytes
+        if self.budget < 0:
+            limit = self.limits.max_expansion
+            raise LimitExceededError(
+                f"{what} would make this {self.source.size}-byte file build more Python "
+                f"objects than {limit} x its size + {spec.EXPANSION_ALLOWANCE >> 20} MiB "
+                f"(Limits.max_expansion={limit}): refused as a crafted expansion (raise "
+                "Limits.max_expansion if the file is trusted)"
+            )
+
+    def describe(self) -> str:
+        """The file, for messages: its path, or how many bytes it has."""
+        if self.source.path is not None:
+            return repr(self.source.path)
+        return f"a file of {self.source.size} bytes"
 
     # -- buffers ----------------------------------------------------------------
     def entry(self, index: int) -> BufferEntry:
@@ -559,7 +587,8 @@ def _aligned_empty(
     own its data, but its base does (see :func:`in_private_memory`).
     """
     base = _empty((nbytes + _PAGE,), np.dtype(np.uint8))
-    start = -base.ctypes.data % _PAGE
+    # the address from the array interface (numpy's .ctypes would import ctypes)
+    start = -base.__array_interface__["data"][0] % _PAGE
     flat = base[start : start + nbytes]
     return flat.view(dtype).reshape(shape), flat
 

@@ -45,6 +45,13 @@ READABLE_VERSIONS = frozenset({(1, 0), (1, 1)})
 BOMB_ALLOWANCE = 64 * 2**20
 
 
+#: what one Python object a load builds is counted as (a list slot, an object header,
+#: a small dict or str): an upper estimate for the budget of ``Limits.max_expansion``
+OBJECT_COST = 64
+#: Python objects (counted as above) any file may make a load build, whatever its size
+EXPANSION_ALLOWANCE = 64 * 2**20
+
+
 def pad_to(n: int, align: int = ALIGN) -> int:
     """Bytes of padding needed after ``n`` to reach the next ``align`` boundary."""
     return (-n) % align
@@ -113,6 +120,10 @@ class Limits:
     max_ndim: int = 32
     #: number of elements of one container node
     max_items: int = 100_000_000
+    #: Python objects a load may build (manifest nodes, strings, table objects, dict
+    #: entries, each counted at :data:`OBJECT_COST` bytes plus its text), as a
+    #: multiple of the file's size, beyond :data:`EXPANSION_ALLOWANCE`
+    max_expansion: int = 64
 
 
 DEFAULT_LIMITS = Limits()

@@ -2,10 +2,11 @@
 
 The default trust set (docs/security.md explains each part):
 
-* every class defined in scikit-learn (estimators and their internal types:
-  trees, neighbour indices, losses, bin mappers), listed by exact name in
-  :mod:`safepoint.format._trusted_sklearn`, minus test helpers and dataset
-  downloaders;
+* scikit-learn's public estimators, and only the internal types fitted models
+  really hold (trees, neighbour indices, losses, bin mappers, ...), each with
+  the node kinds that may build it and a written reason, in
+  :mod:`safepoint.format.sklearn_trust` (a reviewed list, never "every class in
+  the package");
 * as *references only* (a value that is a function or class, never called at
   load): scikit-learn's scoring, distance and kernel functions, numpy ufuncs and
   scalar types, scipy.special ufuncs, a few pure numpy reductions, and builtin
@@ -107,10 +108,14 @@ def type_name(module: str, qualname: str) -> str:
     return f"{module}.{qualname}"
 
 
-def _sklearn_lists() -> tuple[frozenset[str], frozenset[str]]:
-    from . import _trusted_sklearn
+def _sklearn_trusted(name: str, kind: str) -> bool:
+    from . import sklearn_trust
 
-    return _trusted_sklearn.CLASSES, _trusted_sklearn.FUNCTIONS
+    if kind == "ref":
+        return name in sklearn_trust.FUNCTIONS
+    if kind == "obj" and name in sklearn_trust.ESTIMATORS:
+        return True
+    return kind in sklearn_trust.internal_kinds(name)
 
 
 def _normalize(trusted: Iterable[Any] | str | type | None) -> frozenset[str]:
@@ -146,6 +151,11 @@ class TrustPolicy:
     def __init__(self, trusted: Iterable[Any] | str | type | None = ()) -> None:
         self.extra = _normalize(trusted)
 
+    def trusted_by_caller(self, name: str) -> bool:
+        """Whether the caller named ``name`` in ``trusted=`` (their decision, which
+        also lifts the review rules for that class)."""
+        return name in self.extra
+
     def is_trusted(self, module: str, qualname: str, kind: str) -> bool:
         name = type_name(module, qualname)
         if name in self.extra:
@@ -163,8 +173,7 @@ class TrustPolicy:
             # a removed class that safepoint's own migration rebuilds without importing it
             return True
         if module == "sklearn" or module.startswith("sklearn."):
-            classes, functions = _sklearn_lists()
-            return name in classes or (kind == "ref" and name in functions)
+            return _sklearn_trusted(name, kind)
         if kind != "ref" or "." in qualname:
             return False
         if module == "builtins":

@@ -5,6 +5,11 @@
   ``FormatError`` when internal
   arrays would let compiled code read or write out of bounds (tree children,
   neighbour indices, ...). See :mod:`safepoint.format.handlers.sklearn_`.
+  Validators are pure functions of arrays and state dicts: they never call a
+  method or read a property of an object built from the file. To look into
+  an object the state holds (a forest's trees), they read the state the decoder
+  built it from, with ``dec.state_of(obj, "module.Class", ...)``, which also
+  checks its exact class.
 * A **reducer** runs at write time on the state of an object of a type and
   returns the state to store; it breaks reference cycles that a type keeps for
   convenience (Birch's doubly linked list of leaves) into plain data, which the
@@ -35,6 +40,7 @@ __all__ = [
     "register_table_validator",
     "register_validator",
     "table_validator_of",
+    "validate_chain",
     "validate_state",
     "validate_state_of",
 ]
@@ -109,6 +115,10 @@ def validate_state_of(cls: type, args: list[Any], state: Any, dec: Decoder) -> A
     for fn in _chain(cls):
         state = fn(args, state, dec)
     return state
+
+
+#: the name construction uses (:mod:`safepoint.format.construction`)
+validate_chain = validate_state_of
 
 
 def _chain(cls: type) -> tuple[Validator, ...]:

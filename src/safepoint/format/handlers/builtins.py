@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import spec
 from ..registry import register
 from .strings import decode_strings, encode_strings
 
@@ -19,6 +20,30 @@ if TYPE_CHECKING:
 
 #: lists, tuples and dict keys of at least this many strings go columnar
 COLUMNAR_MIN = 32
+
+#: types whose hash and equality are value-based builtins: only these may be set
+#: items or dict keys (hashing an object built from the file would call its methods)
+_KEY_TYPES = frozenset({type(None), bool, int, float, str, bytes, complex, range, slice})
+
+
+def check_keys(items: Any, dec: Any, what: str) -> None:
+    """Every item is a plain value (a number, a string, bytes, None, a numpy scalar, or
+    a tuple/frozenset of such), so that hashing it calls no method from the file."""
+    stack = list(items)
+    while stack:
+        k = stack.pop()
+        t = type(k)
+        if t in _KEY_TYPES:
+            continue
+        if t is tuple or t is frozenset:
+            stack.extend(k)
+            continue
+        if isinstance(k, np.generic) and t.__module__ == "numpy":
+            continue
+        raise dec.fail(
+            f"{what} holds a {t.__module__}.{t.__qualname__}: only plain values may be set "
+            "items or dict keys (crafted file?)"
+        )
 
 
 def _encode_seq(items: Any, enc: Encoder) -> dict[str, Any]:
@@ -67,6 +92,7 @@ class SetHandler:
     @staticmethod
     def decode(node: dict[str, Any], dec: Decoder) -> Any:
         items = _decode_seq(node, dec)
+        check_keys(items, dec, "a set")
         try:
             return frozenset(items) if node.get("f") else set(items)
         except TypeError:
@@ -134,6 +160,7 @@ class DictHandler:
             if kind not in ("int", "float"):
                 raise dec.fail("unknown value kind of a columnar dict")
             dtype = np.dtype("<i8" if kind == "int" else "<f8")
+            dec.reader.charge(spec.OBJECT_COST * len(keys), "a columnar dict's values")
             vals = dec.array(dec.field(node, "vn", int), dtype, (len(keys),))
             # only a column with a missing-values buffer can hold anything but str
             if "z" in column and not set(map(type, keys)) <= {str}:
@@ -147,6 +174,7 @@ class DictHandler:
             if not (isinstance(pair, list) and len(pair) == 2):
                 raise dec.fail("a dict pair must be [key, value]")
             k = dec.decode(pair[0])
+            check_keys((k,), dec, "a dict key")
             try:
                 out2[k] = dec.decode(pair[1])
             except TypeError:

@@ -10,9 +10,10 @@ audit checks before anything is imported):
 ``pyx``  Cython's generated ``__pyx_unpickle_<Class>`` of the class's own module;
 ``ref``  the function or class itself, resolved by exact module and qualname.
 
-Before ``__setstate__`` runs, a validator registered for the type (see
-:mod:`safepoint.format.validators`) checks internal arrays, so that a crafted
-file cannot make compiled code read out of bounds later.
+Instances are built by :func:`safepoint.format.construction.build`, the one
+place that does it: validators first (bounds checks of internal arrays, so that
+a crafted file cannot make compiled code read out of bounds later), then the
+state by assignment or a reviewed ``__setstate__``.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from __future__ import annotations
 import copyreg
 import functools
 import types as _types
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..construction import build
 from ..registry import register
-from ..validators import migrate_state, reduce_state, validate_state_of
+from ..validators import reduce_state
 
 if TYPE_CHECKING:
     from ..decoder import Decoder
@@ -169,84 +170,22 @@ class ObjectHandler:
         cls = dec.type_of(node)
         if not isinstance(cls, type):
             raise dec.fail(f"{kind} node names {cls!r}, which is not a class")
-        name = f"{cls.__module__}.{cls.__qualname__}"
         args = dec.decode(node["a"]) if "a" in node else []
-        if not isinstance(args, list):
+        if type(args) is not list:
             raise dec.fail("constructor arguments must be a list")
         state = dec.decode(node["s"]) if "s" in node else None
-        state = migrate_state(name, state, dec)
-        # validators of every base class run too (a subclass cannot skip a check)
-        state = validate_state_of(cls, args, state, dec)
-        if kind == "pyx":
-            import importlib
-
-            if len(args) != 1 or not isinstance(args[0], int):
-                raise dec.fail("a Cython state needs its checksum")
-            unpickle = getattr(
-                importlib.import_module(cls.__module__), f"__pyx_unpickle_{cls.__name__}", None
-            )
-            if unpickle is None:
-                raise dec.fail(f"{name} has no Cython unpickler in this version")
-            return unpickle(cls, args[0], state)
-        obj: Any = cls(*args) if kind == "red" else cls.__new__(cls, *args)
-        if state is not None:
-            set_state(obj, state, dec.fail)
-        if "li" in node:
-            items = dec.decode(node["li"])
-            if not isinstance(items, list):
-                raise dec.fail("list items must be a list")
-            obj.extend(items)
-        if "di" in node:
-            items2 = dec.decode(node["di"])
-            if not isinstance(items2, dict):
-                raise dec.fail("dict items must be a dict")
-            for k, v in items2.items():
-                obj[k] = v
-        return obj
+        items = dec.decode(node["li"]) if "li" in node else None
+        if items is not None and type(items) is not list:
+            raise dec.fail("list items must be a list")
+        pairs = dec.decode(node["di"]) if "di" in node else None
+        if pairs is not None and type(pairs) is not dict:
+            raise dec.fail("dict items must be a dict")
+        return build(dec, cls, kind, args, state, list_items=items, dict_items=pairs)
 
 
 register("obj")(ObjectHandler)
 register("red")(ObjectHandler)
 register("pyx")(ObjectHandler)
-
-
-def custom_setstate(cls: type) -> Any:
-    """``cls.__setstate__`` where the class defines one, else None (the instance
-    dict, and slots, are then set directly)."""
-    fn = getattr(cls, "__setstate__", None)
-    return fn if fn is not None and fn is not getattr(object, "__setstate__", None) else None
-
-
-def set_state(obj: Any, state: Any, fail: Callable[[str], Exception]) -> None:
-    """What pickle's BUILD opcode does, with the state already audited.
-
-    Shared by the format's decoder and the audited pickle import (``safepoint.convert``);
-    ``fail`` turns a message into the caller's error.
-    """
-    if state is None:
-        return
-    setstate = custom_setstate(type(obj))
-    if setstate is not None:
-        setstate(obj, state)
-        return
-    slotstate = None
-    if isinstance(state, tuple) and len(state) == 2:
-        state, slotstate = state
-    if state:
-        if not isinstance(state, dict):
-            raise fail(f"the state of {type(obj).__qualname__} must be a dict")
-        inst_dict = obj.__dict__
-        for k, v in state.items():
-            if type(k) is not str:
-                raise fail("attribute names must be strings")
-            inst_dict[k] = v
-    if slotstate:
-        if not isinstance(slotstate, dict):
-            raise fail("slot state must be a dict")
-        for k, v in slotstate.items():
-            if type(k) is not str:
-                raise fail("attribute names must be strings")
-            setattr(obj, k, v)
 
 
 @register("partial", [functools.partial])

@@ -9,11 +9,11 @@ held in memory (never on memory-mapped pages that could change afterwards).
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..construction import check_callable_value
 from ..reader import in_private_memory
 from ..validators import register_table_validator, register_validator
 
@@ -164,13 +164,44 @@ def _binary_tree(args: list[Any], state: Any, dec: Decoder, n_bounds: int) -> An
     return (data, idx_array, node_data, node_bounds, *state[4:])
 
 
+#: the distance metrics a neighbour tree may hold (64- and 32-bit)
+_METRICS = tuple(
+    f"sklearn.metrics._dist_metrics.{n}Distance{bits}"
+    for n in (
+        "BrayCurtis",
+        "Canberra",
+        "Chebyshev",
+        "Dice",
+        "Euclidean",
+        "Hamming",
+        "Haversine",
+        "Jaccard",
+        "Kulsinski",
+        "Mahalanobis",
+        "Manhattan",
+        "Matching",
+        "Minkowski",
+        "PyFunc",
+        "RogersTanimoto",
+        "RussellRao",
+        "SEuclidean",
+        "SokalMichener",
+        "SokalSneath",
+    )
+    for bits in ("64", "32")
+)
+
+
 def _metric_arrays(metric: Any, dec: Decoder) -> tuple[str, Any, Any]:
-    name = type(metric).__name__
-    try:
-        st = metric.__getstate__()
-        return name, np.asarray(st[1]), np.asarray(st[2])
-    except (AttributeError, TypeError, IndexError, ValueError):
-        raise dec.fail(f"a binary tree's distance metric is a {name}") from None
+    """The metric's class name and its (vec, mat) parameters, read from the state it
+    was built from (never from the object)."""
+    _, state = dec.state_of(metric, *_METRICS, what="a binary tree's distance metric")
+    if type(state) is not tuple or len(state) < 3:
+        raise dec.fail("a distance metric's state must be (p, vec, mat, ...)")
+    vec, mat = state[1], state[2]
+    if type(vec) is not np.ndarray or type(mat) is not np.ndarray:
+        raise dec.fail("a distance metric's parameters must be arrays")
+    return type(metric).__name__, vec, mat
 
 
 def _check_metric(metric: Any, n_features: int, dec: Decoder) -> None:
@@ -191,6 +222,21 @@ def _check_metric(metric: Any, n_features: int, dec: Decoder) -> None:
             f"{name}: its parameters do not match the {n_features} features of the data "
             "(crafted file?)"
         )
+
+
+@register_validator(
+    "sklearn.metrics._dist_metrics.PyFuncDistance64",
+    "sklearn.metrics._dist_metrics.PyFuncDistance32",
+)
+def _pyfunc_metric(args: list[Any], state: Any, dec: Decoder) -> Any:
+    """A user-defined metric calls its function on pairs of rows: a callable slot."""
+    if type(state) is not tuple or len(state) < 5:
+        raise dec.fail("PyFuncDistance state must be (p, vec, mat, func, kwargs)")
+    check_callable_value(state[3], frozenset(), "PyFuncDistance.func", dec.fail)
+    if type(state[4]) is not dict or not all(type(k) is str for k in state[4]):
+        raise dec.fail("PyFuncDistance keyword arguments must be a dict of str keys")
+    check_callable_value(state[4], frozenset(), "PyFuncDistance keyword arguments", dec.fail)
+    return state
 
 
 register_validator(
@@ -260,6 +306,7 @@ def _hgb_predictor(args: list[Any], state: Any, dec: Decoder) -> Any:
     return out
 
 
+_PREDICTOR = "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
 _PREDICTOR_FIELDS = ("left", "right", "is_leaf", "feature_idx", "bitset_idx", "is_categorical")
 _BITSETS = ("binned_left_cat_bitsets", "raw_left_cat_bitsets")
 
@@ -308,21 +355,22 @@ def _hgb_predictor_table(
 def _hgb_estimator(args: list[Any], state: Any, dec: Decoder) -> Any:
     if not isinstance(state, dict):
         return state
-    predictors = state.get("_predictors") or []
-    if not predictors:
+    predictors = state.get("_predictors")
+    if predictors is None or (type(predictors) is list and not predictors):
         return state  # not fitted
     # without n_features_in_ scikit-learn would not check the width of X at all
     n_features = _n_features_in(state, dec, "HistGradientBoosting")
-    if not isinstance(predictors, list):
+    if type(predictors) is not list:
         raise dec.fail("HistGradientBoosting._predictors must be a list of lists")
     categorical = _hgb_categorical(state, n_features, dec)
     all_nodes = []
     for row in predictors:
-        if not isinstance(row, list):
+        if type(row) is not list:
             raise dec.fail("HistGradientBoosting._predictors must be a list of lists")
         for pred in row:
-            nodes = getattr(pred, "nodes", None)
-            if not isinstance(nodes, np.ndarray) or nodes.dtype.names is None:
+            _, pstate = dec.state_of(pred, _PREDICTOR, what="a HistGradientBoosting predictor")
+            nodes = pstate.get("nodes") if type(pstate) is dict else None
+            if type(nodes) is not np.ndarray or nodes.dtype.names is None:
                 raise dec.fail("HistGradientBoosting holds a predictor without nodes")
             all_nodes.append(nodes)
     # hundreds of predictors: their fields checked together (concatenating whole
@@ -382,10 +430,18 @@ def _n_features_in(state: dict[str, Any], dec: Decoder, what: str) -> int:
 
 def _hgb_categorical(state: dict[str, Any], n_features: int, dec: Decoder) -> Any:
     mapper = state.get("_bin_mapper")
-    flags = getattr(mapper, "is_categorical_", None)
+    flags = None
+    if mapper is not None:
+        _, mstate = dec.state_of(
+            mapper,
+            "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+            what="HistGradientBoosting's bin mapper",
+        )
+        flags = mstate.get("is_categorical_") if type(mstate) is dict else None
     if flags is None:
         return np.zeros(n_features, dtype=bool)
-    flags = np.asarray(flags)
+    if type(flags) is not np.ndarray:
+        raise dec.fail("HistGradientBoosting: the bin mapper's flags must be an array")
     if flags.shape != (n_features,) or flags.dtype.kind not in "biu":
         raise dec.fail("HistGradientBoosting: the bin mapper does not match its features")
     return flags != 0
@@ -409,14 +465,17 @@ def _hgb_preprocessor(pre: Any, n_features: int, dec: Decoder) -> None:
 
     if _qualname(pre) != "sklearn.compose._column_transformer.ColumnTransformer":
         raise fail()
-    steps = getattr(pre, "transformers_", None)
-    if not isinstance(steps, list):
+    _, pstate = dec.state_of(pre, "sklearn.compose._column_transformer.ColumnTransformer")
+    steps = pstate.get("transformers_") if type(pstate) is dict else None
+    if type(steps) is not list:
         raise fail()
     width = 0
     for step in steps:
-        if not isinstance(step, tuple) or len(step) != 3:
+        if type(step) is not tuple or len(step) != 3:
             raise fail()
         name, trans, cols = step
+        if type(name) is not str:
+            raise fail()
         if isinstance(cols, list):
             cols = np.asarray(cols, dtype=np.int64) if cols else np.zeros(0, dtype=np.int64)
         if not isinstance(cols, np.ndarray) or cols.ndim != 1 or cols.dtype.kind not in "biu":
@@ -424,7 +483,7 @@ def _hgb_preprocessor(pre: Any, n_features: int, dec: Decoder) -> None:
         selected = int(cols.sum()) if cols.dtype.kind == "b" else cols.size
         if cols.dtype.kind == "b" and cols.size != n_features:
             raise fail()
-        if trans == "drop" or selected == 0:
+        if (type(trans) is str and trans == "drop") or selected == 0:
             continue
         if name == "encoder" and _qualname(trans) == (
             "sklearn.preprocessing._encoders.OrdinalEncoder"
@@ -433,10 +492,14 @@ def _hgb_preprocessor(pre: Any, n_features: int, dec: Decoder) -> None:
         elif name == "numerical" and _qualname(trans) == (
             "sklearn.preprocessing._function_transformer.FunctionTransformer"
         ):
-            func = getattr(trans, "func", None)
-            if isinstance(func, partial):
+            _, tstate = dec.state_of(
+                trans, "sklearn.preprocessing._function_transformer.FunctionTransformer"
+            )
+            tstate = tstate if type(tstate) is dict else {}
+            func = tstate.get("func")
+            if type(func) is partial:
                 func = func.func
-            if func is not check_array or getattr(trans, "kw_args", None):
+            if func is not check_array or tstate.get("kw_args"):
                 raise fail()
         else:
             raise fail()
@@ -487,9 +550,11 @@ _TREE_ENSEMBLES = (
 
 
 def _tree_width(tree: Any, dec: Decoder, what: str) -> int:
-    if _qualname(tree) != "sklearn.tree._tree.Tree":
-        raise dec.fail(f"{what}.tree_ is a {type(tree).__name__}, not a Tree")
-    return int(tree.n_features)
+    """A Tree's n_features, read from the arguments it was built with."""
+    args, _ = dec.state_of(tree, "sklearn.tree._tree.Tree", what=f"{what}.tree_")
+    if not args or type(args[0]) is not int:
+        raise dec.fail(f"{what}.tree_ has no feature count")
+    return args[0]
 
 
 @register_validator(*_TREE_ESTIMATORS)
@@ -511,31 +576,40 @@ def _tree_ensemble(args: list[Any], state: Any, dec: Decoder) -> Any:
     what = "a tree ensemble"
     n = _n_features_in(state, dec, what)
     ests = state["estimators_"]
-    if isinstance(ests, np.ndarray):
+    if type(ests) is np.ndarray:
         if ests.dtype != object:
             raise dec.fail(f"{what}: estimators_ must hold estimators")
         k = state.get("n_trees_per_iteration_")
+        if k is not None and type(k) is not int:
+            raise dec.fail(f"{what}: n_trees_per_iteration_ must be an integer")
         # gradient boosting writes tree (i, k)'s output to column k of a
         # (n_samples, n_trees_per_iteration_) array
         if k is not None and (ests.ndim != 2 or ests.shape[1] != k):
             raise dec.fail(
                 f"{what}: estimators_ has shape {ests.shape}, not (n, {k}) (crafted file?)"
             )
-        flat = list(ests.ravel())
-    elif isinstance(ests, list):
+        flat = ests.ravel().tolist()
+    elif type(ests) is list:
         flat = ests
     else:
         raise dec.fail(f"{what}: estimators_ must be a list or an array")
     # bagging-style ensembles give each tree a subset of the columns
     subsets = state.get("estimators_features_", state.get("_estimators_features"))
-    if subsets is not None and (not isinstance(subsets, list) or len(subsets) != len(flat)):
+    if subsets is not None and (type(subsets) is not list or len(subsets) != len(flat)):
         raise dec.fail(f"{what}: estimators_features_ does not match estimators_")
     for i, est in enumerate(flat):
-        tree = getattr(est, "tree_", None)
+        _, est_state = dec.state_of(est, *_TREE_ESTIMATORS, what=f"{what}: estimator {i}")
+        tree = est_state.get("tree_") if type(est_state) is dict else None
         if tree is None:
             raise dec.fail(f"{what}: estimator {i} is not a fitted tree")
-        width = n if subsets is None else np.asarray(subsets[i]).size
-        if _tree_width(tree, dec, what) != width or getattr(est, "n_features_in_", width) != width:
+        if subsets is None:
+            width = n
+        elif type(subsets[i]) is np.ndarray and subsets[i].ndim == 1:
+            width = subsets[i].size
+        else:
+            raise dec.fail(f"{what}: estimators_features_ must hold index arrays")
+        own = est_state.get("n_features_in_", width)
+        if _tree_width(tree, dec, what) != width or type(own) is not int or own != width:
             raise dec.fail(
                 f"{what}: tree {i} does not match the width of its input (crafted file?)"
             )
@@ -544,45 +618,104 @@ def _tree_ensemble(args: list[Any], state: Any, dec: Decoder) -> Any:
 
 @register_validator("sklearn.ensemble._gb.GradientBoostingClassifier")
 def _gb_classifier(args: list[Any], state: Any, dec: Decoder) -> Any:
-    from sklearn.ensemble._gb import GradientBoostingClassifier
-
-    return _gb_outputs(GradientBoostingClassifier, state, dec)
+    return _gb_outputs(state, dec, classifier=True)
 
 
 @register_validator("sklearn.ensemble._gb.GradientBoostingRegressor")
 def _gb_regressor(args: list[Any], state: Any, dec: Decoder) -> Any:
-    from sklearn.ensemble._gb import GradientBoostingRegressor
-
-    return _gb_outputs(GradientBoostingRegressor, state, dec)
+    return _gb_outputs(state, dec, classifier=False)
 
 
-def _gb_outputs(cls: Any, state: Any, dec: Decoder) -> Any:
+_DUMMY_CLASSIFIER = "sklearn.dummy.DummyClassifier"
+_DUMMY_REGRESSOR = "sklearn.dummy.DummyRegressor"
+_MULTINOMIAL = "sklearn._loss.loss.HalfMultinomialLoss"
+
+
+def _gb_outputs(state: Any, dec: Decoder, *, classifier: bool) -> Any:
     """predict_stages adds tree (i, k) to column k of the init estimator's raw
-    predictions, without bounds checks: their width, which depends on init_ and the
-    loss, must be estimators_.shape[1]. It is measured on one row of zeros (only
-    scikit-learn code runs, as at predict)."""
-    if not isinstance(state, dict) or not isinstance(state.get("estimators_"), np.ndarray):
+    predictions, without bounds checks: their width must be estimators_.shape[1].
+
+    The width is computed from the state alone (nothing of the model runs): with
+    ``init_ == "zero"`` it is ``n_trees_per_iteration_``; with the default
+    initial estimator (a fitted DummyClassifier / DummyRegressor) it follows from
+    its arrays and the loss (one column for regression and binary classification,
+    one per class for a multinomial loss). Any other initial estimator's output
+    width could only be known by running it: such a file is refused.
+    """
+    if type(state) is not dict or type(state.get("estimators_")) is not np.ndarray:
         return state
     ests = state["estimators_"]
-    n = _n_features_in(state, dec, "gradient boosting")
-    probe = cls.__new__(cls)
-    probe.__dict__.update(state)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. fitted with feature names
-            raw = probe._raw_predict_init(np.zeros((1, n)))
-    except Exception as exc:
-        raise dec.fail(f"gradient boosting: its init estimator does not predict ({exc})") from None
-    if (
-        not isinstance(raw, np.ndarray)
-        or raw.dtype != np.float64
-        or raw.shape != (1, ests.shape[1])
-    ):
+    if ests.ndim != 2:
+        raise dec.fail("gradient boosting: estimators_ must be a 2-D array of trees")
+    _n_features_in(state, dec, "gradient boosting")
+    init = state.get("init_")
+    if type(init) is str:
+        if init != "zero":
+            raise dec.fail(f"gradient boosting: unknown init_ {init!r} (crafted file?)")
+        width = state.get("n_trees_per_iteration_")
+        if type(width) is not int:
+            raise dec.fail("gradient boosting: n_trees_per_iteration_ must be an integer")
+    elif classifier:
+        _, dummy = dec.state_of(init, _DUMMY_CLASSIFIER, what="gradient boosting's init_")
+        width = _dummy_classifier_width(dummy, _loss_is_multiclass(state, dec), dec)
+    else:
+        _, dummy = dec.state_of(init, _DUMMY_REGRESSOR, what="gradient boosting's init_")
+        constant = dummy.get("constant_") if type(dummy) is dict else None
+        n_outputs = dummy.get("n_outputs_") if type(dummy) is dict else None
+        if (
+            type(n_outputs) is not int
+            or n_outputs != 1
+            or type(constant) is not np.ndarray
+            or constant.size != 1
+        ):
+            raise dec.fail("gradient boosting: its DummyRegressor is not single-output")
+        width = 1
+    if width != ests.shape[1]:
         raise dec.fail(
             "gradient boosting: its initial predictions do not have one column per tree of "
             "an iteration (crafted file?)"
         )
     return state
+
+
+def _loss_is_multiclass(state: dict[str, Any], dec: Decoder) -> bool:
+    """``self._loss.is_multiclass`` as scikit-learn will read it at predict: the
+    instance attribute if the loss's state has one, else its class's."""
+    import inspect
+
+    loss = state.get("_loss")
+    if loss is None:
+        raise dec.fail("gradient boosting: a fitted model needs its loss")
+    _, lstate = dec.state_of(loss, what="gradient boosting's loss")
+    value = lstate.get("is_multiclass") if type(lstate) is dict else None
+    if value is None:
+        value = inspect.getattr_static(type(loss), "is_multiclass", None)
+    if type(value) is not bool:
+        raise dec.fail("gradient boosting: its loss does not say whether it is multiclass")
+    return value
+
+
+def _dummy_classifier_width(dummy: Any, multiclass: bool, dec: Decoder) -> int:
+    """The width of ``predict_proba`` of a fitted single-output DummyClassifier, after
+    gradient boosting keeps column 1 (binary) or all columns (multinomial)."""
+    if type(dummy) is not dict:
+        raise dec.fail("gradient boosting: its DummyClassifier has no state")
+    n_classes = dummy.get("n_classes_")
+    prior = dummy.get("class_prior_")
+    n_outputs = dummy.get("n_outputs_")
+    if (
+        type(n_outputs) is not int
+        or n_outputs != 1
+        or type(n_classes) is not int
+        or type(prior) is not np.ndarray
+        or prior.shape != (n_classes,)
+    ):
+        raise dec.fail("gradient boosting: its DummyClassifier is not a fitted single-output one")
+    if not multiclass:
+        if n_classes < 2:
+            raise dec.fail("gradient boosting: a binary model's DummyClassifier has one class")
+        return 1
+    return n_classes
 
 
 # -- k-means: the centers go to BLAS with the width of X --------------------------------
@@ -608,7 +741,11 @@ def _kmeans(args: list[Any], state: Any, dec: Decoder) -> Any:
         if node is None:
             continue
         seen += 1
-        center = getattr(node, "center", None)
+        _, nstate = dec.state_of(
+            node, "sklearn.cluster._bisect_k_means._BisectingTree", what="a bisecting k-means node"
+        )
+        nstate = nstate if type(nstate) is dict else {}
+        center = nstate.get("center")
         if seen > 4 * len(centers) + 4 or (
             # a (1, n) numpy.matrix when fitted on sparse data (the mean of a sparse matrix)
             not isinstance(center, np.ndarray) or center.shape not in ((n,), (1, n))
@@ -616,5 +753,5 @@ def _kmeans(args: list[Any], state: Any, dec: Decoder) -> Any:
             raise dec.fail(
                 "k-means: a cluster of the bisecting tree does not match (crafted file?)"
             )
-        stack += [getattr(node, "left", None), getattr(node, "right", None)]
+        stack += [nstate.get("left"), nstate.get("right")]
     return state

@@ -50,7 +50,7 @@ def _libsvm(args: list[Any], state: Any, dec: Decoder, impl: str) -> Any:
     what = "an SVM"
     # _impl is a class attribute; an instance attribute in the state would override it
     impl = state.get("_impl", impl)
-    if impl not in _LIBSVM_IMPL:
+    if type(impl) is not str or impl not in _LIBSVM_IMPL:
         raise dec.fail(f"{what}: unknown libsvm implementation {impl!r}")
     support = _array(state, "support_", dec, what, "iu", 1)
     n_sv = support.shape[0]
@@ -80,8 +80,9 @@ def _libsvm(args: list[Any], state: Any, dec: Decoder, impl: str) -> Any:
         return state
     if not isinstance(dual, np.ndarray) or dual.shape != (n_class - 1, n_sv):
         raise dec.fail(f"{what}: _dual_coef_ does not match the support vectors (crafted file?)")
+    # a callable slot: a string or a function trusted by name (checked before this)
     kernel = state.get("kernel")
-    if kernel == "precomputed" or callable(kernel):
+    if (type(kernel) is str and kernel == "precomputed") or callable(kernel):
         # libsvm reads column support_[i] of the test kernel matrix, whose width
         # predict checks against shape_fit_[0]
         fit_shape = state.get("shape_fit_")
@@ -138,7 +139,7 @@ def _thread_count(args: list[Any], state: Any, dec: Decoder) -> Any:
 
 # -- vectorizers: vocabularies are column indices -------------------------------------------
 def _check_vocabulary(vocab: Any, n_columns: int, dec: Decoder, what: str) -> None:
-    if not isinstance(vocab, dict):
+    if type(vocab) is not dict:
         raise dec.fail(f"{what}.vocabulary_ must be a dict")
     values = vocab.values()
     if set(map(type, values)) <= {int}:
@@ -173,7 +174,7 @@ def _check_vocabulary(vocab: Any, n_columns: int, dec: Decoder, what: str) -> No
 def _count_vectorizer(args: list[Any], state: Any, dec: Decoder) -> Any:
     if isinstance(state, dict) and state.get("vocabulary_") is not None:
         vocab = state["vocabulary_"]
-        _check_vocabulary(vocab, len(vocab) if isinstance(vocab, dict) else 0, dec, "a vectorizer")
+        _check_vocabulary(vocab, len(vocab) if type(vocab) is dict else 0, dec, "a vectorizer")
     return state
 
 
@@ -182,9 +183,24 @@ def _dict_vectorizer(args: list[Any], state: Any, dec: Decoder) -> Any:
     if isinstance(state, dict) and state.get("vocabulary_") is not None:
         names = state.get("feature_names_")
         vocab = state["vocabulary_"]
-        if not isinstance(names, list) or not isinstance(vocab, dict) or len(names) != len(vocab):
+        if type(names) is not list or type(vocab) is not dict or len(names) != len(vocab):
             raise dec.fail("DictVectorizer: feature_names_ does not match vocabulary_")
         _check_vocabulary(vocab, len(names), dec, "DictVectorizer")
+    return state
+
+
+# -- leftovers of fit that are not state ----------------------------------------------------
+@register_reducer(
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
+)
+def _hgb_drop_patched_method(obj: Any, state: Any) -> Any:
+    """Early stopping with a scorer patches ``_raw_predict`` during fit and leaves the
+    original bound method in the instance dict: not state (it is the class's own
+    method), and a state key that shadows a method is refused at load."""
+    bound = state.get("_raw_predict") if isinstance(state, dict) else None
+    if bound is not None and getattr(bound, "__self__", None) is obj:
+        state = {k: v for k, v in state.items() if k != "_raw_predict"}
     return state
 
 
@@ -222,19 +238,19 @@ def _birch_link(args: list[Any], state: Any, dec: Decoder) -> Any:
         return state
     state = dict(state)
     chain = state.pop(_LEAF_CHAIN)
-    cfnode = type(state.get("dummy_leaf_"))
-    if (
-        not isinstance(chain, list)
-        or not chain
-        or chain[0] is not state.get("dummy_leaf_")
-        or f"{cfnode.__module__}.{cfnode.__qualname__}" != _CFNODE
-        or any(type(n) is not cfnode for n in chain)
-        or len({id(n) for n in chain}) != len(chain)
-    ):
+    if type(chain) is not list or not chain or chain[0] is not state.get("dummy_leaf_"):
+        raise dec.fail("Birch's chain of leaves must start at its dummy leaf")
+    if len({id(n) for n in chain}) != len(chain):
         raise dec.fail("Birch's chain of leaves must be distinct _CFNode objects")
-    chain[0].prev_leaf_ = None
-    for a, b in itertools.pairwise(chain):
-        a.next_leaf_ = b
-        b.prev_leaf_ = a
-    chain[-1].next_leaf_ = None
+    # each must be a _CFNode this load built (its own __dict__, no custom __setattr__):
+    # linking them is assigning attributes, as unpickling the cycle would
+    attrs = []
+    for node in chain:
+        dec.state_of(node, _CFNODE, what="a leaf of Birch's chain")
+        attrs.append(node.__dict__)
+    attrs[0]["prev_leaf_"] = None
+    for (a, da), (b, db) in itertools.pairwise(zip(chain, attrs, strict=True)):
+        da["next_leaf_"] = b
+        db["prev_leaf_"] = a
+    attrs[-1]["next_leaf_"] = None
     return state

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import spec
+
 if TYPE_CHECKING:
     from ..decoder import Decoder
     from ..encoder import Encoder
@@ -151,6 +153,9 @@ def decode_strings(node: dict[str, Any], dec: Decoder) -> list[Any]:
     n = dec.field(node, "n", int)
     if n < 0 or n > dec.max_items:
         raise dec.fail(f"string column declares {n} items")
+    # a list of n Python strings, before its text is read (a small compressed buffer
+    # of zeros could otherwise become tens of millions of empty strings)
+    dec.reader.charge(spec.OBJECT_COST * n, f"a column of {n} strings")
     lengths_form = "l" in node
     try:
         raw = dec.raw(dec.field(node, "t" if lengths_form else "b", int))

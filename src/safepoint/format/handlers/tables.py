@@ -44,11 +44,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..construction import build, check_names, plan_for
 from ..migrations import ReplacedType
 from ..registry import handler_for_type, register
-from ..validators import migrations_of, reduce_state, table_validator_of, validate_state_of
+from ..validators import migrations_of, reduce_state, table_validator_of
 from .numpy_ import dtype_from_json, dtype_to_json
-from .objects import _state_of, custom_setstate, is_reference, set_state
+from .objects import _state_of, is_reference
 
 if TYPE_CHECKING:
     from ..decoder import Decoder
@@ -74,6 +75,10 @@ _ALONE_IN_LIST = _refs([object()])[0]
 _probe = {"x": object()}
 _ALONE_IN_STATE = _refs(list(_probe.values()))[0]
 del _probe
+
+#: what one object of a table is counted as against the load's budget (an instance
+#: and its attribute dict; Limits.max_expansion)
+TABLE_OBJECT_COST = 8 * 64
 
 #: object tables nest (a forest's trees hold a Tree each) this deep at most
 MAX_NESTING = 4
@@ -308,6 +313,8 @@ def _decode_table(node: Any, dec: Decoder, depth: int) -> list[Any]:
     n = dec.field(node, "n", int)
     if not 0 <= n <= dec.max_items:
         raise dec.fail(f"an object table declares {n} objects")
+    # each object is an instance with its own attribute dict
+    dec.reader.charge(TABLE_OBJECT_COST * n, f"an object table of {n} objects")
     keys = dec.field(node, "k", list)
     cols = dec.field(node, "c", list)
     if (
@@ -348,8 +355,11 @@ def _decode_table(node: Any, dec: Decoder, depth: int) -> list[Any]:
             n,
             dec,
         )
-    name = f"{cls.__module__}.{cls.__qualname__}"
-    migrations = migrations_of(name)
+    plan = plan_for(cls)
+    migrations = migrations_of(plan.name)
+    # every object has the same attribute names: checked once (unless a migration
+    # rewrites states, whose names are then checked object by object)
+    check_names(plan, keys, dec.fail)
     # hundreds of objects: everything that does not depend on the object is settled
     # here, once (the loop below is most of a forest's or a boosted model's load)
     whole = [(k, columns[k]) for k in keys if k not in lengths]
@@ -357,9 +367,7 @@ def _decode_table(node: Any, dec: Decoder, depth: int) -> list[Any]:
         (k, columns[k], np.concatenate(([0], np.cumsum(c))).tolist(), type(columns[k]) is _Streamed)
         for k, c in lengths.items()
     ]
-    setstate = custom_setstate(cls)
     objs: list[Any] = []
-    new: Any = cls.__new__
     for i in range(n):
         state = {k: col[i] for k, col in whole}
         for k, col, b, streamed in sliced:
@@ -380,14 +388,19 @@ def _decode_table(node: Any, dec: Decoder, depth: int) -> list[Any]:
                 col[i] if b is None else col[b[i] : b[i + 1]]
                 for col, b in zip(arg_columns, arg_bounds, strict=True)
             ]
-        if not checked:
-            state = validate_state_of(cls, args, state, dec)
-        obj = cls(*args) if kind == "red" else new(cls)
-        if setstate is not None and state is not None:
-            setstate(obj, state)
-        else:
-            set_state(obj, state, dec.fail)
-        objs.append(obj)
+        objs.append(
+            build(
+                dec,
+                cls,
+                kind,
+                args,
+                state,
+                plan=plan,
+                migrated=True,
+                validated=checked,
+                names_checked=not migrations,
+            )
+        )
         # this object's rows are now held only by what it kept of them (see _Streamed)
         del state
         parts = []

@@ -1,0 +1,355 @@
+"""A load-time guard: defence in depth under the pure loading of the format.
+
+Pure construction (:mod:`.construction`) means no code from a file runs during a
+load. Should a bug or an unforeseen gadget break that, this guard still stops
+what a payload needs: while a load, ``verify``, ``convert``, ``scan`` or an
+adapter's loader runs, a process-wide audit hook (:func:`sys.addaudithook`)
+refuses every event that loading a model never needs:
+
+* network: ``socket.*``;
+* processes: ``subprocess.Popen``, ``os.system``, ``os.exec*``, ``os.spawn*``,
+  ``os.posix_spawn*``, ``os.fork``/``forkpty``, ``os.kill``, ``pty.spawn``;
+* code: ``exec``, ``compile``, ``code.__new__``, ``function.__new__``,
+  ``marshal.loads``, ``pickle.find_class``, ``builtins.input``, ``ctypes.*``
+  (all allowed while an allowed module is being imported: that is how Python
+  imports);
+* writes: ``open`` for writing (any mode with ``w``, ``a``, ``x`` or ``+``,
+  or write/create flags), ``os.remove``/``unlink``/``rename``/``rmdir``/
+  ``mkdir``/``chmod``/``chown``/``symlink``/``link``/``truncate``,
+  ``shutil.*``;
+* imports of a module outside the packages the file's audited types table names
+  (and numpy, scipy, pandas, pyarrow, safepoint), unless a module being imported
+  imports it (an allowed import pulling in its dependencies), or a module of a
+  library the default trust set names (scikit-learn, the adapters' frameworks) or
+  of the standard library imports it at run time. A class trusted only by the
+  caller may import from its own package, nothing else.
+
+The first refused event raises :class:`~safepoint.errors.LoadGuardError` where it
+happens, and the guard remembers it: a payload that catches the exception still
+makes the load fail when the guard closes.
+
+The hook is installed once, on the first guarded operation (never at import of
+safepoint), and it is active only inside a guard, through a context variable: in
+any other thread or outside a load it returns at once (measured in
+docs/benchmarks.md). Audit hooks cannot be removed; that is why it checks a
+context variable and does nothing else when no guard is active.
+
+An adapter whose framework loader needs more (Spark starts a JVM and talks to it
+over a socket; XGBoost calls its library through ctypes) declares an
+``allow`` set of event prefixes for its own loader, documented in
+docs/security.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import LoadGuardError
+
+__all__ = ["Scope", "guarded", "is_active"]
+
+#: event prefixes refused inside a guard (an event matches a prefix ending in "."
+#: by prefix, any other exactly)
+REFUSED: tuple[str, ...] = (
+    "socket.",
+    "subprocess.Popen",
+    "os.system",
+    "os.exec",
+    "os.spawn",
+    "os.posix_spawn",
+    "os.fork",
+    "os.forkpty",
+    "os.kill",
+    "os.killpg",
+    "pty.spawn",
+    "os.startfile",
+    "exec",
+    "compile",
+    "code.__new__",
+    "function.__new__",
+    "marshal.loads",
+    "marshal.load",
+    "pickle.find_class",
+    "builtins.input",
+    "ctypes.",
+    "os.remove",
+    "os.unlink",
+    "os.rename",
+    "os.rmdir",
+    "os.mkdir",
+    "os.chmod",
+    "os.chown",
+    "os.symlink",
+    "os.link",
+    "os.truncate",
+    "os.removexattr",
+    "os.setxattr",
+    "shutil.",
+    "webbrowser.open",
+    "sqlite3.connect",
+    "urllib.Request",
+)
+#: events allowed while an (allowed) import is running: importing is compiling,
+#: executing and unmarshalling a module's code (and caching it: __pycache__), and
+#: module bodies build functions and load native libraries
+_IMPORT_TIME = (
+    "exec",
+    "compile",
+    "code.__new__",
+    "function.__new__",
+    "marshal.loads",
+    "marshal.load",
+    "ctypes.",
+    "open",
+    "os.mkdir",
+    "os.rename",
+    "os.chmod",
+)
+_EXACT = frozenset(p for p in REFUSED if not p.endswith("."))
+_PREFIXES = tuple(p for p in REFUSED if p.endswith("."))
+#: packages every load may import from (the format's own handlers build their types)
+BASE_PACKAGES = frozenset({"numpy", "scipy", "pandas", "pyarrow", "safepoint"})
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+_IMPORTLIB_FILES = ("<frozen importlib._bootstrap>", "<frozen importlib._bootstrap_external>")
+#: standard-library modules that import on behalf of their caller: the caller is the importer
+_TRANSPARENT = frozenset({"importlib", "pkgutil", "runpy", "pydoc", "zipimport", "code", "codeop"})
+
+
+@dataclass
+class Scope:
+    """One guarded operation: what it is, what it may additionally do, which
+    top-level packages it may import from, and the first event it refused."""
+
+    what: str
+    allow: tuple[str, ...] = ()
+    packages: frozenset[str] = BASE_PACKAGES
+    #: packages of default-trusted libraries, whose code may import at run time
+    libraries: frozenset[str] = BASE_PACKAGES
+    refused: str | None = None
+    events: list[str] = field(default_factory=list)
+
+
+_active: ContextVar[Scope | None] = ContextVar("safepoint_load_guard", default=None)
+_installed = False
+_install_lock = threading.Lock()
+_STDLIB = frozenset(sys.stdlib_module_names)
+
+
+def is_active() -> bool:
+    """Whether the calling context is inside a guarded load."""
+    return _active.get() is not None
+
+
+def _install() -> None:
+    global _installed
+    if _installed:
+        return
+    with _install_lock:
+        if not _installed:
+            sys.addaudithook(_hook)
+            _installed = True
+
+
+def _matches(event: str, prefixes: Iterable[str]) -> bool:
+    return any((p.endswith(".") and event.startswith(p)) or event == p for p in prefixes)
+
+
+def _imports_in_progress(frame: Any) -> list[tuple[str, Any]]:
+    """The imports running further up the stack, innermost first: (module name, the
+    frame of the code that asked for it). ``importlib.import_module`` runs Python's
+    import machinery without the ``import`` audit event, so these are read off the
+    machinery's own frames."""
+    out: list[tuple[str, Any]] = []
+    pending: str | None = None
+    depth = 0
+    while frame is not None and depth < 400:
+        code = frame.f_code
+        if code.co_filename in _IMPORTLIB_FILES:
+            if code.co_name == "_find_and_load":
+                name = frame.f_locals.get("name")
+                pending = name if isinstance(name, str) else "?"
+        elif pending is not None:
+            module = frame.f_globals.get("__name__")
+            if not (isinstance(module, str) and _top(module) in _TRANSPARENT):
+                out.append((pending, frame))
+                pending = None
+        frame = frame.f_back
+        depth += 1
+    if pending is not None:
+        out.append((pending, None))
+    return out
+
+
+def _importer(frame: Any) -> tuple[str | None, Any]:
+    """The module whose code asked for an import (the first frame outside the import
+    machinery and the modules that import for their caller), and that frame."""
+    depth = 0
+    while frame is not None and depth < 400:
+        if frame.f_code.co_filename not in _IMPORTLIB_FILES:
+            name = frame.f_globals.get("__name__")
+            if not isinstance(name, str):
+                return None, frame
+            if _top(name) not in _TRANSPARENT:
+                return name, frame
+        frame = frame.f_back
+        depth += 1
+    return None, None
+
+
+def _top(module: str) -> str:
+    return module.partition(".")[0]
+
+
+def _writes(args: tuple[Any, ...]) -> bool:
+    mode = args[1] if len(args) > 1 else None
+    flags = args[2] if len(args) > 2 else 0
+    if isinstance(mode, str) and any(c in mode for c in "wax+"):
+        return True
+    return isinstance(flags, int) and bool(flags & _WRITE_FLAGS)
+
+
+def _hook(event: str, args: tuple[Any, ...]) -> None:
+    scope = _active.get()
+    if scope is None:
+        return
+    if event == "import":
+        module = args[0] if args and isinstance(args[0], str) else ""
+        _check_import(scope, module, sys._getframe(1))
+        return
+    if event == "open":
+        if not _writes(args) or _matches(event, scope.allow):
+            return
+    elif event not in _EXACT and not event.startswith(_PREFIXES):
+        return
+    if _matches(event, scope.allow):
+        return
+    if _matches(event, _IMPORT_TIME):
+        chain = _imports_in_progress(sys._getframe(1))
+        if chain:
+            # importing is compiling and running a module's code: allowed when every
+            # import in progress is one the guard allows
+            for module, frame in chain:
+                _check_import(scope, module, frame)
+            return
+    _refuse(scope, event, args)
+
+
+def _import_allowed(scope: Scope, module: str, frame: Any) -> bool:
+    if _top(module) in scope.packages or _matches("import", scope.allow):
+        return True
+    importer, frame = _importer(frame)
+    if importer is None:
+        return False
+    itop = _top(importer)
+    if itop in scope.libraries or (itop in _STDLIB and itop not in _TRANSPARENT):
+        # a library's own code (or the standard library's, which got here through one)
+        # importing what it needs: not the file's choice
+        return True
+    if itop == _top(module) and itop in sys.modules and itop not in scope.packages:
+        # a package imported before (a library's dependency) loading its own submodule
+        return True
+    # a module being imported (itself allowed) pulling in its dependencies
+    return bool(_imports_in_progress(frame.f_back)) if frame is not None else False
+
+
+def _check_import(scope: Scope, module: str, frame: Any) -> None:
+    if not _import_allowed(scope, module, frame):
+        _refuse(scope, "import", (module,))
+
+
+def _refuse(scope: Scope, event: str, args: tuple[Any, ...]) -> None:
+    detail = ""
+    if args:
+        first = args[0]
+        detail = f" ({first!r})" if isinstance(first, str | bytes | int) else ""
+    message = (
+        f"{scope.what} tried to {_describe(event)}{detail[:200]}, which loading a model never "
+        "needs: refused. The file is crafted, or a type trusted by name does this on load."
+    )
+    if scope.refused is None:
+        scope.refused = message
+    scope.events.append(event)
+    raise LoadGuardError(message)
+
+
+def _describe(event: str) -> str:
+    if event.startswith("socket."):
+        return f"use the network ({event})"
+    if event in ("subprocess.Popen",) or event.startswith(("os.exec", "os.spawn", "os.posix")):
+        return f"start a process ({event})"
+    if event in ("os.system", "os.fork", "os.forkpty", "pty.spawn"):
+        return f"start a process ({event})"
+    if event in ("exec", "compile", "code.__new__", "function.__new__", "marshal.loads"):
+        return f"run code it built ({event})"
+    if event == "pickle.find_class":
+        return "unpickle data (pickle.find_class)"
+    if event == "open":
+        return "open a file for writing"
+    if event == "import":
+        return "import a module its types table does not name"
+    if event.startswith("ctypes."):
+        return f"call native code through ctypes ({event})"
+    return f"do {event}"
+
+
+@contextlib.contextmanager
+def guarded(
+    what: str,
+    *,
+    packages: Iterable[str] = (),
+    libraries: Iterable[str] = (),
+    allow: Iterable[str] = (),
+) -> Iterator[Scope]:
+    """Refuse, in this context, every event a load never needs.
+
+    Args:
+        what: the operation, for messages ("loading m.sp").
+        packages: top-level packages (or modules) the operation may import from,
+            beyond numpy, scipy, pandas, pyarrow and safepoint: those the file's
+            audited types table names.
+        libraries: those of ``packages`` whose names the default trust set holds
+            (their code may import what it needs at run time).
+        allow: event prefixes an adapter's loader needs (``"socket."``...).
+
+    Nested guards keep the outer scope's refusals: a nested guard can only add
+    packages and allowances for its own duration (an adapter inside a load).
+
+    Example:
+        >>> from safepoint.format.guard import guarded
+        >>> with guarded("loading m.sp", packages=["sklearn"]):
+        ...     pass
+    """
+    _install()
+    outer = _active.get()
+    libs = BASE_PACKAGES | {_top(p) for p in libraries}
+    pkgs = libs | {_top(p) for p in packages}
+    allowed = tuple(allow)
+    if outer is not None:
+        pkgs |= outer.packages
+        libs |= outer.libraries
+        allowed = (*outer.allow, *allowed)
+    scope = Scope(what, allowed, frozenset(pkgs), frozenset(libs))
+    token = _active.set(scope)
+    try:
+        yield scope
+    except LoadGuardError:
+        raise
+    except BaseException as exc:
+        if scope.refused is None:
+            raise
+        # a refused event, caught by the code that caused it, turned into another error
+        raise LoadGuardError(scope.refused) from exc
+    finally:
+        _active.reset(token)
+        if outer is not None and scope.refused and outer.refused is None:
+            outer.refused = scope.refused
+    if scope.refused is not None:
+        # the payload may have swallowed the exception: the operation still fails
+        raise LoadGuardError(scope.refused)

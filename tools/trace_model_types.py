@@ -1,0 +1,385 @@
+"""Fit every scikit-learn estimator in common configurations and record every type
+its fitted state names, as a safepoint file would name it.
+
+    python tools/trace_model_types.py            # compare with the trust table
+    python tools/trace_model_types.py --json     # the reached types, as JSON
+
+This is how the default trust set's *internal* types (everything that is not a
+public estimator) are found: not "every class in scikit-learn", but the classes
+fitted models really hold. Each configuration is fitted, written with
+``safepoint.dumps`` and the manifest's types table read back with
+``safepoint.inspect``; nothing is loaded.
+
+Configurations: every estimator of ``sklearn.utils.all_estimators()`` built the way
+scikit-learn's common tests build it, fitted on data shaped by its tags, then on
+binary, multiclass, regression and multi-output targets, sparse and DataFrame
+input where the estimator accepts them, plus the parameter variants in
+``VARIANTS`` (solvers, losses, kernels, metrics, tree algorithms, calibration
+methods, ...), which reach internal types the defaults do not.
+
+``tests/format/test_trust_set.py`` runs :func:`reached_types` (marked slow) and
+fails when a new scikit-learn makes it reach a type the table lacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+#: estimator name -> extra constructor keyword sets to fit (beyond the defaults)
+VARIANTS: dict[str, list[dict[str, Any]]] = {
+    "LogisticRegression": [{"solver": s} for s in ("lbfgs", "liblinear", "newton-cg", "sag")],
+    "SGDClassifier": [
+        {"loss": loss}
+        for loss in ("hinge", "log_loss", "modified_huber", "squared_hinge", "perceptron")
+    ]
+    + [{"average": True}],
+    "SGDRegressor": [
+        {"loss": loss}
+        for loss in ("squared_error", "huber", "epsilon_insensitive", "squared_epsilon_insensitive")
+    ],
+    "SGDOneClassSVM": [{"average": True}],
+    "MLPClassifier": [{"solver": s, "max_iter": 20} for s in ("adam", "sgd", "lbfgs")]
+    + [{"early_stopping": True, "max_iter": 20}],
+    "MLPRegressor": [{"solver": s, "max_iter": 20} for s in ("adam", "sgd", "lbfgs")]
+    + [{"early_stopping": True, "max_iter": 20}],
+    "GradientBoostingClassifier": [
+        {"n_estimators": 5, "init": "zero"},
+        {"n_estimators": 5, "loss": "exponential"},
+        {"n_estimators": 5, "n_iter_no_change": 2, "validation_fraction": 0.2},
+    ],
+    "GradientBoostingRegressor": [
+        {"n_estimators": 5, "loss": loss} for loss in ("absolute_error", "huber", "quantile")
+    ]
+    + [{"n_estimators": 5, "init": "zero"}],
+    "HistGradientBoostingClassifier": [
+        {"max_iter": 5, "early_stopping": True, "validation_fraction": 0.2},
+        {"max_iter": 5, "categorical_features": [0]},
+        {"max_iter": 5, "scoring": "roc_auc", "early_stopping": True},
+    ],
+    "HistGradientBoostingRegressor": [
+        {"max_iter": 5, "loss": loss} for loss in ("absolute_error", "poisson", "gamma", "quantile")
+    ]
+    + [{"max_iter": 5, "categorical_features": [0]}],
+    "KNeighborsClassifier": [
+        {"algorithm": a, "n_neighbors": 3} for a in ("kd_tree", "ball_tree", "brute")
+    ]
+    + [
+        {"algorithm": "ball_tree", "metric": m, "n_neighbors": 3}
+        for m in ("manhattan", "chebyshev", "canberra", "braycurtis", "hamming", "cosine")
+    ]
+    + [
+        {"algorithm": "ball_tree", "metric": "minkowski", "p": 3, "n_neighbors": 3},
+        {
+            "algorithm": "ball_tree",
+            "metric": "seuclidean",
+            "metric_params": {"V": np.ones(4)},
+            "n_neighbors": 3,
+        },
+        {
+            "algorithm": "ball_tree",
+            "metric": "mahalanobis",
+            "metric_params": {"VI": np.eye(4)},
+            "n_neighbors": 3,
+        },
+        {
+            "algorithm": "ball_tree",
+            "metric": "minkowski",
+            "metric_params": {"w": np.ones(4)},
+            "n_neighbors": 3,
+        },
+        {"algorithm": "brute", "metric": "cosine", "n_neighbors": 3},
+    ],
+    "KNeighborsRegressor": [
+        {"algorithm": a, "n_neighbors": 3, "weights": "distance"}
+        for a in ("kd_tree", "ball_tree", "brute")
+    ],
+    "NearestNeighbors": [{"algorithm": a} for a in ("kd_tree", "ball_tree", "brute")],
+    "KernelDensity": [
+        {"kernel": k, "algorithm": a}
+        for k in ("gaussian", "tophat", "epanechnikov")
+        for a in ("kd_tree", "ball_tree")
+    ],
+    "LocalOutlierFactor": [{"novelty": True}],
+    "SVC": [{"kernel": k} for k in ("linear", "poly", "sigmoid")] + [{"probability": True}],
+    "SVR": [{"kernel": k} for k in ("linear", "poly")],
+    "GaussianProcessClassifier": [{"multi_class": "one_vs_one"}],
+    "CalibratedClassifierCV": [{"method": m} for m in ("isotonic", "sigmoid", "temperature")],
+    "TransformedTargetRegressor": [{"func": np.log1p, "inverse_func": np.expm1}],
+    "Birch": [{"n_clusters": None}],
+    "BisectingKMeans": [{"bisecting_strategy": "largest_cluster", "n_clusters": 3}],
+    "KMeans": [{"algorithm": "elkan", "n_clusters": 2}],
+    "QuantileTransformer": [{"n_quantiles": 10, "output_distribution": "normal"}],
+    "SplineTransformer": [{"extrapolation": e} for e in ("periodic", "linear")],
+    "IsotonicRegression": [{"out_of_bounds": "clip"}],
+    "RandomTreesEmbedding": [{"n_estimators": 3}],
+    "IsolationForest": [{"n_estimators": 3}],
+    "PassiveAggressiveClassifier": [{"average": True}],
+    "Perceptron": [{"penalty": "elasticnet"}],
+    "RidgeCV": [{"store_cv_results": True}],
+    "LinearSVC": [{"penalty": "l1", "dual": False}],
+}
+
+
+def _datasets() -> dict[str, tuple[Any, Any]]:
+    from sklearn.datasets import make_blobs, make_regression
+
+    rng = np.random.RandomState(0)
+    Xb, yb = make_blobs(n_samples=60, n_features=4, centers=2, random_state=0)
+    Xm, ym = make_blobs(n_samples=60, n_features=4, centers=3, random_state=1)
+    Xr, yr = make_regression(n_samples=60, n_features=4, random_state=0)
+    Xmo, ymo = make_regression(n_samples=60, n_features=4, n_targets=2, random_state=0)
+    return {
+        "binary": (np.abs(Xb), yb),
+        "multiclass": (np.abs(Xm), ym),
+        "regression": (np.abs(Xr), np.abs(yr) + 1.0),
+        "multioutput-regression": (np.abs(Xmo), np.abs(ymo) + 1.0),
+        "multilabel": (np.abs(Xm), np.column_stack([ym == 0, ym == 1, rng.rand(60) > 0.5])),
+    }
+
+
+def _cases() -> Iterator[tuple[str, Callable[[], Any]]]:
+    """(label, fit) pairs: each ``fit()`` returns a fitted estimator (or raises)."""
+    import scipy.sparse as sps
+    from sklearn.base import clone, is_classifier, is_regressor
+    from sklearn.utils import all_estimators
+    from sklearn.utils._tags import get_tags
+
+    try:  # the instance table of scikit-learn's common tests (private, stable in 1.4+)
+        from sklearn.utils._test_common.instance_generator import _construct_instances
+    except ImportError:  # pragma: no cover - other scikit-learn layouts
+
+        def _construct_instances(Estimator: type) -> Iterator[Any]:
+            yield Estimator()
+
+    data = _datasets()
+    docs = ["the cat sat", "the dog ate my homework", "a cat and a dog", "the red mat"] * 5
+    labels = ["spam", "ham"] * 10
+
+    def fitter(est: Any, X: Any, y: Any) -> Callable[[], Any]:
+        def fit() -> Any:
+            e = clone(est)
+            return e.fit(X) if y is None else e.fit(X, y)
+
+        return fit
+
+    for name, Est in all_estimators():
+        if name in ("FrozenEstimator",):
+            continue
+        if name in ("HashingVectorizer", "CountVectorizer", "TfidfVectorizer"):
+            yield name, fitter(Est(), docs, None)
+            yield f"{name}-bigrams", fitter(Est(ngram_range=(1, 2)), docs, None)
+            continue
+        if name in ("DictVectorizer", "FeatureHasher"):
+            X = [{"city": c, "temp": float(i)} for i, c in enumerate("abcabc")]
+            yield name, fitter(Est(), X, None)
+            continue
+        if name in ("LabelEncoder", "LabelBinarizer", "MultiLabelBinarizer"):
+            y = [{"a", "b"}, {"c"}] if name == "MultiLabelBinarizer" else labels
+            yield name, lambda Est=Est, y=y: Est().fit(y)
+            continue
+        if name == "TfidfTransformer":
+            yield name, fitter(Est(), sps.csr_matrix(np.abs(data["binary"][0])), None)
+            continue
+        instances = list(_construct_instances(Est))
+        for kw in VARIANTS.get(name, []):
+            with contextlib.suppress(TypeError, ValueError):
+                instances.append(clone(instances[0]).set_params(**kw))
+        for i, est in enumerate(instances):
+            tags = get_tags(est)
+            if is_classifier(est):
+                kinds = ["binary", "multiclass"]
+                if tags.target_tags.multi_output:
+                    kinds.append("multilabel")
+            elif is_regressor(est):
+                kinds = ["regression"]
+                if tags.target_tags.multi_output:
+                    kinds.append("multioutput-regression")
+            else:
+                kinds = ["multiclass"]
+            for kind in kinds:
+                X, y = data[kind]
+                if not (is_classifier(est) or is_regressor(est)) and not tags.target_tags.required:
+                    y = None
+                yield f"{name}-{i}-{kind}", fitter(est, X, y)
+                if tags.input_tags.sparse and kind in ("binary", "regression"):
+                    yield f"{name}-{i}-{kind}-sparse", fitter(est, sps.csr_matrix(X), y)
+            if tags.input_tags.dataframe if hasattr(tags.input_tags, "dataframe") else False:
+                import pandas as pd
+
+                X, y = data[kinds[0]]
+                frame = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+                yield f"{name}-{i}-frame", fitter(est, frame, y)
+
+
+def _composites() -> Iterator[tuple[str, Callable[[], Any]]]:
+    """Meta-estimators and composites in the shapes users build them."""
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import (
+        HistGradientBoostingClassifier,
+        RandomForestClassifier,
+        StackingClassifier,
+        VotingClassifier,
+    )
+    from sklearn.feature_selection import SelectKBest, chi2
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process import kernels as K
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import make_scorer, recall_score
+    from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
+    from sklearn.pipeline import FeatureUnion, Pipeline, make_pipeline
+    from sklearn.preprocessing import (
+        FunctionTransformer,
+        OneHotEncoder,
+        OrdinalEncoder,
+        StandardScaler,
+        TargetEncoder,
+    )
+
+    X, y = _datasets()["binary"]
+    Xr, yr = _datasets()["regression"]
+    rng = np.random.RandomState(0)
+    frame = pd.DataFrame(
+        {
+            "x": rng.normal(size=60),
+            "c": pd.Categorical(rng.choice(["a", "b", "c"], 60)),
+            "s": rng.choice(["u", "v", None], 60).astype(object),
+        }
+    )
+    yf = (frame["x"] > 0).to_numpy().astype(int)
+    kernels = [
+        K.RBF() + K.WhiteKernel(),
+        K.ConstantKernel() * K.Matern(nu=1.5),
+        K.RationalQuadratic() ** 2,
+        K.ExpSineSquared() + K.DotProduct(),
+        K.PairwiseKernel(metric="laplacian"),
+        K.RBF(length_scale=[1.0] * 4),
+    ]
+    for i, kern in enumerate(kernels):
+        yield f"GPR-kernel-{i}", lambda kern=kern: GaussianProcessRegressor(kern).fit(Xr, yr)
+    yield (
+        "grid-scorer",
+        lambda: GridSearchCV(
+            LogisticRegression(), {"C": [0.1, 1]}, scoring=make_scorer(recall_score), cv=2
+        ).fit(X, y),
+    )
+    yield (
+        "grid-multimetric",
+        lambda: GridSearchCV(
+            LogisticRegression(), {"C": [0.1, 1]}, scoring=["accuracy", "roc_auc"], refit="roc_auc"
+        ).fit(X, y),
+    )
+    yield (
+        "random-search",
+        lambda: RandomizedSearchCV(
+            make_pipeline(StandardScaler(), LogisticRegression()),
+            {"logisticregression__C": [0.1, 1, 10]},
+            n_iter=2,
+            cv=2,
+            random_state=0,
+        ).fit(X, y),
+    )
+    yield (
+        "column-transformer",
+        lambda: Pipeline(
+            [
+                (
+                    "prep",
+                    ColumnTransformer(
+                        [
+                            ("num", StandardScaler(), ["x"]),
+                            ("ohe", OneHotEncoder(handle_unknown="ignore"), ["c", "s"]),
+                            ("ord", OrdinalEncoder(), ["c"]),
+                            ("te", TargetEncoder(), ["c"]),
+                        ],
+                        remainder="passthrough",
+                    ),
+                ),
+                ("clf", LogisticRegression()),
+            ]
+        ).fit(frame, yf),
+    )
+    yield (
+        "hgb-from-dtype",
+        lambda: HistGradientBoostingClassifier(max_iter=5, categorical_features="from_dtype").fit(
+            frame[["x", "c"]], yf
+        ),
+    )
+    yield (
+        "union",
+        lambda: FeatureUnion(
+            [("k", SelectKBest(chi2, k=2)), ("f", FunctionTransformer(np.log1p))]
+        ).fit(X, y),
+    )
+    yield (
+        "stacking",
+        lambda: StackingClassifier(
+            [("rf", RandomForestClassifier(n_estimators=3)), ("lr", LogisticRegression())]
+        ).fit(X, y),
+    )
+    yield (
+        "voting-soft",
+        lambda: VotingClassifier(
+            [("rf", RandomForestClassifier(n_estimators=3)), ("lr", LogisticRegression())],
+            voting="soft",
+        ).fit(X, y),
+    )
+    yield "pandas-output", lambda: StandardScaler().set_output(transform="pandas").fit(frame[["x"]])
+
+
+def reached_types(verbose: bool = False) -> tuple[dict[str, set[str]], list[str]]:
+    """Every (name -> node kinds) that fitted models reach, and the cases that failed
+    to fit or to save (reported, not hidden)."""
+    import safepoint as sp
+
+    found: dict[str, set[str]] = {}
+    failed: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for label, fit in [*_cases(), *_composites()]:
+            try:
+                model = fit()
+            except Exception as exc:  # a configuration the estimator rejects
+                if verbose:
+                    print(f"skip {label}: {type(exc).__name__}: {exc}"[:200], file=sys.stderr)
+                continue
+            try:
+                info = sp.inspect(sp.dumps(model))
+            except Exception as exc:
+                failed.append(f"{label}: {type(exc).__name__}: {exc}"[:300])
+                continue
+            for row in info.types:
+                found.setdefault(row["name"], set()).add(row["kind"])
+    return found, failed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print the reached types as JSON")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args()
+    found, failed = reached_types(verbose=args.verbose)
+    if args.json:
+        print(json.dumps({k: sorted(v) for k, v in sorted(found.items())}, indent=1))
+        return
+    from safepoint.format import sklearn_trust
+
+    missing = sklearn_trust.missing_from_table(found)
+    for name in missing:
+        print("NOT IN THE TABLE:", name, sorted(found[name]))
+    for line in failed:
+        print("FAILED:", line)
+    print(f"{len(found)} types reached, {len(missing)} missing from the table")
+    sys.exit(1 if missing or failed else 0)
+
+
+if __name__ == "__main__":
+    main()
