@@ -72,6 +72,10 @@ class Adapter:
     #: names trusted in the types table beyond ``types`` (classes an adapter node names
     #: without encoding them itself, e.g. torch layers inside a Sequential)
     trusted: list[str] = field(default_factory=list)
+    #: audit events the framework's own loader needs during a load, beyond what the
+    #: load-time guard allows (safepoint.format.guard): XGBoost and LightGBM call their
+    #: libraries through ctypes; Spark starts a JVM and talks to it over a socket
+    guard_allow: tuple[str, ...] = ()
 
     def type_names(self) -> list[str]:
         return sorted({n for names in self.types.values() for n in names} | set(self.trusted))
@@ -102,7 +106,19 @@ class _LazyHandler:
         return node
 
     def decode(self, node: dict[str, Any], dec: Decoder) -> Any:
-        return self._load().decode(node, dec)
+        handler = self._load()
+        with guard_for(self.adapter):
+            return handler.decode(node, dec)
+
+
+def guard_for(a: Adapter) -> Any:
+    """The load-time guard while ``a``'s framework loader runs: the enclosing load's, plus
+    the events the adapter declares (``Adapter.guard_allow``) and its framework's package."""
+    from ..format.guard import guarded
+
+    top = a.distribution.replace("-", "_").partition("[")[0]
+    package = {"pyspark": "pyspark", "scikit_learn": "sklearn"}.get(top, top)
+    return guarded(f"the {a.name} adapter", libraries=[package], allow=a.guard_allow)
 
 
 _lock = threading.Lock()
@@ -167,6 +183,7 @@ register_adapter(
         },
         distribution="xgboost",
         stores="the booster as UBJSON (Booster.save_raw('ubj')); the sklearn wrapper's params",
+        guard_allow=("ctypes.",),
     )
 )
 register_adapter(
@@ -183,6 +200,7 @@ register_adapter(
         },
         distribution="lightgbm",
         stores="the booster's text model (Booster.model_to_string); the sklearn wrapper's params",
+        guard_allow=("ctypes.",),
     )
 )
 _TORCH = register_adapter(

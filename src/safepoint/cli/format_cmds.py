@@ -31,7 +31,10 @@ def print_inspection(info: api.Inspection) -> None:
         + (f", {info.compressed_buffers} compressed" if info.compressed_buffers else "")
         + ")"
     )
-    out.print(f"digest {info.digest}" + (f", signed ({info.signed})" if info.signed else ""))
+    out.print(
+        f"digest {info.digest}"
+        + (f", signed ({info.signed}; not verified: `verify --key`)" if info.signed else "")
+    )
     table = Table("type", "kind", "trusted")
     for t in info.types:
         table.add_row(t["name"], t["kind"], "yes" if t["trusted"] else "[red]NO[/red]")

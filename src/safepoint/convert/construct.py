@@ -322,12 +322,14 @@ class Constructor:
 
     # -- XGBoost / LightGBM, through their adapters ---------------------------------
     def _k_adapted(self, node: Call, plan: Plan) -> Any:
+        from ..adapters.registry import adapter, guard_for
         from .adapters_ import rebuild
 
         p = plan.parts
         cls = self._resolve(p["cls"], "obj")
         state = self._build(p["state"]) if p["state"] is not None else None
-        return rebuild(p["framework"], p["what"], cls, state)
+        with guard_for(adapter(p["framework"])):
+            return rebuild(p["framework"], p["what"], cls, state)
 
     # -- audited classes ----------------------------------------------------------
     def _k_instance(self, node: Call, plan: Plan) -> Any:

@@ -31,7 +31,7 @@ from .decoder import Decoder
 from .encoder import Encoder
 from .environment import capture, check, compare, signature_of
 from .guard import guarded
-from .integrity import make_signer, verify_auth_block
+from .integrity import claimed_signature, make_signer, verify_auth_block
 from .reader import Reader, open_reader
 from .trust import TrustPolicy, resolve, type_name
 from .writer import BufferSink, WriteResult
@@ -232,6 +232,7 @@ def _construct(
     env: str,
     key: Any,
     mmap: bool,
+    verify_mapped: bool = False,
 ) -> Any:
     if key is not None:
         verify_auth_block(reader.auth_block, reader.manifest_bytes, key)
@@ -249,7 +250,11 @@ def _construct(
                 # safepoint explains version differences itself (env=)
                 warnings.filterwarnings("ignore", message=".*Trying to unpickle estimator.*")
                 with paused():
-                    return dec.decode(node)
+                    value = dec.decode(node)
+        if reader.mapped and (verify_mapped or key is not None):
+            # a signed file's mapped buffers must match their digests too
+            reader.check_mapped()
+        return value
     except SafepointError:
         raise
     except RecursionError:
@@ -284,6 +289,7 @@ def load(
     env: str = "warn",
     key: Any = None,
     limits: spec.Limits | None = None,
+    verify_mapped: bool = False,
 ) -> Any:
     """Load an object from a safepoint file without executing code from the file.
 
@@ -297,8 +303,12 @@ def load(
         mmap: memory-map large arrays read-only instead of reading them.
         env: what to do when library versions differ from the file's:
             ``"warn"``, ``"error"`` or ``"ignore"``.
-        key: HMAC key (bytes) or Ed25519 public key: verify the signature.
+        key: HMAC key (bytes) or Ed25519 public key: verify the signature (and,
+            with ``mmap=True``, the digests of the mapped buffers: one read pass).
         limits: safety limits (sizes, depth); see :class:`safepoint.Limits`.
+        verify_mapped: with ``mmap=True``, read every mapped buffer once to check its
+            checksum before returning (arrays read into memory are always checked;
+            mapped ones otherwise only by :func:`verify`).
 
     Raises:
         UntrustedTypesError: the file needs types that are not trusted.
@@ -313,6 +323,7 @@ def load(
             env=env,
             key=key,
             mmap=mmap and reader.source.path is not None,
+            verify_mapped=verify_mapped,
         )
 
 
@@ -373,7 +384,9 @@ def _inspect_reader(reader: Reader, trusted: Any = ()) -> Inspection:
         signature=m.get("signature") if isinstance(m.get("signature"), dict) else None,
         metadata=dict(m["metadata"]) if isinstance(m.get("metadata"), dict) else {},
         digest=reader.digest,
-        signed=reader.manifest.get("signed") if reader.auth_block else None,
+        # what the file claims (a well-formed block naming the manifest's algorithm);
+        # only verify/load with key= check the signature itself
+        signed=claimed_signature(reader.auth_block, reader.manifest.get("signed")),
         golden=_golden_names(golden),
     )
 

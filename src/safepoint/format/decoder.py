@@ -51,6 +51,8 @@ class Decoder(BuildRecord):
         self._depth = 0
         self._walking = False
         self._used_buffers: set[int] = set()
+        #: > 0 while decoding arrays that bounds checks rely on (decode_structural)
+        self._structural = 0
         #: id -> array, for the column arrays of object tables: every view of one of
         #: them that the decode made is a record-aligned row slice (validators may
         #: check the whole array instead of its many slices)
@@ -99,9 +101,19 @@ class Decoder(BuildRecord):
             index,
             dtype,
             shape,
-            mmap=self.mmap and not structural,
+            mmap=self.mmap and not structural and not self._structural,
             mmap_threshold=self.mmap_threshold,
         )
+
+    def decode_structural(self, node: Any) -> Any:
+        """Decode ``node`` with every array in it read into private memory, never
+        mapped: indices, pointers and codes that a bounds check is about to vouch for
+        (a mapped page could change after the check)."""
+        self._structural += 1
+        try:
+            return self.decode(node)
+        finally:
+            self._structural -= 1
 
     def stream(self, index: int, dtype: np.dtype[Any], shape: tuple[int, ...]) -> BufferStream:
         """The array stored in buffer ``index``, to be read piece by piece

@@ -101,6 +101,22 @@ def encode_auth_block(signer: Signer, manifest: bytes) -> bytes:
     return json.dumps({"alg": signer.kind, "sig": sig.hex()}).encode()
 
 
+def claimed_signature(block: bytes | None, manifest_claim: Any) -> str | None:
+    """The algorithm a file *claims* to be signed with: its signature block must be
+    well-formed and name the same algorithm as the manifest. Nothing is verified
+    (that needs the key); a junk block claims nothing."""
+    if block is None or manifest_claim not in (HmacSigner.kind, Ed25519Signer.kind):
+        return None
+    try:
+        info = json.loads(block)
+        alg = info["alg"]
+        sig = bytes.fromhex(info["sig"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    expected = 32 if alg == HmacSigner.kind else 64
+    return alg if alg == manifest_claim and len(sig) == expected else None
+
+
 def verify_auth_block(block: bytes | None, manifest: bytes, key: Any) -> str | None:
     """Check the signature block against ``key``; returns the algorithm or raises.
 

@@ -227,6 +227,8 @@ class Reader:
         if not isinstance(manifest, dict):
             raise FormatError("the manifest is not a JSON object")
         self.manifest = manifest
+        #: indices of the buffers read_array memory-mapped (their checksums unchecked)
+        self.mapped: list[int] = []
         self.digest = xxhash.xxh3_128_hexdigest(body)
         self.buffers = self._parse_buffers(manifest.get("buffers"), mo)
         shared = manifest.get("shared", [])
@@ -371,6 +373,13 @@ class Reader:
 
     strong = False
 
+    def check_mapped(self) -> None:
+        """Check the checksum (and, with a key, the signed digest) of every buffer that
+        was memory-mapped instead of read: one read pass over the mapped pages."""
+        for index in self.mapped:
+            b = self.buffers[index]
+            self._check(b, self.source.view(b.offset, b.length), index)
+
     def read_bytes(self, index: int) -> bytes:
         b = self.entry(index)
         if b.codec == "raw":
@@ -449,6 +458,7 @@ class Reader:
         if mmap and b.codec == "raw" and b.length >= mmap_threshold and self.source.path:
             view = self.source.view(b.offset, b.length)
             arr = np.frombuffer(view, dtype=dtype, count=count).reshape(shape)
+            self.mapped.append(index)
             return arr
         flat: Any
         if (

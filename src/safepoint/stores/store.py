@@ -1052,6 +1052,8 @@ class Store:
                     env=env,
                     key=key,
                     mmap=bool(mmap and path is not None),
+                    # mapped or read, a version's buffers are checked before it is used
+                    verify_mapped=True,
                 )
         except FormatError as exc:
             raise IntegrityError(

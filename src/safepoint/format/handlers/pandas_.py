@@ -159,7 +159,7 @@ class CategoricalHandler(_ExtensionArrayHandler):
     def decode(node: dict[str, Any], dec: Decoder) -> Any:
         pd = _pd()
         cats = dec.decode(node.get("c"))
-        codes = dec.decode(node.get("k"))
+        codes = dec.decode_structural(node.get("k"))
         if not isinstance(cats, pd.Index) or not isinstance(codes, np.ndarray):
             raise dec.fail("categorical needs an index of categories and integer codes")
         if codes.dtype.kind != "i" or codes.ndim != 1:
@@ -390,7 +390,7 @@ class MultiIndexHandler:
     def decode(node: dict[str, Any], dec: Decoder) -> Any:
         pd = _pd()
         levels = [dec.decode(x) for x in dec.items(node, "lv")]
-        codes = [dec.decode(x) for x in dec.items(node, "cd")]
+        codes = [dec.decode_structural(x) for x in dec.items(node, "cd")]
         names = dec.decode(node.get("nm"))
         if len(levels) != len(codes) or not isinstance(names, list) or len(names) != len(levels):
             raise dec.fail("a MultiIndex needs as many codes and names as levels")

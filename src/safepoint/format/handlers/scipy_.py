@@ -61,7 +61,7 @@ class SparseHandler:
             raise dec.fail("sparse data must be a numeric array")
         is_array = bool(node.get("a"))
         if stored == "coo":
-            coords = [dec.decode(c) for c in dec.items(node, "c")]
+            coords = [dec.decode_structural(c) for c in dec.items(node, "c")]
             if len(coords) != 2:
                 raise dec.fail("coo needs two coordinate arrays")
             for c, n in zip(coords, shape, strict=True):
@@ -79,8 +79,8 @@ class SparseHandler:
                 # scipy narrows int64 indices to int32 when they fit: keep what was saved
                 out.coords = (coords[0], coords[1])
         else:
-            indices = dec.decode(node.get("i"))
-            indptr = dec.decode(node.get("p"))
+            indices = dec.decode_structural(node.get("i"))
+            indptr = dec.decode_structural(node.get("p"))
             _check_compressed(stored, data, indices, indptr, shape, dec)
             cls = getattr(sps, f"{stored}_{'array' if is_array else 'matrix'}")
             out = cls((data, indices, indptr), shape=tuple(shape))

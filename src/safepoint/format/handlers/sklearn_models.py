@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..reader import in_private_memory
 from ..validators import register_reducer, register_validator
 
 if TYPE_CHECKING:
@@ -33,10 +34,13 @@ if TYPE_CHECKING:
 def _array(
     state: dict[str, Any], key: str, dec: Decoder, what: str, kinds: str, ndim: int
 ) -> np.ndarray[Any, Any]:
+    """``state[key]``, checked to be an array of a kind and rank, in private memory
+    (a memory-mapped page could change after the checks vouch for it): the caller
+    puts the returned array back in the state."""
     arr = state.get(key)
-    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in kinds or arr.ndim != ndim:
+    if type(arr) is not np.ndarray or arr.dtype.kind not in kinds or arr.ndim != ndim:
         raise dec.fail(f"{what}.{key} must be a {ndim}-D array (crafted file?)")
-    return arr
+    return arr if in_private_memory(arr) else np.array(arr, copy=True)
 
 
 # -- support vector machines (libsvm) ------------------------------------------------------
@@ -52,20 +56,21 @@ def _libsvm(args: list[Any], state: Any, dec: Decoder, impl: str) -> Any:
     impl = state.get("_impl", impl)
     if type(impl) is not str or impl not in _LIBSVM_IMPL:
         raise dec.fail(f"{what}: unknown libsvm implementation {impl!r}")
-    support = _array(state, "support_", dec, what, "iu", 1)
+    state = dict(state)
+    support = state["support_"] = _array(state, "support_", dec, what, "iu", 1)
     n_sv = support.shape[0]
-    n_support = _array(state, "_n_support", dec, what, "iu", 1)
+    n_support = state["_n_support"] = _array(state, "_n_support", dec, what, "iu", 1)
     n_class = n_support.shape[0]
     if n_class < 2:
         raise dec.fail(f"{what}: _n_support needs at least two entries (crafted file?)")
     pairs = n_class * (n_class - 1) // 2
     if impl in ("c_svc", "nu_svc") and (n_support.min() < 0 or int(n_support.sum()) != n_sv):
         raise dec.fail(f"{what}: _n_support does not add up to the support vectors (crafted file?)")
-    intercept = _array(state, "_intercept_", dec, what, "f", 1)
+    intercept = state["_intercept_"] = _array(state, "_intercept_", dec, what, "f", 1)
     if intercept.shape[0] != pairs:
         raise dec.fail(f"{what}: _intercept_ has {intercept.shape[0]} entries, not {pairs}")
     for key in ("_probA", "_probB"):
-        prob = _array(state, key, dec, what, "f", 1)
+        prob = state[key] = _array(state, key, dec, what, "f", 1)
         if prob.shape[0] not in (0, pairs):
             raise dec.fail(f"{what}: {key} has {prob.shape[0]} entries, not 0 or {pairs}")
     vectors: Any = state.get("support_vectors_")
@@ -135,6 +140,24 @@ def _thread_count(args: list[Any], state: Any, dec: Decoder) -> Any:
     from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 
     return {**state, key: _openmp_effective_n_threads()}
+
+
+@register_validator("sklearn.base.BaseEstimator")
+def _n_jobs(args: list[Any], state: Any, dec: Decoder) -> Any:
+    """``n_jobs`` is handed to joblib at predict: a crafted 10**9 makes it fail deep
+    inside (or try to start that many workers). Beyond this machine's cores it means
+    "all of them" (-1); anything but None or an int is refused."""
+    if type(state) is not dict or "n_jobs" not in state:
+        return state
+    n = state["n_jobs"]
+    if n is None:
+        return state
+    if type(n) is not int:
+        raise dec.fail(f"n_jobs must be None or an integer, not {type(n).__name__}")
+    cpus = os.cpu_count() or 1
+    if n > cpus or n < -cpus - 1 or n == 0:
+        return {**state, "n_jobs": -1}
+    return state
 
 
 # -- vectorizers: vocabularies are column indices -------------------------------------------
