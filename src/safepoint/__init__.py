@@ -65,6 +65,11 @@ if TYPE_CHECKING:  # lazily imported below; named here for type checkers
         SearchSpace,
         search_spaces,
     )
+    from .workflows.search_halving import (
+        ResumableHalvingGridSearchCV,
+        ResumableHalvingRandomSearchCV,
+    )
+    from .workflows.step_options import step
     from .workflows.steps import Steps, Workflow
 
 __all__ = [
@@ -89,6 +94,8 @@ __all__ = [
     "ModelVersion",
     "NotFoundError",
     "ResumableGridSearchCV",
+    "ResumableHalvingGridSearchCV",
+    "ResumableHalvingRandomSearchCV",
     "ResumableRandomizedSearchCV",
     "SafepointError",
     "SafepointWarning",
@@ -119,6 +126,7 @@ __all__ = [
     "loads",
     "scan",
     "search_spaces",
+    "step",
     "untrusted_types",
     "verify",
 ]
@@ -134,8 +142,11 @@ _LAZY = {
     "Store": ".stores",
     "Steps": ".workflows.steps",
     "Workflow": ".workflows.steps",
+    "step": ".workflows.step_options",
     "ResumableGridSearchCV": ".workflows.search",
     "ResumableRandomizedSearchCV": ".workflows.search",
+    "ResumableHalvingGridSearchCV": ".workflows.search_halving",
+    "ResumableHalvingRandomSearchCV": ".workflows.search_halving",
     "SearchSpace": ".workflows.search",
     "search_spaces": ".workflows.search",
     "ScoringPipeline": ".workflows.scoring",

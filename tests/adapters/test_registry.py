@@ -9,8 +9,14 @@ import textwrap
 import pytest
 
 import safepoint as sp
-from safepoint.adapters._common import adapter_class, type_ref
-from safepoint.adapters.registry import Adapter, adapters, is_trusted_adapter_type, register_adapter
+from safepoint.adapters._common import adapter_class, trusts, type_ref
+from safepoint.adapters.registry import (
+    Adapter,
+    adapters,
+    is_trusted_adapter_type,
+    register_adapter,
+    trust_tokens,
+)
 
 FRAMEWORKS = ("xgboost", "lightgbm", "torch", "pyspark", "h2o", "skl2onnx", "onnxruntime")
 
@@ -104,3 +110,67 @@ def test_a_third_party_adapter_plugs_in():
     assert sp.inspect(data).types == [
         {"name": f"{__name__}.Gadget", "kind": "adapter", "trusted": True}
     ]
+
+
+class Raw:
+    """A stand-in for a framework object whose native bytes its loader would execute."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+
+class RawHandler:
+    @staticmethod
+    def encode(obj, enc):
+        return {"t": type_ref(enc, obj), "b": enc.buffer(obj.payload)}
+
+    @staticmethod
+    def decode(node, dec):
+        cls = adapter_class(node, dec, (f"{__name__}.Raw",))
+        if not trusts(dec, "rawlib:exec"):
+            raise sp.UntrustedTypesError(["rawlib:exec"])
+        return cls(dec.raw(node["b"]))
+
+
+HANDLERS["test.raw"] = RawHandler
+
+
+def test_a_trust_token_reaches_the_handler_only_through_trusted():
+    register_adapter(
+        Adapter(
+            name="rawlib",
+            module=__name__,
+            types={"test.raw": [f"{__name__}.Raw"]},
+            distribution="rawlib",
+            tokens={"rawlib:exec": "run the payload"},
+        )
+    )
+    assert trust_tokens()["rawlib:exec"] == "run the payload"
+    assert "h2o:binary" in trust_tokens()
+    data = sp.dumps([Raw(b"x")])
+    with pytest.raises(sp.UntrustedTypesError, match="rawlib:exec"):
+        sp.loads(data)
+    assert sp.loads(data, trusted=["rawlib:exec"])[0].payload == b"x"
+    # a token trusts nothing in the types table, and a types-table name is no token
+    assert sp.untrusted_types(data) == []
+    with pytest.raises(sp.UntrustedTypesError):
+        sp.loads(data, trusted=[f"{__name__}.Raw"])
+
+
+@pytest.mark.parametrize("tokens", [{"h2o:binary": "again"}, {"nocolon": "x"}, {"a:b:c": "x"}])
+def test_trust_tokens_are_unique_and_well_formed(tokens):
+    with pytest.raises(ValueError, match="token"):
+        register_adapter(
+            Adapter(
+                name=f"t{len(tokens)}{next(iter(tokens))}",
+                module=__name__,
+                types={},
+                distribution="x",
+                tokens=tokens,
+            )
+        )
+
+
+def test_save_only_wrappers_are_not_trusted():
+    assert not is_trusted_adapter_type("safepoint.adapters.h2o.WithBinary")
+    assert is_trusted_adapter_type("safepoint.adapters.h2o.H2OMojo")

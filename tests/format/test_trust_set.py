@@ -268,10 +268,14 @@ def test_traced_types_are_in_the_table() -> None:
     """Fitting every estimator in common configurations reaches only types the table
     covers, of the kinds it allows; and every configuration that fits also saves."""
     trace = _load_tool("trace_model_types")
-    found, failed = trace.reached_types()
+    functions: set[tuple[str, str]] = set()
+    found, failed = trace.reached_types(functions=functions)
     assert not sklearn_trust.missing_from_table(found), sklearn_trust.missing_from_table(found)
     assert len(found) > 250, "the trace reached suspiciously few types"
     assert not failed, failed
+    # every attribute a fitted model keeps a function in is a checked callable slot
+    assert functions, "the trace found no function-valued attribute: it cannot check slots"
+    assert not trace.unlisted_function_attributes(functions)
 
 
 def test_trusted_sklearn_functions_are_pure_computations() -> None:

@@ -291,7 +291,6 @@ def test_changed_search_is_refused_or_restarted(tmp_path: Any) -> None:
 
     changes = {
         "the data": dict(X=X + 1.0),
-        "the parameter grid": dict(grid={"n_neighbors": [1, 5]}),
         "the estimator": dict(estimator=KNeighborsClassifier(weights="distance")),
         "the scoring": dict(scoring="balanced_accuracy"),
         "the cross-validation splits": dict(cv=StratifiedKFold(3, shuffle=True, random_state=0)),
@@ -307,6 +306,8 @@ def test_changed_search_is_refused_or_restarted(tmp_path: Any) -> None:
         with pytest.raises(sp.CheckpointMismatchError, match=what) as info:
             search.fit(kw["X"], y)
         assert "on_mismatch='restart'" in str(info.value)
+        # it counts fits, not ledger commits (the first run made fewer commits)
+        assert "holds 6 fit result(s) of a different search" in str(info.value)
         assert isinstance(info.value, ValueError)
         assert commit_keys(ckpt) == old_keys  # nothing was touched
 
@@ -316,11 +317,11 @@ def test_changed_search_is_refused_or_restarted(tmp_path: Any) -> None:
         cv=3,
         checkpoint=ckpt,
         on_mismatch="restart",
-    ).fit(X, y)
+    ).fit(X + 1.0, y)
     assert (restarted.n_fits_run_, restarted.n_fits_resumed_) == (6, 0)
     assert len(recorded(ckpt)) == 6
     assert not set(old_keys) & set(commit_keys(ckpt))  # the old search's results are gone
-    theirs = GridSearchCV(KNeighborsClassifier(), {"n_neighbors": [1, 5]}, cv=3).fit(X, y)
+    theirs = GridSearchCV(KNeighborsClassifier(), {"n_neighbors": [1, 5]}, cv=3).fit(X + 1.0, y)
     assert_same_results(restarted, theirs)
 
 

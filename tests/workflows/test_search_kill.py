@@ -15,6 +15,10 @@ ledger entries. A last run completes it. Then:
 * the final run took exactly the recorded fits from the ledger and fitted the rest.
 
 The random seed is printed on failure; set SAFEPOINT_KILL_SEED to replay one.
+
+Also here, with real signals to real processes: Ctrl-C (SIGINT) prints one line saying
+how many fits are saved, and a kill -9 during the refits of the best model of each type
+loses only the refit in progress.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -161,3 +166,140 @@ def count_entries_safe(checkpoint: str) -> int:
         return count_entries(checkpoint)
     except FileNotFoundError:
         return 0
+
+
+# -- Ctrl-C ------------------------------------------------------------------------------
+INTERRUPTED = re.compile(
+    r"safepoint: search interrupted: (\d+) fits? saved in .+; "
+    r"run the same command again to resume"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_ctrl_c_says_in_one_line_how_many_fits_are_saved(tmp_path: Path) -> None:
+    checkpoint = str(tmp_path / "ckpt")
+    out = tmp_path / "out.json"
+    proc = start(checkpoint, out, tmp_path / "fits.log", 1)
+    deadline = time.monotonic() + 120
+    while count_entries_safe(checkpoint) < 3:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
+    _, err = proc.communicate(timeout=60)
+    text = err.decode()
+    # the interruption still ends the program as Ctrl-C does, without a traceback
+    assert proc.returncode == -signal.SIGINT, text
+    assert "Traceback" not in text
+    assert len(text.strip().splitlines()) == 1, text
+    match = INTERRUPTED.fullmatch(text.strip())
+    assert match is not None, text
+    saved = int(match.group(1))
+    assert saved == count_entries(checkpoint) >= 3
+    assert not out.exists()
+
+    # ... and the same command resumes with exactly those fits
+    proc = start(checkpoint, out, tmp_path / "fits-2.log", 1)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()
+    final = json.loads(out.read_text())
+    assert final["resumed"] == saved and final["run"] == TOTAL - saved
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_python_still_raises_keyboard_interrupt(tmp_path: Path) -> None:
+    """A caller (a notebook, a retry loop) catches it as always; the line is printed once."""
+    script = (
+        "import os, signal, threading, numpy as np, safepoint as sp\n"
+        "from sklearn.neighbors import KNeighborsClassifier\n"
+        "X = np.random.default_rng(0).random((60, 3)); y = (X[:, 0] > .5).astype(int)\n"
+        "def scorer(est, X, y):\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    return 0.0\n"
+        "try:\n"
+        "    sp.ResumableGridSearchCV(KNeighborsClassifier(), {'n_neighbors': [1, 3]},\n"
+        f"        cv=3, scoring=scorer, checkpoint={str(tmp_path / 'ck')!r}).fit(X, y)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('caught')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", "")},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "caught"
+    assert INTERRUPTED.fullmatch(proc.stderr.strip()), proc.stderr
+
+
+# -- refits ------------------------------------------------------------------------------
+def start_refits(store: Path, out: Path, log: Path, slow: float) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+        "REFIT_LOG": str(log),
+        "REFIT_SLOW": str(slow),
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import search_refit_seed; search_refit_seed.main()",
+            str(store),
+            str(out),
+        ],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def best_models(store: Path) -> list[str]:
+    import safepoint as sp
+
+    if not (store / "catalog.db").exists():
+        return []
+    with sp.Store(store) as s:
+        return [m.rpartition("/")[2] for m in s.models("seed002/best")]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_kill_during_the_refits_loses_only_the_refit_in_progress(tmp_path: Path) -> None:
+    import search_refit_seed as refit_seed
+
+    store, out = tmp_path / "store", tmp_path / "out.json"
+    killed_log, final_log = tmp_path / "refits-0.log", tmp_path / "refits-1.log"
+    # each refit takes a second: the kill lands inside the refit after the first one saved
+    proc = start_refits(store, out, killed_log, 1.0)
+    deadline = time.monotonic() + 180
+    while not best_models(store):
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert time.monotonic() < deadline, "no refit was saved"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    kill9(proc)
+    done = set(best_models(store))
+    assert 1 <= len(done) < len(refit_seed.LABELS)
+    assert not out.exists()
+
+    proc = start_refits(store, out, final_log, 0.0)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err.decode()
+    final = json.loads(out.read_text())
+    overall = final["best_label"]
+    # every fit and the search's own refit come from the checkpoint
+    assert final["resumed"] == 9 * 3 and final["refit_resumed"] == 1
+    refitted = {label for label, b in final["best"].items() if b["refitted"]}
+    # the models saved before the kill are taken from the store; the best overall is the
+    # search's refit; only the others are fitted, once each
+    assert refitted == set(refit_seed.LABELS) - done - {overall}
+    assert lines(final_log) == len(refitted)
+    for label in done:
+        assert final["best"][label]["ref"] == f"seed002/best/{label}@1"
+    # the killed run: the search's refit, those saved, and at most the one in flight
+    before_kill = 1 + len(done - {overall})
+    assert before_kill <= lines(killed_log) <= before_kill + 1

@@ -24,9 +24,10 @@ from safepoint.errors import StepConfigError, StepError
 _counter = itertools.count()
 
 
-def load_module(folder: Path, source: str) -> Any:
-    """Write ``source`` to a new module file in ``folder`` and import it."""
-    name = f"sp_steps_test_{next(_counter)}"
+def load_module(folder: Path, source: str, name: str | None = None) -> Any:
+    """Write ``source`` to a module file in ``folder`` and import it: a new module, or
+    ``name`` again (the same script, edited)."""
+    name = name or f"sp_steps_test_{next(_counter)}"
     path = folder / f"{name}.py"
     path.write_text(textwrap.dedent(source))
     spec = importlib.util.spec_from_file_location(name, path)
@@ -62,8 +63,14 @@ def store(tmp_path: Path) -> sp.Store:
     return sp.Store(tmp_path / "store")
 
 
-def make(tmp_path: Path, store: sp.Store, source: str = PIPELINE, **kwargs: Any) -> Any:
-    mod = load_module(tmp_path, source)
+def make(
+    tmp_path: Path,
+    store: sp.Store,
+    source: str = PIPELINE,
+    module: str | None = None,
+    **kwargs: Any,
+) -> Any:
+    mod = load_module(tmp_path, source, module)
     return mod.Training(name="proj/training", store=store, version=1, **kwargs)
 
 
@@ -466,11 +473,14 @@ def test_outputs_of_untrusted_types_warn_and_need_trusted(tmp_path: Path, store:
         def step_2(self, outputs):
             return outputs["step_1"].x + 1
     """
-    with pytest.warns(sp.SafepointWarning, match=r"sp_steps_test_\d+\.Point.*trusted="):
-        make(tmp_path, store, source).run()
+    # the same script, edited between runs (step_1 uses Point: a new module would be
+    # other code)
+    with pytest.warns(sp.SafepointWarning, match=r"sp_steps_trust\.Point.*trusted="):
+        make(tmp_path, store, source, "sp_steps_trust").run()
     changed = source.replace(".x + 1", ".x + 2")
-    with pytest.raises(StepError, match=r"not trusted: sp_steps_test_\d+\.Point.*pass trusted="):
-        make(tmp_path, store, changed).run()
+    with pytest.raises(StepError, match=r"not trusted: sp_steps_trust\.Point.*pass trusted="):
+        make(tmp_path, store, changed, "sp_steps_trust").run()
     # trusted by name, the restored output loads
     untrusted = store.inspect("proj/training/v1/step_1").untrusted
-    assert make(tmp_path, store, changed, trusted=untrusted).run().outputs["step_2"] == 5
+    report = make(tmp_path, store, changed, "sp_steps_trust", trusted=untrusted).run()
+    assert report.outputs["step_2"] == 5

@@ -18,6 +18,7 @@ import pytest
 import safepoint as sp
 
 PY = sys.executable
+SRC = str(Path(sp.__file__).resolve().parent.parent)
 
 # -- seed 001, written against safepoint -------------------------------------------------
 SEED_SCRIPT = """
@@ -69,7 +70,8 @@ if __name__ == '__main__':
     )
     start_from = int(sys.argv[3]) if len(sys.argv) > 3 else None
     report = checkpoints.run(start_from=start_from)
-    print(json.dumps({"ran": report.ran, "restored": report.restored}))
+    why = {s.step: s.explanation for s in report.steps}
+    print(json.dumps({"ran": report.ran, "restored": report.restored, "why": why}))
 """
 
 NOTEBOOK = """
@@ -100,7 +102,8 @@ def _run(args: list[str], cwd: Path, timeout: float = 120, **env: str) -> dict[s
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONPATH": str(cwd), **env},
+        # this checkout's safepoint, not whichever one is installed
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(cwd), SRC]), **env},
     )
     assert proc.returncode == 0, proc.stderr
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -120,9 +123,9 @@ def test_seed_001_example(tmp_path: Path) -> None:
     store = str(tmp_path / "checkpoints")
 
     first = _run(["main_script.py", store, str(csv)], tmp_path)
-    assert first == {"ran": ["step_1", "step_2", "step_3"], "restored": []}
+    assert (first["ran"], first["restored"]) == (["step_1", "step_2", "step_3"], [])
     second = _run(["main_script.py", store, str(csv), "2"], tmp_path)
-    assert second == {"ran": ["step_2", "step_3"], "restored": ["step_1"]}
+    assert (second["ran"], second["restored"]) == (["step_2", "step_3"], ["step_1"])
     # notebook in a second process
     nb = _run(["notebook.py", store], tmp_path)
     assert nb["keys"] == ["step_1", "step_2", "step_3"]
@@ -145,7 +148,26 @@ def test_seed_001_example(tmp_path: Path) -> None:
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("main_script", None)
-    assert report.ran == [] and report.restored == ["step_1", "step_2", "step_3"]
+    assert report.ran == [] and report.restored == ["step_1", "step_2", "step_3"], str(report)
+
+    # the data file grows: step_1 reruns and says why; so do the steps that read it
+    size = csv.stat().st_size
+    with csv.open("a") as fh:
+        np.savetxt(fh, data[:100], delimiter=",")
+    grown = _run(["main_script.py", store, str(csv)], tmp_path)
+    assert grown["ran"] == ["step_1", "step_2", "step_3"]
+    from safepoint.workflows.step_files import human_size
+
+    assert grown["why"]["step_1"] == (
+        f"step_1 reruns: data.csv changed: {human_size(size)} -> {human_size(csv.stat().st_size)}"
+    )
+    assert grown["why"]["step_2"] == "step_2 reruns: step_1's output changed"
+    # a helper the step calls is edited: that step reruns (and what reads its output)
+    script = tmp_path / "main_script.py"
+    script.write_text(SEED_SCRIPT.replace("x ** 2, y", "x ** 3, y"))
+    edited = _run(["main_script.py", store, str(csv)], tmp_path)
+    assert (edited["ran"], edited["restored"]) == (["step_2", "step_3"], ["step_1"])
+    assert edited["why"]["step_2"] == "step_2 reruns: main_script.add_new_features changed"
 
 
 # -- kill -9 and concurrent runs ------------------------------------------------------------
@@ -154,12 +176,12 @@ import json, os, sys, time
 import numpy as np
 import safepoint as sp
 
-MARK = os.environ.get("MARK", "")
-
-
 def mark(text):
-    if MARK:
-        with open(MARK, "a") as f:
+    # read here, not into a module-level constant: a constant the steps read is part
+    # of what they depend on, and this one differs between the test's runs
+    path = os.environ.get("MARK", "")
+    if path:
+        with open(path, "a") as f:
             f.write(text + "\\n")
 
 
@@ -206,7 +228,7 @@ def _start(
         stdout=subprocess.PIPE if out is None else out.open("w"),
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, **env},
+        env={**os.environ, "PYTHONPATH": SRC, **env},
     )
 
 
@@ -247,7 +269,7 @@ def test_kill_9_during_a_step_resumes_at_that_step(tmp_path: Path) -> None:
     mod = _import_crashy(tmp_path)
     wf = mod.Crashy(name="crashy", store=store)
     status = wf.status()
-    assert [s.state for s in status] == ["cached", "missing", "missing"]
+    assert [s.state for s in status] == ["cached", "missing", "missing"], str(status)
     assert status.last_run is not None and status.last_run["alive"] is False
     assert "died while running" in str(status)
 
@@ -262,7 +284,9 @@ def test_kill_9_during_a_step_resumes_at_that_step(tmp_path: Path) -> None:
 def _import_crashy(tmp_path: Path) -> Any:
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(f"crashy_{id(tmp_path)}", tmp_path / "crashy.py")
+    # under the script's own name: a script run as __main__ is named after its file, so
+    # its helpers are the same code seen from either side
+    spec = importlib.util.spec_from_file_location("crashy", tmp_path / "crashy.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -345,6 +369,10 @@ def test_cli_steps_status_and_outputs(tmp_path: Path) -> None:
     assert [s["state"] for s in status["steps"]] == ["cached"] * 3
     assert status["last_run"]["status"] == "succeeded"
     assert status["code_checked"] is False
+    # without the code, a restored step is not said to have unchanged code
+    for step in status["steps"]:
+        assert step["explanation"].endswith("; code and parameters not compared")
+        assert "code, parameters" not in step["explanation"]
 
     text = _cli("steps", "status", "crashy", "--store", str(store_dir))
     assert text.returncode == 0 and "step_3" in text.stdout and "cached" in text.stdout
@@ -373,3 +401,54 @@ def test_cli_steps_status_and_outputs(tmp_path: Path) -> None:
     absent = _cli("steps", "outputs", "crashy", "--store", str(nowhere))
     assert absent.returncode != 0 and absent.stderr.startswith("safepoint: error:")
     assert not nowhere.exists()  # reading never creates a store
+
+
+def test_cli_steps_export(tmp_path: Path) -> None:
+    store_dir = tmp_path / "store"
+    _finish(_start(tmp_path, store_dir))
+    expected = _import_crashy(tmp_path).Crashy(name="crashy", store=sp.Store(store_dir))
+    outputs = expected.load_outputs()
+
+    folder = tmp_path / "exported"
+    out = _cli("steps", "export", "crashy", str(folder), "--store", str(store_dir), "--json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert [r["step"] for r in rows] == ["step_1", "step_2", "step_3"]
+    assert sorted(p.name for p in folder.iterdir()) == ["step_1.sp", "step_2.sp", "step_3.sp"]
+    for r in rows:  # plain safepoint files: they load without the store
+        loaded = sp.load(r["path"])
+        assert np.array_equal(loaded, outputs[r["step"]])
+        assert sp.inspect(r["path"]).digest == r["digest"]
+    assert out.stderr == ""  # no pickle, no warning
+
+    # an existing file is not replaced without --force, and nothing is written
+    before = (folder / "step_1.sp").stat().st_mtime_ns
+    again = _cli("steps", "export", "crashy", str(folder), "--store", str(store_dir))
+    assert again.returncode == 2 and "--force" in again.stderr
+    assert (folder / "step_1.sp").stat().st_mtime_ns == before
+    forced = _cli("steps", "export", "crashy", str(folder), "--store", str(store_dir), "--force")
+    assert forced.returncode == 0 and "step_3.sp" in forced.stdout
+
+    # pickles on request only, with a warning on stderr
+    pickled = _cli(
+        "steps", "export", "crashy", str(tmp_path / "pkl"), "--store", str(store_dir),
+        "--format", "pickle", "--step", "step_3",
+    )  # fmt: skip
+    assert pickled.returncode == 0, pickled.stderr
+    assert "run code when they are loaded" in pickled.stderr
+    import pickle
+
+    with open(tmp_path / "pkl" / "step_3.pkl", "rb") as fh:
+        assert pickle.load(fh) == outputs["step_3"]  # the file made above
+    unknown = _cli(
+        "steps", "export", "crashy", str(tmp_path / "x"), "--store", str(store_dir),
+        "--step", "step_9",
+    )  # fmt: skip
+    assert unknown.returncode == 1 and "step_9" in unknown.stderr
+
+    # the Python API: the same files
+    with pytest.warns(sp.SafepointWarning, match="run code"):
+        rows = expected.export_outputs(tmp_path / "api", format="joblib", steps=["step_3"])
+    import joblib
+
+    assert joblib.load(rows[0]["path"]) == outputs["step_3"]

@@ -7,7 +7,7 @@ import keyword
 from typing import TYPE_CHECKING, Any
 
 from ..errors import AdapterError, FormatError
-from .registry import ADAPTER_KIND
+from .registry import ADAPTER_KIND, trust_tokens
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -21,6 +21,7 @@ __all__ = [
     "framework",
     "import_framework",
     "set_fitted_attributes",
+    "trusts",
     "type_ref",
 ]
 
@@ -53,6 +54,14 @@ def adapter_class(node: dict[str, Any], dec: Decoder, expected: tuple[str, ...])
     if not isinstance(cls, type) or name not in expected:
         raise dec.fail(f"an adapter node names {name}, expected one of {', '.join(expected)}")
     return cls
+
+
+def trusts(dec: Decoder, token: str) -> bool:
+    """Whether the caller of this load passed the trust token ``token`` in ``trusted=``."""
+    if token not in trust_tokens():
+        raise RuntimeError(f"{token!r} is not a declared trust token")  # a programming error
+    policy = getattr(dec, "policy", None)  # the caller's trusted= names are policy.extra
+    return token in getattr(policy, "extra", frozenset())
 
 
 def set_fitted_attributes(obj: Any, attrs: Any, dec: Decoder, what: str) -> None:

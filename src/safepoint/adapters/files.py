@@ -10,11 +10,12 @@ write outside the target.
 from __future__ import annotations
 
 import os
+import stat
 from typing import Any
 
 from ..errors import FormatError, SerializationError
 
-__all__ = ["MAX_FILES", "check_relpath", "pack", "unpack"]
+__all__ = ["MAX_FILES", "check_relpath", "pack", "unpack", "verify_unpacked"]
 
 MAX_FILES = 100_000
 
@@ -37,6 +38,11 @@ def pack(root: str | os.PathLike[str]) -> list[tuple[str, bytes]]:
     out: list[tuple[str, bytes]] = []
     for folder, dirs, files in os.walk(root, followlinks=False):
         dirs.sort()
+        for name in dirs:  # os.walk lists a link to a folder here, and does not enter it
+            if os.path.islink(os.path.join(folder, name)):
+                raise SerializationError(
+                    f"{os.path.join(folder, name)} is a symbolic link: refused (copy the target)"
+                )
         for name in sorted(files):
             full = os.path.join(folder, name)
             if os.path.islink(full):
@@ -63,8 +69,37 @@ def unpack(entries: list[tuple[str, bytes]], dest: str | os.PathLike[str]) -> No
         target = os.path.realpath(os.path.join(dest, *rel.split("/")))
         if os.path.commonpath([dest, target]) != dest:  # belt and braces
             raise FormatError(f"packed path {rel!r} leaves the target folder: refused")
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        # O_EXCL: never follow or overwrite something already there (a file vs folder clash)
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            # O_EXCL: never follow or overwrite something already there (a file vs folder clash)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except (FileExistsError, NotADirectoryError, IsADirectoryError):
+            raise FormatError(
+                f"packed path {rel!r} clashes with another entry (a file where a folder is "
+                "needed, or the reverse): refused"
+            ) from None
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+
+
+def verify_unpacked(dest: str | os.PathLike[str], rels: list[str]) -> None:
+    """Check that ``dest`` holds exactly the regular files ``rels`` and their folders:
+    no link, no device, nothing else (what a framework then reads is what was checked)."""
+    dest = os.fspath(dest)
+    want = set(rels)
+    parents = {r.rsplit("/", i)[0] for r in want for i in range(1, r.count("/") + 1)}
+    seen: set[str] = set()
+    for folder, dirs, files in os.walk(dest, followlinks=False):
+        for name in dirs + files:
+            full = os.path.join(folder, name)
+            rel = os.path.relpath(full, dest).replace(os.sep, "/")
+            st = os.lstat(full)
+            if stat.S_ISDIR(st.st_mode):
+                if rel not in parents:
+                    raise FormatError(f"unpacked folder {rel!r} was not in the file: refused")
+            elif stat.S_ISREG(st.st_mode) and rel in want:
+                seen.add(rel)
+            else:
+                raise FormatError(f"unpacked entry {rel!r} is not a file from the model: refused")
+    if seen != want:
+        raise FormatError(f"unpacked tree lacks {sorted(want - seen)[0]!r}: refused")

@@ -23,6 +23,12 @@ framework, is not trusted unless the caller names it::
 The handler classes follow :class:`safepoint.format.registry.Handler`; an adapter node names its
 framework class with ``enc.type_ref(module, qualname, "adapter")`` so that the audit sees it,
 and rebuilds objects only through the framework's own loader of non-executable bytes.
+
+A framework format that *can* run code when its own loader reads it (H2O's binary models,
+read by Java deserialization) is never read by default. The adapter declares a **trust
+token** for it (``tokens={"h2o:binary": "..."}``); the handler reads that format only when the
+caller passes the token in ``trusted=`` (``sp.load(path, trusted=["h2o:binary"])``, CLI
+``--trust h2o:binary``), which it checks with :func:`safepoint.adapters._common.trusts`.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ __all__ = [
     "is_trusted_adapter_type",
     "register_adapter",
     "trust_adapter_type",
+    "trust_tokens",
 ]
 
 #: the ``kind`` column of the manifest's types table for framework classes built by adapters
@@ -72,6 +79,12 @@ class Adapter:
     #: names trusted in the types table beyond ``types`` (classes an adapter node names
     #: without encoding them itself, e.g. torch layers inside a Sequential)
     trusted: list[str] = field(default_factory=list)
+    #: node tag -> classes encoded with that tag but never named in a file (wrappers that
+    #: ask for an option at save time, e.g. ``h2o.with_binary(model)``): not trusted
+    save_types: dict[str, list[str]] = field(default_factory=dict)
+    #: trust tokens: ``trusted=`` names that let this adapter read a format whose own
+    #: loader can run code (token -> what it allows, for messages and docs)
+    tokens: dict[str, str] = field(default_factory=dict)
     #: audit events the framework's own loader needs during a load, beyond what the
     #: load-time guard allows (safepoint.format.guard): XGBoost and LightGBM call their
     #: libraries through ctypes; Spark starts a JVM and talks to it over a socket
@@ -134,11 +147,25 @@ def register_adapter(a: Adapter) -> Adapter:
             if _adapters[a.name] == a:
                 return a
             raise ValueError(f"adapter {a.name!r} is already registered")
+        clash = set(a.tokens) & {t for other in _adapters.values() for t in other.tokens}
+        if clash:
+            raise ValueError(f"trust token {sorted(clash)[0]!r} is already declared")
+        if any(":" not in t or t.count(":") != 1 for t in a.tokens):
+            raise ValueError("a trust token looks like 'framework:what'")
         _adapters[a.name] = a
+        handlers: dict[str, _LazyHandler] = {}
         for tag, names in a.types.items():
-            register(tag, types=names)(_LazyHandler(a, tag))
+            handlers[tag] = _LazyHandler(a, tag)
+            register(tag, types=names)(handlers[tag])
+        for tag, names in a.save_types.items():
+            register(tag, types=names)(handlers.get(tag) or _LazyHandler(a, tag))
         _trusted.update(a.type_names())
     return a
+
+
+def trust_tokens() -> dict[str, str]:
+    """Every declared trust token (``"h2o:binary"``) and what trusting it allows."""
+    return {t: what for a in adapters() for t, what in a.tokens.items()}
 
 
 def trust_adapter_type(names: Iterable[str]) -> None:
@@ -235,6 +262,20 @@ register_adapter(
         types={"spark.ml": ["pyspark.ml.pipeline.PipelineModel"]},
         distribution="pyspark",
         stores="the directory PipelineModel.write().save() produces, one buffer per file",
+        # the checked folder is written to a fresh temporary folder (mkdir, open for
+        # writing; removed on failure); pyspark reads each stage's metadata through a
+        # DataFrame collect, a local socket to the session's JVM whose rows come back
+        # pickled by the JVM (pickle.find_class of pyspark.sql.types / pyspark.ml.linalg)
+        guard_allow=(
+            "socket.",
+            "pickle.find_class",
+            "open",
+            "os.mkdir",
+            "os.remove",
+            "os.unlink",
+            "os.rmdir",
+            "shutil.",
+        ),
     )
 )
 register_adapter(
@@ -256,7 +297,24 @@ register_adapter(
             ],
             "h2o.mojo": ["safepoint.adapters.h2o.H2OMojo"],
         },
+        save_types={"h2o.model": ["safepoint.adapters.h2o.WithBinary"]},
         distribution="h2o",
-        stores="the binary model (h2o.save_model) and the MOJO zip, with the H2O version",
+        stores="the MOJO zip with the H2O version; the binary model (h2o.save_model) only "
+        "when asked (with_binary)",
+        tokens={
+            "h2o:binary": "load H2O binary models, which H2O reads with Java "
+            "deserialization (it can run code): only for files you trust"
+        },
+        # the MOJO (or the trusted binary) goes to a temporary file, then over HTTP to the
+        # cluster the caller connected to (h2o.init / h2o.connect)
+        guard_allow=(
+            "socket.",
+            "open",
+            "os.mkdir",
+            "os.remove",
+            "os.unlink",
+            "os.rmdir",
+            "shutil.",
+        ),
     )
 )

@@ -2,13 +2,19 @@
 
 Saving runs ``model.write().save(tmp)`` and packs the directory tree into the safepoint file
 (one buffer per file plus a manifest of relative paths), so a model is ONE file, hence one
-atomic store version. Loading needs an active ``SparkSession`` (any master, e.g. ``local[2]``):
-the tree is checked, unpacked into a temporary folder and read with ``PipelineModel.load``.
+atomic store version. Loading needs an active classic ``SparkSession`` (any master, e.g.
+``local[2]``; not a Spark Connect session): the tree is checked, unpacked into a fresh
+temporary folder and read with ``PipelineModel.load``; the folder stays while a stage of the
+loaded model is referenced (Spark reads some model data lazily).
 
-The check matters: Spark's readers import and instantiate the class named in each stage's
-``metadata`` (``DefaultParamsReader`` does ``__import__`` on it). Every metadata record must
-name a class under ``org.apache.spark.ml.`` or ``pyspark.ml.``; anything else is refused before
-Spark sees the folder. Paths are refused if absolute or containing ``..``.
+The check matters: Spark's readers import and instantiate the class each stage's
+``metadata`` names, compute the paths of nested stages from it, and build the types a
+parquet footer names. :func:`check_tree` walks the whole tree the way they do before Spark
+sees it: every stage (nested pipelines, searches, one-vs-rest, ...) must name a class of the
+reviewed allowlist (:mod:`safepoint.adapters._spark_stages`), every parameter must be a
+parameter of that class holding plain JSON data, every parquet schema may name only Spark's
+vector and matrix types, and every file must be one those readers read. Anything else raises
+:class:`~safepoint.errors.FormatError`.
 
 Example:
     >>> store.put("churn/spark", pipeline_model)                    # doctest: +SKIP
@@ -18,60 +24,36 @@ Example:
 
 from __future__ import annotations
 
-import json
-import re
 import shutil
 import tempfile
+import threading
+import weakref
 from typing import TYPE_CHECKING, Any
 
-from ..errors import AdapterError, FormatError
+from ..errors import AdapterError, FormatError, SerializationError
 from ._common import adapter_class, import_framework, type_ref
-from .files import check_relpath, pack, unpack
+from ._spark_check import check_tree
+from .files import check_relpath, pack, unpack, verify_unpacked
 
 if TYPE_CHECKING:
     from ..format.decoder import Decoder
     from ..format.encoder import Encoder
 
-__all__ = ["HANDLERS", "check_metadata"]
+__all__ = ["HANDLERS", "check_tree"]
 
 MODEL_TYPES = ("pyspark.ml.pipeline.PipelineModel",)
-_CLASS = re.compile(r"(org\.apache\.spark\.ml|pyspark\.ml)(\.[A-Za-z_][A-Za-z0-9_]*)+")
-
-
-def _is_metadata(rel: str) -> bool:
-    parts = rel.split("/")
-    return len(parts) >= 2 and parts[-2] == "metadata" and parts[-1].startswith("part-")
-
-
-def check_metadata(entries: list[tuple[str, bytes]]) -> None:
-    """Refuse a tree whose stage metadata names a class outside Spark ML."""
-    found = 0
-    for rel, data in entries:
-        check_relpath(rel)
-        if not _is_metadata(rel):
-            continue
-        for line in data.decode("utf-8", errors="replace").splitlines():
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                raise FormatError(f"spark model: {rel} is not JSON lines") from None
-            cls = record.get("class") if isinstance(record, dict) else None
-            if not isinstance(cls, str) or not _CLASS.fullmatch(cls):
-                raise FormatError(
-                    f"spark model: {rel} names class {cls!r}, not a Spark ML class "
-                    "(org.apache.spark.ml.* / pyspark.ml.*): refused"
-                )
-            found += 1
-    if not found:
-        raise FormatError("spark model: the directory has no stage metadata")
 
 
 def _session() -> Any:
     import_framework("pyspark", "spark")
     from pyspark.sql import SparkSession
+    from pyspark.sql.utils import is_remote
 
+    if is_remote():
+        raise AdapterError(
+            "loading a Spark ML model needs a classic SparkSession: a Spark Connect session "
+            "reads models on its server, which cannot see the checked local copy"
+        )
     spark = SparkSession.getActiveSession()
     if spark is None:
         raise AdapterError(
@@ -95,6 +77,12 @@ class SparkModelHandler:
             entries = pack(target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            check_tree(entries)  # what load would refuse is refused now, with the reason
+        except FormatError as exc:
+            raise SerializationError(
+                f"this Spark model cannot be stored: {exc} (loading checks it the same way)"
+            ) from None
         return {
             "t": type_ref(enc, obj),
             "spark": pyspark.__version__,
@@ -109,22 +97,66 @@ class SparkModelHandler:
             if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], int)):
                 raise dec.fail("a packed file must be [path, buffer]")
             entries.append((check_relpath(item[0]), dec.raw(item[1])))
-        check_metadata(entries)
+        import_framework("pyspark", "spark")
+        entries = check_tree(entries)  # before any Spark reader sees a byte of it
         _session()
         tmp = tempfile.mkdtemp(prefix="safepoint-spark-")
         try:
             target = f"{tmp}/model"
             unpack(entries, target)
+            verify_unpacked(target, [rel for rel, _ in entries])
             try:
-                return cls.load(f"file://{target}")
+                model = cls.load(f"file://{target}")
             except Exception as exc:
                 msg = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
                 raise FormatError(
                     f"Spark could not load the stored model (written with Spark "
                     f"{node.get('spark')}): {msg[:500]}"
                 ) from None
-        finally:
+        except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _hold(model, _Folder(tmp))
+        return model
+
+
+class _Folder:
+    """The unpacked folder of a loaded model. Spark reads some model data lazily, when the
+    model is used (ALS factors, FP-growth itemsets, imputer surrogates), so the folder is
+    removed only when no stage of the model is referenced any more (or at exit)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        weakref.finalize(self, _remove, path)
+
+
+def _remove(path: str) -> None:
+    from ..format.guard import is_active
+
+    if is_active():
+        # garbage collection may run this inside another load, whose guard would refuse the
+        # removal (and fail that load): a new thread starts outside any guard
+        threading.Thread(target=shutil.rmtree, args=(path, True), daemon=True).start()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _hold(stage: Any, folder: _Folder, depth: int = 0) -> None:
+    """Let every Python stage of the loaded model keep ``folder``."""
+    if depth > 64:
+        return
+    if isinstance(stage, list | tuple):
+        for s in stage:
+            _hold(s, folder, depth + 1)
+        return
+    try:
+        stage._safepoint_folder = folder
+    except AttributeError:
+        return
+    attrs = getattr(stage, "__dict__", {})  # plain instance attributes: never a JVM call
+    for name in ("stages", "bestModel", "subModels", "models"):
+        if attrs.get(name) is not None:
+            _hold(attrs[name], folder, depth + 1)
 
 
 HANDLERS = {"spark.ml": SparkModelHandler}

@@ -1,4 +1,4 @@
-"""``safepoint steps status|outputs``: resumable step workflows saved in a store."""
+"""``safepoint steps status|outputs|export``: resumable step workflows saved in a store."""
 
 from __future__ import annotations
 
@@ -103,3 +103,71 @@ def outputs_cmd(
             f"{r['step']:<{width}}  @{r['version']:<4} {r['type']:<{twidth}}  "
             f"{r['size']:>12,} B  {r['digest'][:16]}  {r['created'][:19]}"
         )
+
+
+@steps.command("export")
+@click.argument("name")
+@click.argument("folder", type=click.Path(file_okay=False))
+@_store_options
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["sp", "pickle", "joblib"]),
+    default="sp",
+    show_default=True,
+    help="sp: the safepoint files as stored (load with sp.load, no code runs). "
+    "pickle/joblib: for tools that need them; loading them runs code.",
+)
+@click.option("--step", "only", multiple=True, metavar="STEP", help="Only this step (repeatable).")
+@click.option("--trust", multiple=True, metavar="NAME", help="Trust this type (pickle export).")
+@click.option("--force", is_flag=True, help="Replace files that exist in FOLDER.")
+@json_option
+def export_cmd(
+    name: str,
+    folder: str,
+    store: str | None,
+    version: str,
+    metadata: str | None,
+    fmt: str,
+    only: tuple[str, ...],
+    trust: tuple[str, ...],
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Write the saved output of each step of NAME into FOLDER, one file per step.
+
+    By default the files are the safepoint files the store holds (step_1.sp, ...):
+    sp.load("step_1.sp") reads one anywhere, without the store, and runs no code.
+    --format pickle (or joblib) writes pickles for tools that need them: loading a
+    pickle runs code, so keep them for yourself.
+    """
+    import warnings
+
+    from ..errors import SafepointWarning
+    from ..workflows.step_export import PICKLE_WARNING, FilesExistError, export_outputs
+
+    if fmt != "sp":
+        click.echo(f"safepoint: warning: {PICKLE_WARNING}", err=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SafepointWarning)  # said above, once
+            rows = export_outputs(
+                _store(store, metadata),
+                name,
+                folder,
+                _version(version),
+                format=fmt,
+                steps=list(only) or None,
+                trusted=list(trust),
+                overwrite=force,
+            )
+    except FilesExistError as exc:
+        raise click.UsageError(
+            f"{', '.join(exc.paths)} already exist(s); pass --force to overwrite "
+            "(nothing was written)"
+        ) from None
+    if as_json:
+        emit_json(rows)
+        return
+    for r in rows:
+        click.echo(f"{r['step']}: {r['ref']} -> {r['path']} ({r['size']:,} B, {r['type']})")

@@ -100,6 +100,8 @@ _SAFEPOINT_CLASSES = frozenset(
     {
         "safepoint.workflows.search.ResumableGridSearchCV",
         "safepoint.workflows.search.ResumableRandomizedSearchCV",
+        "safepoint.workflows.search_halving.ResumableHalvingGridSearchCV",
+        "safepoint.workflows.search_halving.ResumableHalvingRandomSearchCV",
     }
 )
 

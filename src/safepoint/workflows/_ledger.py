@@ -1,15 +1,25 @@
-"""The ledger of a resumable search: one entry per (candidate, fold), kept in a checkpointer.
+"""The ledger of a resumable search: one entry per fit, kept in a checkpointer.
 
 Layout inside the checkpointer (any object with ``get/set/keys/delete``, e.g.
 ``sp.Store(path).checkpointer(name)``):
 
 ``search/meta``
-    what the search is: its digest and the digests of its parts (estimator, grid,
-    scoring, data, splits), its size, the seed used to sample candidates, its run id.
-``search/<digest16>/<writer>-<seq>``
-    a commit of one or more fit results: ``{"fits": [{"c": candidate digest, "f": fold,
+    what the fits depend on besides the candidate: the digests of the data, the
+    cross-validation splits, the scoring and the options (``return_train_score``,
+    ``error_score``), together the *context* digest; the digest of the estimator
+    last searched; the seed used to sample candidates; older ledgers still read.
+``search/<context16>/<writer>-<seq>``
+    a commit of one or more fit results: ``{"fits": [{"c": candidate key, "f": fold,
     "r": result}, ...]}``, each result exactly as scikit-learn's ``_fit_and_score``
     returned it (scores, times, n_test_samples, the error text of a failed fit).
+    The candidate key is the digest of the estimator *configured for that fit*
+    (the search's estimator with the candidate's parameters set: its class and every
+    parameter, fixed or searched), so a fit is found again whatever grid it came
+    from: a grid grown, shrunk or reordered reuses every fit it shares with the
+    ledger.
+``search-refit/<context16>/<name>``
+    a final refit on the whole data (the search's ``best_estimator_``), so that a
+    rerun after a kill does not redo it.
 
 Results are committed by a background thread (:class:`LedgerWriter`) as they arrive:
 one atomic ``set`` per commit. A fit that finishes when the previous commit started at
@@ -19,9 +29,13 @@ of fast fits costs at most five commits a second. A kill at any instant leaves e
 committed fit recorded and no partial entry visible; it loses the fits in flight:
 running in a worker, or finished within the last commit interval.
 
-Entry keys carry the search digest, so results of another search can never be
-mistaken for this one's, even if a restart was interrupted half-way through
-deleting them.
+Entry keys carry the context digest, so results computed on other data, folds or
+scoring can never be mistaken for this search's, even if a restart was interrupted
+half-way through deleting them.
+
+Ledgers written by earlier versions (``safepoint.search-ledger/1``, keyed by the
+whole grid) are read: their fits are reused when the data, splits, scoring, options
+and estimator are the same, found by the digest of the candidate's parameters.
 """
 
 from __future__ import annotations
@@ -33,24 +47,28 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, runtime_checkable
 
-from ..errors import CheckpointMismatchError, SafepointError
+from ..errors import CheckpointMismatchError, SafepointError, UntrustedTypesError
 
 __all__ = ["Checkpointer", "Ledger", "LedgerWriter", "recorded_fits"]
 
-LEDGER_FORMAT = "safepoint.search-ledger/1"
+LEDGER_FORMAT = "safepoint.search-ledger/2"
+LEDGER_FORMAT_V1 = "safepoint.search-ledger/1"
 META_KEY = "search/meta"
 _PREFIX = "search/"
+_REFIT_PREFIX = "search-refit/"
+#: marks a candidate key of a version-1 ledger in :meth:`Ledger.results`
+LEGACY = "v1:"
 
-#: Parts of a search, in the order a mismatch report names them.
+#: Parts of the context, in the order a mismatch report names them.
 PART_LABELS = {
-    "kind": "the search class",
-    "estimator": "the estimator",
-    "grid": "the parameter grid / distributions",
     "scoring": "the scoring",
     "options": "return_train_score / error_score",
     "data": "the data (X, y or fit parameters)",
     "splits": "the cross-validation splits",
 }
+ESTIMATOR_LABEL = "the estimator"
+#: version-1 parts that must agree for its fits to be reused (the grid need not)
+_V1_PARTS = ("estimator", "scoring", "options", "data", "splits")
 
 
 @runtime_checkable
@@ -70,6 +88,13 @@ class Checkpointer(Protocol):
     def delete(self, key: str) -> Any: ...
 
 
+def _restart_hint(where: str, hint: str) -> str:
+    return (
+        " None of them were reused. Pass on_mismatch='restart' to discard them and start "
+        f"afresh, or give this search another checkpoint than {where}.{hint}"
+    )
+
+
 class Ledger:
     """Results of one search in a checkpointer; see the module docstring for the layout."""
 
@@ -84,106 +109,182 @@ class Ledger:
         self,
         digest: str,
         parts: dict[str, str],
+        estimator: str,
         on_mismatch: str,
         info: dict[str, Any],
         hint: str = "",
     ) -> dict[str, Any]:
-        """Bind the ledger to the search ``digest``; returns the stored (or new) meta.
+        """Bind the ledger to the context ``digest``; returns the stored (or new) meta.
 
-        A ledger written by a different search raises CheckpointMismatchError
-        (``on_mismatch="error"``) or is emptied (``"restart"``).
+        A ledger whose fits were computed on other data, splits, scoring or options
+        raises CheckpointMismatchError (``on_mismatch="error"``, naming what changed
+        and how many fits it holds) or is emptied (``"restart"``). The estimator is
+        checked later, by :meth:`check_estimator`, once the candidates are known.
         """
         old = self.cp.get(META_KEY)
-        if old is not None and not (
-            isinstance(old, dict) and old.get("format") == LEDGER_FORMAT and "digest" in old
-        ):
+        if old is not None and not (isinstance(old, dict) and "digest" in old):
             raise CheckpointMismatchError(
                 f"the checkpoint {self.where} holds a key {META_KEY!r} that is not a search "
                 "ledger (another workflow wrote it?). Use a checkpoint of its own for the "
                 "search, e.g. store.checkpointer('project/my-search')."
             )
-        if old is not None and old["digest"] != digest:
-            changed = [
-                PART_LABELS.get(name, name)
-                for name in PART_LABELS
-                if old.get("parts", {}).get(name) != parts.get(name)
-            ]
-            n_old = sum(1 for _ in self._entry_keys(old["digest"]))
-            if on_mismatch == "error":
-                raise CheckpointMismatchError(
-                    f"the checkpoint {self.where} belongs to a different search "
-                    f"({n_old} fit result(s) recorded on {old.get('created', '?')}); changed: "
-                    f"{', '.join(changed) or 'unknown'}. None of its results were reused. "
-                    "Pass on_mismatch='restart' to discard them and start afresh, or give "
-                    f"this search another checkpoint.{hint}"
-                )
-            self.clear(old["digest"])
-            old = None
+        legacy: list[str] = []
+        if old is not None:
+            fmt = old.get("format")
+            changed: list[str] = []
+            if fmt == LEDGER_FORMAT_V1:
+                old_parts = old.get("parts", {})
+                current = {**parts, "estimator": estimator}
+                changed = [
+                    PART_LABELS.get(name, ESTIMATOR_LABEL)
+                    for name in _V1_PARTS
+                    if old_parts.get(name) != current.get(name)
+                ]
+                if not changed:
+                    legacy = [str(old["digest"])]
+            elif fmt == LEDGER_FORMAT:
+                if old["digest"] == digest:
+                    self.digest, self.meta = digest, old
+                    return old
+                changed = [
+                    label
+                    for name, label in PART_LABELS.items()
+                    if old.get("parts", {}).get(name) != parts.get(name)
+                ]
+            else:
+                changed = [f"the ledger's layout ({fmt!r}, written by another safepoint)"]
+            if changed:
+                n_old = self._count(old)
+                if on_mismatch == "error":
+                    raise CheckpointMismatchError(
+                        f"the checkpoint {self.where} holds {n_old} fit result(s) of a "
+                        f"different search (recorded on {old.get('created', '?')}); changed: "
+                        f"{', '.join(changed)}." + _restart_hint(self.where, hint)
+                    )
+                self.clear()
         self.digest = digest
-        if old is None:
-            meta = {
-                "format": LEDGER_FORMAT,
-                "digest": digest,
-                "parts": dict(parts),
-                "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-                **info,
-            }
-            self.cp.set(META_KEY, meta)
-            old = meta
-        self.meta = old
-        return old
+        meta = {
+            "format": LEDGER_FORMAT,
+            "digest": digest,
+            "parts": dict(parts),
+            "estimator": estimator,
+            "legacy": legacy,
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            **info,
+        }
+        if legacy and old is not None and "sampler_seed" in old:
+            meta["sampler_seed"] = old["sampler_seed"]
+        self.cp.set(META_KEY, meta)
+        self.meta = meta
+        return meta
 
-    def clear(self, digest: str | None = None) -> int:
-        """Delete the entries of the search ``digest`` (default: every search) and the meta."""
+    def check_estimator(self, estimator: str, shared: int, on_mismatch: str, hint: str) -> bool:
+        """The estimator changed since the ledger was written: fine while some of this
+        search's fits are in the ledger (a grid that now starts with another model type
+        changes the pipeline's default step, not the fits); a mismatch when none are.
+        Returns True when the ledger was emptied (``on_mismatch="restart"``)."""
+        if self.meta.get("estimator") == estimator:
+            return False
+        if shared == 0:
+            n_old = len(self.results())
+            if n_old:
+                if on_mismatch == "error":
+                    raise CheckpointMismatchError(
+                        f"the checkpoint {self.where} holds {n_old} fit result(s) of a "
+                        f"different search (recorded on {self.meta.get('created', '?')}); "
+                        f"changed: {ESTIMATOR_LABEL}." + _restart_hint(self.where, hint)
+                    )
+                self.clear(keep_meta=True)
+                self.update_meta(estimator=estimator, legacy=[])
+                return True
+        self.update_meta(estimator=estimator)
+        return False
+
+    def _count(self, meta: dict[str, Any]) -> int:
+        other = Ledger(self.cp, self.where)
+        other.digest, other.meta = str(meta.get("digest", "")), meta
+        if meta.get("format") == LEDGER_FORMAT_V1:
+            other.meta = {"legacy": [other.digest]}
+            other.digest = "-"  # no current entries: only the version-1 ones
+        return len(other.results())
+
+    def clear(self, keep_meta: bool = False) -> int:
+        """Delete every fit and refit of the checkpoint (and its meta, unless kept)."""
         n = 0
-        for key in list(self._entry_keys(digest)):
-            self.cp.delete(key)
-            n += 1
-        try:
-            self.cp.delete(META_KEY)
-        except (KeyError, LookupError):
-            pass
+        for key in list(self.cp.keys()):  # a checkpointer, not a dict: keys() is its API
+            if key.startswith((_PREFIX, _REFIT_PREFIX)) and key != META_KEY:
+                self.cp.delete(key)
+                n += 1
+        if not keep_meta:
+            try:
+                self.cp.delete(META_KEY)
+            except (KeyError, LookupError):
+                pass
         return n
 
-    def _entry_keys(self, digest: str | None) -> Iterable[str]:
-        prefix = _PREFIX if digest is None else f"{_PREFIX}{digest[:16]}/"
-        stored = self.cp.keys()  # a checkpointer, not a dict: keys() is its API
-        for key in stored:
+    def _entry_keys(self, digest: str) -> Iterable[str]:
+        prefix = f"{_PREFIX}{digest[:16]}/"
+        for key in self.cp.keys():  # noqa: SIM118 - a checkpointer, not a dict
             if key.startswith(prefix) and key != META_KEY:
                 yield key
 
     # -- entries --------------------------------------------------------------------
     def results(self) -> dict[tuple[str, int], dict[str, Any]]:
-        """Every recorded fit of this search, keyed by (candidate digest, fold)."""
+        """Every recorded fit of this context, keyed by (candidate key, fold); the fits
+        of a version-1 ledger still read are keyed ``("v1:" + its candidate digest, fold)``."""
         found: dict[tuple[str, int], dict[str, Any]] = {}
-        for key in self._entry_keys(self.digest):
-            try:
-                value = self.cp.get(key)
-            except SafepointError:
-                # An unreadable commit costs its refits, never the whole search.
-                continue
-            fits = value.get("fits") if isinstance(value, dict) else None
-            for item in fits if isinstance(fits, list) else ():
-                if not isinstance(item, dict):
+        sources = [(self.digest, "")] if self.digest else []
+        sources += [(str(d), LEGACY) for d in self.meta.get("legacy") or []]
+        for digest, mark in sources:
+            for key in self._entry_keys(digest):
+                try:
+                    value = self.cp.get(key)
+                except SafepointError:
+                    # An unreadable commit costs its refits, never the whole search.
                     continue
-                cand, fold, result = item.get("c"), item.get("f"), item.get("r")
-                if (
-                    isinstance(cand, str)
-                    and isinstance(fold, int)
-                    and isinstance(result, dict)
-                    and "test_scores" in result
-                ):
-                    found[(cand, fold)] = result
+                fits = value.get("fits") if isinstance(value, dict) else None
+                for item in fits if isinstance(fits, list) else ():
+                    if not isinstance(item, dict):
+                        continue
+                    cand, fold, result = item.get("c"), item.get("f"), item.get("r")
+                    if (
+                        isinstance(cand, str)
+                        and isinstance(fold, int)
+                        and isinstance(result, dict)
+                        and "test_scores" in result
+                    ):
+                        found[(mark + cand, fold)] = result
         return found
 
     def commit(self, key: str, fits: list[tuple[str, int, dict[str, Any]]]) -> None:
-        """Commit fit results ``(candidate digest, fold, result)`` in one atomic ``set``."""
+        """Commit fit results ``(candidate key, fold, result)`` in one atomic ``set``."""
         value = {"fits": [{"c": c, "f": int(f), "r": r} for c, f, r in fits]}
         self.cp.set(f"{_PREFIX}{self.digest[:16]}/{key}", value)
 
     def update_meta(self, **fields: Any) -> None:
         self.meta = {**self.meta, **fields}
         self.cp.set(META_KEY, self.meta)
+
+    # -- final refits -------------------------------------------------------------------
+    def refit_key(self, name: str) -> str:
+        return f"{_REFIT_PREFIX}{self.digest[:16]}/{name}"
+
+    def get_refit(self, name: str, candidate: str) -> dict[str, Any] | None:
+        """The refit saved under ``name`` if it is of ``candidate``; None otherwise (also
+        when it cannot be read). Raises UntrustedTypesError when it holds types that
+        the checkpointer does not trust."""
+        try:
+            value = self.cp.get(self.refit_key(name))
+        except UntrustedTypesError:
+            raise
+        except SafepointError:
+            return None
+        if isinstance(value, dict) and value.get("candidate") == candidate:
+            return value
+        return None
+
+    def set_refit(self, name: str, candidate: str, **fields: Any) -> None:
+        self.cp.set(self.refit_key(name), {"candidate": candidate, **fields})
 
 
 class LedgerWriter:
@@ -304,5 +405,4 @@ def recorded_fits(checkpointer: Checkpointer) -> int:
     if not isinstance(meta, dict) or "digest" not in meta:
         return 0
     ledger = Ledger(checkpointer, "")
-    ledger.digest, ledger.meta = meta["digest"], meta
-    return len(ledger.results())
+    return ledger._count(meta)

@@ -7,10 +7,14 @@ regression) should not start from zero after a crash, a pre-empted node or a Ctr
 arguments and produce the same attributes and results as scikit-learn's classes, plus
 ``checkpoint=``: every (candidate, fold) fit is committed to a ledger the moment it
 finishes, and a rerun of the same search takes the recorded results and only fits
-what is missing. The ledger is keyed by a digest of the estimator, the grid, the
-scoring, the cross-validation splits and the data, so a search that changed never
-reuses stale results: it stops with :class:`~safepoint.CheckpointMismatchError` (or
-starts afresh with ``on_mismatch="restart"``) and says what changed.
+what is missing. Each fit is keyed by what decides it: the estimator configured for
+it (class, fixed and candidate parameters), the fold, and the data, splits and
+scoring of the search. So a grid grown, shrunk or reordered reuses every fit it
+shares with earlier runs, while a search whose data, folds, scoring or estimator
+changed never reuses stale results: it stops with
+:class:`~safepoint.CheckpointMismatchError` (or starts afresh with
+``on_mismatch="restart"``) and says what changed. The final refit is checkpointed
+too, and Ctrl-C says how many fits are saved.
 
 >>> import safepoint as sp
 >>> from sklearn.datasets import load_iris
@@ -34,6 +38,7 @@ through a list of grids), built by :func:`search_spaces`::
     })
     search = sp.ResumableGridSearchCV(*space, checkpoint="search").fit(X, y)
     space.best_by_label(search)   # {"knn": {...}, "rf": {...}}
+    space.refit_best(search, X, y)   # the fitted best model of each type, in the store
 
 Parallel fits go through joblib (``n_jobs``), including a Dask cluster with
 ``with joblib.parallel_backend("dask"):``; the ledger is written by the process that
@@ -56,21 +61,26 @@ from itertools import product
 from typing import Any
 
 import numpy as np
-from sklearn.base import _fit_context, clone, is_classifier
-from sklearn.model_selection import GridSearchCV, ParameterGrid, ParameterSampler
+from sklearn.base import clone, is_classifier
+from sklearn.model_selection import GridSearchCV, ParameterGrid, ParameterSampler, check_cv
 from sklearn.model_selection import RandomizedSearchCV as _SkRandomizedSearchCV
-from sklearn.model_selection._split import _yields_constant_splits, check_cv
-from sklearn.model_selection._validation import (
-    _fit_and_score,
-    _insert_error_scores,
-    _warn_or_raise_about_fit_failures,
-)
 from sklearn.utils.parallel import Parallel, delayed
-from sklearn.utils.validation import _check_method_params, indexable
+from sklearn.utils.validation import indexable
 
-from ..errors import SearchError
+from ..errors import SafepointWarning, SearchError, UntrustedTypesError
 from ._fingerprint import data_digest, fingerprint, splits_digest
-from ._ledger import Checkpointer, Ledger, LedgerWriter
+from ._ledger import LEGACY, Checkpointer, Ledger, LedgerWriter
+from ._sklearn_compat import (
+    NULL_CALLBACK_CONTEXT,
+    _check_method_params,
+    _fit_and_score,
+    _fit_context,
+    _insert_error_scores,
+    _MultimetricScorer,
+    _warn_or_raise_about_fit_failures,
+    _yields_constant_splits,
+)
+from .search_interrupt import report_interrupt
 
 __all__ = [
     "ResumableGridSearchCV",
@@ -119,6 +129,24 @@ def _resolve_checkpoint(checkpoint: Any) -> tuple[Checkpointer, str, Any, bool]:
     if store is not None and hasattr(store, "url"):
         where += f" in store {store.url!r}"
     return checkpoint, where, store, False
+
+
+def candidate_key(base_estimator: Any, params: Mapping[str, Any], salt: str = "") -> str:
+    """The ledger key of a fit's candidate: the digest of the estimator configured for it.
+
+    The search's estimator with the candidate's parameters set holds everything that
+    decides the fit (its class, every fixed and searched parameter), whichever grid
+    the candidate came from: ``{"C": 1.0}`` searched with ``SVC()`` and ``{}`` searched
+    with ``SVC(C=1.0)`` are the same fit. ``salt`` tells apart fits on other splits
+    (a halving search's subsamples).
+    """
+    try:
+        configured = clone(base_estimator).set_params(**clone(dict(params), safe=False))
+        key = fingerprint(("configured", configured))
+    except Exception:
+        # parameters the estimator rejects: the fit fails the same way wherever it runs
+        key = fingerprint(("parameters", fingerprint(base_estimator), dict(params)))
+    return fingerprint((key, salt)) if salt else key
 
 
 # -- what a worker runs ------------------------------------------------------------------
@@ -183,16 +211,6 @@ def _show_progress(progress: bool | None, verbose: int) -> bool:
 
 
 # -- the search ------------------------------------------------------------------------------
-def _as_lists(grid: Any) -> Any:
-    """A grid with array-valued entries as lists: ``np.arange(1, 4)`` and ``[1, 2, 3]``
-    are the same candidates, so they are the same search."""
-    if isinstance(grid, Mapping):
-        return {k: list(v) if isinstance(v, np.ndarray) else v for k, v in grid.items()}
-    if isinstance(grid, Sequence) and not isinstance(grid, str):
-        return [_as_lists(g) for g in grid]
-    return grid
-
-
 @dataclass
 class _FitState:
     """What one ``fit`` call holds: the ledger, its store, the run row, the folds."""
@@ -203,6 +221,10 @@ class _FitState:
     reporter: _RunReporter = field(default_factory=lambda: _RunReporter(None, None, None))
     splits: list[tuple[Any, Any]] = field(default_factory=list)
     splits_digest: str = ""
+    estimator_digest: str = ""
+    estimator_checked: bool = False
+    mismatch_hint: str = ""
+    where: str = ""
 
 
 class _ResumableSearchMixin:
@@ -220,6 +242,11 @@ class _ResumableSearchMixin:
     on_mismatch: str
     progress: bool | None
 
+    #: Save the final refit (``best_estimator_``) in the checkpoint, so that a rerun of
+    #: the same search takes it instead of fitting it again (one more commit, the size
+    #: of the fitted model).
+    checkpoint_refit: bool = True
+
     #: Seconds between two ledger commits. A fit finishing later than this after the
     #: previous commit is committed at once; quicker fits are grouped, so that their
     #: commits (an fsync each) stay a negligible cost. A kill loses at most the fits in
@@ -235,15 +262,12 @@ class _ResumableSearchMixin:
         if self.progress is not None and not isinstance(self.progress, bool | np.bool_):
             raise SearchError(f"progress= must be True, False or None, not {self.progress!r}")
 
-    def _grid_description(self) -> Any:  # overridden by the concrete classes
-        raise NotImplementedError
-
     def _search_candidates(
         self, evaluate_candidates: Callable[..., Any], candidate_params: Any, callback_ctx: Any
     ) -> None:
         """Evaluate the candidates, inside a "search" task of scikit-learn's callback
         machinery when callbacks are set (``callback_ctx``)."""
-        if callback_ctx is None:
+        if callback_ctx is None or callback_ctx is NULL_CALLBACK_CONTEXT:
             evaluate_candidates(candidate_params)
             return
         search_ctx = callback_ctx.subcontext(
@@ -254,9 +278,34 @@ class _ResumableSearchMixin:
         evaluate_candidates(candidate_params, callback_ctx=search_ctx)
         search_ctx.call_on_fit_task_end(estimator=self)
 
+    #: The search samples at random (candidates, subsamples) from ``random_state``: with
+    #: ``random_state=None`` and a checkpoint, the seed is drawn once and kept in the
+    #: ledger, so that a resumed run samples the same.
+    _samples: bool = False
+
     def _ledger_info(self) -> dict[str, Any]:
-        """Extra fields of a new ledger's meta."""
+        """Extra fields of a new ledger's meta (written with it: no extra commit)."""
+        est: Any = self
+        if self._samples and est.random_state is None:
+            return {"sampler_seed": self._new_seed()}
         return {}
+
+    def _new_seed(self) -> int:
+        # Drawn from numpy's global generator, like scikit-learn's own sampling.
+        return int(np.random.randint(np.iinfo(np.int32).max))
+
+    def _sampling_seed(self, ledger: Ledger | None, meta: dict[str, Any]) -> None:
+        """Set ``_sampler_state``: the ``random_state`` the search samples with."""
+        if not self._samples:
+            return
+        est: Any = self
+        self._sampler_state: Any = est.random_state
+        if ledger is not None and est.random_state is None:
+            seed = meta.get("sampler_seed")
+            if not isinstance(seed, numbers.Integral):  # a ledger this search did not write
+                seed = self._new_seed()
+                ledger.update_meta(sampler_seed=seed)
+            self._sampler_state = int(seed)
 
     def _open_ledger(
         self, state: _FitState, X: Any, y: Any, routed_params: Any, n_splits: int
@@ -264,18 +313,18 @@ class _ResumableSearchMixin:
         if self.checkpoint is None:
             return None, {}
         checkpointer, where, store, owned = _resolve_checkpoint(self.checkpoint)
-        state.store, state.owned = store, owned
+        state.store, state.owned, state.where = store, owned, where
         est = self  # type: Any
+        # The context of every fit: what a fit depends on besides its own estimator
+        # and fold. The grid is not part of it: fits are found by their own keys.
         parts = {
-            "kind": type(self).__name__,
-            "estimator": fingerprint(est.estimator),
-            "grid": fingerprint(self._grid_description()),
             "scoring": fingerprint(est.scoring),
             "options": fingerprint((est.return_train_score, est.error_score)),
             "data": data_digest(X, y, dict(routed_params)),
             "splits": state.splits_digest,
         }
         digest = fingerprint(parts)
+        state.estimator_digest = fingerprint(est.estimator)
         hint = ""
         if not _yields_constant_splits(est._checked_cv_orig):
             hint = (
@@ -283,10 +332,12 @@ class _ResumableSearchMixin:
                 "fixed integer random_state, so its splits differ in every run and the search "
                 "cannot resume; give it random_state=<int>."
             )
+        state.mismatch_hint = hint
         ledger = Ledger(checkpointer, where)
         meta = ledger.open(
             digest,
             parts,
+            state.estimator_digest,
             self.on_mismatch,
             {"n_splits": n_splits, "search": type(self).__name__, **self._ledger_info()},
             hint=hint,
@@ -325,6 +376,14 @@ class _ResumableSearchMixin:
         state = _FitState()
         try:
             return self._fit(state, X, y, **params)
+        except KeyboardInterrupt as exc:
+            if state.ledger is not None:
+                try:
+                    saved = len(state.ledger.results())
+                except BaseException:  # a second Ctrl-C, or the store is gone
+                    saved = state.reporter.done
+                report_interrupt(exc, saved, state.where)
+            raise
         finally:
             if state.owned:
                 state.store.close()
@@ -356,9 +415,14 @@ class _ResumableSearchMixin:
         state.splits = list(est._checked_cv_orig.split(X, y, **split_params))
         state.splits_digest = splits_digest(state.splits)
 
-        ledger, _ = self._open_ledger(state, X, y, routed_params, est.n_splits_)
+        ledger, meta = self._open_ledger(state, X, y, routed_params, est.n_splits_)
+        self._sampling_seed(ledger, meta)
         state.ledger = ledger
+        if ledger is not None:
+            # lets SearchSpace.refit_best take best_estimator_ for the same data
+            est._sp_data_digest = data_digest(X, y, dict(routed_params.estimator.fit))
         est.n_fits_resumed_ = 0
+        est.n_refits_resumed_ = 0
         est.n_fits_run_ = 0
         state.reporter = _RunReporter(state.store, ledger, self)
 
@@ -387,6 +451,8 @@ class _ResumableSearchMixin:
             callback_ctx: Any = None,
         ) -> dict[str, Any]:
             nonlocal results
+            if callback_ctx is NULL_CALLBACK_CONTEXT:
+                callback_ctx = None
             candidate_params = list(candidate_params)
             n_splits = est.n_splits_
             if cv is None or cv is est._checked_cv_orig:
@@ -426,8 +492,10 @@ class _ResumableSearchMixin:
             return results
 
         try:
-            if root_ctx is not None and "callback_ctx" in signature(est._run_search).parameters:
-                est._run_search(evaluate_candidates, callback_ctx=root_ctx)
+            if "callback_ctx" in signature(est._run_search).parameters:
+                # scikit-learn >= 1.9 (some searches need a context even without callbacks)
+                ctx = root_ctx if root_ctx is not None else NULL_CALLBACK_CONTEXT
+                est._run_search(evaluate_candidates, callback_ctx=ctx)
             else:
                 est._run_search(evaluate_candidates)
         except BaseException as exc:
@@ -447,34 +515,15 @@ class _ResumableSearchMixin:
             est.best_params_ = results["params"][est.best_index_]
 
         if est.refit:
-            # Clone the parameters too: they may be estimators (a pipeline step searched
-            # over several model types), which must not be fitted in place.
-            est.best_estimator_ = clone(base_estimator).set_params(
-                **clone(est.best_params_, safe=False)
-            )
-            refit_ctx = None
-            if root_ctx is not None:
-                refit_ctx = root_ctx.subcontext(task_name="refit-with-best-params")
-            with _maybe_propagate(refit_ctx, est.best_estimator_):
-                if refit_ctx is not None:
-                    refit_ctx.call_on_fit_task_begin(
-                        estimator=self, X=X, y=y, metadata=metadata_callbacks
-                    )
-                refit_start_time = time.time()
-                if y is not None:
-                    est.best_estimator_.fit(X, y, **routed_params.estimator.fit)
-                else:
-                    est.best_estimator_.fit(X, **routed_params.estimator.fit)
-                refit_end_time = time.time()
-            est.refit_time_ = refit_end_time - refit_start_time
+            try:
+                self._refit(
+                    state, base_estimator, X, y, routed_params, root_ctx, metadata_callbacks
+                )
+            except BaseException as exc:
+                state.reporter.failed(exc)
+                raise
             if hasattr(est.best_estimator_, "feature_names_in_"):
                 est.feature_names_in_ = est.best_estimator_.feature_names_in_
-            if refit_ctx is not None:
-                refit_ctx.call_on_fit_task_end(
-                    estimator=self, X=X, y=y, metadata=metadata_callbacks
-                )
-
-        from sklearn.metrics._scorer import _MultimetricScorer
 
         est.scorer_ = scorers._scorers if isinstance(scorers, _MultimetricScorer) else scorers
         est.cv_results_ = results
@@ -482,6 +531,65 @@ class _ResumableSearchMixin:
         if root_ctx is not None:
             root_ctx.call_on_fit_task_end(estimator=self, X=X, y=y, metadata=metadata_callbacks)
         return self
+
+    def _refit(
+        self,
+        state: _FitState,
+        base_estimator: Any,
+        X: Any,
+        y: Any,
+        routed_params: Any,
+        root_ctx: Any,
+        metadata_callbacks: Any,
+    ) -> None:
+        """Fit the best candidate on the whole data, or take it from the checkpoint."""
+        est: Any = self
+        # Clone the parameters too: they may be estimators (a pipeline step searched
+        # over several model types), which must not be fitted in place.
+        est.best_estimator_ = clone(base_estimator).set_params(
+            **clone(est.best_params_, safe=False)
+        )
+        ledger = state.ledger
+        key = candidate_key(base_estimator, est.best_params_)
+        saved = None
+        if ledger is not None:
+            try:
+                saved = ledger.get_refit("best", key)
+            except UntrustedTypesError as exc:
+                warnings.warn(
+                    SafepointWarning(
+                        f"the refit model in the checkpoint holds types outside the trust set "
+                        f"({', '.join(exc.types)}): it was fitted again. To have it restored, "
+                        f"pass checkpoint=sp.Store(path).checkpointer(name, trusted={exc.types!r})"
+                    ),
+                    stacklevel=4,
+                )
+        if saved is not None and saved.get("estimator") is not None and root_ctx is None:
+            est.best_estimator_ = saved["estimator"]
+            est.refit_time_ = float(saved.get("refit_time", 0.0))
+            est.n_refits_resumed_ = 1
+            return
+        refit_ctx = None
+        if root_ctx is not None:
+            refit_ctx = root_ctx.subcontext(task_name="refit-with-best-params")
+        with _maybe_propagate(refit_ctx, est.best_estimator_):
+            if refit_ctx is not None:
+                refit_ctx.call_on_fit_task_begin(
+                    estimator=self, X=X, y=y, metadata=metadata_callbacks
+                )
+            refit_start_time = time.time()
+            if y is not None:
+                est.best_estimator_.fit(X, y, **routed_params.estimator.fit)
+            else:
+                est.best_estimator_.fit(X, **routed_params.estimator.fit)
+            refit_end_time = time.time()
+        est.refit_time_ = refit_end_time - refit_start_time
+        if refit_ctx is not None:
+            refit_ctx.call_on_fit_task_end(estimator=self, X=X, y=y, metadata=metadata_callbacks)
+        if ledger is not None and self.checkpoint_refit:
+            # One more commit, so that a rerun (the same script after a crash further
+            # on) takes the refit model instead of fitting it again.
+            ledger.set_refit("best", key, estimator=est.best_estimator_, refit_time=est.refit_time_)
 
     def _evaluate(
         self,
@@ -500,13 +608,35 @@ class _ResumableSearchMixin:
         ledger = state.ledger
         n_candidates, n_splits = len(candidate_params), len(cv_splits)
         total = n_candidates * n_splits
-        keys = [fingerprint((params, salt) if salt else params) for params in candidate_params]
+        keys = [candidate_key(base_estimator, params, salt) for params in candidate_params]
         recorded = ledger.results() if ledger is not None else {}
+        legacy: list[str | None] = [None] * n_candidates
+        if ledger is not None and ledger.meta.get("legacy"):
+            # fits of a ledger written by an earlier safepoint, keyed by the parameters
+            legacy = [
+                LEGACY + fingerprint((params, salt) if salt else params)
+                for params in candidate_params
+            ]
         out: list[dict[str, Any] | None] = [None] * total
         todo: list[tuple[int, int, int]] = []
-        for (ci, key), si in product(enumerate(keys), range(n_splits)):
+
+        def lookup(ci: int, si: int) -> dict[str, Any] | None:
+            hit = recorded.get((keys[ci], si))
+            if hit is None and legacy[ci] is not None:
+                hit = recorded.get((legacy[ci], si))  # type: ignore[arg-type]
+            return hit
+
+        if ledger is not None and not state.estimator_checked:
+            state.estimator_checked = True
+            pairs = product(range(n_candidates), range(n_splits))
+            shared = sum(lookup(ci, si) is not None for ci, si in pairs)
+            if ledger.check_estimator(
+                state.estimator_digest, shared, self.on_mismatch, state.mismatch_hint
+            ):
+                recorded = {}
+        for ci, si in product(range(n_candidates), range(n_splits)):
             task = ci * n_splits + si
-            hit = recorded.get((key, si))
+            hit = lookup(ci, si)
             if hit is not None:
                 out[task] = dict(hit)
             else:
@@ -779,9 +909,6 @@ class ResumableGridSearchCV(_ResumableSearchMixin, GridSearchCV):
         self.on_mismatch = on_mismatch
         self.progress = progress
 
-    def _grid_description(self) -> Any:
-        return ("grid", _as_lists(self.param_grid))
-
     def _run_search(
         self, evaluate_candidates: Callable[..., Any], *, callback_ctx: Any = None
     ) -> None:
@@ -810,6 +937,8 @@ class ResumableRandomizedSearchCV(_ResumableSearchMixin, _SkRandomizedSearchCV):
     >>> len(search.fit(X, y).cv_results_["params"])
     4
     """
+
+    _samples = True
 
     def __init__(
         self,
@@ -847,37 +976,6 @@ class ResumableRandomizedSearchCV(_ResumableSearchMixin, _SkRandomizedSearchCV):
         self.checkpoint = checkpoint
         self.on_mismatch = on_mismatch
         self.progress = progress
-
-    def _grid_description(self) -> Any:
-        # A RandomState object is digested by its current state: the same seed gives the
-        # same candidates, whatever object carries it.
-        return (
-            "distributions",
-            _as_lists(self.param_distributions),
-            self.n_iter,
-            self.random_state,
-        )
-
-    def _open_ledger(
-        self, state: _FitState, X: Any, y: Any, routed_params: Any, n_splits: int
-    ) -> tuple[Ledger | None, dict[str, Any]]:
-        ledger, meta = super()._open_ledger(state, X, y, routed_params, n_splits)
-        self._sampler_state: Any = self.random_state
-        if ledger is not None and self.random_state is None:
-            seed = meta.get("sampler_seed")
-            if not isinstance(seed, numbers.Integral):  # a ledger this search did not write
-                seed = self._new_seed()
-                ledger.update_meta(sampler_seed=seed)
-            self._sampler_state = int(seed)
-        return ledger, meta
-
-    def _new_seed(self) -> int:
-        # Drawn from numpy's global generator, like scikit-learn's own sampling.
-        return int(np.random.randint(np.iinfo(np.int32).max))
-
-    def _ledger_info(self) -> dict[str, Any]:
-        # Written with the ledger's first meta (no extra commit).
-        return {"sampler_seed": self._new_seed()} if self.random_state is None else {}
 
     def _run_search(
         self, evaluate_candidates: Callable[..., Any], *, callback_ctx: Any = None
@@ -943,6 +1041,46 @@ class SearchSpace:
             ):
                 best[label] = {"index": i, "params": params, "score": float(score)}
         return best
+
+    def refit_best(
+        self,
+        search: Any,
+        X: Any,
+        y: Any = None,
+        *,
+        store: Any = None,
+        name: str | None = None,
+        metric: str | None = None,
+        trusted: Any = (),
+        **fit_params: Any,
+    ) -> dict[str, Any]:
+        """Fit the best candidate of each model type on the whole data, and keep each.
+
+        Returns ``{label: BestModel}`` (``.estimator`` fitted, ``.params``, ``.score``,
+        ``.metrics``, ``.ref``). Each model is put in ``store`` (default: the store of
+        the search's checkpoint) as ``<name>/<label>`` with its cross-validation
+        metrics, the data digest and the search's run; a rerun loads those already
+        there instead of fitting them again (and the best overall is the search's own
+        ``best_estimator_``), so a kill during the refits loses only the one in progress.
+
+        Example:
+            >>> best = space.refit_best(search, X, y)              # doctest: +SKIP
+            >>> best["knn"].estimator.predict(X[:2]), best["knn"].ref  # doctest: +SKIP
+            (array([0, 1]), 'search/best/knn@1')
+        """
+        from .search_refit import refit_best
+
+        return refit_best(
+            self,
+            search,
+            X,
+            y,
+            store=store,
+            name=name,
+            metric=metric,
+            trusted=trusted,
+            **fit_params,
+        )
 
 
 def search_spaces(

@@ -27,14 +27,21 @@ still valid instead of recomputing it::
 A step reruns by itself when it would compute something different:
 
 * its code changed (the normalised source of the method: comments, formatting
-  and docstrings do not count);
+  and docstrings do not count), or code it reaches in the user's own modules:
+  helper functions and classes it calls, transitively, and the module-level
+  values they read (``helpers.scale changed``); or the version of an installed
+  package it uses;
 * a parameter it read (``self.params[...]``) changed;
-* the output of an earlier step that it read (``outputs[...]``) changed.
+* the output of an earlier step that it read (``outputs[...]``) changed;
+* a file it read while it ran changed (``data.csv changed: 1.2 kB -> 1.5 kB``).
 
 Reads are tracked, so a step that never looks at ``step_1`` does not rerun when
 step_1 changes, and a step whose input was recomputed to the identical result
-is restored. Digests of outputs are computed while writing and compared from the
-catalog, never recomputed from the data. Steps run in numeric order (step_10
+is restored. What cannot be compared (a network read, compiled code) is named in
+the explanation instead of being called unchanged. ``@sp.step(cache="always")``
+pins a step's saved output, ``cache="never"`` reruns it every time. Digests of
+outputs are computed while writing and compared from the catalog, never
+recomputed from the data. Steps run in numeric order (step_10
 after step_9). A run killed at any instant resumes at the step it was in: the
 store never shows a half-written output.
 
@@ -52,10 +59,11 @@ The decorator form does the same for plain functions::
 
     wf.run()
 
-Limits (documented, by design): code that a step calls (helper functions,
-imported modules) and external files it reads are not fingerprinted; put what
-should invalidate a step into ``params`` (e.g. a data file's digest or a
-``code_version``), or force it with ``start_from``.
+Limits (see docs/steps.md): code reached by a computed name (``getattr``,
+``eval``), environment variables, the clock and randomness are not tracked, nor
+files read by native code without Python's ``open`` or in other threads and
+processes; put what should invalidate a step into ``params``, or force it with
+``start_from``.
 """
 
 from __future__ import annotations
@@ -84,7 +92,10 @@ from ..errors import (
     UntrustedTypesError,
 )
 from .fingerprint import ABSENT, code_fingerprint, value_digest
+from .step_code import CodeDeps, step_dependencies
+from .step_files import FileReads, paused
 from .step_lock import pid_alive, release, try_start_exclusive
+from .step_options import StepOptions, check_cache, options_of
 from .step_plan import RECORD_SCHEMA, Decision, StoredStep, Upstream, decide
 from .step_tracking import LazyOutputs, TrackedMapping
 
@@ -129,10 +140,19 @@ class _StepDef:
     # from disk, and a script edited while a long run goes on must not lend its new
     # code's fingerprint to outputs computed by the old code
     fingerprint: str = ""
+    owner: Any = None  # the workflow object of a step method (its ``self``)
+    options: StepOptions = field(default_factory=StepOptions)
 
     def __post_init__(self) -> None:
         if not self.fingerprint:
             object.__setattr__(self, "fingerprint", code_fingerprint(self.func))
+
+    def dependencies(self) -> CodeDeps:
+        """What the step's code reaches now (helpers, module values, packages)."""
+        try:
+            return step_dependencies(self.func, self.owner)
+        except Exception as exc:  # user code that resists inspection must not stop a run
+            return CodeDeps(unchecked=[f"the code it calls could not be followed ({exc!r})"])
 
 
 # -- reports ---------------------------------------------------------------------------
@@ -212,6 +232,8 @@ class StepStatus:
     reasons: list[str]
     notes: list[str]
     explanation: str
+    unchecked: list[str] = field(default_factory=list)
+    pinned: list[str] = field(default_factory=list)
     version: int | None = None
     digest: str | None = None
     size: int | None = None
@@ -256,11 +278,18 @@ class WorkflowStatus:
         lines = [f"workflow {self.workflow} v{self.version}"]
         width = max((len(s.step) for s in self.steps), default=4)
         for s in self.steps:
-            why = "; ".join(s.reasons or s.notes)
+            parts = list(s.reasons or s.notes)
+            if s.pinned:
+                parts.append(f"pinned (cache='always') although {'; '.join(s.pinned)}")
+            if s.unchecked and not s.reasons:
+                parts.append(f"not checked: {'; '.join(s.unchecked)}")
+            why = "; ".join(parts)
             ver = f"@{s.version}" if s.version is not None else ""
             lines.append(f"  {s.step:<{width}} {s.state:<8}{ver:<6} {why}".rstrip())
         if not self.code_checked:
-            lines.append("  (code not compared: the workflow's code was not given)")
+            lines.append(
+                "  (code not compared: the workflow's code was not given; pass --workflow)"
+            )
         if not self.params_checked:
             lines.append("  (parameters not compared: they are known only to the script)")
         if self.last_run:
@@ -414,7 +443,8 @@ class _WorkflowBase:
     def _loader(self, step: str, version: int) -> Callable[[], Any]:
         def load() -> Any:
             try:
-                return self.store.get(self._model(step), version, trusted=self.trusted)
+                with paused():  # the store's own files are not what the step read
+                    return self.store.get(self._model(step), version, trusted=self.trusted)
             except UntrustedTypesError as exc:
                 raise StepError(
                     f"the saved output of {step} holds types that are not trusted: "
@@ -467,6 +497,7 @@ class _WorkflowBase:
         stored: StoredStep | None,
         upstream: Mapping[str, Upstream],
         forced_by: str | None,
+        deps: CodeDeps | None = None,
     ) -> Decision:
         return decide(
             name,
@@ -475,6 +506,8 @@ class _WorkflowBase:
             param_digest=self._param_digest if self._params_known else None,
             upstream=upstream,
             forced_by=forced_by,
+            deps=deps,
+            cache=d.options.cache if d is not None else "auto",
         )
 
     def status(self) -> WorkflowStatus:
@@ -498,7 +531,9 @@ class _WorkflowBase:
         for d in defs:
             name = d if isinstance(d, str) else d.name
             stored = self._stored(name)
-            dec = self._plan_one(by_name.get(name), name, stored, upstream, None)
+            code = by_name.get(name)
+            deps = code.dependencies() if code is not None else None
+            dec = self._plan_one(code, name, stored, upstream, None, deps)
             if dec.rerun or stored is None:
                 upstream[name] = Upstream(None, None, why="; ".join(dec.reasons))
             else:
@@ -510,6 +545,8 @@ class _WorkflowBase:
                     reasons=dec.reasons,
                     notes=dec.notes,
                     explanation=dec.explain(),
+                    unchecked=dec.unchecked,
+                    pinned=dec.pinned,
                     version=stored.version if stored else None,
                     digest=stored.digest if stored else None,
                     size=stored.size if stored else None,
@@ -566,6 +603,9 @@ class _WorkflowBase:
         defs = self._checked_steps()
         force_at = self._force_index(defs, start_from)
         say = _Say(verbose)
+        # what each step's code reaches, taken before any step runs: a helper edited
+        # while a long run goes on must not lend its fingerprint to the old code's output
+        deps = {d.name: d.dependencies() for d in defs}
         with self._exclusive(wait, say) as run:
             outputs = LazyOutputs()
             upstream: dict[str, Upstream] = {}
@@ -578,7 +618,7 @@ class _WorkflowBase:
                     if force_at is not None and i >= force_at:
                         forced_by = f"forced by start_from={start_from!r}"
                     stored = self._stored(d.name)
-                    dec = self._plan_one(d, d.name, stored, upstream, forced_by)
+                    dec = self._plan_one(d, d.name, stored, upstream, forced_by, deps[d.name])
                     say(dec.explain())
                     if not dec.rerun and stored is not None:
                         outputs.set_loader(d.name, self._loader(d.name, stored.version))
@@ -590,7 +630,9 @@ class _WorkflowBase:
                         )
                         continue
                     self._progress(run, i, n, outcomes, d.name)
-                    outcome, value = self._run_step(d, i, names, outputs, dec, run, upstream)
+                    outcome, value = self._run_step(
+                        d, i, names, outputs, dec, run, upstream, deps[d.name]
+                    )
                     outputs.set_value(d.name, value)
                     upstream[d.name] = Upstream(
                         outcome.digest, outcome.version, forced=dec.state == "forced", reran=True
@@ -613,13 +655,15 @@ class _WorkflowBase:
         dec: Decision,
         run: Any,
         upstream: Mapping[str, Upstream],
+        deps: CodeDeps,
     ) -> tuple[StepOutcome, Any]:
         seen_outputs = TrackedMapping(outputs.view(names[:index]), what="outputs", owner=d.name)
         seen_params = TrackedMapping(self._params, what="params", owner=d.name)
         t0 = time.perf_counter()
         self._active_params = seen_params
+        reads = FileReads(exclude=self._store_folders())
         try:
-            with self._heartbeat(run):
+            with self._heartbeat(run), reads:
                 value = d.call(seen_outputs, seen_params)
         except BaseException as exc:
             if isinstance(exc, Exception):
@@ -642,6 +686,10 @@ class _WorkflowBase:
             "code": d.fingerprint,
             "params": {k: self._param_digest(k) for k in sorted(seen_params.read)},
             "inputs": {},
+            "deps": deps.to_record(),
+            "files": reads.records(),
+            "io_unchecked": reads.unchecked(),
+            "cache": d.options.cache,
             "forced": dec.state == "forced",
             "run_id": run.id,
             "seconds": round(seconds, 6),
@@ -663,6 +711,11 @@ class _WorkflowBase:
             ) from exc
         self._warn_untrusted(d.name, mv)
         return StepOutcome(d.name, "ran", dec, mv.version, mv.digest, seconds), value
+
+    def _store_folders(self) -> tuple[str, ...]:
+        """Folders of the store's own files (never inputs of a step)."""
+        root = getattr(self.store.blobs, "root", None)
+        return (root,) if isinstance(root, str) else ()
 
     def _warn_untrusted(self, step: str, mv: Any) -> None:
         """Say now, not at the next restore, that loading this output needs ``trusted=``."""
@@ -795,6 +848,38 @@ class _WorkflowBase:
                 result[name] = self._loader(name, stored.version)()
         return result
 
+    def export_outputs(
+        self,
+        folder: str | os.PathLike[str],
+        *,
+        format: str = "sp",
+        steps: list[str] | None = None,
+        overwrite: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Write each step's saved output into ``folder`` as a file of its own.
+
+        ``format="sp"`` (the default) writes the safepoint files themselves
+        (``step_1.sp``: ``sp.load`` reads them anywhere, without the store);
+        ``"pickle"`` or ``"joblib"`` writes pickles, with a warning (loading a
+        pickle runs code). See :func:`safepoint.workflows.step_export.export_outputs`.
+
+        Example:
+            >>> training.export_outputs("exported/")         # doctest: +SKIP
+            [{'step': 'step_1', 'path': 'exported/step_1.sp', ...}, ...]
+        """
+        from .step_export import export_outputs
+
+        return export_outputs(
+            self.store,
+            self.name,
+            folder,
+            self.version,
+            format=format,
+            steps=steps,
+            trusted=self.trusted,
+            overwrite=overwrite,
+        )
+
 
 def last_run(store: Any, run_name: str) -> dict[str, Any] | None:
     """The newest row of the runs table for a workflow version (a dict), or None."""
@@ -891,10 +976,15 @@ class Steps(_WorkflowBase):
         for number in sorted(found):
             attr = found[number]
             func = inspect.getattr_static(type(self), attr)
+            owner = None if isinstance(func, staticmethod) else self
             if isinstance(func, staticmethod | classmethod):
                 func = func.__func__
             bound = getattr(self, attr)
-            defs.append(_StepDef(attr, number, func, _method_caller(bound)))
+            defs.append(
+                _StepDef(
+                    attr, number, func, _method_caller(bound), owner=owner, options=options_of(func)
+                )
+            )
         return defs
 
 
@@ -942,6 +1032,7 @@ class Workflow(_WorkflowBase):
     ) -> None:
         super().__init__(name, store, version, params, trusted=trusted)
         self._registered: list[tuple[str, int | None, Callable[..., Any]]] = []
+        self._options: dict[str, StepOptions] = {}
 
     def step(
         self,
@@ -949,8 +1040,15 @@ class Workflow(_WorkflowBase):
         *,
         name: str | None = None,
         order: int | None = None,
+        cache: str | None = None,
     ) -> Any:
-        """Register ``func`` as a step (usable as ``@wf.step`` or ``@wf.step(order=2)``)."""
+        """Register ``func`` as a step (usable as ``@wf.step`` or ``@wf.step(order=2)``).
+
+        ``cache="always"`` pins the step's saved output (restored whatever changed,
+        the explanation still says what), ``cache="never"`` reruns it at every run;
+        the default ``"auto"`` reruns it when what it depends on changed.
+        """
+        options = None if cache is None else StepOptions(cache=check_cache(cache))
 
         def register(f: Callable[..., Any]) -> Callable[..., Any]:
             if not callable(f):
@@ -966,6 +1064,7 @@ class Workflow(_WorkflowBase):
             if any(n == step_name for n, _, _ in self._registered):
                 raise StepConfigError(f"workflow {self.name!r} already has a step {step_name!r}")
             self._registered.append((step_name, order, f))
+            self._options[step_name] = options or options_of(f)
             return f
 
         if func is not None:
@@ -991,7 +1090,7 @@ class Workflow(_WorkflowBase):
         if len(set(numbers)) != len(numbers):
             raise StepConfigError(f"step orders must be unique, got {sorted(numbers)}")
         defs = [
-            _StepDef(n, num, f, _function_caller(f))
+            _StepDef(n, num, f, _function_caller(f), options=self._options.get(n, StepOptions()))
             for num, (n, _, f) in sorted(zip(numbers, regs, strict=True), key=lambda t: t[0])
         ]
         return defs
