@@ -98,3 +98,39 @@ def test_mojo_and_cluster_model_score_parquet_records(trained, tmp_path):
         assert p.run().written == 300, name
         got = pd.read_parquet(tmp_path / name).sort_values("id")
         np.testing.assert_array_equal(got["prediction"].to_numpy(), want, err_msg=name)
+
+
+def test_stored_h2o_model_scores_in_the_cluster_or_from_its_mojo_without_one(trained, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    gbm, feats, want = trained
+    store = sp.Store(tmp_path / "store")
+    store.put("churn/h2o", gbm, alias="production")
+    csv = tmp_path / "features.csv"
+    feats.to_csv(csv, index=False)
+
+    # here a cluster runs: the model loads into it and is scored there
+    p = ScoringPipeline("churn/h2o@production", store=store)
+    p.write(p.apply(p.read(csv)), tmp_path / "in-cluster.parquet", schema=SCHEMA)
+    assert p.run().written == 300
+    assert type(p.model).__module__.startswith("h2o.")
+    got = pd.read_parquet(tmp_path / "in-cluster.parquet").sort_values("id")
+    np.testing.assert_array_equal(got["prediction"].to_numpy(), want)
+
+    # a fresh process has no cluster: the CLI scores the model's MOJO without one
+    out = tmp_path / "no-cluster.parquet"
+    args = [sys.executable, "-m", "safepoint.cli", "score", "-m", "churn/h2o@production"]
+    args += ["--store", str(store.url), "-i", str(csv), "-o", str(out), "--schema", SCHEMA]
+    r = subprocess.run(
+        [*args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ),
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout)["written"] == 300
+    got = pd.read_parquet(out).sort_values("id")
+    np.testing.assert_array_equal(got["prediction"].to_numpy(), want)

@@ -6,6 +6,8 @@ DataFrame, and an H2O MOJO reads its columns (some categorical) from its own
 ``model.ini``. A :class:`FrameworkScorer` tells the pipeline, for one framework:
 
 * ``before_load()``: what must exist before the model is loaded (a Spark session);
+* ``load_instead(types, source)``: another way to load a stored model, or None for the
+  usual load (an H2O model without a running cluster is scored from its MOJO);
 * ``signature(model)``: the input columns and their kinds, read from the model, when
   the file records none (``"string"`` columns are left as text, not made numbers);
 * ``predict(model, frame)``: one prediction per row of a pandas DataFrame.
@@ -31,7 +33,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["SCORERS", "FrameworkScorer", "prepare_load", "register_scorer", "scorer_for"]
+__all__ = [
+    "SCORERS",
+    "FrameworkScorer",
+    "load_instead",
+    "prepare_load",
+    "register_scorer",
+    "scorer_for",
+]
 
 
 def _none(model: Any) -> dict[str, Any]:
@@ -39,6 +48,10 @@ def _none(model: Any) -> dict[str, Any]:
 
 
 def _nothing() -> None:
+    return None
+
+
+def _usual(types: list[str], source: Any) -> Any:
     return None
 
 
@@ -55,6 +68,8 @@ class FrameworkScorer:
     #: prefixes of stored type names (``Store.inspect(...).types``) that need ``before_load``
     stored_types: tuple[str, ...] = ()
     before_load: Callable[[], None] = field(default=_nothing)
+    #: (stored type names, the file's path or bytes) -> a model, or None for the usual load
+    load_instead: Callable[[list[str], Any], Any] = field(default=_usual)
 
 
 SCORERS: dict[str, FrameworkScorer] = {}
@@ -84,10 +99,27 @@ def scorer_for(model: Any) -> FrameworkScorer | None:
     return None
 
 
+def _concerned(names: list[str]) -> list[FrameworkScorer]:
+    _builtins()
+    return [
+        s
+        for s in SCORERS.values()
+        if s.stored_types and any(n.startswith(s.stored_types) for n in names)
+    ]
+
+
 def prepare_load(type_names: Iterable[str]) -> None:
     """Before loading a file holding these types: e.g. start a Spark session."""
-    _builtins()
+    for scorer in _concerned(list(type_names)):
+        scorer.before_load()
+
+
+def load_instead(type_names: Iterable[str], source: Any) -> Any:
+    """A model loaded another way than ``sp.load`` (see ``FrameworkScorer.load_instead``),
+    or None. ``source`` is the file's path or bytes."""
     names = list(type_names)
-    for scorer in SCORERS.values():
-        if scorer.stored_types and any(n.startswith(scorer.stored_types) for n in names):
-            scorer.before_load()
+    for scorer in _concerned(names):
+        model = scorer.load_instead(names, source)
+        if model is not None:
+            return model
+    return None

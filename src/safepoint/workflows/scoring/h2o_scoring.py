@@ -1,5 +1,9 @@
 """Scoring with an H2O model: a MOJO (no cluster) or a model in a running H2O cluster.
 
+A stored H2O model is a MOJO inside (the default way H2O models are saved). With a
+running H2O cluster it loads into the cluster and is scored there; without one, the
+pipeline takes its MOJO out of the file and scores it without a cluster.
+
 A MOJO names its input columns in its ``model.ini`` and gives each categorical
 column a domain (its levels): those columns stay text, the others are numbers.
 H2O treats a level it never saw in training as missing, as H2O itself does.
@@ -84,16 +88,20 @@ def _cluster_signature(model: Any) -> dict[str, Any]:
     out = model._model_json["output"]
     names = list(out["names"])
     types = list(out.get("column_types") or [])
+    domains = list(out.get("domains") or [])  # levels of each categorical column, else None
     response = getattr(model, "actual_params", {}).get("response_column")
     if isinstance(response, dict):
         response = response.get("column_name")
     keep = [i for i, c in enumerate(names) if c != response]
+
+    def categorical(i: int) -> bool:
+        return (i < len(domains) and domains[i] is not None) or (
+            i < len(types) and types[i] == "Enum"
+        )
+
     return {
         "feature_names": [names[i] for i in keep],
-        "dtypes": {
-            names[i]: ("object" if i < len(types) and types[i] == "Enum" else "float64")
-            for i in keep
-        },
+        "dtypes": {names[i]: ("object" if categorical(i) else "float64") for i in keep},
     }
 
 
@@ -117,10 +125,23 @@ def _predict(model: Any, frame: pd.DataFrame) -> np.ndarray[Any, Any]:
     return np.asarray(scored["predict"])
 
 
+def _mojo_without_cluster(types: list[str], source: Any) -> Any:
+    """A stored H2O model when no cluster runs: its MOJO, read from the file's buffers."""
+    if not any(t.startswith("h2o.estimators.") for t in types):
+        return None
+    from ...adapters.h2o import _cluster_up, mojo_from
+
+    if _cluster_up():
+        return None  # the usual load: into the running cluster
+    return mojo_from(source)
+
+
 H2O_SCORER = FrameworkScorer(
     "h2o",
     modules=("safepoint.adapters.h2o", "h2o."),
     matches=lambda m: _is_mojo(m) or _is_cluster_model(m),
     predict=_predict,
     signature=_signature,
+    stored_types=("h2o.estimators.",),
+    load_instead=_mojo_without_cluster,
 )

@@ -139,12 +139,15 @@ class FileModelHandle(ModelHandle):
 
         if not os.path.isfile(path):
             raise NotFoundError(f"model file {path!r} does not exist")
-        from .frameworks import prepare_load
+        from .frameworks import load_instead, prepare_load
 
         self.label = os.path.basename(path)
         info = sp.inspect(path, trusted=trusted)
-        prepare_load(t["name"] for t in info.types)
-        self.model = sp.load(path, trusted=trusted)
+        types = [t["name"] for t in info.types]
+        prepare_load(types)
+        self.model = load_instead(types, path)
+        if self.model is None:
+            self.model = sp.load(path, trusted=trusted)
         self.version = info.digest[:12]
         self.signature = self._adopt(self.model, info.signature)
 
