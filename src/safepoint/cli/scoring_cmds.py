@@ -3,30 +3,38 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
+from typing import Any
 
 import click
 
-from .main import cli, emit_json, json_option, quiet_option
+from ._common import (
+    allowed_host_option,
+    emit_json,
+    json_option,
+    metadata_option,
+    quiet_option,
+    require_extra,
+    secret_arg,
+    show_progress,
+    trust_options,
+)
+from .main import cli
+
+#: ``safepoint.workflows.scoring.model.METHODS``, spelled out so that ``--help`` does not
+#: import pandas (a test keeps the two equal)
+METHODS = ("predict", "predict_proba", "predict_log_proba", "decision_function")
 
 
-def _token(spec: str | None) -> str | None:
-    if spec is None:
-        return None
-    if spec.startswith("env:"):
-        value = os.environ.get(spec[4:])
-        if not value:
-            raise click.BadParameter(
-                f"environment variable {spec[4:]} is not set", param_hint="--token"
-            )
-        return value
-    if spec.startswith("file:"):
-        with open(spec[5:], encoding="utf-8") as f:
-            return f.read().strip()
-    raise click.BadParameter(
-        "use env:VAR or file:PATH (secrets never go on the command line)", param_hint="--token"
-    )
+def _store_arg(model: str, store: str | None, metadata: str | None) -> Any:
+    """What ``--store``/``--metadata`` name, for a store reference (a file needs no store)."""
+    if metadata is None or os.path.isfile(model):
+        return store
+    from ..stores import Store, default_store_url
+
+    return Store(store or default_store_url(), metadata=metadata)
 
 
 def _schema_arg(spec: str | None) -> str | None:
@@ -47,6 +55,7 @@ def _schema_arg(spec: str | None) -> str | None:
 @click.option(
     "--store", metavar="URL", help="Store URL or folder (default $SAFEPOINT_STORE or .safepoint)."
 )
+@metadata_option
 @click.option(
     "--input",
     "-i",
@@ -79,7 +88,14 @@ def _schema_arg(spec: str | None) -> str | None:
 @click.option("--dead-letter", metavar="PATH", help="Where bad records go (JSON lines).")
 @click.option("--follow", is_flag=True, help="Keep watching a folder for new files.")
 @click.option("--idle-timeout", type=float, help="With --follow: stop after this many idle s.")
-@click.option("--trust", multiple=True, metavar="NAME", help="Trust this type name.")
+@click.option(
+    "--method",
+    type=click.Choice(METHODS),
+    default="predict",
+    show_default=True,
+    help="The model method: predict_proba and decision_function give one column per class.",
+)
+@trust_options
 @click.option(
     "--restart",
     is_flag=True,
@@ -104,6 +120,7 @@ def _schema_arg(spec: str | None) -> str | None:
 def score(
     model: str,
     store: str | None,
+    metadata: str | None,
     input_: str,
     output: str,
     schema: str | None,
@@ -114,6 +131,7 @@ def score(
     dead_letter: str | None,
     follow: bool,
     idle_timeout: float | None,
+    method: str,
     trust: tuple[str, ...],
     restart: bool,
     engine: str,
@@ -136,22 +154,25 @@ def score(
 
     if engine == "spark":
         _score_on_spark(
-            model, store, input_, output, _schema_arg(schema), batch_size, input_format,
-            output_format, on_error, dead_letter, follow, trust, restart, spark_master,
-            quiet, as_json,
+            model, _store_arg(model, store, metadata), input_, output, _schema_arg(schema),
+            batch_size, input_format, output_format, on_error, dead_letter, follow, method,
+            trust, restart, spark_master, quiet, as_json,
         )  # fmt: skip
         return
 
     p = ScoringPipeline(
         model,
         # a .sp file's run is recorded in --store, or in $SAFEPOINT_STORE when set
-        store=store or os.environ.get("SAFEPOINT_STORE") or None,
+        store=_store_arg(model, store or os.environ.get("SAFEPOINT_STORE") or None, metadata),
         batch_size=batch_size,
         on_error=on_error,
         trusted=trust,
-        quiet=quiet or output == "-",
+        quiet=not show_progress(quiet, as_json),
     )
-    stream = p.apply(p.read(input_, format=input_format, follow=follow, idle_timeout=idle_timeout))
+    stream = p.apply(
+        p.read(input_, format=input_format, follow=follow, idle_timeout=idle_timeout),
+        method=method,
+    )
     p.write(
         stream, output, schema=_schema_arg(schema), format=output_format, dead_letter=dead_letter
     )
@@ -194,7 +215,7 @@ def score(
 
 def _score_on_spark(
     model: str,
-    store: str | None,
+    store: Any,
     input_: str,
     output: str,
     schema: str | None,
@@ -204,6 +225,7 @@ def _score_on_spark(
     on_error: str,
     dead_letter: str | None,
     follow: bool,
+    method: str,
     trust: tuple[str, ...],
     restart: bool,
     master: str,
@@ -238,7 +260,7 @@ def _score_on_spark(
     from ..workflows.scoring.spark_engine import score_on_spark
     from ..workflows.scoring.spark_scoring import ensure_session
 
-    spark = ensure_session(master, quiet=quiet or as_json or not sys.stderr.isatty())
+    spark = ensure_session(master, quiet=not show_progress(quiet, as_json))
     r = score_on_spark(
         spark,
         model,
@@ -249,6 +271,7 @@ def _score_on_spark(
         batch_size=batch_size,
         on_error=on_error,
         trusted=trust,
+        method=method,
         restart=restart,
     )
     summary = {
@@ -284,13 +307,16 @@ def _score_on_spark(
 
 @cli.command()
 @click.option("--model", "-m", required=True, metavar="NAME[@ALIAS|@VERSION]|FILE.sp")
-@click.option("--store", metavar="URL", help="Store URL or folder.")
+@click.option(
+    "--store", metavar="URL", help="Store URL or folder (default $SAFEPOINT_STORE or .safepoint)."
+)
+@metadata_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
 @click.option(
     "--token",
     metavar="env:VAR|file:PATH",
-    help="Bearer token required by /predict; needed to bind beyond localhost.",
+    help="Bearer token required by /predict and /model; needed to bind beyond localhost.",
 )
 @click.option(
     "--reload-interval",
@@ -299,23 +325,79 @@ def _score_on_spark(
     type=float,
     help="Seconds between checks whether the alias moved.",
 )
-@click.option("--trust", multiple=True, metavar="NAME", help="Trust this type name.")
+@click.option(
+    "--method",
+    type=click.Choice(METHODS),
+    default="predict",
+    show_default=True,
+    help="The default model method (a request may ask for another with ?method=).",
+)
+@allowed_host_option
+@trust_options
+@quiet_option
+@json_option
 def serve(
     model: str,
     store: str | None,
+    metadata: str | None,
     host: str,
     port: int,
     token: str | None,
     reload_interval: float,
+    method: str,
+    allowed_hosts: tuple[str, ...],
     trust: tuple[str, ...],
+    quiet: bool,
+    as_json: bool,
 ) -> None:
-    """Serve JSON predictions over HTTP (POST /predict, GET /health, GET /ready)."""
+    """Serve JSON predictions over HTTP until interrupted.
+
+    POST /predict, GET /model, GET /openapi.json, GET /health, GET /ready.
+    Needs the [serve] extra. Requests and reloads are logged on stderr (-q: only
+    problems); with --json the address and model are printed as JSON on stdout
+    once the model is loaded.
+    """
+    require_extra("serve", "starlette", "uvicorn", "pydantic")
+    from .._http import check_bind, host_names
     from ..workflows.scoring.model import open_model
-    from ..workflows.scoring.serve import check_bind
     from ..workflows.scoring.serve import serve as run_server
 
-    secret = _token(token)
+    secret = secret_arg(token, "--token")
     check_bind(host, secret)
-    handle = open_model(model, store=store, trusted=trust)
-    click.echo(f"serving {handle.label} version {handle.version} on http://{host}:{port}", err=True)
-    run_server(handle, host=host, port=port, token=secret, reload_interval=reload_interval)
+    handle = open_model(model, store=_store_arg(model, store, metadata), trusted=trust)
+    handle.check_method(method)
+    _log_to_stderr(quiet)
+    url = f"http://{host}:{port}"
+    if as_json:
+        emit_json(
+            {
+                "url": url,
+                "model": handle.label,
+                "version": handle.version,
+                "methods": handle.methods(),
+                "method": method,
+                "token_required": secret is not None,
+                "allowed_hosts": sorted(host_names(host, allowed_hosts) or ["*"]),
+            }
+        )
+        sys.stdout.flush()
+    elif not quiet:
+        click.echo(f"serving {handle.label} version {handle.version} on {url}", err=True)
+    run_server(
+        handle,
+        host=host,
+        port=port,
+        token=secret,
+        reload_interval=reload_interval,
+        method=method,
+        allowed_hosts=allowed_hosts,
+    )
+
+
+def _log_to_stderr(quiet: bool) -> None:
+    """``safepoint.*`` loggers (requests, reloads) to stderr; problems only with -q."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("safepoint")
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)

@@ -25,7 +25,11 @@ import pandas as pd
 
 from ...errors import NotFoundError, SchemaError
 
-__all__ = ["ModelHandle", "from_checkpointer", "open_model"]
+__all__ = ["METHODS", "ModelHandle", "from_checkpointer", "open_model"]
+
+#: the model methods scoring may call (by name, from the CLI or an HTTP request): never
+#: anything else, so a request cannot reach ``fit``, ``set_params`` or a dunder
+METHODS = ("predict", "predict_proba", "predict_log_proba", "decision_function")
 
 
 class ModelHandle:
@@ -119,13 +123,45 @@ class ModelHandle:
             out = out.drop(index=list(bad))
         return out, sorted(bad.items())
 
-    def predict(self, frame: pd.DataFrame, model: Any = None) -> np.ndarray[Any, Any]:
-        cols = self.features(frame)
+    def methods(self, model: Any = None) -> list[str]:
+        """The :data:`METHODS` the model has (``predict_proba`` only if it can answer it)."""
         m = self.model if model is None else model
-        if self.scorer is not None:
+        from .frameworks import scorer_for
+
+        if m is not None and scorer_for(m) is not None:
+            return ["predict"]  # a Spark or H2O model: its framework's prediction
+        return [name for name in METHODS if callable(getattr(m, name, None))]
+
+    def check_method(self, method: str, model: Any = None) -> None:
+        """Refuse a method scoring may not call, or one this model lacks."""
+        if method not in METHODS:
+            raise SchemaError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+        if method not in self.methods(model):
+            m = self.model if model is None else model
+            raise SchemaError(
+                f"model {self.label} (version {self.version}, {type(m).__name__}) has no "
+                f"{method}; it has {', '.join(self.methods(model)) or 'none of them'}"
+            )
+
+    def classes(self, model: Any = None) -> list[Any] | None:
+        """The class labels, in the order of ``predict_proba``'s columns (classifiers)."""
+        m = self.model if model is None else model
+        labels = getattr(m, "classes_", None)
+        if labels is None:
+            return None
+        return [v.item() if isinstance(v, np.generic) else v for v in np.asarray(labels).tolist()]
+
+    def predict(
+        self, frame: pd.DataFrame, model: Any = None, method: str = "predict"
+    ) -> np.ndarray[Any, Any]:
+        """``model.<method>(features)``; ``method`` is one of :data:`METHODS`."""
+        m = self.model if model is None else model
+        self.check_method(method, m)
+        cols = self.features(frame)
+        if self.scorer is not None:  # Spark, H2O: their prediction ("predict" only)
             return np.asarray(self.scorer.predict(m, frame[cols]))
         X = frame[cols] if self.signature.get("feature_names") else frame[cols].to_numpy()
-        return np.asarray(m.predict(X))
+        return np.asarray(getattr(m, method)(X))
 
 
 def _numeric(dtype: str) -> bool:

@@ -1,6 +1,6 @@
 """The scoring pipeline: records in, model applied, predictions out, exactly once.
 
-A Beneath-style pipeline (``read_stream -> apply -> write_stream``)::
+A ``read -> apply -> write`` pipeline::
 
     import safepoint as sp
 
@@ -11,7 +11,7 @@ A Beneath-style pipeline (``read_stream -> apply -> write_stream``)::
             schema="type Predictions @schema { id: Int! @key prediction: Float! }")
     report = p.run()
 
-``apply`` also takes a per-record function in Beneath's style (plain, generator
+``apply`` also takes a per-record function (plain, generator
 or async; ``fn(record)`` or ``fn(record, model)``) or, preferably, a batch
 function on a DataFrame (``batch=True``) so that predictions are vectorised.
 A function that fetches its model itself needs no model: ``ScoringPipeline()``.
@@ -139,6 +139,7 @@ class ScoringPipeline:
         self._concurrency = 100
         self._bridge: LoopBridge | None = None
         self._warm = False
+        self._method = "predict"
 
     @property
     def model(self) -> Any:
@@ -166,8 +167,16 @@ class ScoringPipeline:
         batch: bool | None = None,
         check_signature: bool = True,
         concurrency: int = 100,
+        method: str = "predict",
     ) -> _Stream:
-        """Apply ``fn`` (default: the model's ``predict``) to every record or batch.
+        """Apply ``fn`` (default: the model's ``method``) to every record or batch.
+
+        ``method`` is ``"predict"`` (a ``prediction`` column), ``"predict_proba"``,
+        ``"predict_log_proba"`` or ``"decision_function"``; a method answering several
+        values per record gives one column per class (``proba_<class>``,
+        ``log_proba_<class>``, ``decision_<class>``)::
+
+            p.apply(p.read("features.parquet"), method="predict_proba")
 
         An ``async`` per-record function runs on up to ``concurrency`` records at once;
         the run's very first record runs alone, so a function that loads and caches its
@@ -175,6 +184,8 @@ class ScoringPipeline:
         """
         if fn is not None and not callable(fn):
             raise SchemaError("apply() takes a function")
+        if fn is not None and method != "predict":
+            raise SchemaError("apply() takes a function or a method, not both")
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
             raise SchemaError(f"concurrency must be a positive integer, not {concurrency!r}")
         if isinstance(self.handle, NoModelHandle):
@@ -189,8 +200,11 @@ class ScoringPipeline:
                     "the pipeline has no model: pass model= to ScoringPipeline (a store "
                     "reference, from_checkpointer(...), or a function returning the model)"
                 )
+        if fn is None and self.handle.model is not None:
+            self.handle.check_method(method)  # a model from a function: checked at run()
+        self._method = method
         if fn is not None and batch is None:
-            # Beneath style: a per-record function unless told otherwise
+            # a per-record function unless told otherwise
             batch = bool(getattr(fn, "__safepoint_batch__", False))
         self._concurrency = concurrency
         self._fn = fn
@@ -296,6 +310,8 @@ class ScoringPipeline:
         self._bridge, self._warm = bridge, False
         try:
             self.handle.prepare(bridge.call)
+            if self._fn is None:
+                self.handle.check_method(self._method)
             checked = False
             for batch in source.batches(state.offsets, self.batch_size):
                 if stop is not None and stop.is_set():
@@ -408,8 +424,8 @@ class ScoringPipeline:
         self, frame: pd.DataFrame, batch: Batch, dead: list[BadRecord]
     ) -> pd.DataFrame:
         def predict(df: pd.DataFrame) -> pd.DataFrame:
-            preds = self.handle.predict(df)
-            out = pd.DataFrame({"prediction": preds}, index=df.index)
+            preds = self.handle.predict(df, method=self._method)
+            out = _prediction_frame(preds, self._method, self.handle.classes(), df.index)
             key = self._schema.key if self._schema is not None else None
             for col in ([key] if key else []) + (["id"] if "id" in df.columns else []):
                 if col in df.columns and col not in out.columns:
@@ -562,6 +578,22 @@ def _complete_message(report: ScoringReport) -> str:
     return f"already complete: {n:,} records at offset {where}"
 
 
+#: column prefix of each method's output when it answers several values per record
+_PREFIX = {"predict_proba": "proba", "predict_log_proba": "log_proba"}
+
+
+def _prediction_frame(
+    preds: np.ndarray[Any, Any], method: str, classes: list[Any] | None, index: pd.Index
+) -> pd.DataFrame:
+    """One ``prediction`` column, or one column per class for 2-D answers."""
+    if preds.ndim == 1:
+        return pd.DataFrame({"prediction": preds}, index=index)
+    prefix = _PREFIX.get(method, method.replace("_function", ""))
+    labels = classes if classes is not None and len(classes) == preds.shape[1] else None
+    names = [f"{prefix}_{labels[i] if labels else i}" for i in range(preds.shape[1])]
+    return pd.DataFrame(preds.reshape(len(preds), -1), index=index, columns=names)
+
+
 def _latest(table: pa.Table, version: str, n: int = 5) -> list[dict[str, Any]]:
     """The last few predictions of a batch, JSON-safe, for the runs table (and the console)."""
     import json
@@ -628,6 +660,7 @@ class _Progress:
     def __init__(self, quiet: bool) -> None:
         self.bar: Any = None
         if not quiet and not os.environ.get("SAFEPOINT_QUIET"):
+            from rich.console import Console
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
             self.bar = Progress(
@@ -635,6 +668,7 @@ class _Progress:
                 TextColumn("{task.description}"),
                 TextColumn("{task.completed:,} records"),
                 TimeElapsedColumn(),
+                console=Console(stderr=True),  # stdout may be the predictions or --json
                 transient=False,
             )
             self.task = self.bar.add_task("scoring", total=None)

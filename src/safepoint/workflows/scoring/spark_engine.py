@@ -113,6 +113,7 @@ class _JobPlan:
     on_error: str
     fn: Callable[..., Any] | None
     batch: bool | None
+    method: str
     files: dict[str, _FilePlan]  # local path -> plan
     committed: frozenset[str]
 
@@ -202,12 +203,13 @@ def score_on_spark(
     trusted: tuple[str, ...] = (),
     fn: Callable[..., Any] | None = None,
     batch: bool | None = None,
+    method: str = "predict",
     restart: bool = False,
 ) -> SparkScoringReport:
     """Score a Parquet dataset (a folder, a file or a list of files) on a Spark cluster.
 
     ``model`` is ``NAME[@ALIAS|@VERSION]`` in ``store`` (a Store or a URL reachable
-    from the executors); ``output`` a folder. ``fn``/``batch`` are as for
+    from the executors); ``output`` a folder. ``fn``/``batch``/``method`` are as for
     :meth:`ScoringPipeline.apply` (default: the model's predict). Run again after a
     crash, it resumes with nothing lost or written twice; on a finished output it does
     nothing (``already_complete``); ``restart=True`` deletes the output's parts first.
@@ -218,6 +220,12 @@ def score_on_spark(
         raise SchemaError(f"on_error must be one of {ON_ERROR}, not {on_error!r}")
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise SchemaError(f"batch_size must be a positive integer, not {batch_size!r}")
+    from .model import METHODS
+
+    if method not in METHODS:
+        raise SchemaError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+    if fn is not None and method != "predict":
+        raise SchemaError("score_on_spark takes a function or a method, not both")
     if schema is not None:
         from .schema import Schema
 
@@ -265,6 +273,7 @@ def score_on_spark(
                 on_error,
                 fn,
                 batch,
+                method,
                 {f: plans[f] for f in todo},
                 frozenset(done),
             )
@@ -487,7 +496,12 @@ def _commit_unit(
         {"source": fp.source, "row_group": rg, "model_version": handle.version},
     )
     p.write(
-        p.apply(p.read(_UnitSource(fp.source, frame, fp.starts[rg])), plan.fn, batch=plan.batch),
+        p.apply(
+            p.read(_UnitSource(fp.source, frame, fp.starts[rg])),
+            plan.fn,
+            batch=plan.batch,
+            method=plan.method,
+        ),
         sink,
         schema=plan.schema,
     )
