@@ -96,6 +96,25 @@ def _schema_arg(spec: str | None) -> str | None:
     help="The model method: predict_proba and decision_function give one column per class.",
 )
 @trust_options
+@click.option(
+    "--restart",
+    is_flag=True,
+    help="Delete what earlier runs wrote to --output and score the whole input again.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "spark"]),
+    default="local",
+    show_default=True,
+    help="spark: score a Parquet dataset on Spark (mapInPandas), exactly once per row group.",
+)
+@click.option(
+    "--spark-master",
+    metavar="URL",
+    default="local[*]",
+    show_default=True,
+    help="With --engine spark: the Spark master when no session is active.",
+)
 @quiet_option
 @json_option
 def score(
@@ -114,19 +133,37 @@ def score(
     idle_timeout: float | None,
     method: str,
     trust: tuple[str, ...],
+    restart: bool,
+    engine: str,
+    spark_master: str,
     quiet: bool,
     as_json: bool,
 ) -> None:
     """Score records with a model from the store, exactly once for files and folders.
 
     A killed job, run again with the same arguments, resumes where it stopped:
-    no record is lost or written twice. stdin/stdout are best effort.
+    no record is lost or written twice. Run again on a finished output, it says
+    so and does nothing; --restart scores everything again. stdin/stdout are best
+    effort. The job is recorded in the store's runs table whatever the model is: a
+    .sp file's job goes to --store, or to $SAFEPOINT_STORE when set.
+
+    With --engine spark, --input is a Parquet dataset (a folder or file) and --output
+    a folder; the model comes from the store and is loaded once per Spark worker.
     """
     from ..workflows.scoring import ScoringPipeline
 
+    if engine == "spark":
+        _score_on_spark(
+            model, _store_arg(model, store, metadata), input_, output, _schema_arg(schema),
+            batch_size, input_format, output_format, on_error, dead_letter, follow, method,
+            trust, restart, spark_master, quiet, as_json,
+        )  # fmt: skip
+        return
+
     p = ScoringPipeline(
         model,
-        store=_store_arg(model, store, metadata),
+        # a .sp file's run is recorded in --store, or in $SAFEPOINT_STORE when set
+        store=_store_arg(model, store or os.environ.get("SAFEPOINT_STORE") or None, metadata),
         batch_size=batch_size,
         on_error=on_error,
         trusted=trust,
@@ -139,7 +176,7 @@ def score(
     p.write(
         stream, output, schema=_schema_arg(schema), format=output_format, dead_letter=dead_letter
     )
-    report = p.run()
+    report = p.run(restart=restart)
     summary = {
         "read": report.read,
         "written": report.written,
@@ -150,18 +187,121 @@ def score(
         "resumed_from": report.resumed_from,
         "records_per_second": round(report.records_per_second, 1),
         "exactly_once": report.exactly_once,
+        "already_complete": report.already_complete,
+        "committed": report.committed,
+        "offsets": report.offsets,
     }
     if as_json:
         if output == "-":
             print(json.dumps(summary), file=sys.stderr)
         else:
             emit_json(summary)
+    elif report.already_complete:
+        from ..workflows.scoring.pipeline import _complete_message
+
+        click.echo(
+            f"{_complete_message(report)} in {output}; nothing to do "
+            "(--restart scores the input again)",
+            err=output == "-",
+        )
     elif not quiet:
         click.echo(
             f"read {report.read:,}, wrote {report.written:,}, bad {report.bad:,}, "
             f"duplicates {report.duplicates:,} with model version(s) "
             f"{', '.join(report.versions) or '-'}",
             err=output == "-",
+        )
+
+
+def _score_on_spark(
+    model: str,
+    store: Any,
+    input_: str,
+    output: str,
+    schema: str | None,
+    batch_size: int,
+    input_format: str | None,
+    output_format: str | None,
+    on_error: str,
+    dead_letter: str | None,
+    follow: bool,
+    method: str,
+    trust: tuple[str, ...],
+    restart: bool,
+    master: str,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    from pathlib import Path
+
+    refused = [
+        flag
+        for flag, given in (
+            ("--follow", follow),
+            ("--dead-letter (dead letters go to OUTPUT/_dead/)", dead_letter is not None),
+            ("--input-format other than parquet", input_format not in (None, "parquet")),
+            ("--output-format other than parquet", output_format not in (None, "parquet")),
+            ("--input -", input_ == "-"),
+            ("--output -", output == "-"),
+            ("--output FILE.parquet (give a folder)", Path(output).suffix != ""),
+        )
+        if given
+    ]
+    if refused:
+        raise click.UsageError(
+            f"--engine spark reads a Parquet dataset and writes a folder of parts; "
+            f"it does not take {', '.join(refused)}"
+        )
+    if os.path.isfile(model) or model.endswith(".sp"):
+        raise click.UsageError(
+            "--engine spark takes the model from the store (--model NAME[@ALIAS|@VERSION]): "
+            "every Spark worker loads it from there; 'safepoint put' the file first"
+        )
+    from ..workflows.scoring.spark_engine import score_on_spark
+    from ..workflows.scoring.spark_scoring import ensure_session
+
+    spark = ensure_session(master, quiet=not show_progress(quiet, as_json))
+    r = score_on_spark(
+        spark,
+        model,
+        store,
+        input_,
+        output,
+        schema=schema,
+        batch_size=batch_size,
+        on_error=on_error,
+        trusted=trust,
+        method=method,
+        restart=restart,
+    )
+    summary = {
+        "read": r.read,
+        "written": r.written,
+        "bad": r.bad,
+        "duplicates": r.duplicates,
+        "row_groups": r.units,
+        "row_groups_skipped": r.units_skipped,
+        "row_groups_total": r.units_total,
+        "version": r.version,
+        "model_loads": {str(k): v for k, v in r.model_loads.items()},
+        "committed": r.committed,
+        "already_complete": r.already_complete,
+        "engine": "spark",
+    }
+    if as_json:
+        emit_json(summary)
+    elif r.already_complete:
+        click.echo(
+            f"already complete: {r.committed.get('read', 0):,} records in "
+            f"{r.units_total} row groups of {output}; nothing to do "
+            "(--restart scores the input again)"
+        )
+    elif not quiet:
+        click.echo(
+            f"read {r.read:,}, wrote {r.written:,}, bad {r.bad:,}, duplicates "
+            f"{r.duplicates:,} in {r.units} row group(s) ({r.units_skipped} committed "
+            f"before) with model version {r.version}, loaded by {len(r.model_loads)} "
+            "Spark worker(s)"
         )
 
 
