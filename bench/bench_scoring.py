@@ -6,7 +6,7 @@ A LogisticRegression over 10 features scores a Parquet file into a Parquet file
 (exactly-once commits included). The plain loop is the limit: the same reads,
 predictions and writes with no schema checks, offsets or commits. Both run in
 fresh subprocesses pinned to one core (``taskset -c 0`` when available), median
-of ``--repeat`` runs. Target (issue 7): >= 200,000 records/s.
+of ``--repeat`` runs. Target: >= 200,000 records/s.
 """
 
 from __future__ import annotations

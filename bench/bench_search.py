@@ -25,7 +25,7 @@ Three measures of the overhead, because a shared machine makes wall times noisy:
   one does not depend on what else the machine runs;
 * medians and best-of-N of each variant's wall time, for reference.
 
-Target (issue 6): <= 5% with >= 100 fits of ~50 ms each.
+Target: <= 5% with >= 100 fits of ~50 ms each.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 
 * checkpointer ``set`` of a small value, durable (fsynced SQLite commit), median over
   ``--n`` sets on the local store; ``get`` of the same, median (target: set <= 5 ms,
-  get <= 1 ms, issue 4);
+  get <= 1 ms);
 * ``store.put`` of a large array-heavy model (a dict of float32 arrays, ``--mb`` MiB)
   vs ``sp.dump(model, path, durable=True)`` to a file in the same folder; runs
   alternate (distinct content each round, nothing deleted while timing), median of

@@ -1,9 +1,9 @@
-"""The benchmark models M1-M6 of DESIGN.md, built deterministically and cached.
+"""The benchmark models M1-M6, built deterministically and cached.
 
 Every model is built from generated data (fixed seeds, no downloads) and cached
 under ``bench/.cache`` as a protocol-5 pickle next to a small JSON record (its
 deep size and a fingerprint of its outputs, against which every load is checked).
-``scale`` shrinks a model proportionally: 1.0 is the size DESIGN.md names.
+``scale`` shrinks a model proportionally: 1.0 is the full size (``MODELS`` below).
 
 >>> from bench.models import build
 >>> obj, check_input = build("M5", 0.0001)  # doctest: +SKIP

@@ -1,7 +1,7 @@
 """Markdown tables from a results file: ``python -m bench.report bench/results/results-s1.json``.
 
 Ratios are safepoint / peer for times (lower is better for safepoint) unless
-the column says otherwise; a target column shows whether DESIGN.md's number is met.
+the column says otherwise; a target column shows whether the target is met.
 """
 
 from __future__ import annotations

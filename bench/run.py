@@ -313,7 +313,7 @@ def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
-    ap.add_argument("--scale", type=float, default=0.1, help="model size; 1 = DESIGN.md sizes")
+    ap.add_argument("--scale", type=float, default=0.1, help="model size; 1 = full size")
     ap.add_argument("--models", default="all", help="comma-separated, e.g. M1,M5 (default all)")
     ap.add_argument("--libs", default="all", help=f"comma-separated subset of {', '.join(LIBS)}")
     ap.add_argument("--repeat", type=int, default=3, help="runs per measurement (median)")

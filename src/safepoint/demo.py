@@ -121,7 +121,7 @@ def store_part(workdir: Path, say: Say) -> None:
     )
 
 
-@part("scoring: seed 000's pipeline, exactly once, with a hot reload")
+@part("scoring: read, apply, write, exactly once, with a hot reload")
 def scoring_part(workdir: Path, say: Say) -> None:
     import pandas as pd
     from sklearn.dummy import DummyClassifier
@@ -235,7 +235,7 @@ def steps_part(workdir: Path, say: Say) -> None:
 
 
 def _demo_search(checkpoint: Any) -> tuple[Any, Any, Any]:
-    """Seed 002's search: one pipeline step swapped over four model types, with a checkpoint."""
+    """A search: one pipeline step swapped over four model types, with a checkpoint."""
     from sklearn.datasets import make_classification
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
@@ -267,7 +267,7 @@ def _demo_search_child(checkpoint: str) -> None:
     search.fit(X, y)
 
 
-@part("search: seed 002's search over four model types, killed with SIGKILL, resumed")
+@part("search: one search over four model types, killed with SIGKILL, resumed")
 def search_part(workdir: Path, say: Say) -> None:
     import shutil
     import signal
@@ -335,10 +335,16 @@ def search_part(workdir: Path, say: Say) -> None:
         f"runs table: {run.name} {run.status}, progress {run.progress:.0%}, "
         f"best score {run.state.get('best_score', float('nan')):.3f}"
     )
+    best = store.put("demo/best-model", search.best_estimator_, run_id=search.run_id_)
+    say(f"the refit best model is {best.ref}, linked to the search run {search.run_id_}")
+    if [v.ref for v in store.find(run_id=run.id)] != [best.ref]:
+        raise SystemExit("demo failed: the best model is not linked to its search run")
 
 
-def run(workdir: str | os.PathLike[str] = "safepoint-demo", quiet: bool = False) -> None:
-    """Run every part of the demo in ``workdir``."""
+def run(
+    workdir: str | os.PathLike[str] = "safepoint-demo", quiet: bool = False
+) -> list[dict[str, Any]]:
+    """Run every part of the demo in ``workdir``; what each part said, in order."""
     from rich.console import Console
 
     console = Console(quiet=quiet)
@@ -351,10 +357,19 @@ def run(workdir: str | os.PathLike[str] = "safepoint-demo", quiet: bool = False)
             (i for i, word in enumerate(order) if p[0].startswith(word)), len(order)
         ),
     )
+    said: list[dict[str, Any]] = []
     for i, (title, fn) in enumerate(parts, 1):
         console.rule(f"[bold]{i}. {title}")
+        lines: list[str] = []
+
+        def say(s: str, lines: list[str] = lines) -> None:
+            lines.append(s)
+            console.print("  " + s, highlight=False, markup=False)
+
         try:
-            fn(root, lambda s: console.print("  " + s, highlight=False))
+            fn(root, say)
         except SafepointError as exc:
             raise SystemExit(f"demo failed in part {i} ({title}): {exc}") from exc
+        said.append({"part": title, "lines": lines})
     console.print(f"[green]demo complete[/green]; files are in {root.resolve()}")
+    return said

@@ -30,6 +30,7 @@ __all__ = [
     "InvalidNameError",
     "LimitExceededError",
     "LoadGuardError",
+    "MissingDependencyError",
     "NotFoundError",
     "ReadOnlyStoreError",
     "RecoveryNeededError",
@@ -213,3 +214,19 @@ class AdapterError(SafepointError, RuntimeError):
 class ExportError(SafepointError, ValueError):
     """A model cannot be exported (unsupported by the converter, or the exported copy
     predicts differently from the original)."""
+
+
+class MissingDependencyError(SafepointError, ModuleNotFoundError):
+    """A feature needs an optional extra that is not installed.
+
+    >>> str(MissingDependencyError("ui", "uvicorn"))
+    "this needs the [ui] extra (uvicorn is not installed): pip install 'safepoint[ui]'"
+    """
+
+    def __init__(self, extra: str, module: str) -> None:
+        super().__init__(
+            f"this needs the [{extra}] extra ({module} is not installed): "
+            f"pip install 'safepoint[{extra}]'",
+            name=module,
+        )
+        self.extra = extra

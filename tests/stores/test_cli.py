@@ -82,7 +82,7 @@ def test_put_ls_show_get_alias_log(env: dict[str, Any]) -> None:
     run("get", "fraud/scorer", "out.sp", "--force")
     # alias: compare-and-swap
     res = run("alias", "fraud/scorer", "staging", "2", code=1)
-    assert "expected=1" in res.output
+    assert "--expected 1" in res.output and "expected=1" not in res.output
     assert jrun("alias", "fraud/scorer", "staging", "2", "--expected", "1")["version"] == 2
     res = run("alias", "fraud/scorer", "staging", "1", "--expected", "1", code=1)
     assert "moved since" in res.output

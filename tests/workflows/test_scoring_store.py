@@ -244,6 +244,7 @@ def test_serve_answers_validates_and_reloads_without_dropping_requests(store, tm
             "0.2",
             "--token",
             "env:SP_TOKEN",
+            "-q",  # no request log: nobody reads the stderr pipe while it serves
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

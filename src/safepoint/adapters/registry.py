@@ -40,6 +40,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..format.guard import Allowance, in_temp_dir, to_loopback
 from ..format.registry import register, register_fallback
 from ._torch_names import CONTAINERS, STANDARD_LAYERS, TENSOR_TYPES
 
@@ -88,7 +89,7 @@ class Adapter:
     #: audit events the framework's own loader needs during a load, beyond what the
     #: load-time guard allows (safepoint.format.guard): XGBoost and LightGBM call their
     #: libraries through ctypes; Spark starts a JVM and talks to it over a socket
-    guard_allow: tuple[str, ...] = ()
+    guard_allow: tuple[Allowance, ...] = ()
 
     def type_names(self) -> list[str]:
         return sorted({n for names in self.types.values() for n in names} | set(self.trusted))
@@ -193,6 +194,19 @@ def adapter(name: str) -> Adapter:
     return _adapters[name]
 
 
+#: what unpacking a model into a temporary folder for its framework does (each allowed
+#: only for a path in the temporary folder)
+_TEMP_FILE_EVENTS = (
+    "open",
+    "os.mkdir",
+    "os.remove",
+    "os.unlink",
+    "os.rmdir",
+    "os.chmod",
+    "os.rename",
+    "shutil.",
+)
+
 # -- the built-in adapters (declarations only: no framework is imported here) -------------
 register_adapter(
     Adapter(
@@ -267,14 +281,9 @@ register_adapter(
         # DataFrame collect, a local socket to the session's JVM whose rows come back
         # pickled by the JVM (pickle.find_class of pyspark.sql.types / pyspark.ml.linalg)
         guard_allow=(
-            "socket.",
-            "pickle.find_class",
-            "open",
-            "os.mkdir",
-            "os.remove",
-            "os.unlink",
-            "os.rmdir",
-            "shutil.",
+            ("socket.", to_loopback),
+            ("pickle.find_class", lambda args: str(args[0]).startswith("pyspark.")),
+            *((event, in_temp_dir) for event in _TEMP_FILE_EVENTS),
         ),
     )
 )
@@ -309,12 +318,8 @@ register_adapter(
         # cluster the caller connected to (h2o.init / h2o.connect)
         guard_allow=(
             "socket.",
-            "open",
-            "os.mkdir",
-            "os.remove",
-            "os.unlink",
-            "os.rmdir",
-            "shutil.",
+            "http.client.",
+            *((event, in_temp_dir) for event in _TEMP_FILE_EVENTS),
         ),
     )
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import warnings
 from typing import Any
@@ -10,7 +11,8 @@ from typing import Any
 import click
 
 from ..errors import FormatError, UntrustedTypesError
-from .main import cli, emit_json, json_option
+from ._common import cli_phrasing, emit_json, json_option, trust_option, trust_options
+from .main import cli
 
 _VERDICT_STYLE = {"safe": "green", "untrusted": "red", "refused": "red"}
 
@@ -47,9 +49,10 @@ def _limits(max_ratio: int | None, max_nodes: int | None) -> Any:
 @cli.command()
 @click.argument("src", type=click.Path(dir_okay=False))
 @click.argument("dst", type=click.Path(dir_okay=False))
-@click.option("--trust", multiple=True, metavar="NAME", help="Allow this type name as well.")
+@trust_options
 @click.option("--compress", type=click.Choice(["zstd"]), default=None, help="Compress buffers.")
 @_limit_options
+@click.option("--force", is_flag=True, help="Overwrite DST if it exists.")
 @json_option
 def convert(
     src: str,
@@ -58,16 +61,20 @@ def convert(
     compress: str | None,
     max_ratio: int | None,
     max_nodes: int | None,
+    force: bool,
     as_json: bool,
 ) -> None:
     """Import a pickle, joblib or skops file SRC as the safepoint file DST.
 
     SRC is parsed, never unpickled: every type it needs is audited, and files
     that need types outside the allowlist (plus --trust NAME) are refused
-    with the list of names. Exit 0 on success, 1 if refused.
+    with the list of names. DST is not overwritten unless --force. Exit 0 on
+    success, 1 if refused, 2 on bad usage.
     """
     from ..convert import convert as do_convert
 
+    if os.path.exists(dst) and not force:
+        raise click.UsageError(f"{dst} exists; pass --force to overwrite it")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # listed in the report below
@@ -82,7 +89,7 @@ def convert(
                     "destination": dst,
                     "verdict": "untrusted" if isinstance(exc, UntrustedTypesError) else "refused",
                     "untrusted": getattr(exc, "types", []),
-                    "error": str(exc),
+                    "error": cli_phrasing(str(exc), exc),
                 }
             )
             sys.exit(1)
@@ -100,42 +107,59 @@ def convert(
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--trust", multiple=True, metavar="NAME", help="Treat this type name as trusted.")
+@trust_option
 @_limit_options
+@click.option("--verbose", "-v", is_flag=True, help="List every file and every type it needs.")
 @json_option
 def scan(
     paths: tuple[str, ...],
     trust: tuple[str, ...],
     max_ratio: int | None,
     max_nodes: int | None,
+    verbose: bool,
     as_json: bool,
 ) -> None:
     """Audit model files without loading them: format, types needed, verdict.
 
-    Folders are walked. Exit 0 if every file is safe to import, 1 if any
-    needs untrusted types or is malformed (for CI).
+    Folders are walked. Prints a summary line, then only the files that need
+    attention (untrusted types, malformed) and why; -v lists every file and
+    type. Exit 0 if every file is safe to import, 1 if any is not (for CI).
     """
     from ..convert import scan as do_scan
 
     results = do_scan(list(paths), trusted=trust, limits=_limits(max_ratio, max_nodes))
     if as_json:
         emit_json([r.to_dict() for r in results])
+    elif not results:
+        click.echo("no model files found")
     else:
-        if not results:
-            click.echo("no model files found")
+        counts = {v: sum(r.verdict == v for r in results) for v in ("safe", "untrusted", "refused")}
+        click.echo(
+            f"scanned {len(results)} file(s): {counts['safe']} safe, "
+            f"{counts['untrusted']} need untrusted types, {counts['refused']} refused"
+        )
+        # what no scan checks is said once; what was not checked in one file, with the file
+        common = set.intersection(*(set(r.not_checked) for r in results))
+        for n in sorted(common):
+            click.echo(f"not checked: {n}")
         for r in results:
+            own = [n for n in r.not_checked if n not in common]
+            if r.ok and not own and not verbose:
+                continue  # nothing to act on
             style = _VERDICT_STYLE.get(r.verdict, "red")
             click.echo(f"{click.style(r.verdict.upper(), fg=style)}  {r.path}  [{r.format}]")
             if r.checked:
                 click.echo(f"    checked: {_counts(r.checked)}")
             for t in r.types:
+                if t["trusted"] and not verbose:
+                    continue
                 mark = "" if t["trusted"] else "  <- untrusted"
                 click.echo(f"    {t['name']} ({', '.join(t['roles'])}){mark}")
             for p in r.problems:
                 click.echo(f"    problem: {p}")
             for n in r.notes:
                 click.echo(f"    note: {n}")
-            for n in r.not_checked:
+            for n in own:
                 click.echo(f"    not checked: {n}")
         if results.skipped:
             click.echo(

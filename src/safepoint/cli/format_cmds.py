@@ -7,7 +7,8 @@ from typing import Any
 import click
 
 from ..format import api
-from .main import cli, emit_json, json_option
+from ._common import emit_json, json_option, trust_options
+from .main import cli
 from .store_cmds import store_for_ref, store_options
 
 
@@ -43,7 +44,7 @@ def print_inspection(info: api.Inspection) -> None:
     if info.untrusted:
         out.print(
             f"[red]untrusted:[/red] {', '.join(info.untrusted)} "
-            "(load with trusted=[...] / --trust NAME if you trust them)"
+            "(if you trust them: --trust NAME for each; from Python, trusted=[...])"
         )
     env = info.environment
     pk = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
@@ -80,7 +81,7 @@ def _key_arg(key: str | None) -> Any:
 
 @cli.command()
 @click.argument("target")
-@click.option("--trust", multiple=True, metavar="NAME", help="Treat this type name as trusted.")
+@trust_options
 @store_options
 @json_option
 def inspect(
@@ -105,7 +106,7 @@ def inspect(
 @cli.command()
 @click.argument("target")
 @click.option("--key", metavar="env:VAR|file:PATH", help="HMAC key to check the signature.")
-@click.option("--trust", multiple=True, metavar="NAME", help="Treat this type name as trusted.")
+@trust_options
 @store_options
 @json_option
 def verify(

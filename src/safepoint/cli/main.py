@@ -1,56 +1,29 @@
-"""Root command group, shared options and error handling.
+"""The root command group; each area registers its commands in its own module.
 
 Unix habits: ``--help`` everywhere, ``--json`` for scripts, errors on stderr,
-non-zero exit on failure (1: the operation failed, 2: bad usage or input).
+non-zero exit on failure (1: the operation failed, 2: bad usage or input). What
+every command shares lives in :mod:`._common`.
 """
 
 from __future__ import annotations
 
-import json
-import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
-
 import click
 
 from .. import __version__
-from ..errors import SafepointError
+from ._common import SafepointGroup, emit_json, json_option, quiet_option
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def json_option(f: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
-
-
-def quiet_option(f: F) -> F:
-    return click.option("--quiet", "-q", is_flag=True, help="No progress output.")(f)
-
-
-def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str, allow_nan=True))
-
-
-def fail(message: str, code: int = 1) -> None:
-    click.echo(f"safepoint: error: {message}", err=True)
-    sys.exit(code)
-
-
-class SafepointGroup(click.Group):
-    """Turns SafepointError into a one-line message on stderr and exit code 1."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except SafepointError as exc:
-            click.echo(f"safepoint: error: {exc}", err=True)
-            ctx.exit(1)
+__all__ = ["cli", "emit_json", "json_option", "main", "quiet_option"]
 
 
 @click.group(cls=SafepointGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="safepoint")
 def cli() -> None:
-    """Save, version, checkpoint and serve machine-learning models, safely and fast."""
+    """Save, version, checkpoint and serve machine-learning models, safely and fast.
+
+    Environment: SAFEPOINT_STORE (default --store), SAFEPOINT_METADATA (default
+    --metadata), SAFEPOINT_USER (who the audit log names), SAFEPOINT_HOME (where the catalog of
+    a remote store without --metadata is kept), SAFEPOINT_QUIET=1 (no progress).
+    """
 
 
 def _register_commands() -> None:

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from .main import cli, emit_json, json_option
+from ._common import emit_json, json_option
+from .main import cli
 
 if TYPE_CHECKING:
     from ..stores.store import ModelVersion, Store
@@ -97,6 +98,33 @@ def store_for_ref(text: str, store_url: str | None, metadata_url: str | None) ->
         return open_store(store_url, metadata_url)
     except NotFoundError:
         return None
+
+
+#: what the audit log records (``safepoint log --action``)
+AUDIT_ACTIONS = ("put", "alias", "unalias", "delete", "copy", "copy-out", "gc")
+#: the kinds of run safepoint's own workflows record (users may add their own)
+RUN_KINDS = ("steps", "search", "scoring")
+#: ``safepoint.stores.runs.STATUSES``, spelled out so that ``--help`` imports no database
+#: driver (a test keeps the two equal)
+STATUSES = ("running", "succeeded", "failed", "interrupted")
+
+
+def _known(value: str | None, choices: tuple[str, ...], param: Any, ctx: Any) -> str | None:
+    if value is not None and value not in choices:
+        raise click.BadParameter(
+            f"{value!r} is not one of {', '.join(choices)}", ctx=ctx, param=param
+        )
+    return value
+
+
+def _run_kinds(store: Store) -> set[str]:
+    """The kinds of run recorded in ``store`` (custom kinds included)."""
+    import sqlalchemy as sa
+
+    from ..stores.catalog import T_RUNS
+
+    with store.catalog.tx() as conn:
+        return {str(k) for k in conn.execute(sa.select(T_RUNS.c.kind).distinct()).scalars()}
 
 
 def _ref(text: str) -> tuple[str, int | str | None]:
@@ -323,6 +351,12 @@ def get(
 
     if os.path.exists(out) and not force:
         raise click.UsageError(f"{out} exists; pass --force to overwrite it")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        raise click.BadParameter(
+            f"the folder {os.path.dirname(os.path.abspath(out))} does not exist; create it "
+            "first or choose another OUT",
+            param_hint="OUT",
+        )
     name, sel = _ref(ref)
     store = open_store(store_url, metadata_url)
     mv = store.info(name, sel)
@@ -508,7 +542,12 @@ def copy(
 
 @cli.command()
 @click.argument("name", required=False)
-@click.option("--action", help="Only this action (put, alias, delete, copy, gc, ...).")
+@click.option(
+    "--action",
+    callback=lambda ctx, param, value: _known(value, AUDIT_ACTIONS, param, ctx),
+    metavar="|".join(AUDIT_ACTIONS),
+    help="Only this action.",
+)
 @click.option("--limit", default=50, show_default=True, type=int)
 @store_options
 @json_option
@@ -582,8 +621,12 @@ def gc(
 
 
 @cli.command()
-@click.option("--kind", help="Only runs of this kind (steps, search, scoring, ...).")
-@click.option("--status", help="Only runs with this status.")
+@click.option(
+    "--kind",
+    metavar="|".join(RUN_KINDS),
+    help="Only runs of this kind (or a kind of your own runs in this store).",
+)
+@click.option("--status", type=click.Choice(STATUSES), help="Only runs with this status.")
 @click.option("--limit", default=50, show_default=True, type=int)
 @store_options
 @json_option
@@ -597,6 +640,12 @@ def runs(
 ) -> None:
     """Runs recorded in the store: workflows, searches, scoring jobs."""
     store = open_store(store_url, metadata_url)
+    if kind is not None and kind not in RUN_KINDS and kind not in _run_kinds(store):
+        raise click.BadParameter(
+            f"{kind!r} is not a kind of run in {store.url} (known: "
+            f"{', '.join(sorted(set(RUN_KINDS) | _run_kinds(store)))})",
+            param_hint="--kind",
+        )
     rows = store.runs.list(kind=kind, status=status, limit=limit)
     if as_json:
         emit_json([r.to_dict() for r in rows])

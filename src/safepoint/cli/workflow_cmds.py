@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .main import cli, emit_json, json_option
+from ._common import emit_json, json_option, metadata_option
+from .main import cli
 
 
 def _store(url: str | None, metadata: str | None) -> object:
@@ -15,9 +16,7 @@ def _store(url: str | None, metadata: str | None) -> object:
 
 
 def _store_options(f: click.decorators.FC) -> click.decorators.FC:
-    f = click.option(
-        "--metadata", metavar="URL", help="Catalog database URL (e.g. postgresql://...)."
-    )(f)
+    f = metadata_option(f)
     f = click.option(
         "--version",
         "-v",

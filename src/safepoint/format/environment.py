@@ -2,7 +2,9 @@
 
 Library drift is why pickled models break: a file records Python, the
 platform and the version of numpy, scipy, pandas, scikit-learn and of every
-package whose types it holds; :func:`compare` explains differences.
+package whose types it holds; :func:`compare` explains differences. Packages
+are compared by what is installed, whatever the distribution's name: a file
+naming ``xgboost`` is satisfied by the ``xgboost-cpu`` distribution.
 """
 
 from __future__ import annotations
@@ -37,7 +39,23 @@ def _version(module: str) -> str | None:
         return metadata.version(_DISTRIBUTIONS.get(module, module))
     except (metadata.PackageNotFoundError, ValueError):
         # ValueError: not a distribution name at all (a crafted file may hold anything)
-        return None
+        pass
+    # the import name may come from a distribution of another name: `xgboost` from
+    # xgboost-cpu, `dateutil` from python-dateutil
+    for dist in _distributions_of().get(module, ()):
+        try:
+            return metadata.version(dist)
+        except (metadata.PackageNotFoundError, ValueError):
+            continue
+    return None
+
+
+@functools.cache
+def _distributions_of() -> dict[str, list[str]]:
+    """Import name -> the installed distributions providing it (one scan, when needed)."""
+    from importlib import metadata
+
+    return dict(metadata.packages_distributions())
 
 
 @functools.cache

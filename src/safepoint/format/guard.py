@@ -46,14 +46,14 @@ import contextlib
 import os
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import LoadGuardError
 
-__all__ = ["Scope", "guarded", "is_active"]
+__all__ = ["Allowance", "Scope", "guarded", "in_temp_dir", "is_active", "to_loopback"]
 
 #: event prefixes refused inside a guard (an event matches a prefix ending in "."
 #: by prefix, any other exactly)
@@ -122,13 +122,30 @@ _IMPORTLIB_FILES = ("<frozen importlib._bootstrap>", "<frozen importlib._bootstr
 _TRANSPARENT = frozenset({"importlib", "pkgutil", "runpy", "pydoc", "zipimport", "code", "codeop"})
 
 
+#: an allowance: an event prefix (as in REFUSED), or a prefix with a predicate of the
+#: event's arguments (``("pickle.find_class", lambda args: args[0].startswith(...))``)
+Allowance = str | tuple[str, Callable[[tuple[Any, ...]], bool]]
+
+
+def _allows(allow: Iterable[Allowance], event: str, args: tuple[Any, ...]) -> bool:
+    for a in allow:
+        prefix, test = (a, None) if isinstance(a, str) else a
+        if (prefix.endswith(".") and event.startswith(prefix)) or event == prefix:
+            try:
+                if test is None or test(args):
+                    return True
+            except Exception:  # a predicate that cannot read the arguments: no
+                continue
+    return False
+
+
 @dataclass
 class Scope:
     """One guarded operation: what it is, what it may additionally do, which
     top-level packages it may import from, and the first event it refused."""
 
     what: str
-    allow: tuple[str, ...] = ()
+    allow: tuple[Allowance, ...] = ()
     packages: frozenset[str] = BASE_PACKAGES
     #: packages of default-trusted libraries, whose code may import at run time
     libraries: frozenset[str] = BASE_PACKAGES
@@ -187,6 +204,63 @@ def _imports_in_progress(frame: Any) -> list[tuple[str, Any]]:
     return out
 
 
+def _fd_path(fd: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+
+
+def in_temp_dir(args: tuple[Any, ...]) -> bool:
+    """An ``open``/``os.mkdir``/``os.remove``/``shutil.rmtree``... event on a path in
+    the temporary folder (where adapters unpack a model for their framework). A file
+    descriptor, or a path relative to a directory descriptor (``shutil.rmtree`` works
+    that way), is resolved through ``/proc/self/fd``."""
+    import tempfile
+
+    path = args[0] if args else None
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if isinstance(path, int) and not isinstance(path, bool):
+        path = _fd_path(path)
+    if not isinstance(path, str):
+        return False
+    # open(path, mode, flags) names no directory; os.remove(path, dir_fd),
+    # os.mkdir(path, mode, dir_fd) and the like end with one (-1 or None: the cwd)
+    is_open = len(args) == 3 and (args[1] is None or isinstance(args[1], str))
+    dir_fd = None if is_open or len(args) < 2 else args[-1]
+    if (
+        not os.path.isabs(path)
+        and isinstance(dir_fd, int)
+        and not isinstance(dir_fd, bool)
+        and dir_fd >= 0
+    ):
+        base = _fd_path(dir_fd)
+        if base is None:
+            return False
+        path = os.path.join(base, path)
+    tmp = os.path.realpath(tempfile.gettempdir())
+    return os.path.realpath(path).startswith(tmp + os.sep)
+
+
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def to_loopback(args: tuple[Any, ...]) -> bool:
+    """A socket event that names only this machine: ``socket.getaddrinfo`` of a
+    loopback host, ``socket.connect``/``bind`` to a loopback address, or the creation
+    of a socket (``socket.__new__``, which names no address)."""
+    if not args:
+        return False
+    first = args[0]
+    if isinstance(first, str | bytes):  # getaddrinfo(host, port, ...)
+        host = first.decode() if isinstance(first, bytes) else first
+        return host in _LOOPBACK
+    if len(args) >= 2 and isinstance(args[1], tuple) and args[1]:  # connect(sock, addr)
+        return str(args[1][0]) in _LOOPBACK
+    return len(args) in (1, 4)  # socket.__new__(sock, family, type, proto)
+
+
 def _importer(frame: Any) -> tuple[str | None, Any]:
     """The module whose code asked for an import (the first frame outside the import
     machinery and the modules that import for their caller), and that frame."""
@@ -224,11 +298,11 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
         _check_import(scope, module, sys._getframe(1))
         return
     if event == "open":
-        if not _writes(args) or _matches(event, scope.allow):
+        if not _writes(args):
             return
     elif event not in _EXACT and not event.startswith(_PREFIXES):
         return
-    if _matches(event, scope.allow):
+    if _allows(scope.allow, event, args):
         return
     if _matches(event, _IMPORT_TIME):
         chain = _imports_in_progress(sys._getframe(1))
@@ -242,7 +316,7 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
 
 
 def _import_allowed(scope: Scope, module: str, frame: Any) -> bool:
-    if _top(module) in scope.packages or _matches("import", scope.allow):
+    if _top(module) in scope.packages or _allows(scope.allow, "import", (module,)):
         return True
     importer, frame = _importer(frame)
     if importer is None:
@@ -305,7 +379,7 @@ def guarded(
     *,
     packages: Iterable[str] = (),
     libraries: Iterable[str] = (),
-    allow: Iterable[str] = (),
+    allow: Iterable[Allowance] = (),
 ) -> Iterator[Scope]:
     """Refuse, in this context, every event a load never needs.
 
@@ -316,7 +390,9 @@ def guarded(
             audited types table names.
         libraries: those of ``packages`` whose names the default trust set holds
             (their code may import what it needs at run time).
-        allow: event prefixes an adapter's loader needs (``"socket."``...).
+        allow: events an adapter's loader needs: prefixes (``"ctypes."``), or
+            (prefix, predicate of the event's arguments) pairs that admit only
+            some calls (a socket to loopback, a write under the temp folder).
 
     Nested guards keep the outer scope's refusals: a nested guard can only add
     packages and allowances for its own duration (an adapter inside a load).

@@ -9,15 +9,164 @@ audit summary.
 from __future__ import annotations
 
 import contextlib
-import json
+import math
+import operator
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import SafepointError
+from ..errors import InvalidNameError, SafepointError
 from ..format.environment import compare
 from ..format.reader import open_reader
 
-__all__ = ["manifest_params", "metrics_figure", "models", "search_results"]
+__all__ = [
+    "filter_models",
+    "fmt",
+    "latest_details",
+    "manifest_params",
+    "metrics_figure",
+    "models",
+    "rounded",
+    "run_outputs",
+    "search_results",
+    "steps_rows",
+]
+
+
+def fmt(value: Any) -> str:
+    """A value as the console prints it: floats to 6 significant digits
+    (``0.8600000000000001`` -> ``0.86``), everything else as ``str``.
+
+    >>> fmt(0.8600000000000001), fmt(3), fmt(1e-9), fmt("x"), fmt(None)
+    ('0.86', '3', '1e-09', 'x', '—')
+    """
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def rounded(value: Any, depth: int = 0) -> Any:
+    """``value`` (JSON-like) with floats to 6 significant digits, for display."""
+    if isinstance(value, float):
+        return float(f"{value:.6g}") if math.isfinite(value) else str(value)
+    if depth > 30:
+        return value
+    if isinstance(value, dict):
+        return {k: rounded(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [rounded(v, depth + 1) for v in value]
+    return value
+
+
+def plot_text(text: Any) -> str:
+    """Text for a Plotly label, shown literally: Plotly reads a subset of HTML in labels,
+    so ``<``, ``>`` and ``&`` go as entities (it displays them as the characters)."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _finite(x: Any) -> Any:
+    return x if not isinstance(x, float) or math.isfinite(x) else None
+
+
+# -- the model list: metrics, tags and filters -------------------------------------------------
+def latest_details(store: Any, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The metrics and tags of the latest version of each model in ``names`` (one query)."""
+    import sqlalchemy as sa
+
+    from ..stores.catalog import T_MODELS, T_VERSIONS, loads_json
+
+    wanted = list(dict.fromkeys(names))
+    if not wanted:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    with store.catalog.tx() as conn:
+        for chunk in range(0, len(wanted), 500):
+            # the latest version of just these models (an index range per model)
+            ids = sa.select(T_MODELS.c.id).where(T_MODELS.c.name.in_(wanted[chunk : chunk + 500]))
+            latest = (
+                sa.select(T_VERSIONS.c.model_id, sa.func.max(T_VERSIONS.c.version).label("v"))
+                .where(T_VERSIONS.c.model_id.in_(ids))
+                .group_by(T_VERSIONS.c.model_id)
+                .subquery()
+            )
+            rows = conn.execute(
+                sa.select(T_MODELS.c.name, T_VERSIONS.c.metrics, T_VERSIONS.c.tags)
+                .join(latest, latest.c.model_id == T_MODELS.c.id)
+                .join(
+                    T_VERSIONS,
+                    (T_VERSIONS.c.model_id == latest.c.model_id)
+                    & (T_VERSIONS.c.version == latest.c.v),
+                )
+            ).all()
+            for r in rows:
+                metrics = loads_json(r.metrics, {})
+                tags = loads_json(r.tags, {})
+                out[r.name] = {
+                    "metrics": metrics if isinstance(metrics, dict) else {},
+                    "tags": tags if isinstance(tags, dict) else {},
+                }
+    return out
+
+
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
+    "=": operator.eq,
+}
+_METRIC_FILTER = re.compile(r"^\s*([^<>=]+?)\s*(>=|<=|>|<|=)\s*(\S+)\s*$")
+
+
+def metric_filter(text: str) -> Callable[[dict[str, Any]], bool]:
+    """``"auc>=0.9"`` (or ``>``, ``<``, ``<=``, ``=``) or a bare ``"auc"`` (has the metric)
+    as a test on a metrics dict.
+
+    >>> metric_filter("auc>=0.9")({"auc": 0.93}), metric_filter("auc")({"loss": 1.0})
+    (True, False)
+    """
+    m = _METRIC_FILTER.match(text)
+    if m is None:
+        name = text.strip()
+        if not name or any(c in name for c in "<>="):
+            raise InvalidNameError(f"metric filter {text!r}: use NAME, or NAME>=0.9 (> < <= =)")
+        return lambda metrics: name in metrics
+    name, op, raw = m.groups()
+    try:
+        bound = float(raw)
+    except ValueError:
+        raise InvalidNameError(f"metric filter {text!r}: {raw!r} is not a number") from None
+    test = _OPS[op]
+
+    def check(metrics: dict[str, Any]) -> bool:
+        value = metrics.get(name)
+        return isinstance(value, int | float) and test(float(value), bound)
+
+    return check
+
+
+def filter_models(
+    store: Any, rows: list[dict[str, Any]], tag: str = "", metric: str = ""
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Rows whose latest version has ``tag`` (``KEY`` or ``KEY=VALUE``) and passes
+    ``metric`` (see :func:`metric_filter`); with the latest versions' details."""
+    if not tag and not metric:
+        return rows, {}
+    details = latest_details(store, [r["name"] for r in rows])
+    key, sep, value = tag.partition("=")
+    test = metric_filter(metric) if metric else None
+    out = []
+    for r in rows:
+        d = details.get(r["name"], {"metrics": {}, "tags": {}})
+        if tag and (key not in d["tags"] or (sep and str(d["tags"][key]) != value)):
+            continue
+        if test is not None and not test(d["metrics"]):
+            continue
+        out.append(r)
+    return out, details
 
 
 def models(
@@ -119,27 +268,26 @@ def version_view(store: Any, name: str, version: int) -> VersionView:
     return VersionView(mv, info, rows, store.lineage(name, mv.version), verify, params)
 
 
-def metrics_figure(versions: list[Any]) -> str | None:
-    """A plotly figure (JSON) of each metric over a model's versions."""
-    series: dict[str, tuple[list[int], list[float]]] = {}
+def metrics_figure(versions: list[Any]) -> dict[str, Any] | None:
+    """A Plotly figure of each metric over a model's versions (names shown literally)."""
+    series: dict[str, tuple[list[int], list[Any]]] = {}
     for mv in sorted(versions, key=lambda v: v.version):
         for k, v in (mv.metrics or {}).items():
             xs, ys = series.setdefault(k, ([], []))
             xs.append(mv.version)
-            ys.append(v)
+            ys.append(_finite(v))
     if not series:
         return None
     data = [
-        {"type": "scatter", "mode": "lines+markers", "name": k, "x": xs, "y": ys}
+        {"type": "scatter", "mode": "lines+markers", "name": plot_text(k), "x": xs, "y": ys}
         for k, (xs, ys) in series.items()
     ]
     layout = {
-        "title": {"text": "metrics by version"},
         "xaxis": {"title": {"text": "version"}, "dtick": 1},
         "height": 320,
-        "margin": {"t": 40, "b": 40},
+        "margin": {"t": 30, "b": 40},
     }
-    return json.dumps({"data": data, "layout": layout})
+    return {"data": data, "layout": layout}
 
 
 def _plain(node: Any, reader: Any, depth: int = 0) -> Any:
@@ -228,8 +376,13 @@ def checkpointer_keys(store: Any, name: str, limit: int = 500) -> list[dict[str,
 
 
 def search_results(store: Any, run: Any) -> dict[str, Any] | None:
-    """Per-candidate mean test scores of a search run, read from its ledger's manifests."""
-    name = (run.state or {}).get("checkpointer")
+    """Per-candidate test scores of a search run, read from its ledger's manifests.
+
+    Candidates are labelled by their parameters (recorded in the run's state by the
+    search), best first; the plot shows each candidate's mean and spread over folds.
+    """
+    state = run.state or {}
+    name = state.get("checkpointer")
     if not isinstance(name, str):
         return None
     try:
@@ -237,7 +390,6 @@ def search_results(store: Any, run: Any) -> dict[str, Any] | None:
     except SafepointError:
         return None
     scores: dict[str, list[float]] = {}
-    labels: dict[str, str] = {}
     for key in keys:
         if not key.startswith("search/") or key == "search/meta":
             continue
@@ -259,41 +411,106 @@ def search_results(store: Any, run: Any) -> dict[str, Any] | None:
                 score = next((v for v in score.values() if isinstance(v, float)), None)
             if isinstance(cand, str) and isinstance(score, int | float) and score == score:
                 scores.setdefault(cand, []).append(float(score))
-                params = result.get("parameters")
-                if isinstance(params, dict):
-                    labels[cand] = ", ".join(
-                        f"{k}={'<object>' if v is ... else v}" for k, v in params.items()
-                    )[:160]
     if not scores:
         return None
-    cands = sorted(scores, key=lambda c: -sum(scores[c]) / len(scores[c]))
-    means = [sum(scores[c]) / len(scores[c]) for c in cands]
-    text = [labels.get(c, c[:12]) for c in cands]
+    recorded = state.get("candidate_labels")
+    labels: dict[str, str] = recorded if isinstance(recorded, dict) else {}
+
+    def label(cand: str) -> str:
+        text = labels.get(cand[:16])
+        return str(text) if text is not None else f"candidate {cand[:12]}"
+
+    def mean(c: str) -> float:
+        return sum(scores[c]) / len(scores[c])
+
+    cands = sorted(scores, key=lambda c: -mean(c))
+    rows = []
+    for rank, c in enumerate(cands, 1):
+        values = scores[c]
+        m = mean(c)
+        std = math.sqrt(sum((v - m) ** 2 for v in values) / len(values))
+        rows.append({"rank": rank, "label": label(c), "mean": m, "std": std, "fits": len(values)})
+    shown = rows[:50]
+    texts = [plot_text(r["label"]) for r in shown]
     fig = {
         "data": [
             {
-                "type": "bar",
-                "x": list(range(1, len(cands) + 1)),
-                "y": means,
-                "text": text,
-                "hovertemplate": "%{text}<br>score %{y:.4f}<extra></extra>",
-                "marker": {"color": ["#d62728"] + ["#1f77b4"] * (len(cands) - 1)},
+                "type": "scatter",
+                "mode": "markers",
+                "x": [r["rank"] for r in shown],
+                "y": [r["mean"] for r in shown],
+                "error_y": {"type": "data", "array": [r["std"] for r in shown], "visible": True},
+                "text": texts,
+                "hovertemplate": "%{text}<br>mean score %{y:.4f}<extra></extra>",
+                "marker": {"size": 9, "color": ["#d62728"] + ["#1f77b4"] * (len(shown) - 1)},
             }
         ],
         "layout": {
-            "title": {"text": "mean test score per candidate, best first (red)"},
-            "height": 320,
-            "xaxis": {"title": {"text": "rank"}},
-            "margin": {"t": 40, "b": 40},
+            "height": 340,
+            "xaxis": _rank_axis(shown, texts),
+            # the scores' own range, not from 0: differences between candidates are small
+            "yaxis": {
+                "title": {"text": "mean test score"},
+                "autorange": True,
+                "rangemode": "normal",
+            },
+            "margin": {"t": 30, "b": 50},
+            "showlegend": False,
         },
     }
     return {
-        "figure": json.dumps(fig),
-        "best": text[0],
-        "best_score": means[0],
+        "figure": fig,
+        "rows": rows[:200],
+        "best": rows[0]["label"],
+        "best_score": rows[0]["mean"],
         "n_candidates": len(cands),
         "n_fits": sum(len(v) for v in scores.values()),
     }
+
+
+def _rank_axis(rows: list[dict[str, Any]], texts: list[str]) -> dict[str, Any]:
+    """Ranks on the x axis, labelled by parameters while they fit (the table has them all)."""
+    if len(rows) > 12:
+        return {"title": {"text": "rank (parameters on hover and in the table)"}, "dtick": 1}
+    short = [t if len(t) <= 28 else t[:27] + "…" for t in texts]
+    return {
+        "title": {"text": "candidate, best first"},
+        "tickmode": "array",
+        "tickvals": [r["rank"] for r in rows],
+        "ticktext": short,
+        "tickangle": -20 if any(len(t) > 12 for t in short) else 0,
+        "automargin": True,
+    }
+
+
+def run_outputs(store: Any, run_id: str) -> list[Any]:
+    """The versions a run put in the store (a search's refit model, a workflow's outputs)."""
+    try:
+        return list(store.find(run_id=run_id))
+    except SafepointError:
+        return []
+
+
+def steps_rows(run: Any) -> list[dict[str, Any]]:
+    """A steps run's state as table rows: step, what happened, why, its saved output."""
+    steps = (run.state or {}).get("steps")
+    rows = []
+    for s in steps if isinstance(steps, list) else []:
+        if not isinstance(s, dict) or not isinstance(s.get("step"), str):
+            continue
+        version = s.get("version")
+        rows.append(
+            {
+                "step": s["step"],
+                "action": str(s.get("action", "")),
+                "state": str(s.get("state", "")),
+                "why": str(s.get("explanation") or "; ".join(map(str, s.get("reasons") or []))),
+                "seconds": s.get("seconds"),
+                "version": version if isinstance(version, int) else None,
+                "model": f"{run.name}/{s['step']}",
+            }
+        )
+    return rows
 
 
 def checkpointer_namespaces(store: Any) -> list[dict[str, Any]]:
@@ -308,6 +525,7 @@ def checkpointer_namespaces(store: Any) -> list[dict[str, Any]]:
         )
         rows = conn.execute(sa.select(T_CKPTS).order_by(T_CKPTS.c.name)).all()
     return [
-        {"name": r.name, "description": r.description, "keys": int(counts.get(r.name, 0))}
+        # "n_keys", not "keys": a template's c.keys would be the dict method
+        {"name": r.name, "description": r.description, "n_keys": int(counts.get(r.name, 0))}
         for r in rows
     ]

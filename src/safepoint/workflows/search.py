@@ -1,8 +1,8 @@
 """Resumable hyper-parameter searches: scikit-learn's GridSearchCV and RandomizedSearchCV,
 plus a checkpoint that survives a crash.
 
-A long search (seed 002: hours over KNN, random forests, naive Bayes and logistic
-regression) should not start from zero after a crash, a pre-empted node or a Ctrl-C.
+A long search (hours over KNN, random forests, naive Bayes and logistic regression,
+say) should not start from zero after a crash, a pre-empted node or a Ctrl-C.
 :class:`ResumableGridSearchCV` and :class:`ResumableRandomizedSearchCV` take the same
 arguments and produce the same attributes and results as scikit-learn's classes, plus
 ``checkpoint=``: every (candidate, fold) fit is committed to a ledger the moment it
@@ -528,6 +528,9 @@ class _ResumableSearchMixin:
         est.scorer_ = scorers._scorers if isinstance(scorers, _MultimetricScorer) else scorers
         est.cv_results_ = results
         state.reporter.finish(getattr(est, "best_score_", None), getattr(est, "best_params_", None))
+        # lineage: store.put(name, search.best_estimator_, run_id=search.run_id_) links the
+        # model to this run (the console navigates between them)
+        est.run_id_ = state.reporter.run.id if state.reporter.run is not None else None
         if root_ctx is not None:
             root_ctx.call_on_fit_task_end(estimator=self, X=X, y=y, metadata=metadata_callbacks)
         return self
@@ -694,12 +697,14 @@ class _ResumableSearchMixin:
         if ledger is not None and todo:
             writer = LedgerWriter(
                 ledger,
-                on_start=lambda: state.reporter.start(n_candidates, n_splits, resumed),
+                on_start=lambda: state.reporter.start(
+                    n_candidates, n_splits, resumed, _labels(keys, candidate_params)
+                ),
                 after_commit=lambda n: state.reporter.advance(resumed_before + n),
                 min_interval=self.commit_interval,
             )
         else:
-            state.reporter.start(n_candidates, n_splits, resumed)
+            state.reporter.start(n_candidates, n_splits, resumed, _labels(keys, candidate_params))
         try:
             if todo:
                 parallel = Parallel(
@@ -772,7 +777,9 @@ class _RunReporter:
             warnings.warn(f"could not update the runs table: {exc}", stacklevel=3)
             self.run, self.enabled = None, False
 
-    def start(self, n_candidates: int, n_splits: int, resumed: int) -> None:
+    def start(
+        self, n_candidates: int, n_splits: int, resumed: int, labels: dict[str, str] | None = None
+    ) -> None:
         self.total, self.done = n_candidates * n_splits, resumed
         if not self.enabled or self.ledger is None:
             return
@@ -788,6 +795,8 @@ class _RunReporter:
             "total": self.total,
             "done": resumed,
             "resumed": resumed,
+            # candidate digest (16 hex) -> its parameters, for the console's labels
+            "candidate_labels": labels or {},
         }
         self._guard(lambda: self._open(name, state))
         self.last = time.monotonic()
@@ -837,6 +846,18 @@ class _RunReporter:
                 status=status, message=message, progress=self._fraction(), state={"done": self.done}
             )
         )
+
+
+#: candidates whose parameters the run's state records (the console labels these)
+MAX_LABELS = 500
+
+
+def _labels(keys: list[str], candidate_params: Any) -> dict[str, str]:
+    """``{digest[:16]: "C=0.1, penalty='l2'"}`` for the first :data:`MAX_LABELS` candidates."""
+    out = {}
+    for key, params in list(zip(keys, candidate_params, strict=False))[:MAX_LABELS]:
+        out[key[:16]] = ", ".join(f"{k}={_short_repr(v, 60)}" for k, v in params.items())[:200]
+    return out
 
 
 def _short_repr(value: Any, limit: int = 200) -> str:
@@ -1025,7 +1046,7 @@ class SearchSpace:
         """The best candidate of each model type in a fitted search.
 
         Returns ``{label: {"index": i, "params": {...}, "score": mean test score}}``, the
-        seed 002 "best result for each model type", computed from ``cv_results_``.
+        "best result for each model type", computed from ``cv_results_``.
         """
         results = search.cv_results_
         if metric is None:

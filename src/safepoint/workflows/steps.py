@@ -933,7 +933,7 @@ class Steps(_WorkflowBase):
         params: parameters the steps read as ``self.params[...]``; a step reruns
             when a parameter it read changes.
         trusted: extra types to trust when restoring outputs (see ``sp.load``).
-        checkpoint_folder: the seed's name of ``store`` (a folder).
+        checkpoint_folder: the older name of ``store`` (a folder).
 
     Each ``step_N(self, outputs)`` receives the outputs of the steps before it
     (``outputs["step_1"]``, ...) and returns what to save; steps run in numeric

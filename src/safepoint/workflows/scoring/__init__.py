@@ -1,5 +1,6 @@
 """Scoring: records in, a model from the store applied, predictions out, exactly once."""
 
+from .model import from_checkpointer
 from .pipeline import ScoringPipeline, ScoringReport
 from .schema import Field, Schema
 from .sinks import AppendSink, PartsSink, Sink, StdoutSink
@@ -20,4 +21,5 @@ __all__ = [
     "Source",
     "StdinSource",
     "StdoutSink",
+    "from_checkpointer",
 ]

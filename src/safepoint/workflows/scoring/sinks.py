@@ -4,11 +4,14 @@ Every commit writes a batch's predictions, its dead letters and the input
 offsets that produced them as one atomic step, so a job killed at any instant
 resumes with nothing lost and nothing written twice:
 
-* :class:`PartsSink` (a folder, or a single ``.parquet`` file assembled from
-  one): each batch becomes ``part-<seq>`` (written to a temporary name, fsynced,
-  renamed), then a commit record ``_commits/<seq>.json`` holding the offsets is
-  renamed into place. The commit record is the commit point; parts without
-  one are leftovers of a crash and are deleted on restart.
+* :class:`PartsSink` (a folder): each batch becomes ``part-<seq>`` (written to a
+  temporary name, fsynced, renamed), then a commit record ``_commits/<seq>.json``
+  holding the offsets is renamed into place. The commit record is the commit
+  point; parts without one are leftovers of a crash and are deleted on restart.
+* :class:`ParquetFileSink` (a single ``.parquet`` file): a :class:`PartsSink` in a
+  hidden folder beside it (``.x.parquet.parts/``); once the input is exhausted the
+  parts are assembled into the file, which carries the last commit state in its
+  metadata, and only then is the folder removed (see the class).
 * :class:`AppendSink` (a single ``.csv`` or ``.jsonl`` file): batches are
   appended and fsynced, then a state file recording the committed byte
   length and offsets is renamed into place; a restart truncates the file to
@@ -25,7 +28,9 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import sys
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -40,6 +45,7 @@ __all__ = [
     "AppendSink",
     "CheckpointerSink",
     "CommitState",
+    "ParquetFileSink",
     "PartsSink",
     "Sink",
     "StdoutSink",
@@ -76,6 +82,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _fsync_write_dir(path: Path) -> None:
+    fsync_dir(path if path.is_dir() else path.parent)
 
 
 def encode_table(table: pa.Table, fmt: str, header: bool = True) -> bytes:
@@ -118,19 +128,35 @@ class Sink:
     def finish(self) -> None:
         """Called once the input is exhausted."""
 
+    def reset(self) -> None:
+        """Delete everything earlier runs committed (``restart=True``, ``--restart``)."""
+
 
 class PartsSink(Sink):
-    def __init__(
-        self, folder: str | os.PathLike[str], fmt: str = "parquet", final: str | None = None
-    ) -> None:
+    """A folder of parts with one commit record per batch (see the module docstring)."""
+
+    def __init__(self, folder: str | os.PathLike[str], fmt: str = "parquet") -> None:
         if fmt not in ("parquet", "csv", "jsonl"):
             raise SchemaError(f"unknown output format {fmt!r}")
         self.dir = Path(folder)
         self.fmt = fmt
-        self.final = final
+
+    def _ensure_dirs(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "_commits").mkdir(exist_ok=True)
         (self.dir / "_dead").mkdir(exist_ok=True)
+
+    def reset(self) -> None:
+        if not self.dir.is_dir():
+            return
+        # only what a scoring run writes: other files a user keeps there stay
+        for sub in ("_commits", "_dead"):
+            shutil.rmtree(self.dir / sub, ignore_errors=True)
+        for p in self.dir.glob("part-*"):
+            p.unlink(missing_ok=True)
+        for p in self.dir.glob(".*.tmp"):
+            p.unlink(missing_ok=True)
+        fsync_dir(self.dir)
 
     def _seqs(self) -> list[int]:
         out = []
@@ -140,6 +166,7 @@ class PartsSink(Sink):
         return sorted(out)
 
     def recover(self) -> CommitState:
+        self._ensure_dirs()
         seqs = self._seqs()
         last = seqs[-1] if seqs else 0
         for p in list(self.dir.glob("part-*")) + list((self.dir / "_dead").glob("*")):
@@ -169,6 +196,7 @@ class PartsSink(Sink):
 
     def commit(self, table: pa.Table, dead: list[BadRecord], state: CommitState) -> None:
         seq = state.seq
+        self._ensure_dirs()
         if table.num_rows:
             _atomic_write(self.dir / f"part-{seq:09d}.{self.fmt}", encode_table(table, self.fmt))
         if dead:
@@ -178,19 +206,164 @@ class PartsSink(Sink):
         )
         fsync_dir(self.dir)
 
-    def finish(self) -> None:
-        if self.final is None:
-            return
-        tables = [_read_table(p, self.fmt) for p in self.parts()]
-        if not tables:
-            return
-        _atomic_write(Path(self.final), encode_table(pa.concat_tables(tables), self.fmt))
-
     def dead_letters(self) -> list[dict[str, Any]]:
         out = []
         for p in sorted((self.dir / "_dead").glob("part-*.jsonl")):
             out += [json.loads(line) for line in p.read_text().splitlines() if line]
         return out
+
+
+class ParquetFileSink(PartsSink):
+    """One Parquet file, built from parts committed in a hidden folder beside it.
+
+    Batches commit into ``.x.parquet.parts/`` exactly as into a folder. Once the input
+    is exhausted:
+
+    1. the dead letters are gathered into ``x.parquet.dead.jsonl`` (or ``dead_letter``),
+       written to a temporary name, fsynced and renamed;
+    2. the parts are assembled into ``x.parquet`` the same way; the file's metadata holds
+       the last commit state (offsets, counts), so the file itself records that it is
+       complete and where its input ended;
+    3. only then is the folder renamed to a trash name and deleted (a rename is atomic:
+       a crash leaves the whole folder, which the next run assembles again, or none).
+
+    A run on a finished output reads the state from the file: nothing to do. If new
+    input appears (a folder source got files), the file is linked back in as the first
+    part of a new folder, so the next assembly keeps every record.
+    """
+
+    STATE_KEY = b"safepoint.scoring.state"
+
+    def __init__(
+        self, path: str | os.PathLike[str], dead_letter: str | os.PathLike[str] | None = None
+    ) -> None:
+        self.path = Path(path)
+        super().__init__(self.path.with_name(f".{self.path.name}.parts"), "parquet")
+        self.dead_path = (
+            Path(dead_letter)
+            if dead_letter
+            else self.path.with_name(self.path.name + ".dead.jsonl")
+        )
+        self._base: CommitState | None = None
+        self._schema: pa.Schema | None = None
+
+    def _trash(self) -> list[Path]:
+        prefix = f".{self.path.name}.parts."
+        return [
+            p
+            for p in self.path.parent.glob(f"{prefix}*")
+            if p.name[len(prefix) :].startswith(("done-", "tmp-"))
+        ]
+
+    def _final_state(self) -> CommitState | None:
+        """The commit state recorded in the assembled file, if it is one of ours."""
+        import pyarrow.parquet as pq
+
+        if not self.path.is_file():
+            return None
+        try:
+            meta = pq.read_schema(self.path).metadata or {}
+        except (pa.ArrowInvalid, OSError):
+            meta = {}
+        raw = meta.get(self.STATE_KEY)
+        if raw is None:
+            raise SchemaError(
+                f"the output {self.path} exists and was not written by a scoring run: "
+                "move it away, or start over with restart=True (CLI: --restart), which "
+                "replaces it"
+            )
+        return CommitState.from_json(json.loads(raw))
+
+    def recover(self) -> CommitState:
+        for p in self._trash():
+            shutil.rmtree(p, ignore_errors=True)
+        self._base = None
+        if self.dir.is_dir():
+            return super().recover()
+        state = self._final_state()
+        if state is None:
+            return CommitState()
+        self._base = state
+        return CommitState.from_json(state.to_json())  # the caller advances its own copy
+
+    def _reopen(self) -> None:
+        """New records after the file was assembled: the file becomes the first part of a
+        new folder (built under a temporary name, then renamed into place)."""
+        base = self._base
+        assert base is not None
+        tmp = self.path.with_name(f".{self.path.name}.parts.tmp-{uuid.uuid4().hex[:12]}")
+        (tmp / "_commits").mkdir(parents=True)
+        (tmp / "_dead").mkdir()
+        part = tmp / f"part-{base.seq:09d}.parquet"
+        try:
+            os.link(self.path, part)
+        except OSError:
+            shutil.copyfile(self.path, part)
+        if self.dead_path.is_file():
+            shutil.copyfile(self.dead_path, tmp / "_dead" / f"part-{base.seq:09d}.jsonl")
+        record = json.dumps(base.to_json()).encode()
+        _atomic_write(tmp / "_commits" / f"{base.seq:09d}.json", record)
+        fsync_dir(tmp)
+        os.replace(tmp, self.dir)
+        fsync_dir(self.path.parent)
+        self._base = None
+
+    def committed_keys(self) -> set[Any]:
+        if self.key is None:
+            return set()
+        if self._base is not None:
+            return set(_read_table(self.path, "parquet").column(self.key).to_pylist())
+        return super().committed_keys()
+
+    def commit(self, table: pa.Table, dead: list[BadRecord], state: CommitState) -> None:
+        if self._base is not None:
+            self._reopen()
+        self._schema = table.schema
+        super().commit(table, dead, state)
+
+    def finish(self) -> None:
+        if not self.dir.is_dir():
+            return  # nothing new since the file was assembled
+        seqs = self._seqs()
+        if not seqs:
+            return
+        with open(self.dir / "_commits" / f"{seqs[-1]:09d}.json", encoding="utf-8") as f:
+            state = json.load(f)
+        tables = [_read_table(p, "parquet") for p in self.parts()]
+        if tables:
+            table = pa.concat_tables(tables, promote_options="permissive")
+        elif self._schema is not None:
+            table = self._schema.empty_table()
+        else:
+            return  # no record and no schema to write an empty file with: keep the folder
+        dead = b"".join(p.read_bytes() for p in sorted((self.dir / "_dead").glob("part-*.jsonl")))
+        if dead:
+            _atomic_write(self.dead_path, dead)
+        elif self.dead_path.is_file():
+            self.dead_path.unlink()
+        meta = dict(table.schema.metadata or {})
+        meta[self.STATE_KEY] = json.dumps(state).encode()
+        _atomic_write(self.path, encode_table(table.replace_schema_metadata(meta), "parquet"))
+        _fsync_write_dir(self.path)
+        # the file is durable and records the state: the folder is no longer needed
+        trash = self.path.with_name(f".{self.path.name}.parts.done-{uuid.uuid4().hex[:12]}")
+        os.replace(self.dir, trash)
+        fsync_dir(self.path.parent)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def reset(self) -> None:
+        for p in [self.dir, *self._trash()]:
+            shutil.rmtree(p, ignore_errors=True)
+        for p in (self.path, self.dead_path):
+            p.unlink(missing_ok=True)
+        fsync_dir(self.path.parent)
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        if self.dir.is_dir():
+            return super().dead_letters()
+        if not self.dead_path.is_file():
+            return []
+        return [json.loads(line) for line in self.dead_path.read_text().splitlines() if line]
 
 
 def _read_table(path: Path, fmt: str) -> pa.Table:
@@ -266,6 +439,10 @@ class AppendSink(Sink):
         state.extra["dead_bytes"] = dsize
         _atomic_write(self.state_path, json.dumps(state.to_json()).encode())
 
+    def reset(self) -> None:
+        for p in (self.state_path, self.path, self.dead_path):
+            p.unlink(missing_ok=True)
+
 
 class StdoutSink(Sink):
     """JSON lines or CSV on standard output; dead letters on stderr. Best effort."""
@@ -325,6 +502,10 @@ class CheckpointerSink(Sink):
             },
         )
 
+    def reset(self) -> None:
+        for k in self._keys():
+            self.ckpt.delete(k)
+
     def predictions(self) -> Any:
         """All committed predictions as one DataFrame."""
         import pandas as pd
@@ -356,6 +537,5 @@ def open_sink(spec: Any, *, fmt: str | None = None, dead_letter: str | None = No
     if kind is None:
         raise SchemaError(f"cannot tell the output format of {path!r}; pass a format")
     if kind == "parquet":
-        p = Path(path)
-        return PartsSink(p.with_name(f".{p.name}.parts"), "parquet", final=path)
+        return ParquetFileSink(path, dead_letter=dead_letter)
     return AppendSink(path, kind, dead_letter=dead_letter)

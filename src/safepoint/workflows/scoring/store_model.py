@@ -36,13 +36,21 @@ class StoreModelHandle(ModelHandle):
         self._load(self.store.info(self.name, self.selector).version)
 
     def _load(self, version: int) -> None:
-        model = self.store.get(self.name, version, trusted=self.trusted)
+        from .frameworks import load_instead, prepare_load
+
         info = self.store.inspect(f"{self.name}@{version}", trusted=self.trusted)
+        types = [t["name"] for t in info.types]
+        prepare_load(types)  # e.g. a Spark model needs a session
+        with self.store.open_blob(self.name, version) as src:
+            model = load_instead(types, src)  # e.g. an H2O model's MOJO, with no cluster
+        if model is None:
+            model = self.store.get(self.name, version, trusted=self.trusted)
+        signature = self._adopt(model, info.signature)
         # swap model, version and signature together: readers see one or the other
         with self._lock:
             self.model = model
             self.version = str(version)
-            self.signature = info.signature or {}
+            self.signature = signature
             self.number = version
 
     def current(self) -> tuple[Any, str]:

@@ -1,0 +1,300 @@
+"""What every command shares: ``--json``, ``--quiet``, ``--trust``/``--path``, error
+reporting and progress.
+
+Unix habits, the same for every command:
+
+* results go to stdout; errors, warnings and progress go to stderr;
+* progress is shown only when stderr is a terminal, and never with ``--json``,
+  ``--quiet`` or ``$SAFEPOINT_QUIET`` (so ``safepoint score ... --json | jq`` works);
+* exit codes: 0 success, 1 the operation failed, 2 bad usage or input;
+* with ``--json`` an error is a JSON object on stderr,
+  ``{"error": "...", "type": "NotFoundError", "exit_code": 1}``, with the same exit code.
+
+>>> cli_phrasing("alias m@prod already points at version 2; pass expected=2 to move it")
+'alias m@prod already points at version 2; pass --expected 2 to move it'
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+
+from ..errors import SafepointError, UntrustedTypesError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+__all__ = [
+    "SafepointGroup",
+    "allowed_host_option",
+    "cli_phrasing",
+    "emit_json",
+    "json_option",
+    "metadata_option",
+    "quiet_option",
+    "report_error",
+    "require_extra",
+    "secret_arg",
+    "show_progress",
+    "stderr_console",
+    "trust_option",
+    "trust_options",
+    "wants_json",
+]
+
+
+# -- options ---------------------------------------------------------------------------------
+def json_option(f: F) -> F:
+    """``--json``: results as JSON on stdout, errors as JSON on stderr, no progress."""
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print JSON for scripts (errors too, on stderr)."
+    )(f)
+
+
+def quiet_option(f: F) -> F:
+    """``--quiet/-q``: no progress output (also ``$SAFEPOINT_QUIET=1``)."""
+    return click.option(
+        "--quiet", "-q", is_flag=True, help="No progress output (also $SAFEPOINT_QUIET=1)."
+    )(f)
+
+
+def _add_paths(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:
+    # before any --trust name is imported: a folder given twice is added once
+    for folder in reversed(value):
+        path = os.path.abspath(folder)
+        if path not in sys.path:
+            sys.path.insert(0, path)
+
+
+def trust_option(f: F) -> F:
+    """``--trust NAME`` (repeatable), for commands that only audit names (``scan``)."""
+    return click.option(
+        "--trust",
+        multiple=True,
+        metavar="NAME",
+        help="Treat this type name (module.Class) as trusted.",
+    )(f)
+
+
+def trust_options(f: F) -> F:
+    """``--trust NAME`` (repeatable) and ``--path DIR`` (where NAME's module is found).
+
+    Trusting ``mypkg.models.Scorer`` means loading may construct it, so its module must be
+    importable: installed, in ``$PYTHONPATH``, or in a folder given with ``--path``.
+    """
+    f = click.option(
+        "--path",
+        "import_paths",
+        multiple=True,
+        metavar="DIR",
+        type=click.Path(exists=True, file_okay=False),
+        callback=_add_paths,
+        expose_value=False,
+        is_eager=True,
+        help="Add DIR to the import path, so that --trust names from your own code import.",
+    )(f)
+    f = click.option(
+        "--trust",
+        multiple=True,
+        metavar="NAME",
+        help="Trust this type name too (module.Class; its module must be importable, see --path).",
+    )(f)
+    return f
+
+
+# -- output ----------------------------------------------------------------------------------
+def emit_json(data: Any) -> None:
+    """``data`` as indented JSON on stdout (datetimes and paths as strings)."""
+    click.echo(json.dumps(data, indent=2, default=str, allow_nan=True))
+
+
+def show_progress(quiet: bool = False, as_json: bool = False) -> bool:
+    """Whether a command may draw progress: on a terminal stderr, not asked to be quiet."""
+    if quiet or as_json or os.environ.get("SAFEPOINT_QUIET"):
+        return False
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def stderr_console() -> Any:
+    """A rich console on stderr (progress and notes never mix with a command's output)."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def secret_arg(spec: str | None, option: str) -> str | None:
+    """A secret named on the command line as ``env:VAR`` or ``file:PATH`` (never itself)."""
+    if spec is None:
+        return None
+    if spec.startswith("env:"):
+        value = os.environ.get(spec[4:])
+        if not value:
+            raise click.BadParameter(
+                f"environment variable {spec[4:]} is not set", param_hint=option
+            )
+        return value
+    if spec.startswith("file:"):
+        try:
+            with open(spec[5:], encoding="utf-8") as f:
+                return f.read().strip()
+        except OSError as exc:
+            raise click.BadParameter(
+                f"cannot read {spec[5:]}: {exc.strerror}", param_hint=option
+            ) from None
+    raise click.BadParameter(
+        "use env:VAR or file:PATH (secrets never go on the command line)", param_hint=option
+    )
+
+
+def require_extra(extra: str, *modules: str) -> None:
+    """Raise :class:`MissingDependencyError` naming ``extra`` if a module is missing."""
+    import importlib
+
+    from ..errors import MissingDependencyError
+
+    for name in modules:
+        alternatives = name.split("|")  # python-multipart: new and old import names
+        for i, alt in enumerate(alternatives):
+            try:
+                importlib.import_module(alt)
+                break
+            except ModuleNotFoundError:
+                if i == len(alternatives) - 1:
+                    raise MissingDependencyError(extra, alternatives[0]) from None
+
+
+def metadata_option(f: F) -> F:
+    """``--metadata URL`` (default ``$SAFEPOINT_METADATA``): the store's catalog database."""
+    return click.option(
+        "--metadata",
+        metavar="URL",
+        envvar="SAFEPOINT_METADATA",
+        help="Catalog database URL, e.g. postgresql://host/db (default $SAFEPOINT_METADATA, "
+        "else the store's own).",
+    )(f)
+
+
+def allowed_host_option(f: F) -> F:
+    """``--allowed-host NAME`` (repeatable): a ``Host`` name to answer besides the bound ones."""
+    return click.option(
+        "--allowed-host",
+        "allowed_hosts",
+        multiple=True,
+        metavar="NAME",
+        help="Also answer requests for this host name (a DNS name, a proxy's; '*': any). "
+        "Other Host headers are refused (DNS rebinding).",
+    )(f)
+
+
+# -- errors ----------------------------------------------------------------------------------
+#: how the library spells a fix (Python arguments) -> how the CLI spells it (options)
+_PHRASES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"\bexpected=<current version>"), "--expected <current version>"),
+    (re.compile(r"\bexpected=(\d+)"), r"--expected \1"),
+    (re.compile(r"\bforce=True\b"), "--force"),
+    (re.compile(r"\bmetadata='([^']*)'"), r"--metadata \1"),
+    (
+        re.compile(r"pass format='parquet'\|'csv'\|'jsonl' \(CLI: --input-format\)"),
+        "pass --input-format parquet|csv|jsonl",
+    ),
+    (re.compile(r"\bload with env='warn'"), "load it with env='warn' from Python"),
+    (
+        re.compile(r"install the package the model was trained with"),
+        "install the package the model was trained with, or pass --path DIR (the folder "
+        "that holds it)",
+    ),
+]
+
+
+def cli_phrasing(message: str, exc: BaseException | None = None) -> str:
+    """A library message with its Python spellings (``expected=2``, ``force=True``)
+    replaced by the command-line options that do the same."""
+    if isinstance(exc, UntrustedTypesError) and exc.types:
+        flags = " ".join(f"--trust {t}" for t in exc.types)
+        message = re.sub(r"sp\.\w+\([^()]*trusted=\[.*?\]\) \(CLI: --trust NAME\)", flags, message)
+    for pattern, repl in _PHRASES:
+        message = pattern.sub(repl, message)
+    return message
+
+
+def report_error(message: str, kind: str, code: int, as_json: bool) -> None:
+    """Print an error on stderr: one ``safepoint: error:`` line, or a JSON object."""
+    if as_json:
+        click.echo(
+            json.dumps({"error": message, "type": kind, "exit_code": code}, default=str), err=True
+        )
+    else:
+        click.echo(f"safepoint: error: {message}", err=True)
+
+
+def _os_message(exc: OSError) -> str:
+    where = exc.filename
+    what = exc.strerror or str(exc)
+    if where is None:
+        return what
+    hint = ""
+    if exc.errno == errno.ENOENT:
+        folder = os.path.dirname(os.path.abspath(os.fspath(where)))
+        if not os.path.isdir(folder):
+            hint = f" (the folder {folder} does not exist)"
+    return f"{what}: {os.fspath(where)}{hint}"
+
+
+def wants_json(args: Sequence[str]) -> bool:
+    """Whether ``--json`` is among the options (before a ``--``)."""
+    for a in args:
+        if a == "--":
+            return False
+        if a == "--json":
+            return True
+    return False
+
+
+class SafepointGroup(click.Group):
+    """The root group: every error, usage errors included, is reported the same way
+    (one line on stderr, or JSON with ``--json``) with exit code 1 or 2; no traceback
+    for errors the user can fix."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        argv = list(sys.argv[1:] if args is None else args)
+        as_json = wants_json(argv)
+        try:
+            rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            report_error("interrupted", "Abort", 1, as_json)
+            sys.exit(1)
+        except click.ClickException as exc:
+            if as_json or not isinstance(exc, click.UsageError):
+                kind = type(exc).__name__
+                report_error(exc.format_message(), kind, exc.exit_code, as_json)
+            else:
+                exc.show()  # the usage line and the hint to --help
+            sys.exit(exc.exit_code)
+        except SafepointError as exc:
+            report_error(cli_phrasing(str(exc), exc), type(exc).__name__, 1, as_json)
+            sys.exit(1)
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:  # `safepoint ls | head`: the reader went away
+                from click.utils import PacifyFlushWrapper
+
+                sys.stdout = PacifyFlushWrapper(sys.stdout)  # type: ignore[operator]
+                sys.exit(1)
+            report_error(_os_message(exc), type(exc).__name__, 1, as_json)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
