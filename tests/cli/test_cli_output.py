@@ -257,9 +257,11 @@ def test_unknown_filter_values_are_usage_errors(root: Path) -> None:
 def test_cli_constants_match_the_library() -> None:
     from safepoint.cli import scoring_cmds, store_cmds
     from safepoint.stores.runs import STATUSES
+    from safepoint.stores.store import AUDIT_ACTIONS
     from safepoint.workflows.scoring.model import METHODS
 
     assert store_cmds.STATUSES == STATUSES
+    assert store_cmds.AUDIT_ACTIONS == AUDIT_ACTIONS
     assert scoring_cmds.METHODS == METHODS
 
 

@@ -100,8 +100,9 @@ def store_for_ref(text: str, store_url: str | None, metadata_url: str | None) ->
         return None
 
 
-#: what the audit log records (``safepoint log --action``)
-AUDIT_ACTIONS = ("put", "alias", "unalias", "delete", "copy", "copy-out", "gc")
+#: what the audit log records (``safepoint log --action``; ``stores.store.AUDIT_ACTIONS``,
+#: spelled out so that ``--help`` imports no database driver: a test keeps the two equal)
+AUDIT_ACTIONS = ("put", "alias", "unalias", "edit", "delete", "copy", "copy-out", "gc", "recover")
 #: the kinds of run safepoint's own workflows record (users may add their own)
 RUN_KINDS = ("steps", "search", "scoring")
 #: ``safepoint.stores.runs.STATUSES``, spelled out so that ``--help`` imports no database
