@@ -72,6 +72,8 @@ def populated(tmp_path_factory):
     assert store.verify("fraud/clf@2").ok  # recorded: the console shows it without loading
     for i in range(3):
         store.put(f"other/model-{i}", GaussianNB().fit(X, y))
+    # the output of a step workflow: hidden from the model list unless asked for
+    store.put("training/step_2", {"rows": 300}, tags={"safepoint.step": "training:2"})
     store.checkpointer("fraud/state", description="scoring job state").set("threshold", 0.7)
     search = sp.ResumableGridSearchCV(
         LogisticRegression(),
@@ -168,6 +170,21 @@ def test_browse_list_model_version_audit(console, browser):
     assert "put" in page.inner_text("#audit-log")
     page.goto(console + "/checkpointers?name=fraud/state")
     assert "threshold" in page.inner_text("#keys")
+    page.close()
+
+
+def test_step_outputs_are_listed_only_when_asked(console, browser):
+    page = browser.new_page()
+    page.goto(console + "/")
+    names = page.locator("a.model-link").all_inner_texts()
+    assert "training/step_2" not in names and len(names) == 4
+    assert set(page.locator("#models td.kind").all_inner_texts()) == {"model"}
+    page.check("input[name=all]")
+    page.click("form.search button")
+    rows = page.locator("#models tbody tr")
+    assert rows.count() == 5
+    step_row = rows.filter(has_text="training/step_2")
+    assert step_row.locator("td.kind").inner_text() == "step"
     page.close()
 
 

@@ -170,7 +170,10 @@ async def models(request: Any) -> Any:
     sort = request.query_params.get("sort", "updated")
     tag = request.query_params.get("tag", "").strip()
     metric = request.query_params.get("metric", "").strip()
-    rows, details = data.filter_models(store, data.models(store, q, sort), tag, metric)
+    show_all = request.query_params.get("all", "") in ("1", "on", "true")
+    rows, details = data.filter_models(
+        store, data.models(store, q, sort, show_all=show_all), tag, metric
+    )
     pages = max(1, -(-len(rows) // PAGE_SIZE))
     try:
         page_no = min(max(1, int(request.query_params.get("page", "1"))), pages)
@@ -191,6 +194,7 @@ async def models(request: Any) -> Any:
         sort=sort,
         tag=tag,
         metric=metric,
+        show_all=show_all,
         total=len(rows),
         pages=pages,
         page_no=page_no,
