@@ -124,8 +124,10 @@ def _crash_writer(url: str, seed: int, ready: Any, w: Any) -> None:
             current = store.aliases("crash/model").get("prod")
             store.set_alias("crash/model", "prod", mv.version, expected=current)
         elif i % 4 == 3:
+            os.write(w, f"d {mv.version - 1} -\n".encode())  # about to delete it
             with contextlib.suppress(AliasConflictError, NotFoundError):
                 store.delete("crash/model", mv.version - 1)
+                os.write(w, f"D {mv.version - 1} -\n".encode())
         key = f"k{i % 3}"
         value = rng.random(int(rng.integers(1, 60_000)))  # inline or blob
         ckpt.set(key, value)
@@ -139,6 +141,8 @@ def test_kill9_writer_at_random_instants(tmp_path: Path) -> None:
     Store(url)  # create the catalog once
     rng = random.Random(1234)
     committed: dict[int, str] = {}
+    deleted: set[int] = set()
+    deleting: set[int] = set()
     ckpt_last: dict[str, float] = {}
     for t in range(trials):
         r, w = os.pipe()
@@ -159,13 +163,23 @@ def test_kill9_writer_at_random_instants(tmp_path: Path) -> None:
                 continue  # a line cut by the kill
             if parts[0] == "V":
                 committed[int(parts[1])] = parts[2]
+            elif parts[0] == "D":  # the writer deleted it itself: it must be gone
+                deleted.add(int(parts[1]))
+            elif parts[0] == "d":  # a delete started: it may or may not have happened
+                deleting.add(int(parts[1]))
             else:
                 ckpt_last[parts[1]] = float(parts[2])
     store = Store(url)
     versions = {v.version: v for v in store.versions("crash/model")}
-    # every put that returned is there, with the digest it returned
+    # every put that returned is there, with the digest it returned, unless the writer itself
+    # deleted it afterwards; a delete that a kill cut short may have happened or not
     for v, digest in committed.items():
-        assert versions[v].digest == digest
+        if v in deleted:
+            assert v not in versions
+        elif v in versions:
+            assert versions[v].digest == digest
+        else:
+            assert v in deleting, f"version {v} was committed, never deleted, and is gone"
     # every visible version loads and verifies (no partial version)
     for v in versions.values():
         got = store.get("crash/model", v.version)
