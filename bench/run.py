@@ -227,6 +227,8 @@ class Runner:
                 return False
             runs.setdefault(op, {}).setdefault(lib, []).append(s)
             extra = ""
+            if s.get("sys") is not None:
+                extra += f" sys {s['sys']:6.2f} s"
             if s.get("peak") is not None:
                 extra += f" peak +{s['peak'] / 2**20:8.1f} MiB"
             if "ok" in s:
