@@ -7,6 +7,7 @@ depend on the path taken (nor on the number of threads).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import mmap
 import os
@@ -302,6 +303,28 @@ def test_many_medium_compressed_buffers(
     _check_equal(obj, sp.load(path))
 
 
+def test_a_failed_write_waits_for_the_background_hash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker hashing a signed buffer reads the caller's memory: a write that
+    fails must not return (and let the caller free it) before the worker is done."""
+    done: list[bool] = []
+
+    class Slow:
+        def update(self, data: Any) -> None:
+            import time
+
+            time.sleep(0.05)
+            done.append(True)
+
+    def failing(batch: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    parts = [memoryview(bytes(10)) for _ in range(3)]
+    with pytest.raises(OSError, match="No space"):
+        pio.write_hashed_inline(failing, parts, (), (Slow(),), threads=2)
+    # finished, or cancelled before it started (the shared pool was busy): never midway
+    assert len(done) in (0, 3)
+
+
 def test_failed_compression_is_raised(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SAFEPOINT_IO_THREADS", "2")
 
@@ -335,6 +358,12 @@ def test_one_pass_write_hashes_and_writes_every_byte_in_order(sizes: list[int]) 
     pio.write_hashed_inline(write, parts, (h,))
     assert bytes(out) == whole
     assert h.hexdigest() == xxhash.xxh3_64_hexdigest(whole)
+    # a slow hasher on a worker (or inline with one thread) sees the same bytes
+    for threads in (1, 2):
+        strong, quick = hashlib.blake2b(digest_size=32), xxhash.xxh3_64()
+        pio.write_hashed_inline(lambda b: None, parts, (quick,), (strong,), threads=threads)
+        assert strong.hexdigest() == hashlib.blake2b(whole, digest_size=32).hexdigest()
+        assert quick.hexdigest() == h.hexdigest()
     # a batch is cut once it reaches HASH_CHUNK: at most one chunk plus one part over
     assert all(b < 2 * pio.HASH_CHUNK for b in batches)
     assert len(batches) <= len(whole) // pio.HASH_CHUNK + len(parts) + 1
@@ -351,9 +380,9 @@ def test_large_buffers_are_written_in_one_pass(
     calls: list[int] = []
     real = pio.write_hashed_inline
 
-    def counting(write: Any, parts: Any, hashers: Any) -> None:
+    def counting(write: Any, parts: Any, hashers: Any, **kw: Any) -> None:
         calls.append(len(parts))
-        real(write, parts, hashers)
+        real(write, parts, hashers, **kw)
 
     monkeypatch.setattr(pio, "write_hashed_inline", counting)
     for key in (None, KEY):
