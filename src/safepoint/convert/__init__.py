@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._types import Trusted
 
 if TYPE_CHECKING:
     from .api import ConversionReport, ScanResult, ScanResults
@@ -29,7 +31,7 @@ def convert(
     src_path: str | os.PathLike[str],
     dst_path: str | os.PathLike[str],
     *,
-    trusted: Iterable[Any] | str | type | None = (),
+    trusted: Trusted = (),
     compress: str | None = None,
     limits: ConvertLimits | None = None,
 ) -> ConversionReport:
@@ -76,7 +78,7 @@ def convert(
 def scan(
     paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
     *,
-    trusted: Iterable[Any] | str | type | None = (),
+    trusted: Trusted = (),
     limits: ConvertLimits | None = None,
 ) -> ScanResults:
     """Audit files without importing them: format, names needed, verdict per file.

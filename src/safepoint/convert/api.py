@@ -34,7 +34,8 @@ from .pickle_parser import PickleParser, looks_like_pickle
 
 __all__ = ["ConversionReport", "ScanResult", "ScanResults", "convert", "scan"]
 
-Trusted = Iterable[Any] | str | type | None
+from .._types import Trusted
+
 _PICKLE_EXTENSIONS = (".pkl", ".pickle", ".pck", ".p", ".joblib", ".sav", ".dat")
 
 

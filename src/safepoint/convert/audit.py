@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._types import Trusted
 from ..errors import FormatError
 from ..format.trust import TrustPolicy
 from .nodes import Call, DictNode, GlobalRef, ListNode, SetNode, TupleNode, new_walk
@@ -66,7 +67,7 @@ class AuditResult:
 
 def audit(
     root: Any,
-    trusted: Iterable[Any] | str | type | None = (),
+    trusted: Trusted = (),
     *,
     extra: Sequence[Any] = (),
 ) -> AuditResult:
@@ -175,7 +176,7 @@ def _describe(node: Any) -> str:
 def audit_stream(
     root: Any,
     created: Sequence[Any],
-    trusted: Iterable[Any] | str | type | None = (),
+    trusted: Trusted = (),
     *,
     leftover: int = 0,
     open_marks: int = 0,

@@ -8,7 +8,7 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, BinaryIO
 
@@ -16,6 +16,7 @@ import numpy as np
 
 from .._gc import paused
 from .._io import fsync_dir
+from .._types import EnvPolicy, Source, Trusted
 from ..adapters import registry as _adapters  # noqa: F401 - declares the framework adapters
 from ..errors import (
     FormatError,
@@ -229,7 +230,7 @@ def _construct(
     node: Any,
     *,
     trusted: Any,
-    env: str,
+    env: EnvPolicy | str,  # checked by environment.check (EnvPolicyError)
     key: Any,
     mmap: bool,
     verify_mapped: bool = False,
@@ -278,15 +279,12 @@ def _guard(reader: Reader, policy: TrustPolicy, what: str) -> Any:
     return guarded(f"{what} {reader.describe()}", packages=packages, libraries=libraries)
 
 
-Source = str | os.PathLike[str] | BinaryIO | bytes | bytearray | memoryview
-
-
 def load(
     file: Source,
     *,
-    trusted: Iterable[Any] | str | type | None = (),
+    trusted: Trusted = (),
     mmap: bool = False,
-    env: str = "warn",
+    env: EnvPolicy = "warn",
     key: Any = None,
     limits: spec.Limits | None = None,
     verify_mapped: bool = False,
@@ -400,7 +398,7 @@ def _golden_names(golden: Any) -> list[str]:
 def inspect(
     file: Source,
     *,
-    trusted: Iterable[Any] | str | type | None = (),
+    trusted: Trusted = (),
     limits: spec.Limits | None = None,
 ) -> Inspection:
     """Describe a file (types, trust, sizes, environment, digests, metadata).
@@ -415,7 +413,7 @@ def inspect(
 def untrusted_types(
     file: Source,
     *,
-    trusted: Iterable[Any] | str | type | None = (),
+    trusted: Trusted = (),
 ) -> list[str]:
     """Names of the types in ``file`` that :func:`load` would refuse."""
     with _opened(file, None) as reader:
@@ -461,7 +459,7 @@ def verify(
     file: Source,
     *,
     key: Any = None,
-    trusted: Iterable[Any] | str | type | None = (),
+    trusted: Trusted = (),
 ) -> VerifyReport:
     """Check every buffer's checksum (and signature with ``key``), then, if the file
     has golden data, load the model and compare its outputs with the stored ones.

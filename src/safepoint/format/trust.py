@@ -25,7 +25,8 @@ import importlib
 from collections.abc import Iterable
 from typing import Any
 
-from ..errors import FormatError, SafepointError
+from .._types import Trusted
+from ..errors import FormatError, TrustArgumentError
 from .migrations import replaced_type
 
 __all__ = ["TrustPolicy", "type_name"]
@@ -120,7 +121,7 @@ def _sklearn_trusted(name: str, kind: str) -> bool:
     return kind in sklearn_trust.internal_kinds(name)
 
 
-def _normalize(trusted: Iterable[Any] | str | type | None) -> frozenset[str]:
+def _normalize(trusted: Trusted) -> frozenset[str]:
     if trusted is None:
         return frozenset()
     if isinstance(trusted, str | type):
@@ -143,14 +144,10 @@ def _normalize(trusted: Iterable[Any] | str | type | None) -> frozenset[str]:
     return frozenset(out)
 
 
-class TrustArgumentError(SafepointError, TypeError):
-    """``trusted=`` was given something that does not name a type."""
-
-
 class TrustPolicy:
     """Decides, without importing anything, whether a types-table row is allowed."""
 
-    def __init__(self, trusted: Iterable[Any] | str | type | None = ()) -> None:
+    def __init__(self, trusted: Trusted = ()) -> None:
         self.extra = _normalize(trusted)
 
     def trusted_by_caller(self, name: str) -> bool:

@@ -76,6 +76,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, SupportsIndex
 
 import sqlalchemy as sa
 
+from .._types import EnvPolicy
 from ..errors import (
     AliasConflictError,
     CatalogDamagedError,
@@ -1397,7 +1398,7 @@ class Store:
         *,
         trusted: Iterable[Any] | str | type | None = (),
         mmap: bool = False,
-        env: str = "warn",
+        env: EnvPolicy = "warn",
         key: Any = None,
     ) -> Any:
         """Load a version (``None``: the latest; an int; or an alias name).
