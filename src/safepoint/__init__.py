@@ -11,9 +11,6 @@ __version__ = "0.1.0"
 
 from typing import TYPE_CHECKING
 
-# imported eagerly (a thin module): the subpackage safepoint.convert would otherwise replace
-# the function sp.convert as soon as anything imports it (a submodule is bound on its parent)
-from .convert import convert, scan
 from .errors import (
     AdapterError,
     AliasConflictError,
@@ -63,10 +60,11 @@ from .format import (
     untrusted_types,
     verify,
 )
+from .importers import convert, scan  # a thin module: the pipeline loads on first use
 
 if TYPE_CHECKING:  # lazily imported below; named here for type checkers
     from .adapters.onnx import export_onnx
-    from .convert import ConversionReport, ConvertLimits, ScanResult
+    from .importers import ConversionReport, ConvertLimits, ScanResult
     from .stores import Checkpointer, ModelVersion, Store
     from .workflows.scoring import Schema, ScoringPipeline
     from .workflows.search import (
@@ -154,9 +152,9 @@ __all__ = [
 # Public names whose modules import heavy libraries (scikit-learn, ...): loaded on first use,
 # so that `import safepoint` and the CLI stay fast.
 _LAZY = {
-    "ConversionReport": ".convert",
-    "ConvertLimits": ".convert",
-    "ScanResult": ".convert",
+    "ConversionReport": ".importers",
+    "ConvertLimits": ".importers",
+    "ScanResult": ".importers",
     "Checkpointer": ".stores",
     "ModelVersion": ".stores",
     "Store": ".stores",

@@ -1,7 +1,7 @@
 """Audited import of pickle, joblib and skops files (``sp.convert``, ``sp.scan``).
 
-See :mod:`safepoint.convert.api` for the pipeline and
-:mod:`safepoint.convert.semantics` for what is allowed. The implementation is
+See :mod:`safepoint.importers.api` for the pipeline and
+:mod:`safepoint.importers.semantics` for what is allowed. The implementation is
 imported on first use, so that ``import safepoint`` stays fast.
 """
 
@@ -109,7 +109,7 @@ def scan(
 def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module 'safepoint.convert' has no attribute {name!r}")
+        raise AttributeError(f"module 'safepoint.importers' has no attribute {name!r}")
     import importlib
 
     value = getattr(importlib.import_module(module, __name__), name)

@@ -1,8 +1,8 @@
 """The audit: every name an inert graph needs, and whether each is allowed.
 
 It walks the graph (iteratively, each node once), classifies every call with
-:func:`~safepoint.convert.semantics.plan_call` and checks every name against
-its role (see :mod:`safepoint.convert.semantics`) and the
+:func:`~safepoint.importers.semantics.plan_call` and checks every name against
+its role (see :mod:`safepoint.importers.semantics`) and the
 :class:`~safepoint.format.trust.TrustPolicy`. Nothing is imported.
 
 ``pickle`` runs every call of a stream, not only those the returned value holds,
@@ -185,11 +185,11 @@ def audit_stream(
     """Audit one parsed pickle stream: its result, and every name and call it made.
 
     ``created``, ``leftover`` and ``open_marks`` are the parser's records (see
-    :class:`~safepoint.convert.pickle_parser.PickleParser`). A name or call that the
+    :class:`~safepoint.importers.pickle_parser.PickleParser`). A name or call that the
     result does not contain is audited like the others (its names are listed) and
     makes the stream refused.
 
-    >>> from safepoint.convert.pickle_parser import PickleParser
+    >>> from safepoint.importers.pickle_parser import PickleParser
     >>> p = PickleParser(b"\\x80\\x02cos\\nsystem\\nX\\x02\\x00\\x00\\x00ls\\x85R0}.")
     >>> root = p.parse()
     >>> res = audit_stream(root, p.created, leftover=p.leftover)
