@@ -16,6 +16,7 @@ makes this tree the whole picture (builtin bases in brackets)::
     │   ├── UnsupportedFormatVersionError           written by a newer format version
     │   └── LimitExceededError                      beyond the configured Limits
     ├── IntegrityError (ValueError)                 checksum, digest or signature mismatch
+    ├── ClosedFileError (ValueError)                a SafepointFile used after close()
     ├── InvalidKeyError (TypeError)                 a key= of the wrong kind
     ├── SerializationError (TypeError)              an object the format cannot write
     ├── UntrustedTypesError (TypeError)             .types: names to pass as trusted=
@@ -59,6 +60,7 @@ __all__ = [
     "CatalogBusyError",
     "CatalogDamagedError",
     "CheckpointMismatchError",
+    "ClosedFileError",
     "EnvPolicyError",
     "EnvironmentMismatchError",
     "EnvironmentMismatchWarning",
@@ -118,6 +120,11 @@ class LoadGuardError(SafepointError, PermissionError):
 
 class IntegrityError(SafepointError, ValueError):
     """A checksum, digest or signature does not match: the file changed after it was written."""
+
+
+class ClosedFileError(SafepointError, ValueError):
+    """A :class:`~safepoint.format.SafepointFile` was used after it was closed: use it
+    inside its ``with safepoint.format.open(...)`` block, or open the file again."""
 
 
 class InvalidKeyError(SafepointError, TypeError):
