@@ -1496,7 +1496,10 @@ class Store:
     def inspect(self, ref: str, **kwargs: Any) -> _api.Inspection:
         """:func:`safepoint.inspect` of ``NAME[@VERSION|@ALIAS]``."""
         name, sel = parse_ref(ref)
-        with self.open_blob(name, sel) as src, open_file(src) as sf:
+        with (
+            self.open_blob(name, sel) as src,
+            open_file(src, limits=kwargs.pop("limits", None)) as sf,
+        ):
             return sf.inspect(**kwargs)
 
     def verify(self, ref: str, **kwargs: Any) -> _api.VerifyReport:
