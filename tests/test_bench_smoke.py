@@ -41,7 +41,8 @@ def _bench(tmp_path: Path, *args: str) -> dict:
             *args,
         ],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        # this tree's safepoint, also in --inprocess runs (not whichever is installed)
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])},
         capture_output=True,
         text=True,
         timeout=300,
