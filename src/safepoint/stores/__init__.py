@@ -3,6 +3,7 @@
 Modules: :mod:`~safepoint.stores.store` (``Store``, ``ModelVersion``),
 :mod:`~safepoint.stores.checkpointer`, :mod:`~safepoint.stores.runs`,
 :mod:`~safepoint.stores.blobs` (blob backends and their registry),
+:mod:`~safepoint.stores.staging` (writing blobs, leased until their rows commit),
 :mod:`~safepoint.stores.catalog` (SQLite/PostgreSQL catalog, schema migrations),
 :mod:`~safepoint.stores.names` (name validation), :mod:`~safepoint.stores.arguments`
 (argument checks), :mod:`~safepoint.stores.records` (store marker, version records,

@@ -41,11 +41,12 @@ import sqlalchemy as sa
 from ..errors import FormatError, IntegrityError
 from ..format import api as _api
 from .catalog import T_CKPT, T_CKPTS
+from .faults import raise_if_os_error
 from .names import check_key, check_name
-from .store import _raise_os_error
 
 if TYPE_CHECKING:
     from .blobs import TempBlob
+    from .staging import BlobStaging
     from .store import Store
 
 __all__ = ["INLINE_MAX", "Checkpointer", "value_checksum"]
@@ -64,8 +65,8 @@ def value_checksum(data: bytes) -> str:
 class _Spill:
     """A write-only file: in memory up to ``limit`` bytes, then a temporary blob."""
 
-    def __init__(self, store: Store, limit: int) -> None:
-        self.store = store
+    def __init__(self, staging: BlobStaging, limit: int) -> None:
+        self.staging = staging
         self.limit = limit
         self.buf = bytearray()
         self.tmp: TempBlob | None = None
@@ -76,7 +77,7 @@ class _Spill:
             if len(self.buf) + n <= self.limit:
                 self.buf += data
                 return n
-            self.tmp = self.store._begin()
+            self.tmp = self.staging.begin()
             self.tmp.file.write(self.buf)
             self.buf = bytearray()
         self.tmp.file.write(data)
@@ -103,6 +104,8 @@ class Checkpointer:
         env: str = "warn",
     ) -> None:
         self.store = store
+        #: the store's blob staging: values too large for a catalog row become blobs
+        self.staging = store.staging
         self.name = check_name(name, "checkpointer name")
         self.description = str(description or "")
         self.trusted = trusted
@@ -149,13 +152,13 @@ class Checkpointer:
             kind = "bytes" if isinstance(value, bytes | bytearray | memoryview) else "object"
             if isinstance(value, bytearray | memoryview):
                 value = bytes(value)
-            spill = _Spill(self.store, INLINE_MAX)
+            spill = _Spill(self.staging, INLINE_MAX)
             try:
                 res = _api.dump(value, spill)  # type: ignore[arg-type]
             except BaseException as exc:
                 if spill.tmp is not None:
-                    self.store._abort(spill.tmp)
-                    _raise_os_error(exc, spill.tmp.path, "write the value's blob")
+                    self.staging.abort(spill.tmp)
+                    raise_if_os_error(exc, spill.tmp.path, "write the value's blob")
                 raise
             size = res.size
             if spill.tmp is None:
@@ -163,10 +166,10 @@ class Checkpointer:
             else:
                 tmp = spill.tmp
                 try:
-                    staged = self.store._finish_stage(tmp, res.digest, res.size, True)
+                    staged = self.staging.finish(tmp, res.digest, res.size, True)
                 except BaseException as exc:
-                    self.store._abort(tmp)
-                    _raise_os_error(exc, tmp.path, "write the value's blob")
+                    self.staging.abort(tmp)
+                    raise_if_os_error(exc, tmp.path, "write the value's blob")
                     raise
                 digest, lease_ids = staged.digest, staged.lease_ids
         cat = self.store.catalog
@@ -179,23 +182,23 @@ class Checkpointer:
             "updated_at": time.time(),
         }
         try:
-            self.store._writable()
+            self.store.require_writable()
             with cat.tx(write=True) as conn:
-                self.store._check_identity(conn)
+                self.store.check_identity(conn)
                 cat.upsert(conn, T_CKPT, {"name": self.name, "key": key}, row)
                 if lease_ids:
                     cat.drop_lease(conn, *lease_ids)
         except BaseException:
             if lease_ids:
-                self.store._release(*lease_ids)
+                self.staging.release(*lease_ids)
             raise
 
     def delete(self, key: str) -> bool:
         """Remove ``key``; True if it existed. Its blob (if any) goes at the next gc."""
         key = check_key(key)
-        self.store._writable()
+        self.store.require_writable()
         with self.store.catalog.tx(write=True) as conn:
-            self.store._check_identity(conn)
+            self.store.check_identity(conn)
             n = conn.execute(
                 T_CKPT.delete().where(T_CKPT.c.name == self.name, T_CKPT.c.key == key)
             ).rowcount
@@ -203,9 +206,9 @@ class Checkpointer:
 
     def clear(self) -> int:
         """Remove every key; returns how many there were."""
-        self.store._writable()
+        self.store.require_writable()
         with self.store.catalog.tx(write=True) as conn:
-            self.store._check_identity(conn)
+            self.store.check_identity(conn)
             return int(conn.execute(T_CKPT.delete().where(T_CKPT.c.name == self.name)).rowcount)
 
     # -- reading -------------------------------------------------------------------------
@@ -222,7 +225,7 @@ class Checkpointer:
             return default
         what = f"checkpoint {self.name}[{key!r}]"
         if row.digest is not None:
-            return self.store._load_blob(row.digest, what, trusted=self.trusted, env=self.env)
+            return self.store.load_blob(row.digest, what, trusted=self.trusted, env=self.env)
         data = bytes(row.value if row.value is not None else b"")
         if row.checksum is not None and value_checksum(data) != row.checksum:
             raise IntegrityError(

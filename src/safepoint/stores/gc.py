@@ -78,7 +78,7 @@ def collect(
         keep_last = count_arg(keep_last, "keep_last")
     best = keep_best_arg(keep_best)
     report = GcReport(dry_run=bool(dry_run))
-    store._writable()
+    store.require_writable()
     _check_marker(store)
     if store.records_enabled and not dry_run:
         intents.heal(store)  # crashed writers' records and journal entries first
@@ -163,7 +163,7 @@ def _check_marker(store: Store) -> None:
 
 def _vetoes(store: Store, digest: str) -> Any:
     def keep(conn: sa.Connection) -> bool:
-        store._check_identity(conn)  # raises if the catalog changed under us
+        store.check_identity(conn)  # raises if the catalog changed under us
         return False
 
     return keep

@@ -743,10 +743,10 @@ def sync_journal(store: Store, apply: bool = True, found: Scan | None = None) ->
             done += [f"edit {name}@{v}" for v, *_ in edits]
             done += [f"delete {name}@{v}" for v in deletions]
             continue
-        with store._change(name) as (conn, written, after):
+        with store.change(name) as (conn, written, after):
             mid = store.catalog.model_id(conn, name, lock=True)
             for a, v in sorted(stale_aliases.items()):
-                store._journal(
+                store.journal(
                     conn,
                     mid,
                     name,
@@ -758,7 +758,7 @@ def sync_journal(store: Store, apply: bool = True, found: Scan | None = None) ->
                 )
                 done.append(f"alias {name}@{a}")
             for v, m, t, d in edits:
-                store._journal(
+                store.journal(
                     conn,
                     mid,
                     name,
@@ -771,7 +771,7 @@ def sync_journal(store: Store, apply: bool = True, found: Scan | None = None) ->
                 )
                 done.append(f"edit {name}@{v}")
             for v in deletions:
-                after.append(store._journal(conn, mid, name, "delete", version=v, write=False))
+                after.append(store.journal(conn, mid, name, "delete", version=v, write=False))
                 done.append(f"delete {name}@{v}")
     return done
 

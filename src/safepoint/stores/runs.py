@@ -215,7 +215,7 @@ class Runs:
         if not isinstance(rid, str) or not _ID.fullmatch(rid):
             raise InvalidNameError(f"run_id must be 1-32 letters, digits, '_' or '-', not {rid!r}")
         now = time.time()
-        self.store._writable()
+        self.store.require_writable()
         with self.store.catalog.tx(write=True) as conn:
             if conn.execute(sa.select(T_RUNS.c.id).where(T_RUNS.c.id == rid)).first():
                 raise StoreError(

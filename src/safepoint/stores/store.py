@@ -57,22 +57,18 @@ catalog that does not match the blobs refuses writes and gc until ``recover``.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import getpass
 import hashlib
-import io
 import json
 import os
-import shutil
 import socket
 import time
-import uuid
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, BinaryIO, SupportsIndex
+from typing import TYPE_CHECKING, Any, SupportsIndex
 
 import sqlalchemy as sa
 
@@ -96,14 +92,16 @@ from .arguments import (
     count_arg,
     digest_arg,
     json_dict_arg,
+    kind_arg,
     metrics_arg,
+    names_arg,
     parents_arg,
     run_id_arg,
     seconds_arg,
     tags_arg,
     text_arg,
 )
-from .blobs import BlobStore, TempBlob, open_blobs, scheme_of
+from .blobs import BlobStore, open_blobs, scheme_of
 from .catalog import (
     T_ALIASES,
     T_AUDIT,
@@ -120,6 +118,7 @@ from .faults import os_error, os_errors
 from .gc import GcReport
 from .names import MAX_VERSION, check_alias, check_name, check_version, parse_ref
 from .records import JournalEntry, VersionRecord, record_key
+from .staging import BlobStaging, Staged
 
 if TYPE_CHECKING:
     from .check import CheckReport
@@ -216,16 +215,6 @@ class AuditEntry:
         return d
 
 
-@dataclass
-class Staged:
-    """A blob written, leased and promoted, waiting for its catalog row."""
-
-    digest: str
-    size: int
-    lease_ids: tuple[str, ...]  # of the temporary object and of the digest
-    inspection: _api.Inspection | None
-
-
 def _version_row(rec: VersionRecord) -> dict[str, Any]:
     """The ``versions`` columns (but ``model_id``) of a version record."""
     return {
@@ -271,116 +260,6 @@ def _mv_from_record(rec: VersionRecord, aliases: list[str]) -> ModelVersion:
     )
 
 
-#: kinds of models: put by users, or outputs of step workflows
-MODEL_KINDS = ("model", "step")
-
-
-def _kind_arg(kind: Any) -> str:
-    if kind not in MODEL_KINDS:
-        raise InvalidArgumentError(f"kind must be one of {', '.join(MODEL_KINDS)}, not {kind!r}")
-    return str(kind)
-
-
-def _raise_os_error(exc: BaseException, path: str, doing: str) -> None:
-    """Raise the store error for a raw ``OSError`` (a full disk while writing a blob, ...);
-    return for anything else (the caller re-raises it)."""
-    if isinstance(exc, OSError) and not isinstance(exc, SafepointError):
-        raise os_error(exc, path, doing) from None
-
-
-def _names_arg(value: Any, what: str) -> set[str]:
-    if isinstance(value, str):
-        return {value}
-    if not isinstance(value, Iterable) or not all(isinstance(v, str) for v in value):
-        raise InvalidArgumentError(f"{what} must be a list of str names")
-    return set(value)
-
-
-class _Miss(Exception):
-    """A read outside the bytes a :class:`_Tee` kept."""
-
-
-class _Tee:
-    """Passes writes to the blob's file and keeps the first one (the header) and the last
-    few (manifest, signature block, footer), so that the new file can be described
-    without reading it back from (possibly remote) storage."""
-
-    KEEP = 1 << 20
-
-    def __init__(self, f: BinaryIO) -> None:
-        self.f = f
-        self.pos = 0
-        self.head: tuple[int, bytes] | None = None
-        self.tail: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=4)
-
-    def write(self, data: Any) -> int:
-        mv = memoryview(data).cast("B")
-        n = len(mv)
-        if n <= self.KEEP:
-            seg = (self.pos, bytes(mv))
-            if self.head is None:
-                self.head = seg
-            else:
-                self.tail.append(seg)
-        elif self.head is None:
-            self.head = (self.pos, b"")
-        done = 0
-        while done < n:
-            k = self.f.write(mv[done:])
-            done += n - done if k is None else k
-        self.pos += n
-        return n
-
-    def flush(self) -> None:
-        self.f.flush()
-
-    def fileno(self) -> int:
-        return self.f.fileno()
-
-    def sparse(self) -> _Sparse:
-        segs = ([self.head] if self.head else []) + list(self.tail)
-        return _Sparse(self.pos, segs)
-
-
-class _Sparse(io.RawIOBase):
-    """A read-only file of ``size`` bytes of which only some segments are known."""
-
-    def __init__(self, size: int, segments: list[tuple[int, bytes]]) -> None:
-        self.size = size
-        self.segments = segments
-        self.at = 0
-
-    def seekable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        self.at = (
-            offset if whence == 0 else (self.at + offset if whence == 1 else self.size + offset)
-        )
-        return self.at
-
-    def tell(self) -> int:
-        return self.at
-
-    def read(self, n: int | None = -1) -> bytes:
-        if n is None or n < 0:
-            n = self.size - self.at
-        for start, data in self.segments:
-            if start <= self.at and self.at + n <= start + len(data):
-                out = data[self.at - start : self.at - start + n]
-                self.at += n
-                return out
-        raise _Miss(self.at, n)
-
-    def readinto(self, b: Any) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
-
 class Store:
     """A model store: content-addressed blobs plus a catalog (see the module docstring)."""
 
@@ -413,6 +292,8 @@ class Store:
         self.lease_ttl = lease_ttl
         self.blobs: BlobStore = open_blobs(url, storage_options, create=create)
         self.blobs.check()
+        #: writes blobs, leased until their catalog rows commit (puts, checkpointers)
+        self.staging = BlobStaging(self)
         self.actor = _actor()
         self.host = socket.gethostname()[:255]
         self._runs: Runs | None = None
@@ -516,7 +397,7 @@ class Store:
         """True if this store writes version records and a journal beside its blobs."""
         return self.blobs.supports_objects
 
-    def _writable(self) -> None:
+    def require_writable(self) -> None:
         """Refuse a write or gc while the catalog does not match the blobs."""
         self._refresh_catalog()
         if self.problem is not None and self._catalog is not None:
@@ -535,7 +416,7 @@ class Store:
         self._catalog = open_catalog("sqlite:///" + cat.path)
         self._establish(create=False)
 
-    def _check_identity(self, conn: sa.Connection) -> None:
+    def check_identity(self, conn: sa.Connection) -> None:
         """Inside a write transaction: the catalog is still this store's (its SQLite file
         was not deleted or replaced under this process, its store id did not change)."""
         cat = self.catalog
@@ -573,114 +454,6 @@ class Store:
         """Release database connections (the store stays usable: they reopen on demand)."""
         if self._catalog is not None and not self._catalog.in_memory:
             self._catalog.close()
-
-    # -- writing blobs -------------------------------------------------------------------
-    def _begin(self) -> TempBlob:
-        """A temporary blob, leased in the catalog before it exists (so that no gc, even
-        with ``grace=0``, removes it while this process writes it)."""
-        tmp_id, lease_id = uuid.uuid4().hex, uuid.uuid4().hex
-        self.catalog.lease_temp(lease_id, tmp_id, self.host, os.getpid())
-        try:
-            tmp = self.blobs.begin(tmp_id)
-        except BaseException:
-            self._release(lease_id)
-            raise
-        tmp.lease_id = lease_id
-        return tmp
-
-    def _abort(self, tmp: TempBlob) -> None:
-        tmp.abort()
-        self._release(tmp.lease_id)
-
-    def _lease(self, digest: str, size: int, lease_id: str) -> None:
-        deadline = time.monotonic() + 120.0
-        while not self.catalog.lease(digest, size, lease_id, self.host, os.getpid()):
-            # a gc is deleting this very blob; it finishes in moments
-            if time.monotonic() > deadline:
-                raise StoreError(f"blob {digest} stayed locked by a gc for 2 minutes; retry")
-            time.sleep(0.05)
-
-    def _finish_stage(self, tmp: TempBlob, digest: str, size: int, durable: bool) -> Staged:
-        """Close, lease the final digest, promote. On error the caller calls _abort."""
-        tmp.close(durable)
-        digest_lease = uuid.uuid4().hex
-        self._lease(digest, size, digest_lease)
-        try:
-            tmp.promote(digest, durable)
-        except BaseException:
-            self._release(digest_lease)
-            raise
-        return Staged(digest, size, (tmp.lease_id, digest_lease), None)
-
-    def _release(self, *lease_ids: str) -> None:
-        with (
-            contextlib.suppress(SafepointError),
-            self.catalog.tx(write=True, durable=False) as conn,
-        ):
-            self.catalog.drop_lease(conn, *lease_ids)
-
-    def _stage_object(self, obj: Any, durable: bool = True, **dump_kwargs: Any) -> Staged:
-        tmp = self._begin()
-        try:
-            tee = _Tee(tmp.file)
-            res = _api.dump(obj, tee, **dump_kwargs)  # type: ignore[arg-type]
-            tmp.close(durable)
-            try:
-                # header, manifest and footer are still in memory: no read-back round trip
-                insp: _api.Inspection | None = _api.inspect(tee.sparse())  # type: ignore[arg-type]
-            except _Miss:
-                insp = self._inspect_temp(tmp)
-            if insp is not None and insp.digest != res.digest:  # pragma: no cover
-                raise IntegrityError("the blob changed while it was written")
-            staged = self._finish_stage(tmp, res.digest, res.size, durable)
-        except BaseException as exc:
-            self._abort(tmp)
-            _raise_os_error(exc, tmp.path, "write the blob")
-            raise
-        staged.inspection = insp
-        return staged
-
-    def _stage_stream(self, src: BinaryIO, durable: bool = True) -> Staged:
-        """Copy a safepoint file into a blob, validating it (manifest and checksums)."""
-        tmp = self._begin()
-        try:
-            shutil.copyfileobj(src, tmp.file, 8 << 20)
-            tmp.close(durable)
-            with self._open_temp(tmp) as f:
-                try:
-                    with contextlib.closing(open_reader(f)) as reader:
-                        problems = reader.verify_all()
-                        insp = _api._inspect_reader(reader)
-                except FormatError as exc:
-                    raise FormatError(f"not a valid safepoint file: {exc}") from None
-            if problems:
-                raise IntegrityError("the file is corrupt: " + "; ".join(problems))
-            staged = self._finish_stage(tmp, insp.digest, insp.size, durable)
-        except BaseException as exc:
-            self._abort(tmp)
-            _raise_os_error(exc, tmp.path, "write the blob")
-            raise
-        staged.inspection = insp
-        return staged
-
-    @contextlib.contextmanager
-    def _open_temp(self, tmp: TempBlob) -> Iterator[BinaryIO]:
-        from .blobs import FsspecBlobs, LocalBlobs
-
-        if isinstance(self.blobs, LocalBlobs):
-            f: BinaryIO = open(os.path.join(self.blobs.tmp_dir, tmp.id + ".tmp"), "rb")  # noqa: SIM115
-        elif isinstance(self.blobs, FsspecBlobs):
-            f = self.blobs.fs.open(self.blobs._tmp(tmp.id), "rb")
-        else:  # pragma: no cover - third-party backends
-            raise StoreError("this blob backend cannot read temporary objects")
-        try:
-            yield f
-        finally:
-            f.close()
-
-    def _inspect_temp(self, tmp: TempBlob) -> _api.Inspection | None:
-        with self._open_temp(tmp) as f:
-            return _api.inspect(f)
 
     # -- versions ------------------------------------------------------------------------
     def put(
@@ -721,9 +494,11 @@ class Store:
             metrics, tags, alias, parents, data_digest, code_digest, description
         )
         rid = run_id_arg(run_id)
-        self._writable()
+        self.require_writable()
         self._check_parents(fields["parents"])
-        staged = self._stage_object(obj, compress=compress, metadata=meta, golden=golden, key=key)
+        staged = self.staging.stage_object(
+            obj, compress=compress, metadata=meta, golden=golden, key=key
+        )
         return self._commit(name, staged, meta, fields, run_id=rid, action="put")
 
     def put_file(
@@ -750,7 +525,7 @@ class Store:
         rid = run_id_arg(run_id)
         if not isinstance(path, str | os.PathLike):
             raise InvalidArgumentError(f"path must be a file path, not {type(path).__name__}")
-        self._writable()
+        self.require_writable()
         self._check_parents(fields["parents"])
         try:
             src = open(os.fspath(path), "rb")  # noqa: SIM115
@@ -763,7 +538,7 @@ class Store:
         except ValueError:  # a NUL in the path
             raise InvalidArgumentError(f"not a file path: {os.fspath(path)!r}") from None
         with src:
-            staged = self._stage_stream(src)
+            staged = self.staging.stage_stream(src)
         assert staged.inspection is not None
         meta = {**staged.inspection.metadata, **meta}
         return self._commit(name, staged, meta, fields, run_id=rid, action="put")
@@ -864,9 +639,9 @@ class Store:
         written: list[str] = []
         pending: list[str] = []
         try:
-            self._writable()
+            self.require_writable()
             with self.catalog.tx(write=True, durable=False) as conn:
-                self._check_identity(conn)
+                self.check_identity(conn)
                 mid = self.catalog.model_id(conn, name, create_by=self.actor, kind=kind)
                 last = conn.execute(
                     sa.select(T_MODELS.c.last_version).where(T_MODELS.c.id == mid)
@@ -909,7 +684,7 @@ class Store:
                 self.blobs.write_object(rec.key, rec.to_bytes())
                 written.append(rec.key)
             with self.catalog.tx(write=True) as conn:
-                self._check_identity(conn)
+                self.check_identity(conn)
                 mid = self.catalog.model_id(conn, name, lock=True)
                 conn.execute(T_VERSIONS.insert().values(model_id=mid, **_version_row(rec)))
                 self.catalog.audit(
@@ -928,7 +703,7 @@ class Store:
                 self.catalog.drop_lease(conn, *staged.lease_ids)
                 intents.drop(conn, *pending)
         except BaseException:
-            self._release(*staged.lease_ids)
+            self.staging.release(*staged.lease_ids)
             self._unwrite(written)
             if self._catalog is not None:
                 intents.release(self._catalog, *pending)
@@ -942,7 +717,7 @@ class Store:
             with contextlib.suppress(SafepointError):
                 self.blobs.delete_object(key)
 
-    def _journal(
+    def journal(
         self,
         conn: sa.Connection,
         mid: int,
@@ -1026,7 +801,7 @@ class Store:
             )
         if version is None and cur is None:
             raise NotFoundError(f"model {name!r} has no alias {alias!r}")
-        self._journal(conn, mid, name, "alias", alias=alias, version=version, previous=cur, out=out)
+        self.journal(conn, mid, name, "alias", alias=alias, version=version, previous=cur, out=out)
         now = time.time()
         if version is None:
             n = conn.execute(
@@ -1076,7 +851,7 @@ class Store:
         return cur
 
     @contextlib.contextmanager
-    def _change(self, model: str) -> Iterator[tuple[sa.Connection, list[str], list[JournalEntry]]]:
+    def change(self, model: str) -> Iterator[tuple[sa.Connection, list[str], list[JournalEntry]]]:
         """A write transaction of a change to ``model``: ``(conn, written, after)``.
 
         ``written`` collects journal keys written before the commit (removed if it does
@@ -1084,14 +859,14 @@ class Store:
         covered by intents (:mod:`.intents`), so that a crash in between is undone or
         finished by the next writer that opens the store.
         """
-        self._writable()
+        self.require_writable()
         written: list[str] = []
         after: list[JournalEntry] = []
         before = intents.begin(self.catalog, "journal", model) if self.records_enabled else None
         after_ids: list[str] = []
         try:
             with self.catalog.tx(write=True) as conn:
-                self._check_identity(conn)
+                self.check_identity(conn)
                 yield conn, written, after
                 if before is not None:
                     intents.drop(conn, before)
@@ -1131,7 +906,7 @@ class Store:
             version = check_version(version, "version")
         if expected is not None:
             expected = check_version(expected, "expected")
-        with self._change(name) as (conn, written, _):
+        with self.change(name) as (conn, written, _):
             mid = self.catalog.model_id(conn, name, lock=True)
             v = self._resolve(conn, mid, name, version)
             self._row(conn, mid, name, v)
@@ -1147,7 +922,7 @@ class Store:
         name = check_name(name)
         alias = check_alias(alias)
         check = self._ANY if expected is None else check_version(expected, "expected")
-        with self._change(name) as (conn, written, _):
+        with self.change(name) as (conn, written, _):
             mid = self.catalog.model_id(conn, name, lock=True)
             cur = self._move_alias(conn, mid, name, alias, None, check=check, out=written)
         assert cur is not None
@@ -1179,10 +954,10 @@ class Store:
         name = check_name(name)
         new_metrics = metrics_arg(metrics)
         new_tags = tags_arg(tags)
-        drop_m = _names_arg(remove_metrics, "remove_metrics")
-        drop_t = _names_arg(remove_tags, "remove_tags")
+        drop_m = names_arg(remove_metrics, "remove_metrics")
+        drop_t = names_arg(remove_tags, "remove_tags")
         desc = None if description is None else text_arg(description, "description")
-        with self._change(name) as (conn, written, _):
+        with self.change(name) as (conn, written, _):
             mid = self.catalog.model_id(conn, name, lock=True)
             v = self._resolve(conn, mid, name, version)
             row = self._row(conn, mid, name, v)
@@ -1190,7 +965,7 @@ class Store:
             m = {k: x for k, x in {**old_m, **new_metrics}.items() if k not in drop_m}
             t = {k: x for k, x in {**old_t, **new_tags}.items() if k not in drop_t}
             d = row.description if desc is None else desc
-            self._journal(
+            self.journal(
                 conn, mid, name, "edit", version=v, metrics=m, tags=t, description=d, out=written
             )
             conn.execute(
@@ -1349,7 +1124,7 @@ class Store:
             p = check_name(prefix.rstrip("/"), "prefix")
             q = q.where(T_MODELS.c.name.startswith(p + "/", autoescape=True))
         if kind is not None:
-            q = q.where(T_MODELS.c.kind == _kind_arg(kind))
+            q = q.where(T_MODELS.c.kind == kind_arg(kind))
         with self.catalog.tx() as conn:
             return list(conn.execute(q).scalars())
 
@@ -1371,7 +1146,7 @@ class Store:
             .order_by(T_MODELS.c.name)
         )
         if kind is not None:
-            q = q.where(T_MODELS.c.kind == _kind_arg(kind))
+            q = q.where(T_MODELS.c.kind == kind_arg(kind))
         with self.catalog.tx() as conn:
             rows = conn.execute(q).all()
             aliases: dict[int, dict[str, int]] = {}
@@ -1408,9 +1183,9 @@ class Store:
         (``mmap`` only for local stores).
         """
         mv = self.info(name, version)
-        return self._load_blob(mv.digest, mv.ref, trusted=trusted, mmap=mmap, env=env, key=key)
+        return self.load_blob(mv.digest, mv.ref, trusted=trusted, mmap=mmap, env=env, key=key)
 
-    def _load_blob(
+    def load_blob(
         self,
         digest: str,
         what: str,
@@ -1610,7 +1385,7 @@ class Store:
         version numbers. Each deletion is audited and journaled beside the blobs.
         """
         name = check_name(name)
-        with self._change(name) as (conn, written, after):
+        with self.change(name) as (conn, written, after):
             mid = self.catalog.model_id(conn, name, lock=True)
             if version is None:
                 targets = [
@@ -1648,7 +1423,7 @@ class Store:
                     version=v,
                     aliases=[a for a, hv in held.items() if hv == v],
                 )
-                after.append(self._journal(conn, mid, name, "delete", version=v, write=False))
+                after.append(self.journal(conn, mid, name, "delete", version=v, write=False))
         return sorted(targets)
 
     def gc(
@@ -1729,12 +1504,12 @@ class Store:
             "code_digest": mv.code_digest,
             "description": mv.description,
         }
-        target._writable()
+        target.require_writable()
         with self.blobs.open(mv.digest) as src:
-            staged = target._stage_stream(src)
+            staged = target.staging.stage_stream(src)
         assert staged.inspection is not None
         if staged.digest != mv.digest:
-            target._release(*staged.lease_ids)
+            target.staging.release(*staged.lease_ids)
             raise IntegrityError(
                 f"the copy of {mv.ref} has digest {staged.digest}, expected {mv.digest}: the "
                 "source blob is damaged"

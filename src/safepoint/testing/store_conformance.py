@@ -443,21 +443,21 @@ class StoreConformance:
         assert list(store.blobs.list_temps()) == []
 
     def test_gc_keeps_leased_temp_objects(self, store: Store) -> None:
-        tmp = store._begin()  # what a put in progress holds
+        tmp = store.staging.begin()  # what a put in progress holds
         tmp.file.write(b"first half")
         tmp.file.flush()
         assert store.gc(grace=0).deleted_temps == 0
         tmp.file.write(b" second half")
-        store._abort(tmp)
+        store.staging.abort(tmp)
         assert list(store.blobs.list_temps()) == []
 
     def test_gc_respects_commit_lease(self, store: Store) -> None:
         # a put that promoted its blob but has not committed its version yet holds a
         # lease: even gc(grace=0) must keep the blob
-        staged = store._stage_object({"x": np.arange(5)})
+        staged = store.staging.stage_object({"x": np.arange(5)})
         assert store.gc(grace=0).deleted_blobs == []
         assert store.blobs.exists(staged.digest)
-        store._release(*staged.lease_ids)
+        store.staging.release(*staged.lease_ids)
         assert store.gc(grace=0).deleted_blobs == [staged.digest]
 
     # -- lineage and copy ------------------------------------------------------------------
@@ -746,8 +746,8 @@ class StoreConformance:
 
     # -- leases and gc marks ---------------------------------------------------------------
     def test_lease_of_a_reused_pid_is_dead(self, store: Store) -> None:
-        staged = store._stage_object({"x": np.arange(7)})
-        store._release(*staged.lease_ids)
+        staged = store.staging.stage_object({"x": np.arange(7)})
+        store.staging.release(*staged.lease_ids)
         host, boot, ns, pid, start = this_owner().split("|")
         assert int(pid) == os.getpid()
         # the same host, boot and PID, but a process that started at another time: the
