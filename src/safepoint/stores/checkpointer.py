@@ -36,11 +36,8 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
 from ..errors import FormatError, IntegrityError
 from ..format import api as _api
-from .catalog import T_CKPT, T_CKPTS
 from .faults import raise_if_os_error
 from .names import check_key, check_name
 
@@ -112,26 +109,12 @@ class Checkpointer:
         self.env = env
         cat = store.catalog
         with cat.tx(single=True) as conn:
-            have = conn.execute(
-                sa.select(T_CKPTS.c.description).where(T_CKPTS.c.name == self.name)
-            ).first()
-        if have is not None and (not self.description or have[0] == self.description):
+            have = cat.checkpointer_description(conn, self.name)
+        if have is not None and (not self.description or have == self.description):
             return  # opening an existing checkpointer is one read
         # the row only names and describes the checkpointer: no fsync needed
         with cat.tx(write=True, durable=False) as conn:
-            cat._insert_ignore(
-                conn,
-                T_CKPTS,
-                name=self.name,
-                description=self.description,
-                created_at=time.time(),
-            )
-            if self.description:
-                conn.execute(
-                    T_CKPTS.update()
-                    .where(T_CKPTS.c.name == self.name, T_CKPTS.c.description != self.description)
-                    .values(description=self.description)
-                )
+            cat.ensure_checkpointer(conn, self.name, self.description)
 
     def __repr__(self) -> str:
         return f"Checkpointer({self.name!r}, store={self.store.url!r})"
@@ -185,7 +168,7 @@ class Checkpointer:
             self.store.require_writable()
             with cat.tx(write=True) as conn:
                 self.store.check_identity(conn)
-                cat.upsert(conn, T_CKPT, {"name": self.name, "key": key}, row)
+                cat.upsert_checkpoint(conn, self.name, key, row)
                 if lease_ids:
                     cat.drop_lease(conn, *lease_ids)
         except BaseException:
@@ -199,28 +182,21 @@ class Checkpointer:
         self.store.require_writable()
         with self.store.catalog.tx(write=True) as conn:
             self.store.check_identity(conn)
-            n = conn.execute(
-                T_CKPT.delete().where(T_CKPT.c.name == self.name, T_CKPT.c.key == key)
-            ).rowcount
-        return bool(n)
+            return self.store.catalog.delete_checkpoint(conn, self.name, key)
 
     def clear(self) -> int:
         """Remove every key; returns how many there were."""
         self.store.require_writable()
         with self.store.catalog.tx(write=True) as conn:
             self.store.check_identity(conn)
-            return int(conn.execute(T_CKPT.delete().where(T_CKPT.c.name == self.name)).rowcount)
+            return self.store.catalog.clear_checkpoints(conn, self.name)
 
     # -- reading -------------------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
         """The value under ``key``, or ``default`` if there is none (read fresh each time)."""
         key = check_key(key)
         with self.store.catalog.tx(single=True) as conn:
-            row = conn.execute(
-                sa.select(T_CKPT.c.kind, T_CKPT.c.digest, T_CKPT.c.value, T_CKPT.c.checksum).where(
-                    T_CKPT.c.name == self.name, T_CKPT.c.key == key
-                )
-            ).first()
+            row = self.store.catalog.checkpoint_row(conn, self.name, key)
         if row is None:
             return default
         what = f"checkpoint {self.name}[{key!r}]"
@@ -243,33 +219,19 @@ class Checkpointer:
         if not isinstance(key, str):
             return False
         with self.store.catalog.tx() as conn:
-            return (
-                conn.execute(
-                    sa.select(sa.literal(1)).where(
-                        T_CKPT.c.name == self.name, T_CKPT.c.key == check_key(key)
-                    )
-                ).first()
-                is not None
-            )
+            return self.store.catalog.has_checkpoint(conn, self.name, check_key(key))
 
     def keys(self) -> list[str]:
         """The keys, sorted."""
         with self.store.catalog.tx() as conn:
-            return list(
-                conn.execute(
-                    sa.select(T_CKPT.c.key).where(T_CKPT.c.name == self.name).order_by(T_CKPT.c.key)
-                ).scalars()
-            )
+            return self.store.catalog.checkpoint_keys(conn, self.name)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
 
     def __len__(self) -> int:
         with self.store.catalog.tx() as conn:
-            return int(
-                conn.execute(sa.select(sa.func.count()).where(T_CKPT.c.name == self.name)).scalar()
-                or 0
-            )
+            return self.store.catalog.checkpoint_count(conn, self.name)
 
     def items(self) -> list[tuple[str, Any]]:
         """``(key, value)`` pairs (each value loaded)."""
@@ -279,11 +241,7 @@ class Checkpointer:
         """Kind, stored size, where it lives and when it was last set (no load)."""
         key = check_key(key)
         with self.store.catalog.tx() as conn:
-            row = conn.execute(
-                sa.select(T_CKPT.c.kind, T_CKPT.c.size, T_CKPT.c.digest, T_CKPT.c.updated_at).where(
-                    T_CKPT.c.name == self.name, T_CKPT.c.key == key
-                )
-            ).first()
+            row = self.store.catalog.checkpoint_row(conn, self.name, key, value=False)
         if row is None:
             from ..errors import NotFoundError
 

@@ -42,8 +42,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
 from ..errors import (
     InvalidArgumentError,
     InvalidNameError,
@@ -51,7 +49,7 @@ from ..errors import (
     SerializationError,
     StoreError,
 )
-from .catalog import T_RUNS, dumps_json, loads_json
+from .catalog import dumps_json, loads_json
 
 if TYPE_CHECKING:
     from .store import Store
@@ -154,13 +152,10 @@ class Run:
         with cat.tx(write=True, durable=durable) as conn:
             if new_state is not None:
                 if not replace_state:
-                    old = conn.execute(
-                        sa.select(T_RUNS.c.state).where(T_RUNS.c.id == self.id).with_for_update()
-                    ).scalar()
+                    old = cat.run_state_for_update(conn, self.id)
                     new_state = {**loads_json(old, {}), **new_state}
                 values["state"] = dumps_json(new_state)
-            n = conn.execute(T_RUNS.update().where(T_RUNS.c.id == self.id).values(**values))
-            if not n.rowcount:
+            if not cat.update_run(conn, self.id, **values):
                 raise NotFoundError(f"no run {self.id!r} (was it deleted?)")
 
     def heartbeat(self) -> None:
@@ -217,26 +212,25 @@ class Runs:
         now = time.time()
         self.store.require_writable()
         with self.store.catalog.tx(write=True) as conn:
-            if conn.execute(sa.select(T_RUNS.c.id).where(T_RUNS.c.id == rid)).first():
+            if self.store.catalog.run_exists(conn, rid):
                 raise StoreError(
                     f"run {rid!r} exists already; use store.runs.attach({rid!r}) to continue it"
                 )
-            conn.execute(
-                T_RUNS.insert().values(
-                    id=rid,
-                    kind=kind,
-                    name=name,
-                    status="running",
-                    progress=0.0,
-                    message=str(message),
-                    state=dumps_json(_state(state)),
-                    started_at=now,
-                    heartbeat_at=now,
-                    finished_at=None,
-                    host=self.store.host,
-                    pid=os.getpid(),
-                    user=self.store.actor,
-                )
+            self.store.catalog.insert_run(
+                conn,
+                id=rid,
+                kind=kind,
+                name=name,
+                status="running",
+                progress=0.0,
+                message=str(message),
+                state=dumps_json(_state(state)),
+                started_at=now,
+                heartbeat_at=now,
+                finished_at=None,
+                host=self.store.host,
+                pid=os.getpid(),
+                user=self.store.actor,
             )
         return Run(self, rid)
 
@@ -270,7 +264,7 @@ class Runs:
 
         check_run_id(run_id, "run id")
         with self.store.catalog.tx() as conn:
-            r = conn.execute(sa.select(T_RUNS).where(T_RUNS.c.id == run_id)).first()
+            r = self.store.catalog.run_row(conn, run_id)
         if r is None:
             raise NotFoundError(f"no run {run_id!r}; `store.runs.list()` shows the runs")
         return self._info(r)
@@ -296,15 +290,11 @@ class Runs:
             raise InvalidArgumentError(
                 f"kind must be a short lowercase word like 'search', not {kind!r}"
             )
-        q = sa.select(T_RUNS).order_by(T_RUNS.c.started_at.desc()).limit(limit)
-        if kind is not None:
-            q = q.where(T_RUNS.c.kind == kind)
-        if name is not None:
-            q = q.where(T_RUNS.c.name == name)
-        if status is not None:
-            q = q.where(T_RUNS.c.status == status)
         with self.store.catalog.tx() as conn:
-            return [self._info(r) for r in conn.execute(q)]
+            rows = self.store.catalog.run_rows(
+                conn, kind=kind, name=name, status=status, limit=limit
+            )
+        return [self._info(r) for r in rows]
 
     def delete(self, run_id: str) -> bool:
         """Remove a run's row; True if it existed."""
@@ -312,4 +302,4 @@ class Runs:
 
         check_run_id(run_id, "run id")
         with self.store.catalog.tx(write=True) as conn:
-            return bool(conn.execute(T_RUNS.delete().where(T_RUNS.c.id == run_id)).rowcount)
+            return self.store.catalog.delete_run(conn, run_id)

@@ -60,7 +60,6 @@ from __future__ import annotations
 import contextlib
 import getpass
 import hashlib
-import json
 import os
 import socket
 import time
@@ -103,11 +102,6 @@ from .arguments import (
 )
 from .blobs import BlobStore, open_blobs, scheme_of
 from .catalog import (
-    T_ALIASES,
-    T_AUDIT,
-    T_MODELS,
-    T_STORE,
-    T_VERSIONS,
     Catalog,
     dumps_json,
     loads_json,
@@ -215,7 +209,7 @@ class AuditEntry:
         return d
 
 
-def _version_row(rec: VersionRecord) -> dict[str, Any]:
+def version_row(rec: VersionRecord) -> dict[str, Any]:
     """The ``versions`` columns (but ``model_id``) of a version record."""
     return {
         "version": rec.version,
@@ -428,7 +422,7 @@ class Store:
             )
         if self.store_id is None:
             return
-        sid = conn.execute(sa.select(T_STORE.c.store_id).where(T_STORE.c.id == 1)).scalar()
+        sid = cat.store_id(conn)
         if sid != self.store_id:
             raise RecoveryNeededError(
                 f"the catalog {cat.url} no longer belongs to store {self.url!r} (its store id "
@@ -565,8 +559,6 @@ class Store:
 
     def _check_parents(self, parents: list[str]) -> None:
         """Every parent names a version of this store or a run of its runs table."""
-        from .catalog import T_RUNS
-
         missing = []
         for p in parents:
             try:
@@ -581,17 +573,12 @@ class Store:
                     pass
             elif pname:
                 with self.catalog.tx(single=True) as conn:
-                    has = conn.execute(
-                        sa.select(sa.literal(1))
-                        .select_from(T_VERSIONS.join(T_MODELS))
-                        .where(T_MODELS.c.name == pname)
-                        .limit(1)
-                    ).first()
-                if has is not None:
+                    has = self.catalog.has_versions(conn, pname)
+                if has:
                     continue
             with self.catalog.tx(single=True) as conn:
-                run = conn.execute(sa.select(T_RUNS.c.id).where(T_RUNS.c.id == p)).first()
-            if run is None:
+                run = self.catalog.run_exists(conn, p)
+            if not run:
                 missing.append(p)
         if missing:
             raise NotFoundError(
@@ -643,21 +630,16 @@ class Store:
             with self.catalog.tx(write=True, durable=False) as conn:
                 self.check_identity(conn)
                 mid = self.catalog.model_id(conn, name, create_by=self.actor, kind=kind)
-                last = conn.execute(
-                    sa.select(T_MODELS.c.last_version).where(T_MODELS.c.id == mid)
-                ).scalar()
-                version = int(last or 0) + 1
+                version = self.catalog.last_version(conn, mid) + 1
                 if version > MAX_VERSION:
                     raise StoreError(f"model {name!r} has used every version number")
-                conn.execute(
-                    T_MODELS.update().where(T_MODELS.c.id == mid).values(last_version=version)
-                )
+                self.catalog.set_last_version(conn, mid, version)
                 pending = []
                 if self.records_enabled:
                     key = record_key(name, version, staged.digest)
-                    pending.append(intents.add(conn, "record", name, key))
+                    pending.append(intents.add(self.catalog, conn, "record", name, key))
                     if alias is not None:
-                        pending.append(intents.add(conn, "journal", name))
+                        pending.append(intents.add(self.catalog, conn, "journal", name))
             now = time.time()
             rec = VersionRecord(
                 name=name,
@@ -686,7 +668,7 @@ class Store:
             with self.catalog.tx(write=True) as conn:
                 self.check_identity(conn)
                 mid = self.catalog.model_id(conn, name, lock=True)
-                conn.execute(T_VERSIONS.insert().values(model_id=mid, **_version_row(rec)))
+                self.catalog.insert_version(conn, mid, version_row(rec))
                 self.catalog.audit(
                     conn,
                     actor=self.actor,
@@ -701,7 +683,7 @@ class Store:
                 if alias is not None:
                     self._move_alias(conn, mid, name, alias, version, check=self._ANY, out=written)
                 self.catalog.drop_lease(conn, *staged.lease_ids)
-                intents.drop(conn, *pending)
+                intents.drop(self.catalog, conn, *pending)
         except BaseException:
             self.staging.release(*staged.lease_ids)
             self._unwrite(written)
@@ -730,15 +712,8 @@ class Store:
     ) -> JournalEntry:
         """The model's next journal entry (its counter moves in ``conn``); written now
         (before the commit) when ``write``, else the caller writes it after the commit."""
-        conn.execute(
-            T_MODELS.update()
-            .where(T_MODELS.c.id == mid)
-            .values(journal_seq=T_MODELS.c.journal_seq + 1)
-        )
-        seq = conn.execute(sa.select(T_MODELS.c.journal_seq).where(T_MODELS.c.id == mid)).scalar()
-        entry = JournalEntry(
-            name=name, seq=int(seq or 0), op=op, actor=self.actor, host=self.host, **values
-        )
+        seq = self.catalog.next_journal_seq(conn, mid)
+        entry = JournalEntry(name=name, seq=seq, op=op, actor=self.actor, host=self.host, **values)
         if write and self.records_enabled:
             self.blobs.write_object(entry.key, entry.to_bytes())
             if out is not None:
@@ -783,11 +758,7 @@ class Store:
         at now (``None``: it must not exist), or ``_ANY`` when the caller owns the target
         (put's own alias, inside its commit). The move is journaled before the commit.
         """
-        cur = conn.execute(
-            sa.select(T_ALIASES.c.version).where(
-                T_ALIASES.c.model_id == mid, T_ALIASES.c.alias == alias
-            )
-        ).scalar()
+        cur = self.catalog.alias_version(conn, mid, alias)
         if check is not self._ANY and cur != check:
             if check is None:
                 raise AliasConflictError(
@@ -802,39 +773,10 @@ class Store:
         if version is None and cur is None:
             raise NotFoundError(f"model {name!r} has no alias {alias!r}")
         self.journal(conn, mid, name, "alias", alias=alias, version=version, previous=cur, out=out)
-        now = time.time()
-        if version is None:
-            n = conn.execute(
-                T_ALIASES.delete().where(
-                    T_ALIASES.c.model_id == mid,
-                    T_ALIASES.c.alias == alias,
-                    T_ALIASES.c.version == cur,
-                )
-            ).rowcount
-        elif cur is None:
-            # insert-or-conflict: of two creators that both saw no alias, one inserts
-            n = int(
-                self.catalog._insert_ignore(
-                    conn,
-                    T_ALIASES,
-                    model_id=mid,
-                    alias=alias,
-                    version=version,
-                    updated_at=now,
-                    updated_by=self.actor,
-                )
-            )
-        else:
-            n = conn.execute(
-                T_ALIASES.update()
-                .where(
-                    T_ALIASES.c.model_id == mid,
-                    T_ALIASES.c.alias == alias,
-                    T_ALIASES.c.version == cur,
-                )
-                .values(version=version, updated_at=now, updated_by=self.actor)
-            ).rowcount
-        if n != 1:
+        moved = self.catalog.move_alias(
+            conn, mid, alias, current=cur, version=version, actor=self.actor
+        )
+        if not moved:
             raise AliasConflictError(
                 f"alias {name}@{alias} changed while it was being moved; re-read it and retry"
             )
@@ -869,9 +811,10 @@ class Store:
                 self.check_identity(conn)
                 yield conn, written, after
                 if before is not None:
-                    intents.drop(conn, before)
+                    intents.drop(self.catalog, conn, before)
                 after_ids = [
-                    intents.add(conn, "journal-after", model, e.key, e.to_bytes()) for e in after
+                    intents.add(self.catalog, conn, "journal-after", model, e.key, e.to_bytes())
+                    for e in after
                 ]
         except BaseException:
             self._unwrite(written)
@@ -968,11 +911,7 @@ class Store:
             self.journal(
                 conn, mid, name, "edit", version=v, metrics=m, tags=t, description=d, out=written
             )
-            conn.execute(
-                T_VERSIONS.update()
-                .where(T_VERSIONS.c.model_id == mid, T_VERSIONS.c.version == v)
-                .values(metrics=dumps_json(m), tags=dumps_json(t), description=d)
-            )
+            self.catalog.update_version(conn, mid, v, metrics=m, tags=t, description=d)
             changes = {
                 "metrics": {k: m.get(k) for k in set(old_m) | set(m) if old_m.get(k) != m.get(k)},
                 "tags": {k: t.get(k) for k in set(old_t) | set(t) if old_t.get(k) != t.get(k)},
@@ -994,10 +933,8 @@ class Store:
         name = check_name(name)
         with self.catalog.tx() as conn:
             mid = self.catalog.model_id(conn, name)
-            rows = conn.execute(
-                sa.select(T_ALIASES.c.alias, T_ALIASES.c.version).where(T_ALIASES.c.model_id == mid)
-            ).all()
-        return {r.alias: int(r.version) for r in sorted(rows)}
+            rows = self.catalog.aliases_of(conn, mid)
+        return dict(rows)
 
     # -- reading -------------------------------------------------------------------------
     def _resolve(self, conn: sa.Connection, mid: int, name: str, version: Any) -> int:
@@ -1007,9 +944,7 @@ class Store:
             elif version == "latest":
                 version = None
         if version is None:
-            v = conn.execute(
-                sa.select(sa.func.max(T_VERSIONS.c.version)).where(T_VERSIONS.c.model_id == mid)
-            ).scalar()
+            v = self.catalog.latest_version(conn, mid)
             if v is None:
                 raise NotFoundError(f"model {name!r} has no versions")
             return int(v)
@@ -1019,15 +954,9 @@ class Store:
             return check_version(version)
         if isinstance(version, str):
             alias = check_alias(version)
-            v = conn.execute(
-                sa.select(T_ALIASES.c.version).where(
-                    T_ALIASES.c.model_id == mid, T_ALIASES.c.alias == alias
-                )
-            ).scalar()
+            v = self.catalog.alias_version(conn, mid, alias)
             if v is None:
-                known = conn.execute(
-                    sa.select(T_ALIASES.c.alias).where(T_ALIASES.c.model_id == mid)
-                ).scalars()
+                known = [a for a, _ in self.catalog.aliases_of(conn, mid)]
                 raise NotFoundError(
                     f"model {name!r} has no alias {alias!r} (aliases: "
                     f"{', '.join(sorted(known)) or 'none'})"
@@ -1038,17 +967,9 @@ class Store:
         )
 
     def _row(self, conn: sa.Connection, mid: int, name: str, version: int) -> sa.Row[Any]:
-        row = conn.execute(
-            sa.select(T_VERSIONS).where(
-                T_VERSIONS.c.model_id == mid, T_VERSIONS.c.version == version
-            )
-        ).first()
+        row = self.catalog.version_row(conn, mid, version)
         if row is None:
-            have = conn.execute(
-                sa.select(
-                    sa.func.min(T_VERSIONS.c.version), sa.func.max(T_VERSIONS.c.version)
-                ).where(T_VERSIONS.c.model_id == mid)
-            ).one()
+            have = self.catalog.version_range(conn, mid)
             hint = f"it has versions {have[0]}..{have[1]}" if have[0] is not None else "none left"
             raise NotFoundError(f"model {name!r} has no version {version} ({hint})")
         return row
@@ -1077,10 +998,8 @@ class Store:
 
     def _alias_map(self, conn: sa.Connection, mid: int) -> dict[int, list[str]]:
         out: dict[int, list[str]] = {}
-        for r in conn.execute(
-            sa.select(T_ALIASES.c.alias, T_ALIASES.c.version).where(T_ALIASES.c.model_id == mid)
-        ):
-            out.setdefault(int(r.version), []).append(r.alias)
+        for alias, version in self.catalog.aliases_of(conn, mid):
+            out.setdefault(version, []).append(alias)
         return {k: sorted(v) for k, v in out.items()}
 
     def info(self, name: str, version: SupportsIndex | str | None = None) -> ModelVersion:
@@ -1100,11 +1019,7 @@ class Store:
         with self.catalog.tx() as conn:
             mid = self.catalog.model_id(conn, name)
             amap = self._alias_map(conn, mid)
-            rows = conn.execute(
-                sa.select(T_VERSIONS)
-                .where(T_VERSIONS.c.model_id == mid)
-                .order_by(T_VERSIONS.c.version)
-            ).all()
+            rows = self.catalog.version_rows(conn, mid)
         return [self._version(r, name, amap.get(int(r.version), [])) for r in rows]
 
     def models(self, prefix: str | None = None, *, kind: str | None = None) -> list[str]:
@@ -1113,45 +1028,22 @@ class Store:
         ``kind``: only models of that kind: ``"model"`` (put by users) or ``"step"``
         (outputs of step workflows); None: every kind.
         """
-        q = (
-            sa.select(T_MODELS.c.name)
-            .where(sa.exists().where(T_VERSIONS.c.model_id == T_MODELS.c.id))
-            .order_by(T_MODELS.c.name)
-        )
         if prefix is not None and not isinstance(prefix, str):
             raise InvalidNameError(f"prefix must be a str like 'project', not {prefix!r}")
-        if prefix:
-            p = check_name(prefix.rstrip("/"), "prefix")
-            q = q.where(T_MODELS.c.name.startswith(p + "/", autoescape=True))
-        if kind is not None:
-            q = q.where(T_MODELS.c.kind == kind_arg(kind))
+        p = check_name(prefix.rstrip("/"), "prefix") if prefix else None
+        k = None if kind is None else kind_arg(kind)
         with self.catalog.tx() as conn:
-            return list(conn.execute(q).scalars())
+            return self.catalog.model_names(conn, p, k)
 
     def summary(self, *, kind: str | None = None) -> list[dict[str, Any]]:
         """One row per model: name, kind, number of versions, latest version and its time,
         total size, aliases. ``kind`` as for :meth:`models`."""
-        q = (
-            sa.select(
-                T_MODELS.c.name,
-                T_MODELS.c.id,
-                T_MODELS.c.kind,
-                sa.func.count(T_VERSIONS.c.version).label("n"),
-                sa.func.max(T_VERSIONS.c.version).label("latest"),
-                sa.func.max(T_VERSIONS.c.created_at).label("updated"),
-                sa.func.sum(T_VERSIONS.c.size).label("bytes"),
-            )
-            .join(T_VERSIONS, T_VERSIONS.c.model_id == T_MODELS.c.id)
-            .group_by(T_MODELS.c.id, T_MODELS.c.name, T_MODELS.c.kind)
-            .order_by(T_MODELS.c.name)
-        )
-        if kind is not None:
-            q = q.where(T_MODELS.c.kind == kind_arg(kind))
+        k = None if kind is None else kind_arg(kind)
         with self.catalog.tx() as conn:
-            rows = conn.execute(q).all()
+            rows = self.catalog.model_summary(conn, k)
             aliases: dict[int, dict[str, int]] = {}
-            for a in conn.execute(sa.select(T_ALIASES)):
-                aliases.setdefault(int(a.model_id), {})[a.alias] = int(a.version)
+            for mid, alias, version in self.catalog.all_aliases(conn):
+                aliases.setdefault(mid, {})[alias] = version
         return [
             {
                 "name": r.name,
@@ -1294,27 +1186,19 @@ class Store:
         return report
 
     def _record_verify(self, mv: ModelVersion, report: _api.VerifyReport) -> None:
-        from .catalog import T_VERIFY
-
-        row = {"at": time.time(), "ok": bool(report.ok), "report": dumps_json(report.to_dict())}
+        at, ok, text = time.time(), bool(report.ok), dumps_json(report.to_dict())
         if self.catalog.read_only:
             return  # verify still reports; a read-only store cannot remember the result
         with self.catalog.tx(write=True) as conn:
             mid = self.catalog.model_id(conn, mv.name)
-            self.catalog.upsert(conn, T_VERIFY, {"model_id": mid, "version": mv.version}, row)
+            self.catalog.record_verify(conn, mid, mv.version, at=at, ok=ok, report=text)
 
     def last_verify(self, name: str, version: int | str | None = None) -> dict[str, Any] | None:
         """The last :meth:`verify` report of a version (``at`` added), or None if never."""
-        from .catalog import T_VERIFY
-
         mv = self.info(name, version)
         with self.catalog.tx() as conn:
             mid = self.catalog.model_id(conn, mv.name)
-            row = conn.execute(
-                sa.select(T_VERIFY).where(
-                    T_VERIFY.c.model_id == mid, T_VERIFY.c.version == mv.version
-                )
-            ).first()
+            row = self.catalog.verify_row(conn, mid, mv.version)
         if row is None:
             return None
         report: dict[str, Any] = loads_json(row.report, {})
@@ -1351,19 +1235,14 @@ class Store:
         for value, what in ((parent, "parent"), (tag, "tag")):
             if value is not None and not isinstance(value, str):
                 raise InvalidArgumentError(f"{what} must be a str, not {type(value).__name__}")
-        q = sa.select(T_VERSIONS, T_MODELS.c.name.label("model_name")).join(
-            T_MODELS, T_MODELS.c.id == T_VERSIONS.c.model_id
-        )
-        if data_digest is not None:
-            q = q.where(T_VERSIONS.c.data_digest == data_digest)
-        if code_digest is not None:
-            q = q.where(T_VERSIONS.c.code_digest == code_digest)
-        if run_id is not None:
-            q = q.where(T_VERSIONS.c.run_id == run_id)
-        if parent is not None:
-            q = q.where(T_VERSIONS.c.parents.contains(json.dumps(parent)))
         with self.catalog.tx() as conn:
-            rows = conn.execute(q.order_by(T_MODELS.c.name, T_VERSIONS.c.version)).all()
+            rows = self.catalog.find_versions(
+                conn,
+                data_digest=data_digest,
+                code_digest=code_digest,
+                run_id=run_id,
+                parent=parent,
+            )
             out = []
             for r in rows:
                 mv = self._version(r, r.model_name, [])
@@ -1388,12 +1267,7 @@ class Store:
         with self.change(name) as (conn, written, after):
             mid = self.catalog.model_id(conn, name, lock=True)
             if version is None:
-                targets = [
-                    int(v)
-                    for v in conn.execute(
-                        sa.select(T_VERSIONS.c.version).where(T_VERSIONS.c.model_id == mid)
-                    ).scalars()
-                ]
+                targets = self.catalog.version_numbers(conn, mid)
             else:
                 v = self._resolve(conn, mid, name, version)
                 self._row(conn, mid, name, v)
@@ -1409,11 +1283,7 @@ class Store:
             for a, v in held.items():
                 self._move_alias(conn, mid, name, a, None, check=v, out=written)
             for v in targets:
-                conn.execute(
-                    T_VERSIONS.delete().where(
-                        T_VERSIONS.c.model_id == mid, T_VERSIONS.c.version == v
-                    )
-                )
+                self.catalog.delete_version(conn, mid, v)
                 self.catalog.audit(
                     conn,
                     actor=self.actor,
@@ -1543,14 +1413,7 @@ class Store:
         digest as ``mv``: a copy that :meth:`copy` would not make again. None if none."""
         name = check_name(name if name is not None else mv.name)
         with self.catalog.tx() as conn:
-            mid = conn.execute(sa.select(T_MODELS.c.id).where(T_MODELS.c.name == name)).scalar()
-            if mid is None:
-                return None
-            v = conn.execute(
-                sa.select(sa.func.max(T_VERSIONS.c.version)).where(
-                    T_VERSIONS.c.model_id == mid, T_VERSIONS.c.digest == mv.digest
-                )
-            ).scalar()
+            v = self.catalog.latest_with_digest(conn, name, mv.digest)
         return None if v is None else self.info(name, int(v))
 
     # -- recovery and checks ---------------------------------------------------------------
@@ -1596,13 +1459,9 @@ class Store:
             raise InvalidArgumentError(
                 f"action must be one of {', '.join(AUDIT_ACTIONS)}, not {action!r}"
             )
-        q = sa.select(T_AUDIT).order_by(T_AUDIT.c.id.desc()).limit(limit)
-        if name is not None:
-            q = q.where(T_AUDIT.c.name == check_name(name))
-        if action is not None:
-            q = q.where(T_AUDIT.c.action == action)
+        name = None if name is None else check_name(name)
         with self.catalog.tx() as conn:
-            rows = conn.execute(q).all()
+            rows = self.catalog.audit_rows(conn, name, action, limit)
         return [
             AuditEntry(
                 id=int(r.id),

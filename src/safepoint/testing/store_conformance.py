@@ -45,7 +45,7 @@ from ..errors import (
     SerializationError,
 )
 from ..stores.blobs import FsspecBlobs, LocalBlobs
-from ..stores.catalog import META, T_BLOBS, T_CKPT, T_LEASES, T_VERSIONS, forget_catalog
+from ..stores.catalog import forget_catalog
 from ..stores.checkpointer import INLINE_MAX
 from ..stores.owners import this_owner
 from ..stores.store import Store
@@ -97,16 +97,11 @@ def lose_catalog(store: Store) -> None:
             if os.path.exists(cat.path + suffix):
                 os.unlink(cat.path + suffix)
         return
-    with cat.engine.begin() as conn:
-        if cat.in_memory:
-            for table in reversed(META.sorted_tables):
-                conn.execute(table.delete())
-        else:
-            for table in reversed(META.sorted_tables):
-                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table.name} CASCADE")
-            conn.exec_driver_sql("DROP TABLE IF EXISTS sp_schema CASCADE")
-    if not cat.in_memory:
-        forget_catalog(cat)
+    if cat.in_memory:
+        cat.wipe(keep_schema=False)
+        return
+    cat.drop_tables()
+    forget_catalog(cat)
 
 
 def _populate(store: Store) -> None:
@@ -739,7 +734,7 @@ class StoreConformance:
         mv = store.put("p/m", {"w": np.arange(100)})
         # the catalog row vanishes behind the store's back (a damaged catalog)
         with store.catalog.tx(write=True) as conn:
-            conn.execute(T_VERSIONS.delete())
+            conn.execute(sa.text("DELETE FROM versions"))
         rep = store.gc(grace=0)
         assert mv.digest not in rep.deleted_blobs and store.blobs.exists(mv.digest)
         assert any(f.kind == "missing-row" for f in store.check().findings)
@@ -757,19 +752,23 @@ class StoreConformance:
         for owner, kept in ((live, True), (reused, False)):
             with store.catalog.tx(write=True) as conn:
                 conn.execute(
-                    T_LEASES.insert().values(
-                        id=uuid.uuid4().hex,
-                        digest=staged.digest,
-                        created_at=time.time(),
-                        host=store.host,
-                        pid=os.getpid(),
-                        owner=owner,
-                    )
+                    sa.text(
+                        "INSERT INTO leases (id, digest, created_at, host, pid, owner) "
+                        "VALUES (:id, :digest, :at, :host, :pid, :owner)"
+                    ),
+                    {
+                        "id": uuid.uuid4().hex,
+                        "digest": staged.digest,
+                        "at": time.time(),
+                        "host": store.host,
+                        "pid": os.getpid(),
+                        "owner": owner,
+                    },
                 )
             if kept:
                 assert store.gc(grace=0).deleted_blobs == []
                 with store.catalog.tx(write=True) as conn:
-                    conn.execute(T_LEASES.delete())
+                    conn.execute(sa.text("DELETE FROM leases"))
         assert store.gc(grace=0).deleted_blobs == [staged.digest]
 
     def test_mark_of_a_dead_gc_is_taken_over_at_once(self, store: Store) -> None:
@@ -780,11 +779,14 @@ class StoreConformance:
         dead = "|".join([host, boot, ns, pid, str(int(start or 0) + 1)])
         for owner, expect in ((this_owner(), False), (dead, True)):
             with store.catalog.tx(write=True) as conn:
-                store.catalog.upsert(
-                    conn,
-                    T_BLOBS,
-                    {"digest": mv.digest},
-                    {"size": mv.size, "state": "deleting", "state_at": time.time(), "owner": owner},
+                # what a gc that is deleting the blob has written
+                conn.execute(sa.text("DELETE FROM blobs WHERE digest = :d"), {"d": mv.digest})
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO blobs (digest, size, state, state_at, owner) "
+                        "VALUES (:d, :size, 'deleting', :at, :owner)"
+                    ),
+                    {"d": mv.digest, "size": mv.size, "at": time.time(), "owner": owner},
                 )
             # False: a live gc holds the mark (the put waits); True: taken over now
             assert store.catalog.lease(mv.digest, mv.size, uuid.uuid4().hex) is expect
@@ -799,17 +801,18 @@ class StoreConformance:
         ck.set("obj", {"offset": 12})
         for key in ("raw", "obj"):
             with store.catalog.tx(write=True) as conn:
+                where = {"name": "job/sums", "key": key}
                 value = conn.execute(
-                    sa.select(T_CKPT.c.value).where(
-                        T_CKPT.c.name == "job/sums", T_CKPT.c.key == key
-                    )
+                    sa.text('SELECT value FROM checkpoints WHERE name = :name AND "key" = :key'),
+                    where,
                 ).scalar()
                 flipped = bytearray(value or b"")
                 flipped[len(flipped) // 2] ^= 0x01
                 conn.execute(
-                    T_CKPT.update()
-                    .where(T_CKPT.c.name == "job/sums", T_CKPT.c.key == key)
-                    .values(value=bytes(flipped))
+                    sa.text(
+                        'UPDATE checkpoints SET value = :value WHERE name = :name AND "key" = :key'
+                    ),
+                    {**where, "value": bytes(flipped)},
                 )
             with pytest.raises(IntegrityError, match="checksum"):
                 ck.get(key)

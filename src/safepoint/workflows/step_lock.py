@@ -23,9 +23,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-
-from ..stores.catalog import T_RUNS, dumps_json
+from ..stores.catalog import dumps_json
 
 __all__ = ["Holder", "pid_alive", "release", "try_start_exclusive"]
 
@@ -113,52 +111,35 @@ def _start(
     message: str,
     now: float,
 ) -> tuple[str | None, Holder | None, list[str]]:
-    taken: list[str] = []
-    with cat.tx(write=True) as conn:
-        if cat.dialect == "postgresql":
-            # serialise the check-and-insert of concurrent starters on one row lock
-            cat.model_id(conn, name, create_by=store.actor)
-        rows = conn.execute(
-            sa.select(T_RUNS).where(
-                T_RUNS.c.kind == kind, T_RUNS.c.name == name, T_RUNS.c.status == "running"
-            )
-        ).all()
-        for r in rows:
-            if _alive(r, store.host, stale_after, now):
-                holder = Holder(
-                    r.id, r.host, int(r.pid), float(r.started_at), float(r.heartbeat_at)
-                )
-                _ACTIVE.discard(run_id)
-                return None, holder, []
-        for r in rows:
-            conn.execute(
-                T_RUNS.update()
-                .where(T_RUNS.c.id == r.id)
-                .values(
-                    status="interrupted",
-                    finished_at=now,
-                    message=(
-                        f"the process (pid {r.pid} on {r.host}) died during the run; {r.message}"
-                    )[:1000],
-                )
-            )
-            taken.append(r.id)
-        conn.execute(
-            T_RUNS.insert().values(
-                id=run_id,
-                kind=kind,
-                name=name,
-                status="running",
-                progress=0.0,
-                message=message,
-                state=dumps_json(state),
-                started_at=now,
-                heartbeat_at=now,
-                finished_at=None,
-                host=store.host,
-                pid=os.getpid(),
-                user=store.actor,
-            )
+    holder_row, taken = cat.start_run_exclusive(
+        {
+            "id": run_id,
+            "kind": kind,
+            "name": name,
+            "status": "running",
+            "progress": 0.0,
+            "message": message,
+            "state": dumps_json(state),
+            "started_at": now,
+            "heartbeat_at": now,
+            "finished_at": None,
+            "host": store.host,
+            "pid": os.getpid(),
+            "user": store.actor,
+        },
+        alive=lambda r: _alive(r, store.host, stale_after, now),
+        lock_by=store.actor,
+        interrupted=lambda r: (
+            f"the process (pid {r.pid} on {r.host}) died during the run; {r.message}"
+        ),
+    )
+    if holder_row is not None:
+        r = holder_row
+        _ACTIVE.discard(run_id)
+        return (
+            None,
+            Holder(r.id, r.host, int(r.pid), float(r.started_at), float(r.heartbeat_at)),
+            [],
         )
     return run_id, None, taken
 
