@@ -14,6 +14,16 @@ Backends register by URL scheme (:func:`register_blob_backend`): a local folder
 ``rename``), and any fsspec URL (``memory://``, ``s3://bucket/prefix``, ...)
 where promotion is a server-side copy and a completed upload is durable.
 
+**Writing a backend.** Subclass :class:`BlobStore` and implement its abstract methods
+(every one is public: ``begin``, ``close_temp``, ``promote_temp``, ``open_temp``,
+``open``, ``exists``, ``delete``, ``list_blobs``, ``list_temps``, ``delete_temp``,
+``check``); set ``supports_objects = True`` and implement the small-object methods
+(``write_object``, ``create_object``, ``read_object``, ``list_objects``,
+``delete_object``) so that the store keeps version records beside the blobs and can be
+recovered. Register it with :func:`register_blob_backend`, then run
+:class:`safepoint.testing.BlobStoreTests` (the backend alone) and
+:class:`safepoint.testing.store_conformance.StoreConformance` (a whole store over it).
+
 >>> from safepoint.stores.blobs import open_blobs
 >>> blobs = open_blobs("memory://doc-blobs")
 >>> tmp = blobs.begin()
@@ -199,6 +209,11 @@ class BlobStore(ABC):
     def delete_object(self, key: str) -> None:
         """Remove the object ``key`` (missing is fine)."""
         raise NotImplementedError(f"{type(self).__name__} cannot store small objects")
+
+    def list_parts(self, prefix: str) -> Iterator[BlobInfo]:
+        """Leftovers of small-object writes that a crash interrupted, under ``prefix/``
+        (``gc`` removes old ones). Backends whose object writes are atomic have none."""
+        return iter(())
 
     def write_bytes(self, data: bytes, digest: str, durable: bool = True) -> None:
         """Store ``data`` as blob ``digest`` (through a temporary object)."""

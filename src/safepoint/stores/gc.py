@@ -269,11 +269,8 @@ def _remove_dead_record(store: Store, ref: RecordRef, dry_run: bool) -> bool:
 
 def _remove_parts(store: Store, cutoff: float) -> None:
     """``.part`` files of small-object writes that a crash interrupted."""
-    list_parts = getattr(store.blobs, "list_parts", None)
-    if list_parts is None:
-        return
     for prefix in ("records", "journal"):
-        for part in list(list_parts(prefix)):
+        for part in list(store.blobs.list_parts(prefix)):
             if part.mtime < cutoff:
                 store.blobs.delete_object(part.key)
 
