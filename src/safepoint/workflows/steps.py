@@ -74,7 +74,6 @@ import json
 import logging
 import os
 import re
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -84,6 +83,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     NotFoundError,
+    RunBusyError,
     SafepointError,
     SafepointWarning,
     SerializationError,
@@ -94,7 +94,6 @@ from ..errors import (
 from .fingerprint import ABSENT, code_fingerprint, value_digest
 from .step_code import CodeDeps, step_dependencies
 from .step_files import FileReads, paused
-from .step_lock import pid_alive, release, try_start_exclusive
 from .step_options import StepOptions, check_cache, options_of
 from .step_plan import RECORD_SCHEMA, Decision, StoredStep, Upstream, decide
 from .step_tracking import LazyOutputs, TrackedMapping
@@ -328,29 +327,6 @@ def _check_version(version: Any) -> str:
             f"version {version!r} is not usable: use an int or letters, digits, '.', '_', '-'"
         )
     return text
-
-
-class _Heartbeat:
-    """Keeps a run's heartbeat fresh while a step computes (a daemon thread)."""
-
-    def __init__(self, beat: Callable[[], None], interval: float) -> None:
-        self._beat = beat
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="safepoint-heartbeat", daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            with contextlib.suppress(Exception):  # a missed beat only ages the run
-                self._beat()
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
 
 class _WorkflowBase:
@@ -761,16 +737,17 @@ class _WorkflowBase:
         told = False
         state = {"workflow": self.name, "version": self.version, "steps": []}
         while True:
-            run_id, holder, taken = try_start_exclusive(
-                self.store,
-                RUN_KIND,
-                self.run_name,
-                state,
-                stale_after=max(STALE_AFTER, 6 * self.heartbeat_interval),
-            )
-            if run_id is not None:
+            try:
+                run = self.store.runs.start(
+                    RUN_KIND,
+                    self.run_name,
+                    state,
+                    exclusive=True,
+                    stale_after=max(STALE_AFTER, 6 * self.heartbeat_interval),
+                )
                 break
-            assert holder is not None
+            except RunBusyError as busy:
+                holder: Any = busy.holder  # the RunInfo of the live run
             if deadline is not None and time.monotonic() >= deadline:
                 raise StepError(
                     f"workflow {self.name!r} v{self.version} is being run by "
@@ -781,15 +758,15 @@ class _WorkflowBase:
                 say(f"waiting for {holder.describe()} of the same workflow to finish")
                 told = True
             time.sleep(0.2)
-        for old in taken:
+        for old in run.taken_over:
             say(f"run {old} of this workflow died before it finished; resuming where it stopped")
         try:
-            yield self.store.runs.attach(run_id)
+            yield run
         finally:
-            release(run_id)
+            run.release()
 
     def _heartbeat(self, run: Any) -> contextlib.AbstractContextManager[Any]:
-        return _Heartbeat(run.heartbeat, self.heartbeat_interval)
+        return run.keepalive(self.heartbeat_interval)
 
     def _progress(
         self,
@@ -890,8 +867,7 @@ def last_run(store: Any, run_name: str) -> dict[str, Any] | None:
     info = run.to_dict()
     info.pop("state", None)  # the per-step log is long; status() shows the steps itself
     if run.status == "running":
-        gone = run.stale or (run.host == store.host and not pid_alive(run.pid))
-        info["alive"] = not gone
+        info["alive"] = run.alive
     return info
 
 
