@@ -72,11 +72,11 @@ def open_store(
     import warnings
 
     from ..errors import SafepointWarning
-    from ..stores.store import Store
+    from ..stores.opening import open_store as open_store_like
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SafepointWarning)
-        store = Store(store_url, metadata=metadata_url, create=create)
+        store = open_store_like(store_url, metadata=metadata_url, create=create)
     for w in caught:
         if warn or store.problem is None or store.problem not in str(w.message):
             click.echo(f"safepoint: warning: {w.message}", err=True)

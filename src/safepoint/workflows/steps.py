@@ -99,6 +99,7 @@ from .step_plan import RECORD_SCHEMA, Decision, StoredStep, Upstream, decide
 from .step_tracking import LazyOutputs, TrackedMapping
 
 if TYPE_CHECKING:
+    from ..stores.opening import StoreLike
     from ..stores.store import Store
 
 __all__ = [
@@ -301,18 +302,14 @@ class WorkflowStatus:
 
 
 # -- the engine ------------------------------------------------------------------------
-def _open_store(store: Any) -> Store:
-    from ..stores.store import Store
+def _open_store(store: StoreLike) -> Store:
+    from ..errors import InvalidArgumentError
+    from ..stores.opening import open_store
 
-    if isinstance(store, Store):
-        return store
-    if store is None:
-        return Store()
-    if isinstance(store, str | os.PathLike):
-        return Store(os.fspath(store))
-    raise StepConfigError(
-        f"store must be a safepoint Store, a URL or a folder path, not {type(store).__name__}"
-    )
+    try:
+        return open_store(store)
+    except InvalidArgumentError as exc:
+        raise StepConfigError(str(exc)) from None
 
 
 def _check_version(version: Any) -> str:
@@ -340,7 +337,7 @@ class _WorkflowBase:
     def __init__(
         self,
         name: str,
-        store: Any = None,
+        store: StoreLike = None,
         version: int | str = 1,
         params: Mapping[str, Any] | None = None,
         *,
@@ -858,7 +855,7 @@ class _WorkflowBase:
         )
 
 
-def last_run(store: Any, run_name: str) -> dict[str, Any] | None:
+def last_run(store: Store, run_name: str) -> dict[str, Any] | None:
     """The newest row of the runs table for a workflow version (a dict), or None."""
     found = store.runs.list(kind=RUN_KIND, name=run_name, limit=1)
     if not found:
@@ -1000,7 +997,7 @@ class Workflow(_WorkflowBase):
     def __init__(
         self,
         name: str,
-        store: Any = None,
+        store: StoreLike = None,
         version: int | str = 1,
         params: Mapping[str, Any] | None = None,
         *,
@@ -1098,7 +1095,7 @@ class _SavedView(_WorkflowBase):
 
     _params_known = False
 
-    def __init__(self, name: str, store: Any, version: int | str, code: Any = None) -> None:
+    def __init__(self, name: str, store: StoreLike, version: int | str, code: Any = None) -> None:
         super().__init__(name, store, version)
         self._code = code
 
@@ -1178,7 +1175,7 @@ def _resolve_code(spec: Any, name: str, store: Any, version: int | str) -> Any:
 
 
 def saved_status(
-    store: Any, name: str, version: int | str = 1, *, code: Any = None
+    store: StoreLike, name: str, version: int | str = 1, *, code: Any = None
 ) -> WorkflowStatus:
     """The status of a workflow from its saved outputs (what the CLI shows).
 
@@ -1195,7 +1192,7 @@ def saved_status(
     return view.status()
 
 
-def saved_outputs(store: Any, name: str, version: int | str = 1) -> list[dict[str, Any]]:
+def saved_outputs(store: StoreLike, name: str, version: int | str = 1) -> list[dict[str, Any]]:
     """The latest saved output of each step: version, type, size, digest (no data read)."""
     view = _SavedView(name, store, version)
     rows = []
