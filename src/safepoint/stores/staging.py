@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import FormatError, IntegrityError, SafepointError, StoreError
 from ..format import api as _api
-from ..format.reader import open_reader
+from ..format.file import open as open_file
 from .blobs import TempBlob
 from .faults import raise_if_os_error
 
@@ -223,9 +223,9 @@ class BlobStaging:
             tmp.close(durable)
             with self.open_temp(tmp) as f:
                 try:
-                    with contextlib.closing(open_reader(f)) as reader:
-                        problems = reader.verify_all()
-                        insp = _api._inspect_reader(reader)
+                    with open_file(f) as sf:
+                        problems = sf.verify(golden=False).problems
+                        insp = sf.inspect()
                 except FormatError as exc:
                     raise FormatError(f"not a valid safepoint file: {exc}") from None
             if problems:
