@@ -200,6 +200,7 @@ def _child_get(
     q.put((os.getpid(), cache.fills, float(value["w"].sum())))
 
 
+@pytest.mark.slow  # four fresh processes: ~30 s on a loaded machine
 def test_concurrent_fill_from_several_processes_downloads_once(
     s3_storage_options: dict[str, Any], s3_bucket: str, tmp_path: Path
 ) -> None:
@@ -272,14 +273,13 @@ def test_parse_size_and_read_parallel() -> None:
         read_parallel(lambda s, e: data[s : e - 1], len(data), put, chunk=7_000)
 
 
-def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "safepoint.cli", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        timeout=120,
-    )
+def _cli(*args: str, env: dict[str, str]) -> Any:
+    from click.testing import CliRunner
+
+    from safepoint.cli.main import _register_commands, cli
+
+    _register_commands()
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
 
 
 def test_cli_cache_info_and_clear(
@@ -291,20 +291,73 @@ def test_cli_cache_info_and_clear(
     store.get("a/m")
     env = {"SAFEPOINT_CACHE_DIR": str(folder), "SAFEPOINT_CACHE_SIZE": "5G"}
     r = _cli("cache", "info", "--json", env=env)
-    assert r.returncode == 0, r.stderr
+    assert r.exit_code == 0, r.output
     info = json.loads(r.stdout)
     assert info["folder"] == str(folder) and info["entries"] == 1
     assert info["bytes"] == mv.size and info["limit"] == 5 * 1024**3
     r = _cli("cache", "info", env=env)
-    assert r.returncode == 0 and str(folder) in r.stdout and "1 entr" in r.stdout
+    assert r.exit_code == 0 and str(folder) in r.stdout and "1 entry" in r.stdout
     r = _cli("cache", "clear", "--json", env=env)
-    assert r.returncode == 0, r.stderr
+    assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["removed"] == 1
     assert BlobCache(folder).info()["entries"] == 0
     r = _cli("cache", "--help", env=env)
-    assert r.returncode == 0 and "info" in r.stdout and "clear" in r.stdout
-    r = _cli("cache", "info", "--json", env={"SAFEPOINT_CACHE_SIZE": "lots"})
-    assert r.returncode == 1 and r.stdout == ""
-    assert json.loads(r.stderr)["type"] == "InvalidArgumentError"
+    assert r.exit_code == 0 and "info" in r.stdout and "clear" in r.stdout
     r = _cli("cache", "info", "--dir", str(tmp_path / "other"), "--json", env=env)
-    assert r.returncode == 0 and json.loads(r.stdout)["entries"] == 0
+    assert r.exit_code == 0 and json.loads(r.stdout)["entries"] == 0
+    # a real process: a bad setting is one error on stderr and exit code 1
+    bad = subprocess.run(
+        [sys.executable, "-m", "safepoint.cli", "cache", "info", "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SAFEPOINT_CACHE_SIZE": "lots"},
+        timeout=120,
+    )
+    assert bad.returncode == 1 and bad.stdout == ""
+    assert json.loads(bad.stderr)["type"] == "InvalidArgumentError"
+    # clearing a folder this user cannot change fails with exit code 1
+    if os.geteuid() != 0:
+        (folder / "blobs" / "ab").mkdir(parents=True, exist_ok=True)
+        (folder / "blobs" / "ab" / ("ab" * 16 + ".sp")).write_bytes(b"x")
+        os.chmod(folder / "blobs" / "ab", 0o500)
+        try:
+            r = _cli("cache", "clear", env=env)
+            assert r.exit_code == 1 and "safepoint: error:" in r.stderr
+        finally:
+            os.chmod(folder / "blobs" / "ab", 0o700)
+
+
+def test_scoring_handle_downloads_the_model_once(
+    s3_storage_options: dict[str, Any], s3_bucket: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A scoring worker (Dask, `serve`) loads its model through StoreModelHandle: the
+    inspect, the framework probe and the load all read the one cached file."""
+    from sklearn.linear_model import LogisticRegression
+
+    from safepoint.stores.blobs import FsspecBlobs
+    from safepoint.workflows.scoring.model import open_model
+
+    X = np.random.default_rng(0).random((50, 3))
+    clf = LogisticRegression().fit(X, X[:, 0] > 0.5)
+    folder = tmp_path / "cache"
+    store = _store(s3_bucket, s3_storage_options, tmp_path, BlobCache(folder))
+    store.put("fraud/clf", clf, alias="production")
+    full_reads = {"n": 0}
+    real_read = FsspecBlobs.read
+
+    def counting_read(self: FsspecBlobs, digest: str) -> bytes:
+        full_reads["n"] += 1
+        return real_read(self, digest)
+
+    monkeypatch.setattr(FsspecBlobs, "read", counting_read)
+    # a worker process opens the store from its pickled arguments, as Dask does
+    import pickle
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SafepointWarning)
+        worker_store = pickle.loads(pickle.dumps(store))
+    handle = open_model("fraud/clf@production", store=worker_store)
+    assert worker_store.cache.fills == 1 and full_reads["n"] == 0
+    second = open_model("fraud/clf@production", store=worker_store)  # another worker
+    assert worker_store.cache.fills == 1 and full_reads["n"] == 0
+    np.testing.assert_array_equal(handle.current()[0].predict(X), second.current()[0].predict(X))

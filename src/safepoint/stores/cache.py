@@ -58,7 +58,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import IntegrityError, InvalidArgumentError, SafepointError
+from ..errors import IntegrityError, InvalidArgumentError, NotFoundError, SafepointError
 from .faults import os_error
 
 if TYPE_CHECKING:
@@ -77,9 +77,12 @@ __all__ = [
 T = TypeVar("T")
 
 DEFAULT_MAX_BYTES = 10 * 1024**3
-#: ranged requests of a first read: this many at once, of this many bytes each
+#: ranged requests of a first read: this many at once, each of a size between these
+#: (a blob is split in one wave of requests where the bound allows: fewer, bigger
+#: requests cost less per byte; the upper bound caps the memory held in flight)
 PARALLEL_REQUESTS = 8
-CHUNK_BYTES = 8 * 1024 * 1024
+MIN_CHUNK_BYTES = 8 * 1024 * 1024
+MAX_CHUNK_BYTES = 32 * 1024 * 1024
 #: a temporary file untouched this long was left by a crashed fill
 STALE_TEMP_SECONDS = 3600.0
 
@@ -150,12 +153,14 @@ def read_parallel(
     write: Callable[[int, bytes], None],
     *,
     workers: int = PARALLEL_REQUESTS,
-    chunk: int = CHUNK_BYTES,
+    chunk: int | None = None,
 ) -> None:
     """Read bytes ``[0, size)`` as ranged requests ``read_range(start, end)`` run
     ``workers`` at a time, handing each piece to ``write(offset, data)`` as it arrives
     (memory: about ``workers * chunk`` bytes). A short piece raises IntegrityError (the
     object is not as long as recorded); the first error of any request is raised."""
+    if chunk is None:
+        chunk = min(max(-(-size // workers), MIN_CHUNK_BYTES), MAX_CHUNK_BYTES)
     ranges = [(s, min(s + chunk, size)) for s in range(0, size, chunk)]
 
     def one(r: tuple[int, int]) -> None:
@@ -193,7 +198,7 @@ def read_blob(blobs: BlobStore, digest: str, size: int | None = None) -> bytes:
     """The whole blob in memory, with parallel ranged requests where the backend has
     them (``read_range``), else one read."""
     reader = _range_reader(blobs, digest)
-    if reader is None:
+    if reader is None or not blobs.is_remote:
         return blobs.read(digest)
     if size is None:
         size = _blob_size(blobs, digest)
@@ -205,7 +210,11 @@ def read_blob(blobs: BlobStore, digest: str, size: int | None = None) -> bytes:
     def put(offset: int, data: bytes) -> None:
         view[offset : offset + len(data)] = data
 
-    read_parallel(reader, size, put)
+    try:
+        read_parallel(reader, size, put)
+    except IntegrityError:
+        # not the recorded size: read it as it is, and let the format say what is wrong
+        return blobs.read(digest)
     return bytes(buf)  # immutable, as a plain read's: loaded arrays must be read-only
 
 
@@ -342,7 +351,10 @@ class BlobCache:
                     raise _LocalWriteError(exc) from None
 
             if reader is not None and size is not None:
-                read_parallel(reader, size, put)
+                try:
+                    read_parallel(reader, size, put)
+                except IntegrityError:
+                    return None  # shorter than recorded: the network read says how
             else:
                 put(0, blobs.read(digest))
             os.close(fd)
@@ -515,7 +527,10 @@ def load_cached(
     (damaged after it was filled, or evicted before it was opened) drops the entry and
     fetches it again, once; a second failure is the stored blob's and is raised."""
     for attempt in (0, 1):
-        path = cache.ensure(blobs, digest, size)
+        try:
+            path = cache.ensure(blobs, digest, size)
+        except NotFoundError:
+            path = None  # the blob is gone: the network read says so in the caller's words
         if path is None:
             return load(None)
         try:
