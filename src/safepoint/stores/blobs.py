@@ -553,10 +553,6 @@ class FsspecBlobs(BlobStore):
         with self._errors(f"cannot read blob {digest}"):
             return bytes(self.fs.cat_file(self._blob(check_digest(digest)), start=start, end=end))
 
-    def blob_size(self, digest: str) -> int:
-        with self._errors(f"cannot read blob {digest}"):
-            return int(self.fs.size(self._blob(check_digest(digest))))
-
     def exists(self, digest: str) -> bool:
         with self._errors(f"cannot check blob {digest}"):
             return bool(self.fs.exists(self._blob(check_digest(digest))))

@@ -189,21 +189,13 @@ def _range_reader(blobs: BlobStore, digest: str) -> Callable[[int, int], bytes] 
     return lambda start, end: bytes(fn(digest, start, end))
 
 
-def _blob_size(blobs: BlobStore, digest: str) -> int | None:
-    fn = getattr(blobs, "blob_size", None)
-    return int(fn(digest)) if fn is not None else None
-
-
 def read_blob(blobs: BlobStore, digest: str, size: int | None = None) -> bytes:
     """The whole blob in memory, with parallel ranged requests where the backend has
     them (``read_range``), else one read."""
     reader = _range_reader(blobs, digest)
-    if reader is None or not blobs.is_remote:
+    if reader is None or not blobs.is_remote or size is None:
+        # (an unknown size: one plain read rather than a HEAD request first)
         return blobs.read(digest)
-    if size is None:
-        size = _blob_size(blobs, digest)
-        if size is None:
-            return blobs.read(digest)
     buf = bytearray(size)
     view = memoryview(buf)
 
@@ -216,6 +208,23 @@ def read_blob(blobs: BlobStore, digest: str, size: int | None = None) -> bytes:
         # not the recorded size: read it as it is, and let the format say what is wrong
         return blobs.read(digest)
     return bytes(buf)  # immutable, as a plain read's: loaded arrays must be read-only
+
+
+_SEEK_LOCK = threading.Lock()
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` (safe from several threads at once)."""
+    view, done = memoryview(data), 0
+    pwrite = getattr(os, "pwrite", None)
+    if pwrite is None:  # pragma: no cover - Windows: no positional write
+        with _SEEK_LOCK:
+            os.lseek(fd, offset, os.SEEK_SET)
+            while done < len(view):
+                done += os.write(fd, view[done:])
+        return
+    while done < len(view):
+        done += pwrite(fd, view[done:], offset + done)
 
 
 class _LocalWriteError(Exception):
@@ -330,8 +339,6 @@ class BlobCache:
             os.close(fd)  # releases the lock
 
     def _fill(self, blobs: BlobStore, digest: str, size: int | None) -> str | None:
-        if size is None:
-            size = _blob_size(blobs, digest)
         reader = _range_reader(blobs, digest)
         part = os.path.join(self.tmp_dir, f"{uuid.uuid4().hex}.part")
         fd = -1
@@ -344,9 +351,7 @@ class BlobCache:
 
             def put(offset: int, data: bytes) -> None:
                 try:
-                    view, done = memoryview(data), 0
-                    while done < len(view):
-                        done += os.pwrite(fd, view[done:], offset + done)
+                    _pwrite_all(fd, data, offset)
                 except OSError as exc:
                     raise _LocalWriteError(exc) from None
 
@@ -439,6 +444,11 @@ class BlobCache:
                 continue  # e.g. open on Windows: it stays
             total -= size
             removed.append(digest)
+            # its lock file too (a fill of it holding the lock is unaffected; one that
+            # opens the file anew while another holds the old one may download it
+            # twice at worst: the rename is atomic and the bytes are equal)
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self.lock_dir, digest + ".lock"))
         self._remove_stale_temps()
         return removed
 
@@ -490,9 +500,6 @@ class BlobCache:
 
 
 # -- how a Store uses it ---------------------------------------------------------------
-_WARNED = threading.Lock()
-
-
 def resolve_cache(cache: Any, blobs: BlobStore) -> BlobCache | None:
     """The cache a Store uses for ``blobs`` given its ``cache=`` argument.
 
