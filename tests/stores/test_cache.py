@@ -361,3 +361,30 @@ def test_scoring_handle_downloads_the_model_once(
     second = open_model("fraud/clf@production", store=worker_store)  # another worker
     assert worker_store.cache.fills == 1 and full_reads["n"] == 0
     np.testing.assert_array_equal(handle.current()[0].predict(X), second.current()[0].predict(X))
+
+
+@pytest.mark.slow  # starts its own moto server
+def test_bench_cache_runs(tmp_path: Path) -> None:
+    """bench/bench_cache.py at a tiny size: it runs and reports; no timing asserted."""
+    pytest.importorskip("s3fs")
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "bench.json"
+    args = ["--mb", "2", "--repeat", "1", "--dir", str(tmp_path), "--json", str(out)]
+    r = subprocess.run(
+        [sys.executable, "-m", "bench.bench_cache", *args],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["fills"] == 2 and set(data["median_s"]) == {
+        "first",
+        "fill",
+        "second",
+        "mmap",
+        "s3fs_get",
+    }
+    assert "second get speed-up" in r.stdout
