@@ -19,6 +19,7 @@ MODULES = [
     "safepoint.stores.owners",
     "safepoint.stores.opening",
     "safepoint.stores.records",
+    "safepoint.stores.cache",
     "safepoint.testing.recovery",
 ]
 
