@@ -35,7 +35,8 @@ makes this tree the whole picture (builtin bases in brackets)::
     │   ├── ReadOnlyStoreError (OSError, PermissionError)
     │   ├── CatalogBusyError (TimeoutError)
     │   ├── CatalogDamagedError                     run Store.recover()
-    │   └── RecoveryNeededError                     run Store.recover()
+    │   ├── RecoveryNeededError                     run Store.recover()
+    │   └── RunBusyError                            a live run holds (kind, name)
     ├── StepError (RuntimeError)
     │   └── StepConfigError (ValueError)
     ├── CheckpointMismatchError (ValueError)        a checkpoint of another search/workflow
@@ -76,6 +77,7 @@ __all__ = [
     "NotFoundError",
     "ReadOnlyStoreError",
     "RecoveryNeededError",
+    "RunBusyError",
     "SafepointError",
     "SafepointWarning",
     "SchemaError",
@@ -241,6 +243,15 @@ class RecoveryNeededError(StoreError):
     """The catalog does not match the store's blobs (missing, empty, damaged or another
     store's): writes and gc are refused until ``Store.recover()`` / ``safepoint recover``
     rebuilds it."""
+
+
+class RunBusyError(StoreError):
+    """A live run of the same kind and name holds what ``Runs.start(exclusive=True)``
+    asked for (``holder``: its ``RunInfo``): wait for it to finish, or run another name."""
+
+    def __init__(self, message: str, holder: object = None) -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 class StepError(SafepointError, RuntimeError):

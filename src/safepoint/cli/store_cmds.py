@@ -72,11 +72,11 @@ def open_store(
     import warnings
 
     from ..errors import SafepointWarning
-    from ..stores.store import Store
+    from ..stores.opening import open_store as open_store_like
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SafepointWarning)
-        store = Store(store_url, metadata=metadata_url, create=create)
+        store = open_store_like(store_url, metadata=metadata_url, create=create)
     for w in caught:
         if warn or store.problem is None or store.problem not in str(w.message):
             click.echo(f"safepoint: warning: {w.message}", err=True)
@@ -120,12 +120,8 @@ def _known(value: str | None, choices: tuple[str, ...], param: Any, ctx: Any) ->
 
 def _run_kinds(store: Store) -> set[str]:
     """The kinds of run recorded in ``store`` (custom kinds included)."""
-    import sqlalchemy as sa
-
-    from ..stores.catalog import T_RUNS
-
     with store.catalog.tx() as conn:
-        return {str(k) for k in conn.execute(sa.select(T_RUNS.c.kind).distinct()).scalars()}
+        return store.catalog.run_kinds(conn)
 
 
 def _ref(text: str) -> tuple[str, int | str | None]:
@@ -240,23 +236,8 @@ def ls_cmd(
 
 def _checkpointer_rows(store: Store) -> list[dict[str, Any]]:
     """One row per checkpointer: kind ``search-ledger`` or ``checkpointer``, keys, bytes."""
-    import sqlalchemy as sa
-
-    from ..stores.catalog import T_CKPT, T_CKPTS
-
     with store.catalog.tx() as conn:
-        rows = conn.execute(
-            sa.select(
-                T_CKPTS.c.name,
-                T_CKPTS.c.created_at,
-                sa.func.count(T_CKPT.c.key).label("n"),
-                sa.func.coalesce(sa.func.sum(T_CKPT.c.size), 0).label("bytes"),
-                sa.func.max(T_CKPT.c.updated_at).label("updated"),
-                sa.func.max(sa.case((T_CKPT.c.key == "search/meta", 1), else_=0)).label("ledger"),
-            )
-            .outerjoin(T_CKPT, T_CKPT.c.name == T_CKPTS.c.name)
-            .group_by(T_CKPTS.c.name, T_CKPTS.c.created_at)
-        ).all()
+        rows = store.catalog.list_checkpointers(conn)
     from datetime import UTC, datetime
 
     return [

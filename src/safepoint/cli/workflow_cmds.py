@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from ._common import emit_json, json_option, metadata_option
 from .main import cli
 
+if TYPE_CHECKING:
+    from ..stores import Store
 
-def _store(url: str | None, metadata: str | None) -> object:
+
+def _store(url: str | None, metadata: str | None) -> Store:
     # reading a workflow's state never creates a store
     from .store_cmds import open_store
 

@@ -110,9 +110,9 @@ def _resolve_checkpoint(checkpoint: Any) -> tuple[Checkpointer, str, Any, bool]:
                 "checkpoint='' is empty: pass a folder path or URL, a store checkpointer "
                 "(sp.Store(path).checkpointer('project/search')), or None for no checkpoint"
             )
-        from ..stores import Store
+        from ..stores.opening import open_store
 
-        store: Any = Store(path)
+        store: Any = open_store(path)
         cp = store.checkpointer(DEFAULT_CHECKPOINTER, description="resumable search ledger")
         return cp, f"{path!r} (checkpointer {DEFAULT_CHECKPOINTER!r})", store, True
     methods = ("get", "set", "keys", "delete")

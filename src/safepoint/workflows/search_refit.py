@@ -142,9 +142,9 @@ def refit_best(
     elif store is False:
         store = None
     elif not hasattr(store, "put"):
-        from ..stores import Store
+        from ..stores.opening import open_store
 
-        store, owned = Store(os.fspath(store)), True
+        store, owned = open_store(os.fspath(store)), True
     else:
         _, checkpointer, _ = _search_store(search)
     if store is not None and name is None:

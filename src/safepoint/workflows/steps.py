@@ -74,7 +74,6 @@ import json
 import logging
 import os
 import re
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -84,6 +83,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     NotFoundError,
+    RunBusyError,
     SafepointError,
     SafepointWarning,
     SerializationError,
@@ -94,12 +94,12 @@ from ..errors import (
 from .fingerprint import ABSENT, code_fingerprint, value_digest
 from .step_code import CodeDeps, step_dependencies
 from .step_files import FileReads, paused
-from .step_lock import pid_alive, release, try_start_exclusive
 from .step_options import StepOptions, check_cache, options_of
 from .step_plan import RECORD_SCHEMA, Decision, StoredStep, Upstream, decide
 from .step_tracking import LazyOutputs, TrackedMapping
 
 if TYPE_CHECKING:
+    from ..stores.opening import StoreLike
     from ..stores.store import Store
 
 __all__ = [
@@ -302,18 +302,14 @@ class WorkflowStatus:
 
 
 # -- the engine ------------------------------------------------------------------------
-def _open_store(store: Any) -> Store:
-    from ..stores.store import Store
+def _open_store(store: StoreLike) -> Store:
+    from ..errors import InvalidArgumentError
+    from ..stores.opening import open_store
 
-    if isinstance(store, Store):
-        return store
-    if store is None:
-        return Store()
-    if isinstance(store, str | os.PathLike):
-        return Store(os.fspath(store))
-    raise StepConfigError(
-        f"store must be a safepoint Store, a URL or a folder path, not {type(store).__name__}"
-    )
+    try:
+        return open_store(store)
+    except InvalidArgumentError as exc:
+        raise StepConfigError(str(exc)) from None
 
 
 def _check_version(version: Any) -> str:
@@ -330,29 +326,6 @@ def _check_version(version: Any) -> str:
     return text
 
 
-class _Heartbeat:
-    """Keeps a run's heartbeat fresh while a step computes (a daemon thread)."""
-
-    def __init__(self, beat: Callable[[], None], interval: float) -> None:
-        self._beat = beat
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="safepoint-heartbeat", daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            with contextlib.suppress(Exception):  # a missed beat only ages the run
-                self._beat()
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-
 class _WorkflowBase:
     """Shared engine of :class:`Steps` (methods) and :class:`Workflow` (functions)."""
 
@@ -364,7 +337,7 @@ class _WorkflowBase:
     def __init__(
         self,
         name: str,
-        store: Any = None,
+        store: StoreLike = None,
         version: int | str = 1,
         params: Mapping[str, Any] | None = None,
         *,
@@ -761,16 +734,17 @@ class _WorkflowBase:
         told = False
         state = {"workflow": self.name, "version": self.version, "steps": []}
         while True:
-            run_id, holder, taken = try_start_exclusive(
-                self.store,
-                RUN_KIND,
-                self.run_name,
-                state,
-                stale_after=max(STALE_AFTER, 6 * self.heartbeat_interval),
-            )
-            if run_id is not None:
+            try:
+                run = self.store.runs.start(
+                    RUN_KIND,
+                    self.run_name,
+                    state,
+                    exclusive=True,
+                    stale_after=max(STALE_AFTER, 6 * self.heartbeat_interval),
+                )
                 break
-            assert holder is not None
+            except RunBusyError as busy:
+                holder: Any = busy.holder  # the RunInfo of the live run
             if deadline is not None and time.monotonic() >= deadline:
                 raise StepError(
                     f"workflow {self.name!r} v{self.version} is being run by "
@@ -781,15 +755,15 @@ class _WorkflowBase:
                 say(f"waiting for {holder.describe()} of the same workflow to finish")
                 told = True
             time.sleep(0.2)
-        for old in taken:
+        for old in run.taken_over:
             say(f"run {old} of this workflow died before it finished; resuming where it stopped")
         try:
-            yield self.store.runs.attach(run_id)
+            yield run
         finally:
-            release(run_id)
+            run.release()
 
     def _heartbeat(self, run: Any) -> contextlib.AbstractContextManager[Any]:
-        return _Heartbeat(run.heartbeat, self.heartbeat_interval)
+        return run.keepalive(self.heartbeat_interval)
 
     def _progress(
         self,
@@ -881,7 +855,7 @@ class _WorkflowBase:
         )
 
 
-def last_run(store: Any, run_name: str) -> dict[str, Any] | None:
+def last_run(store: Store, run_name: str) -> dict[str, Any] | None:
     """The newest row of the runs table for a workflow version (a dict), or None."""
     found = store.runs.list(kind=RUN_KIND, name=run_name, limit=1)
     if not found:
@@ -890,8 +864,7 @@ def last_run(store: Any, run_name: str) -> dict[str, Any] | None:
     info = run.to_dict()
     info.pop("state", None)  # the per-step log is long; status() shows the steps itself
     if run.status == "running":
-        gone = run.stale or (run.host == store.host and not pid_alive(run.pid))
-        info["alive"] = not gone
+        info["alive"] = run.alive
     return info
 
 
@@ -1024,7 +997,7 @@ class Workflow(_WorkflowBase):
     def __init__(
         self,
         name: str,
-        store: Any = None,
+        store: StoreLike = None,
         version: int | str = 1,
         params: Mapping[str, Any] | None = None,
         *,
@@ -1122,7 +1095,7 @@ class _SavedView(_WorkflowBase):
 
     _params_known = False
 
-    def __init__(self, name: str, store: Any, version: int | str, code: Any = None) -> None:
+    def __init__(self, name: str, store: StoreLike, version: int | str, code: Any = None) -> None:
         super().__init__(name, store, version)
         self._code = code
 
@@ -1202,7 +1175,7 @@ def _resolve_code(spec: Any, name: str, store: Any, version: int | str) -> Any:
 
 
 def saved_status(
-    store: Any, name: str, version: int | str = 1, *, code: Any = None
+    store: StoreLike, name: str, version: int | str = 1, *, code: Any = None
 ) -> WorkflowStatus:
     """The status of a workflow from its saved outputs (what the CLI shows).
 
@@ -1219,7 +1192,7 @@ def saved_status(
     return view.status()
 
 
-def saved_outputs(store: Any, name: str, version: int | str = 1) -> list[dict[str, Any]]:
+def saved_outputs(store: StoreLike, name: str, version: int | str = 1) -> list[dict[str, Any]]:
     """The latest saved output of each step: version, type, size, digest (no data read)."""
     view = _SavedView(name, store, version)
     rows = []
