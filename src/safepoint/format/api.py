@@ -353,14 +353,19 @@ class Inspection:
     signature: dict[str, Any] | None
     metadata: dict[str, Any]
     digest: str
+    #: the algorithm whose signature was *verified* (``inspect(..., key=)``); None
+    #: without a key: a signature is reported only by checking it
     signed: str | None
     golden: list[str] = field(default_factory=list)
+    #: what the file's signature block claims (well-formed, naming the manifest's
+    #: algorithm); anyone can write a claim: not verified, shown as such
+    signature_claimed: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _inspect_reader(reader: Reader, trusted: Any = ()) -> Inspection:
+def _inspect_reader(reader: Reader, trusted: Any = (), key: Any = None) -> Inspection:
     policy = TrustPolicy(trusted)
     m = reader.manifest
     types = [
@@ -384,10 +389,11 @@ def _inspect_reader(reader: Reader, trusted: Any = ()) -> Inspection:
         signature=m.get("signature") if isinstance(m.get("signature"), dict) else None,
         metadata=dict(m["metadata"]) if isinstance(m.get("metadata"), dict) else {},
         digest=reader.digest,
-        # what the file claims (a well-formed block naming the manifest's algorithm);
-        # only verify/load with key= check the signature itself
-        signed=claimed_signature(reader.auth_block, reader.manifest.get("signed")),
+        # reported signed only when checked with the key (IntegrityError otherwise); the
+        # block's claim alone is state from the file, shown as a claim
+        signed=verify_auth_block(reader.auth_block, reader.manifest_bytes, key),
         golden=_golden_names(golden),
+        signature_claimed=claimed_signature(reader.auth_block, reader.manifest.get("signed")),
     )
 
 
@@ -402,14 +408,20 @@ def inspect(
     *,
     trusted: Iterable[Any] | str | type | None = (),
     limits: spec.Limits | None = None,
+    key: Any = None,
 ) -> Inspection:
     """Describe a file (types, trust, sizes, environment, digests, metadata).
 
     Reads the header, the footer and the manifest only: nothing is imported,
-    constructed or read from the data buffers.
+    constructed or read from the data buffers. ``signed`` is set only when ``key``
+    (HMAC bytes or an Ed25519 public key) verifies the manifest's signature;
+    ``signature_claimed`` says what an unverified signature block claims.
+
+    Raises:
+        IntegrityError: ``key`` was given and the signature does not match it.
     """
     with _opened(file, limits) as reader:
-        return _inspect_reader(reader, trusted)
+        return _inspect_reader(reader, trusted, key)
 
 
 def untrusted_types(
