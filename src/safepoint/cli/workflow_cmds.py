@@ -143,7 +143,7 @@ def export_cmd(
     import warnings
 
     from ..errors import SafepointWarning
-    from ..workflows.step_export import PICKLE_WARNING, FilesExistError, export_outputs
+    from ..workflows.steps import PICKLE_WARNING, FilesExistError, export_outputs
 
     if fmt != "sp":
         click.echo(f"safepoint: warning: {PICKLE_WARNING}", err=True)

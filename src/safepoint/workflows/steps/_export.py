@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Iterable
 from typing import Any
 
-from ..errors import IntegrityError, SafepointError, SafepointWarning, StepConfigError, StepError
+from ...errors import IntegrityError, SafepointError, SafepointWarning, StepConfigError, StepError
 
 __all__ = ["EXPORT_FORMATS", "PICKLE_WARNING", "FilesExistError", "export_outputs"]
 
@@ -76,7 +76,7 @@ def export_outputs(
             a file exists already.
         NotFoundError: the workflow has no saved outputs.
     """
-    from .steps import _SavedView
+    from ._saved import _SavedView
 
     if format not in EXPORT_FORMATS:
         raise StepConfigError(
@@ -86,7 +86,7 @@ def export_outputs(
     view.trusted = trusted
     saved = view.saved_steps()
     if not saved:
-        from ..errors import NotFoundError
+        from ...errors import NotFoundError
 
         raise NotFoundError(
             f"workflow {name!r} v{version} has no saved outputs in {view.store.url!r}; "
@@ -147,7 +147,7 @@ def _tmp_path(path: str) -> str:
 
 def _copy_blob(store: Any, mv: Any, path: str) -> None:
     """Copy a version's blob to ``path``, verified before it takes that name."""
-    from ..format.reader import open_reader
+    from ...format.reader import open_reader
 
     tmp = _tmp_path(path)
     try:
