@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import click
 
-from ._common import emit_json, json_option, metadata_option
-from .main import cli
+from ._common import emit_json, json_option, metadata_option, open_store
 
 
 def _store(url: str | None, metadata: str | None) -> object:
     # reading a workflow's state never creates a store
-    from .store_cmds import open_store
-
     return open_store(url, metadata, create=False)
 
 
@@ -38,7 +35,7 @@ def _version(text: str) -> int | str:
     return int(text) if text.isdigit() else text
 
 
-@cli.group()
+@click.group()
 def steps() -> None:
     """Resumable step workflows (sp.Steps / sp.Workflow) saved in a store."""
 
@@ -170,3 +167,7 @@ def export_cmd(
         return
     for r in rows:
         click.echo(f"{r['step']}: {r['ref']} -> {r['path']} ({r['size']:,} B, {r['type']})")
+
+
+#: what ``cli/main.py`` registers on the root group
+COMMANDS: list[click.Command] = [steps]
