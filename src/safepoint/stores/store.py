@@ -76,6 +76,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, SupportsIndex
 
 import sqlalchemy as sa
 
+from .._types import EnvPolicy
 from ..errors import (
     AliasConflictError,
     CatalogDamagedError,
@@ -90,6 +91,7 @@ from ..errors import (
     StoreError,
 )
 from ..format import api as _api
+from ..format.file import open as open_file
 from ..format.reader import open_reader
 from . import intents
 from .arguments import (
@@ -648,9 +650,9 @@ class Store:
             tmp.close(durable)
             with self._open_temp(tmp) as f:
                 try:
-                    with contextlib.closing(open_reader(f)) as reader:
-                        problems = reader.verify_all()
-                        insp = _api._inspect_reader(reader)
+                    with open_file(f) as sf:
+                        problems = sf.verify(golden=False).problems
+                        insp = sf.inspect()
                 except FormatError as exc:
                     raise FormatError(f"not a valid safepoint file: {exc}") from None
             if problems:
@@ -1397,7 +1399,7 @@ class Store:
         *,
         trusted: Iterable[Any] | str | type | None = (),
         mmap: bool = False,
-        env: str = "warn",
+        env: EnvPolicy = "warn",
         key: Any = None,
     ) -> Any:
         """Load a version (``None``: the latest; an int; or an alias name).
@@ -1424,7 +1426,7 @@ class Store:
         try:
             if path is not None:
                 try:
-                    reader = open_reader(path)
+                    sf = open_file(path)
                 except NotFoundError:
                     raise IntegrityError(
                         f"the blob of {what} ({digest}) is missing from the store: it was "
@@ -1437,18 +1439,16 @@ class Store:
                     raise IntegrityError(
                         f"the blob of {what} ({digest}) is missing from {self.url!r}"
                     ) from None
-                reader = open_reader(data)
-            with contextlib.closing(reader):
-                if reader.digest != digest:
+                sf = open_file(data)
+            with sf:
+                if sf.digest != digest:
                     raise IntegrityError(
                         f"the blob of {what} does not match its recorded digest "
-                        f"({reader.digest} != {digest}): it was changed after the put"
+                        f"({sf.digest} != {digest}): it was changed after the put"
                     )
-                return _api._construct(
-                    reader,
-                    reader.manifest.get("root"),
+                return sf.load(
                     trusted=trusted,
-                    env=env,
+                    env=env,  # type: ignore[arg-type]  # a str from the checkpointer: checked by the load
                     key=key,
                     mmap=bool(mmap and path is not None),
                     # mapped or read, a version's buffers are checked before it is used
@@ -1496,8 +1496,11 @@ class Store:
     def inspect(self, ref: str, **kwargs: Any) -> _api.Inspection:
         """:func:`safepoint.inspect` of ``NAME[@VERSION|@ALIAS]``."""
         name, sel = parse_ref(ref)
-        with self.open_blob(name, sel) as src:
-            return _api.inspect(src, **kwargs)
+        with (
+            self.open_blob(name, sel) as src,
+            open_file(src, limits=kwargs.pop("limits", None)) as sf,
+        ):
+            return sf.inspect(**kwargs)
 
     def verify(self, ref: str, **kwargs: Any) -> _api.VerifyReport:
         """:func:`safepoint.verify` of ``NAME[@VERSION|@ALIAS]`` plus the digest check.
@@ -1507,14 +1510,13 @@ class Store:
         """
         name, sel = parse_ref(ref)
         mv = self.info(name, sel)
-        with self.open_blob(name, sel) as src:
-            report = _api.verify(src, **kwargs)
-            with contextlib.closing(open_reader(src)) as reader:
-                if reader.digest != mv.digest:
-                    report.ok = False
-                    report.problems.append(
-                        f"blob digest {reader.digest} != recorded {mv.digest}: it was replaced"
-                    )
+        with self.open_blob(name, sel) as src, open_file(src) as sf:
+            report = sf.verify(**kwargs)
+            if sf.digest != mv.digest:
+                report.ok = False
+                report.problems.append(
+                    f"blob digest {sf.digest} != recorded {mv.digest}: it was replaced"
+                )
         self._record_verify(mv, report)
         return report
 
