@@ -23,7 +23,14 @@ import warnings
 from collections.abc import Iterable
 from typing import Any
 
-from ...errors import IntegrityError, SafepointError, SafepointWarning, StepConfigError, StepError
+from ...errors import (
+    FilesExistError,
+    IntegrityError,
+    SafepointError,
+    SafepointWarning,
+    StepConfigError,
+    StepError,
+)
 
 __all__ = ["EXPORT_FORMATS", "PICKLE_WARNING", "FilesExistError", "export_outputs"]
 
@@ -33,14 +40,6 @@ PICKLE_WARNING = (
     "pickle and joblib files run code when they are loaded: load them only where you "
     "made them, never from someone else (the .sp files load without running code)"
 )
-
-
-class FilesExistError(StepConfigError):
-    """An export would replace files; ``paths`` names them."""
-
-    def __init__(self, message: str, paths: list[str]) -> None:
-        super().__init__(message)
-        self.paths = paths
 
 
 def export_outputs(
