@@ -24,7 +24,8 @@ def cli() -> None:
 
     Environment: SAFEPOINT_STORE (default --store), SAFEPOINT_METADATA (default
     --metadata), SAFEPOINT_USER (who the audit log names), SAFEPOINT_HOME (where the catalog of
-    a remote store without --metadata is kept), SAFEPOINT_QUIET=1 (no progress).
+    a remote store without --metadata is kept), SAFEPOINT_CACHE_DIR and SAFEPOINT_CACHE_SIZE
+    (the read cache of remote stores, see `safepoint cache`), SAFEPOINT_QUIET=1 (no progress).
     """
 
 
@@ -34,6 +35,7 @@ def cli() -> None:
 COMMAND_MODULES = (
     "format_cmds",
     "store_cmds",
+    "cache_cmds",
     "workflow_cmds",
     "convert_cmds",
     "scoring_cmds",

@@ -25,7 +25,10 @@ API summary (every method raises a :class:`safepoint.SafepointError` subclass on
   ``$SAFEPOINT_STORE`` or ``.safepoint``); ``metadata`` a SQLAlchemy URL
   (``sqlite:///...``, ``postgresql://...``). Without ``metadata`` a local store keeps its
   catalog in ``<url>/catalog.db``; remote blobs then get a local SQLite catalog in
-  ``~/.safepoint/catalogs/`` and a warning that it serves one user.
+  ``~/.safepoint/catalogs/`` and a warning that it serves one user. ``cache``: remote
+  blobs are read through a local read cache (:mod:`safepoint.stores.cache`; a folder,
+  a ``BlobCache``, or False for none; default ``$SAFEPOINT_CACHE_DIR`` or the user cache
+  folder), so each blob is downloaded once per machine and ``get(mmap=True)`` maps it.
 * ``put(name, obj, *, metadata, metrics, tags, alias, parents, data_digest, code_digest,
   run_id, compress, golden, key) -> ModelVersion``; ``put_file(name, path, ...)``.
 * ``get(name, version=None|int|"alias", *, trusted, mmap, env, key)``: the object.
@@ -106,6 +109,7 @@ from .arguments import (
     text_arg,
 )
 from .blobs import BlobStore, TempBlob, open_blobs, scheme_of
+from .cache import load_cached, read_blob, resolve_cache
 from .catalog import (
     T_ALIASES,
     T_AUDIT,
@@ -395,6 +399,7 @@ class Store:
         grace: float = 3600.0,
         lease_ttl: float = 6 * 3600.0,
         create: bool = True,
+        cache: Any = None,
     ) -> None:
         if url is not None and not isinstance(url, str | os.PathLike):
             raise InvalidArgumentError(
@@ -410,11 +415,13 @@ class Store:
             raise InvalidArgumentError(
                 f"storage_options must be a dict, not {type(storage_options).__name__}"
             )
-        self._args = (url, metadata, storage_options, grace, lease_ttl)
+        self._args = (url, metadata, storage_options, grace, lease_ttl, cache)
         self.grace = grace
         self.lease_ttl = lease_ttl
         self.blobs: BlobStore = open_blobs(url, storage_options, create=create)
         self.blobs.check()
+        #: the local read cache of remote blobs (stores/cache.py), or None
+        self.cache = resolve_cache(cache, self.blobs)
         self.actor = _actor()
         self.host = socket.gethostname()[:255]
         self._runs: Runs | None = None
@@ -1407,10 +1414,12 @@ class Store:
         The blob is checked against the digest recorded in the catalog and every buffer
         against its checksum while reading; a mismatch raises :class:`IntegrityError`.
         ``trusted``, ``mmap``, ``env`` and ``key`` are as for :func:`safepoint.load`
-        (``mmap`` only for local stores).
+        (``mmap`` maps a local store's blob, or a remote store's cached copy).
         """
         mv = self.info(name, version)
-        return self._load_blob(mv.digest, mv.ref, trusted=trusted, mmap=mmap, env=env, key=key)
+        return self._load_blob(
+            mv.digest, mv.ref, trusted=trusted, mmap=mmap, env=env, key=key, size=mv.size
+        )
 
     def _load_blob(
         self,
@@ -1421,8 +1430,34 @@ class Store:
         mmap: bool = False,
         env: str = "warn",
         key: Any = None,
+        size: int | None = None,
     ) -> Any:
         path = self.blobs.local_path(digest)
+        kw: dict[str, Any] = {"trusted": trusted, "mmap": mmap, "env": env, "key": key}
+        if path is None and self.cache is not None:
+            # remote blobs: read (and map) the local cached copy, downloaded once
+            return load_cached(
+                self.cache,
+                self.blobs,
+                digest,
+                size,
+                lambda p: self._load_path(digest, what, p, size=size, **kw),
+            )
+        return self._load_path(digest, what, path, size=size, **kw)
+
+    def _load_path(
+        self,
+        digest: str,
+        what: str,
+        path: str | None,
+        *,
+        trusted: Any = (),
+        mmap: bool = False,
+        env: str = "warn",
+        key: Any = None,
+        size: int | None = None,
+    ) -> Any:
+        """Load blob ``digest`` from the local file ``path``, or (None) from the backend."""
         try:
             if path is not None:
                 try:
@@ -1434,7 +1469,7 @@ class Store:
                     ) from None
             else:
                 try:
-                    data = self.blobs.read(digest)
+                    data = read_blob(self.blobs, digest, size)
                 except NotFoundError:
                     raise IntegrityError(
                         f"the blob of {what} ({digest}) is missing from {self.url!r}"
@@ -1482,10 +1517,18 @@ class Store:
         return "; ".join(problems) or None
 
     @contextlib.contextmanager
-    def open_blob(self, name: str, version: SupportsIndex | str | None = None) -> Iterator[Any]:
-        """A path (local stores) or bytes of a version's blob, for ``sp.inspect``/``verify``."""
+    def open_blob(
+        self, name: str, version: SupportsIndex | str | None = None, *, cached: bool = True
+    ) -> Iterator[Any]:
+        """A path (local stores) or bytes of a version's blob, for ``sp.inspect``/``verify``.
+
+        A remote store's blob is read through its cache (a path) unless ``cached=False``.
+        """
         mv = self.info(name, version)
         path = self.blobs.local_path(mv.digest)
+        if path is None and cached and self.cache is not None:
+            with contextlib.suppress(NotFoundError):  # gone: the read below says so
+                path = self.cache.ensure(self.blobs, mv.digest, mv.size)
         if path is not None:
             if not os.path.exists(path):
                 raise IntegrityError(f"the blob of {mv.ref} ({mv.digest}) is missing")
@@ -1510,7 +1553,8 @@ class Store:
         """
         name, sel = parse_ref(ref)
         mv = self.info(name, sel)
-        with self.open_blob(name, sel) as src, open_file(src) as sf:
+        # verify reads the stored bytes themselves, not the cache's copy of them
+        with self.open_blob(name, sel, cached=False) as src, open_file(src) as sf:
             report = sf.verify(**kwargs)
             if sf.digest != mv.digest:
                 report.ok = False
@@ -1867,11 +1911,17 @@ def _reopen(
     storage_options: dict[str, Any] | None,
     grace: float,
     lease_ttl: float,
+    cache: Any = None,
 ) -> Store:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SafepointWarning)  # said once where it was opened
         return Store(
-            url, metadata, storage_options=storage_options, grace=grace, lease_ttl=lease_ttl
+            url,
+            metadata,
+            storage_options=storage_options,
+            grace=grace,
+            lease_ttl=lease_ttl,
+            cache=cache,
         )
 
 
