@@ -251,7 +251,7 @@ def test_malformed_nested_tables(
 # -- the table validators refuse exactly what the per-object validators refuse ---------
 def _per_object_verdict(data: bytes) -> bool:
     """Whether the file loads when its tables are validated object by object."""
-    from safepoint.format import validators
+    from safepoint.format import registry as validators
 
     saved = dict(validators._table_validators)
     validators._table_validators.clear()

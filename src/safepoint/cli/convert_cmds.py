@@ -12,7 +12,6 @@ import click
 
 from ..errors import FormatError, UntrustedTypesError
 from ._common import cli_phrasing, emit_json, json_option, trust_option, trust_options
-from .main import cli
 
 _VERDICT_STYLE = {"safe": "green", "untrusted": "red", "refused": "red"}
 
@@ -36,7 +35,7 @@ def _limit_options(f: Any) -> Any:
 
 
 def _limits(max_ratio: int | None, max_nodes: int | None) -> Any:
-    from ..convert.limits import DEFAULT_CONVERT_LIMITS
+    from ..importers.limits import DEFAULT_CONVERT_LIMITS
 
     changes: dict[str, int] = {}
     if max_ratio is not None:
@@ -46,7 +45,7 @@ def _limits(max_ratio: int | None, max_nodes: int | None) -> Any:
     return dataclasses.replace(DEFAULT_CONVERT_LIMITS, **changes)
 
 
-@cli.command()
+@click.command()
 @click.argument("src", type=click.Path(dir_okay=False))
 @click.argument("dst", type=click.Path(dir_okay=False))
 @trust_options
@@ -71,7 +70,7 @@ def convert(
     with the list of names. DST is not overwritten unless --force. Exit 0 on
     success, 1 if refused, 2 on bad usage.
     """
-    from ..convert import convert as do_convert
+    from ..importers import convert as do_convert
 
     if os.path.exists(dst) and not force:
         raise click.UsageError(f"{dst} exists; pass --force to overwrite it")
@@ -105,7 +104,7 @@ def convert(
         click.echo(f"warning: {w}", err=True)
 
 
-@cli.command()
+@click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @trust_option
 @_limit_options
@@ -125,7 +124,7 @@ def scan(
     attention (untrusted types, malformed) and why; -v lists every file and
     type. Exit 0 if every file is safe to import, 1 if any is not (for CI).
     """
-    from ..convert import scan as do_scan
+    from ..importers import scan as do_scan
 
     results = do_scan(list(paths), trusted=trust, limits=_limits(max_ratio, max_nodes))
     if as_json:
@@ -183,3 +182,7 @@ _COUNT_WORDS = {
 def _counts(checked: dict[str, int]) -> str:
     order = [k for k in _COUNT_WORDS if k in checked] + sorted(set(checked) - set(_COUNT_WORDS))
     return ", ".join(f"{checked[k]} {_COUNT_WORDS.get(k, k)}" for k in order)
+
+
+#: what ``cli/main.py`` registers on the root group
+COMMANDS: list[click.Command] = [convert, scan]
