@@ -3,7 +3,7 @@
 Not part of the test suite (no ``test_`` prefix; ``test_fuzz_harnesses.py`` runs
 each mode for a few seconds). Each input is written as a file and goes through
 ``sp.convert`` (containers, decompression, zip members, the skops schema reader of
-``convert/skops_.py``, construction, the write) and ``sp.scan``. Property: both
+``importers/skops_.py``, construction, the write) and ``sp.scan``. Property: both
 return or raise a ``SafepointError``, within ``-timeout`` and ``-rss_limit_mb``,
 and nothing runs (the sentinel of ``fuzz_common.py``).
 

@@ -2,15 +2,15 @@
 
 Not part of the test suite (no ``test_`` prefix; ``test_fuzz_harnesses.py`` runs
 it for a few seconds). Each input is taken as a pickle stream and goes through
-``sp.scan`` (sniffing, the parser of ``convert/pickle_parser.py``, the audit of
-``convert/audit.py``, every pickle of a concatenated stream) and the JSON report of
+``sp.scan`` (sniffing, the parser of ``importers/pickle_parser.py``, the audit of
+``importers/audit.py``, every pickle of a concatenated stream) and the JSON report of
 ``safepoint scan --json``; then through ``sp.convert`` when the scan found it
 safe, to build what was audited. Property: it returns or raises a
 ``SafepointError``, within ``-timeout`` and ``-rss_limit_mb``, and nothing runs
 (the sentinel of ``fuzz_common.py``).
 
 Seeds: benign pickles at every protocol and the hostile payloads of
-``tests/convert/convert_payloads.py`` (``fuzz_seeds.py``)::
+``tests/importers/convert_payloads.py`` (``fuzz_seeds.py``)::
 
     python tests/adversarial/fuzz_pickle.py --make-seeds /tmp/sp-pickles
     python tests/adversarial/fuzz_pickle.py /tmp/sp-pickles \\

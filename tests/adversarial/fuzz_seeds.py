@@ -12,7 +12,7 @@ Kinds (one per harness mode):
 * ``manifest``: the manifest JSON of those files (wrapped back into a valid file by
   the harness, so mutations reach the decoder and the type handlers);
 * ``pickle``: plain pickles of benign objects at every protocol, and every hostile
-  payload of ``tests/convert/convert_payloads.py`` (calls, dropped results,
+  payload of ``tests/importers/convert_payloads.py`` (calls, dropped results,
   concatenated pickles, trailing bytes);
 * ``joblib``: joblib files, plain and compressed, and a zip holding a pickle;
 * ``skops``: skops archives (a zip with ``schema.json`` and ``.npy`` members);
@@ -35,7 +35,7 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)  # spcraft, conftest
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "convert"))  # convert_payloads
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "importers"))  # convert_payloads
 
 KINDS = ("reader", "manifest", "pickle", "joblib", "skops", "skops-schema")
 

@@ -90,6 +90,9 @@ def test_harness_runs(tmp_path: Path, script: str, mode: str, kind: str) -> None
     assert proc.returncode == 0, out[-4000:]
     done = re.findall(r"Done (\d+) runs in", out)
     assert done and int(done[-1]) > 0, out[-4000:]
+    # safepoint is instrumented: libFuzzer sees its code's edges
+    cov = re.findall(r"cov: (\d+)", out)
+    assert cov and int(cov[-1]) > 50, out[-4000:]
     assert "seed finding" not in out and "Uncaught Python exception" not in out, out[-4000:]
 
 
