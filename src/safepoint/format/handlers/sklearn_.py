@@ -160,10 +160,9 @@ def _tree_table(columns: dict[str, Any], lengths: dict[str, Any], n: int, dec: D
         _tree_rows(columns, lengths, n, dec)
         return
     # -- constructor arguments: (n_features, n_classes, n_outputs), as in _tree
-    if not all(isinstance(v, int) for v in n_features) or not all(
-        isinstance(v, int) for v in n_outputs
-    ):
-        raise dec.fail(f"Tree needs (n_features, n_classes, n_outputs){_which(0, n)}")
+    odd = min(_not_int(n_features), _not_int(n_outputs))
+    if odd < n:
+        raise dec.fail(f"Tree needs (n_features, n_classes, n_outputs){_which(odd, n)}")
     feats = _int64s(n_features)
     outs = _int64s(n_outputs)
     cls_len = lengths["<arg 1>"]
@@ -183,8 +182,9 @@ def _tree_table(columns: dict[str, Any], lengths: dict[str, Any], n: int, dec: D
     _fields(nodes, _TREE_FIELDS, dec, "Tree.nodes")
     counts = lengths["nodes"]
     node_count = columns["node_count"]
-    if not all(isinstance(v, int) for v in node_count):
-        raise dec.fail("Tree.node_count does not match its nodes" + _which(0, n))
+    odd = _not_int(node_count)
+    if odd < n:
+        raise dec.fail("Tree.node_count does not match its nodes" + _which(odd, n))
     bad = _int64s(node_count) != counts
     if bad.any():
         raise dec.fail("Tree.node_count does not match its nodes" + _which(bad.argmax(), n))
@@ -249,9 +249,10 @@ def _tree_table(columns: dict[str, Any], lengths: dict[str, Any], n: int, dec: D
         )
     # decision_path sizes its output n_samples * (1 + max_depth), unchecked
     max_depth = columns["max_depth"]
-    if not all(isinstance(v, int) for v in max_depth):
+    odd = _not_int(max_depth)
+    if odd < n:
         raise dec.fail(
-            "Tree.max_depth is less than the depth of its nodes (crafted file?)" + _which(0, n)
+            "Tree.max_depth is less than the depth of its nodes (crafted file?)" + _which(odd, n)
         )
     deepest = np.maximum.reduceat(_depths(up), starts)
     bad = deepest > _int64s(max_depth)
@@ -265,6 +266,12 @@ def _tree_table(columns: dict[str, Any], lengths: dict[str, Any], n: int, dec: D
 def _which(i: Any, n: int) -> str:
     """Which object of a table a message is about."""
     return f" (tree {int(i)} of {n}, counting from 0)"
+
+
+def _not_int(values: list[Any]) -> int:
+    """The index of the first value that is not an int (as ``_tree`` checks them), or
+    ``len(values)``."""
+    return next((i for i, v in enumerate(values) if not isinstance(v, int)), len(values))
 
 
 def _int64s(values: list[int]) -> np.ndarray[Any, Any]:
