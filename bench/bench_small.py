@@ -8,12 +8,15 @@ a slow second of a shared machine hits all of them), and the median of
 (protocol 5). The fixed cost of one call is the time to save and load an empty
 dict.
 
-``--callgrind`` counts instructions instead (run it under valgrind, e.g.
-``valgrind --tool=callgrind --collect-atstart=no --instr-atstart=no python -m
-bench.bench_small --callgrind``): each operation runs once between
-``CALLGRIND_START_INSTRUMENTATION``-style toggles is not available from Python,
-so this mode prints the instructions of the whole run of one object and one
-operation at a time; see ``--only``.
+``--callgrind OP`` counts instructions instead, stable on a loaded machine: it runs
+only safepoint's (or, with ``--libs pickle``, pickle's) OP of the ``--only`` objects,
+``--repeat`` times inside one ``functools.reduce`` call, so that valgrind can count
+just that call::
+
+    valgrind --tool=callgrind --collect-atstart=no --toggle-collect=functools_reduce \
+        python -m bench.bench_small --callgrind load --only rf100 --repeat 3
+
+(instructions per operation = "Collected" / repeat).
 
 Examples::
 
@@ -195,19 +198,19 @@ def _fmt(s: float) -> str:
     return f"{s * 1e6:8.1f} us" if s < 1e-3 else f"{s * 1e3:8.2f} ms"
 
 
-def callgrind(name: str, op: str, rounds: int) -> None:
-    """One object, one operation of safepoint, ``rounds`` times (for valgrind)."""
-    import safepoint as sp
+def callgrind(name: str, op: str, rounds: int, lib: str) -> None:
+    """``rounds`` of one library's ``op`` of one object, inside one call of
+    ``functools.reduce`` (valgrind's --toggle-collect=functools_reduce counts it alone)."""
+    import functools
 
+    dumps, loads = LIBS[lib]()
     obj = OBJECTS[name][1]()
-    data = sp.dumps(obj)
-    sp.loads(data)
+    data = dumps(obj)
+    loads(data)  # warm: imports and per-process caches
     if op == "save":
-        for _ in range(rounds):
-            sp.dumps(obj)
+        functools.reduce(lambda _, __: dumps(obj), range(rounds), None)
     else:
-        for _ in range(rounds):
-            sp.loads(data)
+        functools.reduce(lambda _, __: loads(data), range(rounds), None)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -220,14 +223,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--callgrind",
         metavar="OP",
         choices=("save", "load"),
-        help="run safepoint's OP of the --only object --repeat times and nothing else "
-        "(to be run under valgrind --tool=callgrind)",
+        help="run safepoint's (--libs pickle: pickle's) OP of the --only objects --repeat "
+        "times in one functools.reduce call, for valgrind --tool=callgrind",
     )
     args = ap.parse_args(argv)
     names = [n for n in args.only.split(",") if n]
     if args.callgrind:
+        lib = "pickle" if args.libs == "pickle" else "safepoint"
         for name in names:
-            callgrind(name, args.callgrind, args.repeat)
+            callgrind(name, args.callgrind, args.repeat, lib)
         return {}
     libs: dict[str, Any] = {}
     for lib in args.libs.split(","):
