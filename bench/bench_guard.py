@@ -15,12 +15,18 @@ measures, each in a fresh process, interleaved, median of ``--repeat`` runs:
   model's modules are loaded).
 
 Prints seconds and ratios; results go in docs/benchmarks.md.
+
+``--instructions`` counts CPU instructions instead (``valgrind --tool=callgrind``),
+which a loaded machine does not disturb: each measure runs N and 11N times in a fresh
+process under callgrind and the difference divided by 10N is the cost of one
+operation, start-up and imports cancelled out. Kernel time is not counted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -61,6 +67,67 @@ CHILD = textwrap.dedent(
 )
 
 
+COUNT_CHILD = textwrap.dedent(
+    """
+    import os, sys, tempfile
+    mode, op, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    import safepoint as sp
+    data = sp.dumps({"w": list(range(10))})
+    if mode == "hook":
+        sp.loads(data)  # installs the audit hook (once per process)
+    if op == "open":
+        path = tempfile.mkstemp()[1]
+        for _ in range(n):
+            open(path, "rb").close()
+        os.unlink(path)
+    elif op == "listdir":
+        for _ in range(n):
+            os.listdir("/")
+    elif op == "guard":
+        from safepoint.format.guard import guarded
+        for _ in range(n):
+            with guarded("a load"):
+                pass
+    elif op == "load":
+        for _ in range(n):
+            sp.loads(data)
+    """
+)
+
+
+def instructions(mode: str, op: str, n: int) -> int:
+    """Instructions of one ``op`` (see ``--instructions`` above)."""
+    counts = []
+    for k in (n, 11 * n):
+        proc = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+            + [sys.executable, "-c", COUNT_CHILD, mode, op, str(k)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": "0"},
+        )
+        line = next(x for x in proc.stderr.splitlines() if "Collected :" in x)
+        counts.append(int(line.rsplit(":", 1)[1]))
+    return (counts[1] - counts[0]) // (10 * n)
+
+
+def count_main() -> None:
+    print(f"{'instructions per operation':<34}{'no hook':>12}{'hook':>12}{'ratio':>8}")
+    for op, n, label in (
+        ("open", 2_000, "open+close (outside a load)"),
+        ("listdir", 1_000, "os.listdir (outside a load)"),
+    ):
+        a, b = instructions("none", op, n), instructions("hook", op, n)
+        print(f"{label:<34}{a:>12,}{b:>12,}{b / a:>8.3f}")
+    guard = instructions("hook", "guard", 2_000)
+    load = instructions("hook", "load", 200)
+    print(
+        f"guard enter+exit {guard:,} instructions; sp.loads of a small dict {load:,} "
+        f"({100 * guard / load:.1f}% of it)"
+    )
+
+
 def run(mode: str) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, "-c", CHILD, mode], capture_output=True, text=True, check=True
@@ -71,7 +138,13 @@ def run(mode: str) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions under callgrind"
+    )
     args = parser.parse_args()
+    if args.instructions:
+        count_main()
+        return
     results: dict[str, list[dict[str, float]]] = {"none": [], "hook": []}
     for _ in range(args.repeat):
         for mode in ("none", "hook"):  # interleaved
