@@ -206,12 +206,13 @@ class TrustPolicy:
         if key in _AUDITED:
             return []
         bad = sorted({type_name(m, q) for m, q, k in rows if not self.is_trusted(m, q, k)})
-        if not bad and len(_AUDITED) < _AUDITED_MAX:
+        if not bad and len(rows) <= 256 and len(_AUDITED) < _AUDITED_MAX:
             # a process loads files of a few types tables again and again (a scoring
             # job, a store's versions): a table found fully trusted under the same
             # trusted= names is trusted again. Only that outcome is kept: the rules
             # only widen while a process runs (an adapter registering its types), so a
-            # kept "trusted" stays true, while a refusal is worked out afresh each time
+            # kept "trusted" stays true, while a refusal is worked out afresh each time.
+            # Bounded: at most _AUDITED_MAX tables of at most 256 rows are kept
             _AUDITED.add(key)
         return bad
 
