@@ -170,18 +170,49 @@ def _parse_manifest(raw: bytes) -> Any:
     names the duplicate key or accepts it as before. The re-encoding costs less
     than calling a Python hook for every JSON object.
     """
-    manifest = json.loads(raw)
     try:
-        again = _CANONICAL(manifest).encode()
-    except (ValueError, TypeError, RecursionError):
-        again = None
-    if again == raw:
-        return manifest
+        # the writer's JSON is ASCII (ensure_ascii) with no white space: the C scanner
+        # and encoder are called directly (json.loads/dumps cost more than a small
+        # manifest's parse in argument handling and set-up)
+        text = raw.decode("ascii")
+        manifest, end = _SCAN(text, 0)
+        if end == len(text) and _CANONICAL(manifest) == text:
+            return manifest
+    except (ValueError, TypeError, StopIteration, RecursionError):
+        pass
     return json.loads(raw, object_pairs_hook=_strict_object)
 
 
-#: the writer's encoding of a manifest (see writer.BufferSink.finish)
-_CANONICAL = json.JSONEncoder(separators=(",", ":"), allow_nan=True).encode
+def _canonical_encoder() -> Any:
+    """The writer's encoding of a manifest (see writer.BufferSink.finish) as a
+    function of the parsed manifest: the C encoder made once, where there is one."""
+    encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=True)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython has it
+        return encoder.encode
+    # what JSONEncoder.iterencode passes it (markers=None: parsed JSON has no cycles)
+    c_encode = make(
+        None,
+        encoder.default,
+        json.encoder.encode_basestring_ascii,
+        None,
+        ":",
+        ",",
+        False,
+        False,
+        True,
+    )
+
+    def encode(obj: Any) -> str:
+        if isinstance(obj, str):
+            return encoder.encode(obj)
+        return "".join(c_encode(obj, 0))
+
+    return encode
+
+
+_CANONICAL = _canonical_encoder()
+_SCAN = json.JSONDecoder().scan_once
 
 
 class Reader:
