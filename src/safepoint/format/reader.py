@@ -212,7 +212,7 @@ def _canonical_encoder() -> Any:
 
 
 _CANONICAL = _canonical_encoder()
-_SCAN = json.JSONDecoder().scan_once
+_SCAN: Any = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 class Reader:
