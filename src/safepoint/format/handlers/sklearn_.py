@@ -291,7 +291,8 @@ def _depths(up: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         nxt = up[up]
         if np.array_equal(nxt, up):
             break
-        depth += depth[up] * (nxt != up)
+        # a root's depth is 0: adding it to a node that already reached it changes nothing
+        depth += depth[up]
         up = nxt
     return depth
 
