@@ -100,8 +100,17 @@ def instructions(mode: str, op: str, n: int) -> int:
     counts = []
     for k in (n, 11 * n):
         proc = subprocess.run(
-            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
-            + [sys.executable, "-c", COUNT_CHILD, mode, op, str(k)],
+            [
+                "valgrind",
+                "--tool=callgrind",
+                "--callgrind-out-file=/dev/null",
+                sys.executable,
+                "-c",
+                COUNT_CHILD,
+                mode,
+                op,
+                str(k),
+            ],
             capture_output=True,
             text=True,
             check=True,

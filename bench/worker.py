@@ -86,7 +86,7 @@ def _preload(model: str, lib_imports: tuple[str, ...]) -> None:
     if "safepoint" in lib_imports:
         # lazily imported by the format on first use; not part of a load
         importlib.import_module("zstandard")
-        importlib.import_module("safepoint.format.sklearn_trust")
+        importlib.import_module("safepoint.format.sklearn.trust_table")
 
 
 def _meminfo_available() -> int:

@@ -1,8 +1,8 @@
-"""Regenerate src/safepoint/format/_sklearn_generated.py from the installed scikit-learn.
+"""Regenerate src/safepoint/format/sklearn/_generated.py from the installed scikit-learn.
 
     python tools/gen_trusted.py
 
-Three generated tables (the reviewed ones live in src/safepoint/format/sklearn_trust.py):
+Three generated tables (the reviewed ones live in src/safepoint/format/sklearn/trust_table.py):
 
 ESTIMATORS: the public estimators, ``sklearn.utils.all_estimators()`` (with the
 experimental halving searches enabled), outside test, mocking, dataset and
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import sklearn
 
-OUT = Path(__file__).resolve().parents[1] / "src/safepoint/format/_sklearn_generated.py"
+OUT = Path(__file__).resolve().parents[1] / "src/safepoint/format/sklearn/_generated.py"
 SKIP = re.compile(
     r"(\.tests?(\.|$)|\._testing|\.externals|\.datasets|conftest|_build_utils|"
     r"\._show_versions|\.utils\._estimator_html_repr|\._config|\.callback|"

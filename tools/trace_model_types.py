@@ -418,7 +418,7 @@ def unlisted_function_attributes(pairs: set[tuple[str, str]]) -> list[str]:
     MRO covers."""
     import importlib
 
-    from safepoint.format import sklearn_trust
+    from safepoint.format.sklearn import trust_table as sklearn_trust
 
     out = []
     for cls_name, attr in sorted(pairs):
@@ -475,7 +475,7 @@ def main() -> None:
     if args.json:
         print(json.dumps({k: sorted(v) for k, v in sorted(found.items())}, indent=1))
         return
-    from safepoint.format import sklearn_trust
+    from safepoint.format.sklearn import trust_table as sklearn_trust
 
     missing = sklearn_trust.missing_from_table(found)
     for name in missing:

@@ -11,25 +11,29 @@ __version__ = "0.1.0"
 
 from typing import TYPE_CHECKING
 
-# imported eagerly (a thin module): the subpackage safepoint.convert would otherwise replace
-# the function sp.convert as soon as anything imports it (a submodule is bound on its parent)
-from .convert import convert, scan
 from .errors import (
     AdapterError,
     AliasConflictError,
     BackendUnavailableError,
+    CatalogBusyError,
+    CatalogDamagedError,
     CheckpointMismatchError,
+    ClosedFileError,
     EnvironmentMismatchError,
     EnvironmentMismatchWarning,
+    EnvPolicyError,
     ExportError,
     FormatError,
     IntegrityError,
+    InvalidArgumentError,
     InvalidKeyError,
     InvalidNameError,
     LimitExceededError,
     LoadGuardError,
     MissingDependencyError,
     NotFoundError,
+    ReadOnlyStoreError,
+    RecoveryNeededError,
     SafepointError,
     SafepointWarning,
     SchemaError,
@@ -37,7 +41,10 @@ from .errors import (
     SerializationError,
     StepConfigError,
     StepError,
+    StorageFullError,
+    StorageIOError,
     StoreError,
+    TrustArgumentError,
     UnsupportedFormatVersionError,
     UntrustedTypesError,
 )
@@ -54,10 +61,11 @@ from .format import (
     untrusted_types,
     verify,
 )
+from .importers import convert, scan  # a thin module: the pipeline loads on first use
 
 if TYPE_CHECKING:  # lazily imported below; named here for type checkers
     from .adapters.onnx import export_onnx
-    from .convert import ConversionReport, ConvertLimits, ScanResult
+    from .importers import ConversionReport, ConvertLimits, ScanResult
     from .stores import Checkpointer, ModelVersion, Store
     from .workflows.scoring import Schema, ScoringPipeline
     from .workflows.search import (
@@ -77,16 +85,21 @@ __all__ = [
     "AdapterError",
     "AliasConflictError",
     "BackendUnavailableError",
+    "CatalogBusyError",
+    "CatalogDamagedError",
     "CheckpointMismatchError",
     "Checkpointer",
+    "ClosedFileError",
     "ConversionReport",
     "ConvertLimits",
+    "EnvPolicyError",
     "EnvironmentMismatchError",
     "EnvironmentMismatchWarning",
     "ExportError",
     "FormatError",
     "Inspection",
     "IntegrityError",
+    "InvalidArgumentError",
     "InvalidKeyError",
     "InvalidNameError",
     "LimitExceededError",
@@ -95,6 +108,8 @@ __all__ = [
     "MissingDependencyError",
     "ModelVersion",
     "NotFoundError",
+    "ReadOnlyStoreError",
+    "RecoveryNeededError",
     "ResumableGridSearchCV",
     "ResumableHalvingGridSearchCV",
     "ResumableHalvingRandomSearchCV",
@@ -111,8 +126,11 @@ __all__ = [
     "StepConfigError",
     "StepError",
     "Steps",
+    "StorageFullError",
+    "StorageIOError",
     "Store",
     "StoreError",
+    "TrustArgumentError",
     "UnsupportedFormatVersionError",
     "UntrustedTypesError",
     "VerifyReport",
@@ -136,9 +154,9 @@ __all__ = [
 # Public names whose modules import heavy libraries (scikit-learn, ...): loaded on first use,
 # so that `import safepoint` and the CLI stay fast.
 _LAZY = {
-    "ConversionReport": ".convert",
-    "ConvertLimits": ".convert",
-    "ScanResult": ".convert",
+    "ConversionReport": ".importers",
+    "ConvertLimits": ".importers",
+    "ScanResult": ".importers",
     "Checkpointer": ".stores",
     "ModelVersion": ".stores",
     "Store": ".stores",

@@ -7,6 +7,46 @@ Each subclass also inherits the builtin exception a Python user would expect, so
     >>> import safepoint as sp
     >>> issubclass(sp.UntrustedTypesError, TypeError)
     True
+
+Every exception class of the package is defined here (a test keeps it so), which
+makes this tree the whole picture (builtin bases in brackets)::
+
+    SafepointError (Exception)
+    ├── FormatError (ValueError)                    bytes that are not a valid file
+    │   ├── UnsupportedFormatVersionError           written by a newer format version
+    │   └── LimitExceededError                      beyond the configured Limits
+    ├── IntegrityError (ValueError)                 checksum, digest or signature mismatch
+    ├── ClosedFileError (ValueError)                a SafepointFile used after close()
+    ├── InvalidKeyError (TypeError)                 a key= of the wrong kind
+    ├── SerializationError (TypeError)              an object the format cannot write
+    ├── UntrustedTypesError (TypeError)             .types: names to pass as trusted=
+    ├── TrustArgumentError (TypeError)              trusted= names no type
+    ├── EnvPolicyError (ValueError)                 env= is not 'warn'/'error'/'ignore'
+    ├── EnvironmentMismatchError (RuntimeError)     library versions differ (env='error')
+    ├── LoadGuardError (PermissionError)            a load tried I/O, a process, exec, ...
+    ├── InvalidNameError (ValueError)               a model or key name that is no path
+    ├── InvalidArgumentError (ValueError, TypeError)
+    ├── StoreError (RuntimeError)
+    │   ├── NotFoundError (LookupError)
+    │   ├── AliasConflictError                      an alias moved since it was read
+    │   ├── BackendUnavailableError (ConnectionError)
+    │   ├── StorageFullError (OSError)              ENOSPC: nothing was committed
+    │   ├── StorageIOError (OSError)
+    │   ├── ReadOnlyStoreError (OSError, PermissionError)
+    │   ├── CatalogBusyError (TimeoutError)
+    │   ├── CatalogDamagedError                     run Store.recover()
+    │   └── RecoveryNeededError                     run Store.recover()
+    ├── StepError (RuntimeError)
+    │   └── StepConfigError (ValueError)
+    ├── CheckpointMismatchError (ValueError)        a checkpoint of another search/workflow
+    ├── SearchError (ValueError, TypeError)
+    ├── SchemaError (ValueError)                    records that do not fit a schema
+    ├── AdapterError (RuntimeError)                 a framework adapter cannot do it
+    ├── ExportError (ValueError)
+    └── MissingDependencyError (ModuleNotFoundError)  an optional extra is not installed
+
+    SafepointWarning (UserWarning)
+    └── EnvironmentMismatchWarning                  library versions differ (env='warn')
 """
 
 from __future__ import annotations
@@ -20,6 +60,8 @@ __all__ = [
     "CatalogBusyError",
     "CatalogDamagedError",
     "CheckpointMismatchError",
+    "ClosedFileError",
+    "EnvPolicyError",
     "EnvironmentMismatchError",
     "EnvironmentMismatchWarning",
     "ExportError",
@@ -44,6 +86,7 @@ __all__ = [
     "StorageFullError",
     "StorageIOError",
     "StoreError",
+    "TrustArgumentError",
     "UnsupportedFormatVersionError",
     "UntrustedTypesError",
 ]
@@ -79,6 +122,11 @@ class IntegrityError(SafepointError, ValueError):
     """A checksum, digest or signature does not match: the file changed after it was written."""
 
 
+class ClosedFileError(SafepointError, ValueError):
+    """A :class:`~safepoint.format.SafepointFile` was used after it was closed: use it
+    inside its ``with safepoint.format.open(...)`` block, or open the file again."""
+
+
 class InvalidKeyError(SafepointError, TypeError):
     """A ``key=`` argument of the wrong kind or too weak."""
 
@@ -105,6 +153,14 @@ class UntrustedTypesError(SafepointError, TypeError):
                 "(CLI: --trust NAME)."
             )
         super().__init__(message)
+
+
+class TrustArgumentError(SafepointError, TypeError):
+    """``trusted=`` was given something that does not name a type."""
+
+
+class EnvPolicyError(SafepointError, ValueError):
+    """``env=`` must be 'warn', 'error' or 'ignore'."""
 
 
 class EnvironmentMismatchError(SafepointError, RuntimeError):

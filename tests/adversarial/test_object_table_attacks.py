@@ -251,7 +251,7 @@ def test_malformed_nested_tables(
 # -- the table validators refuse exactly what the per-object validators refuse ---------
 def _per_object_verdict(data: bytes) -> bool:
     """Whether the file loads when its tables are validated object by object."""
-    from safepoint.format import validators
+    from safepoint.format import registry as validators
 
     saved = dict(validators._table_validators)
     validators._table_validators.clear()
@@ -444,7 +444,7 @@ def test_a_forests_trees_are_checked_by_the_table_validator(
 ) -> None:
     """The Trees of a forest go through the vectorised check, once for all of them,
     with the constructor arguments as columns."""
-    from safepoint.format import validators
+    from safepoint.format import registry as validators
 
     calls = []
     fn, replaces = validators._table_validators["sklearn.tree._tree.Tree"]

@@ -5,7 +5,7 @@ scikit-learn (with the numpy/scipy/pandas of its time) by
 ``tools/make_drift_files.py``, with ``expected.json``: the outputs they gave there
 on fixed inputs (``inputs.sp``). Under the installed scikit-learn each file must
 either load and give the same outputs (migrations in
-``safepoint.format.migrations`` map changed attributes), or fail with a
+``safepoint.format.sklearn.migrations`` map changed attributes), or fail with a
 ``FormatError`` that names the attribute, both versions and what to do.
 """
 

@@ -1,4 +1,4 @@
-"""The consistency checks of handlers/sklearn_models.py: a model whose arrays
+"""The consistency checks of format/sklearn/model_validators.py: a model whose arrays
 disagree with the counts compiled code walks them by is refused at load with a
 FormatError (never a crash at predict), and a genuine model is unchanged.
 

@@ -16,7 +16,7 @@ import safepoint as sp
 from safepoint.errors import FormatError
 from safepoint.format.handlers.tables import TABLE_MIN
 from safepoint.format.reader import open_reader
-from safepoint.format.validators import (
+from safepoint.format.registry import (
     register_migration,
     register_table_validator,
     register_validator,

@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 
 import safepoint as sp
-from safepoint.format import sklearn_trust
 from safepoint.format.decoder import Decoder
+from safepoint.format.sklearn import trust_table as sklearn_trust
 
 ROOT = Path(__file__).resolve().parents[2]
 

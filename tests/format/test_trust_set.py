@@ -25,7 +25,7 @@ import pytest
 from sklearn.utils import all_estimators
 
 import safepoint as sp
-from safepoint.format import sklearn_trust
+from safepoint.format.sklearn import trust_table as sklearn_trust
 from safepoint.format.trust import _BUILTIN_TYPES, _NUMPY_FUNCTIONS, TrustPolicy
 
 ROOT = Path(__file__).resolve().parents[2]

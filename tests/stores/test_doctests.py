@@ -18,6 +18,7 @@ MODULES = [
     "safepoint.stores.faults",
     "safepoint.stores.owners",
     "safepoint.stores.records",
+    "safepoint.stores.cache",
     "safepoint.testing.recovery",
 ]
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..format.guard import Allowance, in_temp_dir, to_loopback
-from ..format.registry import register, register_fallback
+from ..format.registry import register, register_fallback, register_trust_rule
 from ._torch_names import CONTAINERS, STANDARD_LAYERS, TENSOR_TYPES
 
 if TYPE_CHECKING:
@@ -182,6 +182,13 @@ def trust_adapter_type(names: Iterable[str]) -> None:
 def is_trusted_adapter_type(name: str) -> bool:
     """Whether ``module.qualname`` is trusted by default as an adapter-built type."""
     return name in _trusted
+
+
+@register_trust_rule
+def _adapter_rule(module: str, qualname: str, kind: str) -> bool:
+    """The default trust set's adapter part: exactly the framework classes the adapters
+    list, and only as adapter nodes."""
+    return kind == ADAPTER_KIND and is_trusted_adapter_type(f"{module}.{qualname}")
 
 
 def adapters() -> list[Adapter]:

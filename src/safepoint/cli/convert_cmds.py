@@ -36,7 +36,7 @@ def _limit_options(f: Any) -> Any:
 
 
 def _limits(max_ratio: int | None, max_nodes: int | None) -> Any:
-    from ..convert.limits import DEFAULT_CONVERT_LIMITS
+    from ..importers.limits import DEFAULT_CONVERT_LIMITS
 
     changes: dict[str, int] = {}
     if max_ratio is not None:
@@ -71,7 +71,7 @@ def convert(
     with the list of names. DST is not overwritten unless --force. Exit 0 on
     success, 1 if refused, 2 on bad usage.
     """
-    from ..convert import convert as do_convert
+    from ..importers import convert as do_convert
 
     if os.path.exists(dst) and not force:
         raise click.UsageError(f"{dst} exists; pass --force to overwrite it")
@@ -125,7 +125,7 @@ def scan(
     attention (untrusted types, malformed) and why; -v lists every file and
     type. Exit 0 if every file is safe to import, 1 if any is not (for CI).
     """
-    from ..convert import scan as do_scan
+    from ..importers import scan as do_scan
 
     results = do_scan(list(paths), trusted=trust, limits=_limits(max_ratio, max_nodes))
     if as_json:

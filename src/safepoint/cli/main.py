@@ -22,7 +22,8 @@ def cli() -> None:
 
     Environment: SAFEPOINT_STORE (default --store), SAFEPOINT_METADATA (default
     --metadata), SAFEPOINT_USER (who the audit log names), SAFEPOINT_HOME (where the catalog of
-    a remote store without --metadata is kept), SAFEPOINT_QUIET=1 (no progress).
+    a remote store without --metadata is kept), SAFEPOINT_CACHE_DIR and SAFEPOINT_CACHE_SIZE
+    (the read cache of remote stores, see `safepoint cache`), SAFEPOINT_QUIET=1 (no progress).
     """
 
 
@@ -32,6 +33,7 @@ def _register_commands() -> None:
 
     for name in (
         "store_cmds",
+        "cache_cmds",
         "workflow_cmds",
         "convert_cmds",
         "scoring_cmds",

@@ -1,4 +1,8 @@
-"""The public functions of the format: dump, load, dumps, loads, inspect, verify."""
+"""The public functions of the format: dump, load, dumps, loads, inspect, verify.
+
+Reading is one call on :class:`~safepoint.format.file.SafepointFile` (the handle
+:func:`safepoint.format.open` returns); writing is here.
+"""
 
 from __future__ import annotations
 
@@ -7,48 +11,37 @@ import io
 import json
 import os
 import tempfile
-import warnings
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
 from typing import Any, BinaryIO
-
-import numpy as np
 
 from .._gc import paused
 from .._io import fsync_dir
-from ..adapters import registry as _adapters  # noqa: F401 - declares the framework adapters
+from .._types import EnvPolicy, Source, Trusted
 from ..errors import (
     FormatError,
-    IntegrityError,
-    SafepointError,
     SerializationError,
-    UntrustedTypesError,
 )
-from . import handlers as _handlers  # noqa: F401 - registers the type handlers
-from . import migrations as _migrations  # noqa: F401 - registers the version migrations
 from . import spec
-from .decoder import Decoder
 from .encoder import Encoder
-from .environment import capture, check, compare, signature_of
-from .guard import guarded
-from .integrity import claimed_signature, make_signer, verify_auth_block
-from .reader import Reader, open_reader
-from .trust import TrustPolicy, default_policy, resolve, type_name
+from .environment import capture, signature_of
+from .file import GOLDEN_METHODS, Inspection, VerifyReport, golden_outputs
+from .file import open as open_file
+from .integrity import make_signer
+from .trust import type_name
 from .writer import BufferSink, WriteResult
 
 __all__ = [
+    "GOLDEN_METHODS",
     "Inspection",
     "VerifyReport",
     "dump",
     "dumps",
+    "golden_outputs",
     "inspect",
     "load",
     "loads",
     "untrusted_types",
     "verify",
 ]
-
-GOLDEN_METHODS = ("predict", "predict_proba", "decision_function", "transform")
 
 
 # -- writing ------------------------------------------------------------------------
@@ -64,22 +57,6 @@ def _check_metadata(metadata: Any) -> dict[str, Any]:
             f"metadata must be JSON-serializable (str, numbers, lists, dicts): {exc}"
         ) from None
     return metadata
-
-
-def golden_outputs(model: Any, X: Any) -> dict[str, Any]:
-    """Run the model's prediction methods on ``X`` (those that exist and succeed)."""
-    out = {}
-    for name in GOLDEN_METHODS:
-        method = getattr(model, name, None)
-        if method is None:
-            continue
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                out[name] = method(X)
-        except Exception:  # a method that does not apply to this model (e.g. transform)
-            continue
-    return out
 
 
 def _write(
@@ -215,96 +192,12 @@ def dumps(obj: Any, **kwargs: Any) -> bytes:
 
 
 # -- reading ------------------------------------------------------------------------
-@contextlib.contextmanager
-def _opened(file: Any, limits: spec.Limits | None) -> Iterator[Reader]:
-    reader = open_reader(file, limits or spec.DEFAULT_LIMITS)
-    try:
-        yield reader
-    finally:
-        reader.close()
-
-
-def _construct(
-    reader: Reader,
-    node: Any,
-    *,
-    trusted: Any,
-    env: str,
-    key: Any,
-    mmap: bool,
-    verify_mapped: bool = False,
-) -> Any:
-    if key is not None:
-        verify_auth_block(reader.auth_block, reader.manifest_bytes, key)
-        reader.strong = True
-    policy = _policy(trusted)
-    bad = policy.untrusted(reader.types)
-    if bad:
-        raise UntrustedTypesError(bad)
-    check(reader.manifest.get("env"), env)
-    try:
-        with _guard(reader, policy, "loading"):
-            resolved = [resolve(m, q, k) for m, q, k in reader.types]
-            dec = Decoder(reader, resolved, policy=policy, mmap=mmap)
-            if any(m.partition(".")[0] not in _NO_VERSION_WARNING for m, _, _ in reader.types):
-                with warnings.catch_warnings():
-                    # scikit-learn's __setstate__ (also that of a class trusted by name
-                    # that derives from BaseEstimator) warns of a version change:
-                    # safepoint explains version differences itself (env=)
-                    warnings.filterwarnings("ignore", message=".*Trying to unpickle estimator.*")
-                    with paused():
-                        value = dec.decode(node)
-            else:
-                # nothing else warns so (catch_warnings costs more than a small load)
-                with paused():
-                    value = dec.decode(node)
-        if reader.mapped and (verify_mapped or key is not None):
-            # a signed file's mapped buffers must match their digests too
-            reader.check_mapped()
-        return value
-    except SafepointError:
-        raise
-    except RecursionError:
-        raise FormatError("the object tree nests too deeply") from None
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
-        raise FormatError(
-            f"the file's contents do not rebuild a valid object ({type(exc).__name__}: {exc}); "
-            "it is corrupt, crafted, or was written by an incompatible library version"
-        ) from None
-
-
-#: packages whose types never run scikit-learn's __setstate__ (no version warning to hide)
-_NO_VERSION_WARNING = frozenset({"builtins", "numpy", "scipy", "pandas", "collections"})
-
-
-def _policy(trusted: Any) -> TrustPolicy:
-    """The trust policy for ``trusted=``: the default one is built once per process."""
-    if trusted is None or (type(trusted) is tuple and not trusted):
-        return default_policy()
-    return TrustPolicy(trusted)
-
-
-def _guard(reader: Reader, policy: TrustPolicy, what: str) -> Any:
-    """The load-time guard for a file: it may import from the packages its audited
-    types name; those the default trust set names may import at run time too."""
-    packages = {m.partition(".")[0] for m, _, _ in reader.types}
-    libraries = {
-        m.partition(".")[0]
-        for m, q, _ in reader.types
-        if not policy.trusted_by_caller(type_name(m, q))
-    }
-    return guarded(f"{what} {reader.describe()}", packages=packages, libraries=libraries)
-
-
-Source = str | os.PathLike[str] | BinaryIO | bytes | bytearray | memoryview
-
-
 def load(
     file: Source,
     *,
-    trusted: Iterable[Any] | str | type | None = (),
+    trusted: Trusted = (),
     mmap: bool = False,
-    env: str = "warn",
+    env: EnvPolicy = "warn",
     key: Any = None,
     limits: spec.Limits | None = None,
     verify_mapped: bool = False,
@@ -333,16 +226,8 @@ def load(
         FormatError: the file is not valid (truncated, corrupt, crafted).
         IntegrityError: a checksum or signature does not match.
     """
-    with _opened(file, limits) as reader:
-        return _construct(
-            reader,
-            reader.manifest.get("root"),
-            trusted=trusted,
-            env=env,
-            key=key,
-            mmap=mmap and reader.source.path is not None,
-            verify_mapped=verify_mapped,
-        )
+    with open_file(file, limits=limits) as f:
+        return f.load(trusted=trusted, env=env, key=key, mmap=mmap, verify_mapped=verify_mapped)
 
 
 def loads(data: bytes | bytearray | memoryview, **kwargs: Any) -> Any:
@@ -352,73 +237,10 @@ def loads(data: bytes | bytearray | memoryview, **kwargs: Any) -> Any:
     return load(data, **kwargs)
 
 
-# -- inspection ---------------------------------------------------------------------
-@dataclass
-class Inspection:
-    """What a file holds, read from header, footer and manifest only."""
-
-    format_version: str
-    size: int
-    root_type: str
-    types: list[dict[str, Any]]
-    untrusted: list[str]
-    n_buffers: int
-    data_bytes: int
-    stored_bytes: int
-    compressed_buffers: int
-    environment: dict[str, Any]
-    environment_diff: list[str]
-    signature: dict[str, Any] | None
-    metadata: dict[str, Any]
-    digest: str
-    signed: str | None
-    golden: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _inspect_reader(reader: Reader, trusted: Any = ()) -> Inspection:
-    policy = TrustPolicy(trusted)
-    m = reader.manifest
-    types = [
-        {"name": type_name(mod, q), "kind": k, "trusted": policy.is_trusted(mod, q, k)}
-        for mod, q, k in reader.types
-    ]
-    golden = m.get("golden")
-    env = m.get("env") if isinstance(m.get("env"), dict) else {}
-    return Inspection(
-        format_version=f"{reader.version[0]}.{reader.version[1]}",
-        size=reader.source.size,
-        root_type=str(m.get("root_type", "?")),
-        types=types,
-        untrusted=sorted({str(t["name"]) for t in types if not t["trusted"]}),
-        n_buffers=len(reader.buffers),
-        data_bytes=sum(b.raw_length for b in reader.buffers),
-        stored_bytes=sum(b.length for b in reader.buffers),
-        compressed_buffers=sum(b.codec != "raw" for b in reader.buffers),
-        environment=env or {},
-        environment_diff=compare(env),
-        signature=m.get("signature") if isinstance(m.get("signature"), dict) else None,
-        metadata=dict(m["metadata"]) if isinstance(m.get("metadata"), dict) else {},
-        digest=reader.digest,
-        # what the file claims (a well-formed block naming the manifest's algorithm);
-        # only verify/load with key= check the signature itself
-        signed=claimed_signature(reader.auth_block, reader.manifest.get("signed")),
-        golden=_golden_names(golden),
-    )
-
-
-def _golden_names(golden: Any) -> list[str]:
-    # a crafted manifest may hold anything here: names are shown, never trusted
-    outputs = golden.get("outputs") if isinstance(golden, dict) else None
-    return sorted(str(k) for k in outputs) if isinstance(outputs, dict) else []
-
-
 def inspect(
     file: Source,
     *,
-    trusted: Iterable[Any] | str | type | None = (),
+    trusted: Trusted = (),
     limits: spec.Limits | None = None,
 ) -> Inspection:
     """Describe a file (types, trust, sizes, environment, digests, metadata).
@@ -426,107 +248,28 @@ def inspect(
     Reads the header, the footer and the manifest only: nothing is imported,
     constructed or read from the data buffers.
     """
-    with _opened(file, limits) as reader:
-        return _inspect_reader(reader, trusted)
+    with open_file(file, limits=limits) as f:
+        return f.inspect(trusted)
 
 
 def untrusted_types(
     file: Source,
     *,
-    trusted: Iterable[Any] | str | type | None = (),
+    trusted: Trusted = (),
 ) -> list[str]:
     """Names of the types in ``file`` that :func:`load` would refuse."""
-    with _opened(file, None) as reader:
-        return TrustPolicy(trusted).untrusted(reader.types)
-
-
-# -- verification ------------------------------------------------------------------
-@dataclass
-class VerifyReport:
-    """The outcome of :func:`verify`; ``ok`` is False if anything is wrong."""
-
-    ok: bool
-    checked_buffers: int
-    problems: list[str]
-    golden: dict[str, str]
-    environment_diff: list[str]
-    signed: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _compare_outputs(name: str, want: Any, got: Any) -> str:
-    try:
-        # sparse outputs (TfidfVectorizer.transform) compare densely
-        a = np.asarray(want.toarray() if hasattr(want, "toarray") else want)
-        b = np.asarray(got.toarray() if hasattr(got, "toarray") else got)
-        if a.shape != b.shape:
-            return f"shape changed {a.shape} -> {b.shape}"
-        if a.dtype.kind in "fc" or b.dtype.kind in "fc":
-            if np.allclose(a.astype(float), b.astype(float), rtol=1e-7, atol=1e-12, equal_nan=True):
-                return "identical" if np.array_equal(a, b, equal_nan=True) else "within 1e-7"
-            diff = np.nanmax(np.abs(a.astype(float) - b.astype(float)))
-            return f"DRIFT: max abs difference {diff:.3g}"
-        if np.array_equal(a, b):
-            return "identical"
-        return f"DRIFT: {int(np.sum(a != b))} of {a.size} outputs differ"
-    except Exception as exc:
-        return f"DRIFT: cannot compare ({exc})"
+    with open_file(file) as f:
+        return f.untrusted_types(trusted)
 
 
 def verify(
     file: Source,
     *,
     key: Any = None,
-    trusted: Iterable[Any] | str | type | None = (),
+    trusted: Trusted = (),
 ) -> VerifyReport:
     """Check every buffer's checksum (and signature with ``key``), then, if the file
     has golden data, load the model and compare its outputs with the stored ones.
     """
-    problems: list[str] = []
-    golden_result: dict[str, str] = {}
-    with _opened(file, None) as reader:
-        signed = None
-        if key is not None:
-            try:
-                signed = verify_auth_block(reader.auth_block, reader.manifest_bytes, key)
-                reader.strong = True
-            except IntegrityError as exc:
-                problems.append(str(exc))
-        problems += reader.verify_all()
-        diffs = compare(reader.manifest.get("env"))
-        golden = reader.manifest.get("golden")
-        if isinstance(golden, dict) and not problems:
-            node = {
-                "@": "list",
-                "v": [
-                    reader.manifest.get("root"),
-                    golden.get("X"),
-                    {"@": "dict", "s": golden.get("outputs")},
-                ],
-            }
-            try:
-                model, X, outputs = _construct(
-                    reader, node, trusted=trusted, env="ignore", key=None, mmap=False
-                )
-            except SafepointError as exc:
-                problems.append(f"cannot load the model to check golden outputs: {exc}")
-            else:
-                # the loaded model runs as any caller would run it (outside the load's
-                # guard: predict may legitimately ask the OS for its CPU count, say)
-                now = golden_outputs(model, X)
-                for name, want in (outputs or {}).items():
-                    if name not in now:
-                        golden_result[name] = "DRIFT: the method no longer runs"
-                    else:
-                        golden_result[name] = _compare_outputs(name, want, now[name])
-        drift = [f"{k}: {v}" for k, v in golden_result.items() if v.startswith("DRIFT")]
-        return VerifyReport(
-            ok=not problems and not drift,
-            checked_buffers=len(reader.buffers),
-            problems=problems + drift,
-            golden=golden_result,
-            environment_diff=diffs,
-            signed=signed,
-        )
+    with open_file(file) as f:
+        return f.verify(key=key, trusted=trusted)

@@ -7,19 +7,19 @@ which makes "nothing from the file runs during a load" hold by construction:
 * the state is migrated, then checked by the validators of every class of the
   MRO (pure functions of arrays and state dicts, see :mod:`.validators`), then
   given to the object by assignment, or by a ``__setstate__`` that is
-  reviewed (``sklearn_trust.REVIEWED``) or belongs to a class the caller trusted
+  reviewed (``sklearn.trust_table.REVIEWED``) or belongs to a class the caller trusted
   by name;
 * no state key may shadow a method, property or other descriptor of the class
   (an instance attribute named ``predict_proba`` would make the model call a
   function of the file's choosing where scikit-learn calls a method);
 * every *callable slot* (a parameter or attribute scikit-learn calls: ``func``,
   ``metric``, ``kernel``, ``score_func``, ... generated from the estimators' own
-  documentation, ``_sklearn_generated.CALLABLE_SLOTS``) holds a function trusted
+  documentation, ``sklearn._generated.CALLABLE_SLOTS``) holds a function trusted
   by name, a string, None, a number or an array, never an instance of a class
-  (scorers excepted where ``sklearn_trust.SLOT_INSTANCES`` allows them);
+  (scorers excepted where ``sklearn.trust_table.SLOT_INSTANCES`` allows them);
 * list and dict items (pickle's ``listitems``/``dictitems``) only go into
   classes whose ``extend``/``__setitem__`` are the builtin ones;
-* a *restricted* type (``sklearn_trust.RESTRICTED``: ``Bunch``) must end up in
+* a *restricted* type (``sklearn.trust_table.RESTRICTED``: ``Bunch``) must end up in
   one of its listed slots, once; anywhere else the load fails.
 
 The decoder records each object's (arguments, state) so that validators of a
@@ -38,8 +38,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from . import sklearn_trust
-from .validators import migrations_of, validate_chain
+from .registry import (
+    callable_slots,
+    migrations_of,
+    restricted_types,
+    reviewed,
+    slot_instances,
+    validate_chain,
+)
 
 if TYPE_CHECKING:
     from .trust import TrustPolicy
@@ -102,7 +108,7 @@ class BuildRecord:
                 value = state.get(attr)
                 if value is not None and id(value) in self.unclaimed:
                     del self.unclaimed[id(value)]
-        if plan.name in sklearn_trust.RESTRICTED and not self.policy.trusted_by_caller(plan.name):
+        if plan.name in restricted_types() and not self.policy.trusted_by_caller(plan.name):
             self.unclaimed[id(obj)] = (obj, plan.name)
             self.restricted.add(id(obj))
 
@@ -244,10 +250,10 @@ def plan_for(cls: type) -> ClassPlan:
     slots: dict[str, frozenset[str]] = {}
     restricted: list[str] = []
     for klass in cls.__mro__:
-        for slot in sklearn_trust.CALLABLE_SLOTS.get(_qual(klass), ()):
-            slots[slot] = sklearn_trust.SLOT_INSTANCES.get(slot, frozenset())
+        for slot in callable_slots(_qual(klass)):
+            slots[slot] = slot_instances(slot)
     name = _qual(cls)
-    for allowed in sklearn_trust.RESTRICTED.values():
+    for allowed in restricted_types().values():
         restricted += [attr for owner_name, attr in allowed if owner_name == name]
     plan = ClassPlan(
         cls=cls,
@@ -336,9 +342,9 @@ def _check_state(plan: ClassPlan, state: Any, fail: Any, *, names_checked: bool)
 
 def check_methods_allowed(plan: ClassPlan, policy: TrustPolicy, fail: Any) -> None:
     """A custom ``__setstate__`` or ``__new__`` runs only if it is reviewed
-    (``sklearn_trust.REVIEWED``) or the class was trusted by name by the caller."""
+    (:func:`.registry.register_reviewed`) or the class was trusted by name by the caller."""
     for method, owner in (("__setstate__", plan.setstate_owner), ("__new__", plan.new_owner)):
-        if owner is None or (method, owner) in sklearn_trust.REVIEWED:
+        if owner is None or reviewed(method, owner):
             continue
         if policy.trusted_by_caller(plan.name) or policy.trusted_by_caller(owner):
             continue

@@ -8,8 +8,7 @@ import numpy as np
 
 from ..errors import FormatError, LimitExceededError
 from .construction import BuildRecord
-from .migrations import ReplacedType
-from .registry import handler_for_tag
+from .registry import ReplacedType, handler_for_tag
 
 if TYPE_CHECKING:
     from .reader import BufferStream, Reader

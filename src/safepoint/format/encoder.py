@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from ..errors import SerializationError
-from .registry import handler_for_type
+from .registry import handler_for_tag, handler_for_type, list_encoder
 from .writer import BufferSink
 
 __all__ = ["Encoder"]
@@ -125,9 +125,7 @@ class Encoder:
             )
         if self._depth >= self.max_depth:
             raise self.fail(f"nesting deeper than {self.max_depth} levels; flatten the structure")
-        if t is list and obj and self.tables:
-            from .handlers.tables import encode_table
-
+        if t is list and obj and self.tables and (encode_table := list_encoder()) is not None:
             self._depth += 1
             try:
                 table = encode_table(obj, self)
@@ -140,9 +138,8 @@ class Encoder:
         found = handler_for_type(t)
         handler: Any
         if found is None:
-            from .handlers.objects import ObjectHandler
-
-            tag, handler = "obj", ObjectHandler
+            # the audited object handler (handlers.objects): any class, by name and state
+            tag, handler = "obj", handler_for_tag("obj")
         else:
             tag, handler = found
             # the library of a natively handled type (pandas, scipy) belongs in the

@@ -15,7 +15,8 @@ import sys
 import warnings
 from typing import Any
 
-from ..errors import EnvironmentMismatchError, EnvironmentMismatchWarning, SafepointError
+from .._types import EnvPolicy
+from ..errors import EnvironmentMismatchError, EnvironmentMismatchWarning, EnvPolicyError
 
 __all__ = ["capture", "check", "compare", "signature_of"]
 
@@ -147,11 +148,7 @@ def _compare(recorded: dict[str, Any]) -> list[str]:
     return out
 
 
-class EnvPolicyError(SafepointError, ValueError):
-    """``env=`` must be 'warn', 'error' or 'ignore'."""
-
-
-def check(recorded: Any, policy: str) -> list[str]:
+def check(recorded: Any, policy: EnvPolicy | str) -> list[str]:
     """Apply ``env=`` policy; returns the differences found."""
     if policy not in ("warn", "error", "ignore"):
         raise EnvPolicyError(f"env must be 'warn', 'error' or 'ignore', not {policy!r}")

@@ -5,8 +5,10 @@ The default trust set (docs/security.md explains each part):
 * scikit-learn's public estimators, and only the internal types fitted models
   really hold (trees, neighbour indices, losses, bin mappers, ...), each with
   the node kinds that may build it and a written reason, in
-  :mod:`safepoint.format.sklearn_trust` (a reviewed list, never "every class in
-  the package");
+  :mod:`safepoint.format.sklearn.trust_table` (a reviewed list, never "every class
+  in the package"), and whatever else registered a trust rule
+  (:func:`safepoint.format.registry.register_trust_rule`: the framework adapters'
+  classes, safepoint's own estimators);
 * as *references only* (a value that is a function or class, never called at
   load): scikit-learn's scoring, distance and kernel functions, numpy ufuncs and
   scalar types, scipy.special ufuncs, a few pure numpy reductions, and builtin
@@ -26,8 +28,9 @@ import importlib
 from collections.abc import Iterable
 from typing import Any
 
-from ..errors import FormatError, SafepointError
-from .migrations import replaced_type
+from .._types import Trusted
+from ..errors import FormatError, TrustArgumentError
+from .registry import replaced_type, trusted_by_rules
 
 __all__ = ["TrustPolicy", "type_name"]
 
@@ -95,33 +98,11 @@ _BUILTIN_TYPES = frozenset(
 _OBJ_KINDS = ("obj", "red", "pyx")
 
 
-#: safepoint's own classes that models hold (a fitted resumable search is saved like the
-#: sklearn search it subclasses)
-_SAFEPOINT_CLASSES = frozenset(
-    {
-        "safepoint.workflows.search.ResumableGridSearchCV",
-        "safepoint.workflows.search.ResumableRandomizedSearchCV",
-        "safepoint.workflows.search_halving.ResumableHalvingGridSearchCV",
-        "safepoint.workflows.search_halving.ResumableHalvingRandomSearchCV",
-    }
-)
-
-
 def type_name(module: str, qualname: str) -> str:
     return f"{module}.{qualname}"
 
 
-def _sklearn_trusted(name: str, kind: str) -> bool:
-    from . import sklearn_trust
-
-    if kind == "ref":
-        return name in sklearn_trust.FUNCTIONS
-    if kind == "obj" and name in sklearn_trust.ESTIMATORS:
-        return True
-    return kind in sklearn_trust.internal_kinds(name)
-
-
-def _normalize(trusted: Iterable[Any] | str | type | None) -> frozenset[str]:
+def _normalize(trusted: Trusted) -> frozenset[str]:
     if trusted is None:
         return frozenset()
     if isinstance(trusted, str | type):
@@ -144,14 +125,10 @@ def _normalize(trusted: Iterable[Any] | str | type | None) -> frozenset[str]:
     return frozenset(out)
 
 
-class TrustArgumentError(SafepointError, TypeError):
-    """``trusted=`` was given something that does not name a type."""
-
-
 class TrustPolicy:
     """Decides, without importing anything, whether a types-table row is allowed."""
 
-    def __init__(self, trusted: Iterable[Any] | str | type | None = ()) -> None:
+    def __init__(self, trusted: Trusted = ()) -> None:
         self.extra = _normalize(trusted)
 
     def trusted_by_caller(self, name: str) -> bool:
@@ -165,18 +142,15 @@ class TrustPolicy:
             return True
         if kind == "adapter":
             # a framework class rebuilt by its adapter from the framework's own
-            # non-executable format (xgboost UBJSON, ...): only the exact classes listed
-            from ..adapters.registry import is_trusted_adapter_type
-
-            return is_trusted_adapter_type(name)
-        if kind == "obj" and name in _SAFEPOINT_CLASSES:
-            # safepoint's own estimators: plain sklearn-style state, like any sklearn class
-            return True
+            # non-executable format (xgboost UBJSON, ...): only the classes the adapters
+            # list (their trust rule); nothing else may name an adapter node
+            return trusted_by_rules(module, qualname, kind)
         if kind != "ref" and replaced_type(module, qualname, kind) is not None:
             # a removed class that safepoint's own migration rebuilds without importing it
             return True
-        if module == "sklearn" or module.startswith("sklearn."):
-            return _sklearn_trusted(name, kind)
+        if trusted_by_rules(module, qualname, kind):
+            # the reviewed scikit-learn table, safepoint's own estimators, ...
+            return True
         if kind != "ref" or "." in qualname:
             return False
         if module == "builtins":

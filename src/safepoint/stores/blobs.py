@@ -547,6 +547,12 @@ class FsspecBlobs(BlobStore):
         with self._errors(f"cannot read blob {digest}"):
             return self.fs.cat_file(self._blob(check_digest(digest)))
 
+    # -- ranged reads, for the read cache's parallel download (stores/cache.py) ---------
+    def read_range(self, digest: str, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of the blob (one ranged GET on object stores)."""
+        with self._errors(f"cannot read blob {digest}"):
+            return bytes(self.fs.cat_file(self._blob(check_digest(digest)), start=start, end=end))
+
     def exists(self, digest: str) -> bool:
         with self._errors(f"cannot check blob {digest}"):
             return bool(self.fs.exists(self._blob(check_digest(digest))))

@@ -25,7 +25,10 @@ API summary (every method raises a :class:`safepoint.SafepointError` subclass on
   ``$SAFEPOINT_STORE`` or ``.safepoint``); ``metadata`` a SQLAlchemy URL
   (``sqlite:///...``, ``postgresql://...``). Without ``metadata`` a local store keeps its
   catalog in ``<url>/catalog.db``; remote blobs then get a local SQLite catalog in
-  ``~/.safepoint/catalogs/`` and a warning that it serves one user.
+  ``~/.safepoint/catalogs/`` and a warning that it serves one user. ``cache``: remote
+  blobs are read through a local read cache (:mod:`safepoint.stores.cache`; a folder,
+  a ``BlobCache``, or False for none; default ``$SAFEPOINT_CACHE_DIR`` or the user cache
+  folder), so each blob is downloaded once per machine and ``get(mmap=True)`` maps it.
 * ``put(name, obj, *, metadata, metrics, tags, alias, parents, data_digest, code_digest,
   run_id, compress, golden, key) -> ModelVersion``; ``put_file(name, path, ...)``.
 * ``get(name, version=None|int|"alias", *, trusted, mmap, env, key)``: the object.
@@ -76,6 +79,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, SupportsIndex
 
 import sqlalchemy as sa
 
+from .._types import EnvPolicy
 from ..errors import (
     AliasConflictError,
     CatalogDamagedError,
@@ -90,6 +94,7 @@ from ..errors import (
     StoreError,
 )
 from ..format import api as _api
+from ..format.file import open as open_file
 from ..format.reader import open_reader
 from . import intents
 from .arguments import (
@@ -104,6 +109,7 @@ from .arguments import (
     text_arg,
 )
 from .blobs import BlobStore, TempBlob, open_blobs, scheme_of
+from .cache import load_cached, read_blob, resolve_cache
 from .catalog import (
     T_ALIASES,
     T_AUDIT,
@@ -393,6 +399,7 @@ class Store:
         grace: float = 3600.0,
         lease_ttl: float = 6 * 3600.0,
         create: bool = True,
+        cache: Any = None,
     ) -> None:
         if url is not None and not isinstance(url, str | os.PathLike):
             raise InvalidArgumentError(
@@ -408,11 +415,13 @@ class Store:
             raise InvalidArgumentError(
                 f"storage_options must be a dict, not {type(storage_options).__name__}"
             )
-        self._args = (url, metadata, storage_options, grace, lease_ttl)
+        self._args = (url, metadata, storage_options, grace, lease_ttl, cache)
         self.grace = grace
         self.lease_ttl = lease_ttl
         self.blobs: BlobStore = open_blobs(url, storage_options, create=create)
         self.blobs.check()
+        #: the local read cache of remote blobs (stores/cache.py), or None
+        self.cache = resolve_cache(cache, self.blobs)
         self.actor = _actor()
         self.host = socket.gethostname()[:255]
         self._runs: Runs | None = None
@@ -648,9 +657,9 @@ class Store:
             tmp.close(durable)
             with self._open_temp(tmp) as f:
                 try:
-                    with contextlib.closing(open_reader(f)) as reader:
-                        problems = reader.verify_all()
-                        insp = _api._inspect_reader(reader)
+                    with open_file(f) as sf:
+                        problems = sf.verify(golden=False).problems
+                        insp = sf.inspect()
                 except FormatError as exc:
                     raise FormatError(f"not a valid safepoint file: {exc}") from None
             if problems:
@@ -1397,7 +1406,7 @@ class Store:
         *,
         trusted: Iterable[Any] | str | type | None = (),
         mmap: bool = False,
-        env: str = "warn",
+        env: EnvPolicy = "warn",
         key: Any = None,
     ) -> Any:
         """Load a version (``None``: the latest; an int; or an alias name).
@@ -1405,10 +1414,12 @@ class Store:
         The blob is checked against the digest recorded in the catalog and every buffer
         against its checksum while reading; a mismatch raises :class:`IntegrityError`.
         ``trusted``, ``mmap``, ``env`` and ``key`` are as for :func:`safepoint.load`
-        (``mmap`` only for local stores).
+        (``mmap`` maps a local store's blob, or a remote store's cached copy).
         """
         mv = self.info(name, version)
-        return self._load_blob(mv.digest, mv.ref, trusted=trusted, mmap=mmap, env=env, key=key)
+        return self._load_blob(
+            mv.digest, mv.ref, trusted=trusted, mmap=mmap, env=env, key=key, size=mv.size
+        )
 
     def _load_blob(
         self,
@@ -1419,12 +1430,38 @@ class Store:
         mmap: bool = False,
         env: str = "warn",
         key: Any = None,
+        size: int | None = None,
     ) -> Any:
         path = self.blobs.local_path(digest)
+        kw: dict[str, Any] = {"trusted": trusted, "mmap": mmap, "env": env, "key": key}
+        if path is None and self.cache is not None:
+            # remote blobs: read (and map) the local cached copy, downloaded once
+            return load_cached(
+                self.cache,
+                self.blobs,
+                digest,
+                size,
+                lambda p: self._load_path(digest, what, p, size=size, **kw),
+            )
+        return self._load_path(digest, what, path, size=size, **kw)
+
+    def _load_path(
+        self,
+        digest: str,
+        what: str,
+        path: str | None,
+        *,
+        trusted: Any = (),
+        mmap: bool = False,
+        env: str = "warn",
+        key: Any = None,
+        size: int | None = None,
+    ) -> Any:
+        """Load blob ``digest`` from the local file ``path``, or (None) from the backend."""
         try:
             if path is not None:
                 try:
-                    reader = open_reader(path)
+                    sf = open_file(path)
                 except NotFoundError:
                     raise IntegrityError(
                         f"the blob of {what} ({digest}) is missing from the store: it was "
@@ -1432,23 +1469,21 @@ class Store:
                     ) from None
             else:
                 try:
-                    data = self.blobs.read(digest)
+                    data = read_blob(self.blobs, digest, size)
                 except NotFoundError:
                     raise IntegrityError(
                         f"the blob of {what} ({digest}) is missing from {self.url!r}"
                     ) from None
-                reader = open_reader(data)
-            with contextlib.closing(reader):
-                if reader.digest != digest:
+                sf = open_file(data)
+            with sf:
+                if sf.digest != digest:
                     raise IntegrityError(
                         f"the blob of {what} does not match its recorded digest "
-                        f"({reader.digest} != {digest}): it was changed after the put"
+                        f"({sf.digest} != {digest}): it was changed after the put"
                     )
-                return _api._construct(
-                    reader,
-                    reader.manifest.get("root"),
+                return sf.load(
                     trusted=trusted,
-                    env=env,
+                    env=env,  # type: ignore[arg-type]  # a str from the checkpointer: checked by the load
                     key=key,
                     mmap=bool(mmap and path is not None),
                     # mapped or read, a version's buffers are checked before it is used
@@ -1482,10 +1517,18 @@ class Store:
         return "; ".join(problems) or None
 
     @contextlib.contextmanager
-    def open_blob(self, name: str, version: SupportsIndex | str | None = None) -> Iterator[Any]:
-        """A path (local stores) or bytes of a version's blob, for ``sp.inspect``/``verify``."""
+    def open_blob(
+        self, name: str, version: SupportsIndex | str | None = None, *, cached: bool = True
+    ) -> Iterator[Any]:
+        """A path (local stores) or bytes of a version's blob, for ``sp.inspect``/``verify``.
+
+        A remote store's blob is read through its cache (a path) unless ``cached=False``.
+        """
         mv = self.info(name, version)
         path = self.blobs.local_path(mv.digest)
+        if path is None and cached and self.cache is not None:
+            with contextlib.suppress(NotFoundError):  # gone: the read below says so
+                path = self.cache.ensure(self.blobs, mv.digest, mv.size)
         if path is not None:
             if not os.path.exists(path):
                 raise IntegrityError(f"the blob of {mv.ref} ({mv.digest}) is missing")
@@ -1496,8 +1539,11 @@ class Store:
     def inspect(self, ref: str, **kwargs: Any) -> _api.Inspection:
         """:func:`safepoint.inspect` of ``NAME[@VERSION|@ALIAS]``."""
         name, sel = parse_ref(ref)
-        with self.open_blob(name, sel) as src:
-            return _api.inspect(src, **kwargs)
+        with (
+            self.open_blob(name, sel) as src,
+            open_file(src, limits=kwargs.pop("limits", None)) as sf,
+        ):
+            return sf.inspect(**kwargs)
 
     def verify(self, ref: str, **kwargs: Any) -> _api.VerifyReport:
         """:func:`safepoint.verify` of ``NAME[@VERSION|@ALIAS]`` plus the digest check.
@@ -1507,14 +1553,14 @@ class Store:
         """
         name, sel = parse_ref(ref)
         mv = self.info(name, sel)
-        with self.open_blob(name, sel) as src:
-            report = _api.verify(src, **kwargs)
-            with contextlib.closing(open_reader(src)) as reader:
-                if reader.digest != mv.digest:
-                    report.ok = False
-                    report.problems.append(
-                        f"blob digest {reader.digest} != recorded {mv.digest}: it was replaced"
-                    )
+        # verify reads the stored bytes themselves, not the cache's copy of them
+        with self.open_blob(name, sel, cached=False) as src, open_file(src) as sf:
+            report = sf.verify(**kwargs)
+            if sf.digest != mv.digest:
+                report.ok = False
+                report.problems.append(
+                    f"blob digest {sf.digest} != recorded {mv.digest}: it was replaced"
+                )
         self._record_verify(mv, report)
         return report
 
@@ -1865,11 +1911,17 @@ def _reopen(
     storage_options: dict[str, Any] | None,
     grace: float,
     lease_ttl: float,
+    cache: Any = None,
 ) -> Store:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SafepointWarning)  # said once where it was opened
         return Store(
-            url, metadata, storage_options=storage_options, grace=grace, lease_ttl=lease_ttl
+            url,
+            metadata,
+            storage_options=storage_options,
+            grace=grace,
+            lease_ttl=lease_ttl,
+            cache=cache,
         )
 
 

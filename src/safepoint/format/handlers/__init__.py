@@ -1,13 +1,2 @@
-"""Built-in type handlers; importing this package registers them."""
-
-from . import (  # noqa: F401
-    builtins,
-    numpy_,
-    objects,
-    pandas_,
-    scipy_,
-    sklearn_,
-    sklearn_models,
-    strings,
-    tables,
-)
+"""Built-in type handlers; each module registers its handlers when imported (they are
+listed in :data:`safepoint.format.registry.BUILTINS`, which loads them)."""

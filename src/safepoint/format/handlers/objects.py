@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..construction import build
-from ..registry import register
-from ..validators import reduce_state
+from ..registry import reduce_state, register
 
 if TYPE_CHECKING:
     from ..decoder import Decoder

@@ -45,9 +45,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..construction import build, check_names, plan_for
-from ..migrations import ReplacedType
-from ..registry import handler_for_type, register
-from ..validators import migrations_of, reduce_state, table_validator_of
+from ..registry import (
+    ReplacedType,
+    handler_for_type,
+    migrations_of,
+    reduce_state,
+    register,
+    register_list_encoder,
+    table_validator_of,
+)
 from .numpy_ import dtype_from_json, dtype_to_json
 from .objects import _state_of, is_reference
 
@@ -115,6 +121,7 @@ def _head(items: list[Any]) -> Any:
     return items[0]
 
 
+@register_list_encoder
 def encode_table(items: list[Any], enc: Encoder) -> dict[str, Any] | None:
     """An ``objtab`` node for ``items``, or ``None`` if it does not qualify.
 

@@ -15,11 +15,11 @@ import scipy.sparse as sps
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from safepoint.convert.audit import audit
-from safepoint.convert.construct import Constructor
-from safepoint.convert.numpy_build import build_dtype
-from safepoint.convert.pickle_parser import PickleParser
-from safepoint.convert.skops_ import dtype_to_node
+from safepoint.importers.audit import audit
+from safepoint.importers.construct import Constructor
+from safepoint.importers.numpy_build import build_dtype
+from safepoint.importers.pickle_parser import PickleParser
+from safepoint.importers.skops_ import dtype_to_node
 
 PROTOCOLS = range(6)
 

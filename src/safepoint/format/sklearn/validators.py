@@ -15,7 +15,7 @@ import numpy as np
 
 from ..construction import check_callable_value
 from ..reader import in_private_memory
-from ..validators import register_table_validator, register_validator
+from ..registry import register_table_validator, register_validator
 
 if TYPE_CHECKING:
     from ..decoder import Decoder

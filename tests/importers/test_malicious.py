@@ -22,8 +22,8 @@ import pytest
 from convert_payloads import LIVE, PAYLOADS, UNICODE_MODULES, Evil
 
 import safepoint as sp
-from safepoint.convert.audit import audit
-from safepoint.convert.pickle_parser import PickleParser
+from safepoint.importers.audit import audit
+from safepoint.importers.pickle_parser import PickleParser
 
 HERE = Path(__file__).parent
 REFUSED = (sp.UntrustedTypesError, sp.FormatError)

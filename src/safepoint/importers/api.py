@@ -5,10 +5,10 @@ The pipeline is parse -> audit -> construct -> ``sp.dump``:
 1. the source is read with bounded sizes, its format found from magic bytes
    (pickle, joblib plain or compressed, zip, skops, safepoint);
 2. pickle streams are parsed into an inert graph by
-   :class:`~safepoint.convert.pickle_parser.PickleParser` (nothing imported,
+   :class:`~safepoint.importers.pickle_parser.PickleParser` (nothing imported,
    nothing called); skops files are audited from their ``schema.json``;
 3. the audit lists every name the file needs and refuses anything outside the
-   allowlist (:mod:`safepoint.convert.semantics`, the default trust set of
+   allowlist (:mod:`safepoint.importers.semantics`, the default trust set of
    :class:`~safepoint.format.trust.TrustPolicy`) and ``trusted=``;
 4. only then are objects built, and written as a safepoint file.
 """
@@ -34,7 +34,8 @@ from .pickle_parser import PickleParser, looks_like_pickle
 
 __all__ = ["ConversionReport", "ScanResult", "ScanResults", "convert", "scan"]
 
-Trusted = Iterable[Any] | str | type | None
+from .._types import Trusted
+
 _PICKLE_EXTENSIONS = (".pkl", ".pickle", ".pck", ".p", ".joblib", ".sav", ".dat")
 
 

@@ -1,7 +1,7 @@
 """Audited import of pickle, joblib and skops files (``sp.convert``, ``sp.scan``).
 
-See :mod:`safepoint.convert.api` for the pipeline and
-:mod:`safepoint.convert.semantics` for what is allowed. The implementation is
+See :mod:`safepoint.importers.api` for the pipeline and
+:mod:`safepoint.importers.semantics` for what is allowed. The implementation is
 imported on first use, so that ``import safepoint`` stays fast.
 """
 
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._types import Trusted
 
 if TYPE_CHECKING:
     from .api import ConversionReport, ScanResult, ScanResults
@@ -29,7 +31,7 @@ def convert(
     src_path: str | os.PathLike[str],
     dst_path: str | os.PathLike[str],
     *,
-    trusted: Iterable[Any] | str | type | None = (),
+    trusted: Trusted = (),
     compress: str | None = None,
     limits: ConvertLimits | None = None,
 ) -> ConversionReport:
@@ -76,7 +78,7 @@ def convert(
 def scan(
     paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
     *,
-    trusted: Iterable[Any] | str | type | None = (),
+    trusted: Trusted = (),
     limits: ConvertLimits | None = None,
 ) -> ScanResults:
     """Audit files without importing them: format, names needed, verdict per file.
@@ -107,7 +109,7 @@ def scan(
 def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module 'safepoint.convert' has no attribute {name!r}")
+        raise AttributeError(f"module 'safepoint.importers' has no attribute {name!r}")
     import importlib
 
     value = getattr(importlib.import_module(module, __name__), name)

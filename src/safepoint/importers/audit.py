@@ -1,8 +1,8 @@
 """The audit: every name an inert graph needs, and whether each is allowed.
 
 It walks the graph (iteratively, each node once), classifies every call with
-:func:`~safepoint.convert.semantics.plan_call` and checks every name against
-its role (see :mod:`safepoint.convert.semantics`) and the
+:func:`~safepoint.importers.semantics.plan_call` and checks every name against
+its role (see :mod:`safepoint.importers.semantics`) and the
 :class:`~safepoint.format.trust.TrustPolicy`. Nothing is imported.
 
 ``pickle`` runs every call of a stream, not only those the returned value holds,
@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._types import Trusted
 from ..errors import FormatError
 from ..format.trust import TrustPolicy
 from .nodes import Call, DictNode, GlobalRef, ListNode, SetNode, TupleNode, new_walk
@@ -66,7 +67,7 @@ class AuditResult:
 
 def audit(
     root: Any,
-    trusted: Iterable[Any] | str | type | None = (),
+    trusted: Trusted = (),
     *,
     extra: Sequence[Any] = (),
 ) -> AuditResult:
@@ -175,7 +176,7 @@ def _describe(node: Any) -> str:
 def audit_stream(
     root: Any,
     created: Sequence[Any],
-    trusted: Iterable[Any] | str | type | None = (),
+    trusted: Trusted = (),
     *,
     leftover: int = 0,
     open_marks: int = 0,
@@ -184,11 +185,11 @@ def audit_stream(
     """Audit one parsed pickle stream: its result, and every name and call it made.
 
     ``created``, ``leftover`` and ``open_marks`` are the parser's records (see
-    :class:`~safepoint.convert.pickle_parser.PickleParser`). A name or call that the
+    :class:`~safepoint.importers.pickle_parser.PickleParser`). A name or call that the
     result does not contain is audited like the others (its names are listed) and
     makes the stream refused.
 
-    >>> from safepoint.convert.pickle_parser import PickleParser
+    >>> from safepoint.importers.pickle_parser import PickleParser
     >>> p = PickleParser(b"\\x80\\x02cos\\nsystem\\nX\\x02\\x00\\x00\\x00ls\\x85R0}.")
     >>> root = p.parse()
     >>> res = audit_stream(root, p.created, leftover=p.leftover)

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
+from .._types import Trusted
 from ..errors import FormatError, LimitExceededError
 from .audit import AuditResult, audit
 from .containers import zip_members
@@ -455,7 +455,7 @@ def _flatten(items: list[Any], ndim: int) -> list[Any]:
 
 def audit_skops(
     members: dict[str, bytes],
-    trusted: Iterable[Any] | str | type | None,
+    trusted: Trusted,
     limits: ConvertLimits,
 ) -> tuple[Any, AuditResult, list[str]]:
     """Translate ``schema.json`` into an inert graph; return it with its audit and the

@@ -1,6 +1,6 @@
 """Consistency checks for scikit-learn estimators whose predict runs compiled code.
 
-:mod:`safepoint.format.handlers.sklearn_` checks the compiled structures
+:mod:`safepoint.format.sklearn.validators` checks the compiled structures
 (trees, neighbour indexes, gradient-boosting predictors). The estimators here
 hand plain arrays to C, C++ or Cython code that trusts their shapes:
 
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..reader import in_private_memory
-from ..validators import register_reducer, register_validator
+from ..registry import register_reducer, register_validator
 
 if TYPE_CHECKING:
     from ..decoder import Decoder

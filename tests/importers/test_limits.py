@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 import safepoint as sp
-from safepoint.convert import ConvertLimits
-from safepoint.convert.audit import audit
-from safepoint.convert.construct import Constructor
-from safepoint.convert.pickle_parser import PickleParser
 from safepoint.errors import FormatError, LimitExceededError, SafepointError
+from safepoint.importers import ConvertLimits
+from safepoint.importers.audit import audit
+from safepoint.importers.construct import Constructor
+from safepoint.importers.pickle_parser import PickleParser
 
 
 def parse(data: bytes) -> object:
@@ -354,7 +354,7 @@ FLOODS["reduce"] += b"l."
 def test_parse_and_audit_memory_is_a_bounded_multiple_of_the_stream(name: str) -> None:
     """Parsing and auditing take at most ~250 bytes per byte of stream, whatever its
     opcodes (the bound docs/import.md states); pickle itself takes ~60."""
-    from safepoint.convert.audit import audit_stream
+    from safepoint.importers.audit import audit_stream
 
     data = FLOODS[name]
     tracemalloc.start()

@@ -185,7 +185,7 @@ def _adapted(
     call: Call, cls: GlobalRef, adapted: tuple[str, str], args: list[Any], kwargs: Any
 ) -> Plan:
     """An XGBoost / LightGBM booster or wrapper: created empty, given one state, and
-    rebuilt through safepoint's adapter (see :mod:`safepoint.convert.adapters_`)."""
+    rebuilt through safepoint's adapter (see :mod:`safepoint.importers.adapters_`)."""
     _no_container_ops(call, cls.qualified)
     if args or kwargs is not None or len(call.ops) > 1:
         raise fail(f"{cls.qualified} must be created empty and given one state")

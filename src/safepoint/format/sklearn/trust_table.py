@@ -3,7 +3,7 @@
 Four tables, each entry with its reason (docs/security.md explains the rules):
 
 * :data:`ESTIMATORS` - the public estimators (``sklearn.utils.all_estimators()``
-  of every supported scikit-learn, generated into :mod:`._sklearn_generated` by
+  of every supported scikit-learn, generated into :mod:`._generated` by
   ``tools/gen_trusted.py``). They are built as ``cls.__new__(cls)`` and given
   their state; their compiled internals are bounds-checked by validators.
 * :data:`INTERNAL` - the other types fitted models really hold, found by
@@ -30,7 +30,13 @@ arguments and which no fitted model holds.
 
 from __future__ import annotations
 
-from ._sklearn_generated import CALLABLE_SLOTS, ESTIMATORS, FUNCTIONS
+from ..registry import (
+    register_callable_slots,
+    register_restricted,
+    register_reviewed,
+    register_trust_rule,
+)
+from ._generated import CALLABLE_SLOTS, ESTIMATORS, FUNCTIONS
 
 __all__ = [
     "CALLABLE_SLOTS",
@@ -485,7 +491,7 @@ def internal_kinds(name: str) -> frozenset[str]:
 def missing_from_table(found: dict[str, set[str]]) -> list[str]:
     """Names (and kinds) that ``tools/trace_model_types.py`` reached and the trust
     table does not cover: each needs a review and an entry."""
-    from .trust import TrustPolicy
+    from ..trust import TrustPolicy
 
     policy = TrustPolicy()
     out = []
@@ -495,3 +501,24 @@ def missing_from_table(found: dict[str, set[str]]) -> list[str]:
             if not policy.is_trusted(module, qualname, kind):
                 out.append(f"{name} ({kind})")
     return out
+
+
+_KINDS = frozenset({"obj", "red", "pyx", "ref"})
+
+
+@register_trust_rule
+def _trusted(module: str, qualname: str, kind: str) -> bool:
+    """The default trust set's scikit-learn part: exactly the tables above."""
+    if not (module == "sklearn" or module.startswith("sklearn.")) or kind not in _KINDS:
+        return False
+    name = f"{module}.{qualname}"
+    if kind == "ref":
+        return name in FUNCTIONS
+    if kind == "obj" and name in ESTIMATORS:
+        return True
+    return kind in internal_kinds(name)
+
+
+register_reviewed(REVIEWED)
+register_restricted(RESTRICTED)
+register_callable_slots(CALLABLE_SLOTS, SLOT_INSTANCES)

@@ -32,7 +32,7 @@ from convert_payloads import DROPPED, DROPPED_LIVE, g0, u
 
 import safepoint as sp
 from safepoint.cli.main import _register_commands, cli
-from safepoint.convert.pickle_parser import _DISPATCH
+from safepoint.importers.pickle_parser import _DISPATCH
 
 HERE = Path(__file__).parent
 

@@ -1,7 +1,7 @@
 """The construct step: an audited inert graph -> real objects.
 
-Runs only after :func:`~safepoint.convert.audit.audit` passed. Each call node
-is built by the code of its :class:`~safepoint.convert.semantics.Plan`:
+Runs only after :func:`~safepoint.importers.audit.audit` passed. Each call node
+is built by the code of its :class:`~safepoint.importers.semantics.Plan`:
 arrays from their bytes with ``np.frombuffer``, dtypes from their validated
 parts, builtins from checked arguments, and every instance of an audited class
 by :func:`safepoint.format.construction.build`, the same pure path a load of a

@@ -91,9 +91,9 @@ def test_setstate_of_the_framework_never_runs(tmp: Path, monkeypatch: pytest.Mon
         calls.append(type(self).__name__)
         raise AssertionError("__setstate__ ran")
 
-    from safepoint.convert.audit import audit_stream
-    from safepoint.convert.construct import Constructor
-    from safepoint.convert.pickle_parser import PickleParser
+    from safepoint.importers.audit import audit_stream
+    from safepoint.importers.construct import Constructor
+    from safepoint.importers.pickle_parser import PickleParser
 
     built = []
     with monkeypatch.context() as patch:
