@@ -34,6 +34,7 @@ from .errors import (
     NotFoundError,
     ReadOnlyStoreError,
     RecoveryNeededError,
+    RunBusyError,
     SafepointError,
     SafepointWarning,
     SchemaError,
@@ -78,8 +79,7 @@ if TYPE_CHECKING:  # lazily imported below; named here for type checkers
         ResumableHalvingGridSearchCV,
         ResumableHalvingRandomSearchCV,
     )
-    from .workflows.step_options import step
-    from .workflows.steps import Steps, Workflow
+    from .workflows.steps import Steps, Workflow, step
 
 __all__ = [
     "AdapterError",
@@ -114,6 +114,7 @@ __all__ = [
     "ResumableHalvingGridSearchCV",
     "ResumableHalvingRandomSearchCV",
     "ResumableRandomizedSearchCV",
+    "RunBusyError",
     "SafepointError",
     "SafepointWarning",
     "ScanResult",
@@ -162,7 +163,7 @@ _LAZY = {
     "Store": ".stores",
     "Steps": ".workflows.steps",
     "Workflow": ".workflows.steps",
-    "step": ".workflows.step_options",
+    "step": ".workflows.steps",
     "ResumableGridSearchCV": ".workflows.search",
     "ResumableRandomizedSearchCV": ".workflows.search",
     "ResumableHalvingGridSearchCV": ".workflows.search_halving",

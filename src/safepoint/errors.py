@@ -35,9 +35,11 @@ makes this tree the whole picture (builtin bases in brackets)::
     │   ├── ReadOnlyStoreError (OSError, PermissionError)
     │   ├── CatalogBusyError (TimeoutError)
     │   ├── CatalogDamagedError                     run Store.recover()
-    │   └── RecoveryNeededError                     run Store.recover()
+    │   ├── RecoveryNeededError                     run Store.recover()
+    │   └── RunBusyError                            a live run holds (kind, name)
     ├── StepError (RuntimeError)
     │   └── StepConfigError (ValueError)
+    │       └── FilesExistError                     an export would replace files (.paths)
     ├── CheckpointMismatchError (ValueError)        a checkpoint of another search/workflow
     ├── SearchError (ValueError, TypeError)
     ├── SchemaError (ValueError)                    records that do not fit a schema
@@ -76,6 +78,7 @@ __all__ = [
     "NotFoundError",
     "ReadOnlyStoreError",
     "RecoveryNeededError",
+    "RunBusyError",
     "SafepointError",
     "SafepointWarning",
     "SchemaError",
@@ -243,12 +246,33 @@ class RecoveryNeededError(StoreError):
     rebuilds it."""
 
 
+class RunBusyError(StoreError):
+    """A live run of the same kind and name holds what ``Runs.start(exclusive=True)``
+    asked for (``holder``: its ``RunInfo``): wait for it to finish, or run another name."""
+
+    def __init__(self, message: str, holder: object = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
 class StepError(SafepointError, RuntimeError):
     """A resumable workflow step failed or was configured wrongly."""
 
 
 class StepConfigError(StepError, ValueError):
     """A workflow was called with bad arguments (``start_from``, name, version, params, steps)."""
+
+
+class FilesExistError(StepConfigError):
+    """A workflow export would replace files; ``paths`` names them.
+
+    Raised by ``safepoint.workflows.steps.export_outputs`` (and ``safepoint steps
+    export``) without ``overwrite=True``; not in ``sp.__all__``.
+    """
+
+    def __init__(self, message: str, paths: list[str]) -> None:
+        super().__init__(message)
+        self.paths = paths
 
 
 class CheckpointMismatchError(SafepointError, ValueError):

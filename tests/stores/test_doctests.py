@@ -17,6 +17,7 @@ MODULES = [
     "safepoint.stores.arguments",
     "safepoint.stores.faults",
     "safepoint.stores.owners",
+    "safepoint.stores.opening",
     "safepoint.stores.records",
     "safepoint.stores.cache",
     "safepoint.testing.recovery",

@@ -22,7 +22,6 @@ import pytest
 
 from safepoint.errors import AliasConflictError, NotFoundError, SafepointWarning
 from safepoint.stores import Store
-from safepoint.stores.catalog import T_BLOBS, T_LEASES
 from safepoint.testing.recovery import compare, snapshot
 from safepoint.testing.store_conformance import lose_catalog
 
@@ -204,7 +203,7 @@ def test_kill9_writer_at_random_instants(tmp_path: Path) -> None:
     print(f"recovered: {report.summary()}; extra {diff.extra}, aliases {diff.alias_changes}")
     # gc removes every orphan: leftover temporary files, uncommitted blobs, dead leases
     with store.catalog.tx() as conn:
-        leftover_leases = len(conn.execute(T_LEASES.select()).all())
+        leftover_leases = len(store.catalog.leases(conn))
     rep = store.gc(grace=0)
     print(
         f"{trials} kills, {len(committed)} commits; left by the kills: {leftover_leases} "
@@ -215,8 +214,8 @@ def test_kill9_writer_at_random_instants(tmp_path: Path) -> None:
     assert {b.key for b in store.blobs.list_blobs()} == used
     assert list(store.blobs.list_temps()) == []
     with store.catalog.tx() as conn:
-        assert conn.execute(T_LEASES.select()).all() == []
-        assert {r.digest for r in conn.execute(T_BLOBS.select())} <= used
+        assert store.catalog.leases(conn) == []
+        assert set(store.catalog.blob_rows_before(conn, float("inf"))) <= used
     assert len(committed) >= 1
 
 

@@ -27,8 +27,8 @@ from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 
 import safepoint as sp
-from safepoint.workflows._ledger import META_KEY, Ledger
-from safepoint.workflows.search import _resolve_checkpoint
+from safepoint.workflows.search._fit import _resolve_checkpoint
+from safepoint.workflows.search._ledger import META_KEY, Ledger
 
 IRIS = load_iris(return_X_y=True)
 CLF = make_classification(n_samples=200, n_features=6, n_informative=4, random_state=0)

@@ -19,8 +19,8 @@ from sklearn.tree import DecisionTreeClassifier
 from test_search import StopAfter, assert_same_results, recorded, slow_accuracy
 
 import safepoint as sp
-from safepoint.workflows._ledger import META_KEY
-from safepoint.workflows.search import _resolve_checkpoint
+from safepoint.workflows.search._fit import _resolve_checkpoint
+from safepoint.workflows.search._ledger import META_KEY
 
 X, Y = make_classification(n_samples=400, n_features=8, n_informative=5, random_state=1)
 HALVING_ATTRS = (

@@ -39,8 +39,9 @@ import pytest
 import search_seed002 as seed
 from sklearn.model_selection import GridSearchCV
 
-from safepoint.workflows._ledger import META_KEY, Ledger, recorded_fits
-from safepoint.workflows.search import ResumableGridSearchCV, _resolve_checkpoint
+from safepoint.workflows.search import ResumableGridSearchCV
+from safepoint.workflows.search._fit import _resolve_checkpoint
+from safepoint.workflows.search._ledger import META_KEY, Ledger, recorded_fits
 
 HERE = Path(__file__).resolve().parent
 TOTAL = seed.N_CANDIDATES * seed.N_SPLITS

@@ -156,7 +156,7 @@ def test_seed_001_example(tmp_path: Path) -> None:
         np.savetxt(fh, data[:100], delimiter=",")
     grown = _run(["main_script.py", store, str(csv)], tmp_path)
     assert grown["ran"] == ["step_1", "step_2", "step_3"]
-    from safepoint.workflows.step_files import human_size
+    from safepoint.workflows.steps._files import human_size
 
     assert grown["why"]["step_1"] == (
         f"step_1 reruns: data.csv changed: {human_size(size)} -> {human_size(csv.stat().st_size)}"

@@ -7,9 +7,7 @@ from typing import Any
 import click
 
 from ..format import api
-from ._common import emit_json, json_option, trust_options
-from .main import cli
-from .store_cmds import store_for_ref, store_options
+from ._common import emit_json, json_option, store_for_ref, store_options, trust_options
 
 
 def _human_bytes(n: float) -> str:
@@ -79,7 +77,7 @@ def _key_arg(key: str | None) -> Any:
     )
 
 
-@cli.command()
+@click.command()
 @click.argument("target")
 @trust_options
 @store_options
@@ -103,7 +101,7 @@ def inspect(
         print_inspection(info)
 
 
-@cli.command()
+@click.command()
 @click.argument("target")
 @click.option("--key", metavar="env:VAR|file:PATH", help="HMAC key to check the signature.")
 @trust_options
@@ -142,3 +140,7 @@ def verify(
             click.echo(f"  problem: {p}", err=True)
     if not report.ok:
         raise SystemExit(1)
+
+
+#: what ``cli/main.py`` registers on the root group
+COMMANDS: list[click.Command] = [inspect, verify]

@@ -29,11 +29,14 @@ from .names import check_run_id
 
 __all__ = [
     "MAX_DEPTH",
+    "MODEL_KINDS",
     "count_arg",
     "digest_arg",
     "json_dict_arg",
     "keep_best_arg",
+    "kind_arg",
     "metrics_arg",
+    "names_arg",
     "parents_arg",
     "run_id_arg",
     "seconds_arg",
@@ -222,3 +225,23 @@ def keep_best_arg(value: Any) -> tuple[str, str, int] | None:
     raise InvalidArgumentError(
         f"keep_best must be ('metric', 'max'|'min') or ('metric', 'max'|'min', k), not {value!r}"
     )
+
+
+#: kinds of models: put by users, or outputs of step workflows
+MODEL_KINDS = ("model", "step")
+
+
+def kind_arg(kind: Any) -> str:
+    """A model kind (:data:`MODEL_KINDS`)."""
+    if kind not in MODEL_KINDS:
+        raise InvalidArgumentError(f"kind must be one of {', '.join(MODEL_KINDS)}, not {kind!r}")
+    return str(kind)
+
+
+def names_arg(value: Any, what: str) -> set[str]:
+    """A name or a list of names (metrics or tags to remove)."""
+    if isinstance(value, str):
+        return {value}
+    if not isinstance(value, Iterable) or not all(isinstance(v, str) for v in value):
+        raise InvalidArgumentError(f"{what} must be a list of str names")
+    return set(value)

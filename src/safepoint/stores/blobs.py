@@ -14,6 +14,16 @@ Backends register by URL scheme (:func:`register_blob_backend`): a local folder
 ``rename``), and any fsspec URL (``memory://``, ``s3://bucket/prefix``, ...)
 where promotion is a server-side copy and a completed upload is durable.
 
+**Writing a backend.** Subclass :class:`BlobStore` and implement its abstract methods
+(every one is public: ``begin``, ``close_temp``, ``promote_temp``, ``open_temp``,
+``open``, ``exists``, ``delete``, ``list_blobs``, ``list_temps``, ``delete_temp``,
+``check``); set ``supports_objects = True`` and implement the small-object methods
+(``write_object``, ``create_object``, ``read_object``, ``list_objects``,
+``delete_object``) so that the store keeps version records beside the blobs and can be
+recovered. Register it with :func:`register_blob_backend`, then run
+:class:`safepoint.testing.BlobStoreTests` (the backend alone) and
+:class:`safepoint.testing.store_conformance.StoreConformance` (a whole store over it).
+
 >>> from safepoint.stores.blobs import open_blobs
 >>> blobs = open_blobs("memory://doc-blobs")
 >>> tmp = blobs.begin()
@@ -91,13 +101,13 @@ class TempBlob:
     def close(self, durable: bool = True) -> None:
         """Finish writing (flush, fsync when ``durable`` on a local disk, close)."""
         if not self.closed:
-            self.owner._close_temp(self, durable)
+            self.owner.close_temp(self, durable)
             self.closed = True
 
     def promote(self, digest: str, durable: bool = True) -> None:
         """Make the complete temporary object the blob ``digest`` (atomic, durable)."""
         self.close(durable)
-        self.owner._promote(self.id, check_digest(digest), durable)
+        self.owner.promote_temp(self.id, check_digest(digest), durable)
 
     def abort(self) -> None:
         """Drop the temporary object (best effort: gc removes what is left)."""
@@ -122,10 +132,21 @@ class BlobStore(ABC):
         """Open a new temporary object (named ``tmp_id``, default a random id) for writing."""
 
     @abstractmethod
-    def _close_temp(self, tmp: TempBlob, durable: bool) -> None: ...
+    def close_temp(self, tmp: TempBlob, durable: bool) -> None:
+        """Finish writing ``tmp.file`` and close it; when ``durable``, the bytes must
+        survive a crash of this machine once this returns (fsync on a local disk; a
+        completed upload on object storage). Called once, by :meth:`TempBlob.close`."""
 
     @abstractmethod
-    def _promote(self, tmp_id: str, digest: str, durable: bool) -> None: ...
+    def promote_temp(self, tmp_id: str, digest: str, durable: bool) -> None:
+        """Make the closed temporary object ``tmp_id`` the blob ``digest``, atomically:
+        a reader sees the whole blob or none. Replacing an existing blob of the same
+        digest is allowed (same content). The temporary object is gone afterwards."""
+
+    @abstractmethod
+    def open_temp(self, tmp_id: str) -> BinaryIO:
+        """A seekable binary file reading the closed temporary object ``tmp_id`` (the
+        store validates a streamed file before it promotes it)."""
 
     @abstractmethod
     def open(self, digest: str) -> BinaryIO:
@@ -189,6 +210,11 @@ class BlobStore(ABC):
         """Remove the object ``key`` (missing is fine)."""
         raise NotImplementedError(f"{type(self).__name__} cannot store small objects")
 
+    def list_parts(self, prefix: str) -> Iterator[BlobInfo]:
+        """Leftovers of small-object writes that a crash interrupted, under ``prefix/``
+        (``gc`` removes old ones). Backends whose object writes are atomic have none."""
+        return iter(())
+
     def write_bytes(self, data: bytes, digest: str, durable: bool = True) -> None:
         """Store ``data`` as blob ``digest`` (through a temporary object)."""
         tmp = self.begin()
@@ -234,7 +260,12 @@ class LocalBlobs(BlobStore):
             f = open(path, "xb", buffering=1 << 20)  # noqa: SIM115 - closed by TempBlob
         return TempBlob(self, tmp_id, f, path)
 
-    def _close_temp(self, tmp: TempBlob, durable: bool) -> None:
+    def open_temp(self, tmp_id: str) -> BinaryIO:
+        path = os.path.join(self.tmp_dir, tmp_id + ".tmp")
+        with os_errors(path, "read the temporary blob"):
+            return open(path, "rb")
+
+    def close_temp(self, tmp: TempBlob, durable: bool) -> None:
         f = tmp.file
         with os_errors(tmp.path, "write the temporary blob"):
             try:
@@ -245,7 +276,7 @@ class LocalBlobs(BlobStore):
                 with contextlib.suppress(OSError):
                     f.close()
 
-    def _promote(self, tmp_id: str, digest: str, durable: bool) -> None:
+    def promote_temp(self, tmp_id: str, digest: str, durable: bool) -> None:
         final = self.path(digest)
         folder = os.path.dirname(final)
         with os_errors(final, "store the blob"):
@@ -528,12 +559,16 @@ class FsspecBlobs(BlobStore):
             f = self.fs.open(self._tmp(tmp_id), "wb")
         return TempBlob(self, tmp_id, f)
 
-    def _close_temp(self, tmp: TempBlob, durable: bool) -> None:
+    def open_temp(self, tmp_id: str) -> BinaryIO:
+        with self._errors(f"cannot read temporary blob {tmp_id}"):
+            return self.fs.open(self._tmp(tmp_id), "rb")
+
+    def close_temp(self, tmp: TempBlob, durable: bool) -> None:
         # a completed upload (close) is durable on object stores
         with self._errors("cannot complete the blob upload"):
             tmp.file.close()
 
-    def _promote(self, tmp_id: str, digest: str, durable: bool) -> None:
+    def promote_temp(self, tmp_id: str, digest: str, durable: bool) -> None:
         with self._errors(f"cannot store blob {digest}"):
             src, dst = self._tmp(tmp_id), self._blob(digest)
             self.fs.copy(src, dst)

@@ -27,11 +27,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
 from ..errors import FormatError, IntegrityError, NotFoundError, SafepointError
 from ..format.reader import open_reader
-from .catalog import T_CKPT, T_LEASES, T_MODELS, T_VERSIONS
 from .gc import record_states
 from .owners import owner_dead
 from .records import list_records, read_marker, read_record
@@ -129,11 +126,7 @@ def _verify_blob(store: Store, digest: str, size: int, verify: bool) -> str | No
 
 def _check_versions(store: Store, report: CheckReport, verify: bool) -> None:
     with store.catalog.tx() as conn:
-        rows = conn.execute(
-            sa.select(
-                T_MODELS.c.name, T_VERSIONS.c.version, T_VERSIONS.c.digest, T_VERSIONS.c.size
-            ).join(T_MODELS, T_MODELS.c.id == T_VERSIONS.c.model_id)
-        ).all()
+        rows = store.catalog.version_list(conn)
     seen: dict[str, str | None] = {}
     for r in rows:
         if r.digest not in seen:
@@ -159,16 +152,7 @@ def _check_checkpoints(store: Store, report: CheckReport, verify: bool) -> None:
     from .checkpointer import value_checksum
 
     with store.catalog.tx() as conn:
-        rows = conn.execute(
-            sa.select(
-                T_CKPT.c.name,
-                T_CKPT.c.key,
-                T_CKPT.c.digest,
-                T_CKPT.c.value,
-                T_CKPT.c.checksum,
-                T_CKPT.c.size,
-            )
-        ).all()
+        rows = store.catalog.all_checkpoints(conn)
     unchecked = 0
     for r in rows:
         item = f"checkpoint {r.name}[{r.key!r}]"
@@ -205,11 +189,7 @@ def _check_records(store: Store, report: CheckReport, repair: bool) -> None:
     _, ahead, dead, unexplained = record_states(store, refs)
     by_version = {(r.name, r.version): r for r in refs}
     with store.catalog.tx() as conn:
-        rows = conn.execute(
-            sa.select(T_MODELS.c.name, T_VERSIONS.c.version, T_VERSIONS.c.digest).join(
-                T_MODELS, T_MODELS.c.id == T_VERSIONS.c.model_id
-            )
-        ).all()
+        rows = store.catalog.version_list(conn)
     missing: list[Finding] = []
     for r in rows:
         ref = by_version.get((r.name, int(r.version)))
@@ -307,14 +287,8 @@ def _check_journal(store: Store, report: CheckReport, repair: bool) -> None:
 def _check_orphans(store: Store, report: CheckReport, repair: bool, grace: float) -> None:
     now = time.time()
     with store.catalog.tx() as conn:
-        used = {d for (d,) in conn.execute(sa.select(T_VERSIONS.c.digest).distinct())} | {
-            d for (d,) in conn.execute(sa.select(T_CKPT.c.digest).distinct()) if d
-        }
-        leases = conn.execute(
-            sa.select(
-                T_LEASES.c.id, T_LEASES.c.digest, T_LEASES.c.host, T_LEASES.c.pid, T_LEASES.c.owner
-            )
-        ).all()
+        used = store.catalog.used_digests(conn)
+        leases = store.catalog.leases(conn)
     recorded = {r.digest for r in list_records(store.blobs)} if store.records_enabled else set()
     n = 0
     for b in store.blobs.list_blobs():
@@ -327,7 +301,7 @@ def _check_orphans(store: Store, report: CheckReport, repair: bool, grace: float
         f = report.add("dead-lease", lz.digest, "held by a process that is gone", "drop it")
         if repair:
             with store.catalog.tx(write=True, durable=False) as conn:
-                conn.execute(T_LEASES.delete().where(T_LEASES.c.id == lz.id))
+                store.catalog.drop_lease(conn, lz.id)
             f.repaired = True
     live_tmp = {
         t for t, h, p, o in store.catalog.temp_leases(store.lease_ttl) if not owner_dead(o, h, p)

@@ -36,16 +36,14 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
 from ..errors import FormatError, IntegrityError
 from ..format import api as _api
-from .catalog import T_CKPT, T_CKPTS
+from .faults import raise_if_os_error
 from .names import check_key, check_name
-from .store import _raise_os_error
 
 if TYPE_CHECKING:
     from .blobs import TempBlob
+    from .staging import BlobStaging
     from .store import Store
 
 __all__ = ["INLINE_MAX", "Checkpointer", "value_checksum"]
@@ -64,8 +62,8 @@ def value_checksum(data: bytes) -> str:
 class _Spill:
     """A write-only file: in memory up to ``limit`` bytes, then a temporary blob."""
 
-    def __init__(self, store: Store, limit: int) -> None:
-        self.store = store
+    def __init__(self, staging: BlobStaging, limit: int) -> None:
+        self.staging = staging
         self.limit = limit
         self.buf = bytearray()
         self.tmp: TempBlob | None = None
@@ -76,7 +74,7 @@ class _Spill:
             if len(self.buf) + n <= self.limit:
                 self.buf += data
                 return n
-            self.tmp = self.store._begin()
+            self.tmp = self.staging.begin()
             self.tmp.file.write(self.buf)
             self.buf = bytearray()
         self.tmp.file.write(data)
@@ -103,32 +101,20 @@ class Checkpointer:
         env: str = "warn",
     ) -> None:
         self.store = store
+        #: the store's blob staging: values too large for a catalog row become blobs
+        self.staging = store.staging
         self.name = check_name(name, "checkpointer name")
         self.description = str(description or "")
         self.trusted = trusted
         self.env = env
         cat = store.catalog
         with cat.tx(single=True) as conn:
-            have = conn.execute(
-                sa.select(T_CKPTS.c.description).where(T_CKPTS.c.name == self.name)
-            ).first()
-        if have is not None and (not self.description or have[0] == self.description):
+            have = cat.checkpointer_description(conn, self.name)
+        if have is not None and (not self.description or have == self.description):
             return  # opening an existing checkpointer is one read
         # the row only names and describes the checkpointer: no fsync needed
         with cat.tx(write=True, durable=False) as conn:
-            cat._insert_ignore(
-                conn,
-                T_CKPTS,
-                name=self.name,
-                description=self.description,
-                created_at=time.time(),
-            )
-            if self.description:
-                conn.execute(
-                    T_CKPTS.update()
-                    .where(T_CKPTS.c.name == self.name, T_CKPTS.c.description != self.description)
-                    .values(description=self.description)
-                )
+            cat.ensure_checkpointer(conn, self.name, self.description)
 
     def __repr__(self) -> str:
         return f"Checkpointer({self.name!r}, store={self.store.url!r})"
@@ -149,13 +135,13 @@ class Checkpointer:
             kind = "bytes" if isinstance(value, bytes | bytearray | memoryview) else "object"
             if isinstance(value, bytearray | memoryview):
                 value = bytes(value)
-            spill = _Spill(self.store, INLINE_MAX)
+            spill = _Spill(self.staging, INLINE_MAX)
             try:
                 res = _api.dump(value, spill)  # type: ignore[arg-type]
             except BaseException as exc:
                 if spill.tmp is not None:
-                    self.store._abort(spill.tmp)
-                    _raise_os_error(exc, spill.tmp.path, "write the value's blob")
+                    self.staging.abort(spill.tmp)
+                    raise_if_os_error(exc, spill.tmp.path, "write the value's blob")
                 raise
             size = res.size
             if spill.tmp is None:
@@ -163,10 +149,10 @@ class Checkpointer:
             else:
                 tmp = spill.tmp
                 try:
-                    staged = self.store._finish_stage(tmp, res.digest, res.size, True)
+                    staged = self.staging.finish(tmp, res.digest, res.size, True)
                 except BaseException as exc:
-                    self.store._abort(tmp)
-                    _raise_os_error(exc, tmp.path, "write the value's blob")
+                    self.staging.abort(tmp)
+                    raise_if_os_error(exc, tmp.path, "write the value's blob")
                     raise
                 digest, lease_ids = staged.digest, staged.lease_ids
         cat = self.store.catalog
@@ -179,50 +165,43 @@ class Checkpointer:
             "updated_at": time.time(),
         }
         try:
-            self.store._writable()
+            self.store.require_writable()
             with cat.tx(write=True) as conn:
-                self.store._check_identity(conn)
-                cat.upsert(conn, T_CKPT, {"name": self.name, "key": key}, row)
+                self.store.check_identity(conn)
+                cat.upsert_checkpoint(conn, self.name, key, row)
                 if lease_ids:
                     cat.drop_lease(conn, *lease_ids)
         except BaseException:
             if lease_ids:
-                self.store._release(*lease_ids)
+                self.staging.release(*lease_ids)
             raise
 
     def delete(self, key: str) -> bool:
         """Remove ``key``; True if it existed. Its blob (if any) goes at the next gc."""
         key = check_key(key)
-        self.store._writable()
+        self.store.require_writable()
         with self.store.catalog.tx(write=True) as conn:
-            self.store._check_identity(conn)
-            n = conn.execute(
-                T_CKPT.delete().where(T_CKPT.c.name == self.name, T_CKPT.c.key == key)
-            ).rowcount
-        return bool(n)
+            self.store.check_identity(conn)
+            return self.store.catalog.delete_checkpoint(conn, self.name, key)
 
     def clear(self) -> int:
         """Remove every key; returns how many there were."""
-        self.store._writable()
+        self.store.require_writable()
         with self.store.catalog.tx(write=True) as conn:
-            self.store._check_identity(conn)
-            return int(conn.execute(T_CKPT.delete().where(T_CKPT.c.name == self.name)).rowcount)
+            self.store.check_identity(conn)
+            return self.store.catalog.clear_checkpoints(conn, self.name)
 
     # -- reading -------------------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
         """The value under ``key``, or ``default`` if there is none (read fresh each time)."""
         key = check_key(key)
         with self.store.catalog.tx(single=True) as conn:
-            row = conn.execute(
-                sa.select(T_CKPT.c.kind, T_CKPT.c.digest, T_CKPT.c.value, T_CKPT.c.checksum).where(
-                    T_CKPT.c.name == self.name, T_CKPT.c.key == key
-                )
-            ).first()
+            row = self.store.catalog.checkpoint_row(conn, self.name, key)
         if row is None:
             return default
         what = f"checkpoint {self.name}[{key!r}]"
         if row.digest is not None:
-            return self.store._load_blob(row.digest, what, trusted=self.trusted, env=self.env)
+            return self.store.load_blob(row.digest, what, trusted=self.trusted, env=self.env)
         data = bytes(row.value if row.value is not None else b"")
         if row.checksum is not None and value_checksum(data) != row.checksum:
             raise IntegrityError(
@@ -240,33 +219,19 @@ class Checkpointer:
         if not isinstance(key, str):
             return False
         with self.store.catalog.tx() as conn:
-            return (
-                conn.execute(
-                    sa.select(sa.literal(1)).where(
-                        T_CKPT.c.name == self.name, T_CKPT.c.key == check_key(key)
-                    )
-                ).first()
-                is not None
-            )
+            return self.store.catalog.has_checkpoint(conn, self.name, check_key(key))
 
     def keys(self) -> list[str]:
         """The keys, sorted."""
         with self.store.catalog.tx() as conn:
-            return list(
-                conn.execute(
-                    sa.select(T_CKPT.c.key).where(T_CKPT.c.name == self.name).order_by(T_CKPT.c.key)
-                ).scalars()
-            )
+            return self.store.catalog.checkpoint_keys(conn, self.name)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
 
     def __len__(self) -> int:
         with self.store.catalog.tx() as conn:
-            return int(
-                conn.execute(sa.select(sa.func.count()).where(T_CKPT.c.name == self.name)).scalar()
-                or 0
-            )
+            return self.store.catalog.checkpoint_count(conn, self.name)
 
     def items(self) -> list[tuple[str, Any]]:
         """``(key, value)`` pairs (each value loaded)."""
@@ -276,11 +241,7 @@ class Checkpointer:
         """Kind, stored size, where it lives and when it was last set (no load)."""
         key = check_key(key)
         with self.store.catalog.tx() as conn:
-            row = conn.execute(
-                sa.select(T_CKPT.c.kind, T_CKPT.c.size, T_CKPT.c.digest, T_CKPT.c.updated_at).where(
-                    T_CKPT.c.name == self.name, T_CKPT.c.key == key
-                )
-            ).first()
+            row = self.store.catalog.checkpoint_row(conn, self.name, key, value=False)
         if row is None:
             from ..errors import NotFoundError
 

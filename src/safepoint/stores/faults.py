@@ -47,7 +47,7 @@ from ..errors import (
     StoreError,
 )
 
-__all__ = ["catalog_error", "is_db_error", "os_error", "os_errors"]
+__all__ = ["catalog_error", "is_db_error", "os_error", "os_errors", "raise_if_os_error"]
 
 RECOVER_HINT = "rebuild it from the blobs with `safepoint recover` (Store.recover())"
 
@@ -238,3 +238,10 @@ def _pg_error(sqlstate: str, text: str, url: str) -> SafepointError:
             f"{RECOVER_HINT}"
         )
     return StoreError(f"the catalog {url} failed: {text}")
+
+
+def raise_if_os_error(exc: BaseException, path: str, doing: str) -> None:
+    """Raise the store error for a raw ``OSError`` (a full disk while writing a blob, ...);
+    return for anything else (the caller re-raises it)."""
+    if isinstance(exc, OSError) and not isinstance(exc, SafepointError):
+        raise os_error(exc, path, doing) from None

@@ -34,7 +34,6 @@ import sqlalchemy as sa
 from ..errors import NotFoundError, RecoveryNeededError
 from . import intents
 from .arguments import count_arg, keep_best_arg, seconds_arg
-from .catalog import T_AUDIT, T_BLOBS, T_LEASES, T_MODELS, T_VERSIONS
 from .owners import owner_dead
 from .records import RecordRef, list_records, read_marker
 
@@ -78,7 +77,7 @@ def collect(
         keep_last = count_arg(keep_last, "keep_last")
     best = keep_best_arg(keep_best)
     report = GcReport(dry_run=bool(dry_run))
-    store._writable()
+    store.require_writable()
     _check_marker(store)
     if store.records_enabled and not dry_run:
         intents.heal(store)  # crashed writers' records and journal entries first
@@ -163,7 +162,7 @@ def _check_marker(store: Store) -> None:
 
 def _vetoes(store: Store, digest: str) -> Any:
     def keep(conn: sa.Connection) -> bool:
-        store._check_identity(conn)  # raises if the catalog changed under us
+        store.check_identity(conn)  # raises if the catalog changed under us
         return False
 
     return keep
@@ -202,19 +201,9 @@ def record_states(
     """
     with store.catalog.tx() as conn:
         models = {
-            r.name: (int(r.id), int(r.last_version))
-            for r in conn.execute(
-                sa.select(T_MODELS.c.name, T_MODELS.c.id, T_MODELS.c.last_version)
-            )
+            name: (m["id"], m["last"]) for name, m in store.catalog.model_counters(conn).items()
         }
-        rows = {
-            (r.name, int(r.version))
-            for r in conn.execute(
-                sa.select(T_MODELS.c.name, T_VERSIONS.c.version).join(
-                    T_MODELS, T_MODELS.c.id == T_VERSIONS.c.model_id
-                )
-            )
-        }
+        rows = {(r.name, int(r.version)) for r in store.catalog.version_list(conn)}
         live, ahead, orphans = [], [], []
         for ref in refs:
             if (ref.name, ref.version) in rows:
@@ -228,15 +217,10 @@ def record_states(
         if orphans:
             actions: dict[tuple[str, int], set[str]] = defaultdict(set)
             names = sorted({r.name for r in orphans})
-            for i in range(0, len(names), 500):
-                for r in conn.execute(
-                    sa.select(T_AUDIT.c.name, T_AUDIT.c.version, T_AUDIT.c.action).where(
-                        T_AUDIT.c.name.in_(names[i : i + 500]),
-                        T_AUDIT.c.action.in_(("put", "copy", "delete")),
-                    )
-                ):
-                    if r.version is not None:
-                        actions[(r.name, int(r.version))].add(r.action)
+            for name, version, action in store.catalog.audited_actions(
+                conn, names, ("put", "copy", "delete")
+            ):
+                actions[(name, version)].add(action)
             for ref in orphans:
                 seen = actions.get((ref.name, ref.version), set())
                 committed = bool(seen & {"put", "copy"})
@@ -275,12 +259,8 @@ def _remove_dead_record(store: Store, ref: RecordRef, dry_run: bool) -> bool:
             mid = store.catalog.model_id(conn, ref.name, lock=not dry_run)
         except NotFoundError:
             return False
-        row = conn.execute(
-            sa.select(sa.literal(1)).where(
-                T_VERSIONS.c.model_id == mid, T_VERSIONS.c.version == ref.version
-            )
-        ).first()
-        if row is not None or store.catalog.leased(conn, ref.digest, store.lease_ttl):
+        has = store.catalog.has_version(conn, mid, ref.version)
+        if has or store.catalog.leased(conn, ref.digest, store.lease_ttl):
             return False
         if not dry_run:
             store.blobs.delete_object(ref.key)
@@ -289,11 +269,8 @@ def _remove_dead_record(store: Store, ref: RecordRef, dry_run: bool) -> bool:
 
 def _remove_parts(store: Store, cutoff: float) -> None:
     """``.part`` files of small-object writes that a crash interrupted."""
-    list_parts = getattr(store.blobs, "list_parts", None)
-    if list_parts is None:
-        return
     for prefix in ("records", "journal"):
-        for part in list(list_parts(prefix)):
+        for part in list(store.blobs.list_parts(prefix)):
             if part.mtime < cutoff:
                 store.blobs.delete_object(part.key)
 
@@ -302,18 +279,10 @@ def _gc_catalog(store: Store, grace: float) -> None:
     """Drop stale leases and blob rows whose blob is gone and unreferenced."""
     cutoff = time.time() - grace
     with store.catalog.tx(write=True) as conn:
-        conn.execute(T_LEASES.delete().where(T_LEASES.c.created_at < time.time() - store.lease_ttl))
-        for lid, host, pid, owner in conn.execute(
-            sa.select(T_LEASES.c.id, T_LEASES.c.host, T_LEASES.c.pid, T_LEASES.c.owner)
-        ).all():
-            if owner_dead(owner or "", host, int(pid)):
-                conn.execute(T_LEASES.delete().where(T_LEASES.c.id == lid))
+        store.catalog.drop_expired_leases(conn, store.lease_ttl)
+        store.catalog.drop_dead_leases(conn)
     with store.catalog.tx() as conn:
-        rows = (
-            conn.execute(sa.select(T_BLOBS.c.digest).where(T_BLOBS.c.state_at < cutoff))
-            .scalars()
-            .all()
-        )
+        rows = store.catalog.blob_rows_before(conn, cutoff)
     for d in rows:
         if not store.blobs.exists(d) and store.catalog.claim_for_delete(
             d, 0, grace, store.lease_ttl

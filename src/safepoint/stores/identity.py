@@ -24,10 +24,8 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
-
 from ..errors import IntegrityError, NotFoundError, ReadOnlyStoreError
-from .catalog import T_AUDIT, T_CKPT, T_MODELS, T_RUNS, T_STORE, T_VERSIONS, Catalog
+from .catalog import Catalog
 from .records import MARKER, RECORDS, StoreMarker, read_marker
 
 if TYPE_CHECKING:
@@ -52,26 +50,18 @@ class Identity:
 
 def catalog_store_id(catalog: Catalog) -> str | None:
     with catalog.tx(single=True) as conn:
-        return conn.execute(sa.select(T_STORE.c.store_id).where(T_STORE.c.id == 1)).scalar()
+        return catalog.store_id(conn)
 
 
 def _claim(catalog: Catalog, candidate: str) -> str:
     """Record ``candidate`` as the catalog's store id unless one is there; the winner."""
     with catalog.tx(write=True) as conn:
-        catalog._insert_ignore(conn, T_STORE, id=1, store_id=candidate, created_at=time.time())
-        return str(conn.execute(sa.select(T_STORE.c.store_id).where(T_STORE.c.id == 1)).scalar())
+        return catalog.claim_store_id(conn, candidate)
 
 
 def _catalog_contents(catalog: Catalog) -> tuple[bool, bool]:
     """(has versions, has any data: models, checkpoints, runs or audit entries)."""
-    with catalog.tx() as conn:
-        versions = conn.execute(sa.select(sa.literal(1)).select_from(T_VERSIONS).limit(1)).first()
-        if versions is not None:
-            return True, True
-        for t in (T_MODELS, T_CKPT, T_RUNS, T_AUDIT):
-            if conn.execute(sa.select(sa.literal(1)).select_from(t).limit(1)).first():
-                return False, True
-    return False, False
+    return catalog.contents()
 
 
 def _blobs_hold_data(blobs: BlobStore) -> bool:

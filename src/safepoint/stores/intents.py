@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from ..errors import NotFoundError
-from .catalog import T_INTENTS, T_MODELS, T_VERSIONS, Catalog
+from .catalog import Catalog
 from .owners import owner_dead, this_owner
 from .records import JournalEntry, parse_record_key
 
@@ -45,20 +45,24 @@ __all__ = ["add", "begin", "drop", "heal", "release", "stale"]
 
 
 def add(
-    conn: sa.Connection, kind: str, model: str, key: str = "", payload: bytes | None = None
+    catalog: Catalog,
+    conn: sa.Connection,
+    kind: str,
+    model: str,
+    key: str = "",
+    payload: bytes | None = None,
 ) -> str:
     """Record an intent inside transaction ``conn``; its id."""
     iid = uuid.uuid4().hex
-    conn.execute(
-        T_INTENTS.insert().values(
-            id=iid,
-            kind=kind,
-            model=model,
-            key=key,
-            payload=payload.decode() if payload is not None else "",
-            owner=this_owner(),
-            created_at=time.time(),
-        )
+    catalog.add_intent(
+        conn,
+        id=iid,
+        kind=kind,
+        model=model,
+        key=key,
+        payload=payload.decode() if payload is not None else "",
+        owner=this_owner(),
+        created_at=time.time(),
     )
     return iid
 
@@ -66,12 +70,12 @@ def add(
 def begin(catalog: Catalog, kind: str, model: str) -> str:
     """Record an intent in a transaction of its own (committed before the change starts)."""
     with catalog.tx(write=True, durable=False) as conn:
-        return add(conn, kind, model)
+        return add(catalog, conn, kind, model)
 
 
-def drop(conn: sa.Connection, *ids: str) -> None:
+def drop(catalog: Catalog, conn: sa.Connection, *ids: str) -> None:
     if ids:
-        conn.execute(T_INTENTS.delete().where(T_INTENTS.c.id.in_(ids)))
+        catalog.drop_intents(conn, *ids)
 
 
 def release(catalog: Catalog, *ids: str) -> None:
@@ -82,7 +86,7 @@ def release(catalog: Catalog, *ids: str) -> None:
 
     try:
         with catalog.tx(write=True, durable=False) as conn:
-            drop(conn, *ids)
+            drop(catalog, conn, *ids)
     except SafepointError:
         pass
 
@@ -90,7 +94,7 @@ def release(catalog: Catalog, *ids: str) -> None:
 def stale(store: Store) -> list[Any]:
     """The intents whose holder is gone."""
     with store.catalog.tx(single=True) as conn:
-        rows = conn.execute(sa.select(T_INTENTS)).all()
+        rows = store.catalog.intents(conn)
     cutoff = time.time() - store.lease_ttl
     return [r for r in rows if r.created_at < cutoff or owner_dead(r.owner or "")]
 
@@ -109,7 +113,7 @@ def heal(store: Store) -> list[str]:
             store.blobs.write_object(entry.key, entry.to_bytes())
             done.append(f"journaled the deletion of {entry.name}@{entry.version}")
             with store.catalog.tx(write=True, durable=False) as conn:
-                drop(conn, row.id)
+                drop(store.catalog, conn, row.id)
         else:  # written by a newer safepoint: leave it to that version
             continue
     return done
@@ -129,18 +133,11 @@ def _heal_record(store: Store, row: Any) -> list[str]:
         if parsed is not None:
             name, version, _ = parsed
             mid = _model_lock(store, conn, name)
-            committed = mid is not None and (
-                conn.execute(
-                    sa.select(sa.literal(1)).where(
-                        T_VERSIONS.c.model_id == mid, T_VERSIONS.c.version == version
-                    )
-                ).first()
-                is not None
-            )
+            committed = mid is not None and store.catalog.has_version(conn, mid, version)
             if not committed:
                 store.blobs.delete_object(row.key)
                 out.append(f"removed the record of {name}@{version} (its put never committed)")
-        drop(conn, row.id)
+        drop(store.catalog, conn, row.id)
     return out
 
 
@@ -149,14 +146,12 @@ def _heal_journal(store: Store, row: Any) -> list[str]:
     with store.catalog.tx(write=True) as conn:
         mid = _model_lock(store, conn, row.model)
         if mid is not None:
-            seq = conn.execute(
-                sa.select(T_MODELS.c.journal_seq).where(T_MODELS.c.id == mid)
-            ).scalar()
+            seq = store.catalog.journal_seq(conn, mid)
             for name, s, info in list(list_entries_of(store, row.model)):
                 if name == row.model and s > int(seq or 0):
                     store.blobs.delete_object(info.key)
                     out.append(f"removed journal entry {s} of {name} (its change never committed)")
-        drop(conn, row.id)
+        drop(store.catalog, conn, row.id)
     return out
 
 

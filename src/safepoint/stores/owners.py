@@ -21,7 +21,7 @@ import functools
 import os
 import socket
 
-__all__ = ["owner_dead", "process_start", "this_owner"]
+__all__ = ["owner_dead", "process_gone", "process_start", "this_owner"]
 
 
 @functools.cache
@@ -80,6 +80,14 @@ def this_owner() -> str:
             [host_name(), _boot_id(), _pid_namespace(), str(pid), process_start(pid)]
         )
     return owner
+
+
+def process_gone(host: str, pid: int) -> bool:
+    """True if process ``pid`` of ``host`` is known to be gone: the host is this one and
+    the PID does not run or is a zombie (killed, not reaped yet). The one liveness check
+    of the store: leases, gc marks and runs (:mod:`safepoint.stores.runs`) all use it, so a
+    zombie counts as dead everywhere."""
+    return owner_dead("", host, pid)
 
 
 def owner_dead(owner: str, host: str = "", pid: int = 0) -> bool:

@@ -46,12 +46,8 @@ from ..errors import (
     StoreError,
 )
 from .catalog import (
-    META,
-    T_ALIASES,
-    T_AUDIT,
-    T_MODELS,
-    T_STORE,
-    T_VERSIONS,
+    Catalog,
+    drop_tables,
     dumps_json,
     forget_catalog,
     loads_json,
@@ -236,8 +232,8 @@ def recover(store: Store, *, force: bool = False, dry_run: bool = False) -> Reco
         return report
     assert catalog is not None
     with catalog.tx(write=True) as conn:
-        catalog.upsert(conn, T_STORE, {"id": 1}, {"store_id": sid, "created_at": time.time()})
-        _apply(store, conn, found, report, existing or _empty_view())
+        catalog.set_store_id(conn, sid)
+        _apply(store, catalog, conn, found, report, existing or _empty_view())
         catalog.audit(
             conn,
             actor=store.actor,
@@ -344,55 +340,30 @@ def _rebuild_server_catalog(store: Store) -> Any:
     url = store.metadata_url
     if url is None:
         raise StoreError(f"no catalog URL to rebuild for {store.url!r}")
-    parsed = sa.make_url(url)
-    if parsed.drivername == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    engine = sa.create_engine(parsed)
-    try:
-        with engine.begin() as conn:
-            for table in reversed(META.sorted_tables):
-                conn.execute(sa.text(f"DROP TABLE IF EXISTS {table.name} CASCADE"))
-            conn.execute(sa.text("DROP TABLE IF EXISTS sp_schema CASCADE"))
-    finally:
-        engine.dispose()
+    drop_tables(url)
     return open_catalog(url)
 
 
-def _wipe(cat: Any) -> None:
+def _wipe(cat: Catalog) -> None:
     """Empty every safepoint table of ``cat`` (recover(force=True) on another store's)."""
-    with cat.tx(write=True) as conn:
-        for table in reversed(META.sorted_tables):
-            if table.name != "sp_schema":
-                conn.execute(table.delete())
+    cat.wipe()
 
 
 def _empty_view() -> dict[str, Any]:
     return {"models": {}, "versions": {}, "aliases": {}}
 
 
-def _catalog_view(cat: Any) -> dict[str, Any]:
+def _catalog_view(cat: Catalog) -> dict[str, Any]:
     """What the catalog holds: models (id, last_version, journal_seq), versions, aliases."""
     with cat.tx() as conn:
-        models = {
-            r.name: {"id": int(r.id), "last": int(r.last_version), "seq": int(r.journal_seq)}
-            for r in conn.execute(
-                sa.select(
-                    T_MODELS.c.name, T_MODELS.c.id, T_MODELS.c.last_version, T_MODELS.c.journal_seq
-                )
-            )
-        }
+        models = cat.model_counters(conn)
         ids = {m["id"]: n for n, m in models.items()}
         versions = {
-            (ids[int(r.model_id)], int(r.version)): r.digest
-            for r in conn.execute(
-                sa.select(T_VERSIONS.c.model_id, T_VERSIONS.c.version, T_VERSIONS.c.digest)
-            )
+            (ids[int(r.model_id)], int(r.version)): r.digest for r in cat.version_list(conn)
         }
         aliases: dict[str, dict[str, int]] = defaultdict(dict)
-        for r in conn.execute(
-            sa.select(T_ALIASES.c.model_id, T_ALIASES.c.alias, T_ALIASES.c.version)
-        ):
-            aliases[ids[int(r.model_id)]][r.alias] = int(r.version)
+        for mid, alias, version in cat.all_aliases(conn):
+            aliases[ids[mid]][alias] = version
     return {"models": models, "versions": versions, "aliases": dict(aliases)}
 
 
@@ -465,7 +436,12 @@ def _finish_report(found: Scan, report: RecoverReport) -> None:
 
 
 def _apply(
-    store: Store, conn: sa.Connection, found: Scan, report: RecoverReport, view: dict[str, Any]
+    store: Store,
+    catalog: Catalog,
+    conn: sa.Connection,
+    found: Scan,
+    report: RecoverReport,
+    view: dict[str, Any],
 ) -> None:
     audit: list[dict[str, Any]] = []
     for state in sorted(found.models.values(), key=lambda s: s.name):
@@ -473,7 +449,7 @@ def _apply(
         if not (inserts or deletes or take_aliases):
             continue
         report.models += 1
-        mid = _model_row(conn, state, view)
+        mid = _model_row(catalog, conn, state, view)
         restored = {v for (n, v) in view["versions"] if n == state.name}
         for v, rec in sorted(state.records.items()):
             if v in state.deleted and (state.name, v) not in view["versions"]:
@@ -500,7 +476,7 @@ def _apply(
                     description=edit.description or "",
                 )
                 report.edits_applied.append(f"{state.name}@{rec.version}")
-            conn.execute(T_VERSIONS.insert().values(model_id=mid, **row))
+            catalog.insert_version(conn, mid, row)
             _audit(
                 audit,
                 rec.created_at,
@@ -516,9 +492,7 @@ def _apply(
             report.versions_restored.append(f"{state.name}@{rec.version}")
             restored.add(rec.version)
         for v in deletes:
-            conn.execute(
-                T_VERSIONS.delete().where(T_VERSIONS.c.model_id == mid, T_VERSIONS.c.version == v)
-            )
+            catalog.delete_version(conn, mid, v)
             restored.discard(v)
             report.deletions_applied.append(f"{state.name}@{v}")
         for e in state.entries:
@@ -544,18 +518,17 @@ def _apply(
             elif e.op == "edit":
                 _audit(audit, e.at, e.actor, e.host, "edit", state.name, e.version, recovered=True)
                 if e.version is not None and (state.name, e.version) in view["versions"]:
-                    conn.execute(
-                        T_VERSIONS.update()
-                        .where(T_VERSIONS.c.model_id == mid, T_VERSIONS.c.version == e.version)
-                        .values(
-                            metrics=dumps_json(e.metrics or {}),
-                            tags=dumps_json(e.tags or {}),
-                            description=e.description or "",
-                        )
+                    catalog.update_version(
+                        conn,
+                        mid,
+                        e.version,
+                        metrics=e.metrics or {},
+                        tags=e.tags or {},
+                        description=e.description or "",
                     )
                     report.edits_applied.append(f"{state.name}@{e.version}")
         if take_aliases:
-            conn.execute(T_ALIASES.delete().where(T_ALIASES.c.model_id == mid))
+            keep: list[tuple[str, int, float, str]] = []
             for alias, v in sorted(state.aliases.items()):
                 if v not in restored:
                     report.not_restored.append(
@@ -566,52 +539,41 @@ def _apply(
                     (e for e in state.entries if e.op == "alias" and e.alias == alias),
                     key=lambda e: e.seq,
                 )
-                conn.execute(
-                    T_ALIASES.insert().values(
-                        model_id=mid,
-                        alias=alias,
-                        version=v,
-                        updated_at=last.at,
-                        updated_by=(last.actor or "recover")[:100],
-                    )
-                )
+                keep.append((alias, v, last.at, last.actor or "recover"))
                 report.aliases_restored.append(f"{state.name}@{alias}")
-    for row in sorted(audit, key=lambda r: r["at"]):
-        conn.execute(T_AUDIT.insert().values(**row))
+            catalog.replace_aliases(conn, mid, keep)
+    catalog.insert_audit_rows(conn, sorted(audit, key=lambda r: r["at"]))
     _finish_report(found, report)
 
 
-def _model_row(conn: sa.Connection, state: ModelState, view: dict[str, Any]) -> int:
+def _model_row(
+    catalog: Catalog, conn: sa.Connection, state: ModelState, view: dict[str, Any]
+) -> int:
     have = view["models"].get(state.name)
     first = state.records[min(state.records)] if state.records else None
     if have is None:
-        conn.execute(
-            T_MODELS.insert().values(
-                name=state.name,
-                created_at=first.created_at if first else time.time(),
-                created_by=(first.created_by if first else "recover")[:100],
-                last_version=state.last_version,
-                kind=state.kind,
-                journal_seq=state.journal_seq,
-            )
+        return catalog.insert_model(
+            conn,
+            state.name,
+            created_at=first.created_at if first else time.time(),
+            created_by=first.created_by if first else "recover",
+            last_version=state.last_version,
+            kind=state.kind,
+            journal_seq=state.journal_seq,
         )
-        mid = conn.execute(sa.select(T_MODELS.c.id).where(T_MODELS.c.name == state.name)).scalar()
-        return int(mid or 0)
-    conn.execute(
-        T_MODELS.update()
-        .where(T_MODELS.c.id == have["id"])
-        .values(
-            last_version=max(have["last"], state.last_version),
-            journal_seq=max(have["seq"], state.journal_seq),
-        )
+    catalog.set_model_counters(
+        conn,
+        have["id"],
+        last_version=max(have["last"], state.last_version),
+        journal_seq=max(have["seq"], state.journal_seq),
     )
     return int(have["id"])
 
 
 def _row_of(rec: VersionRecord) -> dict[str, Any]:
-    from .store import _version_row
+    from .store import version_row
 
-    return _version_row(rec)
+    return version_row(rec)
 
 
 def _audit(
@@ -648,11 +610,7 @@ def write_missing_records(store: Store) -> int:
     have = {(r.name, r.version) for r in list_records(store.blobs)}
     n = 0
     with store.catalog.tx() as conn:
-        rows = conn.execute(
-            sa.select(T_VERSIONS, T_MODELS.c.name.label("model_name"), T_MODELS.c.kind).join(
-                T_MODELS, T_MODELS.c.id == T_VERSIONS.c.model_id
-            )
-        ).all()
+        rows = store.catalog.all_versions(conn)
     for r in rows:
         if (r.model_name, int(r.version)) in have:
             continue
@@ -694,18 +652,7 @@ def sync_journal(store: Store, apply: bool = True, found: Scan | None = None) ->
     done: list[str] = []
     view = _catalog_view(store.catalog)
     with store.catalog.tx() as conn:
-        rows = {
-            (r.model_name, int(r.version)): r
-            for r in conn.execute(
-                sa.select(
-                    T_VERSIONS.c.version,
-                    T_VERSIONS.c.metrics,
-                    T_VERSIONS.c.tags,
-                    T_VERSIONS.c.description,
-                    T_MODELS.c.name.label("model_name"),
-                ).join(T_MODELS, T_MODELS.c.id == T_VERSIONS.c.model_id)
-            )
-        }
+        rows = {(r.model_name, int(r.version)): r for r in store.catalog.all_versions(conn)}
     for name, info in view["models"].items():
         state = found.models.get(name, ModelState(name))
         want_aliases = view["aliases"].get(name, {})
@@ -743,10 +690,10 @@ def sync_journal(store: Store, apply: bool = True, found: Scan | None = None) ->
             done += [f"edit {name}@{v}" for v, *_ in edits]
             done += [f"delete {name}@{v}" for v in deletions]
             continue
-        with store._change(name) as (conn, written, after):
+        with store.change(name) as (conn, written, after):
             mid = store.catalog.model_id(conn, name, lock=True)
             for a, v in sorted(stale_aliases.items()):
-                store._journal(
+                store.journal(
                     conn,
                     mid,
                     name,
@@ -758,7 +705,7 @@ def sync_journal(store: Store, apply: bool = True, found: Scan | None = None) ->
                 )
                 done.append(f"alias {name}@{a}")
             for v, m, t, d in edits:
-                store._journal(
+                store.journal(
                     conn,
                     mid,
                     name,
@@ -771,22 +718,11 @@ def sync_journal(store: Store, apply: bool = True, found: Scan | None = None) ->
                 )
                 done.append(f"edit {name}@{v}")
             for v in deletions:
-                after.append(store._journal(conn, mid, name, "delete", version=v, write=False))
+                after.append(store.journal(conn, mid, name, "delete", version=v, write=False))
                 done.append(f"delete {name}@{v}")
     return done
 
 
 def _audited_delete(store: Store, name: str, version: int) -> bool:
     with store.catalog.tx() as conn:
-        return (
-            conn.execute(
-                sa.select(sa.literal(1))
-                .where(
-                    T_AUDIT.c.name == name,
-                    T_AUDIT.c.version == version,
-                    T_AUDIT.c.action == "delete",
-                )
-                .limit(1)
-            ).first()
-            is not None
-        )
+        return store.catalog.was_audited(conn, name, version, "delete")

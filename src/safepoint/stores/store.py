@@ -60,22 +60,17 @@ catalog that does not match the blobs refuses writes and gc until ``recover``.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import getpass
 import hashlib
-import io
-import json
 import os
-import shutil
 import socket
 import time
-import uuid
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, BinaryIO, SupportsIndex
+from typing import TYPE_CHECKING, Any, SupportsIndex
 
 import sqlalchemy as sa
 
@@ -101,21 +96,18 @@ from .arguments import (
     count_arg,
     digest_arg,
     json_dict_arg,
+    kind_arg,
     metrics_arg,
+    names_arg,
     parents_arg,
     run_id_arg,
     seconds_arg,
     tags_arg,
     text_arg,
 )
-from .blobs import BlobStore, TempBlob, open_blobs, scheme_of
+from .blobs import BlobStore, open_blobs, scheme_of
 from .cache import load_cached, read_blob, resolve_cache
 from .catalog import (
-    T_ALIASES,
-    T_AUDIT,
-    T_MODELS,
-    T_STORE,
-    T_VERSIONS,
     Catalog,
     dumps_json,
     loads_json,
@@ -126,6 +118,7 @@ from .faults import os_error, os_errors
 from .gc import GcReport
 from .names import MAX_VERSION, check_alias, check_name, check_version, parse_ref
 from .records import JournalEntry, VersionRecord, record_key
+from .staging import BlobStaging, Staged
 
 if TYPE_CHECKING:
     from .check import CheckReport
@@ -222,17 +215,7 @@ class AuditEntry:
         return d
 
 
-@dataclass
-class Staged:
-    """A blob written, leased and promoted, waiting for its catalog row."""
-
-    digest: str
-    size: int
-    lease_ids: tuple[str, ...]  # of the temporary object and of the digest
-    inspection: _api.Inspection | None
-
-
-def _version_row(rec: VersionRecord) -> dict[str, Any]:
+def version_row(rec: VersionRecord) -> dict[str, Any]:
     """The ``versions`` columns (but ``model_id``) of a version record."""
     return {
         "version": rec.version,
@@ -277,116 +260,6 @@ def _mv_from_record(rec: VersionRecord, aliases: list[str]) -> ModelVersion:
     )
 
 
-#: kinds of models: put by users, or outputs of step workflows
-MODEL_KINDS = ("model", "step")
-
-
-def _kind_arg(kind: Any) -> str:
-    if kind not in MODEL_KINDS:
-        raise InvalidArgumentError(f"kind must be one of {', '.join(MODEL_KINDS)}, not {kind!r}")
-    return str(kind)
-
-
-def _raise_os_error(exc: BaseException, path: str, doing: str) -> None:
-    """Raise the store error for a raw ``OSError`` (a full disk while writing a blob, ...);
-    return for anything else (the caller re-raises it)."""
-    if isinstance(exc, OSError) and not isinstance(exc, SafepointError):
-        raise os_error(exc, path, doing) from None
-
-
-def _names_arg(value: Any, what: str) -> set[str]:
-    if isinstance(value, str):
-        return {value}
-    if not isinstance(value, Iterable) or not all(isinstance(v, str) for v in value):
-        raise InvalidArgumentError(f"{what} must be a list of str names")
-    return set(value)
-
-
-class _Miss(Exception):
-    """A read outside the bytes a :class:`_Tee` kept."""
-
-
-class _Tee:
-    """Passes writes to the blob's file and keeps the first one (the header) and the last
-    few (manifest, signature block, footer), so that the new file can be described
-    without reading it back from (possibly remote) storage."""
-
-    KEEP = 1 << 20
-
-    def __init__(self, f: BinaryIO) -> None:
-        self.f = f
-        self.pos = 0
-        self.head: tuple[int, bytes] | None = None
-        self.tail: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=4)
-
-    def write(self, data: Any) -> int:
-        mv = memoryview(data).cast("B")
-        n = len(mv)
-        if n <= self.KEEP:
-            seg = (self.pos, bytes(mv))
-            if self.head is None:
-                self.head = seg
-            else:
-                self.tail.append(seg)
-        elif self.head is None:
-            self.head = (self.pos, b"")
-        done = 0
-        while done < n:
-            k = self.f.write(mv[done:])
-            done += n - done if k is None else k
-        self.pos += n
-        return n
-
-    def flush(self) -> None:
-        self.f.flush()
-
-    def fileno(self) -> int:
-        return self.f.fileno()
-
-    def sparse(self) -> _Sparse:
-        segs = ([self.head] if self.head else []) + list(self.tail)
-        return _Sparse(self.pos, segs)
-
-
-class _Sparse(io.RawIOBase):
-    """A read-only file of ``size`` bytes of which only some segments are known."""
-
-    def __init__(self, size: int, segments: list[tuple[int, bytes]]) -> None:
-        self.size = size
-        self.segments = segments
-        self.at = 0
-
-    def seekable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        self.at = (
-            offset if whence == 0 else (self.at + offset if whence == 1 else self.size + offset)
-        )
-        return self.at
-
-    def tell(self) -> int:
-        return self.at
-
-    def read(self, n: int | None = -1) -> bytes:
-        if n is None or n < 0:
-            n = self.size - self.at
-        for start, data in self.segments:
-            if start <= self.at and self.at + n <= start + len(data):
-                out = data[self.at - start : self.at - start + n]
-                self.at += n
-                return out
-        raise _Miss(self.at, n)
-
-    def readinto(self, b: Any) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
-
 class Store:
     """A model store: content-addressed blobs plus a catalog (see the module docstring)."""
 
@@ -420,6 +293,8 @@ class Store:
         self.lease_ttl = lease_ttl
         self.blobs: BlobStore = open_blobs(url, storage_options, create=create)
         self.blobs.check()
+        #: writes blobs, leased until their catalog rows commit (puts, checkpointers)
+        self.staging = BlobStaging(self)
         #: the local read cache of remote blobs (stores/cache.py), or None
         self.cache = resolve_cache(cache, self.blobs)
         self.actor = _actor()
@@ -525,7 +400,7 @@ class Store:
         """True if this store writes version records and a journal beside its blobs."""
         return self.blobs.supports_objects
 
-    def _writable(self) -> None:
+    def require_writable(self) -> None:
         """Refuse a write or gc while the catalog does not match the blobs."""
         self._refresh_catalog()
         if self.problem is not None and self._catalog is not None:
@@ -544,7 +419,7 @@ class Store:
         self._catalog = open_catalog("sqlite:///" + cat.path)
         self._establish(create=False)
 
-    def _check_identity(self, conn: sa.Connection) -> None:
+    def check_identity(self, conn: sa.Connection) -> None:
         """Inside a write transaction: the catalog is still this store's (its SQLite file
         was not deleted or replaced under this process, its store id did not change)."""
         cat = self.catalog
@@ -556,7 +431,7 @@ class Store:
             )
         if self.store_id is None:
             return
-        sid = conn.execute(sa.select(T_STORE.c.store_id).where(T_STORE.c.id == 1)).scalar()
+        sid = cat.store_id(conn)
         if sid != self.store_id:
             raise RecoveryNeededError(
                 f"the catalog {cat.url} no longer belongs to store {self.url!r} (its store id "
@@ -582,114 +457,6 @@ class Store:
         """Release database connections (the store stays usable: they reopen on demand)."""
         if self._catalog is not None and not self._catalog.in_memory:
             self._catalog.close()
-
-    # -- writing blobs -------------------------------------------------------------------
-    def _begin(self) -> TempBlob:
-        """A temporary blob, leased in the catalog before it exists (so that no gc, even
-        with ``grace=0``, removes it while this process writes it)."""
-        tmp_id, lease_id = uuid.uuid4().hex, uuid.uuid4().hex
-        self.catalog.lease_temp(lease_id, tmp_id, self.host, os.getpid())
-        try:
-            tmp = self.blobs.begin(tmp_id)
-        except BaseException:
-            self._release(lease_id)
-            raise
-        tmp.lease_id = lease_id
-        return tmp
-
-    def _abort(self, tmp: TempBlob) -> None:
-        tmp.abort()
-        self._release(tmp.lease_id)
-
-    def _lease(self, digest: str, size: int, lease_id: str) -> None:
-        deadline = time.monotonic() + 120.0
-        while not self.catalog.lease(digest, size, lease_id, self.host, os.getpid()):
-            # a gc is deleting this very blob; it finishes in moments
-            if time.monotonic() > deadline:
-                raise StoreError(f"blob {digest} stayed locked by a gc for 2 minutes; retry")
-            time.sleep(0.05)
-
-    def _finish_stage(self, tmp: TempBlob, digest: str, size: int, durable: bool) -> Staged:
-        """Close, lease the final digest, promote. On error the caller calls _abort."""
-        tmp.close(durable)
-        digest_lease = uuid.uuid4().hex
-        self._lease(digest, size, digest_lease)
-        try:
-            tmp.promote(digest, durable)
-        except BaseException:
-            self._release(digest_lease)
-            raise
-        return Staged(digest, size, (tmp.lease_id, digest_lease), None)
-
-    def _release(self, *lease_ids: str) -> None:
-        with (
-            contextlib.suppress(SafepointError),
-            self.catalog.tx(write=True, durable=False) as conn,
-        ):
-            self.catalog.drop_lease(conn, *lease_ids)
-
-    def _stage_object(self, obj: Any, durable: bool = True, **dump_kwargs: Any) -> Staged:
-        tmp = self._begin()
-        try:
-            tee = _Tee(tmp.file)
-            res = _api.dump(obj, tee, **dump_kwargs)  # type: ignore[arg-type]
-            tmp.close(durable)
-            try:
-                # header, manifest and footer are still in memory: no read-back round trip
-                insp: _api.Inspection | None = _api.inspect(tee.sparse())  # type: ignore[arg-type]
-            except _Miss:
-                insp = self._inspect_temp(tmp)
-            if insp is not None and insp.digest != res.digest:  # pragma: no cover
-                raise IntegrityError("the blob changed while it was written")
-            staged = self._finish_stage(tmp, res.digest, res.size, durable)
-        except BaseException as exc:
-            self._abort(tmp)
-            _raise_os_error(exc, tmp.path, "write the blob")
-            raise
-        staged.inspection = insp
-        return staged
-
-    def _stage_stream(self, src: BinaryIO, durable: bool = True) -> Staged:
-        """Copy a safepoint file into a blob, validating it (manifest and checksums)."""
-        tmp = self._begin()
-        try:
-            shutil.copyfileobj(src, tmp.file, 8 << 20)
-            tmp.close(durable)
-            with self._open_temp(tmp) as f:
-                try:
-                    with open_file(f) as sf:
-                        problems = sf.verify(golden=False).problems
-                        insp = sf.inspect()
-                except FormatError as exc:
-                    raise FormatError(f"not a valid safepoint file: {exc}") from None
-            if problems:
-                raise IntegrityError("the file is corrupt: " + "; ".join(problems))
-            staged = self._finish_stage(tmp, insp.digest, insp.size, durable)
-        except BaseException as exc:
-            self._abort(tmp)
-            _raise_os_error(exc, tmp.path, "write the blob")
-            raise
-        staged.inspection = insp
-        return staged
-
-    @contextlib.contextmanager
-    def _open_temp(self, tmp: TempBlob) -> Iterator[BinaryIO]:
-        from .blobs import FsspecBlobs, LocalBlobs
-
-        if isinstance(self.blobs, LocalBlobs):
-            f: BinaryIO = open(os.path.join(self.blobs.tmp_dir, tmp.id + ".tmp"), "rb")  # noqa: SIM115
-        elif isinstance(self.blobs, FsspecBlobs):
-            f = self.blobs.fs.open(self.blobs._tmp(tmp.id), "rb")
-        else:  # pragma: no cover - third-party backends
-            raise StoreError("this blob backend cannot read temporary objects")
-        try:
-            yield f
-        finally:
-            f.close()
-
-    def _inspect_temp(self, tmp: TempBlob) -> _api.Inspection | None:
-        with self._open_temp(tmp) as f:
-            return _api.inspect(f)
 
     # -- versions ------------------------------------------------------------------------
     def put(
@@ -730,9 +497,11 @@ class Store:
             metrics, tags, alias, parents, data_digest, code_digest, description
         )
         rid = run_id_arg(run_id)
-        self._writable()
+        self.require_writable()
         self._check_parents(fields["parents"])
-        staged = self._stage_object(obj, compress=compress, metadata=meta, golden=golden, key=key)
+        staged = self.staging.stage_object(
+            obj, compress=compress, metadata=meta, golden=golden, key=key
+        )
         return self._commit(name, staged, meta, fields, run_id=rid, action="put")
 
     def put_file(
@@ -759,7 +528,7 @@ class Store:
         rid = run_id_arg(run_id)
         if not isinstance(path, str | os.PathLike):
             raise InvalidArgumentError(f"path must be a file path, not {type(path).__name__}")
-        self._writable()
+        self.require_writable()
         self._check_parents(fields["parents"])
         try:
             src = open(os.fspath(path), "rb")  # noqa: SIM115
@@ -772,7 +541,7 @@ class Store:
         except ValueError:  # a NUL in the path
             raise InvalidArgumentError(f"not a file path: {os.fspath(path)!r}") from None
         with src:
-            staged = self._stage_stream(src)
+            staged = self.staging.stage_stream(src)
         assert staged.inspection is not None
         meta = {**staged.inspection.metadata, **meta}
         return self._commit(name, staged, meta, fields, run_id=rid, action="put")
@@ -799,8 +568,6 @@ class Store:
 
     def _check_parents(self, parents: list[str]) -> None:
         """Every parent names a version of this store or a run of its runs table."""
-        from .catalog import T_RUNS
-
         missing = []
         for p in parents:
             try:
@@ -815,17 +582,12 @@ class Store:
                     pass
             elif pname:
                 with self.catalog.tx(single=True) as conn:
-                    has = conn.execute(
-                        sa.select(sa.literal(1))
-                        .select_from(T_VERSIONS.join(T_MODELS))
-                        .where(T_MODELS.c.name == pname)
-                        .limit(1)
-                    ).first()
-                if has is not None:
+                    has = self.catalog.has_versions(conn, pname)
+                if has:
                     continue
             with self.catalog.tx(single=True) as conn:
-                run = conn.execute(sa.select(T_RUNS.c.id).where(T_RUNS.c.id == p)).first()
-            if run is None:
+                run = self.catalog.run_exists(conn, p)
+            if not run:
                 missing.append(p)
         if missing:
             raise NotFoundError(
@@ -873,25 +635,20 @@ class Store:
         written: list[str] = []
         pending: list[str] = []
         try:
-            self._writable()
+            self.require_writable()
             with self.catalog.tx(write=True, durable=False) as conn:
-                self._check_identity(conn)
+                self.check_identity(conn)
                 mid = self.catalog.model_id(conn, name, create_by=self.actor, kind=kind)
-                last = conn.execute(
-                    sa.select(T_MODELS.c.last_version).where(T_MODELS.c.id == mid)
-                ).scalar()
-                version = int(last or 0) + 1
+                version = self.catalog.last_version(conn, mid) + 1
                 if version > MAX_VERSION:
                     raise StoreError(f"model {name!r} has used every version number")
-                conn.execute(
-                    T_MODELS.update().where(T_MODELS.c.id == mid).values(last_version=version)
-                )
+                self.catalog.set_last_version(conn, mid, version)
                 pending = []
                 if self.records_enabled:
                     key = record_key(name, version, staged.digest)
-                    pending.append(intents.add(conn, "record", name, key))
+                    pending.append(intents.add(self.catalog, conn, "record", name, key))
                     if alias is not None:
-                        pending.append(intents.add(conn, "journal", name))
+                        pending.append(intents.add(self.catalog, conn, "journal", name))
             now = time.time()
             rec = VersionRecord(
                 name=name,
@@ -918,9 +675,9 @@ class Store:
                 self.blobs.write_object(rec.key, rec.to_bytes())
                 written.append(rec.key)
             with self.catalog.tx(write=True) as conn:
-                self._check_identity(conn)
+                self.check_identity(conn)
                 mid = self.catalog.model_id(conn, name, lock=True)
-                conn.execute(T_VERSIONS.insert().values(model_id=mid, **_version_row(rec)))
+                self.catalog.insert_version(conn, mid, version_row(rec))
                 self.catalog.audit(
                     conn,
                     actor=self.actor,
@@ -935,9 +692,9 @@ class Store:
                 if alias is not None:
                     self._move_alias(conn, mid, name, alias, version, check=self._ANY, out=written)
                 self.catalog.drop_lease(conn, *staged.lease_ids)
-                intents.drop(conn, *pending)
+                intents.drop(self.catalog, conn, *pending)
         except BaseException:
-            self._release(*staged.lease_ids)
+            self.staging.release(*staged.lease_ids)
             self._unwrite(written)
             if self._catalog is not None:
                 intents.release(self._catalog, *pending)
@@ -951,7 +708,7 @@ class Store:
             with contextlib.suppress(SafepointError):
                 self.blobs.delete_object(key)
 
-    def _journal(
+    def journal(
         self,
         conn: sa.Connection,
         mid: int,
@@ -964,15 +721,8 @@ class Store:
     ) -> JournalEntry:
         """The model's next journal entry (its counter moves in ``conn``); written now
         (before the commit) when ``write``, else the caller writes it after the commit."""
-        conn.execute(
-            T_MODELS.update()
-            .where(T_MODELS.c.id == mid)
-            .values(journal_seq=T_MODELS.c.journal_seq + 1)
-        )
-        seq = conn.execute(sa.select(T_MODELS.c.journal_seq).where(T_MODELS.c.id == mid)).scalar()
-        entry = JournalEntry(
-            name=name, seq=int(seq or 0), op=op, actor=self.actor, host=self.host, **values
-        )
+        seq = self.catalog.next_journal_seq(conn, mid)
+        entry = JournalEntry(name=name, seq=seq, op=op, actor=self.actor, host=self.host, **values)
         if write and self.records_enabled:
             self.blobs.write_object(entry.key, entry.to_bytes())
             if out is not None:
@@ -1017,11 +767,7 @@ class Store:
         at now (``None``: it must not exist), or ``_ANY`` when the caller owns the target
         (put's own alias, inside its commit). The move is journaled before the commit.
         """
-        cur = conn.execute(
-            sa.select(T_ALIASES.c.version).where(
-                T_ALIASES.c.model_id == mid, T_ALIASES.c.alias == alias
-            )
-        ).scalar()
+        cur = self.catalog.alias_version(conn, mid, alias)
         if check is not self._ANY and cur != check:
             if check is None:
                 raise AliasConflictError(
@@ -1035,40 +781,11 @@ class Store:
             )
         if version is None and cur is None:
             raise NotFoundError(f"model {name!r} has no alias {alias!r}")
-        self._journal(conn, mid, name, "alias", alias=alias, version=version, previous=cur, out=out)
-        now = time.time()
-        if version is None:
-            n = conn.execute(
-                T_ALIASES.delete().where(
-                    T_ALIASES.c.model_id == mid,
-                    T_ALIASES.c.alias == alias,
-                    T_ALIASES.c.version == cur,
-                )
-            ).rowcount
-        elif cur is None:
-            # insert-or-conflict: of two creators that both saw no alias, one inserts
-            n = int(
-                self.catalog._insert_ignore(
-                    conn,
-                    T_ALIASES,
-                    model_id=mid,
-                    alias=alias,
-                    version=version,
-                    updated_at=now,
-                    updated_by=self.actor,
-                )
-            )
-        else:
-            n = conn.execute(
-                T_ALIASES.update()
-                .where(
-                    T_ALIASES.c.model_id == mid,
-                    T_ALIASES.c.alias == alias,
-                    T_ALIASES.c.version == cur,
-                )
-                .values(version=version, updated_at=now, updated_by=self.actor)
-            ).rowcount
-        if n != 1:
+        self.journal(conn, mid, name, "alias", alias=alias, version=version, previous=cur, out=out)
+        moved = self.catalog.move_alias(
+            conn, mid, alias, current=cur, version=version, actor=self.actor
+        )
+        if not moved:
             raise AliasConflictError(
                 f"alias {name}@{alias} changed while it was being moved; re-read it and retry"
             )
@@ -1085,7 +802,7 @@ class Store:
         return cur
 
     @contextlib.contextmanager
-    def _change(self, model: str) -> Iterator[tuple[sa.Connection, list[str], list[JournalEntry]]]:
+    def change(self, model: str) -> Iterator[tuple[sa.Connection, list[str], list[JournalEntry]]]:
         """A write transaction of a change to ``model``: ``(conn, written, after)``.
 
         ``written`` collects journal keys written before the commit (removed if it does
@@ -1093,19 +810,20 @@ class Store:
         covered by intents (:mod:`.intents`), so that a crash in between is undone or
         finished by the next writer that opens the store.
         """
-        self._writable()
+        self.require_writable()
         written: list[str] = []
         after: list[JournalEntry] = []
         before = intents.begin(self.catalog, "journal", model) if self.records_enabled else None
         after_ids: list[str] = []
         try:
             with self.catalog.tx(write=True) as conn:
-                self._check_identity(conn)
+                self.check_identity(conn)
                 yield conn, written, after
                 if before is not None:
-                    intents.drop(conn, before)
+                    intents.drop(self.catalog, conn, before)
                 after_ids = [
-                    intents.add(conn, "journal-after", model, e.key, e.to_bytes()) for e in after
+                    intents.add(self.catalog, conn, "journal-after", model, e.key, e.to_bytes())
+                    for e in after
                 ]
         except BaseException:
             self._unwrite(written)
@@ -1140,7 +858,7 @@ class Store:
             version = check_version(version, "version")
         if expected is not None:
             expected = check_version(expected, "expected")
-        with self._change(name) as (conn, written, _):
+        with self.change(name) as (conn, written, _):
             mid = self.catalog.model_id(conn, name, lock=True)
             v = self._resolve(conn, mid, name, version)
             self._row(conn, mid, name, v)
@@ -1156,7 +874,7 @@ class Store:
         name = check_name(name)
         alias = check_alias(alias)
         check = self._ANY if expected is None else check_version(expected, "expected")
-        with self._change(name) as (conn, written, _):
+        with self.change(name) as (conn, written, _):
             mid = self.catalog.model_id(conn, name, lock=True)
             cur = self._move_alias(conn, mid, name, alias, None, check=check, out=written)
         assert cur is not None
@@ -1188,10 +906,10 @@ class Store:
         name = check_name(name)
         new_metrics = metrics_arg(metrics)
         new_tags = tags_arg(tags)
-        drop_m = _names_arg(remove_metrics, "remove_metrics")
-        drop_t = _names_arg(remove_tags, "remove_tags")
+        drop_m = names_arg(remove_metrics, "remove_metrics")
+        drop_t = names_arg(remove_tags, "remove_tags")
         desc = None if description is None else text_arg(description, "description")
-        with self._change(name) as (conn, written, _):
+        with self.change(name) as (conn, written, _):
             mid = self.catalog.model_id(conn, name, lock=True)
             v = self._resolve(conn, mid, name, version)
             row = self._row(conn, mid, name, v)
@@ -1199,14 +917,10 @@ class Store:
             m = {k: x for k, x in {**old_m, **new_metrics}.items() if k not in drop_m}
             t = {k: x for k, x in {**old_t, **new_tags}.items() if k not in drop_t}
             d = row.description if desc is None else desc
-            self._journal(
+            self.journal(
                 conn, mid, name, "edit", version=v, metrics=m, tags=t, description=d, out=written
             )
-            conn.execute(
-                T_VERSIONS.update()
-                .where(T_VERSIONS.c.model_id == mid, T_VERSIONS.c.version == v)
-                .values(metrics=dumps_json(m), tags=dumps_json(t), description=d)
-            )
+            self.catalog.update_version(conn, mid, v, metrics=m, tags=t, description=d)
             changes = {
                 "metrics": {k: m.get(k) for k in set(old_m) | set(m) if old_m.get(k) != m.get(k)},
                 "tags": {k: t.get(k) for k in set(old_t) | set(t) if old_t.get(k) != t.get(k)},
@@ -1228,10 +942,8 @@ class Store:
         name = check_name(name)
         with self.catalog.tx() as conn:
             mid = self.catalog.model_id(conn, name)
-            rows = conn.execute(
-                sa.select(T_ALIASES.c.alias, T_ALIASES.c.version).where(T_ALIASES.c.model_id == mid)
-            ).all()
-        return {r.alias: int(r.version) for r in sorted(rows)}
+            rows = self.catalog.aliases_of(conn, mid)
+        return dict(rows)
 
     # -- reading -------------------------------------------------------------------------
     def _resolve(self, conn: sa.Connection, mid: int, name: str, version: Any) -> int:
@@ -1241,9 +953,7 @@ class Store:
             elif version == "latest":
                 version = None
         if version is None:
-            v = conn.execute(
-                sa.select(sa.func.max(T_VERSIONS.c.version)).where(T_VERSIONS.c.model_id == mid)
-            ).scalar()
+            v = self.catalog.latest_version(conn, mid)
             if v is None:
                 raise NotFoundError(f"model {name!r} has no versions")
             return int(v)
@@ -1253,15 +963,9 @@ class Store:
             return check_version(version)
         if isinstance(version, str):
             alias = check_alias(version)
-            v = conn.execute(
-                sa.select(T_ALIASES.c.version).where(
-                    T_ALIASES.c.model_id == mid, T_ALIASES.c.alias == alias
-                )
-            ).scalar()
+            v = self.catalog.alias_version(conn, mid, alias)
             if v is None:
-                known = conn.execute(
-                    sa.select(T_ALIASES.c.alias).where(T_ALIASES.c.model_id == mid)
-                ).scalars()
+                known = [a for a, _ in self.catalog.aliases_of(conn, mid)]
                 raise NotFoundError(
                     f"model {name!r} has no alias {alias!r} (aliases: "
                     f"{', '.join(sorted(known)) or 'none'})"
@@ -1272,17 +976,9 @@ class Store:
         )
 
     def _row(self, conn: sa.Connection, mid: int, name: str, version: int) -> sa.Row[Any]:
-        row = conn.execute(
-            sa.select(T_VERSIONS).where(
-                T_VERSIONS.c.model_id == mid, T_VERSIONS.c.version == version
-            )
-        ).first()
+        row = self.catalog.version_row(conn, mid, version)
         if row is None:
-            have = conn.execute(
-                sa.select(
-                    sa.func.min(T_VERSIONS.c.version), sa.func.max(T_VERSIONS.c.version)
-                ).where(T_VERSIONS.c.model_id == mid)
-            ).one()
+            have = self.catalog.version_range(conn, mid)
             hint = f"it has versions {have[0]}..{have[1]}" if have[0] is not None else "none left"
             raise NotFoundError(f"model {name!r} has no version {version} ({hint})")
         return row
@@ -1311,10 +1007,8 @@ class Store:
 
     def _alias_map(self, conn: sa.Connection, mid: int) -> dict[int, list[str]]:
         out: dict[int, list[str]] = {}
-        for r in conn.execute(
-            sa.select(T_ALIASES.c.alias, T_ALIASES.c.version).where(T_ALIASES.c.model_id == mid)
-        ):
-            out.setdefault(int(r.version), []).append(r.alias)
+        for alias, version in self.catalog.aliases_of(conn, mid):
+            out.setdefault(version, []).append(alias)
         return {k: sorted(v) for k, v in out.items()}
 
     def info(self, name: str, version: SupportsIndex | str | None = None) -> ModelVersion:
@@ -1334,11 +1028,7 @@ class Store:
         with self.catalog.tx() as conn:
             mid = self.catalog.model_id(conn, name)
             amap = self._alias_map(conn, mid)
-            rows = conn.execute(
-                sa.select(T_VERSIONS)
-                .where(T_VERSIONS.c.model_id == mid)
-                .order_by(T_VERSIONS.c.version)
-            ).all()
+            rows = self.catalog.version_rows(conn, mid)
         return [self._version(r, name, amap.get(int(r.version), [])) for r in rows]
 
     def models(self, prefix: str | None = None, *, kind: str | None = None) -> list[str]:
@@ -1347,45 +1037,22 @@ class Store:
         ``kind``: only models of that kind: ``"model"`` (put by users) or ``"step"``
         (outputs of step workflows); None: every kind.
         """
-        q = (
-            sa.select(T_MODELS.c.name)
-            .where(sa.exists().where(T_VERSIONS.c.model_id == T_MODELS.c.id))
-            .order_by(T_MODELS.c.name)
-        )
         if prefix is not None and not isinstance(prefix, str):
             raise InvalidNameError(f"prefix must be a str like 'project', not {prefix!r}")
-        if prefix:
-            p = check_name(prefix.rstrip("/"), "prefix")
-            q = q.where(T_MODELS.c.name.startswith(p + "/", autoescape=True))
-        if kind is not None:
-            q = q.where(T_MODELS.c.kind == _kind_arg(kind))
+        p = check_name(prefix.rstrip("/"), "prefix") if prefix else None
+        k = None if kind is None else kind_arg(kind)
         with self.catalog.tx() as conn:
-            return list(conn.execute(q).scalars())
+            return self.catalog.model_names(conn, p, k)
 
     def summary(self, *, kind: str | None = None) -> list[dict[str, Any]]:
         """One row per model: name, kind, number of versions, latest version and its time,
         total size, aliases. ``kind`` as for :meth:`models`."""
-        q = (
-            sa.select(
-                T_MODELS.c.name,
-                T_MODELS.c.id,
-                T_MODELS.c.kind,
-                sa.func.count(T_VERSIONS.c.version).label("n"),
-                sa.func.max(T_VERSIONS.c.version).label("latest"),
-                sa.func.max(T_VERSIONS.c.created_at).label("updated"),
-                sa.func.sum(T_VERSIONS.c.size).label("bytes"),
-            )
-            .join(T_VERSIONS, T_VERSIONS.c.model_id == T_MODELS.c.id)
-            .group_by(T_MODELS.c.id, T_MODELS.c.name, T_MODELS.c.kind)
-            .order_by(T_MODELS.c.name)
-        )
-        if kind is not None:
-            q = q.where(T_MODELS.c.kind == _kind_arg(kind))
+        k = None if kind is None else kind_arg(kind)
         with self.catalog.tx() as conn:
-            rows = conn.execute(q).all()
+            rows = self.catalog.model_summary(conn, k)
             aliases: dict[int, dict[str, int]] = {}
-            for a in conn.execute(sa.select(T_ALIASES)):
-                aliases.setdefault(int(a.model_id), {})[a.alias] = int(a.version)
+            for mid, alias, version in self.catalog.all_aliases(conn):
+                aliases.setdefault(mid, {})[alias] = version
         return [
             {
                 "name": r.name,
@@ -1417,11 +1084,11 @@ class Store:
         (``mmap`` maps a local store's blob, or a remote store's cached copy).
         """
         mv = self.info(name, version)
-        return self._load_blob(
+        return self.load_blob(
             mv.digest, mv.ref, trusted=trusted, mmap=mmap, env=env, key=key, size=mv.size
         )
 
-    def _load_blob(
+    def load_blob(
         self,
         digest: str,
         what: str,
@@ -1565,27 +1232,19 @@ class Store:
         return report
 
     def _record_verify(self, mv: ModelVersion, report: _api.VerifyReport) -> None:
-        from .catalog import T_VERIFY
-
-        row = {"at": time.time(), "ok": bool(report.ok), "report": dumps_json(report.to_dict())}
+        at, ok, text = time.time(), bool(report.ok), dumps_json(report.to_dict())
         if self.catalog.read_only:
             return  # verify still reports; a read-only store cannot remember the result
         with self.catalog.tx(write=True) as conn:
             mid = self.catalog.model_id(conn, mv.name)
-            self.catalog.upsert(conn, T_VERIFY, {"model_id": mid, "version": mv.version}, row)
+            self.catalog.record_verify(conn, mid, mv.version, at=at, ok=ok, report=text)
 
     def last_verify(self, name: str, version: int | str | None = None) -> dict[str, Any] | None:
         """The last :meth:`verify` report of a version (``at`` added), or None if never."""
-        from .catalog import T_VERIFY
-
         mv = self.info(name, version)
         with self.catalog.tx() as conn:
             mid = self.catalog.model_id(conn, mv.name)
-            row = conn.execute(
-                sa.select(T_VERIFY).where(
-                    T_VERIFY.c.model_id == mid, T_VERIFY.c.version == mv.version
-                )
-            ).first()
+            row = self.catalog.verify_row(conn, mid, mv.version)
         if row is None:
             return None
         report: dict[str, Any] = loads_json(row.report, {})
@@ -1622,19 +1281,14 @@ class Store:
         for value, what in ((parent, "parent"), (tag, "tag")):
             if value is not None and not isinstance(value, str):
                 raise InvalidArgumentError(f"{what} must be a str, not {type(value).__name__}")
-        q = sa.select(T_VERSIONS, T_MODELS.c.name.label("model_name")).join(
-            T_MODELS, T_MODELS.c.id == T_VERSIONS.c.model_id
-        )
-        if data_digest is not None:
-            q = q.where(T_VERSIONS.c.data_digest == data_digest)
-        if code_digest is not None:
-            q = q.where(T_VERSIONS.c.code_digest == code_digest)
-        if run_id is not None:
-            q = q.where(T_VERSIONS.c.run_id == run_id)
-        if parent is not None:
-            q = q.where(T_VERSIONS.c.parents.contains(json.dumps(parent)))
         with self.catalog.tx() as conn:
-            rows = conn.execute(q.order_by(T_MODELS.c.name, T_VERSIONS.c.version)).all()
+            rows = self.catalog.find_versions(
+                conn,
+                data_digest=data_digest,
+                code_digest=code_digest,
+                run_id=run_id,
+                parent=parent,
+            )
             out = []
             for r in rows:
                 mv = self._version(r, r.model_name, [])
@@ -1656,15 +1310,10 @@ class Store:
         version numbers. Each deletion is audited and journaled beside the blobs.
         """
         name = check_name(name)
-        with self._change(name) as (conn, written, after):
+        with self.change(name) as (conn, written, after):
             mid = self.catalog.model_id(conn, name, lock=True)
             if version is None:
-                targets = [
-                    int(v)
-                    for v in conn.execute(
-                        sa.select(T_VERSIONS.c.version).where(T_VERSIONS.c.model_id == mid)
-                    ).scalars()
-                ]
+                targets = self.catalog.version_numbers(conn, mid)
             else:
                 v = self._resolve(conn, mid, name, version)
                 self._row(conn, mid, name, v)
@@ -1680,11 +1329,7 @@ class Store:
             for a, v in held.items():
                 self._move_alias(conn, mid, name, a, None, check=v, out=written)
             for v in targets:
-                conn.execute(
-                    T_VERSIONS.delete().where(
-                        T_VERSIONS.c.model_id == mid, T_VERSIONS.c.version == v
-                    )
-                )
+                self.catalog.delete_version(conn, mid, v)
                 self.catalog.audit(
                     conn,
                     actor=self.actor,
@@ -1694,7 +1339,7 @@ class Store:
                     version=v,
                     aliases=[a for a, hv in held.items() if hv == v],
                 )
-                after.append(self._journal(conn, mid, name, "delete", version=v, write=False))
+                after.append(self.journal(conn, mid, name, "delete", version=v, write=False))
         return sorted(targets)
 
     def gc(
@@ -1775,12 +1420,12 @@ class Store:
             "code_digest": mv.code_digest,
             "description": mv.description,
         }
-        target._writable()
+        target.require_writable()
         with self.blobs.open(mv.digest) as src:
-            staged = target._stage_stream(src)
+            staged = target.staging.stage_stream(src)
         assert staged.inspection is not None
         if staged.digest != mv.digest:
-            target._release(*staged.lease_ids)
+            target.staging.release(*staged.lease_ids)
             raise IntegrityError(
                 f"the copy of {mv.ref} has digest {staged.digest}, expected {mv.digest}: the "
                 "source blob is damaged"
@@ -1814,14 +1459,7 @@ class Store:
         digest as ``mv``: a copy that :meth:`copy` would not make again. None if none."""
         name = check_name(name if name is not None else mv.name)
         with self.catalog.tx() as conn:
-            mid = conn.execute(sa.select(T_MODELS.c.id).where(T_MODELS.c.name == name)).scalar()
-            if mid is None:
-                return None
-            v = conn.execute(
-                sa.select(sa.func.max(T_VERSIONS.c.version)).where(
-                    T_VERSIONS.c.model_id == mid, T_VERSIONS.c.digest == mv.digest
-                )
-            ).scalar()
+            v = self.catalog.latest_with_digest(conn, name, mv.digest)
         return None if v is None else self.info(name, int(v))
 
     # -- recovery and checks ---------------------------------------------------------------
@@ -1867,13 +1505,9 @@ class Store:
             raise InvalidArgumentError(
                 f"action must be one of {', '.join(AUDIT_ACTIONS)}, not {action!r}"
             )
-        q = sa.select(T_AUDIT).order_by(T_AUDIT.c.id.desc()).limit(limit)
-        if name is not None:
-            q = q.where(T_AUDIT.c.name == check_name(name))
-        if action is not None:
-            q = q.where(T_AUDIT.c.action == action)
+        name = None if name is None else check_name(name)
         with self.catalog.tx() as conn:
-            rows = conn.execute(q).all()
+            rows = self.catalog.audit_rows(conn, name, action, limit)
         return [
             AuditEntry(
                 id=int(r.id),

@@ -74,40 +74,18 @@ def _finite(x: Any) -> Any:
 # -- the model list: metrics, tags and filters -------------------------------------------------
 def latest_details(store: Any, names: Iterable[str]) -> dict[str, dict[str, Any]]:
     """The metrics and tags of the latest version of each model in ``names`` (one query)."""
-    import sqlalchemy as sa
-
-    from ..stores.catalog import T_MODELS, T_VERSIONS, loads_json
-
     wanted = list(dict.fromkeys(names))
     if not wanted:
         return {}
     out: dict[str, dict[str, Any]] = {}
     with store.catalog.tx() as conn:
-        for chunk in range(0, len(wanted), 500):
-            # the latest version of just these models (an index range per model)
-            ids = sa.select(T_MODELS.c.id).where(T_MODELS.c.name.in_(wanted[chunk : chunk + 500]))
-            latest = (
-                sa.select(T_VERSIONS.c.model_id, sa.func.max(T_VERSIONS.c.version).label("v"))
-                .where(T_VERSIONS.c.model_id.in_(ids))
-                .group_by(T_VERSIONS.c.model_id)
-                .subquery()
-            )
-            rows = conn.execute(
-                sa.select(T_MODELS.c.name, T_VERSIONS.c.metrics, T_VERSIONS.c.tags)
-                .join(latest, latest.c.model_id == T_MODELS.c.id)
-                .join(
-                    T_VERSIONS,
-                    (T_VERSIONS.c.model_id == latest.c.model_id)
-                    & (T_VERSIONS.c.version == latest.c.v),
-                )
-            ).all()
-            for r in rows:
-                metrics = loads_json(r.metrics, {})
-                tags = loads_json(r.tags, {})
-                out[r.name] = {
-                    "metrics": metrics if isinstance(metrics, dict) else {},
-                    "tags": tags if isinstance(tags, dict) else {},
-                }
+        # the latest version of just these models (an index range per model)
+        latest = store.catalog.latest_metrics_and_tags(conn, wanted)
+    for name, (metrics, tags) in latest.items():
+        out[name] = {
+            "metrics": metrics if isinstance(metrics, dict) else {},
+            "tags": tags if isinstance(tags, dict) else {},
+        }
     return out
 
 
@@ -324,16 +302,8 @@ def _plain(node: Any, reader: Any, depth: int = 0) -> Any:
 
 def raw_checkpoint(store: Any, ckpt_name: str, key: str) -> bytes | None:
     """The stored bytes of a checkpointer value (inline in the catalog, or its blob)."""
-    import sqlalchemy as sa
-
-    from ..stores.catalog import T_CKPT
-
     with store.catalog.tx() as conn:
-        row = conn.execute(
-            sa.select(T_CKPT.c.kind, T_CKPT.c.digest, T_CKPT.c.value).where(
-                T_CKPT.c.name == ckpt_name, T_CKPT.c.key == key
-            )
-        ).first()
+        row = store.catalog.checkpoint_row(conn, ckpt_name, key)
     if row is None:
         return None
     if row.digest is not None:
@@ -515,17 +485,10 @@ def steps_rows(run: Any) -> list[dict[str, Any]]:
 
 def checkpointer_namespaces(store: Any) -> list[dict[str, Any]]:
     """Every checkpointer with its description and number of keys."""
-    import sqlalchemy as sa
-
-    from ..stores.catalog import T_CKPT, T_CKPTS
-
     with store.catalog.tx() as conn:
-        counts = dict(
-            conn.execute(sa.select(T_CKPT.c.name, sa.func.count()).group_by(T_CKPT.c.name)).all()
-        )
-        rows = conn.execute(sa.select(T_CKPTS).order_by(T_CKPTS.c.name)).all()
+        rows = store.catalog.list_checkpointers(conn)
     return [
         # "n_keys", not "keys": a template's c.keys would be the dict method
-        {"name": r.name, "description": r.description, "n_keys": int(counts.get(r.name, 0))}
+        {"name": r.name, "description": r.description, "n_keys": int(r.n)}
         for r in rows
     ]

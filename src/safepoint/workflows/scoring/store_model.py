@@ -4,18 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...stores.opening import StoreLike, open_store
 from .model import ModelHandle
 
 __all__ = ["StoreModelHandle", "open_store"]
-
-
-def open_store(store: Any) -> Any:
-    """A :class:`~safepoint.stores.Store` from a Store, a URL/folder, or None (the default)."""
-    from ...stores import Store, default_store_url
-
-    if isinstance(store, Store):
-        return store
-    return Store(store if store is not None else default_store_url())
 
 
 class StoreModelHandle(ModelHandle):
@@ -25,7 +17,7 @@ class StoreModelHandle(ModelHandle):
     version and ``NAME@ALIAS`` follows the alias.
     """
 
-    def __init__(self, ref: str, *, store: Any = None, trusted: Any = ()) -> None:
+    def __init__(self, ref: str, *, store: StoreLike = None, trusted: Any = ()) -> None:
         super().__init__()
         from ...stores.names import parse_ref
 
