@@ -99,3 +99,33 @@ def test_fresh_process_measurements(tmp_path: Path) -> None:
     # a fresh process reports its own peak memory (Linux: VmHWM after a reset)
     assert all(isinstance(s.get("peak"), int) and s["peak"] >= 0 for s in load.values())
     assert res["summary"]["save"]["safepoint"]["size"] >= res["meta"]["deep_size"] // 2
+
+
+def test_bench_small_runs(tmp_path: Path) -> None:
+    """bench/bench_small.py at one round (correctness of the harness, no timings)."""
+    out = tmp_path / "small.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.bench_small",
+            "--repeat",
+            "1",
+            "--only",
+            "empty,dict,pipe",
+            "--libs",
+            "pickle,safepoint",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "fixed cost per call" in proc.stdout
+    data = json.loads(out.read_text())
+    assert set(data["results"]) == {"empty", "dict", "pipe"}
+    assert set(data["results"]["pipe"]) == {"pickle", "safepoint"}

@@ -15,6 +15,7 @@ of a buffer (in the calling thread) with its hash (on a worker).
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections import deque
@@ -49,7 +50,13 @@ def io_threads() -> int:
             return max(1, int(env))
         except ValueError:
             pass
-    return max(1, min(4, os.cpu_count() or 1))
+    return max(1, min(4, _cpus()))
+
+
+@functools.cache
+def _cpus() -> int:
+    # os.cpu_count() reads sysfs on Linux: once per process, not once per save
+    return os.cpu_count() or 1
 
 
 def executor(n: int) -> ThreadPoolExecutor:

@@ -40,7 +40,7 @@ from .environment import check, compare
 from .guard import guarded
 from .integrity import claimed_signature, verify_auth_block
 from .reader import Reader, open_reader
-from .trust import TrustPolicy, resolve, type_name
+from .trust import TrustPolicy, default_policy, resolve, type_name
 
 __all__ = [
     "GOLDEN_METHODS",
@@ -83,7 +83,7 @@ def _construct(
     if key is not None:
         verify_auth_block(reader.auth_block, reader.manifest_bytes, key)
         reader.strong = True
-    policy = TrustPolicy(trusted)
+    policy = _policy(trusted)
     bad = policy.untrusted(reader.types)
     if bad:
         raise UntrustedTypesError(bad)
@@ -92,9 +92,16 @@ def _construct(
         with _guard(reader, policy, "loading"):
             resolved = [resolve(m, q, k) for m, q, k in reader.types]
             dec = Decoder(reader, resolved, policy=policy, mmap=mmap)
-            with warnings.catch_warnings():
-                # safepoint explains version differences itself (env=)
-                warnings.filterwarnings("ignore", message=".*Trying to unpickle estimator.*")
+            if any(m.partition(".")[0] not in _NO_VERSION_WARNING for m, _, _ in reader.types):
+                with warnings.catch_warnings():
+                    # scikit-learn's __setstate__ (also that of a class trusted by name
+                    # that derives from BaseEstimator) warns of a version change:
+                    # safepoint explains version differences itself (env=)
+                    warnings.filterwarnings("ignore", message=".*Trying to unpickle estimator.*")
+                    with paused():
+                        value = dec.decode(node)
+            else:
+                # nothing else warns so (catch_warnings costs more than a small load)
                 with paused():
                     value = dec.decode(node)
         if reader.mapped and (verify_mapped or key is not None):
@@ -110,6 +117,17 @@ def _construct(
             f"the file's contents do not rebuild a valid object ({type(exc).__name__}: {exc}); "
             "it is corrupt, crafted, or was written by an incompatible library version"
         ) from None
+
+
+#: packages whose types never run scikit-learn's __setstate__ (no version warning to hide)
+_NO_VERSION_WARNING = frozenset({"builtins", "numpy", "scipy", "pandas", "collections"})
+
+
+def _policy(trusted: Any) -> TrustPolicy:
+    """The trust policy for ``trusted=``: the default one is built once per process."""
+    if trusted is None or (type(trusted) is tuple and not trusted):
+        return default_policy()
+    return TrustPolicy(trusted)
 
 
 def _guard(reader: Reader, policy: TrustPolicy, what: str) -> Any:

@@ -7,6 +7,7 @@ made by ``tools/make_drift_files.py``).
 
 from __future__ import annotations
 
+import functools
 import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -113,7 +114,13 @@ def _simple_imputer_fill_dtype(state: Any, dec: Decoder) -> Any:
 
 
 def _installed_at_least(*version: int) -> bool:
-    return version_tuple(installed_version()) >= version
+    # asked once per object of a forest or a boosted model: the parse is cached
+    return _installed_tuple(installed_version()) >= version
+
+
+@functools.lru_cache(maxsize=16)
+def _installed_tuple(version: str) -> tuple[int, ...]:
+    return version_tuple(version)
 
 
 def _class(name: str) -> Any:
