@@ -32,7 +32,12 @@ def print_inspection(info: api.Inspection) -> None:
     )
     out.print(
         f"digest {info.digest}"
-        + (f", signed ({info.signed}; not verified: `verify --key`)" if info.signed else "")
+        + (f", signature {info.signed} valid" if info.signed else "")
+        + (
+            f", has a signature block ({info.signature_claimed}; not verified: `verify --key`)"
+            if info.signature_claimed and not info.signed
+            else ""
+        )
     )
     table = Table("type", "kind", "trusted")
     for t in info.types:

@@ -161,8 +161,13 @@ class Inspection:
     signature: dict[str, Any] | None
     metadata: dict[str, Any]
     digest: str
+    #: the algorithm whose signature was *verified* (``inspect(..., key=)``); None
+    #: without a key: a signature is reported only by checking it
     signed: str | None
     golden: list[str] = field(default_factory=list)
+    #: what the file's signature block claims (well-formed, naming the manifest's
+    #: algorithm); anyone can write a claim: not verified, shown as such
+    signature_claimed: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -296,7 +301,10 @@ class SafepointFile:
             "size": self.size,
             "digest": reader.digest,
             "n_buffers": len(reader.buffers),
-            "signed": claimed_signature(reader.auth_block, reader.manifest.get("signed")),
+            # a claim, named as one: only verify/load with key= check a signature
+            "signature_claimed": claimed_signature(
+                reader.auth_block, reader.manifest.get("signed")
+            ),
         }
 
     @property
@@ -320,8 +328,10 @@ class SafepointFile:
         """Names of the types that :meth:`load` would refuse (with ``trusted``)."""
         return TrustPolicy(trusted).untrusted(self._live().types)
 
-    def inspect(self, trusted: Trusted = ()) -> Inspection:
-        """What the file holds (see :func:`safepoint.inspect`); reads no data buffer."""
+    def inspect(self, trusted: Trusted = (), *, key: KeyLike = None) -> Inspection:
+        """What the file holds (see :func:`safepoint.inspect`); reads no data buffer.
+
+        ``signed`` only when ``key`` verifies the signature (``IntegrityError`` if not)."""
         reader = self._live()
         policy = TrustPolicy(trusted)
         m = reader.manifest
@@ -346,10 +356,11 @@ class SafepointFile:
             signature=m.get("signature") if isinstance(m.get("signature"), dict) else None,
             metadata=dict(m["metadata"]) if isinstance(m.get("metadata"), dict) else {},
             digest=reader.digest,
-            # what the file claims (a well-formed block naming the manifest's algorithm);
-            # only verify/load with key= check the signature itself
-            signed=claimed_signature(reader.auth_block, reader.manifest.get("signed")),
+            # reported signed only when checked with the key (IntegrityError otherwise);
+            # the block's claim alone is state from the file, shown as a claim
+            signed=verify_auth_block(reader.auth_block, reader.manifest_bytes, key),
             golden=_golden_names(golden),
+            signature_claimed=claimed_signature(reader.auth_block, reader.manifest.get("signed")),
         )
 
     def verify(
