@@ -196,10 +196,10 @@ def score(
         else:
             emit_json(summary)
     elif report.already_complete:
-        from ..workflows.scoring.pipeline import _complete_message
+        from ..workflows.scoring.pipeline import complete_message
 
         click.echo(
-            f"{_complete_message(report)} in {output}; nothing to do "
+            f"{complete_message(report)} in {output}; nothing to do "
             "(--restart scores the input again)",
             err=output == "-",
         )
