@@ -52,6 +52,7 @@ def _bench(tmp_path: Path, *args: str) -> dict:
     return data
 
 
+@pytest.mark.slow
 def test_all_models_and_libraries_round_trip(tmp_path: Path) -> None:
     data = _bench(tmp_path, "--inprocess", "--compress-models", "all")
     models = data["models"]
@@ -88,6 +89,7 @@ def test_all_models_and_libraries_round_trip(tmp_path: Path) -> None:
         assert f"| {name} |" in table
 
 
+@pytest.mark.slow
 def test_fresh_process_measurements(tmp_path: Path) -> None:
     data = _bench(tmp_path, "--models", "M5", "--libs", "pickle,safepoint,safepoint-mmap")
     res = data["models"]["M5"]

@@ -870,6 +870,7 @@ HOSTILE_VALUES: list[Any] = [
 ]
 
 
+@pytest.mark.slow
 def test_wrong_types_in_every_node_field(rich_bytes: bytes) -> None:
     """Every field of every node gets hostile values (all of them with SAFEPOINT_FULL=1,
     two per field, rotating through the list, otherwise)."""

@@ -68,6 +68,7 @@ def refused(data: bytes, mutate: Callable[[Crafted], Any]) -> SafepointError:
     return info.value
 
 
+@pytest.mark.slow
 def test_the_model_is_a_table_and_predicts(hgb: tuple[Any, bytes]) -> None:
     model, data = hgb
     c = Crafted.from_bytes(data)

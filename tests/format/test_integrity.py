@@ -250,6 +250,7 @@ def test_verify_reports_what_mmap_load_did_not_check(tmp_path: Path, signed: boo
     del loaded
 
 
+@pytest.mark.slow
 def test_cli_verify_exit_code(tmp_path: Path) -> None:
     path = tmp_path / "big.sp"
     sp.dump({"big": np.arange(300_000, dtype=np.float64)}, path)

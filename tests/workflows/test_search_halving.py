@@ -75,6 +75,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.slow
 def test_halving_equals_scikit_learn_fresh_and_resumed(case: str, tmp_path: Any) -> None:
     sk_cls, our_cls, estimator, params, kwargs = CASES[case]
     theirs = sk_cls(clone(estimator), params, **kwargs).fit(X, Y)
@@ -89,6 +90,7 @@ def test_halving_equals_scikit_learn_fresh_and_resumed(case: str, tmp_path: Any)
     assert_same_halving(again, theirs)
 
 
+@pytest.mark.slow
 def test_interrupted_halving_resumes_with_only_the_missing_fits(tmp_path: Any) -> None:
     grid = {"max_depth": [1, 2, 3, 4, 6, None], "criterion": ["gini", "entropy"]}
     kw: dict[str, Any] = dict(cv=3, factor=2, random_state=0, scoring=slow_accuracy)

@@ -88,6 +88,7 @@ def lines(path: Path) -> int:
 
 
 @pytest.mark.timeout(400)
+@pytest.mark.slow
 def test_seed002_search_killed_and_resumed(tmp_path: Path) -> None:
     seed_value = int(os.environ.get("SAFEPOINT_KILL_SEED", random.randrange(2**32)))
     rng = random.Random(seed_value)

@@ -170,6 +170,7 @@ def test_ledgers_of_the_first_format_are_read(tmp_path: Any) -> None:
         knn(grid, other).fit(X, y)
 
 
+@pytest.mark.slow
 def test_the_final_refit_is_checkpointed(tmp_path: Any) -> None:
     X, y = CLF
     ckpt = tmp_path / "ck"

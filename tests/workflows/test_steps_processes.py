@@ -110,6 +110,7 @@ def _run(args: list[str], cwd: Path, timeout: float = 120, **env: str) -> dict[s
     return result
 
 
+@pytest.mark.slow
 def test_seed_001_example(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(500, 3))
@@ -254,6 +255,7 @@ def _finish(
     return result
 
 
+@pytest.mark.slow
 def test_kill_9_during_a_step_resumes_at_that_step(tmp_path: Path) -> None:
     store_dir = tmp_path / "store"
     mark = tmp_path / "mark.txt"
@@ -294,6 +296,7 @@ def _import_crashy(tmp_path: Path) -> Any:
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.1])
+@pytest.mark.slow
 def test_kill_9_while_an_output_is_written_never_uses_half_of_it(
     tmp_path: Path, delay: float
 ) -> None:
@@ -324,6 +327,7 @@ def test_kill_9_while_an_output_is_written_never_uses_half_of_it(
     assert outputs["step_3"] == float(expected.sum())
 
 
+@pytest.mark.slow
 def test_two_runs_at_once_one_waits_and_restores(tmp_path: Path) -> None:
     store_dir = tmp_path / "store"
     sp.Store(store_dir)  # create the catalog before two processes race to
@@ -363,6 +367,7 @@ def _cli(*args: str) -> _Result:
     return _Result(res.exit_code, res.stdout, res.stderr)
 
 
+@pytest.mark.slow
 def test_cli_steps_status_and_outputs(tmp_path: Path) -> None:
     store_dir = tmp_path / "store"
     _finish(_start(tmp_path, store_dir))
@@ -407,6 +412,7 @@ def test_cli_steps_status_and_outputs(tmp_path: Path) -> None:
     assert not nowhere.exists()  # reading never creates a store
 
 
+@pytest.mark.slow
 def test_cli_steps_export(tmp_path: Path) -> None:
     store_dir = tmp_path / "store"
     _finish(_start(tmp_path, store_dir))
