@@ -17,6 +17,7 @@ import numpy as np
 from ...errors import FormatError
 from ..migrations import decoded_parts, file_version, installed_version, version_tuple
 from ..registry import register_migration, register_type_migration
+from .trust_table import LOSSES
 
 if TYPE_CHECKING:
     from ..decoder import Decoder
@@ -201,24 +202,7 @@ def _register_estimator_params() -> None:
 _register_estimator_params()
 
 
-@register_migration(
-    *(
-        f"sklearn._loss.loss.{n}"
-        for n in (
-            "AbsoluteError",
-            "ExponentialLoss",
-            "HalfBinomialLoss",
-            "HalfGammaLoss",
-            "HalfMultinomialLoss",
-            "HalfPoissonLoss",
-            "HalfSquaredError",
-            "HalfTweedieLoss",
-            "HalfTweedieLossIdentity",
-            "HuberLoss",
-            "PinballLoss",
-        )
-    )
-)
+@register_migration(*(f"sklearn._loss.loss.{n}" for n in LOSSES))
 def _loss_array_api(state: Any, dec: Decoder) -> Any:
     """scikit-learn 1.8 gave its loss objects ``xp``/``device`` (array API
     namespace, ``None`` = numpy) and the multinomial loss three caches that start
