@@ -53,6 +53,7 @@ def _bench(tmp_path: Path, *args: str) -> dict:
     return data
 
 
+@pytest.mark.slow
 def test_all_models_and_libraries_round_trip(tmp_path: Path) -> None:
     data = _bench(tmp_path, "--inprocess", "--compress-models", "all")
     models = data["models"]
@@ -94,6 +95,7 @@ def test_all_models_and_libraries_round_trip(tmp_path: Path) -> None:
         assert f"| {name} |" in table
 
 
+@pytest.mark.slow
 def test_fresh_process_measurements(tmp_path: Path) -> None:
     # cold (the default) without its wait between workers, which only matters for timings
     data = _bench(
@@ -117,6 +119,7 @@ def test_fresh_process_measurements(tmp_path: Path) -> None:
     assert res["summary"]["save"]["safepoint"]["size"] >= res["meta"]["deep_size"] // 2
 
 
+@pytest.mark.slow
 def test_prefault_mode_is_the_second_table(tmp_path: Path) -> None:
     data = _bench(tmp_path, "--prefault", "--models", "M5", "--libs", "pickle,safepoint")
     res = data["models"]["M5"]
@@ -124,3 +127,33 @@ def test_prefault_mode_is_the_second_table(tmp_path: Path) -> None:
     assert res["mode"] == "prefault" and res["settle"] == 0
     assert "### Cold" not in data["stdout"]
     assert "### Save (median" in data["stdout"]
+
+
+def test_bench_small_runs(tmp_path: Path) -> None:
+    """bench/bench_small.py at one round (correctness of the harness, no timings)."""
+    out = tmp_path / "small.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.bench_small",
+            "--repeat",
+            "1",
+            "--only",
+            "empty,dict,pipe",
+            "--libs",
+            "pickle,safepoint",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "fixed cost per call" in proc.stdout
+    data = json.loads(out.read_text())
+    assert set(data["results"]) == {"empty", "dict", "pipe"}
+    assert set(data["results"]["pipe"]) == {"pickle", "safepoint"}

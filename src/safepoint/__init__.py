@@ -79,8 +79,7 @@ if TYPE_CHECKING:  # lazily imported below; named here for type checkers
         ResumableHalvingGridSearchCV,
         ResumableHalvingRandomSearchCV,
     )
-    from .workflows.step_options import step
-    from .workflows.steps import Steps, Workflow
+    from .workflows.steps import Steps, Workflow, step
 
 __all__ = [
     "AdapterError",
@@ -164,7 +163,7 @@ _LAZY = {
     "Store": ".stores",
     "Steps": ".workflows.steps",
     "Workflow": ".workflows.steps",
-    "step": ".workflows.step_options",
+    "step": ".workflows.steps",
     "ResumableGridSearchCV": ".workflows.search",
     "ResumableRandomizedSearchCV": ".workflows.search",
     "ResumableHalvingGridSearchCV": ".workflows.search_halving",

@@ -279,7 +279,7 @@ def search_part(workdir: Path, say: Say) -> None:
 
     import safepoint as sp
 
-    from .workflows._ledger import recorded_fits
+    from .workflows.search._ledger import recorded_fits
 
     folder = workdir / "search-store"
     if folder.exists():

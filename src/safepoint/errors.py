@@ -39,6 +39,7 @@ makes this tree the whole picture (builtin bases in brackets)::
     │   └── RunBusyError                            a live run holds (kind, name)
     ├── StepError (RuntimeError)
     │   └── StepConfigError (ValueError)
+    │       └── FilesExistError                     an export would replace files (.paths)
     ├── CheckpointMismatchError (ValueError)        a checkpoint of another search/workflow
     ├── SearchError (ValueError, TypeError)
     ├── SchemaError (ValueError)                    records that do not fit a schema
@@ -260,6 +261,18 @@ class StepError(SafepointError, RuntimeError):
 
 class StepConfigError(StepError, ValueError):
     """A workflow was called with bad arguments (``start_from``, name, version, params, steps)."""
+
+
+class FilesExistError(StepConfigError):
+    """A workflow export would replace files; ``paths`` names them.
+
+    Raised by ``safepoint.workflows.steps.export_outputs`` (and ``safepoint steps
+    export``) without ``overwrite=True``; not in ``sp.__all__``.
+    """
+
+    def __init__(self, message: str, paths: list[str]) -> None:
+        super().__init__(message)
+        self.paths = paths
 
 
 class CheckpointMismatchError(SafepointError, ValueError):

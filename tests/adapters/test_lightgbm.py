@@ -119,6 +119,7 @@ def test_crafted_text_is_refused_before_lightgbm_sees_it(pattern, replacement):
         check_model_text(text)
 
 
+@pytest.mark.slow
 def test_crafted_file_is_refused_in_a_fresh_process():
     """End to end, in a subprocess: a crafted model must raise, not crash the interpreter
     (unchecked, LightGBM aborts or reads out of bounds on this text)."""

@@ -21,6 +21,7 @@ from safepoint.adapters.registry import (
 FRAMEWORKS = ("xgboost", "lightgbm", "torch", "pyspark", "h2o", "skl2onnx", "onnxruntime")
 
 
+@pytest.mark.slow
 def test_no_framework_is_imported_by_safepoint(tmp_path):
     code = textwrap.dedent(
         f"""

@@ -516,6 +516,7 @@ def _plant_module(tmp_path, monkeypatch, name: str):
 
 
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
+@pytest.mark.slow
 def test_the_payloads_run_when_pyspark_reads_the_folder_itself(
     spark, tmp_path, monkeypatch, attack
 ):
@@ -573,6 +574,7 @@ def test_saving_a_model_the_loader_would_refuse_says_why(spark, tmp_path):
     assert not (tmp_path / "m.sp").exists()
 
 
+@pytest.mark.slow
 def test_the_unpacked_folder_lives_as_long_as_a_stage_of_the_model(spark, tmp_path):
     """Spark reads some model data lazily (ALS factors, FP-growth itemsets, imputer
     surrogates): the folder stays while any stage is referenced, and goes after."""

@@ -118,6 +118,7 @@ def test_sequential_module_round_trip_identical_outputs(tmp_path):
     ],
     ids=["lstm", "gru", "embedding", "mha", "conv2d", "prelu"],
 )
+@pytest.mark.slow
 def test_standard_layers(layer, x):
     torch.manual_seed(1)
     m = layer().eval()

@@ -583,6 +583,7 @@ def _bypass(model: Any, d: int, timeout: float) -> subprocess.CompletedProcess[b
         return None  # the child hung; subprocess.run killed it
 
 
+@pytest.mark.slow
 def test_bypass_tree_child_out_of_range_crashes_sklearn(models: Any) -> None:
     """The crafted tree that safepoint refuses, given to scikit-learn via pickle."""
     model = copy.deepcopy(models["tree"][0])

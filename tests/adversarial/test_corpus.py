@@ -870,6 +870,7 @@ HOSTILE_VALUES: list[Any] = [
 ]
 
 
+@pytest.mark.slow
 def test_wrong_types_in_every_node_field(rich_bytes: bytes) -> None:
     """Every field of every node gets hostile values (all of them with SAFEPOINT_FULL=1,
     two per field, rotating through the list, otherwise)."""
@@ -964,3 +965,68 @@ def test_hostile_environment_records(small_bytes: bytes, packages: dict[str, Any
     if len(packages) > 1000:
         assert any("only the first" in d for d in diff)
         assert len(diff) <= 300
+
+
+# -- the manifest's fast parse (the C parser, checked by re-encoding) stays as strict ----
+def _written_manifest(data: bytes) -> dict[str, Any]:
+    """The manifest as the file holds it (buffer table included)."""
+    from safepoint.format.reader import open_reader
+
+    r = open_reader(data)
+    try:
+        return r.manifest
+    finally:
+        r.close()
+
+
+def _compact(manifest: dict[str, Any]) -> str:
+    """The manifest as the writer encodes it (the fast parse's canonical form)."""
+    return json.dumps(manifest, separators=(",", ":"), allow_nan=True)
+
+
+@pytest.mark.parametrize(
+    "inject",
+    [
+        # a key of the top object twice: the later value would win in a plain parse
+        lambda body: body.replace('{"format":', '{"root":1,"format":', 1),
+        # a key twice inside a node
+        lambda body: body.replace('"@":"dict"', '"@":"dict","@":"dict"', 1),
+        # the same key and value twice: re-encoding drops one
+        lambda body: body.replace('"shared":[]', '"shared":[],"shared":[]', 1),
+    ],
+)
+def test_duplicate_keys_in_a_compact_manifest(small_bytes: bytes, inject: Any) -> None:
+    c = Crafted.from_bytes(small_bytes)
+    body = _compact(_written_manifest(small_bytes))
+    crafted = inject(body)
+    assert crafted != body
+    data = c.to_bytes(manifest_bytes=crafted.encode())
+    refused(data, FormatError, match="duplicate key")
+
+
+def test_a_valid_manifest_formatted_otherwise_still_loads(small_bytes: bytes) -> None:
+    """Spaces, key order, escapes: not the writer's bytes, so parsed by the strict
+    path, which accepts them as before."""
+    c = Crafted.from_bytes(small_bytes)
+    manifest = _written_manifest(small_bytes)
+    expected = sp.loads(small_bytes)
+    for body in (
+        json.dumps(manifest, indent=1),
+        json.dumps(manifest, sort_keys=True, ensure_ascii=False),
+        _compact(manifest),
+    ):
+        out = sp.loads(c.to_bytes(manifest_bytes=body.encode()))
+        assert out.keys() == expected.keys()
+        np.testing.assert_array_equal(out["a"], expected["a"])
+
+
+def test_a_written_manifest_takes_the_fast_parse(
+    small_bytes: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safepoint.format import reader
+
+    def hook(pairs: Any) -> Any:
+        raise AssertionError("the strict hook ran on a manifest the writer wrote")
+
+    monkeypatch.setattr(reader, "_strict_object", hook)
+    assert sp.loads(small_bytes).keys() == {"a", "b", "c"}

@@ -56,6 +56,7 @@ def load_capped(path: Path, cap: int = CAP_BYTES) -> tuple[int, str]:
     return proc.returncode, (proc.stdout.strip() or proc.stderr.strip()[-500:])
 
 
+@pytest.mark.slow
 def test_node_count_bomb(tmp_path: Path) -> None:
     """A compressed manifest of ~10 million empty nodes (a few kB on disk)."""
     base = Crafted.from_bytes(sp.dumps([1]))
@@ -74,6 +75,7 @@ def test_node_count_bomb(tmp_path: Path) -> None:
     assert rc == 0 and out.startswith("LimitExceededError"), out
 
 
+@pytest.mark.slow
 def test_object_table_bomb(tmp_path: Path) -> None:
     """A few hundred bytes declaring an object table of 10^8 objects without columns."""
     from sklearn.tree import DecisionTreeClassifier
@@ -93,6 +95,7 @@ def test_object_table_bomb(tmp_path: Path) -> None:
     assert rc == 0 and out.startswith("LimitExceededError"), out
 
 
+@pytest.mark.slow
 def test_string_count_bomb(tmp_path: Path) -> None:
     """A string column of 30 million empty strings over a compressed buffer of NULs."""
     c = Crafted.from_bytes(sp.dumps(np.array(["a", "b"], dtype=object)))
@@ -110,6 +113,7 @@ def test_string_count_bomb(tmp_path: Path) -> None:
     assert rc == 0 and out.startswith("LimitExceededError"), out
 
 
+@pytest.mark.slow
 def test_the_budget_admits_real_models() -> None:
     """A large vocabulary, many trees, a long list: well within max_expansion."""
     from sklearn.ensemble import HistGradientBoostingClassifier

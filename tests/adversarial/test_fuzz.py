@@ -120,6 +120,7 @@ def _apply(data: bytes, ops: list[tuple[str, int, Any]]) -> bytes:
 
 @_settings(150)
 @given(base=st.sampled_from(range(len(BASES))), ops=st.lists(_op, min_size=1, max_size=4))
+@pytest.mark.slow
 def test_mutated_files(base: int, ops: list[tuple[str, int, Any]]) -> None:
     _check(_apply(BASES[base], ops))
 
@@ -185,6 +186,7 @@ def _types_table() -> st.SearchStrategy[list[list[str]]]:
 
 @_settings(60)
 @given(root=_json, shared=st.lists(_json, max_size=3), types=_types_table(), base=st.integers(0, 4))
+@pytest.mark.slow
 def test_random_manifests(root: Any, shared: list[Any], types: list[list[str]], base: int) -> None:
     c = Crafted.from_bytes(BASES[base])
     c.manifest = {**c.manifest, "root": root, "shared": shared, "types": types}

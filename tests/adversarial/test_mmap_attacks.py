@@ -142,9 +142,27 @@ def test_inspect_does_not_claim_a_junk_signature() -> None:
     from spcraft import Crafted
 
     signed = sp.dumps({"a": 1}, key=b"k" * 32)
-    assert sp.inspect(signed).signed == "hmac-sha256"
+    assert sp.inspect(signed, key=b"k" * 32).signed == "hmac-sha256"
+    assert sp.inspect(signed).signature_claimed == "hmac-sha256"
     c = Crafted.from_bytes(sp.dumps({"a": 1}))
     c.manifest["signed"] = "ed25519"
     junk = c.to_bytes(auth=b'{"alg": "ed25519", "sig": "00"}')
     assert sp.inspect(junk).signed is None
-    assert sp.inspect(c.to_bytes(auth=b"garbage")).signed is None
+    assert sp.inspect(junk).signature_claimed is None
+    assert sp.inspect(c.to_bytes(auth=b"garbage")).signature_claimed is None
+
+
+def test_inspect_reports_a_signature_only_by_checking_it() -> None:
+    """A well-formed block of zeros claiming HMAC (nobody signed it) is not "signed"."""
+    from spcraft import Crafted
+
+    c = Crafted.from_bytes(sp.dumps({"a": 1}))
+    c.manifest["signed"] = "hmac-sha256"
+    forged = c.to_bytes(auth=b'{"alg": "hmac-sha256", "sig": "' + b"00" * 32 + b'"}')
+    info = sp.inspect(forged)
+    assert info.signed is None
+    assert info.signature_claimed == "hmac-sha256"  # a claim, shown as one
+    with pytest.raises(sp.IntegrityError, match="mismatch"):
+        sp.inspect(forged, key=b"k" * 32)
+    with pytest.raises(sp.IntegrityError, match="mismatch"):
+        sp.loads(forged, key=b"k" * 32)

@@ -68,6 +68,7 @@ def refused(data: bytes, mutate: Callable[[Crafted], Any]) -> SafepointError:
     return info.value
 
 
+@pytest.mark.slow
 def test_the_model_is_a_table_and_predicts(hgb: tuple[Any, bytes]) -> None:
     model, data = hgb
     c = Crafted.from_bytes(data)
@@ -347,3 +348,117 @@ def test_streamed_lengths_must_cover_the_column(forest: tuple[Any, bytes], delta
         col["l"][-1] += delta
 
     refused(forest[1], mutate)
+
+
+# -- a forest of 100 trees: the vectorised Tree check names the tree at fault -----------
+@pytest.fixture(scope="module")
+def forest100() -> tuple[Any, bytes]:
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(120, 4))
+    y = (X[:, 0] - X[:, 2] > 0).astype(int)
+    model = RandomForestClassifier(n_estimators=100, max_depth=6, random_state=0).fit(X, y)
+    return model, sp.dumps(model)
+
+
+@pytest.mark.parametrize("what", list(TREE_ATTACKS))
+def test_a_bad_node_in_tree_57_of_100_is_refused_and_named(
+    forest100: tuple[Any, bytes], what: str
+) -> None:
+    err = refused(forest100[1], edit_tree_in_table(57, TREE_ATTACKS[what]))
+    assert isinstance(err, FormatError)
+    assert "tree 57 of 100" in str(err), err
+
+
+def _tree_column(c: Crafted, key: str) -> dict[str, Any]:
+    t = tree_table(c)
+    return t["c"][t["k"].index(key)]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "why"),
+    [
+        # decision_path sizes its output from max_depth
+        (lambda c: _tree_column(c, "max_depth")["v"].__setitem__(57, 1), "max_depth is less"),
+        (lambda c: _tree_column(c, "max_depth")["v"].__setitem__(57, -1), "max_depth is less"),
+        (lambda c: _tree_column(c, "max_depth")["v"].__setitem__(57, "6"), "max_depth"),
+        (lambda c: _tree_column(c, "node_count")["v"].__setitem__(57, 3), "node_count"),
+        # one more feature than the estimator has: the Tree's own width (arg 0)
+        (lambda c: tree_table(c)["a"][0]["v"].__setitem__(57, -1), "inconsistent n_features"),
+        (lambda c: tree_table(c)["a"][2]["v"].__setitem__(57, 0), "inconsistent n_features"),
+    ],
+)
+def test_tree_table_state_attacks_are_named(
+    forest100: tuple[Any, bytes], mutate: Callable[[Crafted], Any], why: str
+) -> None:
+    err = refused(forest100[1], mutate)
+    assert why in str(err) and "tree 57 of 100" in str(err), err
+
+
+def test_two_parents_for_one_node_in_tree_57(forest100: tuple[Any, bytes]) -> None:
+    def shared_child(n: np.ndarray) -> None:
+        i = np.flatnonzero(n["left_child"] != -1)
+        n["right_child"][i[0]] = n["left_child"][i[0]]
+
+    err = refused(forest100[1], edit_tree_in_table(57, shared_child))
+    assert "tree 57 of 100" in str(err), err
+
+
+def test_a_child_pointing_into_the_next_tree(forest100: tuple[Any, bytes]) -> None:
+    """Child indices are local to their tree: one that is valid in the column as a
+    whole, but past the end of its own tree, is refused."""
+
+    def mutate(c: Crafted) -> None:
+        col = _tree_column(c, "nodes")
+        edit_tree_in_table(57, lambda n: n["left_child"].__setitem__(0, len(n) + 1))(c)
+        assert col["l"][58] > 2
+
+    err = refused(forest100[1], mutate)
+    assert "outside the node array" in str(err) and "tree 57 of 100" in str(err), err
+
+
+def test_the_tree_table_agrees_with_the_per_tree_check(forest: tuple[Any, bytes]) -> None:
+    data = forest[1]
+    fields = ("left_child", "right_child", "feature")
+    rng = np.random.default_rng(11)
+    outcomes = set()
+    for _ in range(60):
+        k = int(rng.integers(0, 20))
+        field = fields[int(rng.integers(0, len(fields)))]
+
+        def fn(a: np.ndarray, field: str = field) -> None:
+            i = int(rng.integers(0, len(a)))
+            a[field][i] = int(rng.integers(-2, len(a) + 3))
+
+        c = Crafted.from_bytes(data)
+        edit_tree_in_table(k, fn)(c)
+        crafted = c.to_bytes()
+        verdict = _table_verdict(crafted)
+        assert verdict == _per_object_verdict(crafted)
+        outcomes.add(verdict)
+    assert outcomes == {True, False}  # both kinds of mutation were met
+
+
+def test_a_forests_trees_are_checked_by_the_table_validator(
+    forest: tuple[Any, bytes],
+) -> None:
+    """The Trees of a forest go through the vectorised check, once for all of them,
+    with the constructor arguments as columns."""
+    from safepoint.format import registry as validators
+
+    calls = []
+    fn, replaces = validators._table_validators["sklearn.tree._tree.Tree"]
+
+    def spy(columns: Any, lengths: Any, n: int, dec: Any) -> None:
+        calls.append(sorted(columns))
+        fn(columns, lengths, n, dec)
+
+    validators._table_validators["sklearn.tree._tree.Tree"] = (spy, replaces)
+    try:
+        model = sp.loads(forest[1])
+    finally:
+        validators._table_validators["sklearn.tree._tree.Tree"] = (fn, replaces)
+    assert len(calls) == 1 and "<arg 1>" in calls[0] and "nodes" in calls[0]
+    X = np.random.default_rng(4).normal(size=(10, 4))
+    np.testing.assert_array_equal(model.predict(X), forest[0].predict(X))

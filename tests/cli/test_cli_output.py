@@ -103,6 +103,7 @@ def root(tmp_path_factory: Any) -> Path:
 
 
 # -- progress and --json --------------------------------------------------------------------
+@pytest.mark.slow
 def test_score_json_is_clean_json_on_stdout_in_a_pipe(root: Path) -> None:
     piped = subprocess.run(
         f"{sys.executable} -m safepoint.cli score -m demo/clf@production -i features.parquet "
@@ -161,6 +162,7 @@ def test_progress_goes_to_a_terminal_stderr_only_and_never_with_json_or_quiet(ro
     assert code == 0 and out == "" and "scoring" not in err
 
 
+@pytest.mark.slow
 def test_score_method_predict_proba_gives_a_column_per_class(root: Path) -> None:
     cli(
         "score",
@@ -290,6 +292,7 @@ def test_scan_prints_a_summary_and_only_what_needs_attention(tmp_path: Path) -> 
 
 
 # -- --trust with --path -----------------------------------------------------------------------
+@pytest.mark.slow
 def test_trust_needs_the_module_importable_and_path_adds_a_folder(tmp_path: Path) -> None:
     code = tmp_path / "code" / "mypkg"
     code.mkdir(parents=True)

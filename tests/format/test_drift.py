@@ -196,6 +196,7 @@ def test_env_ignore_is_silent() -> None:
     assert [str(w.message) for w in caught] == []
 
 
+@pytest.mark.slow
 def test_verify_reports_golden_outputs_of_drift_files() -> None:
     for folder in VERSION_DIRS:
         written = _expected(folder)["versions"]["scikit-learn"]
@@ -207,6 +208,7 @@ def test_verify_reports_golden_outputs_of_drift_files() -> None:
             assert f"scikit-learn {written} (file) vs {HERE} (here)" in report.environment_diff
 
 
+@pytest.mark.slow
 def test_cli_verify_prints_golden_results_for_a_drift_file() -> None:
     folder = VERSION_DIRS[0]
     written = _expected(folder)["versions"]["scikit-learn"]

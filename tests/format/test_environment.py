@@ -50,6 +50,7 @@ def test_a_missing_package_and_another_version_are_still_reported() -> None:
     assert any(d.startswith("dateutil 0.0.1 (file) vs ") for d in diffs)
 
 
+@pytest.mark.slow
 def test_xgboost_file_loads_with_env_error_where_it_was_written(tmp_path) -> None:
     """With the xgboost-cpu distribution (what docs/adapters.md recommends), a file
     written here loads here with env="error" and no warning."""

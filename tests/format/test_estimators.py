@@ -325,6 +325,7 @@ def _quiet() -> Iterator[None]:
 
 
 @pytest.mark.parametrize(("name", "est", "X", "y"), CASES)
+@pytest.mark.slow
 def test_every_estimator_round_trips(name: str, est: Any, X: Any, y: Any) -> None:
     est = clone(est) if name != "FrozenEstimator" else est
     if X is None and y is None:
@@ -510,6 +511,7 @@ def test_tfidf_logistic_regression() -> None:
 
 
 @pytest.mark.parametrize("cls", ["Classifier", "Regressor"])
+@pytest.mark.slow
 def test_hist_gradient_boosting_with_categorical_features(cls: str) -> None:
     from sklearn import ensemble
 
@@ -637,6 +639,7 @@ def test_estimators_with_random_state_objects() -> None:
         assert_outputs_equal(model.fit(X, y).predict(X), loaded.fit(X, y).predict(X), "refit")
 
 
+@pytest.mark.slow
 def test_string_class_labels_for_all_classifiers() -> None:
     """classes_ as an object array of str goes through the string codec."""
     failures = []
@@ -697,6 +700,7 @@ def _variant(kind: str, est: Any) -> tuple[Any, Any] | None:
 
 
 @pytest.mark.parametrize("kind", ["sparse", "float32", "multioutput", "three_classes"])
+@pytest.mark.slow
 def test_every_estimator_round_trips_in_variants(kind: str) -> None:
     """Sparse and float32 inputs, 2-D targets, three classes: other code paths and
     other fitted attributes (sparse support vectors, float32 trees, one estimator

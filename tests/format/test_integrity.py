@@ -50,7 +50,12 @@ def test_hmac_round_trip(tmp_path: Path) -> None:
     sp.dump(OBJ, path, key=KEY)
     out = sp.load(path, key=KEY)
     np.testing.assert_array_equal(out["w"], OBJ["w"])
-    assert sp.inspect(path).signed == "hmac-sha256"
+    # inspect reports a signature only by checking it
+    assert sp.inspect(path).signed is None
+    assert sp.inspect(path).signature_claimed == "hmac-sha256"
+    assert sp.inspect(path, key=KEY).signed == "hmac-sha256"
+    with pytest.raises(sp.IntegrityError):
+        sp.inspect(path, key=b"another key")
     report = sp.verify(path, key=KEY)
     assert report.ok and report.signed == "hmac-sha256", report
     # a str key is the same key, UTF-8 encoded
@@ -173,7 +178,8 @@ def test_ed25519_publisher_consumer(tmp_path: Path, keypair: tuple[Any, Any]) ->
     private, public = keypair
     path = tmp_path / "published.sp"
     sp.dump(OBJ, path, key=private)  # the publisher holds the private key
-    assert sp.inspect(path).signed == "ed25519"
+    assert sp.inspect(path, key=public).signed == "ed25519"
+    assert sp.inspect(path).signature_claimed == "ed25519"
     np.testing.assert_array_equal(sp.load(path, key=public)["w"], OBJ["w"])
     assert sp.verify(path, key=public).ok
 
@@ -244,6 +250,7 @@ def test_verify_reports_what_mmap_load_did_not_check(tmp_path: Path, signed: boo
     del loaded
 
 
+@pytest.mark.slow
 def test_cli_verify_exit_code(tmp_path: Path) -> None:
     path = tmp_path / "big.sp"
     sp.dump({"big": np.arange(300_000, dtype=np.float64)}, path)

@@ -254,6 +254,7 @@ def test_a_migration_that_replaces_an_array_sends_the_object_to_its_own_validato
     assert len(PER_OBJECT_CALLS) == 1
 
 
+@pytest.mark.slow
 def test_hist_gradient_boosting_predictors_are_one_table() -> None:
     from sklearn.datasets import make_classification
     from sklearn.ensemble import HistGradientBoostingClassifier

@@ -88,6 +88,7 @@ def assert_same_array(a: np.ndarray, b: np.ndarray) -> None:
         shape=hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5),
     )
 )
+@pytest.mark.slow
 def test_numpy_arrays_round_trip(arr: np.ndarray) -> None:
     for view in _layouts(arr):
         assert_same_array(view, rt(view))
@@ -241,6 +242,7 @@ def assert_same_frame(a: pd.DataFrame, b: pd.DataFrame) -> None:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(frames())
+@pytest.mark.slow
 def test_pandas_frames_round_trip(df: pd.DataFrame) -> None:
     assert_same_frame(df, rt(df))
     for col in ("obj", "pstr", "cat", "nint", "tz"):

@@ -206,6 +206,7 @@ def _zoo() -> Iterator[tuple[str, Callable[[], Any]]]:
 
 
 @pytest.mark.parametrize(("name", "fit"), list(_zoo()), ids=[n for n, _ in _zoo()])
+@pytest.mark.slow
 def test_only_reviewed_methods_run_during_a_load(name: str, fit: Callable[[], Any]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

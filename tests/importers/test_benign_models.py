@@ -162,6 +162,7 @@ def test_converts_with_identical_predictions(tmp: Path, model_name: str, writer:
 
 
 @pytest.mark.parametrize("model_name", sorted(MODELS))
+@pytest.mark.slow
 def test_skops_files_convert(tmp: Path, model_name: str) -> None:
     sio = pytest.importorskip("skops.io")
     src = tmp / "model.skops"

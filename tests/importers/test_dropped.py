@@ -58,6 +58,7 @@ def _assert_refused(tmp: Path, src: Path, runner: CliRunner) -> sp.ScanResult:
     return res
 
 
+@pytest.mark.slow
 def test_positive_control_dropped_payloads_are_live(tmp: Path) -> None:
     """Plain pickle runs each of them: ``pickle.load`` in a loop over the file, as a
     loader of several objects does (in a throwaway process)."""

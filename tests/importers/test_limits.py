@@ -198,6 +198,7 @@ def _zlib_bomb(path: Path, total: int) -> None:
         f.write(comp.flush())
 
 
+@pytest.mark.slow
 def test_decompression_bomb_stops_at_the_limit(tmp: Path) -> None:
     src = tmp / "bomb.joblib"
     _zlib_bomb(src, 72 << 20)
@@ -351,6 +352,7 @@ FLOODS["reduce"] += b"l."
 
 
 @pytest.mark.parametrize("name", sorted(FLOODS))
+@pytest.mark.slow
 def test_parse_and_audit_memory_is_a_bounded_multiple_of_the_stream(name: str) -> None:
     """Parsing and auditing take at most ~250 bytes per byte of stream, whatever its
     opcodes (the bound docs/import.md states); pickle itself takes ~60."""
@@ -394,6 +396,7 @@ def test_node_count_is_bounded(tmp: Path, name: str) -> None:
     assert p.n_nodes < 2000
 
 
+@pytest.mark.slow
 def test_decompression_bomb_refused_with_default_limits(tmp: Path) -> None:
     """A zlib/gzip stream expands at most ~1000x: the default ratio (200x beyond the
     first 64 MiB) refuses such a bomb long before it fills memory."""

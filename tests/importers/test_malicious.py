@@ -43,6 +43,7 @@ def _refused(tmp: Path, data: bytes, name: str = "evil.pkl", **kw: object) -> Ex
     return info.value
 
 
+@pytest.mark.slow
 def test_positive_control_payloads_are_live(tmp: Path) -> None:
     """The payloads are real: plain pickle.loads runs them (in a throwaway process)."""
     code = (
@@ -213,6 +214,7 @@ def test_protocol_0_class_instantiation(tmp: Path) -> None:
 @pytest.mark.parametrize(
     "name", ["getattr_chain", "nested_reduce", "inst_opcode", "stack_global_from_call"]
 )
+@pytest.mark.slow
 def test_real_process_cli(tmp: Path, name: str) -> None:
     """The nastiest payloads through the real CLI in a fresh process."""
     src = tmp / "evil.pkl"

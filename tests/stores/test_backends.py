@@ -52,6 +52,7 @@ def test_unreachable_s3(tmp_path: Path) -> None:
         Store("s3://bucket/x", metadata=f"sqlite:///{tmp_path}/c.db", storage_options=opts)
 
 
+@pytest.mark.slow
 def test_missing_bucket_and_one_user_warning(
     s3_storage_options: dict[str, Any], s3_bucket: str, tmp_path: Path
 ) -> None:

@@ -148,6 +148,7 @@ def test_bad_input_messages(env: dict[str, Any]) -> None:
     assert "--meta" in run("put", "w.sp", "a/w", "--meta", "novalue", code=2).output
 
 
+@pytest.mark.slow
 def test_real_subprocess(env: dict[str, Any]) -> None:
     root = env["root"]
     e = {**os.environ, "SAFEPOINT_STORE": str(root / "sub-store")}

@@ -187,6 +187,7 @@ def test_read_only_store_reads_and_refuses_writes(tmp_path: Path) -> None:
         assert [v.version for v in Store(root / "store").versions("p/m")] == [1]
 
 
+@pytest.mark.slow
 def test_cli_reads_a_read_only_store(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "ro", "20m") as root:
         store = Store(root / "store")
@@ -320,6 +321,7 @@ def test_locked_sqlite_is_busy_not_unreachable(tmp_path: Path) -> None:
 
 # -- PostgreSQL sessions terminated mid-transaction -----------------------------------------
 @pytest.mark.postgres
+@pytest.mark.slow
 def test_postgres_sessions_terminated_mid_transaction(tmp_path: Path, pg_url: str) -> None:
     app = "sp-fault-" + uuid.uuid4().hex[:8]
     url = f"{pg_url}&application_name={app}"
@@ -375,6 +377,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_s3_server_killed_mid_put(tmp_path: Path) -> None:
     pytest.importorskip("s3fs")
     exe = Path(sys.executable).with_name("moto_server")

@@ -113,6 +113,7 @@ def calls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Callable[[Any],
     return _calls(store)
 
 
+@pytest.mark.slow
 def test_every_public_method_answers_bad_arguments_with_a_safepoint_error(
     calls: dict[str, Callable[[Any], Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -62,11 +62,13 @@ def _concurrent_puts(url: str, metadata: str | None, n_procs: int = 8, n: int = 
     assert [e.action for e in store.log("team/model", limit=1000)].count("put") == n_procs * n
 
 
+@pytest.mark.slow
 def test_concurrent_puts_sqlite(tmp_path: Path) -> None:
     _concurrent_puts(str(tmp_path / "store"), None)
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
 def test_concurrent_puts_postgres(tmp_path: Path, pg_url: str) -> None:
     _concurrent_puts(str(tmp_path / "store"), pg_url)
 
@@ -87,6 +89,7 @@ def _alias_mover(url: str, go: Any, n: int, out: Any) -> None:
     out.put(wins)
 
 
+@pytest.mark.slow
 def test_alias_cas_under_contention(tmp_path: Path) -> None:
     url = str(tmp_path / "store")
     store = Store(url)
@@ -134,6 +137,7 @@ def _crash_writer(url: str, seed: int, ready: Any, w: Any) -> None:
         i += 1
 
 
+@pytest.mark.slow
 def test_kill9_writer_at_random_instants(tmp_path: Path) -> None:
     trials = 200 if FULL else 20
     url = str(tmp_path / "store")
@@ -275,6 +279,7 @@ def _collect_loop(url: str, go: Any, stop: Any, out: Any) -> None:
     out.put((runs, deleted))
 
 
+@pytest.mark.slow
 def test_gc_concurrent_with_puts_never_removes_committing_blob(tmp_path: Path) -> None:
     url = str(tmp_path / "store")
     Store(url)
@@ -325,6 +330,7 @@ def _verifier(url: str, metadata: str | None, go: Any, n: int, out: Any) -> None
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
 def test_concurrent_verify_postgres(tmp_path: Path, pg_url: str) -> None:
     url = str(tmp_path / "store")
     Store(url, metadata=pg_url).put("team/model", {"w": np.arange(10)})

@@ -142,6 +142,7 @@ def _shot(page, name: str) -> None:
         page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
 
 
+@pytest.mark.slow
 def test_browse_list_model_version_audit(console, browser):
     page = browser.new_page()
     page.goto(console + "/")
@@ -173,6 +174,7 @@ def test_browse_list_model_version_audit(console, browser):
     page.close()
 
 
+@pytest.mark.slow
 def test_step_outputs_are_listed_only_when_asked(console, browser):
     page = browser.new_page()
     page.goto(console + "/")
@@ -188,6 +190,7 @@ def test_step_outputs_are_listed_only_when_asked(console, browser):
     page.close()
 
 
+@pytest.mark.slow
 def test_search_results_plot(console, browser, populated):
     _, store, _, _ = populated
     run = store.runs.list(kind="search")[0]
@@ -220,6 +223,7 @@ SCORER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_watch_predictions_appear_while_scoring(console, browser, populated, tmp_path):
     root, store, _, _ = populated
     script = tmp_path / "scorer.py"
@@ -261,6 +265,7 @@ def test_watch_predictions_appear_while_scoring(console, browser, populated, tmp
         proc.wait()
 
 
+@pytest.mark.slow
 def test_move_alias_and_cas_refuses_a_stale_move(console, browser, populated):
     _, store, X, y = populated
     page = browser.new_page()
@@ -309,6 +314,7 @@ def test_writes_need_csrf_and_same_origin(console):
     assert r.status_code == 403
 
 
+@pytest.mark.slow
 def test_no_path_traversal_and_public_bind_needs_token(console, populated):
     assert httpx.get(console + "/model/..%2F..%2Fetc%2Fpasswd").status_code in (400, 404)
     assert httpx.get(console + "/model/fraud/../../etc").status_code in (400, 404)

@@ -167,6 +167,7 @@ def _run_id(store: sp.Store, kind: str) -> str:
     return store.runs.list(kind=kind)[0].id
 
 
+@pytest.mark.slow
 def test_no_script_runs_on_any_page(console: str, browser: Any, hostile: dict[str, Any]) -> None:
     store = hostile["store"]
     pages = {
@@ -188,6 +189,7 @@ def test_no_script_runs_on_any_page(console: str, browser: Any, hostile: dict[st
         page.close()
 
 
+@pytest.mark.slow
 def test_hostile_text_is_shown_literally(
     console: str, browser: Any, hostile: dict[str, Any]
 ) -> None:
@@ -304,6 +306,7 @@ def team_console(workbench: dict[str, Any]) -> Any:
     proc.wait(timeout=20)
 
 
+@pytest.mark.slow
 def test_search_run_to_its_model_and_back(team_console: str, browser: Any, workbench: Any) -> None:
     page = _visit(browser, team_console + f"/runs/{workbench['search_run']}", "#search-plot svg")
     page.click("#outputs a.output-link")
@@ -335,6 +338,7 @@ def test_search_plot_labels_scale_and_title(
     page.close()
 
 
+@pytest.mark.slow
 def test_model_list_metrics_and_filters(team_console: str, browser: Any) -> None:
     page = _visit(browser, team_console + "/", "#models")
     row = page.locator("#models tbody tr", has_text="team/other")
@@ -364,6 +368,7 @@ def test_tag_filter_finds_a_tagged_latest_version(team_console: str, workbench: 
     assert "team/tagged" not in r.text
 
 
+@pytest.mark.slow
 def test_floats_are_formatted(team_console: str, browser: Any, workbench: Any) -> None:
     page = _visit(
         browser, team_console + f"/version/{workbench['best'].version}/team/clf", "#metadata"
@@ -374,6 +379,7 @@ def test_floats_are_formatted(team_console: str, browser: Any, workbench: Any) -
     page.close()
 
 
+@pytest.mark.slow
 def test_compare_three_versions(team_console: str, browser: Any) -> None:
     page = _visit(browser, team_console + "/model/team/clf", "#versions")
     boxes = page.locator("#versions input[type=checkbox]")
@@ -390,6 +396,7 @@ def test_compare_three_versions(team_console: str, browser: Any) -> None:
     page.close()
 
 
+@pytest.mark.slow
 def test_children_are_siblings_not_a_chain(team_console: str, browser: Any, workbench: Any) -> None:
     page = _visit(
         browser, team_console + f"/version/{workbench['best'].version}/team/clf", "#lineage"
@@ -403,6 +410,7 @@ def test_children_are_siblings_not_a_chain(team_console: str, browser: Any, work
     page.close()
 
 
+@pytest.mark.slow
 def test_checkpointers_list_counts_keys(team_console: str, browser: Any) -> None:
     page = _visit(browser, team_console + "/checkpointers", "#namespaces")
     text = page.inner_text("#namespaces")
@@ -412,6 +420,7 @@ def test_checkpointers_list_counts_keys(team_console: str, browser: Any) -> None
     page.close()
 
 
+@pytest.mark.slow
 def test_steps_run_is_a_table_not_raw_json(team_console: str, browser: Any, workbench: Any) -> None:
     run = workbench["store"].runs.list(kind="steps")[0]
     page = _visit(browser, team_console + f"/runs/{run.id}", "#steps-table")

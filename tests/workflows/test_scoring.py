@@ -178,6 +178,7 @@ def test_batch_function_and_per_record_errors(model_file, tmp_path):
     assert (r.written, r.bad) == (19, 1)
 
 
+@pytest.mark.slow
 def test_folder_source_picks_up_new_files(model_file, tmp_path):
     path, _ = model_file
     inbox = tmp_path / "inbox"
@@ -253,6 +254,7 @@ def test_parquet_resumes_from_every_offset(tmp_path):
 
 
 @pytest.mark.parametrize("out_name", ["out.parquet", "out.jsonl", "parts"])
+@pytest.mark.slow
 def test_kill_minus_nine_exactly_once(model_file, tmp_path, out_name):
     """kill -9 at random instants, restart until done: every id exactly once."""
     path, model = model_file
@@ -320,6 +322,7 @@ def test_kill_minus_nine_exactly_once(model_file, tmp_path, out_name):
     )
 
 
+@pytest.mark.slow
 def test_stdout_sink_is_best_effort(model_file, tmp_path):
     path, _ = model_file
     features(5).to_parquet(tmp_path / "in.parquet")

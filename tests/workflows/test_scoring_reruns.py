@@ -178,6 +178,7 @@ CRASHER = textwrap.dedent(
 
 
 @pytest.mark.parametrize("where", ["before-final", "after-final", "after-rename"])
+@pytest.mark.slow
 def test_kill_minus_nine_while_assembling_loses_and_repeats_nothing(model_file, tmp_path, where):
     """A real SIGKILL at each step between the last commit and the removal of the parts
     folder; the next run ends with every record once, the dead letters, and no folder."""

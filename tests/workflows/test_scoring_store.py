@@ -161,6 +161,7 @@ def _cli(*args, env=None, input=None):
     )
 
 
+@pytest.mark.slow
 def test_cli_score_file_and_stdin(store, tmp_path):
     X, y = training_data()
     store.put("demo/clf", LogisticRegression().fit(X, y), alias="production")
@@ -223,6 +224,7 @@ def _wait_ready(url, proc, timeout=60):
     raise AssertionError("server did not become ready")
 
 
+@pytest.mark.slow
 def test_serve_answers_validates_and_reloads_without_dropping_requests(store, tmp_path):
     X, y = training_data()
     store.put("demo/clf", LogisticRegression().fit(X, y), alias="production")
@@ -293,11 +295,13 @@ def test_serve_answers_validates_and_reloads_without_dropping_requests(store, tm
         proc.wait(timeout=20)
 
 
+@pytest.mark.slow
 def test_serve_refuses_public_bind_without_token(store):
     r = _cli("serve", "--model", "demo/clf", "--store", str(store.url), "--host", "0.0.0.0")
     assert r.returncode == 1 and "token" in r.stderr
 
 
+@pytest.mark.slow
 def test_dask_scale_out_ships_model_once_per_worker(store, tmp_path):
     distributed = pytest.importorskip("distributed")
     from safepoint.workflows.scoring.distributed import score_on_dask

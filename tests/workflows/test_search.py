@@ -27,8 +27,8 @@ from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 
 import safepoint as sp
-from safepoint.workflows._ledger import META_KEY, Ledger
-from safepoint.workflows.search import _resolve_checkpoint
+from safepoint.workflows.search._fit import _resolve_checkpoint
+from safepoint.workflows.search._ledger import META_KEY, Ledger
 
 IRIS = load_iris(return_X_y=True)
 CLF = make_classification(n_samples=200, n_features=6, n_informative=4, random_state=0)
@@ -134,6 +134,7 @@ GRID_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(GRID_CASES))
+@pytest.mark.slow
 def test_grid_search_equals_scikit_learn_fresh_and_resumed(case: str, tmp_path: Any) -> None:
     estimator, grid, kwargs, (X, y) = GRID_CASES[case]
     theirs = GridSearchCV(clone(estimator), grid, **kwargs).fit(X, y)
@@ -185,6 +186,7 @@ def test_no_checkpoint_is_plain_scikit_learn() -> None:
     ],
     ids=["loguniform-int-seed", "list-of-dists-randomstate-multimetric"],
 )
+@pytest.mark.slow
 def test_randomized_search_equals_scikit_learn(
     estimator: Any, dists: Any, kwargs: dict[str, Any], tmp_path: Any
 ) -> None:
@@ -202,6 +204,7 @@ def test_randomized_search_equals_scikit_learn(
     assert_same_results(again, theirs)
 
 
+@pytest.mark.slow
 def test_randomized_without_random_state_resumes_the_same_candidates(tmp_path: Any) -> None:
     X, y = CLF
     dists = {"C": loguniform(1e-3, 1e2)}
@@ -254,6 +257,7 @@ class StopAfter:
 
 
 @pytest.mark.parametrize("n_jobs", [1, 2])
+@pytest.mark.slow
 def test_interrupted_search_resumes_with_only_the_missing_fits(n_jobs: int, tmp_path: Any) -> None:
     # Threads keep this in-process test quick; process pools and Dask have their own tests.
     with joblib.parallel_config(backend="threading"):
@@ -394,6 +398,7 @@ def test_error_score_raise_keeps_the_fits_done_before_the_failure(tmp_path: Any)
     assert len(recorded(ckpt)) == 6
 
 
+@pytest.mark.slow
 def test_several_model_types_with_search_spaces(tmp_path: Any) -> None:
     X, y = CLF
     space = sp.search_spaces(
@@ -531,6 +536,7 @@ def test_progress_and_resume_show_in_the_store_runs_table(tmp_path: Any) -> None
     assert not any(isinstance(v, type(store)) for v in vars(search).values())
 
 
+@pytest.mark.slow
 def test_process_pool_with_a_store_checkpointer(tmp_path: Any) -> None:
     """Workers get the fits, never the search: its open store need not be picklable."""
     X, y = IRIS

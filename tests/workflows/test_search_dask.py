@@ -17,7 +17,7 @@ from sklearn.tree import DecisionTreeClassifier
 from test_search import assert_same_results, commit_keys, recorded
 
 import safepoint as sp
-from safepoint.workflows.search import _resolve_checkpoint
+from safepoint.workflows.search._fit import _resolve_checkpoint
 
 distributed = pytest.importorskip("distributed")
 

@@ -19,8 +19,8 @@ from sklearn.tree import DecisionTreeClassifier
 from test_search import StopAfter, assert_same_results, recorded, slow_accuracy
 
 import safepoint as sp
-from safepoint.workflows._ledger import META_KEY
-from safepoint.workflows.search import _resolve_checkpoint
+from safepoint.workflows.search._fit import _resolve_checkpoint
+from safepoint.workflows.search._ledger import META_KEY
 
 X, Y = make_classification(n_samples=400, n_features=8, n_informative=5, random_state=1)
 HALVING_ATTRS = (
@@ -75,6 +75,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.slow
 def test_halving_equals_scikit_learn_fresh_and_resumed(case: str, tmp_path: Any) -> None:
     sk_cls, our_cls, estimator, params, kwargs = CASES[case]
     theirs = sk_cls(clone(estimator), params, **kwargs).fit(X, Y)
@@ -89,6 +90,7 @@ def test_halving_equals_scikit_learn_fresh_and_resumed(case: str, tmp_path: Any)
     assert_same_halving(again, theirs)
 
 
+@pytest.mark.slow
 def test_interrupted_halving_resumes_with_only_the_missing_fits(tmp_path: Any) -> None:
     grid = {"max_depth": [1, 2, 3, 4, 6, None], "criterion": ["gini", "entropy"]}
     kw: dict[str, Any] = dict(cv=3, factor=2, random_state=0, scoring=slow_accuracy)

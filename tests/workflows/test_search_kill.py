@@ -39,8 +39,9 @@ import pytest
 import search_seed002 as seed
 from sklearn.model_selection import GridSearchCV
 
-from safepoint.workflows._ledger import META_KEY, Ledger, recorded_fits
-from safepoint.workflows.search import ResumableGridSearchCV, _resolve_checkpoint
+from safepoint.workflows.search import ResumableGridSearchCV
+from safepoint.workflows.search._fit import _resolve_checkpoint
+from safepoint.workflows.search._ledger import META_KEY, Ledger, recorded_fits
 
 HERE = Path(__file__).resolve().parent
 TOTAL = seed.N_CANDIDATES * seed.N_SPLITS
@@ -87,6 +88,7 @@ def lines(path: Path) -> int:
 
 
 @pytest.mark.timeout(400)
+@pytest.mark.slow
 def test_seed002_search_killed_and_resumed(tmp_path: Path) -> None:
     seed_value = int(os.environ.get("SAFEPOINT_KILL_SEED", random.randrange(2**32)))
     rng = random.Random(seed_value)

@@ -19,8 +19,9 @@ from test_search import assert_same_results, commit_keys, recorded
 
 import safepoint as sp
 from safepoint.workflows._fingerprint import fingerprint
-from safepoint.workflows._ledger import META_KEY, recorded_fits
-from safepoint.workflows.search import _resolve_checkpoint, candidate_key
+from safepoint.workflows.search import candidate_key
+from safepoint.workflows.search._fit import _resolve_checkpoint
+from safepoint.workflows.search._ledger import META_KEY, recorded_fits
 
 IRIS = load_iris(return_X_y=True)
 CLF = make_classification(n_samples=200, n_features=6, n_informative=4, random_state=0)
@@ -169,6 +170,7 @@ def test_ledgers_of_the_first_format_are_read(tmp_path: Any) -> None:
         knn(grid, other).fit(X, y)
 
 
+@pytest.mark.slow
 def test_the_final_refit_is_checkpointed(tmp_path: Any) -> None:
     X, y = CLF
     ckpt = tmp_path / "ck"

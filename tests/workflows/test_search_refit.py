@@ -31,6 +31,7 @@ def make_space() -> Any:
     )
 
 
+@pytest.mark.slow
 def test_best_model_of_each_type_goes_to_the_store(tmp_path: Any) -> None:
     space = make_space()
     ckpt = tmp_path / "store"

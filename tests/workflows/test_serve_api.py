@@ -110,6 +110,7 @@ def server(tmp_path_factory: Any) -> Any:
         proc.wait(timeout=20)
 
 
+@pytest.mark.slow
 def test_startup_json_says_where_and_what(server: dict[str, Any]) -> None:
     info = server["info"]
     assert info["model"] == "demo/clf@production" and info["version"] == "1"
@@ -192,6 +193,7 @@ def test_foreign_host_header_is_refused(server: dict[str, Any]) -> None:
         assert httpx.post(server["url"] + "/predict", json=rec, headers={"Host": host}).is_success
 
 
+@pytest.mark.slow
 def test_allowed_host_reload_and_the_log(server: dict[str, Any]) -> None:
     """A server of its own: --allowed-host adds a name; the alias moves; the log says so."""
     X, y = server["X"], server["y"]

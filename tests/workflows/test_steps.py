@@ -236,6 +236,7 @@ def test_reading_a_later_or_unknown_step_fails_clearly(tmp_path: Path, store: sp
         make(tmp_path, store, bad).run()
 
 
+@pytest.mark.slow
 def test_dataframe_outputs_round_trip(tmp_path: Path, store: sp.Store) -> None:
     source = """
     import numpy as np

@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 
 import safepoint as sp
-from safepoint.workflows.step_code import CodeDeps
-from safepoint.workflows.step_plan import RECORD_SCHEMA, StoredStep, decide
+from safepoint.workflows.steps._code import CodeDeps
+from safepoint.workflows.steps._plan import RECORD_SCHEMA, StoredStep, decide
 
 HELPERS = """
 import numpy as np
@@ -408,8 +408,8 @@ def test_decide_without_the_code_says_what_was_not_compared() -> None:
 
 
 def test_file_reads_keep_inputs_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from safepoint.workflows import step_files
-    from safepoint.workflows.step_files import FileReads
+    from safepoint.workflows.steps import _files as step_files
+    from safepoint.workflows.steps._files import FileReads
 
     data = [tmp_path / f"in{i}.txt" for i in range(3)]
     for p in data:

@@ -14,8 +14,8 @@ import pytest
 
 from safepoint.errors import StepConfigError, StepError
 from safepoint.workflows.fingerprint import ABSENT, code_fingerprint, value_digest
-from safepoint.workflows.step_plan import RECORD_SCHEMA, StoredStep, Upstream, decide
-from safepoint.workflows.step_tracking import LazyOutputs, TrackedMapping
+from safepoint.workflows.steps._plan import RECORD_SCHEMA, StoredStep, Upstream, decide
+from safepoint.workflows.steps._tracking import LazyOutputs, TrackedMapping
 
 
 def _compile(source: str, name: str, filename: str) -> Any:

@@ -1,4 +1,5 @@
-"""The ``safepoint`` command. Each area registers its commands in its own module."""
+"""The ``safepoint`` command. Each area defines its commands in its own module;
+:mod:`.main` registers them."""
 
 from __future__ import annotations
 

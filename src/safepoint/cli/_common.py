@@ -22,11 +22,14 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from ..errors import SafepointError, UntrustedTypesError
+
+if TYPE_CHECKING:
+    from ..stores.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,12 +40,16 @@ __all__ = [
     "emit_json",
     "json_option",
     "metadata_option",
+    "open_store",
+    "parse_model_ref",
     "quiet_option",
     "report_error",
     "require_extra",
     "secret_arg",
     "show_progress",
     "stderr_console",
+    "store_for_ref",
+    "store_options",
     "trust_option",
     "trust_options",
     "wants_json",
@@ -298,3 +305,73 @@ class SafepointGroup(click.Group):
             report_error(_os_message(exc), type(exc).__name__, 1, as_json)
             sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+# -- the store the options name ---------------------------------------------------------
+def store_options(f: F) -> F:
+    """Add ``--store`` and ``--metadata`` (passed as ``store_url``, ``metadata_url``)."""
+    f = click.option(
+        "--metadata",
+        "metadata_url",
+        metavar="URL",
+        envvar="SAFEPOINT_METADATA",
+        help="Catalog database URL, e.g. postgresql://host/db (default: the store's own).",
+    )(f)
+    f = click.option(
+        "--store",
+        "store_url",
+        metavar="URL",
+        envvar="SAFEPOINT_STORE",
+        help="Store folder or URL (s3://bucket/prefix); default $SAFEPOINT_STORE or .safepoint.",
+    )(f)
+    return f
+
+
+def open_store(
+    store_url: str | None,
+    metadata_url: str | None,
+    create: bool = False,
+    warn: bool = True,
+) -> Store:
+    """The store named by the CLI options (its warnings go to stderr once).
+
+    Only ``put`` and the target of ``copy`` create a missing store: every other command
+    opens an existing one, so that a mistyped ``--store`` is an error, not a new store.
+    ``warn=False``: do not repeat that the catalog needs ``recover`` (check, recover).
+    """
+    import warnings
+
+    from ..errors import SafepointWarning
+    from ..stores.opening import open_store as open_store_like
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SafepointWarning)
+        store = open_store_like(store_url, metadata=metadata_url, create=create)
+    for w in caught:
+        if warn or store.problem is None or store.problem not in str(w.message):
+            click.echo(f"safepoint: warning: {w.message}", err=True)
+    return store
+
+
+def store_for_ref(text: str, store_url: str | None, metadata_url: str | None) -> Store | None:
+    """The store to read ``text`` from, if it is a ``NAME[@VERSION|@ALIAS]`` and not an
+    existing file, and the store exists; else None (then ``text`` is a file path)."""
+    from ..errors import InvalidNameError, NotFoundError
+
+    if os.path.exists(text):
+        return None
+    try:
+        parse_model_ref(text)
+    except InvalidNameError:
+        return None
+    try:
+        return open_store(store_url, metadata_url)
+    except NotFoundError:
+        return None
+
+
+def parse_model_ref(text: str) -> tuple[str, int | str | None]:
+    """``NAME[@VERSION|@ALIAS]`` -> (name, version or alias or None)."""
+    from ..stores.names import parse_ref
+
+    return parse_ref(text)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from ._common import emit_json, json_option
-from .main import cli
 
 __all__ = ["cache"]
 
@@ -27,7 +26,7 @@ def _dir_option(f: click.decorators.FC) -> click.decorators.FC:
     )(f)
 
 
-@cli.group()
+@click.group()
 def cache() -> None:
     """The local read cache of remote stores (s3://, gs://, ...).
 
@@ -72,3 +71,7 @@ def clear(folder: str | None, as_json: bool) -> None:
         f"removed {data['removed']} entr{'y' if data['removed'] == 1 else 'ies'} "
         f"({_human(data['freed_bytes'])}) from {data['folder']}"
     )
+
+
+#: what ``cli/main.py`` registers on the root group
+COMMANDS: list[click.Command] = [cache]

@@ -12,7 +12,6 @@ import click
 
 from ..errors import FormatError, UntrustedTypesError
 from ._common import cli_phrasing, emit_json, json_option, trust_option, trust_options
-from .main import cli
 
 _VERDICT_STYLE = {"safe": "green", "untrusted": "red", "refused": "red"}
 
@@ -46,7 +45,7 @@ def _limits(max_ratio: int | None, max_nodes: int | None) -> Any:
     return dataclasses.replace(DEFAULT_CONVERT_LIMITS, **changes)
 
 
-@cli.command()
+@click.command()
 @click.argument("src", type=click.Path(dir_okay=False))
 @click.argument("dst", type=click.Path(dir_okay=False))
 @trust_options
@@ -105,7 +104,7 @@ def convert(
         click.echo(f"warning: {w}", err=True)
 
 
-@cli.command()
+@click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @trust_option
 @_limit_options
@@ -183,3 +182,7 @@ _COUNT_WORDS = {
 def _counts(checked: dict[str, int]) -> str:
     order = [k for k in _COUNT_WORDS if k in checked] + sorted(set(checked) - set(_COUNT_WORDS))
     return ", ".join(f"{checked[k]} {_COUNT_WORDS.get(k, k)}" for k in order)
+
+
+#: what ``cli/main.py`` registers on the root group
+COMMANDS: list[click.Command] = [convert, scan]

@@ -7,9 +7,7 @@ from typing import Any
 import click
 
 from ..format import api
-from ._common import emit_json, json_option, trust_options
-from .main import cli
-from .store_cmds import store_for_ref, store_options
+from ._common import emit_json, json_option, store_for_ref, store_options, trust_options
 
 
 def _human_bytes(n: float) -> str:
@@ -34,7 +32,12 @@ def print_inspection(info: api.Inspection) -> None:
     )
     out.print(
         f"digest {info.digest}"
-        + (f", signed ({info.signed}; not verified: `verify --key`)" if info.signed else "")
+        + (f", signature {info.signed} valid" if info.signed else "")
+        + (
+            f", has a signature block ({info.signature_claimed}; not verified: `verify --key`)"
+            if info.signature_claimed and not info.signed
+            else ""
+        )
     )
     table = Table("type", "kind", "trusted")
     for t in info.types:
@@ -79,7 +82,7 @@ def _key_arg(key: str | None) -> Any:
     )
 
 
-@cli.command()
+@click.command()
 @click.argument("target")
 @trust_options
 @store_options
@@ -103,7 +106,7 @@ def inspect(
         print_inspection(info)
 
 
-@cli.command()
+@click.command()
 @click.argument("target")
 @click.option("--key", metavar="env:VAR|file:PATH", help="HMAC key to check the signature.")
 @trust_options
@@ -142,3 +145,7 @@ def verify(
             click.echo(f"  problem: {p}", err=True)
     if not report.ok:
         raise SystemExit(1)
+
+
+#: what ``cli/main.py`` registers on the root group
+COMMANDS: list[click.Command] = [inspect, verify]

@@ -1,4 +1,4 @@
-"""The root command group; each area registers its commands in its own module.
+"""The root command group, and the registration of every command module's commands.
 
 Unix habits: ``--help`` everywhere, ``--json`` for scripts, errors on stderr,
 non-zero exit on failure (1: the operation failed, 2: bad usage or input). What
@@ -6,6 +6,8 @@ every command shares lives in :mod:`._common`.
 """
 
 from __future__ import annotations
+
+import importlib
 
 import click
 
@@ -27,24 +29,34 @@ def cli() -> None:
     """
 
 
-def _register_commands() -> None:
-    # each module adds its commands to `cli` when imported
-    from . import format_cmds  # noqa: F401
+#: the modules that define the commands, each listing them in ``COMMANDS``; a command
+#: module imports click and :mod:`._common` only (never this module, nor another command
+#: module: tests/cli/test_cli_structure.py), so this is the one place that knows them all
+COMMAND_MODULES = (
+    "format_cmds",
+    "store_cmds",
+    "cache_cmds",
+    "workflow_cmds",
+    "convert_cmds",
+    "scoring_cmds",
+    "ui_cmds",
+    "demo_cmd",
+)
 
-    for name in (
-        "store_cmds",
-        "cache_cmds",
-        "workflow_cmds",
-        "convert_cmds",
-        "scoring_cmds",
-        "ui_cmds",
-        "demo_cmd",
-    ):
+
+def _register_commands() -> None:
+    """Add every command module's ``COMMANDS`` to :func:`cli` (again: no effect)."""
+    for name in COMMAND_MODULES:
         try:
-            __import__(f"{__package__}.{name}")
+            module = importlib.import_module(f"{__package__}.{name}")
         except ModuleNotFoundError as exc:
+            # a command module left out of a trimmed install; a missing dependency
+            # of one that is there is an error
             if exc.name != f"{__package__}.{name}":
                 raise
+            continue
+        for command in module.COMMANDS:
+            cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,7 +21,6 @@ from ._common import (
     show_progress,
     trust_options,
 )
-from .main import cli
 
 #: ``safepoint.workflows.scoring.model.METHODS``, spelled out so that ``--help`` does not
 #: import pandas (a test keeps the two equal)
@@ -44,7 +43,7 @@ def _schema_arg(spec: str | None) -> str | None:
     return spec
 
 
-@cli.command()
+@click.command()
 @click.option(
     "--model",
     "-m",
@@ -197,10 +196,10 @@ def score(
         else:
             emit_json(summary)
     elif report.already_complete:
-        from ..workflows.scoring.pipeline import _complete_message
+        from ..workflows.scoring.pipeline import complete_message
 
         click.echo(
-            f"{_complete_message(report)} in {output}; nothing to do "
+            f"{complete_message(report)} in {output}; nothing to do "
             "(--restart scores the input again)",
             err=output == "-",
         )
@@ -305,7 +304,7 @@ def _score_on_spark(
         )
 
 
-@cli.command()
+@click.command()
 @click.option("--model", "-m", required=True, metavar="NAME[@ALIAS|@VERSION]|FILE.sp")
 @click.option(
     "--store", metavar="URL", help="Store URL or folder (default $SAFEPOINT_STORE or .safepoint)."
@@ -401,3 +400,7 @@ def _log_to_stderr(quiet: bool) -> None:
     logger = logging.getLogger("safepoint")
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+#: what ``cli/main.py`` registers on the root group
+COMMANDS: list[click.Command] = [score, serve]

@@ -27,78 +27,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ._common import emit_json, json_option
-from .main import cli
+from ._common import emit_json, json_option, open_store, parse_model_ref, store_options
 
 if TYPE_CHECKING:
     from ..stores.store import ModelVersion, Store
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-__all__ = ["open_store", "store_for_ref", "store_options"]
-
-
-def store_options(f: F) -> F:
-    """Add ``--store`` and ``--metadata`` (passed as ``store_url``, ``metadata_url``)."""
-    f = click.option(
-        "--metadata",
-        "metadata_url",
-        metavar="URL",
-        envvar="SAFEPOINT_METADATA",
-        help="Catalog database URL, e.g. postgresql://host/db (default: the store's own).",
-    )(f)
-    f = click.option(
-        "--store",
-        "store_url",
-        metavar="URL",
-        envvar="SAFEPOINT_STORE",
-        help="Store folder or URL (s3://bucket/prefix); default $SAFEPOINT_STORE or .safepoint.",
-    )(f)
-    return f
-
-
-def open_store(
-    store_url: str | None,
-    metadata_url: str | None,
-    create: bool = False,
-    warn: bool = True,
-) -> Store:
-    """The store named by the CLI options (its warnings go to stderr once).
-
-    Only ``put`` and the target of ``copy`` create a missing store: every other command
-    opens an existing one, so that a mistyped ``--store`` is an error, not a new store.
-    ``warn=False``: do not repeat that the catalog needs ``recover`` (check, recover).
-    """
-    import warnings
-
-    from ..errors import SafepointWarning
-    from ..stores.opening import open_store as open_store_like
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", SafepointWarning)
-        store = open_store_like(store_url, metadata=metadata_url, create=create)
-    for w in caught:
-        if warn or store.problem is None or store.problem not in str(w.message):
-            click.echo(f"safepoint: warning: {w.message}", err=True)
-    return store
-
-
-def store_for_ref(text: str, store_url: str | None, metadata_url: str | None) -> Store | None:
-    """The store to read ``text`` from, if it is a ``NAME[@VERSION|@ALIAS]`` and not an
-    existing file, and the store exists; else None (then ``text`` is a file path)."""
-    from ..errors import InvalidNameError, NotFoundError
-
-    if os.path.exists(text):
-        return None
-    try:
-        _ref(text)
-    except InvalidNameError:
-        return None
-    try:
-        return open_store(store_url, metadata_url)
-    except NotFoundError:
-        return None
-
 
 #: what the audit log records (``safepoint log --action``; ``stores.store.AUDIT_ACTIONS``,
 #: spelled out so that ``--help`` imports no database driver: a test keeps the two equal)
@@ -122,12 +56,6 @@ def _run_kinds(store: Store) -> set[str]:
     """The kinds of run recorded in ``store`` (custom kinds included)."""
     with store.catalog.tx() as conn:
         return store.catalog.run_kinds(conn)
-
-
-def _ref(text: str) -> tuple[str, int | str | None]:
-    from ..stores.names import parse_ref
-
-    return parse_ref(text)
 
 
 def _kv(items: tuple[str, ...], what: str, number: bool = False) -> dict[str, Any]:
@@ -178,7 +106,7 @@ def _print_version(mv: ModelVersion) -> None:
             click.echo(f"  {label:<9} {value}")
 
 
-@cli.command("ls")
+@click.command("ls")
 @click.argument("prefix", required=False)
 @click.option(
     "--all",
@@ -253,13 +181,13 @@ def _checkpointer_rows(store: Store) -> list[dict[str, Any]]:
     ]
 
 
-@cli.command()
+@click.command()
 @click.argument("ref")
 @store_options
 @json_option
 def show(ref: str, store_url: str | None, metadata_url: str | None, as_json: bool) -> None:
     """Show a model's versions (NAME) or one version (NAME@VERSION or NAME@ALIAS)."""
-    name, sel = _ref(ref)
+    name, sel = parse_model_ref(ref)
     store = open_store(store_url, metadata_url)
     if sel is None and "@" not in ref:
         versions = store.versions(name)
@@ -279,7 +207,7 @@ def show(ref: str, store_url: str | None, metadata_url: str | None, as_json: boo
         _print_version(mv)
 
 
-@cli.command()
+@click.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.argument("name")
 @click.option("--alias", help="Point this alias at the new version.")
@@ -318,7 +246,7 @@ def put(
         click.echo(f"stored {mv.ref} ({_human(mv.size)}, digest {mv.digest[:12]})")
 
 
-@cli.command()
+@click.command()
 @click.argument("ref")
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
@@ -339,7 +267,7 @@ def get(
             "first or choose another OUT",
             param_hint="OUT",
         )
-    name, sel = _ref(ref)
+    name, sel = parse_model_ref(ref)
     store = open_store(store_url, metadata_url)
     mv = store.info(name, sel)
     folder = os.path.dirname(os.path.abspath(out))
@@ -372,7 +300,7 @@ def get(
         click.echo(f"wrote {mv.ref} to {out} ({_human(mv.size)})")
 
 
-@cli.command()
+@click.command()
 @click.argument("name")
 @click.argument("alias")
 @click.argument("version", required=False, metavar="[VERSION|latest]")
@@ -424,7 +352,7 @@ def alias(
         click.echo(f"{name}@{alias} -> version {mv.version}")
 
 
-@cli.command()
+@click.command()
 @click.argument("ref")
 @click.option("--metric", multiple=True, metavar="NAME=NUMBER", help="Set a metric.")
 @click.option("--tag", multiple=True, metavar="TAG[=VALUE]", help="Add a tag.")
@@ -445,7 +373,7 @@ def edit(
     as_json: bool,
 ) -> None:
     """Change the metrics, tags or description of NAME[@VERSION|@ALIAS] (audited)."""
-    name, sel = _ref(ref)
+    name, sel = parse_model_ref(ref)
     if not (metric or tag or remove_metric or remove_tag or description is not None):
         raise click.UsageError(
             "nothing to change: give --metric, --tag, --remove-*, or --description"
@@ -471,7 +399,7 @@ def edit(
         _print_version(mv)
 
 
-@cli.command("rm")
+@click.command("rm")
 @click.argument("ref")
 @click.option("--force", is_flag=True, help="Also remove aliases pointing at it.")
 @store_options
@@ -480,7 +408,7 @@ def rm_cmd(
     ref: str, force: bool, store_url: str | None, metadata_url: str | None, as_json: bool
 ) -> None:
     """Delete NAME@VERSION (or every version of NAME); blobs go at the next gc."""
-    name, sel = _ref(ref)
+    name, sel = parse_model_ref(ref)
     store = open_store(store_url, metadata_url)
     deleted = store.delete(name, sel, force=force)
     if as_json:
@@ -489,7 +417,7 @@ def rm_cmd(
         click.echo(f"deleted {name} version(s) {', '.join(map(str, deleted))}")
 
 
-@cli.command()
+@click.command()
 @click.argument("ref")
 @click.option("--to", "to_url", required=True, metavar="URL", help="The target store.")
 @click.option("--to-metadata", metavar="URL", help="The target store's catalog URL.")
@@ -508,7 +436,7 @@ def copy(
     as_json: bool,
 ) -> None:
     """Copy NAME[@VERSION|@ALIAS] (blob, metadata, lineage) to another store."""
-    name, sel = _ref(ref)
+    name, sel = parse_model_ref(ref)
     store = open_store(store_url, metadata_url)
     target = open_store(to_url, to_metadata, create=True)
     src = store.info(name, sel)
@@ -522,7 +450,7 @@ def copy(
         click.echo(f"copied {src.ref} to {target.url} as {mv.ref}")
 
 
-@cli.command()
+@click.command()
 @click.argument("name", required=False)
 @click.option(
     "--action",
@@ -553,7 +481,7 @@ def log(
         click.echo(f"{e.at:%Y-%m-%d %H:%M:%S}  {e.actor}@{e.host}  {e.action:<8} {ref}  {detail}")
 
 
-@cli.command()
+@click.command()
 @click.option("--keep-last", type=int, metavar="N", help="Keep the newest N versions per model.")
 @click.option(
     "--keep-best", metavar="METRIC:max|min", help="Also keep the best version by a metric."
@@ -602,7 +530,7 @@ def gc(
         click.echo(f"  {ref}")
 
 
-@cli.command()
+@click.command()
 @click.option(
     "--kind",
     metavar="|".join(RUN_KINDS),
@@ -641,7 +569,7 @@ def runs(
         )
 
 
-@cli.command()
+@click.command()
 @click.option("--repair", is_flag=True, help="Apply the safe fixes (see docs/store.md).")
 @click.option("--quick", is_flag=True, help="Check that blobs exist; do not read and verify them.")
 @store_options
@@ -672,7 +600,7 @@ def check(
         raise SystemExit(1)
 
 
-@cli.command()
+@click.command()
 @click.option(
     "--force", is_flag=True, help="Replace another store's catalog, or drop damaged server tables."
 )
@@ -695,3 +623,21 @@ def recover(
         click.echo(f"the damaged catalog was moved to {rep.moved_aside}")
     for line in rep.not_restored:
         click.echo(f"  not restored: {line}")
+
+
+#: what ``cli/main.py`` registers on the root group
+COMMANDS: list[click.Command] = [
+    ls_cmd,
+    show,
+    put,
+    get,
+    alias,
+    edit,
+    rm_cmd,
+    copy,
+    log,
+    gc,
+    runs,
+    check,
+    recover,
+]

@@ -7,10 +7,9 @@ import sys
 import click
 
 from ._common import allowed_host_option, emit_json, json_option, require_extra, secret_arg
-from .main import cli
 
 
-@cli.command()
+@click.command()
 @click.option(
     "--store", metavar="URL", help="Store URL or folder (default $SAFEPOINT_STORE or .safepoint)."
 )
@@ -91,3 +90,7 @@ def ui(
             err=True,
         )
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+#: what ``cli/main.py`` registers on the root group
+COMMANDS: list[click.Command] = [ui]

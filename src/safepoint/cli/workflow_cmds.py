@@ -6,8 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ._common import emit_json, json_option, metadata_option
-from .main import cli
+from ._common import emit_json, json_option, metadata_option, open_store
 
 if TYPE_CHECKING:
     from ..stores import Store
@@ -15,8 +14,6 @@ if TYPE_CHECKING:
 
 def _store(url: str | None, metadata: str | None) -> Store:
     # reading a workflow's state never creates a store
-    from .store_cmds import open_store
-
     return open_store(url, metadata, create=False)
 
 
@@ -43,7 +40,7 @@ def _version(text: str) -> int | str:
     return int(text) if text.isdigit() else text
 
 
-@cli.group()
+@click.group()
 def steps() -> None:
     """Resumable step workflows (sp.Steps / sp.Workflow) saved in a store."""
 
@@ -148,7 +145,7 @@ def export_cmd(
     import warnings
 
     from ..errors import SafepointWarning
-    from ..workflows.step_export import PICKLE_WARNING, FilesExistError, export_outputs
+    from ..workflows.steps import PICKLE_WARNING, FilesExistError, export_outputs
 
     if fmt != "sp":
         click.echo(f"safepoint: warning: {PICKLE_WARNING}", err=True)
@@ -175,3 +172,7 @@ def export_cmd(
         return
     for r in rows:
         click.echo(f"{r['step']}: {r['ref']} -> {r['path']} ({r['size']:,} B, {r['type']})")
+
+
+#: what ``cli/main.py`` registers on the root group
+COMMANDS: list[click.Command] = [steps]

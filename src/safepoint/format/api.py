@@ -242,14 +242,20 @@ def inspect(
     *,
     trusted: Trusted = (),
     limits: spec.Limits | None = None,
+    key: Any = None,
 ) -> Inspection:
     """Describe a file (types, trust, sizes, environment, digests, metadata).
 
     Reads the header, the footer and the manifest only: nothing is imported,
-    constructed or read from the data buffers.
+    constructed or read from the data buffers. ``signed`` is set only when ``key``
+    (HMAC bytes or an Ed25519 public key) verifies the manifest's signature;
+    ``signature_claimed`` says what an unverified signature block claims.
+
+    Raises:
+        IntegrityError: ``key`` was given and the signature does not match it.
     """
     with open_file(file, limits=limits) as f:
-        return f.inspect(trusted)
+        return f.inspect(trusted, key=key)
 
 
 def untrusted_types(

@@ -90,6 +90,36 @@ def compare(recorded: Any) -> list[str]:
     """Human-readable differences between a file's environment and this one."""
     if not isinstance(recorded, dict):
         return []
+    key = _record_key(recorded)
+    if key is None:
+        return _compare(recorded)
+    found = _compared.get(key)
+    if found is None:
+        found = _compare(recorded)
+        if len(_compared) < 256:
+            # what is installed does not change under a running process (a version
+            # is read once, see _version): a record seen before compares the same
+            _compared[key] = found
+    return list(found)
+
+
+#: (python, packages) of a record -> its differences with this process
+_compared: dict[tuple[Any, ...], list[str]] = {}
+
+
+def _record_key(recorded: dict[str, Any]) -> tuple[Any, ...] | None:
+    """What :func:`compare` reads of a record, hashable; None for an odd record."""
+    pkgs = recorded.get("packages")
+    python = recorded.get("python", "")
+    if type(python) is not str or (pkgs is not None and type(pkgs) is not dict):
+        return None
+    items = tuple(pkgs.items()) if pkgs else ()
+    if len(items) > 64 or not all(type(k) is str and type(v) is str for k, v in items):
+        return None
+    return (python, pkgs is None, items)
+
+
+def _compare(recorded: dict[str, Any]) -> list[str]:
     here = _static()
     out = []
     rpy = str(recorded.get("python", ""))

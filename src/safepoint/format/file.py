@@ -40,7 +40,7 @@ from .environment import check, compare
 from .guard import guarded
 from .integrity import claimed_signature, verify_auth_block
 from .reader import Reader, open_reader
-from .trust import TrustPolicy, resolve, type_name
+from .trust import TrustPolicy, default_policy, resolve, type_name
 
 __all__ = [
     "GOLDEN_METHODS",
@@ -83,7 +83,7 @@ def _construct(
     if key is not None:
         verify_auth_block(reader.auth_block, reader.manifest_bytes, key)
         reader.strong = True
-    policy = TrustPolicy(trusted)
+    policy = _policy(trusted)
     bad = policy.untrusted(reader.types)
     if bad:
         raise UntrustedTypesError(bad)
@@ -92,9 +92,16 @@ def _construct(
         with _guard(reader, policy, "loading"):
             resolved = [resolve(m, q, k) for m, q, k in reader.types]
             dec = Decoder(reader, resolved, policy=policy, mmap=mmap)
-            with warnings.catch_warnings():
-                # safepoint explains version differences itself (env=)
-                warnings.filterwarnings("ignore", message=".*Trying to unpickle estimator.*")
+            if any(m.partition(".")[0] not in _NO_VERSION_WARNING for m, _, _ in reader.types):
+                with warnings.catch_warnings():
+                    # scikit-learn's __setstate__ (also that of a class trusted by name
+                    # that derives from BaseEstimator) warns of a version change:
+                    # safepoint explains version differences itself (env=)
+                    warnings.filterwarnings("ignore", message=".*Trying to unpickle estimator.*")
+                    with paused():
+                        value = dec.decode(node)
+            else:
+                # nothing else warns so (catch_warnings costs more than a small load)
                 with paused():
                     value = dec.decode(node)
         if reader.mapped and (verify_mapped or key is not None):
@@ -110,6 +117,17 @@ def _construct(
             f"the file's contents do not rebuild a valid object ({type(exc).__name__}: {exc}); "
             "it is corrupt, crafted, or was written by an incompatible library version"
         ) from None
+
+
+#: packages whose types never run scikit-learn's __setstate__ (no version warning to hide)
+_NO_VERSION_WARNING = frozenset({"builtins", "numpy", "scipy", "pandas", "collections"})
+
+
+def _policy(trusted: Any) -> TrustPolicy:
+    """The trust policy for ``trusted=``: the default one is built once per process."""
+    if trusted is None or (type(trusted) is tuple and not trusted):
+        return default_policy()
+    return TrustPolicy(trusted)
 
 
 def _guard(reader: Reader, policy: TrustPolicy, what: str) -> Any:
@@ -143,8 +161,13 @@ class Inspection:
     signature: dict[str, Any] | None
     metadata: dict[str, Any]
     digest: str
+    #: the algorithm whose signature was *verified* (``inspect(..., key=)``); None
+    #: without a key: a signature is reported only by checking it
     signed: str | None
     golden: list[str] = field(default_factory=list)
+    #: what the file's signature block claims (well-formed, naming the manifest's
+    #: algorithm); anyone can write a claim: not verified, shown as such
+    signature_claimed: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -278,7 +301,10 @@ class SafepointFile:
             "size": self.size,
             "digest": reader.digest,
             "n_buffers": len(reader.buffers),
-            "signed": claimed_signature(reader.auth_block, reader.manifest.get("signed")),
+            # a claim, named as one: only verify/load with key= check a signature
+            "signature_claimed": claimed_signature(
+                reader.auth_block, reader.manifest.get("signed")
+            ),
         }
 
     @property
@@ -302,8 +328,10 @@ class SafepointFile:
         """Names of the types that :meth:`load` would refuse (with ``trusted``)."""
         return TrustPolicy(trusted).untrusted(self._live().types)
 
-    def inspect(self, trusted: Trusted = ()) -> Inspection:
-        """What the file holds (see :func:`safepoint.inspect`); reads no data buffer."""
+    def inspect(self, trusted: Trusted = (), *, key: KeyLike = None) -> Inspection:
+        """What the file holds (see :func:`safepoint.inspect`); reads no data buffer.
+
+        ``signed`` only when ``key`` verifies the signature (``IntegrityError`` if not)."""
         reader = self._live()
         policy = TrustPolicy(trusted)
         m = reader.manifest
@@ -328,10 +356,11 @@ class SafepointFile:
             signature=m.get("signature") if isinstance(m.get("signature"), dict) else None,
             metadata=dict(m["metadata"]) if isinstance(m.get("metadata"), dict) else {},
             digest=reader.digest,
-            # what the file claims (a well-formed block naming the manifest's algorithm);
-            # only verify/load with key= check the signature itself
-            signed=claimed_signature(reader.auth_block, reader.manifest.get("signed")),
+            # reported signed only when checked with the key (IntegrityError otherwise);
+            # the block's claim alone is state from the file, shown as a claim
+            signed=verify_auth_block(reader.auth_block, reader.manifest_bytes, key),
             golden=_golden_names(golden),
+            signature_claimed=claimed_signature(reader.auth_block, reader.manifest.get("signed")),
         )
 
     def verify(

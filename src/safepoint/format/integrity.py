@@ -101,17 +101,36 @@ def encode_auth_block(signer: Signer, manifest: bytes) -> bytes:
     return json.dumps({"alg": signer.kind, "sig": sig.hex()}).encode()
 
 
+def _parse_auth_block(block: bytes) -> tuple[Any, bytes]:
+    """(alg, signature bytes) of a signature block; ValueError if it is malformed.
+
+    The block is the file's (up to 64 KiB of anything): deeply nested JSON raised
+    RecursionError here, found by the fuzzing campaign.
+    """
+    try:
+        info = json.loads(block)
+        if not isinstance(info, dict):
+            raise ValueError("not a JSON object")
+        alg = info["alg"]
+        sig = bytes.fromhex(info["sig"])
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise ValueError(str(exc) or type(exc).__name__) from None
+    if not isinstance(alg, str):
+        raise ValueError("the algorithm is not a name")
+    return alg, sig
+
+
 def claimed_signature(block: bytes | None, manifest_claim: Any) -> str | None:
     """The algorithm a file *claims* to be signed with: its signature block must be
     well-formed and name the same algorithm as the manifest. Nothing is verified
-    (that needs the key); a junk block claims nothing."""
+    (that needs the key): a claim is state from the file, which anyone can write, so
+    it is only ever shown as a claim (``Inspection.signature_claimed``), never as
+    ``signed``; a junk block claims nothing."""
     if block is None or manifest_claim not in (HmacSigner.kind, Ed25519Signer.kind):
         return None
     try:
-        info = json.loads(block)
-        alg = info["alg"]
-        sig = bytes.fromhex(info["sig"])
-    except (ValueError, KeyError, TypeError):
+        alg, sig = _parse_auth_block(block)
+    except ValueError:
         return None
     expected = 32 if alg == HmacSigner.kind else 64
     return alg if alg == manifest_claim and len(sig) == expected else None
@@ -130,10 +149,8 @@ def verify_auth_block(block: bytes | None, manifest: bytes, key: Any) -> str | N
             "so its origin cannot be verified"
         )
     try:
-        info = json.loads(block)
-        alg = info["alg"]
-        sig = bytes.fromhex(info["sig"])
-    except (ValueError, KeyError, TypeError) as exc:
+        alg, sig = _parse_auth_block(block)
+    except ValueError as exc:
         raise IntegrityError(f"the signature block is malformed: {exc}") from None
     if isinstance(key, str):
         key = key.encode()

@@ -6,6 +6,7 @@ validated, limit-checked sizes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import itertools
@@ -157,6 +158,63 @@ def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _parse_manifest(raw: bytes) -> Any:
+    """The manifest's JSON, refusing duplicate keys.
+
+    The writer emits ``json.dumps(manifest, separators=(",", ":"), allow_nan=True)``:
+    a manifest that re-encodes to exactly its own bytes came from a parse that met
+    each key of each object once (an object with a duplicate key parses to a dict
+    with fewer keys, which cannot encode to the same bytes), so the C parser's
+    result is used as is. Anything else (a crafted or hand-written manifest, one a
+    later version formats otherwise) is parsed again by the strict hook, which
+    names the duplicate key or accepts it as before. The re-encoding costs less
+    than calling a Python hook for every JSON object.
+    """
+    try:
+        # the writer's JSON is ASCII (ensure_ascii) with no white space: the C scanner
+        # and encoder are called directly (json.loads/dumps cost more than a small
+        # manifest's parse in argument handling and set-up)
+        text = raw.decode("ascii")
+        manifest, end = _SCAN(text, 0)
+        if end == len(text) and _CANONICAL(manifest) == text:
+            return manifest
+    except (ValueError, TypeError, StopIteration, RecursionError):
+        pass
+    return json.loads(raw, object_pairs_hook=_strict_object)
+
+
+def _canonical_encoder() -> Any:
+    """The writer's encoding of a manifest (see writer.BufferSink.finish) as a
+    function of the parsed manifest: the C encoder made once, where there is one."""
+    encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=True)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython has it
+        return encoder.encode
+    # what JSONEncoder.iterencode passes it (markers=None: parsed JSON has no cycles)
+    c_encode = make(
+        None,
+        encoder.default,
+        json.encoder.encode_basestring_ascii,
+        None,
+        ":",
+        ",",
+        False,
+        False,
+        True,
+    )
+
+    def encode(obj: Any) -> str:
+        if isinstance(obj, str):
+            return encoder.encode(obj)
+        return "".join(c_encode(obj, 0))
+
+    return encode
+
+
+_CANONICAL = _canonical_encoder()
+_SCAN: Any = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
 class Reader:
     """A parsed, validated file. Buffers are read on demand."""
 
@@ -217,7 +275,7 @@ class Reader:
             "the manifest's nodes",
         )
         try:
-            manifest = json.loads(raw, object_pairs_hook=_strict_object)
+            manifest = _parse_manifest(raw)
         except RecursionError:
             raise LimitExceededError("the manifest nests too deeply") from None
         except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
@@ -229,7 +287,6 @@ class Reader:
         self.manifest = manifest
         #: indices of the buffers read_array memory-mapped (their checksums unchecked)
         self.mapped: list[int] = []
-        self.digest = xxhash.xxh3_128_hexdigest(body)
         self.buffers = self._parse_buffers(manifest.get("buffers"), mo)
         shared = manifest.get("shared", [])
         if not isinstance(shared, list):
@@ -245,6 +302,12 @@ class Reader:
         ):
             raise FormatError("malformed manifest: 'types' must be [module, qualname, kind] rows")
         self.types: list[tuple[str, str, str]] = [(t[0], t[1], t[2]) for t in types]
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """The file's identity: the xxh3-128 of its stored manifest (which holds every
+        buffer's checksum). Worked out when asked: a load does not need it."""
+        return xxhash.xxh3_128_hexdigest(self.manifest_bytes)
 
     def _decompress_manifest(self, body: bytes, raw_length: int) -> bytes:
         if raw_length > self.limits.max_compression_ratio * len(body) + spec.BOMB_ALLOWANCE:

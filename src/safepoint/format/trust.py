@@ -23,6 +23,7 @@ Anything else must be trusted by the caller, by exact name. There is no
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Iterable
 from typing import Any
@@ -174,7 +175,32 @@ class TrustPolicy:
         return False
 
     def untrusted(self, types: Iterable[tuple[str, str, str]]) -> list[str]:
-        return sorted({type_name(m, q) for m, q, k in types if not self.is_trusted(m, q, k)})
+        rows = tuple(types)
+        key = (self.extra, rows)
+        if key in _AUDITED:
+            return []
+        bad = sorted({type_name(m, q) for m, q, k in rows if not self.is_trusted(m, q, k)})
+        if not bad and len(rows) <= 256 and len(_AUDITED) < _AUDITED_MAX:
+            # a process loads files of a few types tables again and again (a scoring
+            # job, a store's versions): a table found fully trusted under the same
+            # trusted= names is trusted again. Only that outcome is kept: the rules
+            # only widen while a process runs (an adapter registering its types), so a
+            # kept "trusted" stays true, while a refusal is worked out afresh each time.
+            # Bounded: at most _AUDITED_MAX tables of at most 256 rows are kept
+            _AUDITED.add(key)
+        return bad
+
+
+#: (caller's trusted names, types table) pairs audited as fully trusted in this process
+_AUDITED: set[tuple[frozenset[str], tuple[tuple[str, str, str], ...]]] = set()
+_AUDITED_MAX = 1024
+
+
+@functools.lru_cache(maxsize=64)
+def default_policy(trusted: frozenset[str] | tuple[()] = ()) -> TrustPolicy:
+    """The policy for ``trusted=`` names that are hashable (the default ``()``): one
+    per process instead of one per load."""
+    return TrustPolicy(trusted)
 
 
 def resolve(module: str, qualname: str, kind: str) -> Any:

@@ -32,7 +32,7 @@ from .._http import HostCheck
 from ..errors import AliasConflictError, InvalidNameError, NotFoundError, SafepointError
 from . import data
 
-__all__ = ["CSP", "PAGE_SIZE", "create_app"]
+__all__ = ["CSP", "PAGE_SIZE", "create_app", "routes"]
 
 #: models per page of the list
 PAGE_SIZE = 100
@@ -423,6 +423,30 @@ def _error_page(request: Any, status: int, message: str) -> Any:
     )
 
 
+def routes(static_dir: str) -> list[Any]:
+    """The console's routes: every endpoint is a module-level function of this module,
+    reading the store and settings of its app from ``request.app.state.console``."""
+    from starlette.routing import Mount, Route
+    from starlette.staticfiles import StaticFiles
+
+    return [
+        Route("/", models, name="models"),
+        Route("/model/{name:path}", model, name="model"),
+        Route("/version/{version:int}/{name:path}", version, name="version"),
+        Route("/ref/{ref:path}", ref, name="ref"),
+        Route("/compare/{name:path}", compare, name="compare"),
+        Route("/alias/{name:path}", move_alias, methods=["POST"], name="move_alias"),
+        Route("/audit", audit, name="audit"),
+        Route("/runs", runs, name="runs"),
+        Route("/runs/{run_id}", run, name="run"),
+        Route("/api/runs/{run_id}", api_run, name="api_run"),
+        Route("/checkpointers", checkpointers, name="checkpointers"),
+        Route("/login", login, name="login"),
+        Route("/static/plotly.min.js", plotly_js),
+        Mount("/static", StaticFiles(directory=static_dir), name="static"),
+    ]
+
+
 def create_app(
     store: Any,
     *,
@@ -439,8 +463,6 @@ def create_app(
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
-    from starlette.routing import Mount, Route
-    from starlette.staticfiles import StaticFiles
     from starlette.templating import Jinja2Templates
 
     if allow_writes and not token:
@@ -454,24 +476,11 @@ def create_app(
     templates.env.filters["ts"] = _ts
     templates.env.filters["num"] = data.fmt
     app = Starlette(
-        routes=[
-            Route("/", models, name="models"),
-            Route("/model/{name:path}", model, name="model"),
-            Route("/version/{version:int}/{name:path}", version, name="version"),
-            Route("/ref/{ref:path}", ref, name="ref"),
-            Route("/compare/{name:path}", compare, name="compare"),
-            Route("/alias/{name:path}", move_alias, methods=["POST"], name="move_alias"),
-            Route("/audit", audit, name="audit"),
-            Route("/runs", runs, name="runs"),
-            Route("/runs/{run_id}", run, name="run"),
-            Route("/api/runs/{run_id}", api_run, name="api_run"),
-            Route("/checkpointers", checkpointers, name="checkpointers"),
-            Route("/login", login, name="login"),
-            Route("/static/plotly.min.js", plotly_js),
-            Mount("/static", StaticFiles(directory=str(pkg / "static")), name="static"),
-        ],
+        routes=routes(str(pkg / "static")),
         middleware=[Middleware(HostCheck, names=allowed_hosts), Middleware(SecurityHeaders)],
         exception_handlers={SafepointError: on_safepoint_error, HTTPException: on_http_error},
     )
+    # the one place a route finds its store and settings: two apps in one process
+    # (two stores) never share them
     app.state.console = Console(store, templates, allow_writes, token, require_token_for_reads)
     return app

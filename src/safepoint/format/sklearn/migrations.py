@@ -7,6 +7,7 @@ made by ``tools/make_drift_files.py``).
 
 from __future__ import annotations
 
+import functools
 import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ import numpy as np
 from ...errors import FormatError
 from ..migrations import decoded_parts, file_version, installed_version, version_tuple
 from ..registry import register_migration, register_type_migration
+from .trust_table import LOSSES
 
 if TYPE_CHECKING:
     from ..decoder import Decoder
@@ -113,7 +115,13 @@ def _simple_imputer_fill_dtype(state: Any, dec: Decoder) -> Any:
 
 
 def _installed_at_least(*version: int) -> bool:
-    return version_tuple(installed_version()) >= version
+    # asked once per object of a forest or a boosted model: the parse is cached
+    return _installed_tuple(installed_version()) >= version
+
+
+@functools.lru_cache(maxsize=16)
+def _installed_tuple(version: str) -> tuple[int, ...]:
+    return version_tuple(version)
 
 
 def _class(name: str) -> Any:
@@ -194,24 +202,7 @@ def _register_estimator_params() -> None:
 _register_estimator_params()
 
 
-@register_migration(
-    *(
-        f"sklearn._loss.loss.{n}"
-        for n in (
-            "AbsoluteError",
-            "ExponentialLoss",
-            "HalfBinomialLoss",
-            "HalfGammaLoss",
-            "HalfMultinomialLoss",
-            "HalfPoissonLoss",
-            "HalfSquaredError",
-            "HalfTweedieLoss",
-            "HalfTweedieLossIdentity",
-            "HuberLoss",
-            "PinballLoss",
-        )
-    )
-)
+@register_migration(*(f"sklearn._loss.loss.{n}" for n in LOSSES))
 def _loss_array_api(state: Any, dec: Decoder) -> Any:
     """scikit-learn 1.8 gave its loss objects ``xp``/``device`` (array API
     namespace, ``None`` = numpy) and the multinomial loss three caches that start

@@ -86,41 +86,26 @@ _SCORER = (
     "estimator's predictions (REVIEWED)"
 )
 
+#: scikit-learn's loss classes (sklearn._loss.loss; their compiled halves are Cy<name>)
+LOSSES = (
+    "AbsoluteError",
+    "ExponentialLoss",
+    "HalfBinomialLoss",
+    "HalfGammaLoss",
+    "HalfMultinomialLoss",
+    "HalfPoissonLoss",
+    "HalfSquaredError",
+    "HalfTweedieLoss",
+    "HalfTweedieLossIdentity",
+    "HuberLoss",
+    "PinballLoss",
+)
+
 #: internal type -> (node kinds that may build it, why constructing it from data is safe)
 INTERNAL: dict[str, tuple[frozenset[str], str]] = {
     # losses (linear models, gradient boosting, MLP)
-    **{
-        f"sklearn._loss._loss.{n}": (frozenset({"red", "pyx"}), _COMPILED_LOSS)
-        for n in (
-            "CyAbsoluteError",
-            "CyExponentialLoss",
-            "CyHalfBinomialLoss",
-            "CyHalfGammaLoss",
-            "CyHalfMultinomialLoss",
-            "CyHalfPoissonLoss",
-            "CyHalfSquaredError",
-            "CyHalfTweedieLoss",
-            "CyHalfTweedieLossIdentity",
-            "CyHuberLoss",
-            "CyPinballLoss",
-        )
-    },
-    **{
-        f"sklearn._loss.loss.{n}": (frozenset({"obj"}), _LOSS)
-        for n in (
-            "AbsoluteError",
-            "ExponentialLoss",
-            "HalfBinomialLoss",
-            "HalfGammaLoss",
-            "HalfMultinomialLoss",
-            "HalfPoissonLoss",
-            "HalfSquaredError",
-            "HalfTweedieLoss",
-            "HalfTweedieLossIdentity",
-            "HuberLoss",
-            "PinballLoss",
-        )
-    },
+    **{f"sklearn._loss._loss.Cy{n}": (frozenset({"red", "pyx"}), _COMPILED_LOSS) for n in LOSSES},
+    **{f"sklearn._loss.loss.{n}": (frozenset({"obj"}), _LOSS) for n in LOSSES},
     **{
         f"sklearn._loss.link.{n}": (frozenset({"obj"}), _LINK)
         for n in (

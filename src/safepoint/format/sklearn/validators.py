@@ -127,6 +127,190 @@ def _deeper_than(up: Any, limit: int) -> bool:
     return bool(acc.any())
 
 
+_TREE_KEYS = ("max_depth", "node_count", "nodes", "values")
+_TREE_FIELDS = ("left_child", "right_child", "feature")
+
+
+@register_table_validator("sklearn.tree._tree.Tree", replaces=(_tree,))
+def _tree_table(columns: dict[str, Any], lengths: dict[str, Any], n: int, dec: Decoder) -> None:
+    """Every check of ``_tree``, for all trees of a forest at once.
+
+    The table stores every tree's nodes end to end in one array (and its values
+    in another), with each tree's node count: one pass over those arrays checks
+    all trees, with child indices local to their tree. A table laid out
+    otherwise than safepoint writes it (a crafted one) is checked tree by tree
+    by ``_tree`` itself. Failures name the first tree found at fault.
+    """
+    if n == 0:
+        return
+    nodes, values = columns.get("nodes"), columns.get("values")
+    ncls = columns.get("<arg 1>")
+    n_features, n_outputs = columns.get("<arg 0>"), columns.get("<arg 2>")
+    if not (
+        set(columns) == {*_TREE_KEYS, "<arg 0>", "<arg 1>", "<arg 2>"}
+        and type(nodes) is np.ndarray
+        and type(values) is np.ndarray
+        and type(ncls) is np.ndarray
+        and {"nodes", "values", "<arg 1>"} <= set(lengths)
+        and all(type(columns[k]) is list for k in ("max_depth", "node_count"))
+        and type(n_features) is list
+        and type(n_outputs) is list
+        and values.ndim == 3
+    ):
+        _tree_rows(columns, lengths, n, dec)
+        return
+    # -- constructor arguments: (n_features, n_classes, n_outputs), as in _tree
+    odd = min(_not_int(n_features), _not_int(n_outputs))
+    if odd < n:
+        raise dec.fail(f"Tree needs (n_features, n_classes, n_outputs){_which(odd, n)}")
+    feats = _int64s(n_features)
+    outs = _int64s(n_outputs)
+    cls_len = lengths["<arg 1>"]
+    bad = (feats < 0) | (outs < 1) | (cls_len != outs)
+    if ncls.ndim != 1 or ncls.dtype.kind not in "iu":
+        bad[:] = True
+    elif ncls.size:
+        owner_c = np.repeat(np.arange(n), cls_len)
+        bad |= np.bincount(owner_c[ncls < 1], minlength=n) > 0
+    if bad.any():
+        raise dec.fail(
+            "Tree has inconsistent n_features / n_classes / n_outputs" + _which(bad.argmax(), n)
+        )
+    # n_outputs >= 1 per tree here: each tree's class counts are a non-empty row
+    max_classes = np.maximum.reduceat(ncls, np.cumsum(cls_len) - cls_len).astype(np.int64)
+    # -- node arrays
+    _fields(nodes, _TREE_FIELDS, dec, "Tree.nodes")
+    counts = lengths["nodes"]
+    node_count = columns["node_count"]
+    odd = _not_int(node_count)
+    if odd < n:
+        raise dec.fail("Tree.node_count does not match its nodes" + _which(odd, n))
+    bad = _int64s(node_count) != counts
+    if bad.any():
+        raise dec.fail("Tree.node_count does not match its nodes" + _which(bad.argmax(), n))
+    if counts.min() < 1:
+        raise dec.fail("Tree has no nodes (crafted file?)" + _which(counts.argmin(), n))
+    bad = (
+        (lengths["values"] != counts) | (outs != values.shape[1]) | (max_classes != values.shape[2])
+    )
+    if bad.any():
+        i = int(bad.argmax())
+        expected = (int(counts[i]), int(outs[i]), int(max_classes[i]))
+        raise dec.fail(
+            f"Tree.values has shape {(int(lengths['values'][i]), *values.shape[1:])}, "
+            f"expected {expected}" + _which(i, n)
+        )
+    if any(nodes.dtype[f].kind not in "iu" for f in _TREE_FIELDS):
+        raise dec.fail("Tree.nodes: child and feature fields must be integers")
+    # -- structure: the checks of _tree, on indices local to each node's tree
+    total = int(counts.sum())
+    starts = np.cumsum(counts) - counts
+    owner = np.repeat(np.arange(n, dtype=np.intp), counts)
+    lr = np.empty((2, total), dtype=np.intp)
+    lr[0] = nodes["left_child"]
+    lr[1] = nodes["right_child"]
+    parents = np.flatnonzero(lr[0] != -1)
+    p_owner = owner[parents]
+    p_start = starts[p_owner]
+    local = parents - p_start
+    kids = lr[:, parents]
+    # parent < child < count for both children, as one unsigned comparison (see _tree)
+    out_of_range = (kids - (local + 1)).view(np.uintp) >= (counts[p_owner] - 1 - local).view(
+        np.uintp
+    )
+    if out_of_range.any():
+        raise dec.fail(
+            "Tree: a child index points outside the node array (crafted file?)"
+            + _which(p_owner[out_of_range.any(axis=0).argmax()], n)
+        )
+    n_parents = np.bincount(p_owner, minlength=n)
+    leaves = np.bincount(owner[lr[1] == -1], minlength=n)
+    bad = leaves != counts - n_parents
+    if bad.any():
+        raise dec.fail("Tree: a leaf has a right child" + _which(bad.argmax(), n))
+    feat = nodes["feature"][parents].astype(np.intp)
+    bad_feat = feat.view(np.uintp) >= feats[p_owner].astype(np.uintp)
+    if bad_feat.any():
+        raise dec.fail(
+            "Tree: a split feature is out of range (crafted file?)"
+            + _which(p_owner[bad_feat.argmax()], n)
+        )
+    # every node but its tree's root has exactly one parent (see _tree)
+    up = np.full(total, -1, dtype=np.intp)
+    up[kids + p_start] = parents
+    up[starts] = starts
+    bad = 2 * n_parents != counts - 1
+    orphans = up < 0
+    if orphans.any():
+        bad[owner[orphans]] = True
+    if bad.any():
+        raise dec.fail(
+            "Tree: its nodes do not form a tree (crafted file?)" + _which(bad.argmax(), n)
+        )
+    # decision_path sizes its output n_samples * (1 + max_depth), unchecked
+    max_depth = columns["max_depth"]
+    odd = _not_int(max_depth)
+    if odd < n:
+        raise dec.fail(
+            "Tree.max_depth is less than the depth of its nodes (crafted file?)" + _which(odd, n)
+        )
+    deepest = np.maximum.reduceat(_depths(up), starts)
+    bad = deepest > _int64s(max_depth)
+    if bad.any():
+        raise dec.fail(
+            "Tree.max_depth is less than the depth of its nodes (crafted file?)"
+            + _which(bad.argmax(), n)
+        )
+
+
+def _which(i: Any, n: int) -> str:
+    """Which object of a table a message is about."""
+    return f" (tree {int(i)} of {n}, counting from 0)"
+
+
+def _not_int(values: list[Any]) -> int:
+    """The index of the first value that is not an int (as ``_tree`` checks them), or
+    ``len(values)``."""
+    return next((i for i, v in enumerate(values) if not isinstance(v, int)), len(values))
+
+
+def _int64s(values: list[int]) -> np.ndarray[Any, Any]:
+    """Python ints as int64, clipped to +-2**62 (beyond any count or depth a file
+    can have: a clipped value compares as the original would)."""
+    lim = 1 << 62
+    return np.array([min(max(int(v), -lim), lim) for v in values], dtype=np.int64)
+
+
+def _depths(up: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """Each node's depth, given its parent (roots their own), by pointer jumping:
+    log2(depth) vectorised passes. Parents precede their children (checked before),
+    so every chain ends at a root."""
+    depth = (up != np.arange(up.size)).astype(np.int64)
+    up = up.copy()
+    for _ in range(64):
+        nxt = up[up]
+        if np.array_equal(nxt, up):
+            break
+        # a root's depth is 0: adding it to a node that already reached it changes nothing
+        depth += depth[up]
+        up = nxt
+    return depth
+
+
+def _tree_rows(columns: dict[str, Any], lengths: dict[str, Any], n: int, dec: Decoder) -> None:
+    """A table of Trees laid out otherwise than safepoint writes it: ``_tree`` per tree."""
+    bounds = {k: np.concatenate(([0], np.cumsum(c))).tolist() for k, c in lengths.items()}
+
+    def row(key: str, i: int) -> Any:
+        col = columns[key]
+        return col[bounds[key][i] : bounds[key][i + 1]] if key in bounds else col[i]
+
+    args = sorted(k for k in columns if k.startswith("<arg "))
+    state = [k for k in columns if not k.startswith("<arg ")]
+    for i in range(n):
+        _tree([row(k, i) for k in args], {k: row(k, i) for k in state}, dec)
+
+
 def _binary_tree(args: list[Any], state: Any, dec: Decoder, n_bounds: int) -> Any:
     if not isinstance(state, tuple) or len(state) < 12:
         raise dec.fail("binary tree state must be a tuple")

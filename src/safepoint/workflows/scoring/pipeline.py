@@ -384,7 +384,7 @@ class ScoringPipeline:
                     "versions": report.versions,
                 }
             )
-            run.finish(message=_complete_message(report) if report.already_complete else "")
+            run.finish(message=complete_message(report) if report.already_complete else "")
         return report
 
     def _start_run(self, state: CommitState) -> Any:
@@ -571,7 +571,7 @@ def _arity(fn: Callable[..., Any]) -> int:
         return 1
 
 
-def _complete_message(report: ScoringReport) -> str:
+def complete_message(report: ScoringReport) -> str:
     """``already complete: 1,000 records at offset in.parquet:1000``."""
     where = ", ".join(f"{k}:{v}" for k, v in sorted(report.offsets.items())) or "-"
     n = report.committed.get("read", 0)

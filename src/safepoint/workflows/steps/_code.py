@@ -50,8 +50,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._fingerprint import fingerprint
-from .fingerprint import code_fingerprint
+from .._fingerprint import fingerprint
+from ..fingerprint import code_fingerprint
 
 __all__ = ["CodeDeps", "module_kind", "step_dependencies"]
 
@@ -658,7 +658,7 @@ def _value_digest(value: Any) -> str:
 def _tree_digest(node: ast.AST) -> str:
     import hashlib
 
-    from .fingerprint import _Normaliser
+    from ..fingerprint import _Normaliser
 
     node = _Normaliser().visit(node)
     dumped = ast.dump(node, annotate_fields=True, include_attributes=False)

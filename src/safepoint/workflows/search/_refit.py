@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 from sklearn.base import clone
 
-from ..errors import NotFoundError, SafepointError, SearchError
-from ._fingerprint import data_digest, fingerprint
+from ...errors import NotFoundError, SafepointError, SearchError
+from .._fingerprint import data_digest, fingerprint
 from ._ledger import META_KEY
 
 if TYPE_CHECKING:
-    from .search import SearchSpace
+    from ._api import SearchSpace
 
 __all__ = ["BestModel", "refit_best"]
 
@@ -70,7 +70,7 @@ def _search_store(search: Any) -> tuple[Any, str | None, bool]:
     if checkpoint is None:
         return None, None, False
     if isinstance(checkpoint, str | os.PathLike):
-        from .search import DEFAULT_CHECKPOINTER, _resolve_checkpoint
+        from ._fit import DEFAULT_CHECKPOINTER, _resolve_checkpoint
 
         _, _, store, owned = _resolve_checkpoint(checkpoint)
         return store, DEFAULT_CHECKPOINTER, owned
@@ -142,7 +142,7 @@ def refit_best(
     elif store is False:
         store = None
     elif not hasattr(store, "put"):
-        from ..stores.opening import open_store
+        from ...stores.opening import open_store
 
         store, owned = open_store(os.fspath(store)), True
     else:
@@ -167,7 +167,7 @@ def _refit_all(
     trusted: Any,
     fit_params: dict[str, Any],
 ) -> dict[str, BestModel]:
-    from .search import candidate_key
+    from ._fit import candidate_key
 
     best = space.best_by_label(search, metric)
     data = data_digest(X, y, fit_params)

@@ -1,75 +1,10 @@
-"""Resumable step workflows: the successor of the ``step_1 ... step_N`` checkpoint scripts.
-
-Split a long training script into steps; each step's output is saved in the
-store (safepoint format, versioned, atomic), and the next run restores what is
-still valid instead of recomputing it::
-
-    import safepoint as sp
-
-    class Training(sp.Steps):
-        def step_1(self, outputs):
-            return load_and_clean()                    # e.g. a DataFrame
-
-        def step_2(self, outputs):
-            return add_features(outputs["step_1"])
-
-        def step_3(self, outputs):
-            model = LogisticRegression(C=self.params["C"])
-            return model.fit(outputs["step_2"])
-
-    training = Training(name="model-training", store="./store", version=1, params={"C": 1.0})
-    training.run()                 # runs 1, 2, 3
-    training.run()                 # restores all: nothing changed
-    training.run(start_from=2)     # restores step_1, reruns 2 and 3
-    training.status()              # cached / stale / missing for each step, and why
-    outputs = training.load_outputs()   # in a notebook: {"step_1": ..., "step_3": model}
-
-A step reruns by itself when it would compute something different:
-
-* its code changed (the normalised source of the method: comments, formatting
-  and docstrings do not count), or code it reaches in the user's own modules:
-  helper functions and classes it calls, transitively, and the module-level
-  values they read (``helpers.scale changed``); or the version of an installed
-  package it uses;
-* a parameter it read (``self.params[...]``) changed;
-* the output of an earlier step that it read (``outputs[...]``) changed;
-* a file it read while it ran changed (``data.csv changed: 1.2 kB -> 1.5 kB``).
-
-Reads are tracked, so a step that never looks at ``step_1`` does not rerun when
-step_1 changes, and a step whose input was recomputed to the identical result
-is restored. What cannot be compared (a network read, compiled code) is named in
-the explanation instead of being called unchanged. ``@sp.step(cache="always")``
-pins a step's saved output, ``cache="never"`` reruns it every time. Digests of
-outputs are computed while writing and compared from the catalog, never
-recomputed from the data. Steps run in numeric order (step_10
-after step_9). A run killed at any instant resumes at the step it was in: the
-store never shows a half-written output.
-
-The decorator form does the same for plain functions::
-
-    wf = sp.Workflow("model-training", store="./store")
-
-    @wf.step
-    def clean(outputs):
-        return load_and_clean()
-
-    @wf.step
-    def train(outputs, params):
-        return fit(outputs["clean"], C=params["C"])
-
-    wf.run()
-
-Limits (see docs/steps.md): code reached by a computed name (``getattr``,
-``eval``), environment variables, the clock and randomness are not tracked, nor
-files read by native code without Python's ``open`` or in other threads and
-processes; put what should invalidate a step into ``params``, or force it with
-``start_from``.
+"""The engine under both workflow forms: plan each step, run or restore it, record it
+in the store, and report.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import logging
 import os
@@ -81,7 +16,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from ..errors import (
+from ...errors import (
     NotFoundError,
     RunBusyError,
     SafepointError,
@@ -91,27 +26,19 @@ from ..errors import (
     StepError,
     UntrustedTypesError,
 )
-from .fingerprint import ABSENT, code_fingerprint, value_digest
-from .step_code import CodeDeps, step_dependencies
-from .step_files import FileReads, paused
-from .step_options import StepOptions, check_cache, options_of
-from .step_plan import RECORD_SCHEMA, Decision, StoredStep, Upstream, decide
-from .step_tracking import LazyOutputs, TrackedMapping
+from ..fingerprint import ABSENT, code_fingerprint, value_digest
+from ._code import CodeDeps, step_dependencies
+from ._files import FileReads, paused
+from ._options import StepOptions
+from ._plan import RECORD_SCHEMA, Decision, StoredStep, Upstream, decide
+from ._reports import RunReport, StepOutcome, StepStatus, WorkflowStatus
+from ._tracking import LazyOutputs, TrackedMapping
 
 if TYPE_CHECKING:
-    from ..stores.opening import StoreLike
-    from ..stores.store import Store
+    from ...stores.opening import StoreLike
+    from ...stores.store import Store
 
-__all__ = [
-    "RunReport",
-    "StepOutcome",
-    "StepStatus",
-    "Steps",
-    "Workflow",
-    "WorkflowStatus",
-    "saved_outputs",
-    "saved_status",
-]
+__all__ = ["RECORD_KEY", "RUN_KIND", "last_run"]
 
 log = logging.getLogger("safepoint.workflows")
 
@@ -155,156 +82,10 @@ class _StepDef:
             return CodeDeps(unchecked=[f"the code it calls could not be followed ({exc!r})"])
 
 
-# -- reports ---------------------------------------------------------------------------
-@dataclass
-class StepOutcome:
-    """What a run did with one step."""
-
-    step: str
-    action: str  # "ran" | "restored"
-    decision: Decision
-    version: int | None
-    digest: str | None
-    seconds: float = 0.0
-
-    @property
-    def explanation(self) -> str:
-        return self.decision.explain()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "action": self.action,
-            "version": self.version,
-            "digest": self.digest,
-            "seconds": round(self.seconds, 3),
-            **{k: v for k, v in self.decision.to_dict().items() if k != "step"},
-        }
-
-
-@dataclass
-class RunReport:
-    """The outcome of :meth:`Steps.run`: what ran, what was restored, and why.
-
-    ``outputs`` maps each step to its output; restored outputs are loaded from
-    the store on first access.
-    """
-
-    workflow: str
-    version: str
-    run_id: str | None
-    steps: list[StepOutcome]
-    outputs: Mapping[str, Any] = field(repr=False)
-
-    @property
-    def ran(self) -> list[str]:
-        return [s.step for s in self.steps if s.action == "ran"]
-
-    @property
-    def restored(self) -> list[str]:
-        return [s.step for s in self.steps if s.action == "restored"]
-
-    def __getitem__(self, step: str) -> StepOutcome:
-        for s in self.steps:
-            if s.step == step:
-                return s
-        raise KeyError(step)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "workflow": self.workflow,
-            "version": self.version,
-            "run_id": self.run_id,
-            "steps": [s.to_dict() for s in self.steps],
-        }
-
-    def __str__(self) -> str:
-        head = f"run {self.run_id or '-'} of {self.workflow} v{self.version}"
-        return "\n".join([head, *(f"  {s.explanation}" for s in self.steps)])
-
-
-@dataclass
-class StepStatus:
-    """The state of one step: ``cached``, ``stale`` or ``missing``, and why."""
-
-    step: str
-    state: str
-    reasons: list[str]
-    notes: list[str]
-    explanation: str
-    unchecked: list[str] = field(default_factory=list)
-    pinned: list[str] = field(default_factory=list)
-    version: int | None = None
-    digest: str | None = None
-    size: int | None = None
-    type: str | None = None
-    created: Any = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-@dataclass
-class WorkflowStatus:
-    """What :meth:`Steps.status` returns: one :class:`StepStatus` per step, in order."""
-
-    workflow: str
-    version: str
-    steps: list[StepStatus]
-    last_run: dict[str, Any] | None = None
-    code_checked: bool = True
-    params_checked: bool = True
-
-    def __getitem__(self, step: str) -> StepStatus:
-        for s in self.steps:
-            if s.step == step:
-                return s
-        raise KeyError(step)
-
-    def __iter__(self) -> Iterator[StepStatus]:
-        return iter(self.steps)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "workflow": self.workflow,
-            "version": self.version,
-            "code_checked": self.code_checked,
-            "params_checked": self.params_checked,
-            "steps": [s.to_dict() for s in self.steps],
-            "last_run": self.last_run,
-        }
-
-    def __str__(self) -> str:
-        lines = [f"workflow {self.workflow} v{self.version}"]
-        width = max((len(s.step) for s in self.steps), default=4)
-        for s in self.steps:
-            parts = list(s.reasons or s.notes)
-            if s.pinned:
-                parts.append(f"pinned (cache='always') although {'; '.join(s.pinned)}")
-            if s.unchecked and not s.reasons:
-                parts.append(f"not checked: {'; '.join(s.unchecked)}")
-            why = "; ".join(parts)
-            ver = f"@{s.version}" if s.version is not None else ""
-            lines.append(f"  {s.step:<{width}} {s.state:<8}{ver:<6} {why}".rstrip())
-        if not self.code_checked:
-            lines.append(
-                "  (code not compared: the workflow's code was not given; pass --workflow)"
-            )
-        if not self.params_checked:
-            lines.append("  (parameters not compared: they are known only to the script)")
-        if self.last_run:
-            r = self.last_run
-            state = r.get("status")
-            if r.get("alive") is False:
-                state = "died while running (the next run resumes it)"
-            lines.append(f"  last run {r.get('id')}: {state} {r.get('message', '')}".rstrip())
-        return "\n".join(lines)
-
-
 # -- the engine ------------------------------------------------------------------------
 def _open_store(store: StoreLike) -> Store:
-    from ..errors import InvalidArgumentError
-    from ..stores.opening import open_store
+    from ...errors import InvalidArgumentError
+    from ...stores.opening import open_store
 
     try:
         return open_store(store)
@@ -344,7 +125,7 @@ class _WorkflowBase:
         trusted: Any = (),
         checkpoint_folder: str | os.PathLike[str] | None = None,
     ) -> None:
-        from ..stores.names import check_name
+        from ...stores.names import check_name
 
         if checkpoint_folder is not None:
             if store is not None:
@@ -726,7 +507,7 @@ class _WorkflowBase:
     @contextlib.contextmanager
     def _exclusive(self, wait: bool | float, say: _Say) -> Iterator[Any]:
         """Hold the workflow (one live run per workflow version) for the duration."""
-        from ..stores.runs import STALE_AFTER
+        from ...stores.runs import STALE_AFTER
 
         deadline = None
         if wait is not True:
@@ -835,13 +616,13 @@ class _WorkflowBase:
         ``format="sp"`` (the default) writes the safepoint files themselves
         (``step_1.sp``: ``sp.load`` reads them anywhere, without the store);
         ``"pickle"`` or ``"joblib"`` writes pickles, with a warning (loading a
-        pickle runs code). See :func:`safepoint.workflows.step_export.export_outputs`.
+        pickle runs code). See :func:`safepoint.workflows.steps.export_outputs`.
 
         Example:
             >>> training.export_outputs("exported/")         # doctest: +SKIP
             [{'step': 'step_1', 'path': 'exported/step_1.sp', ...}, ...]
         """
-        from .step_export import export_outputs
+        from ._export import export_outputs
 
         return export_outputs(
             self.store,
@@ -893,322 +674,3 @@ def _stored_step(step: str, mv: Any) -> StoredStep:
         created=mv.created,
         record=record if isinstance(record, dict) else {},
     )
-
-
-# -- class form ------------------------------------------------------------------------
-class Steps(_WorkflowBase):
-    """Base class of a resumable workflow whose steps are methods ``step_1 ... step_N``.
-
-    Args:
-        name: the workflow's name in the store (a namespaced path, e.g. ``"fraud/training"``).
-        store: a :class:`safepoint.Store`, a store URL or a folder (default: ``.safepoint``).
-        version: each version keeps its own outputs (``1``, ``2``, ...).
-        params: parameters the steps read as ``self.params[...]``; a step reruns
-            when a parameter it read changes.
-        trusted: extra types to trust when restoring outputs (see ``sp.load``).
-        checkpoint_folder: the older name of ``store`` (a folder).
-
-    Each ``step_N(self, outputs)`` receives the outputs of the steps before it
-    (``outputs["step_1"]``, ...) and returns what to save; steps run in numeric
-    order (step_10 after step_9).
-
-    Example:
-        >>> import safepoint as sp
-        >>> class Double(sp.Steps):
-        ...     def step_1(self, outputs):
-        ...         return [1, 2, 3]
-        ...     def step_2(self, outputs):
-        ...         return [x * self.params["k"] for x in outputs["step_1"]]
-        >>> import tempfile; folder = tempfile.mkdtemp()
-        >>> wf = Double(name="double", store=folder, params={"k": 2})
-        >>> wf.run().ran
-        ['step_1', 'step_2']
-        >>> wf.run().ran
-        []
-        >>> wf.load_outputs()["step_2"]
-        [2, 4, 6]
-    """
-
-    def _step_defs(self) -> list[_StepDef]:
-        found: dict[int, str] = {}
-        for attr in dir(type(self)):
-            m = _STEP_NAME.match(attr)
-            if not m:
-                continue
-            func = inspect.getattr_static(type(self), attr)
-            if not callable(func):
-                continue
-            number = int(m.group(1))
-            if number in found:
-                raise StepConfigError(
-                    f"{type(self).__name__} defines both {found[number]} and {attr}: "
-                    "step numbers must be unique"
-                )
-            found[number] = attr
-        defs = []
-        for number in sorted(found):
-            attr = found[number]
-            func = inspect.getattr_static(type(self), attr)
-            owner = None if isinstance(func, staticmethod) else self
-            if isinstance(func, staticmethod | classmethod):
-                func = func.__func__
-            bound = getattr(self, attr)
-            defs.append(
-                _StepDef(
-                    attr, number, func, _method_caller(bound), owner=owner, options=options_of(func)
-                )
-            )
-        return defs
-
-
-def _method_caller(
-    bound: Callable[..., Any],
-) -> Callable[[Mapping[str, Any], Mapping[str, Any]], Any]:
-    def call(outputs: Mapping[str, Any], params: Mapping[str, Any]) -> Any:
-        return bound(outputs)
-
-    return call
-
-
-# -- decorator form --------------------------------------------------------------------
-class Workflow(_WorkflowBase):
-    """A resumable workflow of plain functions registered with ``@workflow.step``.
-
-    Steps run in the order they are declared, or by ``order=`` numbers (all
-    steps then need one), or by the number in names ``step_N``. A step function
-    takes ``(outputs)`` or ``(outputs, params)``; ``outputs`` is keyed by step
-    (function) name.
-
-    Example:
-        >>> import safepoint as sp, tempfile
-        >>> wf = sp.Workflow("demo/squares", store=tempfile.mkdtemp(), params={"n": 4})
-        >>> @wf.step
-        ... def numbers(outputs, params):
-        ...     return list(range(params["n"]))
-        >>> @wf.step
-        ... def squares(outputs):
-        ...     return [x * x for x in outputs["numbers"]]
-        >>> wf.run().ran
-        ['numbers', 'squares']
-        >>> wf.load_outputs()["squares"]
-        [0, 1, 4, 9]
-    """
-
-    def __init__(
-        self,
-        name: str,
-        store: StoreLike = None,
-        version: int | str = 1,
-        params: Mapping[str, Any] | None = None,
-        *,
-        trusted: Any = (),
-    ) -> None:
-        super().__init__(name, store, version, params, trusted=trusted)
-        self._registered: list[tuple[str, int | None, Callable[..., Any]]] = []
-        self._options: dict[str, StepOptions] = {}
-
-    def step(
-        self,
-        func: Callable[..., Any] | None = None,
-        *,
-        name: str | None = None,
-        order: int | None = None,
-        cache: str | None = None,
-    ) -> Any:
-        """Register ``func`` as a step (usable as ``@wf.step`` or ``@wf.step(order=2)``).
-
-        ``cache="always"`` pins the step's saved output (restored whatever changed,
-        the explanation still says what), ``cache="never"`` reruns it at every run;
-        the default ``"auto"`` reruns it when what it depends on changed.
-        """
-        options = None if cache is None else StepOptions(cache=check_cache(cache))
-
-        def register(f: Callable[..., Any]) -> Callable[..., Any]:
-            if not callable(f):
-                raise StepConfigError(f"@step needs a function, not {type(f).__name__}")
-            step_name = name or getattr(f, "__name__", None)
-            if not isinstance(step_name, str) or not _SEGMENT.match(step_name):
-                raise StepConfigError(
-                    f"step name {step_name!r} is not usable: pass name= with letters, "
-                    "digits, '.', '_' or '-'"
-                )
-            if order is not None and (isinstance(order, bool) or not isinstance(order, int)):
-                raise StepConfigError(f"order= must be an int, not {type(order).__name__}")
-            if any(n == step_name for n, _, _ in self._registered):
-                raise StepConfigError(f"workflow {self.name!r} already has a step {step_name!r}")
-            self._registered.append((step_name, order, f))
-            self._options[step_name] = options or options_of(f)
-            return f
-
-        if func is not None:
-            return register(func)
-        return register
-
-    def _step_defs(self) -> list[_StepDef]:
-        regs = self._registered
-        explicit = [o for _, o, _ in regs if o is not None]
-        numbered = [_STEP_NAME.match(n) for n, _, _ in regs]
-        if explicit and len(explicit) != len(regs):
-            missing = [n for n, o, _ in regs if o is None]
-            raise StepConfigError(
-                f"some steps have order= and some do not ({', '.join(missing)}): give every "
-                "step an order, or none (then they run in the order they are declared)"
-            )
-        if explicit:
-            numbers = explicit
-        elif regs and all(numbered):
-            numbers = [int(m.group(1)) for m in numbered if m]
-        else:
-            numbers = list(range(1, len(regs) + 1))
-        if len(set(numbers)) != len(numbers):
-            raise StepConfigError(f"step orders must be unique, got {sorted(numbers)}")
-        defs = [
-            _StepDef(n, num, f, _function_caller(f), options=self._options.get(n, StepOptions()))
-            for num, (n, _, f) in sorted(zip(numbers, regs, strict=True), key=lambda t: t[0])
-        ]
-        return defs
-
-
-def _function_caller(
-    f: Callable[..., Any],
-) -> Callable[[Mapping[str, Any], Mapping[str, Any]], Any]:
-    try:
-        sig = inspect.signature(f)
-        positional = [
-            p
-            for p in sig.parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
-        wants_params = len(positional) >= 2 or "params" in sig.parameters
-    except (TypeError, ValueError):
-        wants_params = False
-
-    def call(outputs: Mapping[str, Any], params: Mapping[str, Any]) -> Any:
-        return f(outputs, params) if wants_params else f(outputs)
-
-    return call
-
-
-# -- what the store holds, without the workflow's code (CLI, console) ---------------------
-class _SavedView(_WorkflowBase):
-    """A workflow seen through its saved outputs only (steps, order and records)."""
-
-    _params_known = False
-
-    def __init__(self, name: str, store: StoreLike, version: int | str, code: Any = None) -> None:
-        super().__init__(name, store, version)
-        self._code = code
-
-    def saved_steps(self) -> list[tuple[str, StoredStep]]:
-        """``(step, latest saved output)`` in step order (as the newest record lists them)."""
-        found = []
-        for model in self.store.models(self.prefix):
-            step = model[len(self.prefix) + 1 :]
-            if "/" in step:
-                continue
-            stored = self._stored(step)
-            if stored is not None:
-                found.append((step, stored))
-        newest = max(found, key=lambda t: t[1].created, default=None)
-        order = list(newest[1].record.get("steps") or []) if newest else []
-
-        def key(t: tuple[str, StoredStep]) -> tuple[int, int, str]:
-            step, stored = t
-            if step in order:
-                return (0, order.index(step), step)
-            index = stored.record.get("index")
-            return (1, index if isinstance(index, int) else 0, step)
-
-        return sorted(found, key=key)
-
-    def _step_defs(self) -> list[_StepDef]:
-        return self._code._step_defs() if self._code is not None else []
-
-    def status(self) -> WorkflowStatus:
-        saved = [s for s, _ in self.saved_steps()]
-        if self._code is not None:
-            defs = self._code._checked_steps()
-            names = [d.name for d in defs] + [s for s in saved if s not in {d.name for d in defs}]
-            return self._status(names, {d.name: d for d in defs})
-        if not saved:
-            raise NotFoundError(
-                f"workflow {self.name!r} v{self.version} has no saved outputs in "
-                f"{self.store.url!r}; check the name, --version and --store"
-            )
-        return self._status(saved, {})
-
-
-def _resolve_code(spec: Any, name: str, store: Any, version: int | str) -> Any:
-    """A workflow object from ``path/to/file.py:Class`` or ``module:attribute``."""
-    if spec is None or isinstance(spec, _WorkflowBase):
-        return spec
-    if isinstance(spec, type) and issubclass(spec, Steps):
-        return spec(name=name, store=store, version=version)
-    if not isinstance(spec, str) or ":" not in spec:
-        raise StepConfigError(
-            f"workflow code must be 'path/to/script.py:Class' or 'module:Class', not {spec!r}"
-        )
-    import importlib
-    import importlib.util
-
-    where, _, attr = spec.rpartition(":")
-    if where.endswith(".py"):
-        mod_name = "_safepoint_workflow_" + re.sub(r"\W", "_", os.path.abspath(where))
-        loader_spec = importlib.util.spec_from_file_location(mod_name, where)
-        if loader_spec is None or loader_spec.loader is None or not os.path.isfile(where):
-            raise StepConfigError(f"cannot read the workflow script {where!r}")
-        module = importlib.util.module_from_spec(loader_spec)
-        import sys
-
-        sys.modules[mod_name] = module
-        loader_spec.loader.exec_module(module)
-    else:
-        module = importlib.import_module(where)
-    obj = getattr(module, attr, None)
-    if obj is None:
-        raise StepConfigError(f"{where!r} has no {attr!r}")
-    if isinstance(obj, Workflow):
-        return obj
-    if isinstance(obj, type) and issubclass(obj, Steps):
-        return obj(name=name, store=store, version=version)
-    raise StepConfigError(f"{spec!r} is neither a sp.Steps subclass nor a sp.Workflow")
-
-
-def saved_status(
-    store: StoreLike, name: str, version: int | str = 1, *, code: Any = None
-) -> WorkflowStatus:
-    """The status of a workflow from its saved outputs (what the CLI shows).
-
-    Without ``code`` (a Steps subclass, a Workflow, or ``"script.py:Class"``), the
-    steps' code is not compared; parameters are never compared (only the running
-    script knows them), so a step is ``stale`` here only when an output it read
-    changed since it ran.
-
-    Example:
-        >>> print(saved_status("./store", "model-training"))   # doctest: +SKIP
-    """
-    view = _SavedView(name, store, version)
-    view._code = _resolve_code(code, name, view.store, version)
-    return view.status()
-
-
-def saved_outputs(store: StoreLike, name: str, version: int | str = 1) -> list[dict[str, Any]]:
-    """The latest saved output of each step: version, type, size, digest (no data read)."""
-    view = _SavedView(name, store, version)
-    rows = []
-    for step, stored in view.saved_steps():
-        mv = view.store.info(view._model(step), stored.version)
-        rows.append(
-            {
-                "step": step,
-                "ref": mv.ref,
-                "version": mv.version,
-                "type": stored.type or mv.root_type,
-                "size": mv.size,
-                "digest": mv.digest,
-                "created": mv.created.isoformat(),
-                "run_id": mv.run_id,
-                "seconds": stored.record.get("seconds"),
-            }
-        )
-    return rows

@@ -21,7 +21,7 @@ see docs/steps.md.
 
 >>> with FileReads() as reads:
 ...     _ = open(__file__.replace(".pyc", ".py"), "rb").close()
->>> [r["path"].endswith("step_files.py") for r in reads.records()]   # a .py is an import
+>>> [r["path"].endswith("_files.py") for r in reads.records()]   # a .py is an import
 []
 """
 
@@ -126,7 +126,7 @@ class FileReads:
     """
 
     def __init__(self, exclude: tuple[str, ...] = ()) -> None:
-        from .step_code import _site_dirs, _stdlib_dirs
+        from ._code import _site_dirs, _stdlib_dirs
 
         self._read: dict[str, None] = {}  # ordered set
         self._written: set[str] = set()

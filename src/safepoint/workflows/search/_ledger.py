@@ -47,9 +47,9 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, runtime_checkable
 
-from ..errors import CheckpointMismatchError, SafepointError, UntrustedTypesError
+from ...errors import CheckpointMismatchError, SafepointError, UntrustedTypesError
 
-__all__ = ["Checkpointer", "Ledger", "LedgerWriter", "recorded_fits"]
+__all__ = ["Ledger", "LedgerStore", "LedgerWriter", "recorded_fits"]
 
 LEDGER_FORMAT = "safepoint.search-ledger/2"
 LEDGER_FORMAT_V1 = "safepoint.search-ledger/1"
@@ -72,8 +72,12 @@ _V1_PARTS = ("estimator", "scoring", "options", "data", "splits")
 
 
 @runtime_checkable
-class Checkpointer(Protocol):
+class LedgerStore(Protocol):
     """What the ledger needs from a checkpoint: a small key/value interface.
+
+    ``sp.Store(path).checkpointer(name)`` (a :class:`safepoint.Checkpointer`) is one;
+    so is any object with these four methods. (Named apart from
+    :class:`safepoint.Checkpointer`, which it describes but does not require.)
 
     Values are plain Python objects (dicts of floats and strings); the checkpointer
     serialises them with the safepoint format, never with pickle.
@@ -98,7 +102,7 @@ def _restart_hint(where: str, hint: str) -> str:
 class Ledger:
     """Results of one search in a checkpointer; see the module docstring for the layout."""
 
-    def __init__(self, checkpointer: Checkpointer, where: str) -> None:
+    def __init__(self, checkpointer: LedgerStore, where: str) -> None:
         self.cp = checkpointer
         self.where = where
         self.digest = ""
@@ -399,7 +403,7 @@ class LedgerWriter:
             self._raise_error()
 
 
-def recorded_fits(checkpointer: Checkpointer) -> int:
+def recorded_fits(checkpointer: LedgerStore) -> int:
     """How many fit results the ledger in ``checkpointer`` holds for its current search."""
     meta = checkpointer.get(META_KEY)
     if not isinstance(meta, dict) or "digest" not in meta:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import StepConfigError
+from ...errors import StepConfigError
 
 __all__ = ["CACHE_MODES", "StepOptions", "options_of", "step"]
 

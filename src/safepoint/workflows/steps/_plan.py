@@ -23,11 +23,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from .fingerprint import ABSENT
-from .step_files import file_change
+from ..fingerprint import ABSENT
+from ._files import file_change
 
 if TYPE_CHECKING:
-    from .step_code import CodeDeps
+    from ._code import CodeDeps
 
 __all__ = ["RECORD_SCHEMA", "Decision", "StoredStep", "Upstream", "decide"]
 

@@ -23,7 +23,14 @@ import warnings
 from collections.abc import Iterable
 from typing import Any
 
-from ..errors import IntegrityError, SafepointError, SafepointWarning, StepConfigError, StepError
+from ...errors import (
+    FilesExistError,
+    IntegrityError,
+    SafepointError,
+    SafepointWarning,
+    StepConfigError,
+    StepError,
+)
 
 __all__ = ["EXPORT_FORMATS", "PICKLE_WARNING", "FilesExistError", "export_outputs"]
 
@@ -33,14 +40,6 @@ PICKLE_WARNING = (
     "pickle and joblib files run code when they are loaded: load them only where you "
     "made them, never from someone else (the .sp files load without running code)"
 )
-
-
-class FilesExistError(StepConfigError):
-    """An export would replace files; ``paths`` names them."""
-
-    def __init__(self, message: str, paths: list[str]) -> None:
-        super().__init__(message)
-        self.paths = paths
 
 
 def export_outputs(
@@ -76,7 +75,7 @@ def export_outputs(
             a file exists already.
         NotFoundError: the workflow has no saved outputs.
     """
-    from .steps import _SavedView
+    from ._saved import _SavedView
 
     if format not in EXPORT_FORMATS:
         raise StepConfigError(
@@ -86,7 +85,7 @@ def export_outputs(
     view.trusted = trusted
     saved = view.saved_steps()
     if not saved:
-        from ..errors import NotFoundError
+        from ...errors import NotFoundError
 
         raise NotFoundError(
             f"workflow {name!r} v{version} has no saved outputs in {view.store.url!r}; "
@@ -147,7 +146,7 @@ def _tmp_path(path: str) -> str:
 
 def _copy_blob(store: Any, mv: Any, path: str) -> None:
     """Copy a version's blob to ``path``, verified before it takes that name."""
-    from ..format.reader import open_reader
+    from ...format.reader import open_reader
 
     tmp = _tmp_path(path)
     try:

@@ -1,48 +1,7 @@
-"""Resumable hyper-parameter searches: scikit-learn's GridSearchCV and RandomizedSearchCV,
-plus a checkpoint that survives a crash.
+"""The fit loop of the resumable searches: scikit-learn's ``BaseSearchCV.fit``, with
+every (candidate, fold) taken from the ledger or fitted and committed to it.
 
-A long search (hours over KNN, random forests, naive Bayes and logistic regression,
-say) should not start from zero after a crash, a pre-empted node or a Ctrl-C.
-:class:`ResumableGridSearchCV` and :class:`ResumableRandomizedSearchCV` take the same
-arguments and produce the same attributes and results as scikit-learn's classes, plus
-``checkpoint=``: every (candidate, fold) fit is committed to a ledger the moment it
-finishes, and a rerun of the same search takes the recorded results and only fits
-what is missing. Each fit is keyed by what decides it: the estimator configured for
-it (class, fixed and candidate parameters), the fold, and the data, splits and
-scoring of the search. So a grid grown, shrunk or reordered reuses every fit it
-shares with earlier runs, while a search whose data, folds, scoring or estimator
-changed never reuses stale results: it stops with
-:class:`~safepoint.CheckpointMismatchError` (or starts afresh with
-``on_mismatch="restart"``) and says what changed. The final refit is checkpointed
-too, and Ctrl-C says how many fits are saved.
-
->>> import safepoint as sp
->>> from sklearn.datasets import load_iris
->>> from sklearn.neighbors import KNeighborsClassifier
->>> X, y = load_iris(return_X_y=True)
->>> search = sp.ResumableGridSearchCV(
-...     KNeighborsClassifier(), {"n_neighbors": [1, 5, 15]}, cv=3,
-...     checkpoint="iris-search")                                    # doctest: +SKIP
->>> search.fit(X, y).best_params_                                    # doctest: +SKIP
-{'n_neighbors': 15}
-
-Killed half-way, the same lines run again pick up where it stopped
-(``search.n_fits_resumed_`` says how many fits came from the checkpoint).
-
-Several model types in one search, the scikit-learn way (a pipeline step swapped
-through a list of grids), built by :func:`search_spaces`::
-
-    space = sp.search_spaces({
-        "knn": (KNeighborsClassifier(), {"n_neighbors": [1, 5, 15]}),
-        "rf": (RandomForestClassifier(random_state=0), {"n_estimators": [50, 100]}),
-    })
-    search = sp.ResumableGridSearchCV(*space, checkpoint="search").fit(X, y)
-    space.best_by_label(search)   # {"knn": {...}, "rf": {...}}
-    space.refit_best(search, X, y)   # the fitted best model of each type, in the store
-
-Parallel fits go through joblib (``n_jobs``), including a Dask cluster with
-``with joblib.parallel_backend("dask"):``; the ledger is written by the process that
-called ``fit``, so workers need no access to the checkpoint.
+Every private scikit-learn name it needs comes from :mod:`._sklearn_compat`.
 """
 
 from __future__ import annotations
@@ -54,49 +13,29 @@ import sys
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from inspect import signature
 from itertools import product
 from typing import Any
 
 import numpy as np
-from sklearn.base import clone, is_classifier
-from sklearn.model_selection import GridSearchCV, ParameterGrid, ParameterSampler, check_cv
-from sklearn.model_selection import RandomizedSearchCV as _SkRandomizedSearchCV
+from sklearn.base import clone
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import indexable
 
-from ..errors import SafepointWarning, SearchError, UntrustedTypesError
-from ._fingerprint import data_digest, fingerprint, splits_digest
-from ._ledger import LEGACY, Checkpointer, Ledger, LedgerWriter
-from ._sklearn_compat import (
-    NULL_CALLBACK_CONTEXT,
-    _check_method_params,
-    _fit_and_score,
-    _fit_context,
-    _insert_error_scores,
-    _MultimetricScorer,
-    _warn_or_raise_about_fit_failures,
-    _yields_constant_splits,
-)
-from .search_interrupt import report_interrupt
+from ...errors import SafepointWarning, SearchError, UntrustedTypesError
+from .._fingerprint import data_digest, fingerprint, splits_digest
+from . import _sklearn_compat as compat
+from ._interrupt import report_interrupt
+from ._ledger import LEGACY, Ledger, LedgerStore, LedgerWriter
 
-__all__ = [
-    "ResumableGridSearchCV",
-    "ResumableRandomizedSearchCV",
-    "SearchSpace",
-    "search_spaces",
-]
-
-_FIT_AND_SCORE_PARAMS = set(signature(_fit_and_score).parameters)
 _ON_MISMATCH = ("error", "restart")
 #: the checkpointer a path or URL given as ``checkpoint=`` opens in its store
 DEFAULT_CHECKPOINTER = "search"
 
 
 # -- the checkpoint argument ---------------------------------------------------------------
-def _resolve_checkpoint(checkpoint: Any) -> tuple[Checkpointer, str, Any, bool]:
+def _resolve_checkpoint(checkpoint: Any) -> tuple[LedgerStore, str, Any, bool]:
     """``checkpoint=`` -> (checkpointer, description for messages, its store, store owned).
 
     A path or URL opens ``sp.Store(path)`` and its checkpointer ``"search"``; a
@@ -110,7 +49,7 @@ def _resolve_checkpoint(checkpoint: Any) -> tuple[Checkpointer, str, Any, bool]:
                 "checkpoint='' is empty: pass a folder path or URL, a store checkpointer "
                 "(sp.Store(path).checkpointer('project/search')), or None for no checkpoint"
             )
-        from ..stores.opening import open_store
+        from ...stores.opening import open_store
 
         store: Any = open_store(path)
         cp = store.checkpointer(DEFAULT_CHECKPOINTER, description="resumable search ledger")
@@ -152,7 +91,7 @@ def candidate_key(base_estimator: Any, params: Mapping[str, Any], salt: str = ""
 # -- what a worker runs ------------------------------------------------------------------
 def _evaluate(task: int, *args: Any, **kwargs: Any) -> tuple[int, dict[str, Any]]:
     """``_fit_and_score`` tagged with its task index, so results can arrive in any order."""
-    return task, _fit_and_score(*args, **kwargs)
+    return task, compat.fit_and_score(*args, **kwargs)
 
 
 def _storable(result: dict[str, Any]) -> dict[str, Any]:
@@ -267,7 +206,7 @@ class _ResumableSearchMixin:
     ) -> None:
         """Evaluate the candidates, inside a "search" task of scikit-learn's callback
         machinery when callbacks are set (``callback_ctx``)."""
-        if callback_ctx is None or callback_ctx is NULL_CALLBACK_CONTEXT:
+        if callback_ctx is None or callback_ctx is compat.NULL_CALLBACK_CONTEXT:
             evaluate_candidates(candidate_params)
             return
         search_ctx = callback_ctx.subcontext(
@@ -326,9 +265,10 @@ class _ResumableSearchMixin:
         digest = fingerprint(parts)
         state.estimator_digest = fingerprint(est.estimator)
         hint = ""
-        if not _yields_constant_splits(est._checked_cv_orig):
+        cv = compat.checked_cv(est)
+        if not compat.constant_splits(cv):
             hint = (
-                f" Note: the cv ({type(est._checked_cv_orig).__name__}) shuffles without a "
+                f" Note: the cv ({type(cv).__name__}) shuffles without a "
                 "fixed integer random_state, so its splits differ in every run and the search "
                 "cannot resume; give it random_state=<int>."
             )
@@ -345,23 +285,15 @@ class _ResumableSearchMixin:
         return ledger, meta
 
     def _uses_callbacks(self) -> bool:
-        """scikit-learn >= 1.9 callbacks are set on this search.
-
-        Only then does the search run scikit-learn's callback machinery, which sends the
-        search itself (``caller=``) to every worker: without callbacks the search's
-        parameters, including an open store's checkpointer, never need to be pickled.
-        """
-        return hasattr(self, "_init_callback_context") and bool(
-            getattr(self, "_skl_callbacks", None)
-        )
+        return compat.uses_callbacks(self)
 
     def _fit_kwargs(self) -> dict[str, Any]:
         extra: dict[str, Any] = {}
-        if "caller" in _FIT_AND_SCORE_PARAMS and self._uses_callbacks():
+        if compat.FIT_AND_SCORE_TAKES_CALLER and self._uses_callbacks():
             extra["caller"] = self
         return extra
 
-    @_fit_context(prefer_skip_nested_validation=False)
+    @compat.fit_context(prefer_skip_nested_validation=False)
     def fit(self, X: Any, y: Any = None, **params: Any) -> Any:
         """Run fit with all sets of parameters, resuming from the checkpoint if any.
 
@@ -390,29 +322,28 @@ class _ResumableSearchMixin:
 
     def _fit(self, state: _FitState, X: Any, y: Any = None, **params: Any) -> Any:
         est: Any = self
-        scorers, refit_metric = est._get_scorers()
+        scorers, refit_metric = compat.get_scorers(est)
 
         X, y = indexable(X, y)
-        params = _check_method_params(X, params=params)
-        routed_params = est._get_routed_params_for_fit(params)
+        params = compat.check_method_params(X, params=params)
+        routed_params = compat.routed_fit_params(est, params)
 
         metadata_callbacks = None
         if (sample_weight := params.get("sample_weight")) is not None:
             metadata_callbacks = {"sample_weight": sample_weight}
         root_ctx = None
         if self._uses_callbacks():
-            root_ctx = est._init_callback_context(
-                max_subtasks=1 + (est.refit is not False)
+            root_ctx = compat.init_callback_context(
+                est, max_subtasks=1 + (est.refit is not False)
             ).call_on_fit_task_begin(estimator=self, X=X, y=y, metadata=metadata_callbacks)
 
-        est._checked_cv_orig = check_cv(est.cv, y, classifier=is_classifier(est.estimator))
+        checked_cv = compat.set_checked_cv(est, y)
         split_params = routed_params.splitter.split
-        if hasattr(self, "_check_input_parameters"):
-            est._check_input_parameters(X=X, y=y, split_params=split_params)
-        est.n_splits_ = est._checked_cv_orig.get_n_splits(X, y, **split_params)
+        compat.check_input_parameters(est, X, y, split_params)
+        est.n_splits_ = checked_cv.get_n_splits(X, y, **split_params)
         # Split once: the digest and the fits must see the very same folds, even when the
         # splitter is randomised.
-        state.splits = list(est._checked_cv_orig.split(X, y, **split_params))
+        state.splits = list(checked_cv.split(X, y, **split_params))
         state.splits_digest = splits_digest(state.splits)
 
         ledger, meta = self._open_ledger(state, X, y, routed_params, est.n_splits_)
@@ -451,11 +382,11 @@ class _ResumableSearchMixin:
             callback_ctx: Any = None,
         ) -> dict[str, Any]:
             nonlocal results
-            if callback_ctx is NULL_CALLBACK_CONTEXT:
+            if callback_ctx is compat.NULL_CALLBACK_CONTEXT:
                 callback_ctx = None
             candidate_params = list(candidate_params)
             n_splits = est.n_splits_
-            if cv is None or cv is est._checked_cv_orig:
+            if cv is None or cv is checked_cv:
                 cv_splits, salt = state.splits, ""
             else:  # a subclass evaluating on other splits: key its fits apart
                 cv_splits = list(cv.split(X, y, **split_params))
@@ -480,24 +411,21 @@ class _ResumableSearchMixin:
                 raise ValueError(
                     "No fits were performed. Was the CV iterator empty? Were there no candidates?"
                 )
-            _warn_or_raise_about_fit_failures(out, est.error_score)
+            compat.warn_or_raise_about_fit_failures(out, est.error_score)
             if callable(est.scoring):
-                _insert_error_scores(out, est.error_score)
+                compat.insert_error_scores(out, est.error_score)
             all_candidate_params.extend(candidate_params)
             all_out.extend(out)
             if more_results is not None:
                 for key, value in more_results.items():
                     all_more_results[key].extend(value)
-            results = est._format_results(all_candidate_params, n_splits, all_out, all_more_results)
+            results = compat.format_results(
+                est, all_candidate_params, n_splits, all_out, all_more_results
+            )
             return results
 
         try:
-            if "callback_ctx" in signature(est._run_search).parameters:
-                # scikit-learn >= 1.9 (some searches need a context even without callbacks)
-                ctx = root_ctx if root_ctx is not None else NULL_CALLBACK_CONTEXT
-                est._run_search(evaluate_candidates, callback_ctx=ctx)
-            else:
-                est._run_search(evaluate_candidates)
+            compat.run_search(est, evaluate_candidates, root_ctx)
         except BaseException as exc:
             state.reporter.failed(exc)
             raise
@@ -505,11 +433,11 @@ class _ResumableSearchMixin:
         first_test_score = all_out[0]["test_scores"]
         est.multimetric_ = isinstance(first_test_score, dict)
         if callable(est.scoring) and est.multimetric_:
-            est._check_refit_for_multimetric(first_test_score)
+            compat.check_refit_for_multimetric(est, first_test_score)
             refit_metric = est.refit
 
         if est.refit or not est.multimetric_:
-            est.best_index_ = est._select_best_index(est.refit, refit_metric, results)
+            est.best_index_ = compat.select_best_index(est, est.refit, refit_metric, results)
             if not callable(est.refit):
                 est.best_score_ = results[f"mean_test_{refit_metric}"][est.best_index_]
             est.best_params_ = results["params"][est.best_index_]
@@ -525,7 +453,7 @@ class _ResumableSearchMixin:
             if hasattr(est.best_estimator_, "feature_names_in_"):
                 est.feature_names_in_ = est.best_estimator_.feature_names_in_
 
-        est.scorer_ = scorers._scorers if isinstance(scorers, _MultimetricScorer) else scorers
+        est.scorer_ = compat.scorer_attribute(scorers)
         est.cv_results_ = results
         state.reporter.finish(getattr(est, "best_score_", None), getattr(est, "best_params_", None))
         # lineage: store.put(name, search.best_estimator_, run_id=search.run_id_) links the
@@ -575,7 +503,7 @@ class _ResumableSearchMixin:
         refit_ctx = None
         if root_ctx is not None:
             refit_ctx = root_ctx.subcontext(task_name="refit-with-best-params")
-        with _maybe_propagate(refit_ctx, est.best_estimator_):
+        with compat.maybe_propagate(refit_ctx, est.best_estimator_):
             if refit_ctx is not None:
                 refit_ctx.call_on_fit_task_begin(
                     estimator=self, X=X, y=y, metadata=metadata_callbacks
@@ -656,7 +584,7 @@ class _ResumableSearchMixin:
             )
 
         contexts: dict[int, Any] = {}
-        if callback_ctx is not None and "callback_ctx" in _FIT_AND_SCORE_PARAMS:
+        if callback_ctx is not None and compat.FIT_AND_SCORE_TAKES_CALLBACK_CTX:
             # Created ahead of the parallel loop, as scikit-learn does: creating them inside
             # would mutate objects while they are being pickled for the workers.
             for task, _, _ in todo:
@@ -732,21 +660,6 @@ class _ResumableSearchMixin:
         return [r for r in out if r is not None]
 
 
-class _maybe_propagate:
-    """scikit-learn's ``propagate_callback_context`` when callbacks exist, else nothing."""
-
-    def __init__(self, ctx: Any, sub_estimator: Any) -> None:
-        self.cm = ctx.propagate_callback_context(sub_estimator) if ctx is not None else None
-
-    def __enter__(self) -> None:
-        if self.cm is not None:
-            self.cm.__enter__()
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.cm is not None:
-            self.cm.__exit__(*exc)
-
-
 class _RunReporter:
     """Mirrors a search's progress into its store's runs table (kind ``"search"``).
 
@@ -769,7 +682,7 @@ class _RunReporter:
     def _guard(self, action: Callable[[], None]) -> None:
         # The runs table is a view for people; a failure to update it must not cost the
         # search (the ledger itself is written without this guard).
-        from ..errors import SafepointError
+        from ...errors import SafepointError
 
         try:
             action()
@@ -863,314 +776,3 @@ def _labels(keys: list[str], candidate_params: Any) -> dict[str, str]:
 def _short_repr(value: Any, limit: int = 200) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-class ResumableGridSearchCV(_ResumableSearchMixin, GridSearchCV):
-    """scikit-learn's ``GridSearchCV`` that checkpoints every fit and resumes after a crash.
-
-    Same parameters, attributes and results as :class:`sklearn.model_selection.GridSearchCV`
-    (``cv_results_``, ``best_estimator_``, ``best_params_``, ``best_score_``,
-    ``best_index_``, ``scorer_``, ``n_splits_``, ``refit_time_``, multi-metric scoring,
-    callable ``refit``), plus:
-
-    checkpoint : str, os.PathLike, checkpointer or None
-        Where each (candidate, fold) result is committed as it finishes: a folder path or
-        URL, or a checkpointer such as ``sp.Store(path).checkpointer("project/search")``.
-        None checkpoints nothing (plain scikit-learn behaviour).
-    on_mismatch : {"error", "restart"}
-        What to do when the checkpoint holds results of a different search (other data,
-        grid, estimator, scoring or splits): raise CheckpointMismatchError saying what
-        changed, or discard them and start afresh.
-    progress : bool or None
-        Show a progress bar (fits done / total, time left) on stderr. None: only when
-        ``verbose > 0`` and stderr is a terminal.
-
-    After ``fit``, ``n_fits_resumed_`` counts the fits taken from the checkpoint and
-    ``n_fits_run_`` those fitted by this call.
-
-    >>> import safepoint as sp
-    >>> from sklearn.datasets import load_iris
-    >>> from sklearn.svm import SVC
-    >>> X, y = load_iris(return_X_y=True)
-    >>> search = sp.ResumableGridSearchCV(SVC(), {"C": [0.1, 1, 10]}, cv=3)
-    >>> search.fit(X, y).best_params_
-    {'C': 10}
-    """
-
-    def __init__(
-        self,
-        estimator: Any,
-        param_grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Sequence[Any]]],
-        *,
-        scoring: Any = None,
-        n_jobs: int | None = None,
-        refit: bool | str | Callable[..., int] = True,
-        cv: Any = None,
-        verbose: int = 0,
-        pre_dispatch: int | str = "2*n_jobs",
-        error_score: float | str = np.nan,
-        return_train_score: bool = False,
-        checkpoint: Any = None,
-        on_mismatch: str = "error",
-        progress: bool | None = None,
-    ) -> None:
-        super().__init__(
-            estimator=estimator,
-            param_grid=param_grid,
-            scoring=scoring,
-            n_jobs=n_jobs,
-            refit=refit,
-            cv=cv,
-            verbose=verbose,
-            pre_dispatch=pre_dispatch,
-            error_score=error_score,
-            return_train_score=return_train_score,
-        )
-        self.checkpoint = checkpoint
-        self.on_mismatch = on_mismatch
-        self.progress = progress
-
-    def _run_search(
-        self, evaluate_candidates: Callable[..., Any], *, callback_ctx: Any = None
-    ) -> None:
-        candidate_params = ParameterGrid(self.param_grid)
-        self._search_candidates(evaluate_candidates, candidate_params, callback_ctx)
-
-
-class ResumableRandomizedSearchCV(_ResumableSearchMixin, _SkRandomizedSearchCV):
-    """scikit-learn's ``RandomizedSearchCV`` that checkpoints every fit and resumes after a crash.
-
-    Same parameters, attributes and results as
-    :class:`sklearn.model_selection.RandomizedSearchCV`, plus ``checkpoint``,
-    ``on_mismatch`` and ``progress`` as in :class:`ResumableGridSearchCV`.
-
-    With ``random_state=None`` and a checkpoint, the seed used to sample the candidates is
-    drawn once and kept in the checkpoint, so a resumed run evaluates the same candidates.
-
-    >>> import safepoint as sp
-    >>> from scipy.stats import loguniform
-    >>> from sklearn.datasets import load_iris
-    >>> from sklearn.linear_model import LogisticRegression
-    >>> X, y = load_iris(return_X_y=True)
-    >>> search = sp.ResumableRandomizedSearchCV(
-    ...     LogisticRegression(max_iter=500), {"C": loguniform(1e-2, 1e2)},
-    ...     n_iter=4, cv=3, random_state=0)
-    >>> len(search.fit(X, y).cv_results_["params"])
-    4
-    """
-
-    _samples = True
-
-    def __init__(
-        self,
-        estimator: Any,
-        param_distributions: Mapping[str, Any] | Sequence[Mapping[str, Any]],
-        *,
-        n_iter: int = 10,
-        scoring: Any = None,
-        n_jobs: int | None = None,
-        refit: bool | str | Callable[..., int] = True,
-        cv: Any = None,
-        verbose: int = 0,
-        pre_dispatch: int | str = "2*n_jobs",
-        random_state: Any = None,
-        error_score: float | str = np.nan,
-        return_train_score: bool = False,
-        checkpoint: Any = None,
-        on_mismatch: str = "error",
-        progress: bool | None = None,
-    ) -> None:
-        super().__init__(
-            estimator=estimator,
-            param_distributions=param_distributions,
-            n_iter=n_iter,
-            scoring=scoring,
-            n_jobs=n_jobs,
-            refit=refit,
-            cv=cv,
-            verbose=verbose,
-            pre_dispatch=pre_dispatch,
-            random_state=random_state,
-            error_score=error_score,
-            return_train_score=return_train_score,
-        )
-        self.checkpoint = checkpoint
-        self.on_mismatch = on_mismatch
-        self.progress = progress
-
-    def _run_search(
-        self, evaluate_candidates: Callable[..., Any], *, callback_ctx: Any = None
-    ) -> None:
-        random_state = getattr(self, "_sampler_state", self.random_state)
-        candidate_params = ParameterSampler(
-            self.param_distributions, self.n_iter, random_state=random_state
-        )
-        self._search_candidates(evaluate_candidates, candidate_params, callback_ctx)
-
-
-# -- several model types ----------------------------------------------------------------------
-@dataclass(frozen=True)
-class SearchSpace:
-    """A pipeline whose model step is swapped through one grid per model type.
-
-    Unpacks as ``(estimator, param_grid)``, so ``ResumableGridSearchCV(*space, ...)``
-    (or scikit-learn's own GridSearchCV) takes it directly.
-    """
-
-    estimator: Any
-    param_grid: list[dict[str, Any]]
-    labels: list[str]
-    step: str = "model"
-    models: dict[str, Any] = field(default_factory=dict)
-
-    def __iter__(self) -> Iterator[Any]:
-        yield self.estimator
-        yield self.param_grid
-
-    def label_of(self, params: Mapping[str, Any]) -> str:
-        """The model-type label (a key given to :func:`search_spaces`) of a candidate."""
-        model = params.get(self.step)
-        for label, candidate in self.models.items():
-            if model is candidate:
-                return label
-        digest = fingerprint(model)
-        for label, candidate in self.models.items():
-            if fingerprint(candidate) == digest:
-                return label
-        raise SearchError(
-            f"the parameters {dict(params)!r} do not come from this search space "
-            f"(no model of step {self.step!r} matches one of {list(self.models)})"
-        )
-
-    def best_by_label(self, search: Any, metric: str | None = None) -> dict[str, dict[str, Any]]:
-        """The best candidate of each model type in a fitted search.
-
-        Returns ``{label: {"index": i, "params": {...}, "score": mean test score}}``, the
-        "best result for each model type", computed from ``cv_results_``.
-        """
-        results = search.cv_results_
-        if metric is None:
-            metric = search.refit if isinstance(search.refit, str) else "score"
-        scores = np.asarray(results[f"mean_test_{metric}"], dtype=float)
-        best: dict[str, dict[str, Any]] = {}
-        for i, params in enumerate(results["params"]):
-            label = self.label_of(params)
-            score = scores[i]
-            if label not in best or (
-                not np.isnan(score)
-                and (np.isnan(best[label]["score"]) or score > best[label]["score"])
-            ):
-                best[label] = {"index": i, "params": params, "score": float(score)}
-        return best
-
-    def refit_best(
-        self,
-        search: Any,
-        X: Any,
-        y: Any = None,
-        *,
-        store: Any = None,
-        name: str | None = None,
-        metric: str | None = None,
-        trusted: Any = (),
-        **fit_params: Any,
-    ) -> dict[str, Any]:
-        """Fit the best candidate of each model type on the whole data, and keep each.
-
-        Returns ``{label: BestModel}`` (``.estimator`` fitted, ``.params``, ``.score``,
-        ``.metrics``, ``.ref``). Each model is put in ``store`` (default: the store of
-        the search's checkpoint) as ``<name>/<label>`` with its cross-validation
-        metrics, the data digest and the search's run; a rerun loads those already
-        there instead of fitting them again (and the best overall is the search's own
-        ``best_estimator_``), so a kill during the refits loses only the one in progress.
-
-        Example:
-            >>> best = space.refit_best(search, X, y)              # doctest: +SKIP
-            >>> best["knn"].estimator.predict(X[:2]), best["knn"].ref  # doctest: +SKIP
-            (array([0, 1]), 'search/best/knn@1')
-        """
-        from .search_refit import refit_best
-
-        return refit_best(
-            self,
-            search,
-            X,
-            y,
-            store=store,
-            name=name,
-            metric=metric,
-            trusted=trusted,
-            **fit_params,
-        )
-
-
-def search_spaces(
-    models: Mapping[str, Any],
-    *,
-    steps: Sequence[tuple[str, Any]] = (),
-    step: str = "model",
-) -> SearchSpace:
-    """Build the pipeline and the list of grids for a search over several model types.
-
-    ``models`` maps a label to ``(estimator, grid)`` (grid: a dict or a list of dicts of
-    the estimator's own parameter names, values as lists or distributions) or to a
-    bare estimator (searched with its parameters as they are). ``steps`` are
-    preprocessing steps placed before the model in the pipeline.
-
-    >>> from sklearn.naive_bayes import GaussianNB
-    >>> from sklearn.neighbors import KNeighborsClassifier
-    >>> from sklearn.preprocessing import StandardScaler
-    >>> space = search_spaces(
-    ...     {"knn": (KNeighborsClassifier(), {"n_neighbors": [1, 5]}), "nb": GaussianNB()},
-    ...     steps=[("scale", StandardScaler())])
-    >>> [sorted(g) for g in space.param_grid]
-    [['model', 'model__n_neighbors'], ['model']]
-    >>> estimator, grid = space
-    >>> [name for name, _ in estimator.steps]
-    ['scale', 'model']
-    """
-    from sklearn.pipeline import Pipeline
-
-    if not isinstance(models, Mapping) or not models:
-        raise SearchError(
-            "search_spaces() needs a non-empty dict {label: (estimator, grid)}, e.g. "
-            "{'knn': (KNeighborsClassifier(), {'n_neighbors': [1, 5]})}"
-        )
-    if not isinstance(step, str) or not step or "__" in step:
-        raise SearchError(f"step={step!r} must be a non-empty name without '__', e.g. 'model'")
-    names = [name for name, _ in steps]
-    if step in names:
-        raise SearchError(f"step={step!r} is also the name of a preprocessing step; rename one")
-    grids: list[dict[str, Any]] = []
-    labels: list[str] = []
-    found: dict[str, Any] = {}
-    for label, spec in models.items():
-        if isinstance(spec, tuple) and len(spec) == 2:
-            estimator, grid = spec
-        else:
-            estimator, grid = spec, {}
-        if not hasattr(estimator, "fit") or not hasattr(estimator, "get_params"):
-            raise SearchError(
-                f"models[{label!r}] must be an estimator or (estimator, grid), got "
-                f"{type(estimator).__name__}"
-            )
-        sub_grids = [grid] if isinstance(grid, Mapping) else list(grid)
-        if not sub_grids:
-            sub_grids = [{}]
-        valid = set(estimator.get_params(deep=True))
-        for sub in sub_grids:
-            if not isinstance(sub, Mapping):
-                raise SearchError(f"the grid of {label!r} must be a dict or a list of dicts")
-            unknown = [name for name in sub if name not in valid]
-            if unknown:
-                raise SearchError(
-                    f"the grid of {label!r} names {unknown}, which "
-                    f"{type(estimator).__name__} does not have; use its own parameter names "
-                    f"(e.g. {sorted(valid)[:5]})"
-                )
-            grids.append({step: [estimator], **{f"{step}__{k}": v for k, v in sub.items()}})
-            labels.append(str(label))
-        found[str(label)] = estimator
-    first = next(iter(found.values()))
-    pipeline = Pipeline([*steps, (step, clone(first))])
-    return SearchSpace(pipeline, grids, labels, step, found)
