@@ -17,6 +17,12 @@ SKOPS_TARGET = 10.0
 MEMORY_TARGET = 1.1
 INSPECT_TARGET_S = 0.050
 ZSTD_SPEED_TARGET = 4.0
+#: a save of big arrays / a raw write of the same bytes to a new file (issue 19)
+RAW_SAVE_TARGET = 1.25
+#: a durable save / a raw write of the same bytes plus fsync
+RAW_DURABLE_TARGET = 1.1
+#: models whose save is mostly big arrays (the raw-write targets apply to them)
+BIG_ARRAYS = ("M1", "M5", "M6")
 
 
 def _get(res: dict[str, Any], op: str, lib: str, key: str = "s") -> float | None:
@@ -59,6 +65,101 @@ def _why_missing(res: dict[str, Any], lib: str, op: str = "save") -> str:
     return "error²"
 
 
+def _spread(res: dict[str, Any], op: str, lib: str) -> str:
+    """``median (min-max)`` of a cell's times."""
+    med = _get(res, op, lib)
+    if med is None:
+        return "n/a"
+    lo, hi = _get(res, op, lib, "s_min"), _get(res, op, lib, "s_max")
+    if lo is None or hi is None or lo == hi:
+        return _t(med)
+    return f"{_t(med)} ({_t(lo)}-{_t(hi)})"
+
+
+def _sys(res: dict[str, Any], op: str, lib: str) -> str:
+    v = _get(res, op, lib, "sys")
+    return "n/a" if v is None else f"{v:.2f} s"
+
+
+def render_cold(models: dict[str, Any]) -> list[str]:
+    """The tables of a cold run: first save and first load in a fresh process."""
+    out: list[str] = []
+    rows = []
+    for m, r in models.items():
+        sp, pk = _get(r, "save", "safepoint"), _get(r, "save", "pickle")
+        raw = _get(r, "raw", "raw_write_new")
+        ratio, rr = _ratio(sp, pk), _ratio(sp, raw)
+        spd, rawd = _get(r, "save_durable", "safepoint"), _get(r, "raw", "raw_write_fsync")
+        dr = _ratio(spd, rawd)
+        big = m in BIG_ARRAYS
+        rows.append(
+            [
+                m,
+                _spread(r, "save", "pickle"),
+                _spread(r, "save", "safepoint"),
+                _r(ratio) + _mark(None if ratio is None else ratio <= SAVE_TARGET.get(m, 1.0)),
+                _spread(r, "raw", "raw_write_new"),
+                _r(rr) + _mark(None if rr is None or not big else rr <= RAW_SAVE_TARGET),
+                f"{_sys(r, 'save', 'pickle')} / {_sys(r, 'save', 'safepoint')}",
+                _spread(r, "save_durable", "safepoint"),
+                _spread(r, "raw", "raw_write_fsync"),
+                _r(dr) + _mark(None if dr is None or not big else dr <= RAW_DURABLE_TARGET),
+            ]
+        )
+    out.append(
+        "\n### Cold: first save in a fresh process (median (min-max); object unpickled "
+        "just before, nothing prefaulted)\n"
+    )
+    out.append(
+        _table(
+            [
+                "model",
+                "pickle",
+                "safepoint",
+                "sp / pickle",
+                "raw write (new file)",
+                f"sp / raw (≤ {RAW_SAVE_TARGET:g} on {', '.join(BIG_ARRAYS)})",
+                "system time pickle / sp",
+                "safepoint durable",
+                "raw write + fsync",
+                f"durable sp / raw + fsync (≤ {RAW_DURABLE_TARGET:g})",
+            ],
+            rows,
+        )
+    )
+    rows = []
+    for m, r in models.items():
+        sp, pk = _get(r, "load", "safepoint"), _get(r, "load", "pickle")
+        lr = _ratio(sp, pk)
+        rows.append(
+            [
+                m,
+                _spread(r, "load", "pickle"),
+                _spread(r, "load", "safepoint"),
+                _r(lr) + _mark(None if lr is None else lr <= LOAD_TARGET),
+                _spread(r, "raw", "raw_read"),
+                f"{_sys(r, 'load', 'pickle')} / {_sys(r, 'load', 'safepoint')}",
+            ]
+        )
+    out.append(
+        "\n### Cold: first load in a fresh process (median (min-max), from the page cache)\n"
+    )
+    out.append(
+        _table(
+            [
+                "model",
+                "pickle",
+                "safepoint",
+                "sp / pickle (≤ 1.0)",
+                "raw read",
+                "system time pickle / sp",
+            ],
+            rows,
+        )
+    )
+    return out
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -84,6 +185,10 @@ def render(data: dict[str, Any], only: list[str] | None = None) -> str:
             ],
         )
     )
+
+    cold = {m: r for m, r in models.items() if r.get("mode") == "cold" and not r.get("inprocess")}
+    if cold:
+        out += render_cold(cold)
 
     rows = []
     for m, r in models.items():
@@ -284,8 +389,8 @@ def render(data: dict[str, Any], only: list[str] | None = None) -> str:
                 _r(_ratio(_get(r, "load", "pickle"), rr)),
                 _t(rw),
                 _t(rwn),
-                _r(_ratio(_get(r, "save", "safepoint"), rw)),
-                _r(_ratio(_get(r, "save", "pickle"), rw)),
+                _r(_ratio(_get(r, "save", "safepoint"), rwn)),
+                _r(_ratio(_get(r, "save", "pickle"), rwn)),
             ]
         )
     out.append(
@@ -302,8 +407,8 @@ def render(data: dict[str, Any], only: list[str] | None = None) -> str:
                 "pickle load / raw read",
                 "raw write (fallocate)",
                 "raw write (new file)",
-                "sp save / raw write",
-                "pickle save / raw write",
+                "sp save / raw write (new file)",
+                "pickle save / raw write (new file)",
             ],
             rows,
         )
@@ -327,6 +432,7 @@ def render(data: dict[str, Any], only: list[str] | None = None) -> str:
         rows.append(
             [
                 m,
+                str(r.get("mode", "prefault")) + (" (in-process)" if r.get("inprocess") else ""),
                 commit[:10] + commit[40:],
                 str(r.get("repeat", "?")),
                 f"{la0[0]:.1f} -> {la1[0]:.1f}" if la0[0] is not None else "n/a",
@@ -335,7 +441,10 @@ def render(data: dict[str, Any], only: list[str] | None = None) -> str:
         )
     out.append("\n### Runs\n")
     out.append(
-        _table(["model", "commit", "repeats", "load average (1 min, start -> end)", "took"], rows)
+        _table(
+            ["model", "mode", "commit", "repeats", "load average (1 min, start -> end)", "took"],
+            rows,
+        )
     )
 
     notes = []

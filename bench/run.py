@@ -1,20 +1,28 @@
-"""Run the benchmark: ``python -m bench.run --scale 1`` (the table in docs/benchmarks.md).
+"""Run the benchmark: ``python -m bench.run --scale 1`` (the tables in docs/benchmarks.md).
 
 Every measurement runs in a fresh ``python -m bench.worker`` process, so that
 no library profits from another's warm caches or imports; files are read from
-the page cache (each is read once before its loads are timed). Before each
-timed operation the worker touches and frees about twice its data in fresh
-memory (``bench.worker.prefault``; ``--cold`` turns it off): on a VM that hands
-free memory back to its host, the first touch of such memory costs a host
-fault, which made gigabyte saves take 0.25 s or 2.7 s for every library
-alike. The median of ``--repeat`` runs is reported; repeats are interleaved
-across libraries so that a slow minute of a shared machine does not hit one
-library only.
+the page cache (each is read once before its loads are timed).
+
+Two modes. The default, *cold*, is what a user meets: a training script saves
+its model once, in a process that has just built it; a server loads once. A
+save's worker unpickles the object just before (fresh memory), nothing is
+prefaulted, and each worker waits ``--settle`` seconds before the timed
+operation so that memory the previous worker freed has been handed back to the
+host by this VM (free page reporting) for every library alike, as it has been
+for a script that built its model long after. ``--prefault`` instead touches
+and frees about twice the operation's data in fresh memory just before it
+(``bench.worker.prefault``), which keeps the hypervisor's faults out and
+compares the libraries alone: the second table. Repeats are interleaved across
+libraries so that a slow minute of a shared machine does not hit one library
+only; each cell reports the median of ``--repeat`` runs (7 by default) and the
+results keep min and max, with the kernel's counts (system time, page faults).
 
 Examples::
 
-    python -m bench.run --scale 0.1                  # all models, ~10 minutes
-    python -m bench.run --scale 1 --models M1        # one model at full size
+    python -m bench.run --scale 1 --models M1,M2,M5,M6 --libs pickle,safepoint   # cold
+    python -m bench.run --scale 1 --prefault          # all models, prefaulted
+    python -m bench.run --scale 0.1                   # all models, small
     python -m bench.report bench/results/results-s1.json   # the tables again
 """
 
@@ -41,7 +49,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 DURABLE_LIBS = ("pickle", "safepoint")
 COMPRESSED_LIBS = ("joblib-z3", "safepoint-zstd")
 INSPECT_LIBS = ("safepoint", "skops")
-_WRITES = ("save", "save_durable", "raw_write", "raw_write_new")
+_WRITES = ("save", "save_durable", "raw_write", "raw_write_new", "raw_write_fsync")
+RAW_OPS = ("raw_read", "raw_write", "raw_write_new", "raw_write_fsync")
+#: seconds a cold worker waits before its timed operation (the guest reports freed
+#: memory to the host after 2 s: PAGE_REPORTING_DELAY)
+SETTLE_S = 3.0
 
 
 def pythonpath() -> str:
@@ -128,7 +140,7 @@ class Runner:
 
     # -- one measurement -------------------------------------------------------------
     def run_one(self, spec: dict[str, Any]) -> dict[str, Any]:
-        spec = {**spec, "prefault": not self.args.cold}
+        spec = {**spec, "prefault": self.args.prefault, "settle": self.args.settle}
         if self.args.inprocess:
             from .worker import Meter, measure
 
@@ -215,6 +227,8 @@ class Runner:
                 return False
             runs.setdefault(op, {}).setdefault(lib, []).append(s)
             extra = ""
+            if s.get("sys") is not None:
+                extra += f" sys {s['sys']:6.2f} s"
             if s.get("peak") is not None:
                 extra += f" peak +{s['peak'] / 2**20:8.1f} MiB"
             if "ok" in s:
@@ -272,7 +286,7 @@ class Runner:
                 "raw",
                 [
                     (op, spec(op, None, source=src, path=str(self.work / f"{name}.raw")))
-                    for op in ("raw_read", "raw_write", "raw_write_new")
+                    for op in RAW_OPS
                 ],
             )
         if not args.keep_files:
@@ -286,6 +300,8 @@ class Runner:
             "repeat": args.repeat,
             "seconds": round(time.time() - t_start, 1),
             "inprocess": bool(args.inprocess),
+            "mode": args.mode,
+            "settle": args.settle,
             "loadavg_start": load_start,
             "loadavg_end": os.getloadavg(),
         }
@@ -299,12 +315,25 @@ class Runner:
 
 
 def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Median of each numeric field over the repeats."""
+    """Median of each numeric field over the repeats; min and max of the time."""
     out: dict[str, Any] = {"n": len(runs)}
-    for key in ("s", "cpu", "peak", "retained", "size"):
+    for key in (
+        "s",
+        "cpu",
+        "peak",
+        "retained",
+        "size",
+        "sys",
+        "user",
+        "minflt",
+        "majflt",
+        "reported_mib",
+    ):
         vals = [r[key] for r in runs if r.get(key) is not None]
         if vals:
             out[key] = statistics.median(vals)
+            if key == "s":
+                out["s_min"], out["s_max"] = min(vals), max(vals)
     oks = [r["ok"] for r in runs if "ok" in r]
     if oks:
         out["ok"] = all(oks)
@@ -316,7 +345,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--scale", type=float, default=0.1, help="model size; 1 = full size")
     ap.add_argument("--models", default="all", help="comma-separated, e.g. M1,M5 (default all)")
     ap.add_argument("--libs", default="all", help=f"comma-separated subset of {', '.join(LIBS)}")
-    ap.add_argument("--repeat", type=int, default=3, help="runs per measurement (median)")
+    ap.add_argument("--repeat", type=int, default=7, help="runs per measurement (median)")
     ap.add_argument(
         "--compress-models",
         default="M2,M6",
@@ -336,11 +365,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="flush dirty pages (os.sync) before each timed write, so that no save pays "
         "for the writeback of the previous one (slow: every run waits for the disk)",
     )
-    ap.add_argument(
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument(
         "--cold",
         action="store_true",
-        help="do not touch and free fresh memory before each timed operation (on a VM "
-        "that returns free memory to its host, timings then depend on the hypervisor)",
+        help="the default: fresh memory, nothing prefaulted, every worker waits --settle "
+        "seconds before its timed operation",
+    )
+    mode.add_argument(
+        "--prefault",
+        action="store_true",
+        help="touch and free fresh memory before each timed operation, so that a VM that "
+        "returns free memory to its host does not fault it in during the operation "
+        "(compares the libraries alone; results go to results-s<scale>-prefault.json)",
+    )
+    ap.add_argument(
+        "--settle",
+        type=float,
+        default=None,
+        help=f"cold mode: seconds each worker waits before its timed operation "
+        f"(default {SETTLE_S:g}; 0 in --inprocess and --prefault runs)",
     )
     ap.add_argument(
         "--inprocess",
@@ -349,6 +393,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
+    args.mode = "prefault" if args.prefault else "cold"
+    if args.settle is None:
+        args.settle = 0.0 if args.prefault or args.inprocess else SETTLE_S
     args.models = list(MODELS) if args.models == "all" else args.models.split(",")
     args.libs = list(LIBS) if args.libs == "all" else args.libs.split(",")
     args.compress_models = (
@@ -362,7 +409,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    results_path = Path(args.results or RESULTS / f"results-s{args.scale:g}.json")
+    suffix = "-prefault" if args.prefault else ""
+    results_path = Path(args.results or RESULTS / f"results-s{args.scale:g}{suffix}.json")
     results_path.parent.mkdir(parents=True, exist_ok=True)
     data: dict[str, Any] = (
         json.loads(results_path.read_text()) if results_path.exists() else {"models": {}}
@@ -380,6 +428,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         res["command"] = command
         data["models"][name] = res
         data["scale"] = args.scale
+        data["mode"] = args.mode
         # written after every model, so that a long run keeps what it measured
         results_path.write_text(json.dumps(data, indent=1))
     print(render(data, only=args.models))

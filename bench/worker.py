@@ -1,13 +1,15 @@
 """One measurement, run in a fresh process: ``python -m bench.worker '<json spec>'``.
 
 The spec names an operation (save, save_durable, load, inspect, raw_read,
-raw_write, raw_write_new), a library (see :mod:`bench.libs`), the cached model
+raw_write, raw_write_new, raw_write_fsync), a library (see :mod:`bench.libs`), the cached model
 and the file to write or read. The worker imports everything the operation
 needs first, so that neither time nor memory counts imports; then it resets
 the kernel's peak-RSS counter, runs the operation once, and prints one JSON
 line: seconds, extra peak RSS and retained RSS beyond the state before the
-operation, the file size, and (for loads with ``check``) whether the loaded
-object computes the same fingerprint as the model that was saved.
+operation, the file size, the kernel's counts for the operation (system and
+user CPU time, minor and major page faults, from ``getrusage``; memory this VM
+handed back to its host meanwhile), and (for loads with ``check``) whether the
+loaded object computes the same fingerprint as the model that was saved.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import importlib
 import json
 import os
 import pickle
+import resource
 import sys
 import time
 from typing import Any
@@ -53,8 +56,21 @@ def _reset_peak() -> bool:
         return False
 
 
+#: KiB of free memory this VM's guest has handed back to the host so far (a counter of
+#: this kernel's page reporting; absent elsewhere)
+_REPORTED = "/sys/module/page_reporting/parameters/reported_kib"
+
+
+def _reported_kib() -> int | None:
+    try:
+        with open(_REPORTED) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
 class Meter:
-    """Time and memory of one operation, relative to the state just before it."""
+    """Time, memory and kernel counts of one operation, relative to the state just before it."""
 
     #: False in --inprocess mode, where collecting a large shared heap dominates the run
     collect = True
@@ -64,6 +80,8 @@ class Meter:
             gc.collect()
         self.peak_reset = _reset_peak()
         self.before = _status()
+        self.rep0 = _reported_kib()
+        self.ru0 = resource.getrusage(resource.RUSAGE_SELF)
         self.c0 = time.process_time()
         self.t0 = time.perf_counter()
         return self
@@ -72,6 +90,16 @@ class Meter:
         self.seconds = time.perf_counter() - self.t0
         # CPU time of all threads: robust to a machine shared with other jobs
         self.cpu = time.process_time() - self.c0
+        ru0, ru1 = self.ru0, resource.getrusage(resource.RUSAGE_SELF)
+        rep1 = _reported_kib()
+        # counts that do not depend on how busy the machine is (unlike seconds)
+        self.counts = {
+            "sys": round(ru1.ru_stime - ru0.ru_stime, 4),
+            "user": round(ru1.ru_utime - ru0.ru_utime, 4),
+            "minflt": ru1.ru_minflt - ru0.ru_minflt,
+            "majflt": ru1.ru_majflt - ru0.ru_majflt,
+            "reported_mib": None if rep1 is None or self.rep0 is None else (rep1 - self.rep0) >> 10,
+        }
         after = _status()
         base = self.before["VmRSS"]
         self.extra_peak = after["VmHWM"] - base if self.peak_reset else None
@@ -114,16 +142,18 @@ def _report_threshold() -> int:
 def prefault(spec: dict[str, Any]) -> None:
     """Touch and free about twice the operation's data in fresh memory, just before it.
 
-    On a VM whose guest hands free memory back to the host (Firecracker's free page
-    reporting: a block free for ~2 s is returned), the first touch of a returned
-    page costs a host fault. An operation that allocates a gigabyte (a load's
-    arrays, a save's page cache) then takes 0.25 s or 2.5 s depending on how long
-    ago its pages were freed, for every library alike. Memory freed here is not yet
-    returned when the operation takes it, so the timings compare the libraries, not
-    the hypervisor. ``bench.run --cold`` turns this off. Freeing more than the
-    guest lets wait (``max_waiting_mib``, 1 GiB here) would have it handed back
-    at once: the amount stays under that, so a gigabyte model gets most of its
-    memory warm, not all of it.
+        On a VM whose guest hands free memory back to the host (Firecracker's free page
+        reporting: a block free for ~2 s is returned), the first touch of a returned
+        page costs a host fault. An operation that allocates a gigabyte (a load's
+        arrays, a save's page cache) then takes 0.25 s or 2.5 s depending on how long
+        ago its pages were freed, for every library alike. Memory freed here is not yet
+        returned when the operation takes it, so the timings compare the libraries, not
+        the hypervisor. Only ``bench.run --prefault`` does this (the second table,
+    which isolates the library from the VM); the default cold mode waits instead
+    (:func:`settle`). Freeing more than the
+        guest lets wait (``max_waiting_mib``, 1 GiB here) would have it handed back
+        at once: the amount stays under that, so a gigabyte model gets most of its
+        memory warm, not all of it.
     """
     import mmap
 
@@ -146,6 +176,29 @@ def prefault(spec: dict[str, Any]) -> None:
     m.close()
 
 
+def settle(spec: dict[str, Any]) -> None:
+    """Wait ``spec["settle"]`` seconds before a cold operation.
+
+    The guest hands memory freed by the previous worker (its objects, the file the
+    save replaces) back to the host about two seconds after it was freed. A worker
+    that reached its timed operation sooner (fewer imports) would find that memory
+    still backed and look faster than one that got there later: waiting the same
+    time in every worker gives every library the same state, the one a training
+    script's single save meets (memory freed long ago, handed back).
+    """
+    wait = float(spec.get("settle") or 0)
+    if wait > 0:
+        time.sleep(wait)
+
+
+def _prepare(spec: dict[str, Any]) -> None:
+    """Prefault or settle, whichever the mode asks for, just before the timed operation."""
+    if spec.get("prefault"):
+        prefault(spec)
+    else:
+        settle(spec)
+
+
 def _load_cached(path: str) -> Any:
     with open(path, "rb") as f:
         return pickle.load(f)
@@ -164,13 +217,12 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     op = spec["op"]
     path = spec["path"]
     result: dict[str, Any] = {"op": op, "lib": spec.get("lib")}
-    if op in ("raw_read", "raw_write", "raw_write_new"):
+    if op in ("raw_read", "raw_write", "raw_write_new", "raw_write_fsync"):
         import numpy as np
 
         size = os.path.getsize(spec["source"])
-        if op == "raw_read" and spec.get("prefault"):
-            prefault(spec)
         if op == "raw_read":
+            _prepare(spec)
             # ordinary pages, as pickle's buffers (numpy would advise huge pages,
             # several times slower to fault in on the benchmark machine)
             setter = np._core.multiarray._set_madvise_hugepage  # type: ignore[attr-defined]
@@ -187,18 +239,19 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
                 data = memoryview(bytearray(f.read()))
             if os.path.exists(path):
                 os.unlink(path)
-            if spec.get("prefault"):
-                prefault(spec)
+            _prepare(spec)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
                 if op == "raw_write":
                     os.posix_fallocate(fd, 0, size)
                 with Meter() as m:
                     _write_all(fd, data)
+                    if op == "raw_write_fsync":
+                        os.fsync(fd)
             finally:
                 os.close(fd)
             os.unlink(path)
-        result.update(s=m.seconds, cpu=m.cpu, size=size, peak=m.extra_peak)
+        result.update(s=m.seconds, cpu=m.cpu, size=size, peak=m.extra_peak, **m.counts)
         return result
 
     lib = LIBS[spec["lib"]]
@@ -207,11 +260,12 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         obj = _load_cached(spec["cache"])
         if os.path.exists(path):
             os.unlink(path)
-        if spec.get("prefault"):
-            prefault(spec)
+        _prepare(spec)
         with Meter() as m:
             lib.save(obj, path, op == "save_durable")
-        result.update(s=m.seconds, cpu=m.cpu, size=os.path.getsize(path), peak=m.extra_peak)
+        result.update(
+            s=m.seconds, cpu=m.cpu, size=os.path.getsize(path), peak=m.extra_peak, **m.counts
+        )
         return result
     if op == "inspect":
         with Meter() as m:
@@ -220,8 +274,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         return result
     if op == "load":
         prep = lib.prepare(path) if lib.prepare else None
-        if spec.get("prefault"):
-            prefault(spec)
+        _prepare(spec)
         with Meter() as m:
             obj = lib.load(path, prep)
         result.update(
@@ -230,6 +283,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
             size=os.path.getsize(path),
             peak=m.extra_peak,
             retained=m.retained,
+            **m.counts,
         )
         if spec.get("check"):
             from .models import fingerprint

@@ -41,7 +41,8 @@ def _bench(tmp_path: Path, *args: str) -> dict:
             *args,
         ],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        # this tree's safepoint, also in --inprocess runs (not whichever is installed)
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])},
         capture_output=True,
         text=True,
         timeout=300,
@@ -76,7 +77,12 @@ def test_all_models_and_libraries_round_trip(tmp_path: Path) -> None:
         saves = res["summary"]["save"]
         assert saves["safepoint"]["size"] > 0 and saves["pickle"]["size"] > 0
         assert set(res["summary"]["save_durable"]) == {"pickle", "safepoint"}
-        assert set(res["summary"]["raw"]) == {"raw_read", "raw_write", "raw_write_new"}
+        assert set(res["summary"]["raw"]) == {
+            "raw_read",
+            "raw_write",
+            "raw_write_new",
+            "raw_write_fsync",
+        }
         assert "safepoint" in res["summary"]["inspect"]
     # skops has no DataFrame support: M6 records why instead of a number
     assert "save:skops" in models["M6"]["errors"]
@@ -91,16 +97,36 @@ def test_all_models_and_libraries_round_trip(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_fresh_process_measurements(tmp_path: Path) -> None:
-    data = _bench(tmp_path, "--models", "M5", "--libs", "pickle,safepoint,safepoint-mmap")
+    # cold (the default) without its wait between workers, which only matters for timings
+    data = _bench(
+        tmp_path, "--models", "M5", "--libs", "pickle,safepoint,safepoint-mmap", "--settle", "0"
+    )
     res = data["models"]["M5"]
     assert res["errors"] == {}
     assert not res["inprocess"]
+    assert res["mode"] == "cold" and data["mode"] == "cold"
+    save = res["summary"]["save"]["safepoint"]
+    # every cell keeps its spread and the kernel's counts, not only the median
+    assert save["s_min"] <= save["s"] <= save["s_max"]
+    assert {"sys", "user", "minflt", "majflt"} <= set(save)
+    assert "raw_write_fsync" in res["summary"]["raw"]
+    assert "### Cold: first save in a fresh process" in data["stdout"]
     load = res["summary"]["load"]
     assert set(load) == {"pickle", "safepoint", "safepoint-mmap"}
     assert all(s["ok"] for s in load.values())
     # a fresh process reports its own peak memory (Linux: VmHWM after a reset)
     assert all(isinstance(s.get("peak"), int) and s["peak"] >= 0 for s in load.values())
     assert res["summary"]["save"]["safepoint"]["size"] >= res["meta"]["deep_size"] // 2
+
+
+@pytest.mark.slow
+def test_prefault_mode_is_the_second_table(tmp_path: Path) -> None:
+    data = _bench(tmp_path, "--prefault", "--models", "M5", "--libs", "pickle,safepoint")
+    res = data["models"]["M5"]
+    assert res["errors"] == {}
+    assert res["mode"] == "prefault" and res["settle"] == 0
+    assert "### Cold" not in data["stdout"]
+    assert "### Save (median" in data["stdout"]
 
 
 def test_bench_small_runs(tmp_path: Path) -> None:

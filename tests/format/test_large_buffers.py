@@ -1,4 +1,4 @@
-"""Large buffers: threaded reads, writes overlapped with hashing, pooled compression.
+"""Large buffers: threaded reads, writes hashed in one pass, pooled compression.
 
 The thresholds are module constants; these tests lower them so that small files
 take the same paths as the benchmark's gigabyte arrays. The file bytes must not
@@ -7,6 +7,7 @@ depend on the path taken (nor on the number of threads).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import mmap
 import os
@@ -35,6 +36,8 @@ def small_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pio, "PARALLEL_FROM", BIG)
     monkeypatch.setattr(pio, "CHUNK", 3 * 4096)
     monkeypatch.setattr(pio, "_MIN_CHUNK", 4096)
+    # not a page multiple: the one-pass write cuts parts at odd offsets
+    monkeypatch.setattr(pio, "HASH_CHUNK", 3 * 4096 + 5)
 
 
 def _obj() -> dict[str, Any]:
@@ -300,6 +303,28 @@ def test_many_medium_compressed_buffers(
     _check_equal(obj, sp.load(path))
 
 
+def test_a_failed_write_waits_for_the_background_hash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker hashing a signed buffer reads the caller's memory: a write that
+    fails must not return (and let the caller free it) before the worker is done."""
+    done: list[bool] = []
+
+    class Slow:
+        def update(self, data: Any) -> None:
+            import time
+
+            time.sleep(0.05)
+            done.append(True)
+
+    def failing(batch: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    parts = [memoryview(bytes(10)) for _ in range(3)]
+    with pytest.raises(OSError, match="No space"):
+        pio.write_hashed_inline(failing, parts, (), (Slow(),), threads=2)
+    # finished, or cancelled before it started (the shared pool was busy): never midway
+    assert len(done) in (0, 3)
+
+
 def test_failed_compression_is_raised(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SAFEPOINT_IO_THREADS", "2")
 
@@ -309,6 +334,63 @@ def test_failed_compression_is_raised(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(writer.BufferSink, "_compress", boom)
     with pytest.raises(RuntimeError, match="boom"):
         sp.dumps({"a": np.arange(10_000)}, compress="zstd")
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [[0], [1], [BIG], [5 * BIG + 17], [10, 0, 3 * 4096 + 5, 7], [100] * 300, [3 * BIG, 1, BIG]],
+)
+def test_one_pass_write_hashes_and_writes_every_byte_in_order(sizes: list[int]) -> None:
+    """``write_hashed_inline``: the bytes written and hashed are the parts end to end,
+    in batches of about HASH_CHUNK (many small parts go together)."""
+    rng = np.random.default_rng(len(sizes))
+    parts = [memoryview(rng.integers(0, 256, n, dtype=np.uint8).tobytes()) for n in sizes]
+    whole = b"".join(parts)
+    out = bytearray()
+    batches: list[int] = []
+
+    def write(batch: Any) -> None:
+        batches.append(sum(len(b) for b in batch))
+        for b in batch:
+            out.extend(b)
+
+    h = xxhash.xxh3_64()
+    pio.write_hashed_inline(write, parts, (h,))
+    assert bytes(out) == whole
+    assert h.hexdigest() == xxhash.xxh3_64_hexdigest(whole)
+    # a slow hasher on a worker (or inline with one thread) sees the same bytes
+    for threads in (1, 2):
+        strong, quick = hashlib.blake2b(digest_size=32), xxhash.xxh3_64()
+        pio.write_hashed_inline(lambda b: None, parts, (quick,), (strong,), threads=threads)
+        assert strong.hexdigest() == hashlib.blake2b(whole, digest_size=32).hexdigest()
+        assert quick.hexdigest() == h.hexdigest()
+    # a batch is cut once it reaches HASH_CHUNK: at most one chunk plus one part over
+    assert all(b < 2 * pio.HASH_CHUNK for b in batches)
+    assert len(batches) <= len(whole) // pio.HASH_CHUNK + len(parts) + 1
+
+
+@pytest.mark.parametrize("threads", THREADS)
+def test_large_buffers_are_written_in_one_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: str
+) -> None:
+    """Large buffers and columns go through the one-pass write (hash a chunk, write
+    it), whatever the threads, with the bytes of the in-memory write."""
+    obj = _obj()
+    monkeypatch.setenv("SAFEPOINT_IO_THREADS", threads)
+    calls: list[int] = []
+    real = pio.write_hashed_inline
+
+    def counting(write: Any, parts: Any, hashers: Any, **kw: Any) -> None:
+        calls.append(len(parts))
+        real(write, parts, hashers, **kw)
+
+    monkeypatch.setattr(pio, "write_hashed_inline", counting)
+    for key in (None, KEY):
+        path = tmp_path / "one.sp"
+        sp.dump(obj, path, key=key)
+        assert path.read_bytes() == sp.dumps(obj, key=key)
+        _check_equal(obj, sp.load(path, key=key))
+    assert calls
 
 
 @pytest.mark.parametrize("value", ["", "0", "-3", "x", "1", "8"])

@@ -310,30 +310,32 @@ class BufferSink:
         self.buffers.append(entry)
 
     def _write_raw(self, views: list[memoryview], n: int) -> tuple[str, str | None]:
-        """Write ``views`` as they are; returns their checksum and digest (None: not signing)."""
+        """Write ``views`` as they are; returns their checksum and digest (None: not signing).
+
+        A large buffer (or a column of parts) is hashed while it is written, chunk
+        by chunk, each chunk written right after its hash while it is in the CPU's
+        cache (:func:`_parallel_io.write_hashed_inline`): one pass over memory. A
+        signed file's BLAKE2b digest, four times slower than the write, is computed
+        on a worker meanwhile when there is a core for it.
+        """
         signing = self.signer is not None
-        if self._threads > 1 and (n >= _pio.PARALLEL_FROM or len(views) > 1):
-            # the hash (on a worker) overlaps the write
+        if n >= _pio.PARALLEL_FROM or len(views) != 1:
             h = xxhash.xxh3_64()
             strong = hashlib.blake2b(digest_size=32) if signing else None
-            _pio.write_hashed(self._write_parts, views, (h, strong) if strong else (h,))
+            _pio.write_hashed_inline(
+                self._write_parts,
+                views,
+                (h,),
+                background=(strong,) if strong else (),
+                threads=self._threads,
+            )
             self.pos += n
             return h.hexdigest(), strong.hexdigest() if strong else None
-        if len(views) == 1:
-            mv = views[0]
-            crc = checksum(mv)
-            digest = strong_digest(mv) if signing else None
-            self._write(mv)
-            return crc, digest
-        h = xxhash.xxh3_64()
-        strong = hashlib.blake2b(digest_size=32) if signing else None
-        for mv in views:
-            h.update(mv)
-            if strong is not None:
-                strong.update(mv)
-        self._write_parts(views)
-        self.pos += n
-        return h.hexdigest(), strong.hexdigest() if strong else None
+        (mv,) = views
+        crc = checksum(mv)
+        digest = strong_digest(mv) if signing else None
+        self._write(mv)
+        return crc, digest
 
     def finish(self, manifest: dict[str, Any]) -> WriteResult:
         """Write manifest, optional auth block and footer."""

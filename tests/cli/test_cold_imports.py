@@ -1,0 +1,93 @@
+"""Cold start: what ``import safepoint`` and ``safepoint score`` import, in a fresh process.
+
+Every import is start-up time a script or a scoring job pays before its first
+prediction (bench/bench_coldstart.py measures it). The library itself needs
+numpy and xxhash only; ``safepoint score`` needs nothing that a plain
+``pickle.load`` + pandas script scoring the same model does not import too, except
+click, xxhash and safepoint itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# the third-party top-level packages now in sys.modules, printed as JSON at exit
+_REPORT = (
+    "import atexit, json, sys\n"
+    "def _third_party():\n"
+    "    names = {m.split('.')[0] for m in list(sys.modules)}\n"
+    "    print('\\nMODULES' + json.dumps(sorted(n for n in names\n"
+    "        if n not in sys.stdlib_module_names and not n.startswith('_')\n"
+    "        and n not in ('cython_runtime', 'sitecustomize', 'usercustomize'))))\n"
+    "atexit.register(_third_party)\n"
+)
+
+
+def _imported(code: str, cwd: Path, *argv: str) -> set[str]:
+    proc = subprocess.run(
+        [sys.executable, "-c", _REPORT + code, *argv],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "SAFEPOINT_QUIET": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("MODULES")][-1]
+    return set(json.loads(line[len("MODULES") :]))
+
+
+def test_import_safepoint_pulls_only_numpy_and_xxhash(tmp_path: Path) -> None:
+    assert _imported("import safepoint", tmp_path) == {"numpy", "safepoint", "xxhash"}
+
+
+def test_score_command_entry_pulls_only_click_beyond_the_library(tmp_path: Path) -> None:
+    # the CLI's command registration and option parsing, up to the command body
+    code = (
+        "import sys; from safepoint.cli.main import main\n"
+        "sys.argv = ['safepoint', 'score', '--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+    )
+    assert _imported(code, tmp_path) == {"click", "numpy", "safepoint", "xxhash"}
+
+
+@pytest.mark.slow  # two fresh processes importing scikit-learn and pandas
+def test_score_imports_nothing_a_pickle_script_does_not(tmp_path: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    ensemble = pytest.importorskip("sklearn.ensemble")
+    import safepoint as sp
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.standard_normal((200, 4)), columns=["a", "b", "c", "d"])
+    model = ensemble.RandomForestClassifier(n_estimators=3, random_state=0)
+    model.fit(X, (X.a > 0).astype(int))
+    sp.dump(model, tmp_path / "model.sp")
+    with open(tmp_path / "model.pkl", "wb") as f:
+        pickle.dump(model, f, protocol=5)
+    (tmp_path / "in.jsonl").write_text(json.dumps(dict(X.iloc[0])) + "\n")
+
+    score = _imported(
+        "import sys; from safepoint.cli.main import main\n"
+        "sys.argv = ['safepoint', 'score', '-m', 'model.sp', '-i', 'in.jsonl', '-o', 'out.jsonl']\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n",
+        tmp_path,
+    )
+    assert (tmp_path / "out.jsonl").read_text().count("prediction") == 1
+    floor = _imported(
+        "import json, pickle, sys\nimport pandas as pd\n"
+        "model = pickle.load(open('model.pkl', 'rb'))\n"
+        "X = pd.DataFrame([json.loads(line) for line in open('in.jsonl')])\n"
+        "print(model.predict(X))\n",
+        tmp_path,
+    )
+    assert score - floor == {"click", "safepoint", "xxhash"}
