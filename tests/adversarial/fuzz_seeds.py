@@ -66,12 +66,26 @@ def _models() -> dict[str, Any]:
     }
 
 
+def _adversarial_conftest() -> Any:
+    """tests/adversarial/conftest.py, by its path: under pytest, ``import conftest`` finds
+    whichever folder's conftest was imported first (tests/stores/ in a full run)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).with_name("conftest.py")
+    spec = importlib.util.spec_from_file_location("_sp_adversarial_conftest", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def reader_files() -> dict[str, bytes]:
     import numpy as np
 
     import safepoint as sp
-    from conftest import rich_object
 
+    rich_object = _adversarial_conftest().rich_object
     models = _models()
     objs: dict[str, Any] = {
         "small": {"a": np.arange(6), "s": ["x", None], "b": b"\x00", "t": (1.5, 2**70)},
