@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,6 +21,9 @@ from ._common import (
     show_progress,
     trust_options,
 )
+
+if TYPE_CHECKING:
+    from ..stores.store import Store
 
 #: ``safepoint.workflows.scoring.model.METHODS``, spelled out so that ``--help`` does not
 #: import pandas (a test keeps the two equal)
@@ -214,7 +217,7 @@ def score(
 
 def _score_on_spark(
     model: str,
-    store: Any,
+    store: Store,
     input_: str,
     output: str,
     schema: str | None,

@@ -25,12 +25,15 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from .._http import HostCheck
 from ..errors import AliasConflictError, InvalidNameError, NotFoundError, SafepointError
 from . import data
+
+if TYPE_CHECKING:
+    from ..stores.store import Store
 
 __all__ = ["CSP", "PAGE_SIZE", "create_app", "routes"]
 
@@ -81,7 +84,7 @@ def _ts(value: Any) -> str:
 class Console:
     """What every route needs: the store, the templates and the console's settings."""
 
-    store: Any
+    store: Store
     templates: Any
     allow_writes: bool
     token: str | None
@@ -448,7 +451,7 @@ def routes(static_dir: str) -> list[Any]:
 
 
 def create_app(
-    store: Any,
+    store: Store,
     *,
     allow_writes: bool = False,
     token: str | None = None,

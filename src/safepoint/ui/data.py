@@ -14,11 +14,14 @@ import operator
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidNameError, SafepointError
 from ..format.environment import compare
 from ..format.reader import open_reader
+
+if TYPE_CHECKING:
+    from ..stores.store import Store
 
 __all__ = [
     "filter_models",
@@ -72,7 +75,7 @@ def _finite(x: Any) -> Any:
 
 
 # -- the model list: metrics, tags and filters -------------------------------------------------
-def latest_details(store: Any, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+def latest_details(store: Store, names: Iterable[str]) -> dict[str, dict[str, Any]]:
     """The metrics and tags of the latest version of each model in ``names`` (one query)."""
     wanted = list(dict.fromkeys(names))
     if not wanted:
@@ -127,7 +130,7 @@ def metric_filter(text: str) -> Callable[[dict[str, Any]], bool]:
 
 
 def filter_models(
-    store: Any, rows: list[dict[str, Any]], tag: str = "", metric: str = ""
+    store: Store, rows: list[dict[str, Any]], tag: str = "", metric: str = ""
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """Rows whose latest version has ``tag`` (``KEY`` or ``KEY=VALUE``) and passes
     ``metric`` (see :func:`metric_filter`); with the latest versions' details."""
@@ -148,7 +151,7 @@ def filter_models(
 
 
 def models(
-    store: Any, q: str = "", sort: str = "updated", show_all: bool = False
+    store: Store, q: str = "", sort: str = "updated", show_all: bool = False
 ) -> list[dict[str, Any]]:
     """Rows of the model list; outputs of step workflows only with ``show_all``."""
     rows = store.summary(kind=None if show_all else "model")
@@ -166,7 +169,7 @@ def _scalar(node: Any) -> bool:
     return node is None or isinstance(node, bool | int | float | str)
 
 
-def manifest_params(store: Any, name: str, version: int) -> dict[str, Any]:
+def manifest_params(store: Store, name: str, version: int) -> dict[str, Any]:
     """The root estimator's scalar parameters as recorded in the manifest (no load).
 
     For a Pipeline the parameters of each step are listed as ``step__param``.
@@ -226,7 +229,7 @@ class VersionView:
     params: dict[str, Any]
 
 
-def version_view(store: Any, name: str, version: int) -> VersionView:
+def version_view(store: Store, name: str, version: int) -> VersionView:
     mv = store.info(name, version)
     info = store.inspect(f"{name}@{mv.version}")
     diffs = compare(info.environment)
@@ -300,7 +303,7 @@ def _plain(node: Any, reader: Any, depth: int = 0) -> Any:
     return ...
 
 
-def raw_checkpoint(store: Any, ckpt_name: str, key: str) -> bytes | None:
+def raw_checkpoint(store: Store, ckpt_name: str, key: str) -> bytes | None:
     """The stored bytes of a checkpointer value (inline in the catalog, or its blob)."""
     with store.catalog.tx() as conn:
         row = store.catalog.checkpoint_row(conn, ckpt_name, key)
@@ -313,7 +316,7 @@ def raw_checkpoint(store: Any, ckpt_name: str, key: str) -> bytes | None:
     return bytes(row.value) if row.value is not None else None
 
 
-def checkpointer_keys(store: Any, name: str, limit: int = 500) -> list[dict[str, Any]]:
+def checkpointer_keys(store: Store, name: str, limit: int = 500) -> list[dict[str, Any]]:
     """Keys of a checkpointer with an audit summary of each value (manifest only)."""
     import safepoint as sp
 
@@ -345,7 +348,7 @@ def checkpointer_keys(store: Any, name: str, limit: int = 500) -> list[dict[str,
     return out
 
 
-def search_results(store: Any, run: Any) -> dict[str, Any] | None:
+def search_results(store: Store, run: Any) -> dict[str, Any] | None:
     """Per-candidate test scores of a search run, read from its ledger's manifests.
 
     Candidates are labelled by their parameters (recorded in the run's state by the
@@ -453,7 +456,7 @@ def _rank_axis(rows: list[dict[str, Any]], texts: list[str]) -> dict[str, Any]:
     }
 
 
-def run_outputs(store: Any, run_id: str) -> list[Any]:
+def run_outputs(store: Store, run_id: str) -> list[Any]:
     """The versions a run put in the store (a search's refit model, a workflow's outputs)."""
     try:
         return list(store.find(run_id=run_id))
@@ -483,7 +486,7 @@ def steps_rows(run: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def checkpointer_namespaces(store: Any) -> list[dict[str, Any]]:
+def checkpointer_namespaces(store: Store) -> list[dict[str, Any]]:
     """Every checkpointer with its description and number of keys."""
     with store.catalog.tx() as conn:
         rows = store.catalog.list_checkpointers(conn)

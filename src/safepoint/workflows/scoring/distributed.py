@@ -18,10 +18,13 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...errors import NotFoundError
 from .sources import FORMATS
+
+if TYPE_CHECKING:
+    from ...stores.store import Store
 
 __all__ = ["DistributedReport", "score_on_dask"]
 
@@ -112,7 +115,7 @@ def _inputs(inputs: Any) -> list[str]:
 def score_on_dask(
     client: Any,
     model: str,
-    store: Any,
+    store: Store,
     inputs: Any,
     output: str | os.PathLike[str],
     *,

@@ -45,7 +45,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
@@ -53,6 +53,9 @@ import pyarrow as pa
 from ...errors import NotFoundError, SafepointError, SchemaError
 from .sinks import CommitState, Sink, _atomic_write, encode_table
 from .sources import BadRecord, Batch, Source
+
+if TYPE_CHECKING:
+    from ...stores.store import Store
 
 __all__ = ["SparkScoringReport", "score_on_spark"]
 
@@ -104,7 +107,7 @@ class _FilePlan:
 
 @dataclass(frozen=True)
 class _JobPlan:
-    store: Any
+    store: Store
     ref: str
     trusted: tuple[str, ...]
     output: str
@@ -174,7 +177,7 @@ def _committed(output: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _resolve(model: Any, store: Any) -> tuple[Any, str, str]:
+def _resolve(model: Any, store: Store) -> tuple[Any, str, str]:
     """(store, reference pinned to one version, version label)."""
     from ...stores.names import parse_ref
     from .store_model import open_store
@@ -193,7 +196,7 @@ def _resolve(model: Any, store: Any) -> tuple[Any, str, str]:
 def score_on_spark(
     spark: Any,
     model: str,
-    store: Any,
+    store: Store,
     inputs: Any,
     output: str | os.PathLike[str],
     *,
@@ -336,7 +339,7 @@ def _reset(out: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def _start_run(store: Any, ref: str, output: str) -> Any:
+def _start_run(store: Store, ref: str, output: str) -> Any:
     runs = getattr(store, "runs", None)
     if runs is None:
         return None
@@ -344,7 +347,7 @@ def _start_run(store: Any, ref: str, output: str) -> Any:
 
 
 def _check_columns(
-    store: Any, ref: str, trusted: tuple[str, ...], columns: list[str], fn: Any
+    store: Store, ref: str, trusted: tuple[str, ...], columns: list[str], fn: Any
 ) -> None:
     """Before any task: a model the executors can use, and every feature it was trained on."""
     info = store.inspect(ref, trusted=trusted)

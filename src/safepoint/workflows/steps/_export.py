@@ -21,7 +21,7 @@ import os
 import shutil
 import warnings
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...errors import (
     FilesExistError,
@@ -31,6 +31,9 @@ from ...errors import (
     StepConfigError,
     StepError,
 )
+
+if TYPE_CHECKING:
+    from ...stores.store import Store
 
 __all__ = ["EXPORT_FORMATS", "PICKLE_WARNING", "FilesExistError", "export_outputs"]
 
@@ -43,7 +46,7 @@ PICKLE_WARNING = (
 
 
 def export_outputs(
-    store: Any,
+    store: Store,
     name: str,
     folder: str | os.PathLike[str],
     version: int | str = 1,
@@ -144,7 +147,7 @@ def _tmp_path(path: str) -> str:
     return os.path.join(folder, f".{base}.sp-tmp")
 
 
-def _copy_blob(store: Any, mv: Any, path: str) -> None:
+def _copy_blob(store: Store, mv: Any, path: str) -> None:
     """Copy a version's blob to ``path``, verified before it takes that name."""
     from ...format.reader import open_reader
 

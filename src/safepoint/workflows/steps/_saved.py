@@ -19,6 +19,7 @@ from ._reports import WorkflowStatus
 
 if TYPE_CHECKING:
     from ...stores.opening import StoreLike
+    from ...stores.store import Store
 
 __all__ = ["saved_outputs", "saved_status"]
 
@@ -72,7 +73,7 @@ class _SavedView(_WorkflowBase):
         return self._status(saved, {})
 
 
-def _resolve_code(spec: Any, name: str, store: Any, version: int | str) -> Any:
+def _resolve_code(spec: Any, name: str, store: Store, version: int | str) -> Any:
     """A workflow object from ``path/to/file.py:Class`` or ``module:attribute``."""
     if spec is None or isinstance(spec, _WorkflowBase):
         return spec
