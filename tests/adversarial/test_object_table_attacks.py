@@ -462,3 +462,51 @@ def test_a_forests_trees_are_checked_by_the_table_validator(
     assert len(calls) == 1 and "<arg 1>" in calls[0] and "nodes" in calls[0]
     X = np.random.default_rng(4).normal(size=(10, 4))
     np.testing.assert_array_equal(model.predict(X), forest[0].predict(X))
+
+
+# -- big trees are checked one by one (tables.TABLE_VALIDATOR_MAX_ROWS) ------------------
+@pytest.mark.parametrize("what", list(TREE_ATTACKS))
+def test_trees_checked_one_by_one_refuse_the_same_attacks(
+    forest100: tuple[Any, bytes], what: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safepoint.format.handlers import tables
+
+    monkeypatch.setattr(tables, "TABLE_VALIDATOR_MAX_ROWS", 0)  # every tree counts as big
+    err = refused(forest100[1], edit_tree_in_table(57, TREE_ATTACKS[what]))
+    assert isinstance(err, FormatError)
+
+
+def test_a_forest_of_big_trees_skips_the_table_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    from safepoint.format.handlers import tables
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 5))
+    y = rng.integers(0, 2, 3000)  # noise: trees grow until their leaves are pure
+    model = RandomForestClassifier(n_estimators=20, random_state=0).fit(X, y)
+    nodes = np.mean([e.tree_.node_count for e in model.estimators_])
+    assert nodes > tables.TABLE_VALIDATOR_MAX_ROWS
+    called: list[type] = []
+    real = tables.table_validator_of
+
+    def spy(cls: type) -> Any:
+        fn = real(cls)
+        if fn is None:
+            return None
+
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            called.append(cls)
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(tables, "table_validator_of", spy)
+    data = sp.dumps(model)
+    loaded = sp.loads(data)
+    assert called == []  # checked one by one, by _tree
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    # the trees are one table: its check does run when they count as small
+    monkeypatch.setattr(tables, "TABLE_VALIDATOR_MAX_ROWS", 10**9)
+    sp.loads(data)
+    assert called, "the table validator was not used for small trees"

@@ -332,6 +332,11 @@ def _decode_table(node: Any, dec: Decoder, depth: int) -> list[Any]:
     ):
         raise dec.fail("an object table needs distinct str attribute names, one per column")
     validate = table_validator_of(cls)
+    if validate is not None and _rows_per_object(cols, n) > TABLE_VALIDATOR_MAX_ROWS:
+        # big objects (a forest of deep trees): checking them one by one costs little
+        # per object, and lets their columns stream (see below); the one-pass table
+        # check would hold every column whole beside the objects' copies
+        validate = None
     columns: dict[str, Any] = {}
     lengths: dict[str, np.ndarray[Any, Any]] = {}
     for key, col in zip(keys, cols, strict=True):
@@ -477,6 +482,24 @@ STREAM_FROM = 1 << 20
 
 #: how much larger than an object's rows a reused scratch buffer may be
 _SLACK = 1 << 16
+
+
+#: a table validator runs only for tables whose array columns hold at most this many
+#: rows per object on average; bigger objects are checked one by one. Measured: a
+#: 300-tree forest of ~4,200 nodes per tree loaded in 2.4x the time and 2x the memory
+#: with the one-pass check, which pays for forests of small trees (~100 nodes each)
+TABLE_VALIDATOR_MAX_ROWS = 1000
+
+
+def _rows_per_object(cols: list[Any], n: int) -> float:
+    """The most rows per object of any array column (its declared lengths, not yet
+    checked: this only chooses between two complete ways of checking)."""
+    most = 0.0
+    for col in cols:
+        counts = col.get("l") if type(col) is dict else None
+        if type(counts) is list and n:
+            most = max(most, sum(c for c in counts if type(c) is int and c > 0) / n)
+    return most
 
 
 class _Streamed:
