@@ -25,10 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -38,33 +36,15 @@ from typing import Any
 
 import numpy as np
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from safepoint.errors import SafepointError
+from safepoint.testing.s3 import start_moto_server
 
 
 def start_moto() -> tuple[subprocess.Popen[bytes], str]:
-    """A moto S3 server on a free port; the process and its URL."""
-    exe = Path(sys.executable).with_name("moto_server")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [str(exe), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise SystemExit("moto_server did not start (pip install 'moto[server]')") from None
-            time.sleep(0.1)
-    return proc, f"http://127.0.0.1:{port}"
+    try:
+        return start_moto_server(timeout=60)
+    except SafepointError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def _model(mb: int) -> dict[str, np.ndarray]:

@@ -36,7 +36,6 @@ import multiprocessing as mp
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -63,6 +62,7 @@ from safepoint.errors import (
 )
 from safepoint.stores import Store
 from safepoint.testing.recovery import compare, snapshot
+from safepoint.testing.s3 import start_moto_server
 from safepoint.testing.store_conformance import lose_catalog
 
 CTX = mp.get_context("fork")
@@ -148,15 +148,7 @@ class Backend:
     def start_moto(self) -> str:
         if self._moto is not None and self._moto.poll() is None:
             return self.options["client_kwargs"]["endpoint_url"]  # type: ignore[index]
-        exe = Path(sys.executable).with_name("moto_server")
-        port = _free_port()
-        self._moto = subprocess.Popen(
-            [str(exe), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        _wait_port(port)
-        endpoint = f"http://127.0.0.1:{port}"
+        self._moto, endpoint = start_moto_server()
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
         self.options = {
@@ -182,24 +174,6 @@ class Backend:
                 for schema in self._schemas:
                     c.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
             eng.dispose()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError("moto_server did not start") from None
-            time.sleep(0.1)
 
 
 # -- kill classes: workers ------------------------------------------------------------------

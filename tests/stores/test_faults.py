@@ -13,7 +13,6 @@ import contextlib
 import errno
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -371,37 +370,19 @@ def test_postgres_sessions_terminated_mid_transaction(tmp_path: Path, pg_url: st
 
 
 # -- S3 server killed mid-put ------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_s3_server_killed_mid_put(tmp_path: Path) -> None:
     pytest.importorskip("s3fs")
-    exe = Path(sys.executable).with_name("moto_server")
-    if not exe.exists():
-        pytest.skip("moto_server is not installed")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [str(exe), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    from safepoint.errors import MissingDependencyError
+    from safepoint.testing.s3 import start_moto_server
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("moto_server did not start")
-                time.sleep(0.1)
+        proc, endpoint = start_moto_server()
+    except MissingDependencyError as exc:
+        pytest.skip(str(exc))
+    try:
         import boto3
 
-        endpoint = f"http://127.0.0.1:{port}"
         boto3.client(
             "s3",
             endpoint_url=endpoint,
