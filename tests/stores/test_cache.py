@@ -253,6 +253,9 @@ def test_store_pickles_with_its_cache_and_defaults(
     assert Store("memory://no-cache").cache is None
     with pytest.raises(InvalidArgumentError, match="cache must be"):
         _store(s3_bucket, s3_storage_options, tmp_path, 3.5)
+    with pytest.raises(InvalidArgumentError, match="cache must be"):
+        Store(tmp_path / "refused", cache=123)  # wrong for a local store too
+    assert not (tmp_path / "refused").exists()  # refused before anything is created
 
 
 def test_parse_size_and_read_parallel() -> None:

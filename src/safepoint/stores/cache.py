@@ -500,6 +500,15 @@ class BlobCache:
 
 
 # -- how a Store uses it ---------------------------------------------------------------
+def check_cache_arg(cache: Any) -> None:
+    """Refuse a ``cache=`` that is none of those :func:`resolve_cache` takes, for every
+    store (local ones too: a wrong argument is wrong everywhere)."""
+    if not (cache is None or isinstance(cache, bool | str | os.PathLike | BlobCache)):
+        raise InvalidArgumentError(
+            f"cache must be a folder, a BlobCache, True or False, not {type(cache).__name__}"
+        )
+
+
 def resolve_cache(cache: Any, blobs: BlobStore) -> BlobCache | None:
     """The cache a Store uses for ``blobs`` given its ``cache=`` argument.
 
@@ -507,18 +516,12 @@ def resolve_cache(cache: Any, blobs: BlobStore) -> BlobCache | None:
     folders and ``memory://``; none when ``$SAFEPOINT_CACHE_SIZE`` is 0). ``False``: none.
     A folder path: a cache there. A :class:`BlobCache`: that one.
     """
+    check_cache_arg(cache)
     if cache is False or blobs.is_local or not blobs.is_remote:
         return None
     if isinstance(cache, BlobCache):
         return cache
-    if cache is None or cache is True:
-        c = BlobCache()
-    elif isinstance(cache, str | os.PathLike):
-        c = BlobCache(cache)
-    else:
-        raise InvalidArgumentError(
-            f"cache must be a folder, a BlobCache, True or False, not {type(cache).__name__}"
-        )
+    c = BlobCache() if cache is None or cache is True else BlobCache(cache)
     return c if c.max_bytes > 0 else None
 
 

@@ -106,7 +106,7 @@ from .arguments import (
     text_arg,
 )
 from .blobs import BlobStore, open_blobs, scheme_of
-from .cache import load_cached, read_blob, resolve_cache
+from .cache import check_cache_arg, load_cached, read_blob, resolve_cache
 from .catalog import (
     Catalog,
     dumps_json,
@@ -288,6 +288,7 @@ class Store:
             raise InvalidArgumentError(
                 f"storage_options must be a dict, not {type(storage_options).__name__}"
             )
+        check_cache_arg(cache)
         self._args = (url, metadata, storage_options, grace, lease_ttl, cache)
         self.grace = grace
         self.lease_ttl = lease_ttl
