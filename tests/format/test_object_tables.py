@@ -335,3 +335,12 @@ def test_streamed_columns_never_hand_one_objects_rows_to_another(
         # objects that keep their rows never share memory
         for a, b in itertools.pairwise(loaded):
             assert not np.shares_memory(a.xy, b.xy)
+
+
+def test_a_table_validator_must_name_the_validators_it_replaces() -> None:
+    # a table may be checked object by object instead (big objects): a class must never
+    # depend on a table validator alone
+    from safepoint.format.registry import register_table_validator
+
+    with pytest.raises(ValueError, match="must name what it replaces"):
+        register_table_validator("some.module.Cls", replaces=())

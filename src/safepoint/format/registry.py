@@ -312,7 +312,13 @@ def register_table_validator(
     type_name: str, *, replaces: tuple[Validator, ...]
 ) -> Callable[[TableValidator], TableValidator]:
     """Register the table validator of the exact class ``type_name``, which performs
-    every check of the per-object validators in ``replaces``."""
+    every check of the per-object validators in ``replaces``.
+
+    ``replaces`` must name the class's per-object validators: a table is checked by them
+    instead when its objects are big (``tables.TABLE_VALIDATOR_MAX_ROWS``), so a class
+    is never checked by a table validator alone."""
+    if not replaces:
+        raise ValueError(f"the table validator of {type_name} must name what it replaces")
 
     def deco(fn: TableValidator) -> TableValidator:
         _table_validators[type_name] = (fn, replaces)
@@ -322,14 +328,14 @@ def register_table_validator(
 
 
 def table_validator_of(cls: type) -> TableValidator | None:
-    """The table validator for objects of exactly ``cls``, if it covers every
-    validator of ``cls``'s MRO."""
+    """The table validator for objects of exactly ``cls``, if it replaces exactly the
+    validators of ``cls``'s MRO: no more (each object is then checked by them, which a
+    table may choose instead) and no fewer (the table validator must cover them all)."""
     found = _table_validators.get(f"{cls.__module__}.{cls.__qualname__}")
     if found is None:
         return None
     fn, replaces = found
-    chain = _chain(cls)
-    if not set(map(id, chain)) <= set(map(id, replaces)):
+    if set(map(id, _chain(cls))) != set(map(id, replaces)):
         return None
     return fn
 
