@@ -141,6 +141,18 @@ def test_bunch_outside_its_slot_is_refused() -> None:
     assert sp.loads(sp.dumps({"b": Bunch(a=1)}), trusted=["sklearn.utils._bunch.Bunch"])
 
 
+def test_a_trusted_load_does_not_trust_the_same_types_for_the_next_caller() -> None:
+    """The process caches types tables found fully trusted (format/trust.py), keyed by
+    the caller's trusted= names: trusting a class once must not trust it afterwards."""
+    from fractions import Fraction
+
+    data = sp.dumps({"f": Fraction(1, 3)})
+    for _ in range(2):  # the second round meets the cache
+        assert sp.loads(data, trusted=["fractions.Fraction"])["f"] == Fraction(1, 3)
+        with pytest.raises(sp.UntrustedTypesError, match="Fraction"):
+            sp.loads(data)
+
+
 def test_reviewed_getattr_classes_do_not_impersonate() -> None:
     """MetadataRequest's __getattr__ answers only composite method names (with one of its
     own request objects), and raises AttributeError for any other name."""
