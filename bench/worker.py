@@ -235,8 +235,15 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
                 while got < size:
                     got += f.readinto(mv[got:]) or 0
         else:
-            with open(spec["source"], "rb") as f:
-                data = memoryview(bytearray(f.read()))
+            # read straight into the one buffer that is then written, as unpickling
+            # reads an array's bytes straight into the array: a temporary copy freed
+            # just before the write would hand the write's page cache memory in
+            # another state than the libraries' saves meet
+            data = memoryview(bytearray(size))
+            with open(spec["source"], "rb", buffering=0) as f:
+                got = 0
+                while got < size:
+                    got += f.readinto(data[got:]) or 0
             if os.path.exists(path):
                 os.unlink(path)
             _prepare(spec)
