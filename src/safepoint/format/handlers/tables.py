@@ -298,7 +298,8 @@ def _int_list(value: Any, n: int, dec: Decoder, what: str) -> list[int]:
     if (
         type(value) is not list
         or len(value) != n
-        or (n and not (_INT_ONLY.issuperset(map(type, value)) and 0 <= min(value) and max(value) < 2**62))
+        or (n and not (_INT_ONLY.issuperset(map(type, value)) and min(value) >= 0))
+        or (n and max(value) >= 2**62)
     ):
         raise dec.fail(f"an object table's {what} must be {n} non-negative integers")
     return value
@@ -404,14 +405,15 @@ def _decode_table(node: Any, dec: Decoder, depth: int) -> list[Any]:
     check_methods_allowed(plan, dec.policy, dec.fail)
     slots_checked = not migrations and _slots_checked(plan, columns, dec)
     whole_keys = [k for k in keys if k not in lengths]
-    whole = zip(*(columns[k] for k in whole_keys)) if whole_keys else None
+    # every column holds n values (checked as decoded)
+    whole = zip(*(columns[k] for k in whole_keys), strict=True) if whole_keys else None
     sliced = [
         (k, columns[k], np.concatenate(([0], np.cumsum(c))).tolist(), type(columns[k]) is _Streamed)
         for k, c in lengths.items()
     ]
     objs: list[Any] = []
     for i in range(n):
-        state = dict(zip(whole_keys, next(whole))) if whole is not None else {}
+        state = dict(zip(whole_keys, next(whole), strict=True)) if whole is not None else {}
         for k, col, b, streamed in sliced:
             state[k] = col.take(b[i + 1] - b[i]) if streamed else col[b[i] : b[i + 1]]
         # the table validator checked these very values; anything else (no table
