@@ -12,6 +12,8 @@ names, and one column per attribute:
   each object's number of rows;
 * ``sc``/``b``: numpy scalars of one dtype (``n_classes_``);
 * ``o``: a nested table (each tree's ``Tree``);
+* ``x``: one node for a value every object holds (the ``RandomState`` all trees
+  of a gradient boosting share), decoded once and shared as a memo reference is;
 
 plus ``a``, constructor-argument columns, for classes rebuilt as ``cls(*args)``
 (node kind ``red``, such as ``Tree``).
@@ -159,7 +161,13 @@ def encode_table(items: list[Any], enc: Encoder, held: int = 0) -> dict[str, Any
     node = _plan(flat, enc, 0)
     if node is None or (len(flat) < TABLE_MIN and not _table_validated(node)):
         return None
-    _emit(node, enc)
+    # a value shared by every object is encoded here: a path back to this list is a
+    # cycle, refused as the node-by-node form would refuse it
+    enc._active.add(id(items))
+    try:
+        _emit(node, enc)
+    finally:
+        enc._active.discard(id(items))
     if rows is not None:
         node["r"] = rows
     return node
@@ -229,6 +237,10 @@ def _plan(flat: list[Any], enc: Encoder, depth: int) -> dict[str, Any] | None:
 
 def _column(values: list[Any], extra: list[int], enc: Encoder, depth: int) -> dict[str, Any] | None:
     t = type(values[0])
+    if t not in _SCALARS and len(values) > 1 and all(v is values[0] for v in values):
+        # one object every state holds (the RandomState all of a gradient boosting's
+        # trees share): stored once, as any other reference to it is, and shared again
+        return {"same": values[0]}
     if t in _SCALARS:
         for v in values:
             t = type(v)
@@ -292,6 +304,8 @@ def _emit(node: dict[str, Any], enc: Encoder) -> None:
             col["b"] = enc.buffer(np.array(col.pop("scalars"), dtype=dt).view(np.uint8))
         elif "o" in col:
             _emit(col["o"], enc)
+        elif "same" in col:
+            col["x"] = enc.encode_child(col.pop("same"), "[shared by a table]")
 
 
 def _int_list(value: Any, n: int, dec: Decoder, what: str) -> list[int]:
@@ -505,6 +519,12 @@ def _decode_column(
         if len(values) != n or not _SCALAR_TYPES.issuperset(map(type, values)):
             raise dec.fail(f"column {key!r} of an object table needs {n} scalars")
         return values
+    if "x" in col:
+        # one value every object holds, as a memo reference would share it
+        value = dec.decode(col["x"])
+        if n > 1:
+            dec.shared(value)
+        return [value] * n
     if "o" in col:
         objs = _decode_table(col["o"], dec, depth + 1)
         if len(objs) != n:
