@@ -206,9 +206,9 @@ def _estimator_table(flat: list[Any], enc: Encoder) -> dict[str, Any] | None:
     the list of its items: one reference more than a list's own items have)."""
     if not (enc.tables and flat and _is_estimator(flat[0])):
         return None
-    from .tables import encode_table
+    from .tables import encode_items
 
-    table = encode_table(flat, enc, held=1)
+    table = encode_items(flat, enc, held=1)
     return None if table is None else {"@": "objtab", **table}
 
 

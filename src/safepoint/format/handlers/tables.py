@@ -71,7 +71,7 @@ if TYPE_CHECKING:
     from ..encoder import Encoder
     from ..reader import BufferStream
 
-__all__ = ["TABLE_MIN", "encode_table"]
+__all__ = ["TABLE_MIN", "encode_items", "encode_table"]
 
 #: lists shorter than this are stored node by node (a table saves nothing on a few)...
 TABLE_MIN = 16
@@ -139,7 +139,12 @@ def _head(items: list[Any]) -> Any:
 
 
 @register_list_encoder
-def encode_table(items: list[Any], enc: Encoder, held: int = 0) -> dict[str, Any] | None:
+def encode_table(items: list[Any], enc: Encoder) -> dict[str, Any] | None:
+    """An ``objtab`` node for the list ``items``, or ``None`` if it does not qualify."""
+    return encode_items(items, enc, held=0)
+
+
+def encode_items(items: list[Any], enc: Encoder, *, held: int) -> dict[str, Any] | None:
     """An ``objtab`` node for ``items``, or ``None`` if it does not qualify.
 
     ``held``: references to each item the caller knows of besides ``items`` (an object
