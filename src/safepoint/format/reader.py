@@ -285,9 +285,8 @@ class Reader:
         end = size - spec.FOOTER_SIZE
         if not (mo >= spec.HEADER_SIZE and mo + ml <= end):
             raise FormatError("the footer points outside the file: truncated or corrupt")
-        if al:
-            if not (mo + ml <= ao and ao + al <= end) or al > 1 << 16:
-                raise FormatError("the signature block lies outside the file")
+        if al and (not (mo + ml <= ao and ao + al <= end) or al > 1 << 16):
+            raise FormatError("the signature block lies outside the file")
         if manifest_raw_length > limits.max_manifest_bytes:
             raise LimitExceededError(
                 f"the manifest declares {manifest_raw_length} bytes, more than "
@@ -568,7 +567,10 @@ class Reader:
         mmap_threshold: int = 1 << 20,
     ) -> np.ndarray[Any, Any]:
         buffers = self.buffers
-        b = buffers[index] if type(index) is int and 0 <= index < len(buffers) else self.entry(index)
+        if type(index) is int and 0 <= index < len(buffers):
+            b = buffers[index]
+        else:
+            b = self.entry(index)
         count = math.prod(shape)
         n = b.raw_length
         if count * dtype.itemsize != n or not n or n >= 2**62:
