@@ -549,7 +549,22 @@ class Reader:
         else:
             frozen = self.source.frozen
             if frozen is not None and b.codec == "raw":
-                return self._copy_frozen(frozen, index, b, dtype, count, shape)
+                # bytes that cannot change (see _Source.frozen): the buffer is checked
+                # where it lies, then copied in one call into a new array that owns
+                # its memory (never a view of the caller's bytes)
+                off = b.offset
+                view = frozen[off : off + n]
+                if len(view) != n:  # the parse placed it inside the file: never
+                    raise FormatError(f"the file ended early: wanted {n} bytes at {off}")
+                if _xxh3_hex(view) != b.checksum or (self.strong and b.digest is not None):
+                    self._check(b, view, index)  # raises, or checks the signed digest
+                arr = np.frombuffer(view, dtype, count)
+                sub = dtype.shape  # a sub-array dtype adds its dimensions, as np.empty does
+                if sub:
+                    arr = arr.reshape((*shape, *sub))
+                elif len(shape) != 1:
+                    arr = arr.reshape(shape)
+                return arr.copy()
         packed = self._packed(index, b) if b.codec != "raw" and count else None
         if (
             mmap
@@ -581,30 +596,6 @@ class Reader:
         elif b.codec == "raw":
             self._check(b, b"", index)
         return arr
-
-    def _copy_frozen(
-        self,
-        frozen: memoryview,
-        index: int,
-        b: BufferEntry,
-        dtype: np.dtype[Any],
-        count: int,
-        shape: tuple[int, ...],
-    ) -> np.ndarray[Any, Any]:
-        """A non-empty raw buffer of bytes that cannot change: checked where it lies,
-        then copied in one call into a new array that owns its memory (never a view
-        of the caller's bytes)."""
-        view = frozen[b.offset : b.offset + b.length]
-        if len(view) != b.length:  # the parse placed it inside the file: never
-            raise FormatError(f"the file ended early: wanted {b.length} bytes at {b.offset}")
-        if _xxh3_hex(view) != b.checksum:
-            raise IntegrityError(
-                f"buffer {index} fails its checksum: the file is corrupt (bit rot, a bad copy)"
-            )
-        if self.strong and b.digest is not None and strong_digest(view) != b.digest:
-            raise IntegrityError(f"buffer {index} does not match its signed digest: tampered")
-        sub = dtype.shape  # a sub-array dtype adds its dimensions, as np.empty does
-        return np.frombuffer(view, dtype, count).reshape((*shape, *sub) if sub else shape).copy()
 
     def stream(self, index: int, dtype: np.dtype[Any], shape: tuple[int, ...]) -> BufferStream:
         """Read the raw buffer ``index`` (an array of ``shape``) piece by piece, in
