@@ -439,18 +439,18 @@ class Guarded:
         self._token = _active.set(scope)
         return scope
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         scope, outer = self._scope, self._outer
         _active.reset(self._token)
         refused = scope.refused
         if refused is None:
-            return False  # any exception propagates as it is
+            return  # any exception propagates as it is
         if outer is not None and outer.refused is None:
             outer.refused = refused
         if exc is None:
             # the payload may have swallowed the exception: the operation still fails
             raise LoadGuardError(refused)
         if isinstance(exc, LoadGuardError):
-            return False
+            return
         # a refused event, caught by the code that caused it, turned into another error
         raise LoadGuardError(refused) from exc
