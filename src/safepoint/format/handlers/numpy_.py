@@ -215,10 +215,27 @@ def _is_estimator(x: Any) -> bool:
     return base is not None and isinstance(x, base.BaseEstimator)
 
 
+def _estimator_table(flat: list[Any], enc: Encoder) -> dict[str, Any] | None:
+    """An object table (``objtab`` node) of the estimators of an object array
+    (GradientBoosting's ``estimators_``: a tree per stage and class), or None.
+
+    Only estimators of one class, each held by nothing but the array (and ``flat``,
+    the list of its items: one reference more than a list's own items have)."""
+    if not (enc.tables and flat and _is_estimator(flat[0])):
+        return None
+    from .tables import encode_items
+
+    table = encode_items(flat, enc, held=1)
+    return None if table is None else {"@": "objtab", **table}
+
+
 def _encode_object_array(arr: np.ndarray[Any, Any], enc: Encoder) -> dict[str, Any]:
     flat = arr.reshape(-1).tolist() if arr.flags.c_contiguous else arr.ravel().tolist()
     if strings_only(flat) or (flat and all(null_code(x) for x in flat)):
         return {"@": "strs", "k": "O", "s": list(arr.shape), **encode_strings(flat, enc)}
+    table = _estimator_table(flat, enc)
+    if table is not None:
+        return {"@": "objarr", "s": list(arr.shape), "tab": table}
     # arrays of arrays or of scalars (KBinsDiscretizer.bin_edges_): each item is a
     # typed node of its own; never a pickle, and never an arbitrary object
     for i, x in enumerate(flat):
@@ -337,8 +354,23 @@ class ObjectArrayHandler:
     @staticmethod
     def decode(node: dict[str, Any], dec: Decoder) -> Any:
         shape = shape_from_json(node, dec)
+        size = int(np.prod(shape, dtype=np.int64))
+        if "tab" in node:
+            # the items as one object table (a flat list of objects of one audited class)
+            tab = node["tab"]
+            if type(tab) is not dict or tab.get("@") != "objtab" or "r" in tab or "v" in node:
+                raise dec.fail("an object array's table must be a flat object table")
+            objs = dec.decode(tab)
+            if type(objs) is not list or len(objs) != size:
+                raise dec.fail("object array size does not match its shape")
+            arr = np.empty(size, dtype=object)
+            # one item at a time: assigning a sequence would make numpy ask each
+            # object whether it is one (a method of an object built from the file)
+            for i, x in enumerate(objs):
+                arr[i] = x
+            return arr.reshape(shape)
         items = dec.items(node)
-        if len(items) != int(np.prod(shape, dtype=np.int64)):
+        if len(items) != size:
             raise dec.fail("object array size does not match its shape")
         arr = np.empty(len(items), dtype=object)
         for i, x in enumerate(items):
