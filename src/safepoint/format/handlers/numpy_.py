@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ _SAFE_KINDS = set("biufcmMUSV")
 _CACHE_MAX = 4096
 _TO_JSON: dict[Any, Any] = {}
 _FROM_JSON: dict[str, np.dtype[Any]] = {}
+_FROM_JSON_NESTED: dict[str, np.dtype[Any]] = {}
 
 
 def dtype_to_json(dt: np.dtype[Any], enc: Encoder | None = None) -> Any:
@@ -71,16 +71,29 @@ def _dtype_to_json(dt: np.dtype[Any], enc: Encoder | None = None) -> Any:
 
 
 def dtype_from_json(spec: Any, dec: Decoder, depth: int = 0) -> np.dtype[Any]:
-    if depth and not isinstance(spec, str):
+    if type(spec) is str:
+        dt = _FROM_JSON.get(spec)
+        if dt is None:
+            dt = _dtype_from_json(spec, dec, depth)
+            if len(_FROM_JSON) >= _CACHE_MAX:
+                _FROM_JSON.clear()
+            _FROM_JSON[spec] = dt
+        return dt
+    if depth:
         return _dtype_from_json(spec, dec, depth)
-    # the spec came from JSON, so it serializes back; only valid specs are cached
-    key = spec if isinstance(spec, str) else json.dumps(spec)
-    dt = _FROM_JSON.get(key)
+    # structured and sub-array specs: keyed by their repr, which tells apart any two
+    # JSON values (and costs less than json.dumps); a table of their own, so that no
+    # str spec can name one. Only valid specs are cached
+    try:
+        key = repr(spec)
+    except RecursionError:
+        raise dec.fail("dtype nests too deeply") from None
+    dt = _FROM_JSON_NESTED.get(key)
     if dt is None:
         dt = _dtype_from_json(spec, dec, depth)
-        if len(_FROM_JSON) >= _CACHE_MAX:
-            _FROM_JSON.clear()
-        _FROM_JSON[key] = dt
+        if len(_FROM_JSON_NESTED) >= _CACHE_MAX:
+            _FROM_JSON_NESTED.clear()
+        _FROM_JSON_NESTED[key] = dt
     return dt
 
 
@@ -148,11 +161,15 @@ def _dtype_from_json(spec: Any, dec: Decoder, depth: int = 0) -> np.dtype[Any]:
 
 
 def shape_from_json(node: dict[str, Any], dec: Decoder, key: str = "s") -> tuple[int, ...]:
-    shape = dec.field(node, key, list)
+    shape = node.get(key) if type(node) is dict else None
+    if type(shape) is not list:
+        shape = dec.field(node, key, list)
     if len(shape) > dec.reader.limits.max_ndim:
         raise dec.fail(f"an array declares {len(shape)} dimensions")
-    if not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**62 for s in shape):
-        raise dec.fail("an array shape must hold non-negative integers")
+    for s in shape:
+        # exactly int: JSON gives no other (a bool is not a size)
+        if type(s) is not int or not 0 <= s < 2**62:
+            raise dec.fail("an array shape must hold non-negative integers")
     return tuple(shape)
 
 
@@ -255,10 +272,17 @@ class NDArrayHandler:
 
     @staticmethod
     def decode(node: dict[str, Any], dec: Decoder) -> Any:
-        dt = dtype_from_json(node.get("d"), dec)
+        spec = node.get("d")
+        # a seen dtype string: the cache, without a call
+        dt = _FROM_JSON.get(spec) if type(spec) is str else None
+        if dt is None:
+            dt = dtype_from_json(spec, dec)
         shape = shape_from_json(node, dec)
         fortran = bool(node.get("f"))
-        arr = dec.array(dec.field(node, "b", int), dt, shape[::-1] if fortran else shape)
+        index = node.get("b")
+        if type(index) is not int:
+            index = dec.field(node, "b", int)
+        arr = dec.array(index, dt, shape[::-1] if fortran else shape)
         if fortran:
             arr = arr.T
         if "r" in node:
