@@ -13,11 +13,15 @@ random forest of about 1 MB, fit on a DataFrame), each in a fresh process:
   imports pandas, unpickles the model, reads the record and prints
   ``predict``, the time until that line reaches stdout.
 
-Runs are interleaved; min / median / max of ``--repeat``. The import tree of
-each command is checked with ``python -X importtime``: the top-level packages it
-imported and the milliseconds that safepoint's own modules took (self time),
-which is what a lazier CLI could save. Wall-clock figures on a shared machine
-are noisy: compare the columns of one run, not runs of different days.
+Runs are interleaved, after one untimed round; min / median / max of
+``--repeat``. Python's bytecode cache is on for the children, as for an installed
+package (pip compiles it at install): with ``PYTHONDONTWRITEBYTECODE`` set, as on
+the shared machine, every run compiled safepoint's ~80 modules from source (0.1 s
+that no user pays); ``--no-bytecode`` measures that way. The import tree of each
+command is checked with ``python -X importtime``: the modules and top-level
+packages it imported and the milliseconds that safepoint's own modules took (self
+time). Wall-clock figures on a shared machine are noisy: compare the columns of
+one run, not runs of different days; the load average is printed with them.
 """
 
 from __future__ import annotations
@@ -50,14 +54,23 @@ print(json.dumps({"prediction": model.predict(X).tolist()[0]}), flush=True)
 SCORE_IO = ("-i", "record.jsonl", "-o", "-")
 
 
+#: whether the children may write and use Python's bytecode cache (``--no-bytecode``)
+BYTECODE = True
+
+
 def _env() -> dict[str, str]:
     src = ROOT / "src"
     path = [str(src)] if (src / "safepoint").is_dir() else []
-    return {
+    env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([*path, os.environ.get("PYTHONPATH", "")]).strip(os.pathsep),
         "SAFEPOINT_QUIET": "1",
     }
+    if BYTECODE:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+    else:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
 
 
 def build(folder: Path, trees: int) -> dict[str, Any]:
@@ -159,10 +172,31 @@ def commands(folder: Path) -> dict[str, list[str]]:
     }
 
 
+#: run before a command's code: at exit, the modules it imported (``-X importtime`` does not
+#: list those imported by ``importlib.import_module``, as plugins and a file's types are)
+_COUNT = (
+    "import atexit, sys\n"
+    "atexit.register(lambda: print('MODULES', len(sys.modules),"
+    " sum(m.startswith('safepoint') for m in sys.modules), file=sys.stderr))\n"
+)
+
+
+def _counted(cmd: list[str]) -> list[str]:
+    """``cmd`` (``-c CODE`` or ``-m MODULE``) with :data:`_COUNT` run first."""
+    if cmd[1] == "-c":
+        return [cmd[0], "-c", _COUNT + cmd[2], *cmd[3:]]
+    code = (
+        f"import runpy; sys.argv[1:] = {cmd[3:]!r}\n"
+        f"runpy.run_module({cmd[2]!r}, run_name='__main__', alter_sys=True)"
+    )
+    return [cmd[0], "-c", _COUNT + code]
+
+
 def importtime(cmd: list[str], folder: Path) -> dict[str, Any]:
-    """Top-level packages ``cmd`` imported, and the self time of safepoint's modules."""
+    """Modules and top-level packages ``cmd`` imported, and the self time of
+    safepoint's modules (those ``-X importtime`` lists)."""
     proc = subprocess.run(
-        [cmd[0], "-X", "importtime", *cmd[1:]],
+        [cmd[0], "-X", "importtime", *_counted(cmd)[1:]],
         cwd=folder,
         env=_env(),
         capture_output=True,
@@ -170,8 +204,10 @@ def importtime(cmd: list[str], folder: Path) -> dict[str, Any]:
         timeout=300,
     )
     packages: set[str] = set()
-    own_us = total_us = 0
+    own_us = total_us = modules = own = 0
     for line in proc.stderr.splitlines():
+        if line.startswith("MODULES "):
+            modules, own = (int(n) for n in line.split()[1:])
         if not line.startswith("import time:") or "self [us]" in line:
             continue
         head, _cumulative, name = line.split("|", 2)
@@ -184,6 +220,8 @@ def importtime(cmd: list[str], folder: Path) -> dict[str, Any]:
             packages.add(top)
     return {
         "packages": sorted(packages),
+        "modules": modules,
+        "safepoint_modules": own,
         "safepoint_self_ms": own_us / 1000,
         "all_self_ms": total_us / 1000,
     }
@@ -194,7 +232,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--repeat", type=int, default=9)
     ap.add_argument("--trees", type=int, default=40, help="forest size (40: about 1 MB)")
     ap.add_argument("--no-serve", action="store_true", help="skip `safepoint serve`")
+    ap.add_argument(
+        "--no-bytecode",
+        action="store_true",
+        help="PYTHONDONTWRITEBYTECODE=1 for the children: every module compiled from source",
+    )
     args = ap.parse_args(argv)
+    global BYTECODE
+    BYTECODE = not args.no_bytecode
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         meta = build(folder, args.trees)
@@ -202,14 +247,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         times: dict[str, list[float]] = {"pickle": [], "score": []}
         if not args.no_serve:
             times["serve"] = []
-        for r in range(args.repeat):
+        for r in range(-1, args.repeat):  # round -1: untimed (bytecode, disk cache)
             names = list(times)
             names = names[r % len(names) :] + names[: r % len(names)]
             for name in names:
                 if name == "serve":
-                    times[name].append(_serve_first(folder, meta["record"]))
+                    t = _serve_first(folder, meta["record"])
                 else:
-                    times[name].append(_until_line(cmds[name], folder))
+                    t = _until_line(cmds[name], folder)
+                if r >= 0:
+                    times[name].append(t)
         imports = {name: importtime(cmd, folder) for name, cmd in cmds.items()}
     summary: dict[str, dict[str, Any]] = {
         name: {
@@ -238,6 +285,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for name, imp in imports.items()
         },
         "imported_beyond_pickle_script": extra,
+        "bytecode": BYTECODE,
         "loadavg": os.getloadavg(),
     }
     print(json.dumps(out, indent=1))

@@ -372,3 +372,19 @@ def test_path_like_accepted(model_file, tmp_path):
     p = ScoringPipeline(Path(path))
     p.write(p.apply(p.read(Path(tmp_path / "in.parquet"))), Path(tmp_path / "o"), schema=SCHEMA)
     assert p.run().written == 3
+
+
+def test_builtin_scorers_are_declared_as_they_are() -> None:
+    """frameworks.BUILTIN_SCORERS routes models and stored types to the Spark and H2O
+    scorers without importing them: its copy of their prefixes must be theirs."""
+    import importlib
+
+    from safepoint.workflows.scoring import frameworks
+
+    assert {b[0] for b in frameworks.BUILTIN_SCORERS} == {"spark", "h2o"}
+    for name, where, attr, modules, stored in frameworks.BUILTIN_SCORERS:
+        scorer = getattr(importlib.import_module(where, "safepoint.workflows.scoring"), attr)
+        assert (scorer.name, scorer.modules, scorer.stored_types) == (name, modules, stored)
+    # a scikit-learn model is nobody's: no built-in scorer is registered for it
+    assert frameworks.scorer_for(LogisticRegression()) is None
+    assert frameworks._concerned(["sklearn.linear_model._logistic.LogisticRegression"]) == []

@@ -16,12 +16,14 @@ Unix habits, the same for every command:
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import gc
 import json
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -47,6 +49,7 @@ __all__ = [
     "require_extra",
     "secret_arg",
     "show_progress",
+    "starting",
     "stderr_console",
     "store_for_ref",
     "store_options",
@@ -158,6 +161,38 @@ def secret_arg(spec: str | None, option: str) -> str | None:
     raise click.BadParameter(
         "use env:VAR or file:PATH (secrets never go on the command line)", param_hint=option
     )
+
+
+#: set by :func:`safepoint.cli.main.main`: the command owns its process (not a test's
+#: ``CliRunner`` or another caller of ``cli.main`` in a process of its own)
+OWN_PROCESS = False
+
+
+@contextlib.contextmanager
+def starting() -> Iterator[None]:
+    """A scoring command's start-up (its imports, the model's load) without Python's
+    cyclic garbage collector; when it owns its process, what start-up built is then
+    moved out of the collector's reach (:func:`gc.freeze`).
+
+    A cold ``safepoint score`` imports pandas, scikit-learn and scipy: some 1,700
+    modules and 140,000 objects that live as long as the process. With the collector
+    on, start-up pays three full collections that walk them all and free nothing
+    (0.1-0.3 s of a 1 s start, docs/benchmarks.md), and a server pays more of them
+    later, between requests. Frozen, they are never walked again. A collector
+    resumed without the freeze would walk them all soon after (every object allocated
+    meanwhile counts toward the next collection): the freeze is only skipped where
+    the process is not the command's (whatever cyclic garbage start-up left is
+    frozen too, a few hundred KB at most: fine once per process, not once per test).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+        if OWN_PROCESS:
+            gc.freeze()
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def require_extra(extra: str, *modules: str) -> None:

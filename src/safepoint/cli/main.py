@@ -12,6 +12,7 @@ import importlib
 import click
 
 from .. import __version__
+from . import _common
 from ._common import SafepointGroup, emit_json, json_option, quiet_option
 
 __all__ = ["cli", "emit_json", "json_option", "main", "quiet_option"]
@@ -60,5 +61,7 @@ def _register_commands() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The ``safepoint`` program (its console script and ``python -m safepoint.cli``)."""
+    _common.OWN_PROCESS = True
     _register_commands()
     cli.main(args=argv, prog_name="safepoint")

@@ -19,6 +19,7 @@ from ._common import (
     require_extra,
     secret_arg,
     show_progress,
+    starting,
     trust_options,
 )
 
@@ -152,8 +153,6 @@ def score(
     With --engine spark, --input is a Parquet dataset (a folder or file) and --output
     a folder; the model comes from the store and is loaded once per Spark worker.
     """
-    from ..workflows.scoring import ScoringPipeline
-
     if engine == "spark":
         _score_on_spark(
             model, _store_arg(model, store, metadata), input_, output, _schema_arg(schema),
@@ -162,22 +161,29 @@ def score(
         )  # fmt: skip
         return
 
-    p = ScoringPipeline(
-        model,
-        # a .sp file's run is recorded in --store, or in $SAFEPOINT_STORE when set
-        store=_store_arg(model, store or os.environ.get("SAFEPOINT_STORE") or None, metadata),
-        batch_size=batch_size,
-        on_error=on_error,
-        trusted=trust,
-        quiet=not show_progress(quiet, as_json),
-    )
-    stream = p.apply(
-        p.read(input_, format=input_format, follow=follow, idle_timeout=idle_timeout),
-        method=method,
-    )
-    p.write(
-        stream, output, schema=_schema_arg(schema), format=output_format, dead_letter=dead_letter
-    )
+    with starting():
+        from ..workflows.scoring import ScoringPipeline
+
+        p = ScoringPipeline(
+            model,
+            # a .sp file's run is recorded in --store, or in $SAFEPOINT_STORE when set
+            store=_store_arg(model, store or os.environ.get("SAFEPOINT_STORE") or None, metadata),
+            batch_size=batch_size,
+            on_error=on_error,
+            trusted=trust,
+            quiet=not show_progress(quiet, as_json),
+        )
+        stream = p.apply(
+            p.read(input_, format=input_format, follow=follow, idle_timeout=idle_timeout),
+            method=method,
+        )
+        p.write(
+            stream,
+            output,
+            schema=_schema_arg(schema),
+            format=output_format,
+            dead_letter=dead_letter,
+        )
     report = p.run(restart=restart)
     summary = {
         "read": report.read,
@@ -359,15 +365,16 @@ def serve(
     problems); with --json the address and model are printed as JSON on stdout
     once the model is loaded.
     """
-    require_extra("serve", "starlette", "uvicorn", "pydantic")
-    from .._http import check_bind, host_names
-    from ..workflows.scoring.model import open_model
-    from ..workflows.scoring.serve import serve as run_server
+    with starting():
+        require_extra("serve", "starlette", "uvicorn", "pydantic")
+        from .._http import check_bind, host_names
+        from ..workflows.scoring.model import open_model
+        from ..workflows.scoring.serve import serve as run_server
 
-    secret = secret_arg(token, "--token")
-    check_bind(host, secret)
-    handle = open_model(model, store=_store_arg(model, store, metadata), trusted=trust)
-    handle.check_method(method)
+        secret = secret_arg(token, "--token")
+        check_bind(host, secret)
+        handle = open_model(model, store=_store_arg(model, store, metadata), trusted=trust)
+        handle.check_method(method)
     _log_to_stderr(quiet)
     url = f"http://{host}:{port}"
     if as_json:

@@ -150,6 +150,10 @@ class Scope:
     libraries: frozenset[str] = BASE_PACKAGES
     refused: str | None = None
     events: list[str] = field(default_factory=list)
+    #: imports in progress already checked, from the ``_find_and_load`` frame of one up
+    #: to the bottom of the stack, all allowed: that frame -> how many frames that is
+    #: (refusals are never kept: they raise again on the next event)
+    checked: dict[Any, int] = field(default_factory=dict, repr=False)
 
 
 _active: ContextVar[Scope | None] = ContextVar("safepoint_load_guard", default=None)
@@ -177,14 +181,14 @@ def _matches(event: str, prefixes: Iterable[str]) -> bool:
     return any((p.endswith(".") and event.startswith(p)) or event == p for p in prefixes)
 
 
-def _imports_in_progress(frame: Any) -> list[tuple[str, Any]]:
+def _imports_in_progress(frame: Any, depth: int = 0) -> list[tuple[str, Any]]:
     """The imports running further up the stack, innermost first: (module name, the
     frame of the code that asked for it). ``importlib.import_module`` runs Python's
     import machinery without the ``import`` audit event, so these are read off the
-    machinery's own frames."""
+    machinery's own frames. ``depth``: how far ``frame`` already is from where the
+    walk began (it stops 400 frames from there)."""
     out: list[tuple[str, Any]] = []
     pending: str | None = None
-    depth = 0
     while frame is not None and depth < 400:
         code = frame.f_code
         if code.co_filename in _IMPORTLIB_FILES:
@@ -201,6 +205,76 @@ def _imports_in_progress(frame: Any) -> list[tuple[str, Any]]:
     if pending is not None:
         out.append((pending, None))
     return out
+
+
+def _is_find_and_load(code: Any) -> bool:
+    return code.co_filename in _IMPORTLIB_FILES and code.co_name == "_find_and_load"
+
+
+def _import_in_progress(frame: Any) -> tuple[Any, int]:
+    """The ``_find_and_load`` frame of the innermost import running at or above
+    ``frame`` within 400 frames, and its depth; (None, 0) if none is: exactly when
+    ``_imports_in_progress(frame)`` is empty."""
+    depth = 0
+    while frame is not None and depth < 400:
+        if _is_find_and_load(frame.f_code):
+            return frame, depth
+        frame = frame.f_back
+        depth += 1
+    return None, 0
+
+
+def _check_imports_in_progress(scope: Scope, frame: Any) -> bool:
+    """Whether an import is running further up the stack (``_imports_in_progress(frame)``
+    is not empty); each one running is checked, innermost first (a refused one raises).
+
+    The same walk and checks as ``_imports_in_progress``, but a module's import raises
+    several events (``marshal.loads``, ``exec``, one per class or function its body
+    builds with ``exec``/``compile``) and the imports above it are the same for all of
+    them and for the imports it starts: the walk stops at an import in progress whose
+    chain up to the bottom of the stack was checked before (reading ``f_code`` of every
+    frame is itself an audit event: whole walks cost a cold ``safepoint score`` of a
+    scikit-learn model 0.3 s, docs/benchmarks.md). A chain is kept only when its walk
+    reached the bottom of the stack, and used only when this walk would reach the
+    bottom within its 400 frames too; its frame is held in the scope, so no other
+    frame can take its identity."""
+    out: list[tuple[str, Any]] = []
+    pending: str | None = None
+    imports: list[tuple[Any, int]] = []
+    depth = 0
+    bottom: int | None = None
+    hit = False
+    while frame is not None and depth < 400:
+        code = frame.f_code
+        if code.co_filename in _IMPORTLIB_FILES:
+            if code.co_name == "_find_and_load":
+                known = scope.checked.get(frame)
+                if known is not None and depth + known <= 400:
+                    # pending (an import of the machinery's own) is replaced here, as
+                    # in the full walk, and the chain from here up was all allowed
+                    bottom, pending, hit = depth + known, None, True
+                    break
+                imports.append((frame, depth))
+                name = frame.f_locals.get("name")
+                pending = name if isinstance(name, str) else "?"
+        elif pending is not None:
+            module = frame.f_globals.get("__name__")
+            if not (isinstance(module, str) and _top(module) in _TRANSPARENT):
+                out.append((pending, frame))
+                pending = None
+        frame = frame.f_back
+        depth += 1
+    else:
+        if frame is None:
+            bottom = depth
+    if pending is not None:
+        out.append((pending, None))
+    for module, importer in out:
+        _check_import(scope, module, importer)
+    if bottom is not None:
+        for found, at in imports:
+            scope.checked[found] = bottom - at
+    return hit or bool(imports)
 
 
 def _fd_path(fd: int) -> str | None:
@@ -303,14 +377,10 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
         return
     if _allows(scope.allow, event, args):
         return
-    if _matches(event, _IMPORT_TIME):
-        chain = _imports_in_progress(sys._getframe(1))
-        if chain:
-            # importing is compiling and running a module's code: allowed when every
-            # import in progress is one the guard allows
-            for module, frame in chain:
-                _check_import(scope, module, frame)
-            return
+    # importing is compiling and running a module's code: allowed when every import
+    # in progress is one the guard allows
+    if _matches(event, _IMPORT_TIME) and _check_imports_in_progress(scope, sys._getframe(1)):
+        return
     _refuse(scope, event, args)
 
 
@@ -329,7 +399,7 @@ def _import_allowed(scope: Scope, module: str, frame: Any) -> bool:
         # a package imported before (a library's dependency) loading its own submodule
         return True
     # a module being imported (itself allowed) pulling in its dependencies
-    return bool(_imports_in_progress(frame.f_back)) if frame is not None else False
+    return frame is not None and _import_in_progress(frame.f_back)[0] is not None
 
 
 def _check_import(scope: Scope, module: str, frame: Any) -> None:
@@ -442,6 +512,8 @@ class Guarded:
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         scope, outer = self._scope, self._outer
         _active.reset(self._token)
+        if scope.checked:
+            scope.checked.clear()  # the frames it holds
         refused = scope.refused
         if refused is None:
             return  # any exception propagates as it is

@@ -13,7 +13,7 @@ DataFrame, and an H2O MOJO reads its columns (some categorical) from its own
 * ``predict(model, frame)``: one prediction per row of a pandas DataFrame.
 
 Scorers are a registry (:func:`register_scorer`); the built-in ones are Spark ML and
-H2O. Frameworks are imported only when a model of theirs is seen.
+H2O, whose modules (and frameworks) are imported only when a model of theirs is seen.
 
 >>> class Doubler:
 ...     pass
@@ -80,19 +80,42 @@ def register_scorer(scorer: FrameworkScorer) -> None:
     SCORERS[scorer.name] = scorer
 
 
-def _builtins() -> None:
-    if "spark" not in SCORERS:
-        from .h2o_scoring import H2O_SCORER
-        from .spark_scoring import SPARK_SCORER
+#: the built-in scorers: (name, module defining it, its name there, ``modules``,
+#: ``stored_types``), imported only once a model or a file of theirs is seen (a
+#: scikit-learn model's scoring imports neither; tests check these against the scorers)
+BUILTIN_SCORERS = (
+    ("spark", ".spark_scoring", "SPARK_SCORER", ("pyspark.ml",), ("pyspark.ml.",)),
+    (
+        "h2o",
+        ".h2o_scoring",
+        "H2O_SCORER",
+        ("safepoint.adapters.h2o", "h2o."),
+        ("h2o.estimators.",),
+    ),
+)
+_builtins_loaded: set[str] = set()
 
-        register_scorer(SPARK_SCORER)
-        register_scorer(H2O_SCORER)
+
+def _builtins(module: str = "", names: Iterable[str] = ()) -> None:
+    """Register the built-in scorers that a model of ``module``, or stored types
+    ``names``, may concern (as :func:`register_scorer` did, unless already done)."""
+    names = list(names)
+    for name, where, attr, modules, stored in BUILTIN_SCORERS:
+        if name in _builtins_loaded:
+            continue
+        if (module and module.startswith(modules)) or any(n.startswith(stored) for n in names):
+            import importlib
+
+            scorer = getattr(importlib.import_module(where, __package__), attr)
+            _builtins_loaded.add(name)
+            if name not in SCORERS:
+                register_scorer(scorer)
 
 
 def scorer_for(model: Any) -> FrameworkScorer | None:
     """The scorer for ``model``, or None for a scikit-learn-like model."""
-    _builtins()
     module = type(model).__module__ or ""
+    _builtins(module)
     for scorer in SCORERS.values():
         if module.startswith(scorer.modules) and scorer.matches(model):
             return scorer
@@ -100,7 +123,7 @@ def scorer_for(model: Any) -> FrameworkScorer | None:
 
 
 def _concerned(names: list[str]) -> list[FrameworkScorer]:
-    _builtins()
+    _builtins(names=names)
     return [
         s
         for s in SCORERS.values()
