@@ -164,6 +164,18 @@ def dump(
         )
     if isinstance(file, io.TextIOBase):
         raise SerializationError("the file object must be opened in binary mode ('wb')")
+    return _dump_stream(obj, file, compress, metadata, golden, key, durable)
+
+
+def _dump_stream(
+    obj: Any,
+    file: BinaryIO,
+    compress: str | None,
+    metadata: Any,
+    golden: Any,
+    key: Any,
+    durable: bool,
+) -> WriteResult:
     res = _write(obj, file, compress=compress, metadata=metadata, golden=golden, key=key)
     if durable:
         file.flush()
@@ -184,10 +196,18 @@ def _umask() -> int:
     return 0o022
 
 
-def dumps(obj: Any, **kwargs: Any) -> bytes:
+def dumps(
+    obj: Any,
+    *,
+    compress: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    golden: Any = None,
+    key: Any = None,
+    durable: bool = False,
+) -> bytes:
     """Like :func:`dump`, returning the file's bytes."""
     bio = io.BytesIO()
-    dump(obj, bio, **kwargs)
+    _dump_stream(obj, bio, compress, metadata, golden, key, durable)
     return bio.getvalue()
 
 

@@ -12,7 +12,10 @@ from .writer import BufferSink
 
 __all__ = ["Encoder"]
 
-_SCALARS = (type(None), bool, int, float, str)
+#: values that are their own JSON form; ``int`` is not among them (a big one is a node)
+PLAIN = frozenset({type(None), bool, float, str})
+#: the integers written as JSON numbers (readers parse them back exactly)
+INT_MIN, INT_END = -(2**63), 2**64
 
 
 @functools.cache
@@ -65,8 +68,8 @@ class Encoder:
         self.shared: list[dict[str, Any]] = []
         # id -> (node, obj); the object is kept alive so its id cannot be reused
         self._memo: dict[int, tuple[dict[str, Any], Any]] = {}
+        #: ids of the containers being encoded (their number is the nesting depth)
         self._active: set[int] = set()
-        self._depth = 0
         self._path: list[str] = []
         #: top-level packages whose types are in the file (for the environment record)
         self.packages: set[str] = set()
@@ -103,10 +106,10 @@ class Encoder:
     # -- the walk -------------------------------------------------------------
     def encode(self, obj: Any) -> Any:
         t = type(obj)
-        if t in _SCALARS:
-            if t is int and not (-(2**63) <= obj < 2**64):
-                return {"@": "bigint", "v": hex(obj)}
+        if t in PLAIN:
             return obj
+        if t is int:
+            return obj if INT_MIN <= obj < INT_END else {"@": "bigint", "v": hex(obj)}
         key = id(obj)
         seen = self._memo.get(key)
         if seen is not None:
@@ -118,19 +121,21 @@ class Encoder:
                 node["i"] = len(self.shared)
                 self.shared.append(body)
             return {"@": "memo", "i": node["i"]}
-        if key in self._active:
+        active = self._active
+        if key in active:
             raise self.fail(
                 f"a reference cycle through a {t.__name__}: safepoint refuses cycles; "
                 "break the cycle (e.g. store an index instead of a back-reference)"
             )
-        if self._depth >= self.max_depth:
+        # the containers being encoded are the nesting depth (tables count too)
+        if len(active) >= self.max_depth:
             raise self.fail(f"nesting deeper than {self.max_depth} levels; flatten the structure")
         if t is list and obj and self.tables and (encode_table := list_encoder()) is not None:
-            self._depth += 1
+            active.add(key)
             try:
                 table = encode_table(obj, self)
             finally:
-                self._depth -= 1
+                active.discard(key)
             if table is not None:
                 node = {"@": "objtab", **table}
                 self._memo[key] = (node, obj)
@@ -142,17 +147,20 @@ class Encoder:
             tag, handler = "obj", handler_for_tag("obj")
         else:
             tag, handler = found
-            # the library of a natively handled type (pandas, scipy) belongs in the
-            # environment record; only what the file holds, so digests are reproducible
-            self.packages.add(t.__module__.partition(".")[0])
-        self._active.add(key)
-        self._depth += 1
+            if t not in _BUILTIN_TYPES:
+                # the library of a natively handled type (pandas, scipy) belongs in the
+                # environment record; only what the file holds, so digests are reproducible
+                self.packages.add(t.__module__.partition(".")[0])
+        active.add(key)
         try:
             node = handler.encode(obj, self)
         finally:
-            self._depth -= 1
-            self._active.discard(key)
+            active.discard(key)
         if "@" not in node:
             node = {"@": tag, **node}
         self._memo[key] = (node, obj)
         return node
+
+
+#: containers whose module needs no entry in the environment record
+_BUILTIN_TYPES = frozenset({dict, list, tuple, set, frozenset, bytes, bytearray, complex})

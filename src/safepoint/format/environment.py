@@ -72,8 +72,27 @@ def _static() -> dict[str, Any]:
     }
 
 
+#: the records made so far, by the packages a file holds types from
+_captured: dict[frozenset[str], dict[str, Any]] = {}
+
+
 def capture(packages: set[str]) -> dict[str, Any]:
-    """The environment record for a file holding types from ``packages``."""
+    """The environment record for a file holding types from ``packages``.
+
+    The same record (one dict, never to be changed) for the same packages: it
+    depends only on them and on versions read once per process (:func:`_version`),
+    and every save writes one. A package imported later is another key.
+    """
+    key = frozenset(packages)
+    found = _captured.get(key)
+    if found is None:
+        found = _capture(key)
+        if len(_captured) < 256:
+            _captured[key] = found
+    return found
+
+
+def _capture(packages: frozenset[str]) -> dict[str, Any]:
     # only libraries whose types the file holds: what else happens to be imported must
     # not change the file (its digest is its identity in a store)
     names = set(_ALWAYS) | packages

@@ -51,6 +51,39 @@ class WriteResult:
     n_buffers: int
 
 
+def _make_manifest_json() -> Any:
+    """``json.dumps(m, separators=(",", ":"), allow_nan=True)`` as one call of json's
+    C encoder, made once: json.dumps builds an encoder object per call.
+
+    Without a check for cycles: the encoder's nodes are new dicts and lists, the
+    metadata was checked by json.dumps when the call began.
+    """
+    plain = json.JSONEncoder(separators=(",", ":"), allow_nan=True)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has the C accelerator
+        return plain.encode
+    iterencode = make(
+        None,
+        plain.default,
+        json.encoder.encode_basestring_ascii,
+        None,
+        ":",
+        ",",
+        False,
+        False,
+        True,
+    )
+
+    def dumps(obj: Any) -> str:
+        if type(obj) is not dict:  # pragma: no cover - a manifest is a dict
+            return plain.encode(obj)
+        return "".join(iterencode(obj, 0))
+
+    return dumps
+
+
+_manifest_json = _make_manifest_json()
+
 _HAVE_WRITEV = hasattr(os, "writev")
 #: parts per writev call (Linux's IOV_MAX)
 _IOV_MAX = 1024
@@ -98,15 +131,17 @@ class BufferSink:
         self._cctx: Any = None
         self._probe: Any = None
         self._level = level
-        self._local = threading.local()
         self._zraw = self._zstored = 0
         # buffers handed to compression tasks, in the order of their indices; they
         # are written (and given offsets) in that order, so the file is the same
         # whatever the threads do
         self._pending: deque[tuple[memoryview, Future[_Packed]]] = deque()
-        self._threads = _pio.io_threads()
-        self._window = 4 * max(self._threads, 2)
+        # threads only serve compression and large buffers: a small uncompressed save
+        # (the fixed cost of every call) does not read the setting (io_threads)
+        self._threads_n = 0
         if compress == "zstd":
+            self._local = threading.local()
+            self._window = 4 * max(self._threads, 2)
             import zstandard
 
             # level 2: within 3% of level 3's size on model data (M2, M6 in bench/),
@@ -117,6 +152,13 @@ class BufferSink:
         f.write(spec.HEADER.pack(spec.MAGIC, spec.FORMAT_MAJOR, spec.FORMAT_MINOR, 0))
         self.pos = spec.HEADER_SIZE
         self._fd = _plain_fd(f) if _HAVE_WRITEV else None
+
+    @property
+    def _threads(self) -> int:
+        n = self._threads_n
+        if not n:
+            n = self._threads_n = _pio.io_threads()
+        return n
 
     def _write_all(self, data: Any) -> None:
         n = self.f.write(data)
@@ -242,8 +284,10 @@ class BufferSink:
             raise SerializationError("internal: buffers must be C-contiguous")
         if mv.ndim != 1 or mv.itemsize != 1:
             mv = mv.cast("B")
-        index = len(self.buffers) + len(self._pending)
         n = len(mv)
+        if self._cctx is None and n < _pio.PARALLEL_FROM:
+            return self._add_raw(mv, n)
+        index = len(self.buffers) + len(self._pending)
         if self._cctx is not None and MIN_COMPRESS <= n <= _LARGE and self._threads > 1:
             pool = _pio.executor(self._threads)
             self._pending.append((mv, pool.submit(self._pack, mv)))
@@ -255,6 +299,24 @@ class BufferSink:
         else:
             self._store([mv], n, (None, "", None))
         return index
+
+    def _add_raw(self, mv: memoryview, n: int) -> int:
+        """:meth:`add` of a buffer stored as it is, below the large-buffer path: what
+        :meth:`_store` does for it, without its general steps (every small array of a
+        model comes here: this is most of a small save's per-buffer cost)."""
+        pos = self.pos
+        pad = -pos % spec.ALIGN
+        if pad:
+            self._write_all(_ZEROS[:pad])
+            pos += pad
+        entry: list[Any] = [pos, n, n, "raw", checksum(mv)]
+        if self.signer is not None:
+            entry.append(strong_digest(mv))
+        self._write_all(mv)
+        self.pos = pos + n
+        buffers = self.buffers
+        buffers.append(entry)
+        return len(buffers) - 1
 
     def add_parts(self, parts: list[Any]) -> int:
         """Append one buffer made of ``parts`` (C-contiguous bytes-like objects) end
@@ -342,8 +404,8 @@ class BufferSink:
         self._flush_pending(0)
         manifest["buffers"] = self.buffers
         try:
-            raw = json.dumps(manifest, separators=(",", ":"), allow_nan=True).encode()
-        except (TypeError, ValueError) as exc:
+            raw = _manifest_json(manifest).encode()
+        except (TypeError, ValueError, RecursionError) as exc:
             raise SerializationError(f"metadata is not JSON-serializable: {exc}") from None
         flags = 0
         body = raw
