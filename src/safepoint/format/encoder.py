@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from ..errors import SerializationError
+from .registry import _cache as _handlers
 from .registry import handler_for_tag, handler_for_type, list_encoder
 from .writer import BufferSink
 
@@ -70,7 +71,7 @@ class Encoder:
         self._memo: dict[int, tuple[dict[str, Any], Any]] = {}
         #: ids of the containers being encoded (their number is the nesting depth)
         self._active: set[int] = set()
-        self._path: list[str] = []
+        self._path: list[Any] = []
         #: top-level packages whose types are in the file (for the environment record)
         self.packages: set[str] = set()
 
@@ -91,7 +92,13 @@ class Encoder:
         return self.sink.add(data)
 
     def where(self) -> str:
-        return "".join(self._path) or "<root>"
+        # entries: a handler's label (str), a list index (int), a dict key (1-tuple);
+        # the built-in containers push the raw index or key, formatted only here
+        parts = []
+        for p in self._path:
+            t = type(p)
+            parts.append(p if t is str else f"[{p}]" if t is int else f"[{p[0]!r}]")
+        return "".join(parts) or "<root>"
 
     def fail(self, msg: str) -> SerializationError:
         return SerializationError(f"at {self.where()}: {msg}")
@@ -113,23 +120,10 @@ class Encoder:
         key = id(obj)
         seen = self._memo.get(key)
         if seen is not None:
-            node = seen[0]
-            if node.get("@") != "memo":
-                body = dict(node)
-                node.clear()
-                node["@"] = "memo"
-                node["i"] = len(self.shared)
-                self.shared.append(body)
-            return {"@": "memo", "i": node["i"]}
+            return self._again(seen[0])
         active = self._active
-        if key in active:
-            raise self.fail(
-                f"a reference cycle through a {t.__name__}: safepoint refuses cycles; "
-                "break the cycle (e.g. store an index instead of a back-reference)"
-            )
-        # the containers being encoded are the nesting depth (tables count too)
-        if len(active) >= self.max_depth:
-            raise self.fail(f"nesting deeper than {self.max_depth} levels; flatten the structure")
+        if key in active or len(active) >= self.max_depth:
+            raise self._refuse(t, key)
         if t is list and obj and self.tables and (encode_table := list_encoder()) is not None:
             active.add(key)
             try:
@@ -140,17 +134,21 @@ class Encoder:
                 node = {"@": "objtab", **table}
                 self._memo[key] = (node, obj)
                 return node
-        found = handler_for_type(t)
+        found = _handlers.get(t, _UNKNOWN)
+        if found is _UNKNOWN:
+            found = handler_for_type(t)
         handler: Any
         if found is None:
             # the audited object handler (handlers.objects): any class, by name and state
             tag, handler = "obj", handler_for_tag("obj")
         else:
             tag, handler = found
-            if t not in _BUILTIN_TYPES:
-                # the library of a natively handled type (pandas, scipy) belongs in the
-                # environment record; only what the file holds, so digests are reproducible
-                self.packages.add(t.__module__.partition(".")[0])
+            package = _package_of.get(t)
+            if package is None:
+                package = _package_of[t] = t.__module__.partition(".")[0]
+            # the library of a natively handled type (pandas, scipy) belongs in the
+            # environment record; only what the file holds, so digests are reproducible
+            self.packages.add(package)
         active.add(key)
         try:
             node = handler.encode(obj, self)
@@ -161,6 +159,25 @@ class Encoder:
         self._memo[key] = (node, obj)
         return node
 
+    def _again(self, node: dict[str, Any]) -> dict[str, Any]:
+        """The reference to an object met before; its node moves to ``shared``."""
+        if node.get("@") != "memo":
+            body = dict(node)
+            node.clear()
+            node["@"] = "memo"
+            node["i"] = len(self.shared)
+            self.shared.append(body)
+        return {"@": "memo", "i": node["i"]}
 
-#: containers whose module needs no entry in the environment record
-_BUILTIN_TYPES = frozenset({dict, list, tuple, set, frozenset, bytes, bytearray, complex})
+    def _refuse(self, t: type, key: int) -> SerializationError:
+        if key in self._active:
+            return self.fail(
+                f"a reference cycle through a {t.__name__}: safepoint refuses cycles; "
+                "break the cycle (e.g. store an index instead of a back-reference)"
+            )
+        return self.fail(f"nesting deeper than {self.max_depth} levels; flatten the structure")
+
+
+_UNKNOWN: Any = object()
+#: type -> top-level package of its module (``builtins`` is dropped from the record)
+_package_of: dict[type, str] = {}

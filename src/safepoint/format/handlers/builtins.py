@@ -50,14 +50,21 @@ def check_keys(items: Any, dec: Any, what: str) -> None:
 def _encode_seq(items: Any, enc: Encoder, tag: str) -> dict[str, Any]:
     if len(items) >= COLUMNAR_MIN and all(type(x) is str for x in items):
         return {"@": tag, "ks": encode_strings(list(items), enc)}
-    # plain values are their own node: no call, no path label (they cannot fail)
+    # plain values are their own node: no call, no path entry (they cannot fail);
+    # the path holds the index itself, formatted only for an error (Encoder.where)
     out = []
+    path = enc._path
+    encode = enc.encode
     for i, x in enumerate(items):
         t = type(x)
         if t in PLAIN or (t is int and INT_MIN <= x < INT_END):
             out.append(x)
         else:
-            out.append(enc.encode_child(x, f"[{i}]"))
+            path.append(i)
+            try:
+                out.append(encode(x))
+            finally:
+                path.pop()
     return {"@": tag, "v": out}
 
 
@@ -141,12 +148,18 @@ class DictHandler:
                     break
             else:
                 body = {}
+                path = enc._path
+                encode = enc.encode
                 for k, v in obj.items():
                     t = type(v)
                     if t in PLAIN or (t is int and INT_MIN <= v < INT_END):
                         body[k] = v
                     else:
-                        body[k] = enc.encode_child(v, f"[{k!r}]")
+                        path.append((k,))  # the key, formatted only for an error
+                        try:
+                            body[k] = encode(v)
+                        finally:
+                            path.pop()
                 return {"@": "dict", "s": body}
         keys = list(obj)
         if all(type(k) is str for k in keys):

@@ -251,9 +251,7 @@ def _encode_stringdtype(arr: np.ndarray[Any, Any], enc: Encoder) -> dict[str, An
 
 @register("nd", [np.ndarray, np.memmap])
 class NDArrayHandler:
-    @staticmethod
-    def encode(obj: np.ndarray[Any, Any], enc: Encoder) -> dict[str, Any]:
-        return encode_array(obj, enc)
+    encode = staticmethod(encode_array)
 
     @staticmethod
     def decode(node: dict[str, Any], dec: Decoder) -> Any:
