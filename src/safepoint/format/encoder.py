@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import SerializationError
@@ -61,6 +62,8 @@ class Encoder:
 
     def __init__(self, sink: BufferSink, max_depth: int = 256, *, tables: bool = True) -> None:
         self.sink = sink
+        #: ``buffer(data) -> index``: store a buffer (the sink's own method: no extra call)
+        self.buffer: Callable[[Any], int] = sink.add
         #: store long lists of same-class objects as object tables (handlers/tables.py)
         self.tables = tables
         self.max_depth = max_depth
@@ -87,9 +90,6 @@ class Encoder:
             self._type_index[key] = idx
             self.packages.add(module.partition(".")[0])
         return idx
-
-    def buffer(self, data: Any) -> int:
-        return self.sink.add(data)
 
     def where(self) -> str:
         # entries: a handler's label (str), a list index (int), a dict key (1-tuple);

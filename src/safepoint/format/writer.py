@@ -172,10 +172,14 @@ class BufferSink:
         n = self.f.write(data)
         # raw (unbuffered) files may write less than asked
         if n is not None and n != len(data):
-            mv = memoryview(data)[n:]
-            while len(mv):
-                k = self.f.write(mv)
-                mv = mv[k or 0 :]
+            self._write_rest(data, n)
+
+    def _write_rest(self, data: Any, n: int) -> None:
+        """Write what follows the first ``n`` bytes of ``data`` (after a short write)."""
+        mv = memoryview(data).cast("B")[n:]
+        while len(mv):
+            k = self.f.write(mv)
+            mv = mv[k or 0 :]
 
     def _write_parts(self, parts: Sequence[memoryview]) -> None:
         """Write ``parts`` end to end (no position update; any thread).
@@ -294,7 +298,26 @@ class BufferSink:
             mv = mv.cast("B")
         n = len(mv)
         if self._cctx is None and n < _pio.PARALLEL_FROM:
-            return self._add_raw(mv, n)
+            # stored as it is, below the large-buffer path: what _store does for it,
+            # inline (every small array of a model comes here: most of a small
+            # save's per-buffer cost)
+            pos = self.pos
+            pad = -pos % spec.ALIGN
+            write = self.f.write
+            if pad:
+                if write(_ZEROS[:pad]) not in (None, pad):
+                    self._write_rest(_ZEROS[:pad], pad)
+                pos += pad
+            entry: list[Any] = [pos, n, n, "raw", xxhash.xxh3_64_hexdigest(mv)]
+            if self.signer is not None:
+                entry.append(strong_digest(mv))
+            k = write(mv)
+            if k is not None and k != n:
+                self._write_rest(mv, k)
+            self.pos = pos + n
+            buffers = self.buffers
+            buffers.append(entry)
+            return len(buffers) - 1
         index = len(self.buffers) + len(self._pending)
         if self._cctx is not None and MIN_COMPRESS <= n <= _LARGE and self._threads > 1:
             pool = _pio.executor(self._threads)
@@ -307,24 +330,6 @@ class BufferSink:
         else:
             self._store([mv], n, (None, "", None))
         return index
-
-    def _add_raw(self, mv: memoryview, n: int) -> int:
-        """:meth:`add` of a buffer stored as it is, below the large-buffer path: what
-        :meth:`_store` does for it, without its general steps (every small array of a
-        model comes here: this is most of a small save's per-buffer cost)."""
-        pos = self.pos
-        pad = -pos % spec.ALIGN
-        if pad:
-            self._write_all(_ZEROS[:pad])
-            pos += pad
-        entry: list[Any] = [pos, n, n, "raw", checksum(mv)]
-        if self.signer is not None:
-            entry.append(strong_digest(mv))
-        self._write_all(mv)
-        self.pos = pos + n
-        buffers = self.buffers
-        buffers.append(entry)
-        return len(buffers) - 1
 
     def add_parts(self, parts: list[Any]) -> int:
         """Append one buffer made of ``parts`` (C-contiguous bytes-like objects) end
