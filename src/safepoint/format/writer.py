@@ -32,6 +32,7 @@ _SAMPLE = 1 << 20
 #: smaller ones (from MIN_COMPRESS on) on the shared pool, while encoding goes on
 _LARGE = 4 * _SAMPLE
 _ZEROS = bytes(spec.ALIGN)
+_HEADER = spec.HEADER.pack(spec.MAGIC, spec.FORMAT_MAJOR, spec.FORMAT_MINOR, 0)
 
 #: what a compression task hands back: the packed bytes (or None: store raw),
 #: their checksum and digest (None when not signing)
@@ -157,7 +158,8 @@ class BufferSink:
             # zstd's worker threads only pay off on large buffers
             self._cctx = zstandard.ZstdCompressor(level=level, threads=-1)
             self._probe = zstandard.ZstdCompressor(level=1)
-        f.write(spec.HEADER.pack(spec.MAGIC, spec.FORMAT_MAJOR, spec.FORMAT_MINOR, 0))
+        # through _write_all: a raw file may take less than the 64 bytes at once
+        self._write_all(_HEADER)
         self.pos = spec.HEADER_SIZE
         self._fd = _plain_fd(f) if _HAVE_WRITEV else None
 
@@ -305,8 +307,9 @@ class BufferSink:
             pad = -pos % spec.ALIGN
             write = self.f.write
             if pad:
-                if write(_ZEROS[:pad]) not in (None, pad):
-                    self._write_rest(_ZEROS[:pad], pad)
+                k = write(_ZEROS[:pad])
+                if k is not None and k != pad:
+                    self._write_rest(_ZEROS[:pad], k)
                 pos += pad
             entry: list[Any] = [pos, n, n, "raw", xxhash.xxh3_64_hexdigest(mv)]
             if self.signer is not None:

@@ -176,8 +176,7 @@ def encode_array(arr: np.ndarray[Any, Any], enc: Encoder) -> dict[str, Any]:
             # has the same strides; BLAS results can depend on them in the last bit
             forward = arr[
                 tuple(
-                    slice(None, None, -1) if i in flipped else slice(None)
-                    for i in range(arr.ndim)
+                    slice(None, None, -1) if i in flipped else slice(None) for i in range(arr.ndim)
                 )
             ]
             if forward.flags.c_contiguous or forward.flags.f_contiguous:
@@ -194,7 +193,7 @@ def encode_array(arr: np.ndarray[Any, Any], enc: Encoder) -> dict[str, Any]:
         node["b"] = enc.buffer(b"")
     elif kind in _BUFFER_KINDS:
         # numbers export their bytes to memoryview as they are
-        node["b"] = enc.buffer(memoryview(data).cast("B"))
+        node["b"] = enc.buffer(memoryview(data).cast("B"))  # type: ignore[arg-type]
     else:
         # a view as bytes avoids memoryview's format checks (structured dtypes) and
         # its refusal of datetimes
