@@ -344,3 +344,52 @@ def test_a_table_validator_must_name_the_validators_it_replaces() -> None:
 
     with pytest.raises(ValueError, match="must name what it replaces"):
         register_table_validator("some.module.Cls", replaces=())
+
+
+def _tree_array(k: int) -> np.ndarray:
+    from sklearn.tree import DecisionTreeRegressor
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    arr = np.empty((k, 1), dtype=object)
+    for i in range(k):
+        arr[i, 0] = DecisionTreeRegressor(max_depth=2, random_state=i).fit(X, X[:, i % 3])
+    return arr
+
+
+def test_an_object_array_of_trees_becomes_one_table() -> None:
+    arr = _tree_array(6)
+    data = sp.dumps({"a": arr})
+    assert next(n for n in nodes(data) if n.get("@") == "objarr").get("tab") is not None
+    loaded = sp.loads(data)["a"]
+    assert loaded.shape == (6, 1) and loaded.dtype == object
+    X = np.random.default_rng(1).normal(size=(5, 3))
+    for a, b in zip(arr.ravel(), loaded.ravel(), strict=True):
+        np.testing.assert_array_equal(a.predict(X), b.predict(X))
+
+
+def test_trees_of_an_object_array_held_elsewhere_keep_their_identity() -> None:
+    arr = _tree_array(6)
+    also = arr[2, 0]
+    data = sp.dumps({"a": arr, "also": also})
+    assert all("tab" not in n for n in nodes(data) if n.get("@") == "objarr")
+    loaded = sp.loads(data)
+    assert loaded["a"][2, 0] is loaded["also"]
+
+
+def test_a_short_list_of_a_class_without_a_table_validator_stays_node_by_node() -> None:
+    """Only tables a table validator checks pay off below TABLE_MIN."""
+    data = sp.dumps([Checked(i) for i in range(TABLE_MIN - 1)])
+    assert "objtab" not in tags(data)
+
+
+def test_one_object_shared_by_every_object_of_a_table_stays_shared() -> None:
+    shared = {"w": np.arange(3)}
+    points = [Point(i) for i in range(20)]
+    for p in points:
+        p.shared = shared  # type: ignore[attr-defined]
+    del p  # a name holding a point would keep it out of a table
+    data = sp.dumps({"points": points, "shared": shared})
+    assert "objtab" in tags(data)
+    loaded = sp.loads(data, trusted=TRUST)
+    assert all(p.shared is loaded["shared"] for p in loaded["points"])

@@ -367,13 +367,18 @@ def build(
     migrated: bool = False,
     validated: bool = False,
     names_checked: bool = False,
+    slots_checked: bool = False,
+    methods_checked: bool = False,
 ) -> Any:
     """Build one instance of the audited class ``cls`` from decoded parts.
 
     For object tables, which settle per-class work once for many objects:
     ``migrated`` (the migrations ran), ``validated`` (a table validator checked
     every object at once), ``names_checked`` (no attribute name shadows a method:
-    every object of the table has the same names).
+    every object of the table has the same names), ``slots_checked`` (every
+    callable slot of the state was checked, column by column, with names_checked),
+    ``methods_checked`` (:func:`check_methods_allowed` passed for ``plan`` and
+    this policy).
     """
     plan = plan or plan_for(cls)
     fail = ctx.fail
@@ -381,10 +386,12 @@ def build(
         for fn in migrations_of(plan.name):
             state = fn(state, ctx)  # type: ignore[arg-type]
     # before the validators, which may then compare and read the slots' values
-    _check_state(plan, state, fail, names_checked=names_checked)
+    if not (slots_checked and names_checked):
+        _check_state(plan, state, fail, names_checked=names_checked)
     if not validated:
         state = validate_chain(cls, args, state, ctx)  # type: ignore[arg-type]
-    check_methods_allowed(plan, ctx.policy, fail)
+    if not methods_checked:
+        check_methods_allowed(plan, ctx.policy, fail)
     if kind == "pyx":
         obj = _pyx_unpickle(cls, plan, args, state, fail)
     else:

@@ -8,7 +8,8 @@ import numpy as np
 
 from ..errors import FormatError, LimitExceededError
 from .construction import BuildRecord
-from .registry import ReplacedType, handler_for_tag
+from .registry import ReplacedType
+from .registry import _by_tag as _BY_TAG
 
 if TYPE_CHECKING:
     from .reader import BufferStream, Reader
@@ -37,9 +38,11 @@ class Decoder(BuildRecord):
         mmap: bool = False,
         mmap_threshold: int = 1 << 20,
     ) -> None:
-        from .trust import TrustPolicy
+        if policy is None:
+            from .trust import TrustPolicy
 
-        super().__init__(policy if policy is not None else TrustPolicy())
+            policy = TrustPolicy()
+        super().__init__(policy)
         self.reader = reader
         self.resolved = resolved
         self.mmap = mmap
@@ -95,7 +98,10 @@ class Decoder(BuildRecord):
         ``structural`` arrays (indices used in bounds checks) are always copied
         into memory, never mapped, so that the file cannot change them later.
         """
-        self._use(index)
+        used = self._used_buffers
+        if type(index) is not int or index in used:
+            self._use(index)  # raises: not an index, or a buffer used before
+        used.add(index)
         return self.reader.read_array(
             index,
             dtype,
@@ -133,16 +139,19 @@ class Decoder(BuildRecord):
 
     # -- the walk -------------------------------------------------------------
     def decode(self, node: Any) -> Any:
-        if type(node) in _SCALARS:
-            return node
+        if type(node) is not dict:
+            if type(node) in _SCALARS:
+                return node
+            if not self._walking:
+                return self._decode_top(node)
+            raise self.fail(f"unexpected {type(node).__name__} where a node was expected")
         if not self._walking:
             return self._decode_top(node)
-        if type(node) is not dict:
-            raise self.fail(f"unexpected {type(node).__name__} where a node was expected")
         tag = node.get("@")
         if tag == "memo":
             return self._memo(node)
-        handler = handler_for_tag(tag) if isinstance(tag, str) else None
+        # the registry's table itself (handler_for_tag's): one call less per node
+        handler = _BY_TAG.get(tag) if type(tag) is str else None
         if handler is None:
             raise self.fail(f"unknown node tag {tag!r}")
         if self._depth >= self.max_depth:

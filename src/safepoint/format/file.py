@@ -36,7 +36,7 @@ from ..errors import (
 )
 from . import spec
 from .decoder import Decoder
-from .environment import check, compare
+from .environment import _version, check, compare
 from .guard import guarded
 from .integrity import claimed_signature, verify_auth_block
 from .reader import Reader, open_reader
@@ -92,7 +92,7 @@ def _construct(
         with _guard(reader, policy, "loading"):
             resolved = [resolve(m, q, k) for m, q, k in reader.types]
             dec = Decoder(reader, resolved, policy=policy, mmap=mmap)
-            if any(m.partition(".")[0] not in _NO_VERSION_WARNING for m, _, _ in reader.types):
+            if _may_warn_of_version(reader):
                 with warnings.catch_warnings():
                     # scikit-learn's __setstate__ (also that of a class trusted by name
                     # that derives from BaseEstimator) warns of a version change:
@@ -123,6 +123,20 @@ def _construct(
 _NO_VERSION_WARNING = frozenset({"builtins", "numpy", "scipy", "pandas", "collections"})
 
 
+def _may_warn_of_version(reader: Reader) -> bool:
+    """Whether a type of the file may run scikit-learn's __setstate__, which warns when
+    a state's ``_sklearn_version`` is not the installed version. Not when the file
+    records the installed scikit-learn: every state holds the version it was written
+    with. (A file that records one version and holds states of another only shows
+    scikit-learn's warning: nothing is hidden that should not be.)"""
+    if all(m.partition(".")[0] in _NO_VERSION_WARNING for m, _, _ in reader.types):
+        return False
+    env = reader.manifest.get("env")
+    packages = env.get("packages") if type(env) is dict else None
+    recorded = packages.get("scikit-learn") if type(packages) is dict else None
+    return recorded is None or recorded != _version("sklearn")
+
+
 def _policy(trusted: Any) -> TrustPolicy:
     """The trust policy for ``trusted=``: the default one is built once per process."""
     if trusted is None or (type(trusted) is tuple and not trusted):
@@ -133,12 +147,13 @@ def _policy(trusted: Any) -> TrustPolicy:
 def _guard(reader: Reader, policy: TrustPolicy, what: str) -> Any:
     """The load-time guard for a file: it may import from the packages its audited
     types name; those the default trust set names may import at run time too."""
-    packages = {m.partition(".")[0] for m, _, _ in reader.types}
-    libraries = {
-        m.partition(".")[0]
-        for m, q, _ in reader.types
-        if not policy.trusted_by_caller(type_name(m, q))
-    }
+    packages: set[str] = set()
+    libraries: set[str] = set()
+    for m, q, _ in reader.types:
+        top = m.partition(".")[0]
+        packages.add(top)
+        if not policy.trusted_by_caller(type_name(m, q)):
+            libraries.add(top)
     return guarded(f"{what} {reader.describe()}", packages=packages, libraries=libraries)
 
 

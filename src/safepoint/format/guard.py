@@ -42,18 +42,17 @@ docs/security.md.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import LoadGuardError
 
-__all__ = ["Allowance", "Scope", "guarded", "in_temp_dir", "is_active", "to_loopback"]
+__all__ = ["Allowance", "Guarded", "Scope", "guarded", "in_temp_dir", "is_active", "to_loopback"]
 
 #: event prefixes refused inside a guard (an event matches a prefix ending in "."
 #: by prefix, any other exactly)
@@ -373,14 +372,13 @@ def _describe(event: str) -> str:
     return f"do {event}"
 
 
-@contextlib.contextmanager
 def guarded(
     what: str,
     *,
     packages: Iterable[str] = (),
     libraries: Iterable[str] = (),
     allow: Iterable[Allowance] = (),
-) -> Iterator[Scope]:
+) -> Guarded:
     """Refuse, in this context, every event a load never needs.
 
     Args:
@@ -402,30 +400,57 @@ def guarded(
         >>> with guarded("loading m.sp", packages=["sklearn"]):
         ...     pass
     """
-    _install()
-    outer = _active.get()
-    libs = BASE_PACKAGES | {_top(p) for p in libraries}
-    pkgs = libs | {_top(p) for p in packages}
-    allowed = tuple(allow)
-    if outer is not None:
-        pkgs |= outer.packages
-        libs |= outer.libraries
-        allowed = (*outer.allow, *allowed)
-    scope = Scope(what, allowed, frozenset(pkgs), frozenset(libs))
-    token = _active.set(scope)
-    try:
-        yield scope
-    except LoadGuardError:
-        raise
-    except BaseException as exc:
-        if scope.refused is None:
-            raise
+    return Guarded(what, packages, libraries, allow)
+
+
+class Guarded:
+    """The context manager :func:`guarded` returns (one use). A class rather than a
+    generator-based context manager: every load enters one, and the generator's
+    set-up and tear-down cost more than a small load's whole guard work."""
+
+    __slots__ = ("_allow", "_libraries", "_outer", "_packages", "_scope", "_token", "_what")
+
+    def __init__(
+        self,
+        what: str,
+        packages: Iterable[str],
+        libraries: Iterable[str],
+        allow: Iterable[Allowance],
+    ) -> None:
+        self._what = what
+        self._packages = packages
+        self._libraries = libraries
+        self._allow = allow
+
+    def __enter__(self) -> Scope:
+        if not _installed:
+            _install()
+        outer = _active.get()
+        libs = BASE_PACKAGES.union(map(_top, self._libraries))
+        pkgs = libs.union(map(_top, self._packages))
+        allowed = tuple(self._allow)
+        if outer is not None:
+            pkgs |= outer.packages
+            libs |= outer.libraries
+            allowed = (*outer.allow, *allowed)
+        scope = Scope(self._what, allowed, pkgs, libs)
+        self._outer = outer
+        self._scope = scope
+        self._token = _active.set(scope)
+        return scope
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        scope, outer = self._scope, self._outer
+        _active.reset(self._token)
+        refused = scope.refused
+        if refused is None:
+            return  # any exception propagates as it is
+        if outer is not None and outer.refused is None:
+            outer.refused = refused
+        if exc is None:
+            # the payload may have swallowed the exception: the operation still fails
+            raise LoadGuardError(refused)
+        if isinstance(exc, LoadGuardError):
+            return
         # a refused event, caught by the code that caused it, turned into another error
-        raise LoadGuardError(scope.refused) from exc
-    finally:
-        _active.reset(token)
-        if outer is not None and scope.refused and outer.refused is None:
-            outer.refused = scope.refused
-    if scope.refused is not None:
-        # the payload may have swallowed the exception: the operation still fails
-        raise LoadGuardError(scope.refused)
+        raise LoadGuardError(refused) from exc

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -208,8 +209,13 @@ def resolve(module: str, qualname: str, kind: str) -> Any:
     replaced = replaced_type(module, qualname, kind) if kind != "ref" else None
     if replaced is not None:
         return replaced
+    obj: Any = sys.modules.get(module)
     try:
-        obj: Any = importlib.import_module(module)
+        if obj is None or getattr(getattr(obj, "__spec__", None), "_initializing", False):
+            # not imported yet (or being imported by another thread: import_module
+            # waits for it); an imported module is taken as import_module would
+            # return it, without its Python frames
+            obj = importlib.import_module(module)
     except ImportError as exc:
         raise FormatError(
             f"the file needs {type_name(module, qualname)}, but module {module!r} cannot be "

@@ -27,6 +27,10 @@ COLUMNAR_MIN = 32
 _KEY_TYPES = frozenset({type(None), bool, int, float, str, bytes, complex, range, slice})
 
 
+#: the JSON values that are their own Python value (Decoder.decode returns them as is)
+_PLAIN = frozenset({type(None), bool, int, float, str})
+
+
 def check_keys(items: Any, dec: Any, what: str) -> None:
     """Every item is a plain value (a number, a string, bytes, None, a numpy scalar, or
     a tuple/frozenset of such), so that hashing it calls no method from the file."""
@@ -71,7 +75,8 @@ def _encode_seq(items: Any, enc: Encoder, tag: str) -> dict[str, Any]:
 def _decode_seq(node: dict[str, Any], dec: Decoder) -> list[Any]:
     if "ks" in node:
         return decode_strings(dec.field(node, "ks", dict), dec)
-    return [dec.decode(x) for x in dec.items(node)]
+    # a plain JSON value is its own value: no call for it
+    return [x if type(x) in _PLAIN else dec.decode(x) for x in dec.items(node)]
 
 
 @register("list", [list])
@@ -185,10 +190,13 @@ class DictHandler:
     @staticmethod
     def decode(node: dict[str, Any], dec: Decoder) -> Any:
         if "s" in node:
-            body = dec.field(node, "s", dict)
+            body = node["s"]
+            if type(body) is not dict:
+                body = dec.field(node, "s", dict)
             if len(body) > dec.max_items:
                 raise dec.fail("a dict declares too many items")
-            return {k: dec.decode(v) for k, v in body.items()}
+            # a plain JSON value is its own value: no call for it
+            return {k: v if type(v) in _PLAIN else dec.decode(v) for k, v in body.items()}
         if "ks" in node:
             column = dec.field(node, "ks", dict)
             keys = decode_strings(column, dec)

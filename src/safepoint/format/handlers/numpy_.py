@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ _SAFE_KINDS = set("biufcmMUSV")
 _CACHE_MAX = 4096
 _TO_JSON: dict[Any, Any] = {}
 _FROM_JSON: dict[str, np.dtype[Any]] = {}
+_FROM_JSON_NESTED: dict[str, np.dtype[Any]] = {}
 
 
 def dtype_to_json(dt: np.dtype[Any], enc: Encoder | None = None) -> Any:
@@ -71,16 +71,29 @@ def _dtype_to_json(dt: np.dtype[Any], enc: Encoder | None = None) -> Any:
 
 
 def dtype_from_json(spec: Any, dec: Decoder, depth: int = 0) -> np.dtype[Any]:
-    if depth and not isinstance(spec, str):
+    if type(spec) is str:
+        dt = _FROM_JSON.get(spec)
+        if dt is None:
+            dt = _dtype_from_json(spec, dec, depth)
+            if len(_FROM_JSON) >= _CACHE_MAX:
+                _FROM_JSON.clear()
+            _FROM_JSON[spec] = dt
+        return dt
+    if depth:
         return _dtype_from_json(spec, dec, depth)
-    # the spec came from JSON, so it serializes back; only valid specs are cached
-    key = spec if isinstance(spec, str) else json.dumps(spec)
-    dt = _FROM_JSON.get(key)
+    # structured and sub-array specs: keyed by their repr, which tells apart any two
+    # JSON values (and costs less than json.dumps); a table of their own, so that no
+    # str spec can name one. Only valid specs are cached
+    try:
+        key = repr(spec)
+    except RecursionError:
+        raise dec.fail("dtype nests too deeply") from None
+    dt = _FROM_JSON_NESTED.get(key)
     if dt is None:
         dt = _dtype_from_json(spec, dec, depth)
-        if len(_FROM_JSON) >= _CACHE_MAX:
-            _FROM_JSON.clear()
-        _FROM_JSON[key] = dt
+        if len(_FROM_JSON_NESTED) >= _CACHE_MAX:
+            _FROM_JSON_NESTED.clear()
+        _FROM_JSON_NESTED[key] = dt
     return dt
 
 
@@ -148,11 +161,15 @@ def _dtype_from_json(spec: Any, dec: Decoder, depth: int = 0) -> np.dtype[Any]:
 
 
 def shape_from_json(node: dict[str, Any], dec: Decoder, key: str = "s") -> tuple[int, ...]:
-    shape = dec.field(node, key, list)
+    shape = node.get(key) if type(node) is dict else None
+    if type(shape) is not list:
+        shape = dec.field(node, key, list)
     if len(shape) > dec.reader.limits.max_ndim:
         raise dec.fail(f"an array declares {len(shape)} dimensions")
-    if not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**62 for s in shape):
-        raise dec.fail("an array shape must hold non-negative integers")
+    for s in shape:
+        # exactly int: JSON gives no other (a bool is not a size)
+        if type(s) is not int or not 0 <= s < 2**62:
+            raise dec.fail("an array shape must hold non-negative integers")
     return tuple(shape)
 
 
@@ -216,10 +233,27 @@ def _is_estimator(x: Any) -> bool:
     return base is not None and isinstance(x, base.BaseEstimator)
 
 
+def _estimator_table(flat: list[Any], enc: Encoder) -> dict[str, Any] | None:
+    """An object table (``objtab`` node) of the estimators of an object array
+    (GradientBoosting's ``estimators_``: a tree per stage and class), or None.
+
+    Only estimators of one class, each held by nothing but the array (and ``flat``,
+    the list of its items: one reference more than a list's own items have)."""
+    if not (enc.tables and flat and _is_estimator(flat[0])):
+        return None
+    from .tables import encode_items
+
+    table = encode_items(flat, enc, held=1)
+    return None if table is None else {"@": "objtab", **table}
+
+
 def _encode_object_array(arr: np.ndarray[Any, Any], enc: Encoder) -> dict[str, Any]:
     flat = arr.reshape(-1).tolist() if arr.flags.c_contiguous else arr.ravel().tolist()
     if strings_only(flat) or (flat and all(null_code(x) for x in flat)):
         return {"@": "strs", "k": "O", "s": list(arr.shape), **encode_strings(flat, enc)}
+    table = _estimator_table(flat, enc)
+    if table is not None:
+        return {"@": "objarr", "s": list(arr.shape), "tab": table}
     # arrays of arrays or of scalars (KBinsDiscretizer.bin_edges_): each item is a
     # typed node of its own; never a pickle, and never an arbitrary object
     for i, x in enumerate(flat):
@@ -254,10 +288,17 @@ class NDArrayHandler:
 
     @staticmethod
     def decode(node: dict[str, Any], dec: Decoder) -> Any:
-        dt = dtype_from_json(node.get("d"), dec)
+        spec = node.get("d")
+        # a seen dtype string: the cache, without a call
+        dt = _FROM_JSON.get(spec) if type(spec) is str else None
+        if dt is None:
+            dt = dtype_from_json(spec, dec)
         shape = shape_from_json(node, dec)
         fortran = bool(node.get("f"))
-        arr = dec.array(dec.field(node, "b", int), dt, shape[::-1] if fortran else shape)
+        index = node.get("b")
+        if type(index) is not int:
+            index = dec.field(node, "b", int)
+        arr = dec.array(index, dt, shape[::-1] if fortran else shape)
         if fortran:
             arr = arr.T
         if "r" in node:
@@ -329,8 +370,23 @@ class ObjectArrayHandler:
     @staticmethod
     def decode(node: dict[str, Any], dec: Decoder) -> Any:
         shape = shape_from_json(node, dec)
+        size = int(np.prod(shape, dtype=np.int64))
+        if "tab" in node:
+            # the items as one object table (a flat list of objects of one audited class)
+            tab = node["tab"]
+            if type(tab) is not dict or tab.get("@") != "objtab" or "r" in tab or "v" in node:
+                raise dec.fail("an object array's table must be a flat object table")
+            objs = dec.decode(tab)
+            if type(objs) is not list or len(objs) != size:
+                raise dec.fail("object array size does not match its shape")
+            arr = np.empty(size, dtype=object)
+            # one item at a time: assigning a sequence would make numpy ask each
+            # object whether it is one (a method of an object built from the file)
+            for i, x in enumerate(objs):
+                arr[i] = x
+            return arr.reshape(shape)
         items = dec.items(node)
-        if len(items) != int(np.prod(shape, dtype=np.int64)):
+        if len(items) != size:
             raise dec.fail("object array size does not match its shape")
         arr = np.empty(len(items), dtype=object)
         for i, x in enumerate(items):

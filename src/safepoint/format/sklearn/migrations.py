@@ -189,6 +189,17 @@ def _estimator_new_params(name: str) -> Callable[[Any, Decoder], Any]:
 
         return {**state, **{k: copy.deepcopy(v) for k, v in missing}}
 
+    def unchanged_for_columns(columns: dict[str, Any]) -> bool:
+        """Whether ``migrate`` returns every state of an object table as it is: each
+        object's own ``_sklearn_version`` (what ``migrate`` reads, not the file's
+        record) is the installed version or not a str. Only a list column holds str."""
+        col = columns.get("_sklearn_version")
+        if type(col) is not list:
+            return True
+        installed = installed_version()
+        return all(type(v) is not str or v == installed for v in col)
+
+    migrate.unchanged_for_columns = unchanged_for_columns  # type: ignore[attr-defined]
     return migrate
 
 

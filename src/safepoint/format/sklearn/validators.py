@@ -75,7 +75,8 @@ def _tree(args: list[Any], state: Any, dec: Decoder) -> Any:
     lr[0] = nodes["left_child"]
     lr[1] = nodes["right_child"]
     parents = np.flatnonzero(lr[0] != -1)
-    kids = lr[:, parents]
+    # take: about half the time of fancy indexing for these gathers
+    kids = np.take(lr, parents, axis=1)
     # children come after their parent in sklearn's depth-first build: this also
     # rules out cycles that would make predict loop forever. parent < child < count
     # for both children, as one unsigned comparison
@@ -84,7 +85,7 @@ def _tree(args: list[Any], state: Any, dec: Decoder) -> Any:
     # inner nodes' right children are >= 1 now, so any other -1 belongs to a leaf
     if np.count_nonzero(lr[1] == -1) != count - parents.size:
         raise dec.fail("Tree: a leaf has a right child")
-    feat = nodes["feature"][parents].astype(np.intp)
+    feat = np.take(nodes["feature"], parents).astype(np.intp, copy=False)
     if not np.all(feat.view(np.uintp) < n_features):
         raise dec.fail("Tree: a split feature is out of range (crafted file?)")
     # every node but the root has exactly one parent: a tree, not a graph whose paths
@@ -117,10 +118,10 @@ def _deeper_than(up: Any, limit: int) -> bool:
     step = up
     while limit:
         if limit & 1:
-            acc = step if acc is None else step[acc]
+            acc = step if acc is None else np.take(step, acc)
         limit >>= 1
         if limit:
-            step = step[step]
+            step = np.take(step, step)
     if acc is None:
         # limit 0: only a lone root lies within depth 0
         return bool(up.size > 1)
@@ -202,31 +203,38 @@ def _tree_table(columns: dict[str, Any], lengths: dict[str, Any], n: int, dec: D
         )
     if any(nodes.dtype[f].kind not in "iu" for f in _TREE_FIELDS):
         raise dec.fail("Tree.nodes: child and feature fields must be integers")
-    # -- structure: the checks of _tree, on indices local to each node's tree
+    # -- structure: the checks of _tree, on indices local to each node's tree. Every
+    # pass below is over all nodes or all inner nodes at once; which tree is at fault
+    # is worked out only once a check has failed
     total = int(counts.sum())
-    starts = np.cumsum(counts) - counts
+    ends = np.cumsum(counts)
+    starts = ends - counts
     owner = np.repeat(np.arange(n, dtype=np.intp), counts)
-    lr = np.empty((2, total), dtype=np.intp)
-    lr[0] = nodes["left_child"]
-    lr[1] = nodes["right_child"]
-    parents = np.flatnonzero(lr[0] != -1)
+    left = nodes["left_child"].astype(np.intp)
+    right = nodes["right_child"].astype(np.intp)
+    parents = np.flatnonzero(left != -1)
     p_owner = owner[parents]
     p_start = starts[p_owner]
-    local = parents - p_start
-    kids = lr[:, parents]
-    # parent < child < count for both children, as one unsigned comparison (see _tree)
-    out_of_range = (kids - (local + 1)).view(np.uintp) >= (counts[p_owner] - 1 - local).view(
-        np.uintp
-    )
+    # children in global positions; modulo 2**64 as in _tree, so a huge index wraps to
+    # the same verdict: parent < child < its tree's end, as one unsigned comparison
+    kids = np.empty((2, parents.size), dtype=np.intp)
+    np.add(left[parents], p_start, out=kids[0])
+    np.add(right[parents], p_start, out=kids[1])
+    room = (ends[p_owner] - 1 - parents).view(np.uintp)
+    out_of_range = (kids - (parents + 1)).view(np.uintp) >= room
     if out_of_range.any():
         raise dec.fail(
             "Tree: a child index points outside the node array (crafted file?)"
             + _which(p_owner[out_of_range.any(axis=0).argmax()], n)
         )
-    n_parents = np.bincount(p_owner, minlength=n)
-    leaves = np.bincount(owner[lr[1] == -1], minlength=n)
-    bad = leaves != counts - n_parents
-    if bad.any():
+    # inner nodes' right children are in range now (not -1): so, in every tree, -1
+    # right children are at most its leaves, and all of them only if each leaf has one
+    # (the count over all trees is exact only if it is exact for each)
+    right_leaves = right == -1
+    if np.count_nonzero(right_leaves) != total - parents.size:
+        bad = np.bincount(owner[right_leaves], minlength=n) != counts - np.bincount(
+            p_owner, minlength=n
+        )
         raise dec.fail("Tree: a leaf has a right child" + _which(bad.argmax(), n))
     feat = nodes["feature"][parents].astype(np.intp)
     bad_feat = feat.view(np.uintp) >= feats[p_owner].astype(np.uintp)
@@ -235,9 +243,13 @@ def _tree_table(columns: dict[str, Any], lengths: dict[str, Any], n: int, dec: D
             "Tree: a split feature is out of range (crafted file?)"
             + _which(p_owner[bad_feat.argmax()], n)
         )
-    # every node but its tree's root has exactly one parent (see _tree)
+    # every node but its tree's root has exactly one parent (see _tree): each tree has
+    # count - 1 child slots (parents are sorted: counted per tree by bisection), all
+    # inside it and past its root, and they reach every node but the root
+    n_parents = np.searchsorted(parents, ends) - np.searchsorted(parents, starts)
     up = np.full(total, -1, dtype=np.intp)
-    up[kids + p_start] = parents
+    up[kids[0]] = parents
+    up[kids[1]] = parents
     up[starts] = starts
     bad = 2 * n_parents != counts - 1
     orphans = up < 0
@@ -254,8 +266,12 @@ def _tree_table(columns: dict[str, Any], lengths: dict[str, Any], n: int, dec: D
         raise dec.fail(
             "Tree.max_depth is less than the depth of its nodes (crafted file?)" + _which(odd, n)
         )
-    deepest = np.maximum.reduceat(_depths(up), starts)
-    bad = deepest > _int64s(max_depth)
+    limits = _int64s(max_depth)
+    # no tree of count nodes is deeper than count - 1: depths are needed up to the
+    # largest limit that can be exceeded
+    reach = int(np.minimum(limits, counts - 1).max())
+    deep = _depths_within(up, reach)
+    bad = np.maximum.reduceat(deep, starts) > limits if reach >= 0 else counts > 1
     if bad.any():
         raise dec.fail(
             "Tree.max_depth is less than the depth of its nodes (crafted file?)"
@@ -278,22 +294,27 @@ def _int64s(values: list[int]) -> np.ndarray[Any, Any]:
     """Python ints as int64, clipped to +-2**62 (beyond any count or depth a file
     can have: a clipped value compares as the original would)."""
     lim = 1 << 62
-    return np.array([min(max(int(v), -lim), lim) for v in values], dtype=np.int64)
+    try:
+        out = np.array(values, dtype=np.int64)
+    except OverflowError:
+        return np.array([min(max(int(v), -lim), lim) for v in values], dtype=np.int64)
+    return np.clip(out, -lim, lim, out=out)
 
 
-def _depths(up: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """Each node's depth, given its parent (roots their own), by pointer jumping:
-    log2(depth) vectorised passes. Parents precede their children (checked before),
-    so every chain ends at a root."""
-    depth = (up != np.arange(up.size)).astype(np.int64)
-    up = up.copy()
-    for _ in range(64):
-        nxt = up[up]
-        if np.array_equal(nxt, up):
-            break
-        # a root's depth is 0: adding it to a node that already reached it changes nothing
-        depth += depth[up]
-        up = nxt
+def _depths_within(up: np.ndarray[Any, Any], reach: int) -> np.ndarray[Any, Any]:
+    """Each node's depth, or ``2**k`` for a node deeper than that, with
+    ``2**k > reach`` (given each node's parent, roots their own; parents precede
+    their children). Pointer jumping: after j passes each node points 2**j levels
+    up (or at its root) and its depth is min(depth, 2**j), so k passes tell every
+    depth up to ``reach`` from a deeper one, and no pass is spent on more."""
+    # 2**k < 2 * up.size: int32 holds it for up to 2**30 nodes
+    depth = (up != np.arange(up.size)).astype(np.int32 if up.size < 2**30 else np.int64)
+    if reach < 1:
+        return depth
+    for _ in range(reach.bit_length()):
+        # take: half the time of [] for a gather
+        depth += np.take(depth, up)
+        up = np.take(up, up)
     return depth
 
 
