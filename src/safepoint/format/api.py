@@ -22,7 +22,7 @@ from ..errors import (
 )
 from . import spec
 from .encoder import Encoder
-from .environment import capture, signature_of
+from .environment import capture_json, signature_of
 from .file import GOLDEN_METHODS, Inspection, VerifyReport, golden_outputs
 from .file import open as open_file
 from .integrity import make_signer
@@ -93,14 +93,15 @@ def _write(
     manifest["shared"] = enc.shared
     manifest["types"] = enc.types
     manifest["root_type"] = type_name(t.__module__, t.__qualname__)
-    manifest["env"] = capture(enc.packages)
+    # then "env", the environment record: written as JSON text made once per process
+    tail: dict[str, Any] = {}
     sig = signature_of(obj, golden)
     if sig:
-        manifest["signature"] = sig
+        tail["signature"] = sig
     if meta:
-        manifest["metadata"] = meta
-    manifest["signed"] = signer.kind if signer else None
-    return sink.finish(manifest)
+        tail["metadata"] = meta
+    tail["signed"] = signer.kind if signer else None
+    return sink.finish(manifest, env=capture_json(enc.packages), tail=tail)
 
 
 def dump(
@@ -164,6 +165,18 @@ def dump(
         )
     if isinstance(file, io.TextIOBase):
         raise SerializationError("the file object must be opened in binary mode ('wb')")
+    return _dump_stream(obj, file, compress, metadata, golden, key, durable)
+
+
+def _dump_stream(
+    obj: Any,
+    file: BinaryIO,
+    compress: str | None,
+    metadata: Any,
+    golden: Any,
+    key: Any,
+    durable: bool,
+) -> WriteResult:
     res = _write(obj, file, compress=compress, metadata=metadata, golden=golden, key=key)
     if durable:
         file.flush()
@@ -184,10 +197,18 @@ def _umask() -> int:
     return 0o022
 
 
-def dumps(obj: Any, **kwargs: Any) -> bytes:
+def dumps(
+    obj: Any,
+    *,
+    compress: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    golden: Any = None,
+    key: Any = None,
+    durable: bool = False,
+) -> bytes:
     """Like :func:`dump`, returning the file's bytes."""
     bio = io.BytesIO()
-    dump(obj, bio, **kwargs)
+    _dump_stream(obj, bio, compress, metadata, golden, key, durable)
     return bio.getvalue()
 
 

@@ -10,6 +10,7 @@ naming ``xgboost`` is satisfied by the ``xgboost-cpu`` distribution.
 from __future__ import annotations
 
 import functools
+import json
 import platform
 import sys
 import warnings
@@ -18,7 +19,7 @@ from typing import Any
 from .._types import EnvPolicy
 from ..errors import EnvironmentMismatchError, EnvironmentMismatchWarning, EnvPolicyError
 
-__all__ = ["capture", "check", "compare", "signature_of"]
+__all__ = ["capture", "capture_json", "check", "compare", "signature_of"]
 
 #: import name -> distribution name, where they differ
 _DISTRIBUTIONS = {"sklearn": "scikit-learn", "skops": "skops", "yaml": "PyYAML"}
@@ -72,8 +73,42 @@ def _static() -> dict[str, Any]:
     }
 
 
+#: the records made so far, by the packages a file holds types from
+_captured: dict[frozenset[str], dict[str, Any]] = {}
+
+
 def capture(packages: set[str]) -> dict[str, Any]:
-    """The environment record for a file holding types from ``packages``."""
+    """The environment record for a file holding types from ``packages``.
+
+    The same record (one dict, never to be changed) for the same packages: it
+    depends only on them and on versions read once per process (:func:`_version`),
+    and every save writes one. A package imported later is another key.
+    """
+    key = frozenset(packages)
+    found = _captured.get(key)
+    if found is None:
+        found = _capture(key)
+        if len(_captured) < 256:
+            _captured[key] = found
+    return found
+
+
+#: :func:`capture_json` so far
+_captured_json: dict[frozenset[str], str] = {}
+
+
+def capture_json(packages: set[str]) -> str:
+    """:func:`capture` as compact JSON text (what a manifest holds), made once."""
+    key = frozenset(packages)
+    found = _captured_json.get(key)
+    if found is None:
+        found = json.dumps(capture(packages), separators=(",", ":"), allow_nan=True)
+        if len(_captured_json) < 256:
+            _captured_json[key] = found
+    return found
+
+
+def _capture(packages: frozenset[str]) -> dict[str, Any]:
     # only libraries whose types the file holds: what else happens to be imported must
     # not change the file (its digest is its identity in a store)
     names = set(_ALWAYS) | packages

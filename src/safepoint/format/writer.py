@@ -32,6 +32,7 @@ _SAMPLE = 1 << 20
 #: smaller ones (from MIN_COMPRESS on) on the shared pool, while encoding goes on
 _LARGE = 4 * _SAMPLE
 _ZEROS = bytes(spec.ALIGN)
+_HEADER = spec.HEADER.pack(spec.MAGIC, spec.FORMAT_MAJOR, spec.FORMAT_MINOR, 0)
 
 #: what a compression task hands back: the packed bytes (or None: store raw),
 #: their checksum and digest (None when not signing)
@@ -50,6 +51,47 @@ class WriteResult:
     digest: str
     n_buffers: int
 
+    @classmethod
+    def _make(cls, size: int, digest: str, n_buffers: int) -> WriteResult:
+        """``cls(size, digest, n_buffers)`` without the frozen ``__init__``'s three
+        ``object.__setattr__`` calls (a third of a microsecond of every save)."""
+        out = object.__new__(cls)
+        out.__dict__.update(size=size, digest=digest, n_buffers=n_buffers)
+        return out
+
+
+def _make_manifest_json() -> Any:
+    """``json.dumps(m, separators=(",", ":"), allow_nan=True)`` as one call of json's
+    C encoder, made once: json.dumps builds an encoder object per call.
+
+    Without a check for cycles: the encoder's nodes are new dicts and lists, the
+    metadata was checked by json.dumps when the call began.
+    """
+    plain = json.JSONEncoder(separators=(",", ":"), allow_nan=True)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has the C accelerator
+        return plain.encode
+    iterencode = make(
+        None,
+        plain.default,
+        json.encoder.encode_basestring_ascii,
+        None,
+        ":",
+        ",",
+        False,
+        False,
+        True,
+    )
+
+    def dumps(obj: Any) -> str:
+        if type(obj) is not dict:  # pragma: no cover - a manifest is a dict
+            return plain.encode(obj)
+        return "".join(iterencode(obj, 0))
+
+    return dumps
+
+
+_manifest_json = _make_manifest_json()
 
 _HAVE_WRITEV = hasattr(os, "writev")
 #: parts per writev call (Linux's IOV_MAX)
@@ -98,15 +140,17 @@ class BufferSink:
         self._cctx: Any = None
         self._probe: Any = None
         self._level = level
-        self._local = threading.local()
         self._zraw = self._zstored = 0
         # buffers handed to compression tasks, in the order of their indices; they
         # are written (and given offsets) in that order, so the file is the same
         # whatever the threads do
         self._pending: deque[tuple[memoryview, Future[_Packed]]] = deque()
-        self._threads = _pio.io_threads()
-        self._window = 4 * max(self._threads, 2)
+        # threads only serve compression and large buffers: a small uncompressed save
+        # (the fixed cost of every call) does not read the setting (io_threads)
+        self._threads_n = 0
         if compress == "zstd":
+            self._local = threading.local()
+            self._window = 4 * max(self._threads, 2)
             import zstandard
 
             # level 2: within 3% of level 3's size on model data (M2, M6 in bench/),
@@ -114,18 +158,30 @@ class BufferSink:
             # zstd's worker threads only pay off on large buffers
             self._cctx = zstandard.ZstdCompressor(level=level, threads=-1)
             self._probe = zstandard.ZstdCompressor(level=1)
-        f.write(spec.HEADER.pack(spec.MAGIC, spec.FORMAT_MAJOR, spec.FORMAT_MINOR, 0))
+        # through _write_all: a raw file may take less than the 64 bytes at once
+        self._write_all(_HEADER)
         self.pos = spec.HEADER_SIZE
         self._fd = _plain_fd(f) if _HAVE_WRITEV else None
+
+    @property
+    def _threads(self) -> int:
+        n = self._threads_n
+        if not n:
+            n = self._threads_n = _pio.io_threads()
+        return n
 
     def _write_all(self, data: Any) -> None:
         n = self.f.write(data)
         # raw (unbuffered) files may write less than asked
         if n is not None and n != len(data):
-            mv = memoryview(data)[n:]
-            while len(mv):
-                k = self.f.write(mv)
-                mv = mv[k or 0 :]
+            self._write_rest(data, n)
+
+    def _write_rest(self, data: Any, n: int) -> None:
+        """Write what follows the first ``n`` bytes of ``data`` (after a short write)."""
+        mv = memoryview(data).cast("B")[n:]
+        while len(mv):
+            k = self.f.write(mv)
+            mv = mv[k or 0 :]
 
     def _write_parts(self, parts: Sequence[memoryview]) -> None:
         """Write ``parts`` end to end (no position update; any thread).
@@ -242,8 +298,30 @@ class BufferSink:
             raise SerializationError("internal: buffers must be C-contiguous")
         if mv.ndim != 1 or mv.itemsize != 1:
             mv = mv.cast("B")
-        index = len(self.buffers) + len(self._pending)
         n = len(mv)
+        if self._cctx is None and n < _pio.PARALLEL_FROM:
+            # stored as it is, below the large-buffer path: what _store does for it,
+            # inline (every small array of a model comes here: most of a small
+            # save's per-buffer cost)
+            pos = self.pos
+            pad = -pos % spec.ALIGN
+            write = self.f.write
+            if pad:
+                k = write(_ZEROS[:pad])
+                if k is not None and k != pad:
+                    self._write_rest(_ZEROS[:pad], k)
+                pos += pad
+            entry: list[Any] = [pos, n, n, "raw", xxhash.xxh3_64_hexdigest(mv)]
+            if self.signer is not None:
+                entry.append(strong_digest(mv))
+            k = write(mv)
+            if k is not None and k != n:
+                self._write_rest(mv, k)
+            self.pos = pos + n
+            buffers = self.buffers
+            buffers.append(entry)
+            return len(buffers) - 1
+        index = len(self.buffers) + len(self._pending)
         if self._cctx is not None and MIN_COMPRESS <= n <= _LARGE and self._threads > 1:
             pool = _pio.executor(self._threads)
             self._pending.append((mv, pool.submit(self._pack, mv)))
@@ -337,13 +415,32 @@ class BufferSink:
         self._write(mv)
         return crc, digest
 
-    def finish(self, manifest: dict[str, Any]) -> WriteResult:
-        """Write manifest, optional auth block and footer."""
+    def finish(
+        self,
+        manifest: dict[str, Any],
+        *,
+        env: str | None = None,
+        tail: dict[str, Any] | None = None,
+    ) -> WriteResult:
+        """Write manifest, optional auth block and footer.
+
+        ``env`` is the environment record as JSON text (cached: the same for every
+        save of a process), and ``tail`` the items after it: the manifest is then
+        the items of ``manifest``, ``"env"`` and those of ``tail``, the same bytes as
+        one dict in that order. The buffer table goes last.
+        """
         self._flush_pending(0)
-        manifest["buffers"] = self.buffers
         try:
-            raw = json.dumps(manifest, separators=(",", ":"), allow_nan=True).encode()
-        except (TypeError, ValueError) as exc:
+            if env is None:
+                manifest["buffers"] = self.buffers
+                text = _manifest_json(manifest)
+            else:
+                tail = {} if tail is None else tail
+                tail["buffers"] = self.buffers
+                head = _manifest_json(manifest)
+                text = f'{head[:-1]}{"," if manifest else ""}"env":{env},{_manifest_json(tail)[1:]}'
+            raw = text.encode()
+        except (TypeError, ValueError, RecursionError) as exc:
             raise SerializationError(f"metadata is not JSON-serializable: {exc}") from None
         flags = 0
         body = raw
@@ -352,7 +449,7 @@ class BufferSink:
 
             body = zstandard.ZstdCompressor(level=3).compress(raw)
             flags |= spec.FLAG_MANIFEST_ZSTD
-        pad = spec.pad_to(self.pos)
+        pad = -self.pos % spec.ALIGN
         if pad:
             self._write(_ZEROS[:pad])
         m_off = self.pos
@@ -363,18 +460,18 @@ class BufferSink:
             a_off = self.pos
             a_len = len(block)
             self._write(block)
-        footer = spec.Footer(
-            manifest_offset=m_off,
-            manifest_length=len(body),
-            manifest_raw_length=len(raw),
-            manifest_checksum=xxhash.xxh3_64_intdigest(body),
-            auth_offset=a_off,
-            auth_length=a_len,
-            major=spec.FORMAT_MAJOR,
-            minor=spec.FORMAT_MINOR,
-            flags=flags,
+        # spec.Footer(...).pack(), without building the dataclass
+        footer = spec.FOOTER.pack(
+            m_off,
+            len(body),
+            len(raw),
+            xxhash.xxh3_64_intdigest(body),
+            a_off,
+            a_len,
+            spec.FORMAT_MAJOR,
+            spec.FORMAT_MINOR,
+            flags,
+            spec.END_MAGIC,
         )
-        self._write(footer.pack())
-        return WriteResult(
-            size=self.pos, digest=xxhash.xxh3_128_hexdigest(body), n_buffers=len(self.buffers)
-        )
+        self._write(footer)
+        return WriteResult._make(self.pos, xxhash.xxh3_128_hexdigest(body), len(self.buffers))

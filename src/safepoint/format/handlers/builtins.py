@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import spec
+from ..encoder import INT_END, INT_MIN, PLAIN
 from ..registry import register
 from .strings import decode_strings, encode_strings
 
@@ -50,10 +51,25 @@ def check_keys(items: Any, dec: Any, what: str) -> None:
         )
 
 
-def _encode_seq(items: Any, enc: Encoder) -> dict[str, Any]:
+def _encode_seq(items: Any, enc: Encoder, tag: str) -> dict[str, Any]:
     if len(items) >= COLUMNAR_MIN and all(type(x) is str for x in items):
-        return {"ks": encode_strings(list(items), enc)}
-    return {"v": [enc.encode_child(x, f"[{i}]") for i, x in enumerate(items)]}
+        return {"@": tag, "ks": encode_strings(list(items), enc)}
+    # plain values are their own node: no call, no path entry (they cannot fail);
+    # the path holds the index itself, formatted only for an error (Encoder.where)
+    out = []
+    path = enc._path
+    encode = enc.encode
+    for i, x in enumerate(items):
+        t = type(x)
+        if t in PLAIN or (t is int and INT_MIN <= x < INT_END):
+            out.append(x)
+        else:
+            path.append(i)
+            try:
+                out.append(encode(x))
+            finally:
+                path.pop()
+    return {"@": tag, "v": out}
 
 
 def _decode_seq(node: dict[str, Any], dec: Decoder) -> list[Any]:
@@ -67,7 +83,7 @@ def _decode_seq(node: dict[str, Any], dec: Decoder) -> list[Any]:
 class ListHandler:
     @staticmethod
     def encode(obj: list[Any], enc: Encoder) -> dict[str, Any]:
-        return _encode_seq(obj, enc)
+        return _encode_seq(obj, enc, "list")
 
     @staticmethod
     def decode(node: dict[str, Any], dec: Decoder) -> Any:
@@ -78,7 +94,7 @@ class ListHandler:
 class TupleHandler:
     @staticmethod
     def encode(obj: tuple[Any, ...], enc: Encoder) -> dict[str, Any]:
-        return _encode_seq(obj, enc)
+        return _encode_seq(obj, enc, "tuple")
 
     @staticmethod
     def decode(node: dict[str, Any], dec: Decoder) -> Any:
@@ -89,7 +105,7 @@ class TupleHandler:
 class SetHandler:
     @staticmethod
     def encode(obj: set[Any] | frozenset[Any], enc: Encoder) -> dict[str, Any]:
-        node = _encode_seq(sorted(obj, key=repr) if len(obj) < 10_000 else list(obj), enc)
+        node = _encode_seq(sorted(obj, key=repr) if len(obj) < 10_000 else list(obj), enc, "set")
         if type(obj) is frozenset:
             node["f"] = True
         return node
@@ -130,6 +146,26 @@ def _str_dict(keys: list[str], values: list[Any]) -> dict[str, Any]:
 class DictHandler:
     @staticmethod
     def encode(obj: dict[Any, Any], enc: Encoder) -> dict[str, Any]:
+        if len(obj) < COLUMNAR_MIN:
+            # the state dict of an estimator: a score of str keys, mostly plain values
+            for k in obj:
+                if type(k) is not str:
+                    break
+            else:
+                body = {}
+                path = enc._path
+                encode = enc.encode
+                for k, v in obj.items():
+                    t = type(v)
+                    if t in PLAIN or (t is int and INT_MIN <= v < INT_END):
+                        body[k] = v
+                    else:
+                        path.append((k,))  # the key, formatted only for an error
+                        try:
+                            body[k] = encode(v)
+                        finally:
+                            path.pop()
+                return {"@": "dict", "s": body}
         keys = list(obj)
         if all(type(k) is str for k in keys):
             if len(keys) >= COLUMNAR_MIN:

@@ -176,32 +176,50 @@ def shape_from_json(node: dict[str, Any], dec: Decoder, key: str = "s") -> tuple
 # -- arrays ---------------------------------------------------------------------
 def encode_array(arr: np.ndarray[Any, Any], enc: Encoder) -> dict[str, Any]:
     dt = arr.dtype
-    if dt.kind == "O":
+    kind = dt.kind
+    if kind == "O":
         return _encode_object_array(arr, enc)
-    if dt.kind == "T":
+    if kind == "T":
         return _encode_stringdtype(arr, enc)
-    node: dict[str, Any] = {"d": dtype_to_json(dt, enc), "s": list(arr.shape)}
-    flipped = [i for i, st in enumerate(arr.strides) if st < 0 and arr.shape[i] > 1]
-    if flipped and arr.size and not (arr.flags.c_contiguous or arr.flags.f_contiguous):
-        # a reversed view of a contiguous array (PCA's components_ after its sign
-        # flip): stored forward and reversed again on load, so that the loaded array
-        # has the same strides; BLAS results can depend on them in the last bit
-        forward = arr[
-            tuple(slice(None, None, -1) if i in flipped else slice(None) for i in range(arr.ndim))
-        ]
-        if forward.flags.c_contiguous or forward.flags.f_contiguous:
-            arr = forward
-            node["r"] = flipped
-    if arr.flags.c_contiguous:
+    node: dict[str, Any] = {"@": "nd", "d": dtype_to_json(dt, enc), "s": list(arr.shape)}
+    flags = arr.flags
+    if flags.c_contiguous:
         data = arr
-    elif arr.flags.f_contiguous:
-        data = arr.T
-        node["f"] = True
     else:
-        data = np.ascontiguousarray(arr)
-    # a view as bytes avoids memoryview's format checks for structured dtypes
-    node["b"] = enc.buffer(data.reshape(-1).view(np.uint8) if data.size else b"")
+        flipped = [i for i, st in enumerate(arr.strides) if st < 0 and arr.shape[i] > 1]
+        if flipped and arr.size and not flags.f_contiguous:
+            # a reversed view of a contiguous array (PCA's components_ after its sign
+            # flip): stored forward and reversed again on load, so that the loaded array
+            # has the same strides; BLAS results can depend on them in the last bit
+            forward = arr[
+                tuple(
+                    slice(None, None, -1) if i in flipped else slice(None) for i in range(arr.ndim)
+                )
+            ]
+            if forward.flags.c_contiguous or forward.flags.f_contiguous:
+                arr = forward
+                node["r"] = flipped
+        if arr.flags.c_contiguous:
+            data = arr
+        elif arr.flags.f_contiguous:
+            data = arr.T
+            node["f"] = True
+        else:
+            data = np.ascontiguousarray(arr)
+    if not data.size:
+        node["b"] = enc.buffer(b"")
+    elif kind in _BUFFER_KINDS:
+        # numbers export their bytes to memoryview as they are
+        node["b"] = enc.buffer(memoryview(data).cast("B"))  # type: ignore[arg-type]
+    else:
+        # a view as bytes avoids memoryview's format checks (structured dtypes) and
+        # its refusal of datetimes
+        node["b"] = enc.buffer(data.reshape(-1).view(np.uint8))
     return node
+
+
+#: dtype kinds whose arrays memoryview takes (datetimes, structs and strings not)
+_BUFFER_KINDS = frozenset("biufc")
 
 
 _OBJARR_ITEMS = (str, bytes, int, float, complex, bool, np.generic, np.ndarray, tuple)
@@ -266,9 +284,7 @@ def _encode_stringdtype(arr: np.ndarray[Any, Any], enc: Encoder) -> dict[str, An
 
 @register("nd", [np.ndarray, np.memmap])
 class NDArrayHandler:
-    @staticmethod
-    def encode(obj: np.ndarray[Any, Any], enc: Encoder) -> dict[str, Any]:
-        return encode_array(obj, enc)
+    encode = staticmethod(encode_array)
 
     @staticmethod
     def decode(node: dict[str, Any], dec: Decoder) -> Any:

@@ -108,12 +108,18 @@ def _state_of(obj: Any, enc: Encoder) -> tuple[str, tuple[Any, ...], Any, Any, A
         raise enc.fail(f"{cls.__module__}.{cls.__qualname__} cannot be serialized: {exc}") from None
     if isinstance(rv, str):
         return "ref", (), None, None, None, None
-    func, args, *rest = rv
-    rest += [None] * (3 - len(rest))
-    state, listitems, dictitems = rest[:3]
-    name = getattr(func, "__name__", "")
-    if func is copyreg.__newobj__ and args and args[0] is cls:  # type: ignore[attr-defined]
+    n = len(rv)
+    if n < 2:
+        # what unpacking the pair raised before: a reduce value needs (func, args)
+        raise ValueError(f"not enough values to unpack (expected at least 2, got {n})")
+    func, args = rv[0], rv[1]
+    state = rv[2] if n > 2 else None
+    listitems = rv[3] if n > 3 else None
+    dictitems = rv[4] if n > 4 else None
+    # the common case first: every plain Python class (all estimators)
+    if func is _NEWOBJ and args and args[0] is cls:
         return "obj", tuple(args[1:]), state, listitems, dictitems, None
+    name = getattr(func, "__name__", "")
     reconstructor = getattr(copyreg, "_reconstructor", None)
     if func is reconstructor and args and args[0] is cls and args[1] is object:
         return "obj", (), state, listitems, dictitems, None
@@ -140,19 +146,35 @@ def _state_of(obj: Any, enc: Encoder) -> tuple[str, tuple[Any, ...], Any, Any, A
     )
 
 
+_NEWOBJ = copyreg.__newobj__  # type: ignore[attr-defined]
+#: class -> (module, qualname, "module.qualname") of a class that passed the checks of
+#: ObjectHandler.encode (not a reference, importable by name); a model has a handful
+_CLASSES: dict[type, tuple[str, str, str]] = {}
+
+
 class ObjectHandler:
     @staticmethod
     def encode(obj: Any, enc: Encoder) -> dict[str, Any]:
-        if is_reference(obj):
-            return encode_reference(obj, enc)
         cls = type(obj)
-        module, qualname = cls.__module__, cls.__qualname__
-        _check_importable(module, qualname, "class", enc)
+        # isinstance reads __class__, which an instance may fake: only the classes of
+        # honest instances are remembered
+        known = _CLASSES.get(cls) if obj.__class__ is cls else None
+        if known is None:
+            if is_reference(obj):
+                return encode_reference(obj, enc)
+            module, qualname = cls.__module__, cls.__qualname__
+            _check_importable(module, qualname, "class", enc)
+            known = (module, qualname, f"{module}.{qualname}")
+            if obj.__class__ is cls and isinstance(module, str) and isinstance(qualname, str):
+                if len(_CLASSES) >= 4096:
+                    _CLASSES.clear()
+                _CLASSES[cls] = known
+        module, qualname, name = known
         kind, args, state, listitems, dictitems, _ = _state_of(obj, enc)
         if kind == "ref":
             return encode_reference(obj, enc)
         node: dict[str, Any] = {"@": kind, "t": enc.type_ref(module, qualname, kind)}
-        state = reduce_state(f"{module}.{qualname}", obj, state)
+        state = reduce_state(name, obj, state)
         if args:
             node["a"] = enc.encode_child(list(args), "<args>")
         if state is not None:
