@@ -368,7 +368,7 @@ def test_the_memo_agrees_with_the_walk_stopped_at_the_entry(pkgdir: tuple[Path, 
     def probe(frame: Any) -> None:
         for name, scope in scopes.items():
             ref = guard._imports_in_progress(frame, stop=scope.entry)
-            rscope = guard.Scope("ref", packages=scope.packages, entry=scope.entry)
+            rscope = _scope("ref", scope.packages, scope.entry)
             want = _verdict(
                 lambda ref=ref, rscope=rscope: (
                     [guard._check_import(rscope, m, f) for m, f in ref] and True
@@ -388,9 +388,7 @@ def test_the_memo_agrees_with_the_walk_stopped_at_the_entry(pkgdir: tuple[Path, 
         """What ``with guarded(...)`` in the caller's module does: this frame enters."""
         here = sys._getframe()
         for name, pkgs in packages.items():
-            scopes[name] = guard.Scope(
-                "probe", packages=frozenset(f"{p}_{x}" for x in pkgs), entry=here
-            )
+            scopes[name] = _scope("probe", frozenset(f"{p}_{x}" for x in pkgs), here)
         deep(recursion)
 
     probe_mod = type(sys)(f"{p}_probe")
@@ -425,18 +423,38 @@ def test_the_memo_agrees_with_the_walk_stopped_at_the_entry(pkgdir: tuple[Path, 
         sys.setrecursionlimit(limit)
 
 
-def test_nested_guards_stop_at_the_outermost_entry() -> None:
-    """A guard inside a guard (an adapter inside a load, a load inside a load) sees every
-    import the outer one has in progress: it stops where the outer guard was entered; the
-    frame is let go when each guard closes."""
-    here = sys._getframe()
-    with guard.guarded("outer") as outer:
-        assert outer.entry is here
+def _scope(what: str, packages: frozenset[str], entry: Any) -> guard.Scope:
+    scope = guard.Scope(what, packages=packages)
+    scope.entry = entry
+    return scope
 
-        def inner() -> guard.Scope:
-            with guard.guarded("inner", packages=["json"]) as scope:
-                assert scope.entry is here
-                return scope
 
-        assert inner().entry is None
-    assert outer.entry is None
+def test_nested_guards_stop_at_the_outermost_entry(pkgdir: tuple[Path, str]) -> None:
+    """A guard entered while an import is in progress stops its walks at the frame that
+    entered it; a guard inside a guard (an adapter inside a load, a load inside a load)
+    at the outer one's, so it sees every import the outer one has in progress; the frame
+    is let go when each guard closes. Outside any import, nothing is below to skip."""
+    folder, p = pkgdir
+    seen: list[tuple[Any, ...]] = []
+
+    def nest() -> None:
+        here = sys._getframe()
+        with guard.guarded("outer") as outer:
+
+            def inner() -> guard.Scope:
+                with guard.guarded("inner", packages=["json"]) as scope:
+                    seen.append((here, outer.entry, scope.entry))
+                    return scope
+
+            assert inner().entry is None
+        assert outer.entry is None
+
+    probe_mod = type(sys)(f"{p}_probe")
+    probe_mod.nest = nest  # type: ignore[attr-defined]
+    sys.modules[f"{p}_probe"] = probe_mod
+    _write(folder, f"{p}_user", f"import {p}_probe\n{p}_probe.nest()\n")
+    importlib.import_module(f"{p}_user")
+    nest()
+    (here, outer, inner), (_, outside, inner_outside) = seen
+    assert outer is here and inner is here
+    assert outside is None and inner_outside is None
