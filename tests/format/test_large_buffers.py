@@ -525,3 +525,38 @@ def test_a_writev_that_writes_nothing_fails_instead_of_spinning(
     with pytest.raises(OSError, match="wrote nothing"):
         sp.dump(model, tmp_path / "f.sp")
     assert list(tmp_path.iterdir()) == []  # the temporary file is gone too
+
+
+def test_the_write_size_follows_free_page_reporting(tmp_path: Path) -> None:
+    """64 KiB writes where the kernel hands free memory back to a hypervisor (the
+    module parameter file exists), 1 MiB elsewhere (docs/benchmarks.md)."""
+    reporting = tmp_path / "reported_kib"
+    assert pio.write_chunk(str(reporting)) == 1 << 20
+    reporting.write_text("0\n")
+    assert pio.write_chunk(str(reporting)) == 64 << 10
+
+
+class _RecordingFile(io.FileIO):
+    """A real file that records the size of every write made through it."""
+
+    sizes: list[int]
+
+    def write(self, b: Any) -> int:  # type: ignore[override]
+        self.sizes.append(len(memoryview(b).cast("B")))
+        return super().write(b)
+
+
+def test_buffers_larger_than_the_write_size_go_out_in_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A medium array (above the write size, below the large-buffer path) is written in
+    chunks of at most twice the write size, and reads back equal."""
+    monkeypatch.setattr(pio, "PARALLEL_FROM", 1 << 30)  # not the large-buffer path
+    arr = np.arange(10 * pio.HASH_CHUNK // 8 + 3, dtype=np.float64)
+    path = tmp_path / "m.sp"
+    f = _RecordingFile(path, "wb")
+    f.sizes = []
+    with f:
+        sp.dump({"a": arr}, f)
+    assert max(f.sizes) < 2 * pio.HASH_CHUNK
+    assert np.array_equal(sp.load(path)["a"], arr)

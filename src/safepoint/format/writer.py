@@ -299,10 +299,10 @@ class BufferSink:
         if mv.ndim != 1 or mv.itemsize != 1:
             mv = mv.cast("B")
         n = len(mv)
-        if self._cctx is None and n < _pio.PARALLEL_FROM:
-            # stored as it is, below the large-buffer path: what _store does for it,
-            # inline (every small array of a model comes here: most of a small
-            # save's per-buffer cost)
+        if self._cctx is None and n <= _pio.HASH_CHUNK:
+            # stored as it is, in one write: what _store does for it, inline (every
+            # small array of a model comes here: most of a small save's per-buffer
+            # cost). Larger ones are written chunk by chunk (_write_raw)
             pos = self.pos
             pad = -pos % spec.ALIGN
             write = self.f.write
@@ -352,7 +352,7 @@ class BufferSink:
         n = sum(len(mv) for mv in views)
         if self._cctx is not None and n > _LARGE:
             packed = self._packed(self._compress_large(views, n))
-        elif self._cctx is not None or n < _pio.PARALLEL_FROM:
+        elif self._cctx is not None or n <= _pio.HASH_CHUNK:
             return self.add(b"".join(views))
         else:
             packed = (None, "", None)
@@ -397,7 +397,9 @@ class BufferSink:
         on a worker meanwhile when there is a core for it.
         """
         signing = self.signer is not None
-        if n >= _pio.PARALLEL_FROM or len(views) != 1:
+        # in chunks of the write size (see _parallel_io.write_chunk): one write of a
+        # few MiB is what costs on a VM that hands free memory back to its host
+        if n > _pio.HASH_CHUNK or len(views) != 1:
             h = xxhash.xxh3_64()
             strong = hashlib.blake2b(digest_size=32) if signing else None
             _pio.write_hashed_inline(
