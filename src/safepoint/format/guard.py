@@ -24,6 +24,11 @@ refuses every event that loading a model never needs:
   of the standard library imports it at run time. A class trusted only by the
   caller may import from its own package, nothing else.
 
+Imports in progress are read off the stack above the frame that entered the
+(outermost) guard only: below it is the caller's code, as it was before the load
+began (a module that loads a model at import time is being imported there), and
+nothing a load runs can add frames there.
+
 The first refused event raises :class:`~safepoint.errors.LoadGuardError` where it
 happens, and the guard remembers it: a payload that catches the exception still
 makes the load fail when the guard closes.
@@ -151,15 +156,27 @@ class Scope:
     refused: str | None = None
     events: list[str] = field(default_factory=list)
     #: imports in progress already checked, from the ``_find_and_load`` frame of one up
-    #: to the bottom of the stack, all allowed: that frame -> how many frames that is
+    #: to the end of the walk (``entry``, or the bottom of the stack), all allowed: that
+    #: frame -> how many frames that is
     #: (refusals are never kept: they raise again on the next event)
     checked: dict[Any, int] = field(default_factory=dict, repr=False)
+    #: the frame that entered the outermost guard (the caller's ``with``): the walks up
+    #: the stack stop there. Frames below it are the caller's, which were there before
+    #: the load began and which nothing the load runs can add to: an import in progress
+    #: among them (a module that loads a model at import time) is not the file's doing.
+    #: None (no import was in progress when the guard was entered, or it has closed and
+    #: let the frame go): the walks go to the bottom of the stack
+    entry: Any = field(default=None, repr=False, init=False)
 
 
 _active: ContextVar[Scope | None] = ContextVar("safepoint_load_guard", default=None)
 _installed = False
 _install_lock = threading.Lock()
 _STDLIB = frozenset(sys.stdlib_module_names)
+#: importlib's module locks, one held by each import in progress (in any thread)
+_MODULE_LOCKS: dict[str, Any] | None = getattr(
+    sys.modules.get("_frozen_importlib"), "_module_locks", None
+)
 
 
 def is_active() -> bool:
@@ -181,12 +198,14 @@ def _matches(event: str, prefixes: Iterable[str]) -> bool:
     return any((p.endswith(".") and event.startswith(p)) or event == p for p in prefixes)
 
 
-def _imports_in_progress(frame: Any, depth: int = 0) -> list[tuple[str, Any]]:
+def _imports_in_progress(frame: Any, depth: int = 0, stop: Any = None) -> list[tuple[str, Any]]:
     """The imports running further up the stack, innermost first: (module name, the
     frame of the code that asked for it). ``importlib.import_module`` runs Python's
     import machinery without the ``import`` audit event, so these are read off the
     machinery's own frames. ``depth``: how far ``frame`` already is from where the
-    walk began (it stops 400 frames from there)."""
+    walk began (it stops 400 frames from there); ``stop``: the guard's entry frame
+    (``Scope.entry``), the last one read (it may be the code that asked for an import
+    the load made), or None: the bottom of the stack."""
     out: list[tuple[str, Any]] = []
     pending: str | None = None
     while frame is not None and depth < 400:
@@ -200,7 +219,7 @@ def _imports_in_progress(frame: Any, depth: int = 0) -> list[tuple[str, Any]]:
             if not (isinstance(module, str) and _top(module) in _TRANSPARENT):
                 out.append((pending, frame))
                 pending = None
-        frame = frame.f_back
+        frame = None if frame is stop else frame.f_back
         depth += 1
     if pending is not None:
         out.append((pending, None))
@@ -211,15 +230,15 @@ def _is_find_and_load(code: Any) -> bool:
     return code.co_filename in _IMPORTLIB_FILES and code.co_name == "_find_and_load"
 
 
-def _import_in_progress(frame: Any) -> tuple[Any, int]:
+def _import_in_progress(frame: Any, stop: Any = None) -> tuple[Any, int]:
     """The ``_find_and_load`` frame of the innermost import running at or above
-    ``frame`` within 400 frames, and its depth; (None, 0) if none is: exactly when
-    ``_imports_in_progress(frame)`` is empty."""
+    ``frame`` within 400 frames and not below ``stop``, and its depth; (None, 0) if
+    none is: exactly when ``_imports_in_progress(frame, stop=stop)`` is empty."""
     depth = 0
     while frame is not None and depth < 400:
         if _is_find_and_load(frame.f_code):
             return frame, depth
-        frame = frame.f_back
+        frame = None if frame is stop else frame.f_back
         depth += 1
     return None, 0
 
@@ -237,7 +256,9 @@ def _check_imports_in_progress(scope: Scope, frame: Any) -> bool:
     scikit-learn model 0.3 s, docs/benchmarks.md). A chain is kept only when its walk
     reached the bottom of the stack, and used only when this walk would reach the
     bottom within its 400 frames too; its frame is held in the scope, so no other
-    frame can take its identity."""
+    frame can take its identity. Walks stop at the guard's entry frame (``scope.entry``,
+    where the memo's chains end too: the scope, and so its memo, has one)."""
+    stop = scope.entry
     out: list[tuple[str, Any]] = []
     pending: str | None = None
     imports: list[tuple[Any, int]] = []
@@ -262,7 +283,7 @@ def _check_imports_in_progress(scope: Scope, frame: Any) -> bool:
             if not (isinstance(module, str) and _top(module) in _TRANSPARENT):
                 out.append((pending, frame))
                 pending = None
-        frame = frame.f_back
+        frame = None if frame is stop else frame.f_back
         depth += 1
     else:
         if frame is None:
@@ -334,9 +355,10 @@ def to_loopback(args: tuple[Any, ...]) -> bool:
     return len(args) in (1, 4)  # socket.__new__(sock, family, type, proto)
 
 
-def _importer(frame: Any) -> tuple[str | None, Any]:
+def _importer(frame: Any, stop: Any = None) -> tuple[str | None, Any]:
     """The module whose code asked for an import (the first frame outside the import
-    machinery and the modules that import for their caller), and that frame."""
+    machinery and the modules that import for their caller, not below ``stop``), and
+    that frame."""
     depth = 0
     while frame is not None and depth < 400:
         if frame.f_code.co_filename not in _IMPORTLIB_FILES:
@@ -345,7 +367,7 @@ def _importer(frame: Any) -> tuple[str | None, Any]:
                 return None, frame
             if _top(name) not in _TRANSPARENT:
                 return name, frame
-        frame = frame.f_back
+        frame = None if frame is stop else frame.f_back
         depth += 1
     return None, None
 
@@ -387,7 +409,7 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
 def _import_allowed(scope: Scope, module: str, frame: Any) -> bool:
     if _top(module) in scope.packages or _allows(scope.allow, "import", (module,)):
         return True
-    importer, frame = _importer(frame)
+    importer, frame = _importer(frame, scope.entry)
     if importer is None:
         return False
     itop = _top(importer)
@@ -398,8 +420,13 @@ def _import_allowed(scope: Scope, module: str, frame: Any) -> bool:
     if itop == _top(module) and itop in sys.modules and itop not in scope.packages:
         # a package imported before (a library's dependency) loading its own submodule
         return True
-    # a module being imported (itself allowed) pulling in its dependencies
-    return frame is not None and _import_in_progress(frame.f_back)[0] is not None
+    # a module being imported (itself allowed) pulling in its dependencies; an import
+    # the caller began before the load (below the entry frame) pulls in nothing
+    return (
+        frame is not None
+        and frame is not scope.entry
+        and _import_in_progress(frame.f_back, scope.entry)[0] is not None
+    )
 
 
 def _check_import(scope: Scope, module: str, frame: Any) -> None:
@@ -465,6 +492,10 @@ def guarded(
     Nested guards keep the outer scope's refusals: a nested guard can only add
     packages and allowances for its own duration (an adapter inside a load).
 
+    The checks of imports in progress look up the stack only as far as the frame that
+    entered the outermost guard: an import the caller began before (a module that
+    loads a model when it is imported) is not the load's.
+
     Example:
         >>> from safepoint.format.guard import guarded
         >>> with guarded("loading m.sp", packages=["sklearn"]):
@@ -496,6 +527,18 @@ class Guarded:
         if not _installed:
             _install()
         outer = _active.get()
+        if outer is not None:
+            # the outermost guard's entry: a nested guard (an adapter inside a load, a
+            # load inside a load) still sees every import the outer load has in progress
+            entry = outer.entry
+        elif _MODULE_LOCKS is None or _MODULE_LOCKS:
+            entry = sys._getframe(1)
+        else:
+            # no module lock held: no import is in progress below (one not yet holding
+            # its lock, in code run by the machinery's fast path, is then checked as
+            # before: stricter, never looser). sys._getframe is an audit event, through
+            # this hook: it would cost a small load 2% (callgrind, bench_small --only empty)
+            entry = None
         libs = BASE_PACKAGES.union(map(_top, self._libraries))
         pkgs = libs.union(map(_top, self._packages))
         allowed = tuple(self._allow)
@@ -504,6 +547,8 @@ class Guarded:
             libs |= outer.libraries
             allowed = (*outer.allow, *allowed)
         scope = Scope(self._what, allowed, pkgs, libs)
+        if entry is not None:
+            scope.entry = entry
         self._outer = outer
         self._scope = scope
         self._token = _active.set(scope)
@@ -514,6 +559,8 @@ class Guarded:
         _active.reset(self._token)
         if scope.checked:
             scope.checked.clear()  # the frames it holds
+        if scope.entry is not None:
+            scope.entry = None
         refused = scope.refused
         if refused is None:
             return  # any exception propagates as it is
