@@ -143,6 +143,19 @@ class Crafted:
         node.pop("f", None)
         self.set_raw(node["b"], arr.tobytes())
 
+    def edit_rows(
+        self, column: dict[str, Any], k: int, fn: Callable[[np.ndarray[Any, Any]], Any]
+    ) -> None:
+        """Apply ``fn`` to a copy of object ``k``'s rows of an object table's array
+        column (``d``/``s``/``l``/``b``) and store them back in place."""
+        nd = {"d": column["d"], "s": [sum(column["l"]), *column["s"]], "b": column["b"]}
+        whole = self.array(nd)
+        start = sum(column["l"][:k])
+        part = whole[start : start + column["l"][k]].copy()
+        fn(part)
+        whole[start : start + column["l"][k]] = part
+        self.set_array(nd, whole)
+
     # -- navigation ------------------------------------------------------------
     def walk(self) -> Iterator[dict[str, Any]]:
         """Every node (dict with an ``@`` tag) in root, shared and golden."""

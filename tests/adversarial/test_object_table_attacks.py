@@ -188,14 +188,7 @@ def tree_table(c: Crafted) -> dict[str, Any]:
 def edit_tree_in_table(k: int, fn: Callable[[np.ndarray], Any]) -> Callable[[Crafted], None]:
     def mutate(c: Crafted) -> None:
         t = tree_table(c)
-        col = t["c"][t["k"].index("nodes")]
-        nd = {"d": col["d"], "s": [sum(col["l"]), *col["s"]], "b": col["b"]}
-        whole = c.array(nd)
-        start = sum(col["l"][:k])
-        part = whole[start : start + col["l"][k]].copy()
-        fn(part)
-        whole[start : start + col["l"][k]] = part
-        c.set_array(nd, whole)
+        c.edit_rows(t["c"][t["k"].index("nodes")], k, fn)
 
     return mutate
 

@@ -43,14 +43,7 @@ def trees_of(c: Crafted) -> dict[str, Any]:
 
 def edit_tree(k: int, fn: Callable[[np.ndarray], Any]) -> Callable[[Crafted], None]:
     def mutate(c: Crafted) -> None:
-        nodes = col(trees_of(c), "nodes")
-        nd = {"d": nodes["d"], "s": [sum(nodes["l"]), *nodes["s"]], "b": nodes["b"]}
-        whole = c.array(nd)
-        start = sum(nodes["l"][:k])
-        part = whole[start : start + nodes["l"][k]].copy()
-        fn(part)
-        whole[start : start + nodes["l"][k]] = part
-        c.set_array(nd, whole)
+        c.edit_rows(col(trees_of(c), "nodes"), k, fn)
 
     return mutate
 
@@ -148,14 +141,7 @@ def test_gradient_boostings_trees_are_one_table_and_predict(gb: tuple[Any, bytes
 
 def _edit_gb_tree(k: int, fn: Callable[[np.ndarray], Any]) -> Callable[[Crafted], None]:
     def mutate(c: Crafted) -> None:
-        nodes = col(gb_trees(c), "nodes")
-        nd = {"d": nodes["d"], "s": [sum(nodes["l"]), *nodes["s"]], "b": nodes["b"]}
-        whole = c.array(nd)
-        start = sum(nodes["l"][:k])
-        part = whole[start : start + nodes["l"][k]].copy()
-        fn(part)
-        whole[start : start + nodes["l"][k]] = part
-        c.set_array(nd, whole)
+        c.edit_rows(col(gb_trees(c), "nodes"), k, fn)
 
     return mutate
 
