@@ -401,3 +401,21 @@ def test_demo_json_reports_each_part_and_speaks_of_the_product(tmp_path: Path) -
     assert "seed" not in text and "issue" not in text
     search = next(p for p in report["parts"] if p["part"].startswith("search"))
     assert any("linked to the search run" in line for line in search["lines"])
+
+
+def test_get_of_a_damaged_blob_fails_and_leaves_no_file(tmp_path: Path) -> None:
+    """The copy is checked (digest and every buffer) before it takes OUT's name."""
+    store = sp.Store(tmp_path / ".safepoint")
+    mv = store.put("demo/arr", {"w": np.arange(4096, dtype=np.float64)})
+    blob = store.blobs.local_path(mv.digest)
+    assert blob is not None
+    os.chmod(blob, 0o644)
+    with open(blob, "r+b") as f:
+        f.seek(100)  # inside the array's buffer, past the 64-byte header
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    r = run("get", "demo/arr", "out.sp", cwd=tmp_path, code=1)
+    assert f"the blob of {mv.ref} is damaged" in r.stderr and "checksum" in r.stderr
+    assert not (tmp_path / "out.sp").exists()
+    assert not list(tmp_path.glob(".out.sp.*"))

@@ -270,3 +270,15 @@ def test_cli_verify_exit_code(tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stderr
     assert bad.returncode != 0
     assert "checksum" in (bad.stdout + bad.stderr)
+
+
+def test_problems_against_names_a_different_digest_first(tmp_path: Path) -> None:
+    from safepoint.format.reader import open_reader, problems_against
+
+    path = tmp_path / "a.sp"
+    sp.dump({"w": np.arange(4096, dtype=np.float64)}, path)
+    reader = open_reader(str(path))
+    digest = reader.digest
+    reader.close()
+    assert problems_against(str(path), digest) == []
+    assert problems_against(str(path), "0" * 32) == [f"its digest is {digest}"]

@@ -17,7 +17,6 @@ A model is named ``NAME[@VERSION|@ALIAS]``, e.g. ``fraud/scorer@production``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -257,7 +256,7 @@ def get(
 ) -> None:
     """Write the safepoint file of NAME[@VERSION|@ALIAS] to OUT (checked on the way)."""
     from ..errors import IntegrityError, SafepointError
-    from ..format.reader import open_reader
+    from ..format.reader import problems_against
 
     if os.path.exists(out) and not force:
         raise click.UsageError(f"{out} exists; pass --force to overwrite it")
@@ -282,13 +281,9 @@ def get(
     try:
         with store.blobs.open(mv.digest) as src, os.fdopen(fd, "wb") as dst:
             shutil.copyfileobj(src, dst, 8 << 20)
-        with contextlib.closing(open_reader(tmp)) as reader:
-            problems = reader.verify_all()
-            digest = reader.digest
-        if digest != mv.digest or problems:
-            raise IntegrityError(
-                f"the blob of {mv.ref} is damaged: " + "; ".join(problems or ["digest differs"])
-            )
+        problems = problems_against(tmp, mv.digest)
+        if problems:
+            raise IntegrityError(f"the blob of {mv.ref} is damaged: " + "; ".join(problems))
         os.replace(tmp, out)
     except (SafepointError, OSError):
         if os.path.exists(tmp):

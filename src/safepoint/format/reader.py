@@ -6,6 +6,7 @@ validated, limit-checked sizes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
@@ -24,7 +25,7 @@ from . import _parallel_io as _pio
 from . import spec
 from .integrity import checksum, strong_digest
 
-__all__ = ["BufferEntry", "Reader", "in_private_memory", "open_reader"]
+__all__ = ["BufferEntry", "Reader", "in_private_memory", "open_reader", "problems_against"]
 
 
 class BufferEntry(NamedTuple):
@@ -782,3 +783,15 @@ def open_reader(src: Any, limits: spec.Limits = spec.DEFAULT_LIMITS) -> Reader:
     except BaseException:
         source.close()
         raise
+
+
+def problems_against(src: Any, digest: str) -> list[str]:
+    """What is wrong with the safepoint file ``src`` (a path or bytes) as the stored blob
+    ``digest``: a different digest first, then every buffer that fails its checksum;
+    empty if it verifies. A file that cannot be read as safepoint raises
+    :class:`FormatError` / :class:`IntegrityError`, as :func:`open_reader` does."""
+    with contextlib.closing(open_reader(src)) as reader:
+        problems = reader.verify_all()
+        if reader.digest != digest:
+            problems.insert(0, f"its digest is {reader.digest}")
+    return problems

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import FormatError, IntegrityError, NotFoundError, SafepointError
-from ..format.reader import open_reader
+from ..format.reader import problems_against
 from .gc import record_states
 from .owners import owner_dead
 from .records import list_records, read_marker, read_record
@@ -109,10 +109,7 @@ def _verify_blob(store: Store, digest: str, size: int, verify: bool) -> str | No
     try:
         path = store.blobs.local_path(digest)
         src: Any = path if path is not None else store.blobs.read(digest)
-        with contextlib.closing(open_reader(src)) as reader:
-            problems = reader.verify_all()
-            if reader.digest != digest:
-                problems = [f"its digest is {reader.digest}", *problems]
+        problems = problems_against(src, digest)
     except NotFoundError:
         return "missing"
     except (FormatError, IntegrityError) as exc:

@@ -90,7 +90,7 @@ from ..errors import (
 )
 from ..format import api as _api
 from ..format.file import open as open_file
-from ..format.reader import open_reader
+from ..format.reader import problems_against
 from . import intents
 from .arguments import (
     count_arg,
@@ -1176,10 +1176,7 @@ class Store:
         """What is wrong with the stored bytes of blob ``digest`` (None: they verify)."""
         try:
             src: Any = path if path is not None else self.blobs.read(digest)
-            with contextlib.closing(open_reader(src)) as reader:
-                problems = reader.verify_all()
-                if reader.digest != digest:
-                    problems.insert(0, f"its digest is {reader.digest}")
+            problems = problems_against(src, digest)
         except (FormatError, IntegrityError) as exc:
             return str(exc)
         return "; ".join(problems) or None

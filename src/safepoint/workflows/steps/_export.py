@@ -149,19 +149,15 @@ def _tmp_path(path: str) -> str:
 
 def _copy_blob(store: Store, mv: Any, path: str) -> None:
     """Copy a version's blob to ``path``, verified before it takes that name."""
-    from ...format.reader import open_reader
+    from ...format.reader import problems_against
 
     tmp = _tmp_path(path)
     try:
         with store.blobs.open(mv.digest) as src, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst, 8 << 20)
-        with contextlib.closing(open_reader(tmp)) as reader:
-            problems = reader.verify_all()
-            digest = reader.digest
-        if digest != mv.digest or problems:
-            raise IntegrityError(
-                f"the blob of {mv.ref} is damaged: " + "; ".join(problems or ["digest differs"])
-            )
+        problems = problems_against(tmp, mv.digest)
+        if problems:
+            raise IntegrityError(f"the blob of {mv.ref} is damaged: " + "; ".join(problems))
         os.replace(tmp, path)
     except OSError as exc:
         _remove(tmp)
