@@ -462,3 +462,21 @@ def test_cli_steps_export(tmp_path: Path) -> None:
     import joblib
 
     assert joblib.load(rows[0]["path"]) == outputs["step_3"]
+
+    # each file is written through a fresh, exclusively created temporary file: a symlink
+    # planted where a fixed temporary name would be is never followed
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    for step in ("step_1", "step_2", "step_3"):
+        (planted / f".{step}.sp.sp-tmp").symlink_to(victim)
+    rows = expected.export_outputs(planted)
+    assert victim.read_text() == "keep me"
+    names = sorted(p.name for p in planted.iterdir())
+    assert names == sorted([*(f".{s}.sp.sp-tmp" for s in ("step_1", "step_2", "step_3")),
+                            "step_1.sp", "step_2.sp", "step_3.sp"])  # fmt: skip
+    # the mode a new file gets (0666 less the umask), not mkstemp's 0600
+    mask = os.umask(0)
+    os.umask(mask)
+    assert all(os.stat(r["path"]).st_mode & 0o777 == 0o666 & ~mask for r in rows)

@@ -279,7 +279,8 @@ def get(
     except OSError as exc:
         raise click.UsageError(f"cannot write in {folder}: {exc.strerror}") from None
     try:
-        with store.blobs.open(mv.digest) as src, os.fdopen(fd, "wb") as dst:
+        # the descriptor first: it is closed whatever opening the blob raises
+        with os.fdopen(fd, "wb") as dst, store.blobs.open(mv.digest) as src:
             shutil.copyfileobj(src, dst, 8 << 20)
         problems = problems_against(tmp, mv.digest)
         if problems:

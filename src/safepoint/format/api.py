@@ -10,11 +10,10 @@ import contextlib
 import io
 import json
 import os
-import tempfile
 from typing import Any, BinaryIO
 
 from .._gc import paused
-from .._io import fsync_dir
+from .._io import fsync_dir, temp_beside
 from .._types import EnvPolicy, Source, Trusted
 from ..errors import (
     FormatError,
@@ -141,11 +140,8 @@ def dump(
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             raise SerializationError(f"cannot write {path!r}: folder {folder!r} does not exist")
-        fd, tmp = tempfile.mkstemp(prefix=".sp-", suffix=".tmp", dir=folder)
+        fd, tmp = temp_beside(path, ".sp-")
         try:
-            # mkstemp makes the file private (0600); a saved model gets the mode any
-            # new file would get here (0666 less the umask)
-            os.fchmod(fd, 0o666 & ~_umask())
             with os.fdopen(fd, "wb", buffering=1 << 20) as f:
                 res = _write(obj, f, compress=compress, metadata=metadata, golden=golden, key=key)
                 if durable:
@@ -183,18 +179,6 @@ def _dump_stream(
         with contextlib.suppress(AttributeError, OSError, io.UnsupportedOperation):
             os.fsync(file.fileno())
     return res
-
-
-def _umask() -> int:
-    """The process umask, read without changing it (os.umask would, racing other threads)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
 
 
 def dumps(

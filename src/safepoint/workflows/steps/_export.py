@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ..._io import temp_beside
 from ...errors import (
     FilesExistError,
     IntegrityError,
@@ -142,18 +143,15 @@ def export_outputs(
     return rows
 
 
-def _tmp_path(path: str) -> str:
-    folder, base = os.path.split(path)
-    return os.path.join(folder, f".{base}.sp-tmp")
-
-
 def _copy_blob(store: Store, mv: Any, path: str) -> None:
     """Copy a version's blob to ``path``, verified before it takes that name."""
     from ...format.reader import problems_against
 
-    tmp = _tmp_path(path)
+    tmp = None
     try:
-        with store.blobs.open(mv.digest) as src, open(tmp, "wb") as dst:
+        fd, tmp = temp_beside(path, f".{os.path.basename(path)}.")
+        # the descriptor first: it is closed whatever opening the blob raises
+        with os.fdopen(fd, "wb") as dst, store.blobs.open(mv.digest) as src:
             shutil.copyfileobj(src, dst, 8 << 20)
         problems = problems_against(tmp, mv.digest)
         if problems:
@@ -168,20 +166,22 @@ def _copy_blob(store: Store, mv: Any, path: str) -> None:
 
 
 def _write_pickle(value: Any, path: str, format: str) -> None:
-    tmp = _tmp_path(path)
+    if format == "joblib":
+        try:
+            import joblib
+        except ImportError:
+            raise StepConfigError(
+                "format='joblib' needs joblib: pip install joblib (or use format='pickle')"
+            ) from None
+    tmp = None
     try:
-        if format == "joblib":
-            try:
-                import joblib
-            except ImportError:
-                raise StepConfigError(
-                    "format='joblib' needs joblib: pip install joblib (or use format='pickle')"
-                ) from None
-            joblib.dump(value, tmp)
-        else:
-            import pickle
+        fd, tmp = temp_beside(path, f".{os.path.basename(path)}.")
+        with os.fdopen(fd, "wb") as fh:
+            if format == "joblib":
+                joblib.dump(value, fh)
+            else:
+                import pickle
 
-            with open(tmp, "wb") as fh:
                 pickle.dump(value, fh, protocol=5)
         os.replace(tmp, path)
     except OSError as exc:
@@ -192,6 +192,8 @@ def _write_pickle(value: Any, path: str, format: str) -> None:
         raise
 
 
-def _remove(path: str) -> None:
+def _remove(path: str | None) -> None:
+    if path is None:
+        return
     with contextlib.suppress(OSError):
         os.unlink(path)
