@@ -76,6 +76,18 @@ def _spread(res: dict[str, Any], op: str, lib: str) -> str:
     return f"{_t(med)} ({_t(lo)}-{_t(hi)})"
 
 
+def _best_raw(res: dict[str, Any]) -> float | None:
+    """The faster median of the two raw writes to a new file: one call, or calls of
+    safepoint's own write size. Neither is always faster on a VM that hands free memory
+    back to its host, so a save is held to whichever was faster in the same run."""
+    found = [
+        v
+        for v in (_get(res, "raw", "raw_write_new"), _get(res, "raw", "raw_write_chunked"))
+        if v is not None
+    ]
+    return min(found) if found else None
+
+
 def _sys(res: dict[str, Any], op: str, lib: str) -> str:
     v = _get(res, op, lib, "sys")
     return "n/a" if v is None else f"{v:.2f} s"
@@ -87,7 +99,7 @@ def render_cold(models: dict[str, Any]) -> list[str]:
     rows = []
     for m, r in models.items():
         sp, pk = _get(r, "save", "safepoint"), _get(r, "save", "pickle")
-        raw = _get(r, "raw", "raw_write_new")
+        raw = _best_raw(r)
         ratio, rr = _ratio(sp, pk), _ratio(sp, raw)
         spd, rawd = _get(r, "save_durable", "safepoint"), _get(r, "raw", "raw_write_fsync")
         dr = _ratio(spd, rawd)
@@ -99,6 +111,7 @@ def render_cold(models: dict[str, Any]) -> list[str]:
                 _spread(r, "save", "safepoint"),
                 _r(ratio) + _mark(None if ratio is None else ratio <= SAVE_TARGET.get(m, 1.0)),
                 _spread(r, "raw", "raw_write_new"),
+                _spread(r, "raw", "raw_write_chunked"),
                 _r(rr) + _mark(None if rr is None or not big else rr <= RAW_SAVE_TARGET),
                 f"{_sys(r, 'save', 'pickle')} / {_sys(r, 'save', 'safepoint')}",
                 _spread(r, "save_durable", "safepoint"),
@@ -117,8 +130,9 @@ def render_cold(models: dict[str, Any]) -> list[str]:
                 "pickle",
                 "safepoint",
                 "sp / pickle",
-                "raw write (new file)",
-                f"sp / raw (≤ {RAW_SAVE_TARGET:g} on {', '.join(BIG_ARRAYS)})",
+                "raw write (new file, one call)",
+                "raw write (new file, calls of sp's size)",
+                f"sp / faster raw (≤ {RAW_SAVE_TARGET:g} on {', '.join(BIG_ARRAYS)})",
                 "system time pickle / sp",
                 "safepoint durable",
                 "raw write + fsync",

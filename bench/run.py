@@ -49,8 +49,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 DURABLE_LIBS = ("pickle", "safepoint")
 COMPRESSED_LIBS = ("joblib-z3", "safepoint-zstd")
 INSPECT_LIBS = ("safepoint", "skops")
-_WRITES = ("save", "save_durable", "raw_write", "raw_write_new", "raw_write_fsync")
-RAW_OPS = ("raw_read", "raw_write", "raw_write_new", "raw_write_fsync")
+_WRITES = (
+    "save",
+    "save_durable",
+    "raw_write",
+    "raw_write_new",
+    "raw_write_chunked",
+    "raw_write_fsync",
+)
+RAW_OPS = ("raw_read", "raw_write", "raw_write_new", "raw_write_chunked", "raw_write_fsync")
 #: seconds a cold worker waits before its timed operation (the guest reports freed
 #: memory to the host after 2 s: PAGE_REPORTING_DELAY)
 SETTLE_S = 3.0
