@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import warnings
 from typing import Any
 
 import numpy as np
 
+from .._io import temp_beside
 from ..errors import ExportError
 from ._common import import_framework
 
@@ -124,8 +124,7 @@ def export_onnx(
     if path is None:
         return data
     target = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(target))
-    fd, tmp = tempfile.mkstemp(prefix=".onnx-", suffix=".tmp", dir=folder)
+    fd, tmp = temp_beside(target, ".onnx-")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

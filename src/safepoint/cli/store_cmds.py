@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -255,6 +254,7 @@ def get(
     ref: str, out: str, force: bool, store_url: str | None, metadata_url: str | None, as_json: bool
 ) -> None:
     """Write the safepoint file of NAME[@VERSION|@ALIAS] to OUT (checked on the way)."""
+    from .._io import temp_beside
     from ..errors import IntegrityError, SafepointError
     from ..format.reader import problems_against
 
@@ -270,12 +270,8 @@ def get(
     store = open_store(store_url, metadata_url)
     mv = store.info(name, sel)
     folder = os.path.dirname(os.path.abspath(out))
-    # a fresh, exclusively created temporary file (O_EXCL, random name): a file or symlink
-    # planted beside OUT cannot redirect the write
     try:
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{os.path.basename(out)}.", suffix=".sp-tmp", dir=folder
-        )
+        fd, tmp = temp_beside(out, f".{os.path.basename(out)}.")
     except OSError as exc:
         raise click.UsageError(f"cannot write in {folder}: {exc.strerror}") from None
     try:
