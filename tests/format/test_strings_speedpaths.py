@@ -22,6 +22,7 @@ import pytest
 import safepoint as sp
 from safepoint.errors import FormatError
 from safepoint.format.decoder import Decoder
+from safepoint.format.handlers import strings as strings_mod
 from safepoint.format.handlers.builtins import DictHandler
 from safepoint.format.handlers.strings import (
     decode_strings,
@@ -96,6 +97,59 @@ def test_arrow_encoder_writes_lengths_that_both_decoders_read(values: list[Any])
     assert decode_strings(node, dec) == values
     node, dec = _encoded(values, arrow=True)
     assert decode_strings_arrow(node, dec).to_pylist() == values
+
+
+@pytest.mark.parametrize("arrow_type", [pa.string(), pa.large_string()])
+@pytest.mark.parametrize("longest", [3, 300, 70_000])
+@pytest.mark.parametrize("sliced", [False, True])
+def test_arrow_lengths_worked_out_by_blocks_match_the_list_encoder(
+    monkeypatch: pytest.MonkeyPatch, arrow_type: Any, longest: int, sliced: bool
+) -> None:
+    """Lengths found a block at a time (blocks of 7 items here, so that the longest
+    item falls in a later block and a block ends mid-column), for both Arrow offset
+    widths and for a slice whose offsets do not start at 0: the node the list
+    encoder's lengths form would hold for the same values, byte for byte."""
+    monkeypatch.setattr(strings_mod, "_LENGTHS_BLOCK", 7)
+    values = [f"v{i}" * (i % 5) for i in range(40)] + ["é" * longest] + ["a", "", "日本"]
+    array = pa.array(["skipped", "x" * 9, *values], type=arrow_type)
+    array = array.slice(2) if sliced else pa.array(values, type=arrow_type)
+    node, dec = _encoded_array(array)
+    width = 1 if longest < 256 else 2 if longest < 65_536 else 4
+    assert node["lw"] == width
+    lengths = np.array([len(v) for v in values], dtype=f"<u{width}")
+    assert bytes(dec.raw(node["l"])) == lengths.tobytes()
+    assert bytes(dec.raw(node["t"])) == "".join(values).encode()
+    # a decoder reads each buffer once: a fresh file for each decoder
+    node, dec = _encoded_array(array)
+    assert decode_strings(node, dec) == values
+    node, dec = _encoded_array(array)
+    assert decode_strings_arrow(node, dec).to_pylist() == values
+
+
+def test_arrow_offsets_form_past_the_lengths_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Columns of too many items for lengths store int64 offsets from 0 (a slice's
+    offsets rebased), which both decoders read."""
+    monkeypatch.setattr(strings_mod, "_MAX_LENGTHS_ITEMS", 3)
+    values = ["ab", "", "é€", "z" * 10]
+    array = pa.array(["skip", *values], type=pa.string()).slice(1)
+    node, dec = _encoded_array(array)
+    assert "o" in node and "l" not in node
+    offsets = np.frombuffer(bytes(dec.raw(node["o"])), dtype="<i8")
+    assert offsets.tolist() == [0, 2, 2, 4, 14]
+    node, dec = _encoded_array(array)
+    assert decode_strings(node, dec) == values
+    node, dec = _encoded_array(array)
+    assert decode_strings_arrow(node, dec).to_pylist() == values
+
+
+def _encoded_array(array: Any) -> tuple[dict[str, Any], Decoder]:
+    from safepoint.format.encoder import Encoder
+
+    bio = io.BytesIO()
+    sink = BufferSink(bio)
+    node = encode_arrow_strings(array, Encoder(sink))
+    sink.finish({"format": [1, 0], "root": None, "types": [], "shared": []})
+    return node, Decoder(open_reader(bio.getvalue()), [])
 
 
 def test_pandas_str_column_round_trips_through_lengths() -> None:

@@ -119,6 +119,33 @@ def _text_and_lengths(data: Any, lengths: np.ndarray[Any, Any], enc: Encoder) ->
     return {"l": enc.buffer(lengths.astype(f"<u{width}")), "lw": width, "t": enc.buffer(data)}
 
 
+#: items whose lengths are worked out at a time from a column's offsets
+_LENGTHS_BLOCK = 1 << 20
+
+
+def _text_and_offsets(data: Any, offsets: np.ndarray[Any, Any], enc: Encoder) -> dict[str, Any]:
+    """:func:`_text_and_lengths` of the n + 1 character ``offsets`` of an Arrow column
+    (any integer dtype, the first not necessarily 0): the same node, without an int64
+    array of every length. Ten million strings' lengths are 80 MB that a first save
+    in a fresh process faults in only to narrow them to one byte each; here they are
+    worked out a block at a time, then written straight into the narrow array."""
+    n = offsets.size - 1
+    longest = 0
+    scratch = np.empty(min(n, _LENGTHS_BLOCK), dtype=offsets.dtype)
+    for lo in range(0, n, _LENGTHS_BLOCK):
+        hi = min(lo + _LENGTHS_BLOCK, n)
+        block = np.subtract(offsets[lo + 1 : hi + 1], offsets[lo:hi], out=scratch[: hi - lo])
+        longest = max(longest, int(block.max()))
+    width = next((w for w in (1, 2, 4) if longest < 1 << (8 * w)), 0)
+    if not width or n >= _MAX_LENGTHS_ITEMS:
+        rebased = offsets.astype(np.int64) - int(offsets[0])
+        return {"o": enc.buffer(rebased), "b": enc.buffer(data)}
+    lengths = np.empty(n, dtype=f"<u{width}")
+    # every length fits the narrow type (its maximum was just found)
+    np.subtract(offsets[1:], offsets[:-1], out=lengths, casting="unsafe")
+    return {"l": enc.buffer(lengths), "lw": width, "t": enc.buffer(data)}
+
+
 def _char_offsets(node: dict[str, Any], dec: Decoder, n: int, chars: int) -> np.ndarray[Any, Any]:
     """The n + 1 character offsets of a column in the concatenated form (``l``
     lengths or ``o`` offsets), checked to split exactly ``chars`` characters."""
@@ -238,10 +265,8 @@ def encode_arrow_strings(array: Any, enc: Encoder) -> dict[str, Any]:
     if cont.size:
         chars = offsets.astype(np.int64) - start
         chars -= np.searchsorted(cont, chars, side="left")
-        lengths = np.diff(chars)
-    else:
-        lengths = np.diff(offsets).astype(np.int64, copy=False)
-    node: dict[str, Any] = {"n": n, **_text_and_lengths(data, lengths, enc)}
+        offsets = chars
+    node: dict[str, Any] = {"n": n, **_text_and_offsets(data, offsets, enc)}
     if missing is not None:
         node["z"] = enc.buffer(missing.astype(np.uint8))  # code 1: None
     return node
