@@ -119,8 +119,9 @@ def _text_and_lengths(data: Any, lengths: np.ndarray[Any, Any], enc: Encoder) ->
     return {"l": enc.buffer(lengths.astype(f"<u{width}")), "lw": width, "t": enc.buffer(data)}
 
 
-#: items whose lengths are worked out at a time from a column's offsets
-_LENGTHS_BLOCK = 1 << 20
+#: items whose lengths are worked out at a time from a column's offsets (a scratch of
+#: 512 KiB at most: it stays in the cache, and is little fresh memory to fault in)
+_LENGTHS_BLOCK = 1 << 16
 
 
 def _text_and_offsets(data: Any, offsets: np.ndarray[Any, Any], enc: Encoder) -> dict[str, Any]:
