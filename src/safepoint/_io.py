@@ -4,9 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import stat
 import tempfile
 
-__all__ = ["fsync_dir", "temp_beside", "umask"]
+from .errors import NotAFileError
+
+__all__ = [
+    "check_replaceable",
+    "fsync_dir",
+    "is_stream",
+    "leftover_temps",
+    "temp_beside",
+    "umask",
+]
+
+#: the end of every temporary file's name that temp_beside makes
+_TEMP_SUFFIX = ".tmp"
 
 
 def fsync_dir(folder: str | os.PathLike[str]) -> None:
@@ -34,14 +48,60 @@ def umask() -> int:
     return 0o022
 
 
+def _kind(mode: int) -> str | None:
+    """What a non-regular file is, in words; None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    for test, name in (
+        (stat.S_ISDIR, "folder"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISFIFO, "named pipe"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISBLK, "block device"),
+    ):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def is_stream(path: str) -> bool:
+    """Whether ``path`` names an existing character device or named pipe (``/dev/null``,
+    ``/dev/stdout``, a FIFO): bytes are written into it, never renamed over it (the
+    rename would put a regular file in its place). Symlinks are followed."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+
+
+def check_replaceable(path: str) -> None:
+    """Raise :class:`NotAFileError` when ``path`` exists and is not a regular file (a
+    folder, a device, a pipe, a socket; symlinks followed): renaming a written file
+    over it would replace it."""
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        kind = _kind(os.stat(path).st_mode)
+        if kind is not None:
+            raise NotAFileError(
+                f"{path!r} is a {kind}, not a file: the file is written under a temporary "
+                f"name and renamed into place, which would replace the {kind}; give the "
+                "path of a file"
+            )
+
+
 def temp_beside(path: str, prefix: str) -> tuple[int, str]:
     """A new temporary file in ``path``'s folder, to be renamed over ``path`` once
     written: created exclusively under a random name (``mkstemp``: a file or symlink
     planted beside ``path`` cannot redirect the write), with the mode a new file gets
     here (0666 less the umask; mkstemp's own 0600 would follow it to ``path``).
-    Returns the open descriptor and the temporary path."""
+    Returns the open descriptor and the temporary path.
+
+    Raises :class:`NotAFileError` when ``path`` exists and is not a regular file (a
+    folder, a device, a pipe, a socket; symlinks followed): the rename would replace it.
+    """
+    check_replaceable(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=_TEMP_SUFFIX, dir=folder)
     try:
         os.fchmod(fd, 0o666 & ~umask())
     except BaseException:
@@ -50,3 +110,16 @@ def temp_beside(path: str, prefix: str) -> tuple[int, str]:
             os.unlink(tmp)
         raise
     return fd, tmp
+
+
+def leftover_temps(path: str, prefix: str) -> list[str]:
+    """The temporary files ``temp_beside(path, prefix)`` made that are still there (a
+    process killed before its rename leaves one): ``prefix``, mkstemp's eight random
+    characters, then the suffix; nothing else in the folder matches."""
+    folder = os.path.dirname(os.path.abspath(path))
+    pattern = re.compile(re.escape(prefix) + r"[a-z0-9_]{8}" + re.escape(_TEMP_SUFFIX))
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return [os.path.join(folder, n) for n in names if pattern.fullmatch(n)]

@@ -26,6 +26,7 @@ makes this tree the whole picture (builtin bases in brackets)::
     ├── LoadGuardError (PermissionError)            a load tried I/O, a process, exec, ...
     ├── InvalidNameError (ValueError)               a model or key name that is no path
     ├── InvalidArgumentError (ValueError, TypeError)
+    ├── NotAFileError (OSError)                     a path to write is a folder, device, ...
     ├── StoreError (RuntimeError)
     │   ├── NotFoundError (LookupError)
     │   ├── AliasConflictError                      an alias moved since it was read
@@ -75,6 +76,7 @@ __all__ = [
     "LimitExceededError",
     "LoadGuardError",
     "MissingDependencyError",
+    "NotAFileError",
     "NotFoundError",
     "ReadOnlyStoreError",
     "RecoveryNeededError",
@@ -196,6 +198,11 @@ class BackendUnavailableError(StoreError, ConnectionError):
 
 class InvalidArgumentError(SafepointError, ValueError, TypeError):
     """An argument of the wrong type or out of range; the message names the argument."""
+
+
+class NotAFileError(SafepointError, OSError):
+    """A path to write names a folder, a socket or a block device: the file written
+    to a temporary name and renamed into place would replace it."""
 
 
 class _StoreOSError(StoreError, OSError):

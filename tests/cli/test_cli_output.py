@@ -433,3 +433,20 @@ def test_get_writes_a_file_with_the_mode_of_a_new_file(tmp_path: Path) -> None:
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask()
     np.testing.assert_array_equal(sp.load(out)["w"], np.arange(64, dtype=np.float64))
     assert not list(tmp_path.glob(".out.sp.*"))
+
+
+def test_get_into_a_pipe_or_folder_is_a_usage_error(tmp_path: Path) -> None:
+    """OUT is renamed into place after the copy is checked: a pipe, device or folder
+    there would be replaced, so it is refused first, even with --force."""
+    import stat
+
+    store = sp.Store(tmp_path / ".safepoint")
+    store.put("demo/arr", {"w": np.arange(8)})
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "dir").mkdir()
+    # a folder is refused by the argument's type already, a pipe by the write
+    for out, said in (("pipe", "is a named pipe, not a file"), ("dir", "is a directory")):
+        r = run("get", "demo/arr", out, "--force", cwd=tmp_path, code=2)
+        assert said in r.stderr and "Traceback" not in r.stderr
+    assert stat.S_ISFIFO(os.stat(tmp_path / "pipe").st_mode)
+    assert (tmp_path / "dir").is_dir() and not list((tmp_path / "dir").iterdir())

@@ -236,3 +236,67 @@ def test_saved_file_follows_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(tmp_path / "m.sp").st_mode) == 0o640
+
+
+def test_dump_into_a_named_pipe_streams_and_leaves_the_pipe(tmp_path):
+    """An existing pipe or character device (/dev/null, /dev/stdout) is written into,
+    as pickle.dump(obj, open(path, "wb")) would: a rename over it would put a regular
+    file in its place (sp.dump("/dev/null") once did)."""
+    import stat
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    res = sp.dump({"w": np.arange(1000)}, fifo)
+    reader.join(timeout=60)
+    assert not reader.is_alive()
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert len(got[0]) == res.size
+    np.testing.assert_array_equal(sp.loads(got[0])["w"], np.arange(1000))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+
+
+def test_dump_over_a_folder_is_refused_before_writing(tmp_path):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("x")
+    with pytest.raises(sp.NotAFileError, match="is a folder, not a file") as info:
+        sp.dump([1], folder)
+    assert isinstance(info.value, OSError)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models"]
+    assert sorted(p.name for p in folder.iterdir()) == ["keep.txt"]
+
+
+def test_dump_through_a_symlink_to_a_pipe_streams(tmp_path):
+    """Symlinks are followed to what they name (/dev/stdout -> /proc/self/fd/1)."""
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    link = tmp_path / "out.sp"
+    link.symlink_to(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    sp.dump([1, 2], link)
+    reader.join(timeout=60)
+    assert link.is_symlink() and sp.loads(got[0]) == [1, 2]
+
+
+def test_leftover_temps_names_only_what_temp_beside_made(tmp_path):
+    from safepoint._io import leftover_temps, temp_beside
+
+    target = tmp_path / "out.parquet"
+    fd, tmp = temp_beside(str(target), ".out.parquet.")
+    os.close(fd)
+    other_fd, other = temp_beside(str(tmp_path / "other"), ".other.")
+    os.close(other_fd)
+    # names a user or another writer may have: none of them is ours
+    for name in (".out.parquet.parts", ".out.parquet.notes.tmp", "out.parquet.abcdefgh.tmp"):
+        (tmp_path / name).write_text("x")
+    assert leftover_temps(str(target), ".out.parquet.") == [tmp]
+    assert leftover_temps(str(tmp_path / "other"), ".other.") == [other]
+    assert leftover_temps(str(tmp_path / "missing" / "x"), ".x.") == []

@@ -21,6 +21,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 import safepoint as sp
+from safepoint._io import umask
 from safepoint.workflows.scoring import Schema, ScoringPipeline
 
 SCHEMA = """
@@ -388,3 +389,23 @@ def test_builtin_scorers_are_declared_as_they_are() -> None:
     # a scikit-learn model is nobody's: no built-in scorer is registered for it
     assert frameworks.scorer_for(LogisticRegression()) is None
     assert frameworks._concerned(["sklearn.linear_model._logistic.LogisticRegression"]) == []
+
+
+def test_sink_files_are_written_through_a_fresh_temporary_file(tmp_path):
+    """A sink's part, dead-letter and commit files go through an exclusive, randomly named
+    temporary file: a symlink planted under the fixed name the writes once used
+    ('.<name>.tmp') is neither followed nor reused."""
+    from safepoint.workflows.scoring.sinks import _atomic_write
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    out = tmp_path / "part-000000001.jsonl"
+    (tmp_path / f".{out.name}.tmp").symlink_to(victim)
+    _atomic_write(out, b'{"id": 1}\n')
+    assert victim.read_text() == "keep"
+    assert out.read_bytes() == b'{"id": 1}\n' and not out.is_symlink()
+    # the new file has a new file's mode, and no other temporary file is left behind
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [victim.name, out.name, f".{out.name}.tmp"]
+    )

@@ -254,10 +254,14 @@ def get(
     ref: str, out: str, force: bool, store_url: str | None, metadata_url: str | None, as_json: bool
 ) -> None:
     """Write the safepoint file of NAME[@VERSION|@ALIAS] to OUT (checked on the way)."""
-    from .._io import temp_beside
-    from ..errors import IntegrityError, SafepointError
+    from .._io import check_replaceable, temp_beside
+    from ..errors import IntegrityError, NotAFileError, SafepointError
     from ..format.reader import problems_against
 
+    try:
+        check_replaceable(out)
+    except NotAFileError as exc:
+        raise click.UsageError(str(exc)) from None
     if os.path.exists(out) and not force:
         raise click.UsageError(f"{out} exists; pass --force to overwrite it")
     if not os.path.isdir(os.path.dirname(os.path.abspath(out))):

@@ -13,7 +13,7 @@ import os
 from typing import Any, BinaryIO
 
 from .._gc import paused
-from .._io import fsync_dir, temp_beside
+from .._io import fsync_dir, is_stream, temp_beside
 from .._types import EnvPolicy, Source, Trusted
 from ..errors import (
     FormatError,
@@ -117,8 +117,9 @@ def dump(
 
     Args:
         obj: a model, array, DataFrame or any tree of supported types.
-        file: a path (written atomically: a temporary file renamed into place)
-            or a binary file object (written in one streaming pass).
+        file: a path (written atomically: a temporary file renamed into place;
+            an existing character device or named pipe such as ``/dev/null`` is
+            written into) or a binary file object (written in one streaming pass).
         compress: ``"zstd"`` compresses each buffer that shrinks; others stay raw.
         metadata: JSON-like dict stored in the manifest (``sp.inspect`` shows it).
         golden: a few input rows; the model's outputs on them are stored so that
@@ -140,6 +141,11 @@ def dump(
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             raise SerializationError(f"cannot write {path!r}: folder {folder!r} does not exist")
+        if is_stream(path):
+            # /dev/null, /dev/stdout, a named pipe: written into, as pickle.dump would;
+            # a rename over it would replace the device by a regular file
+            with open(path, "wb") as stream:
+                return _dump_stream(obj, stream, compress, metadata, golden, key, durable)
         fd, tmp = temp_beside(path, ".sp-")
         try:
             with os.fdopen(fd, "wb", buffering=1 << 20) as f:

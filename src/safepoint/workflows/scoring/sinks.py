@@ -37,7 +37,7 @@ from typing import IO, Any
 
 import pyarrow as pa
 
-from ..._io import fsync_dir
+from ..._io import fsync_dir, leftover_temps, temp_beside
 from ...errors import SchemaError
 from .sources import BadRecord
 
@@ -76,12 +76,28 @@ class CommitState:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    # an exclusive, randomly named temporary file: a file or symlink planted under a
+    # fixed name beside the output could otherwise redirect the write
+    fd, tmp = temp_beside(str(path), f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _clear_temps(*paths: Path) -> None:
+    """Remove what an _atomic_write of any of ``paths`` left when its process was killed
+    before the rename (never committed: the rename is the commit)."""
+    for path in paths:
+        for tmp in leftover_temps(str(path), f".{path.name}."):
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 def _fsync_write_dir(path: Path) -> None:
@@ -277,6 +293,7 @@ class ParquetFileSink(PartsSink):
     def recover(self) -> CommitState:
         for p in self._trash():
             shutil.rmtree(p, ignore_errors=True)
+        _clear_temps(self.path, self.dead_path)
         self._base = None
         if self.dir.is_dir():
             return super().recover()
@@ -356,6 +373,7 @@ class ParquetFileSink(PartsSink):
             shutil.rmtree(p, ignore_errors=True)
         for p in (self.path, self.dead_path):
             p.unlink(missing_ok=True)
+        _clear_temps(self.path, self.dead_path)
         fsync_dir(self.path.parent)
 
     def dead_letters(self) -> list[dict[str, Any]]:
@@ -401,6 +419,7 @@ class AppendSink(Sink):
         self.state_path = self.path.with_name(f".{self.path.name}.sp-state.json")
 
     def recover(self) -> CommitState:
+        _clear_temps(self.state_path)
         if not self.state_path.exists():
             for p in (self.path, self.dead_path):
                 if p.exists():
@@ -442,6 +461,7 @@ class AppendSink(Sink):
     def reset(self) -> None:
         for p in (self.state_path, self.path, self.dead_path):
             p.unlink(missing_ok=True)
+        _clear_temps(self.state_path)
 
 
 class StdoutSink(Sink):
