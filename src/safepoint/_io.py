@@ -14,6 +14,7 @@ __all__ = [
     "check_replaceable",
     "fsync_dir",
     "is_stream",
+    "kind_of",
     "leftover_temps",
     "temp_beside",
     "umask",
@@ -48,7 +49,7 @@ def umask() -> int:
     return 0o022
 
 
-def _kind(mode: int) -> str | None:
+def kind_of(mode: int) -> str | None:
     """What a non-regular file is, in words; None for a regular file."""
     if stat.S_ISREG(mode):
         return None
@@ -80,7 +81,7 @@ def check_replaceable(path: str) -> None:
     folder, a device, a pipe, a socket; symlinks followed): renaming a written file
     over it would replace it."""
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-        kind = _kind(os.stat(path).st_mode)
+        kind = kind_of(os.stat(path).st_mode)
         if kind is not None:
             raise NotAFileError(
                 f"{path!r} is a {kind}, not a file: the file is written under a temporary "

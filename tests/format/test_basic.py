@@ -300,3 +300,28 @@ def test_leftover_temps_names_only_what_temp_beside_made(tmp_path):
     assert leftover_temps(str(target), ".out.parquet.") == [tmp]
     assert leftover_temps(str(tmp_path / "other"), ".other.") == [other]
     assert leftover_temps(str(tmp_path / "missing" / "x"), ".x.") == []
+
+
+def test_loading_a_pipe_or_device_path_is_a_clear_error(tmp_path):
+    """A path must name a regular file (read by random access); /dev/zero would never
+    end. The bytes of a pipe can still be loaded through an open file object."""
+    import threading
+
+    for path in ("/dev/zero", "/dev/null"):
+        for fn in (sp.load, sp.inspect):
+            with pytest.raises(sp.FormatError, match="is a character device, not a regular"):
+                fn(path)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    data = sp.dumps({"w": np.arange(5)})
+    writer = threading.Thread(target=lambda: fifo.write_bytes(data))
+    writer.start()
+    with pytest.raises(sp.FormatError, match="is a named pipe, not a regular file"):
+        sp.load(fifo)
+    writer.join(timeout=60)
+    assert not writer.is_alive()
+    writer = threading.Thread(target=lambda: fifo.write_bytes(data))
+    writer.start()
+    with open(fifo, "rb") as f:
+        np.testing.assert_array_equal(sp.load(f)["w"], np.arange(5))
+    writer.join(timeout=60)

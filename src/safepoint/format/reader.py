@@ -20,6 +20,7 @@ from typing import Any, BinaryIO, NamedTuple
 import numpy as np
 import xxhash
 
+from .._io import kind_of
 from ..errors import FormatError, IntegrityError, LimitExceededError, UnsupportedFormatVersionError
 from . import _parallel_io as _pio
 from . import spec
@@ -153,6 +154,14 @@ def _as_source(src: Any) -> _Source:
             raise NotFoundError(f"no such file: {path!r}") from None
         except IsADirectoryError:
             raise FormatError(f"{path!r} is a directory, not a safepoint file") from None
+        kind = kind_of(os.fstat(f.fileno()).st_mode)
+        if kind is not None:
+            # a pipe or device has no size and no random access (and /dev/zero no end)
+            f.close()
+            raise FormatError(
+                f"{path!r} is a {kind}, not a regular file: safepoint files are read by "
+                "random access; pass the file's bytes (sp.loads) or an open file object"
+            )
         return _Source(f, None, path)
     if hasattr(src, "read"):
         if isinstance(src, io.TextIOBase):
