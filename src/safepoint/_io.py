@@ -7,6 +7,8 @@ import os
 import re
 import stat
 import tempfile
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from .errors import NotAFileError
 
@@ -16,6 +18,7 @@ __all__ = [
     "is_stream",
     "kind_of",
     "leftover_temps",
+    "replacing",
     "temp_beside",
     "umask",
 ]
@@ -111,6 +114,28 @@ def temp_beside(path: str, prefix: str) -> tuple[int, str]:
             os.unlink(tmp)
         raise
     return fd, tmp
+
+
+@contextlib.contextmanager
+def replacing(
+    path: str, prefix: str, *, buffering: int = -1, durable: bool = False
+) -> Iterator[BinaryIO]:
+    """A file object for the new content of ``path``: written under a temporary name
+    (:func:`temp_beside`), renamed over ``path`` when the block ends, removed if it
+    raises, so that ``path`` holds the old content or the new, never part of it.
+    ``durable`` fsyncs the file before the rename (the caller fsyncs the folder)."""
+    fd, tmp = temp_beside(path, prefix)
+    try:
+        with os.fdopen(fd, "wb", buffering=buffering) as f:
+            yield f
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def leftover_temps(path: str, prefix: str) -> list[str]:

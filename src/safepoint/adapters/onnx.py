@@ -8,14 +8,13 @@ outputs within a float32 tolerance) before returning the bytes or writing the fi
 
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
 from typing import Any
 
 import numpy as np
 
-from .._io import temp_beside
+from .._io import replacing
 from ..errors import ExportError
 from ._common import import_framework
 
@@ -123,14 +122,6 @@ def export_onnx(
             _compare("predict_proba", model.predict_proba(X_in), got["probabilities"], rtol, atol)
     if path is None:
         return data
-    target = os.fspath(path)
-    fd, tmp = temp_beside(target, ".onnx-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with replacing(os.fspath(path), ".onnx-") as f:
+        f.write(data)
     return None

@@ -13,7 +13,7 @@ import os
 from typing import Any, BinaryIO
 
 from .._gc import paused
-from .._io import fsync_dir, is_stream, temp_beside
+from .._io import fsync_dir, is_stream, replacing
 from .._types import EnvPolicy, Source, Trusted
 from ..errors import (
     FormatError,
@@ -146,18 +146,8 @@ def dump(
             # a rename over it would replace the device by a regular file
             with open(path, "wb") as stream:
                 return _dump_stream(obj, stream, compress, metadata, golden, key, durable)
-        fd, tmp = temp_beside(path, ".sp-")
-        try:
-            with os.fdopen(fd, "wb", buffering=1 << 20) as f:
-                res = _write(obj, f, compress=compress, metadata=metadata, golden=golden, key=key)
-                if durable:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        with replacing(path, ".sp-", buffering=1 << 20, durable=durable) as f:
+            res = _write(obj, f, compress=compress, metadata=metadata, golden=golden, key=key)
         if durable:
             fsync_dir(folder)
         return res

@@ -37,7 +37,7 @@ from typing import IO, Any
 
 import pyarrow as pa
 
-from ..._io import fsync_dir, leftover_temps, temp_beside
+from ..._io import fsync_dir, leftover_temps, replacing
 from ...errors import SchemaError
 from .sources import BadRecord
 
@@ -78,17 +78,8 @@ class CommitState:
 def _atomic_write(path: Path, data: bytes) -> None:
     # an exclusive, randomly named temporary file: a file or symlink planted under a
     # fixed name beside the output could otherwise redirect the write
-    fd, tmp = temp_beside(str(path), f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with replacing(str(path), f".{path.name}.", durable=True) as f:
+        f.write(data)
 
 
 def _clear_temps(*paths: Path) -> None:

@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..._io import temp_beside
+from ..._io import replacing, temp_beside
 from ...errors import (
     FilesExistError,
     IntegrityError,
@@ -173,23 +173,16 @@ def _write_pickle(value: Any, path: str, format: str) -> None:
             raise StepConfigError(
                 "format='joblib' needs joblib: pip install joblib (or use format='pickle')"
             ) from None
-    tmp = None
     try:
-        fd, tmp = temp_beside(path, f".{os.path.basename(path)}.")
-        with os.fdopen(fd, "wb") as fh:
+        with replacing(path, f".{os.path.basename(path)}.") as fh:
             if format == "joblib":
                 joblib.dump(value, fh)
             else:
                 import pickle
 
                 pickle.dump(value, fh, protocol=5)
-        os.replace(tmp, path)
     except OSError as exc:
-        _remove(tmp)
         raise StepError(f"cannot write {path!r}: {exc.strerror or exc}") from None
-    except BaseException:
-        _remove(tmp)
-        raise
 
 
 def _remove(path: str | None) -> None:
