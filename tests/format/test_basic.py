@@ -325,3 +325,40 @@ def test_loading_a_pipe_or_device_path_is_a_clear_error(tmp_path):
     with open(fifo, "rb") as f:
         np.testing.assert_array_equal(sp.load(f)["w"], np.arange(5))
     writer.join(timeout=60)
+
+
+def test_dump_through_a_symlink_writes_the_file_it_names(tmp_path):
+    """As open(path, "wb") would: the link stays a link (a 'latest' link to a version,
+    /dev/stdout redirected to a file); renaming over the link would replace it."""
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    (versions / "v1.sp").write_bytes(sp.dumps([1]))
+    latest = tmp_path / "latest.sp"
+    latest.symlink_to(versions / "v1.sp")
+    sp.dump([2], latest, durable=True)
+    assert latest.is_symlink() and os.readlink(latest) == str(versions / "v1.sp")
+    assert sp.load(versions / "v1.sp") == [2]
+    assert sorted(p.name for p in versions.iterdir()) == ["v1.sp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.sp", "versions"]
+    # a link whose target's folder is missing: the message names that folder
+    dangling = tmp_path / "dangling.sp"
+    dangling.symlink_to(tmp_path / "missing" / "m.sp")
+    with pytest.raises(sp.SerializationError, match="missing' does not exist"):
+        sp.dump([3], dangling)
+
+
+def test_dump_to_a_link_to_stdout_redirected_to_a_file(tmp_path):
+    """The case of sp.dump(obj, "/dev/stdout") with the output redirected to a file (a
+    link of our own to /proc/self/fd/1 here, so that a regression cannot replace the
+    machine's /dev/stdout): the redirected file gets the model, the link stays."""
+    import subprocess
+    import sys
+
+    link = tmp_path / "stdout"
+    link.symlink_to("/proc/self/fd/1")
+    out = tmp_path / "out.sp"
+    code = f"import safepoint as sp; sp.dump({{'a': [1, 2]}}, {str(link)!r})"
+    with open(out, "wb") as f:
+        subprocess.run([sys.executable, "-c", code], stdout=f, check=True, timeout=120)
+    assert link.is_symlink() and os.readlink(link) == "/proc/self/fd/1"
+    assert sp.load(out) == {"a": [1, 2]}
