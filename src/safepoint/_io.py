@@ -123,21 +123,15 @@ def replacing(
     """A file object for the new content of ``path``: written under a temporary name
     (:func:`temp_beside`), renamed over ``path`` when the block ends, removed if it
     raises, so that ``path`` holds the old content or the new, never part of it.
-    ``durable`` fsyncs the file before the rename (the caller fsyncs the folder:
-    ``os.path.dirname(os.path.realpath(path))``).
-
-    A symlink is followed, as ``open(path, "wb")`` would: the file it names gets the
-    new content and the link stays (``/dev/stdout`` redirected to a file, a ``latest``
-    link to a version); renaming over the link itself would replace the link."""
-    target = os.path.realpath(path)
-    fd, tmp = temp_beside(target, prefix)
+    ``durable`` fsyncs the file before the rename (the caller fsyncs the folder)."""
+    fd, tmp = temp_beside(path, prefix)
     try:
         with os.fdopen(fd, "wb", buffering=buffering) as f:
             yield f
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
-        os.replace(tmp, target)
+        os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -145,11 +139,10 @@ def replacing(
 
 
 def leftover_temps(path: str, prefix: str) -> list[str]:
-    """The temporary files ``replacing(path, prefix)`` made that are still there (a
-    process killed before its rename leaves one; in the folder of the file a symlink
-    names): ``prefix``, mkstemp's eight random characters, then the suffix; nothing
-    else in the folder matches."""
-    folder = os.path.dirname(os.path.realpath(path))
+    """The temporary files ``temp_beside(path, prefix)`` made that are still there (a
+    process killed before its rename leaves one): ``prefix``, mkstemp's eight random
+    characters, then the suffix; nothing else in the folder matches."""
+    folder = os.path.dirname(os.path.abspath(path))
     pattern = re.compile(re.escape(prefix) + r"[a-z0-9_]{8}" + re.escape(_TEMP_SUFFIX))
     try:
         names = os.listdir(folder)

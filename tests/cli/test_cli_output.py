@@ -450,13 +450,3 @@ def test_get_into_a_pipe_or_folder_is_a_usage_error(tmp_path: Path) -> None:
         assert said in r.stderr and "Traceback" not in r.stderr
     assert stat.S_ISFIFO(os.stat(tmp_path / "pipe").st_mode)
     assert (tmp_path / "dir").is_dir() and not list((tmp_path / "dir").iterdir())
-
-
-def test_get_through_a_symlink_writes_the_file_it_names(tmp_path: Path) -> None:
-    store = sp.Store(tmp_path / ".safepoint")
-    store.put("demo/arr", {"w": np.arange(8)})
-    (tmp_path / "v1.sp").write_bytes(b"old")
-    (tmp_path / "latest.sp").symlink_to(tmp_path / "v1.sp")
-    run("get", "demo/arr", "latest.sp", "--force", cwd=tmp_path)
-    assert (tmp_path / "latest.sp").is_symlink()
-    np.testing.assert_array_equal(sp.load(tmp_path / "v1.sp")["w"], np.arange(8))

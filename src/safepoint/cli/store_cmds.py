@@ -274,10 +274,8 @@ def get(
     store = open_store(store_url, metadata_url)
     mv = store.info(name, sel)
     folder = os.path.dirname(os.path.abspath(out))
-    # a symlink is followed, as any program writing OUT would (see _io.replacing)
-    target = os.path.realpath(out)
     try:
-        fd, tmp = temp_beside(target, f".{os.path.basename(out)}.")
+        fd, tmp = temp_beside(out, f".{os.path.basename(out)}.")
     except OSError as exc:
         raise click.UsageError(f"cannot write in {folder}: {exc.strerror}") from None
     try:
@@ -287,7 +285,7 @@ def get(
         problems = problems_against(tmp, mv.digest)
         if problems:
             raise IntegrityError(f"the blob of {mv.ref} is damaged: " + "; ".join(problems))
-        os.replace(tmp, target)
+        os.replace(tmp, out)
     except (SafepointError, OSError):
         if os.path.exists(tmp):
             os.unlink(tmp)

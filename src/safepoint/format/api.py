@@ -138,8 +138,7 @@ def dump(
     """
     if isinstance(file, str | os.PathLike):
         path = os.fspath(file)
-        # where the file goes: a symlink is followed (see _io.replacing)
-        folder = os.path.dirname(os.path.realpath(path))
+        folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             raise SerializationError(f"cannot write {path!r}: folder {folder!r} does not exist")
         if is_stream(path):

@@ -148,17 +148,15 @@ def _copy_blob(store: Store, mv: Any, path: str) -> None:
     from ...format.reader import problems_against
 
     tmp = None
-    # a symlink is followed, as any program writing ``path`` would (see _io.replacing)
-    target = os.path.realpath(path)
     try:
-        fd, tmp = temp_beside(target, f".{os.path.basename(path)}.")
+        fd, tmp = temp_beside(path, f".{os.path.basename(path)}.")
         # the descriptor first: it is closed whatever opening the blob raises
         with os.fdopen(fd, "wb") as dst, store.blobs.open(mv.digest) as src:
             shutil.copyfileobj(src, dst, 8 << 20)
         problems = problems_against(tmp, mv.digest)
         if problems:
             raise IntegrityError(f"the blob of {mv.ref} is damaged: " + "; ".join(problems))
-        os.replace(tmp, target)
+        os.replace(tmp, path)
     except OSError as exc:
         _remove(tmp)
         raise StepError(f"cannot write {path!r}: {exc.strerror or exc}") from None
