@@ -68,15 +68,25 @@ def kind_of(mode: int) -> str | None:
     return "special file"
 
 
+#: paths that name an open descriptor of the process (the shell's redirections)
+_FD_PATH = re.compile(r"/dev/(?:stdout|stderr|fd/\d+)|/proc/(?:self|\d+)/fd/\d+")
+
+
 def is_stream(path: str) -> bool:
-    """Whether ``path`` names an existing character device or named pipe (``/dev/null``,
-    ``/dev/stdout``, a FIFO): bytes are written into it, never renamed over it (the
-    rename would put a regular file in its place). Symlinks are followed."""
+    """Whether ``path`` is written into rather than replaced by a rename: an existing
+    character device or named pipe (``/dev/null``, a FIFO; symlinks followed), or a
+    path naming one of the process's open descriptors (``/dev/stdout``,
+    ``/proc/self/fd/1``) whatever it is redirected to. A rename would put a regular
+    file in place of the device, or of the system's /dev/stdout link. Other symlinks
+    are not followed by the writers: a rename replaces the link itself, so that a link
+    planted at the output path cannot redirect the write."""
     try:
         mode = os.stat(path).st_mode
     except OSError:
         return False
-    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+    if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):
+        return True
+    return _FD_PATH.fullmatch(os.path.abspath(path)) is not None
 
 
 def check_replaceable(path: str) -> None:

@@ -305,6 +305,7 @@ def test_leftover_temps_names_only_what_temp_beside_made(tmp_path):
 def test_loading_a_pipe_or_device_path_is_a_clear_error(tmp_path):
     """A path must name a regular file (read by random access); /dev/zero would never
     end. The bytes of a pipe can still be loaded through an open file object."""
+    import contextlib
     import threading
 
     for path in ("/dev/zero", "/dev/null"):
@@ -314,7 +315,13 @@ def test_loading_a_pipe_or_device_path_is_a_clear_error(tmp_path):
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     data = sp.dumps({"w": np.arange(5)})
-    writer = threading.Thread(target=lambda: fifo.write_bytes(data))
+
+    def refused_write() -> None:
+        # the load closes the pipe unread: the writer may see a broken pipe
+        with contextlib.suppress(BrokenPipeError):
+            fifo.write_bytes(data)
+
+    writer = threading.Thread(target=refused_write)
     writer.start()
     with pytest.raises(sp.FormatError, match="is a named pipe, not a regular file"):
         sp.load(fifo)
@@ -325,3 +332,31 @@ def test_loading_a_pipe_or_device_path_is_a_clear_error(tmp_path):
     with open(fifo, "rb") as f:
         np.testing.assert_array_equal(sp.load(f)["w"], np.arange(5))
     writer.join(timeout=60)
+
+
+@pytest.mark.parametrize("target", ["/proc/self/fd/1", "/dev/fd/1"])
+def test_dump_to_stdout_redirected_to_a_file(tmp_path, target):
+    """sp.dump(obj, "/dev/stdout") with the output redirected to a file writes into
+    the descriptor (a rename would replace the system's /dev/stdout link; these two
+    spellings of it cannot be renamed over, so a regression fails instead of harming
+    the machine)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out.sp"
+    code = f"import safepoint as sp; sp.dump({{'a': [1, 2]}}, {target!r})"
+    with open(out, "wb") as f:
+        subprocess.run([sys.executable, "-c", code], stdout=f, check=True, timeout=120)
+    assert sp.load(out) == {"a": [1, 2]}
+
+
+def test_dump_over_a_planted_symlink_replaces_the_link_not_its_target(tmp_path):
+    """A link at the output path (planted in a shared folder, say) is replaced by the
+    new file: the file it named is untouched, as with mv, not written through."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    link = tmp_path / "model.sp"
+    link.symlink_to(victim)
+    sp.dump([1], link)
+    assert victim.read_text() == "keep"
+    assert not link.is_symlink() and sp.load(link) == [1]
