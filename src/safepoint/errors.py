@@ -201,8 +201,8 @@ class InvalidArgumentError(SafepointError, ValueError, TypeError):
 
 
 class NotAFileError(SafepointError, OSError):
-    """A path to write names a folder, a socket or a block device: the file written
-    to a temporary name and renamed into place would replace it."""
+    """A path to write names a folder, a device, a pipe or a socket that the file,
+    written under a temporary name and renamed into place, would replace."""
 
 
 class _StoreOSError(StoreError, OSError):

@@ -118,8 +118,11 @@ def dump(
     Args:
         obj: a model, array, DataFrame or any tree of supported types.
         file: a path (written atomically: a temporary file renamed into place;
-            an existing character device or named pipe such as ``/dev/null`` is
-            written into) or a binary file object (written in one streaming pass).
+            an existing character device or named pipe such as ``/dev/null``, or a
+            descriptor's path such as ``/dev/stdout``, is written into; a symlink at
+            the path is replaced, not followed; a folder raises
+            :class:`NotAFileError`) or a binary file object (written in one
+            streaming pass).
         compress: ``"zstd"`` compresses each buffer that shrinks; others stay raw.
         metadata: JSON-like dict stored in the manifest (``sp.inspect`` shows it).
         golden: a few input rows; the model's outputs on them are stored so that
