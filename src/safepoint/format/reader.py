@@ -47,7 +47,13 @@ _xxh3_hex = xxhash.xxh3_64_hexdigest
 class _Source:
     """Random access to the file's bytes (a path, a seekable file, or bytes)."""
 
-    def __init__(self, f: BinaryIO | None, data: memoryview | None, path: str | None) -> None:
+    def __init__(
+        self,
+        f: BinaryIO | None,
+        data: memoryview | None,
+        path: str | None,
+        size: int | None = None,
+    ) -> None:
         self.f = f
         self.data = data
         self.path = path
@@ -56,13 +62,17 @@ class _Source:
             self.size = len(data)
         else:
             assert f is not None
-            f.seek(0, os.SEEK_END)
-            self.size = f.tell()
+            if size is None:
+                f.seek(0, os.SEEK_END)
+                size = f.tell()
+                f.seek(0)
+            # else: a path's size, from the fstat that checked it is a regular file,
+            # opened just now (at offset 0)
+            self.size = size
             if path is not None and self.size <= min(_WHOLE_FILE_MAX, _pio.PARALLEL_FROM):
                 # a small file: one read of all of it, then the in-memory paths (one
                 # system call instead of one per buffer); its buffers are all far
                 # below the memory-mapping threshold
-                f.seek(0)
                 whole = f.read(self.size + 1)
                 if not isinstance(whole, bytes) or len(whole) != self.size:
                     raise FormatError(f"{path!r} changed size while it was read")
@@ -154,7 +164,8 @@ def _as_source(src: Any) -> _Source:
             raise NotFoundError(f"no such file: {path!r}") from None
         except IsADirectoryError:
             raise FormatError(f"{path!r} is a directory, not a safepoint file") from None
-        kind = kind_of(os.fstat(f.fileno()).st_mode)
+        st = os.fstat(f.fileno())
+        kind = kind_of(st.st_mode)
         if kind is not None:
             # a pipe or device has no size and no random access (and /dev/zero no end)
             f.close()
@@ -162,7 +173,7 @@ def _as_source(src: Any) -> _Source:
                 f"{path!r} is a {kind}, not a regular file: safepoint files are read by "
                 "random access; pass the file's bytes (sp.loads) or an open file object"
             )
-        return _Source(f, None, path)
+        return _Source(f, None, path, st.st_size)
     if hasattr(src, "read"):
         if isinstance(src, io.TextIOBase):
             raise FormatError("the file object must be opened in binary mode ('rb'), not text")
