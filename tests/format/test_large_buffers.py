@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import mmap
 import os
 from pathlib import Path
@@ -342,7 +343,8 @@ def test_failed_compression_is_raised(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 def test_one_pass_write_hashes_and_writes_every_byte_in_order(sizes: list[int]) -> None:
     """``write_hashed_inline``: the bytes written and hashed are the parts end to end,
-    in batches of about HASH_CHUNK (many small parts go together)."""
+    in batches that end at multiples of HASH_CHUNK in the file (many small parts go
+    together), whatever offset the first byte has."""
     rng = np.random.default_rng(len(sizes))
     parts = [memoryview(rng.integers(0, 256, n, dtype=np.uint8).tobytes()) for n in sizes]
     whole = b"".join(parts)
@@ -354,26 +356,61 @@ def test_one_pass_write_hashes_and_writes_every_byte_in_order(sizes: list[int]) 
         for b in batch:
             out.extend(b)
 
-    h = xxhash.xxh3_64()
-    pio.write_hashed_inline(write, parts, (h,))
-    assert bytes(out) == whole
-    assert h.hexdigest() == xxhash.xxh3_64_hexdigest(whole)
+    step = pio.HASH_CHUNK
+    for start in (0, 64, step - 1, step, 5 * step + 4032):
+        out.clear()
+        batches.clear()
+        h = xxhash.xxh3_64()
+        pio.write_hashed_inline(write, parts, (h,), start=start)
+        assert bytes(out) == whole
+        assert h.hexdigest() == xxhash.xxh3_64_hexdigest(whole)
+        # every batch but the last ends at an aligned offset, and none is empty
+        ends = list(itertools.accumulate(batches, initial=start))[1:]
+        assert all(e % step == 0 for e in ends[:-1])
+        assert all(0 < b <= step for b in batches)
+        assert len(batches) <= -(-len(whole) // step) + 1
     # a slow hasher on a worker (or inline with one thread) sees the same bytes
     for threads in (1, 2):
         strong, quick = hashlib.blake2b(digest_size=32), xxhash.xxh3_64()
         pio.write_hashed_inline(lambda b: None, parts, (quick,), (strong,), threads=threads)
         assert strong.hexdigest() == hashlib.blake2b(whole, digest_size=32).hexdigest()
         assert quick.hexdigest() == h.hexdigest()
-    # a batch is cut once it reaches HASH_CHUNK: at most one chunk plus one part over
-    assert all(b < 2 * pio.HASH_CHUNK for b in batches)
-    assert len(batches) <= len(whole) // pio.HASH_CHUNK + len(parts) + 1
+
+
+def test_large_writes_end_at_aligned_file_offsets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A saved file's large buffers reach the kernel in writes that end where the file
+    offset is a multiple of the write size (whole page-cache folios), whatever the
+    offset a buffer starts at; only a buffer's last write may end elsewhere."""
+    calls: list[tuple[int, int]] = []
+    real = os.writev
+
+    def recording(fd: int, bufs: Any) -> int:
+        pos = os.lseek(fd, 0, os.SEEK_CUR)
+        n = real(fd, bufs)
+        calls.append((pos, n))
+        return n
+
+    monkeypatch.setattr(os, "writev", recording)
+    obj = {"text": "x" * 1000, "a": np.arange(40_001, dtype=np.float64), "b": np.ones(30_003)}
+    path = tmp_path / "aligned.sp"
+    sp.dump(obj, path)
+    _check_equal(obj, sp.load(path))
+    step = pio.HASH_CHUNK
+    # in file order (padding between buffers goes through the file object), and every
+    # one of them but a buffer's last is aligned
+    assert all(p + n <= q for (p, n), (q, _) in itertools.pairwise(calls))
+    unaligned = [(p, n) for p, n in calls if (p + n) % step]
+    assert len(calls) > 20 and len(unaligned) <= 2
+    assert calls[0][0] % step != 0  # the first buffer did not start aligned
 
 
 @pytest.mark.parametrize("threads", THREADS)
 def test_large_buffers_are_written_in_one_pass(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: str
 ) -> None:
-    """Large buffers and columns go through the one-pass write (hash a chunk, write
+    """Large buffers and columns go through the one-pass write (write a chunk, hash
     it), whatever the threads, with the bytes of the in-memory write."""
     obj = _obj()
     monkeypatch.setenv("SAFEPOINT_IO_THREADS", threads)

@@ -7,9 +7,9 @@ chunk by chunk, in order, while later chunks are still being read, so there is
 no second pass over memory. A streaming xxh3-64 over the chunks gives the same
 digest as the one-shot hash of the whole buffer: the file format is unchanged.
 
-Writes hash as they go too, in the calling thread: each chunk is hashed, then
-written while it is still in the CPU's cache, so the kernel's copy into the page
-cache reads it from there (one pass over memory). A worker that hashed the whole
+Writes hash as they go too, in the calling thread: each chunk is written, then
+hashed while the kernel's copy into the page cache has left it in the CPU's cache
+(one pass over memory). A worker that hashed the whole
 buffer while this thread wrote it made both read it from memory: on the
 2-vCPU VM of bench/, a 1 GiB save in a fresh process took 1.5-2.0 s of system
 time that way and 0.5-1.1 s in one pass (pickle: 1.7-1.9 s), 3 of 3 runs.
@@ -52,9 +52,9 @@ PAGE_REPORTING = "/sys/module/page_reporting/parameters/reported_kib"
 
 
 def write_chunk(reporting: str = PAGE_REPORTING) -> int:
-    """Bytes the one-pass write hashes, then writes, at a time.
+    """Bytes the one-pass write writes, then hashes, at a time.
 
-    Small enough to be still in the CPU's cache when the kernel copies them. Where
+    Small enough to be still in the CPU's cache when they are hashed. Where
     the kernel hands free memory back to a hypervisor, 64 KiB, else 1 MiB: on such
     a VM the page cache of a write of 256 KiB or more per call is memory the host
     must fault in again, and the first save in a fresh process took 4-5x the
@@ -68,7 +68,7 @@ def write_chunk(reporting: str = PAGE_REPORTING) -> int:
     return 64 << 10 if os.path.exists(reporting) else 1 << 20
 
 
-#: bytes hashed, then written, at a time by the one-pass write (see write_chunk)
+#: bytes written, then hashed, at a time by the one-pass write (see write_chunk)
 HASH_CHUNK = write_chunk()
 
 HAVE_PREADV = hasattr(os, "preadv")
@@ -189,23 +189,29 @@ def write_hashed_inline(
     hashers: Sequence[Any],
     background: Sequence[Any] = (),
     threads: int = 1,
+    start: int = 0,
 ) -> None:
-    """``parts`` (end to end, in order) hashed and written in one pass, in this thread.
+    """``parts`` (end to end, in order) written and hashed in one pass, in this thread.
 
-    Each batch of about :data:`HASH_CHUNK` bytes is hashed, then handed to
-    ``write`` while it is still in the CPU's cache: a large buffer is read from
-    memory once, not once for its hash and again for the kernel's copy. The write
-    stays on the calling thread: on a VM that returns free memory to its host,
-    page-cache pages allocated from a worker thread took host faults that the
-    calling thread's did not (M2's save: 33 ms or 160-240 ms). Small parts are
-    gathered into one batch, so a column of many arrays still goes out in few
-    calls. The hashers see the same bytes in the same order as a one-shot hash
-    of the whole.
+    The bytes go out in batches that end where the file's offset is a multiple of
+    :data:`HASH_CHUNK` (``start``: the offset of the first byte), and each batch is
+    hashed right after ``write`` returns, while the kernel's copy has left it in the
+    CPU's cache: a large buffer is read from memory once, not once for its hash and
+    again for the copy. Aligned batches let the page cache take whole folios: a
+    forest's 600 arrays written in batches that began wherever the previous array
+    ended took 31-33 ms of system time against 26-27 ms aligned (M2, 96 MiB, fresh
+    process, 6 interleaved runs each); hashing after the write rather than before
+    saved another 2-3 ms (docs/benchmarks.md). The write stays on the calling
+    thread: on a VM that returns free memory to its host, page-cache pages
+    allocated from a worker thread took host faults that the calling thread's did
+    not (M2's save: 33 ms or 160-240 ms). Small parts are gathered into one batch,
+    so a column of many arrays still goes out in few calls. The hashers see the
+    same bytes in the same order as a one-shot hash of the whole.
 
     ``background`` hashers are slow ones (BLAKE2b of a signed file, ~1 GB/s, four
     times slower than the write): with ``threads > 1`` a worker feeds them the
     parts meanwhile, so that a signed save is not the sum of both; otherwise they
-    go with the others, chunk by chunk.
+    go with the others, batch by batch.
     """
     fut: Future[None] | None = None
     if background and threads > 1:
@@ -220,21 +226,28 @@ def write_hashed_inline(
         hashers = (*hashers, *background)
     step = HASH_CHUNK
     batch: list[memoryview] = []
-    size = 0
+    # bytes the current batch may still take before the next aligned offset
+    room = step - start % step
     try:
         for part in parts:
             n = len(part)
-            for lo in range(0, n, step) if n > step else (0,):
-                piece = part[lo : lo + step] if n > step else part
-                for h in hashers:
-                    h.update(piece)
-                batch.append(piece)
-                size += len(piece)
-                if size >= step:
+            lo = 0
+            while lo < n:
+                k = n - lo if n - lo < room else room
+                batch.append(part if k == n else part[lo : lo + k])
+                lo += k
+                room -= k
+                if not room:
                     write(batch)
-                    batch, size = [], 0
+                    for h in hashers:
+                        for piece in batch:
+                            h.update(piece)
+                    batch, room = [], step
         if batch:
             write(batch)
+            for h in hashers:
+                for piece in batch:
+                    h.update(piece)
     except BaseException:
         if fut is not None:
             # the worker reads the parts until it is done: never raise before that

@@ -391,8 +391,9 @@ class BufferSink:
         """Write ``views`` as they are; returns their checksum and digest (None: not signing).
 
         A large buffer (or a column of parts) is hashed while it is written, chunk
-        by chunk, each chunk written right after its hash while it is in the CPU's
-        cache (:func:`_parallel_io.write_hashed_inline`): one pass over memory. A
+        by chunk, each chunk hashed right after its write while it is in the CPU's
+        cache, in chunks that end at aligned file offsets
+        (:func:`_parallel_io.write_hashed_inline`): one pass over memory. A
         signed file's BLAKE2b digest, four times slower than the write, is computed
         on a worker meanwhile when there is a core for it.
         """
@@ -408,6 +409,7 @@ class BufferSink:
                 (h,),
                 background=(strong,) if strong else (),
                 threads=self._threads,
+                start=self.pos,
             )
             self.pos += n
             return h.hexdigest(), strong.hexdigest() if strong else None
