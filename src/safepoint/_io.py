@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import errno
 import os
 import re
 import stat
-import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -103,27 +104,47 @@ def check_replaceable(path: str) -> None:
             )
 
 
+#: flags of a temporary file: created here or refused (a planted file or symlink is
+#: never opened), not inherited by child processes
+_TEMP_FLAGS = (
+    os.O_WRONLY
+    | os.O_CREAT
+    | os.O_EXCL
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+
+def _temp_name() -> str:
+    """Eight random characters of ``[a-z2-7]`` (40 bits from the OS's generator)."""
+    return base64.b32encode(os.urandom(5)).decode("ascii").lower()
+
+
 def temp_beside(path: str, prefix: str) -> tuple[int, str]:
     """A new temporary file in ``path``'s folder, to be renamed over ``path`` once
-    written: created exclusively under a random name (``mkstemp``: a file or symlink
-    planted beside ``path`` cannot redirect the write), with the mode a new file gets
-    here (0666 less the umask; mkstemp's own 0600 would follow it to ``path``).
-    Returns the open descriptor and the temporary path.
+    written: created exclusively under a random name (``O_EXCL | O_NOFOLLOW``: a file
+    or symlink planted beside ``path`` cannot redirect the write), with the mode a new
+    file gets here (0666 less the umask, applied by the kernel; mkstemp's 0600 would
+    follow it to ``path``). Returns the open descriptor and the temporary path.
+
+    Not ``tempfile.mkstemp``: its first call in a process seeds a Mersenne Twister
+    from 2.5 KB of OS randomness, and its mode then needs the umask, which cannot be
+    read without a file of /proc (os.umask sets it, racing other threads): together
+    about half a millisecond of a training script's only save.
 
     Raises :class:`NotAFileError` when ``path`` exists and is not a regular file (a
     folder, a device, a pipe, a socket; symlinks followed): the rename would replace it.
     """
     check_replaceable(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=_TEMP_SUFFIX, dir=folder)
-    try:
-        os.fchmod(fd, 0o666 & ~umask())
-    except BaseException:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return fd, tmp
+    for _ in range(100):
+        tmp = os.path.join(folder, f"{prefix}{_temp_name()}{_TEMP_SUFFIX}")
+        try:
+            return os.open(tmp, _TEMP_FLAGS, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary name found", folder)
 
 
 @contextlib.contextmanager
@@ -150,8 +171,9 @@ def replacing(
 
 def leftover_temps(path: str, prefix: str) -> list[str]:
     """The temporary files ``temp_beside(path, prefix)`` made that are still there (a
-    process killed before its rename leaves one): ``prefix``, mkstemp's eight random
-    characters, then the suffix; nothing else in the folder matches."""
+    process killed before its rename leaves one): ``prefix``, eight random characters
+    (:func:`_temp_name`'s, or mkstemp's, which earlier versions used), then the suffix;
+    nothing else in the folder matches."""
     folder = os.path.dirname(os.path.abspath(path))
     pattern = re.compile(re.escape(prefix) + r"[a-z0-9_]{8}" + re.escape(_TEMP_SUFFIX))
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -300,6 +301,37 @@ def test_leftover_temps_names_only_what_temp_beside_made(tmp_path):
     assert leftover_temps(str(target), ".out.parquet.") == [tmp]
     assert leftover_temps(str(tmp_path / "other"), ".other.") == [other]
     assert leftover_temps(str(tmp_path / "missing" / "x"), ".x.") == []
+
+
+def test_temp_beside_creates_a_new_file_with_the_mode_of_a_new_file(tmp_path, monkeypatch):
+    """The temporary file gets 0666 less the umask from the kernel (no umask read), is
+    created exclusively: a file or symlink planted under the name drawn is never opened
+    or followed, the next name is drawn instead."""
+    from safepoint import _io
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    names = iter(["aaaaaaaa", "bbbbbbbb", "cccccccc"])
+    monkeypatch.setattr(_io, "_temp_name", lambda: next(names))
+    (tmp_path / ".out.aaaaaaaa.tmp").symlink_to(victim)
+    (tmp_path / ".out.bbbbbbbb.tmp").write_text("someone else's")
+    old = os.umask(0o027)
+    try:
+        fd, tmp = _io.temp_beside(str(tmp_path / "out"), ".out.")
+    finally:
+        os.umask(old)
+    os.write(fd, b"new")
+    os.close(fd)
+    assert tmp == str(tmp_path / ".out.cccccccc.tmp")
+    assert os.stat(tmp).st_mode & 0o777 == 0o640
+    assert victim.read_text() == "keep"
+    assert (tmp_path / ".out.bbbbbbbb.tmp").read_text() == "someone else's"
+    # the names drawn for real: eight characters a leftover scan recognises
+    monkeypatch.undo()
+    fd, real = _io.temp_beside(str(tmp_path / "out"), ".out.")
+    os.close(fd)
+    assert re.fullmatch(r"\.out\.[a-z2-7]{8}\.tmp", os.path.basename(real))
+    assert real in _io.leftover_temps(str(tmp_path / "out"), ".out.")
 
 
 def test_loading_a_pipe_or_device_path_is_a_clear_error(tmp_path):
