@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -86,17 +87,27 @@ _SCALAR_TYPES = frozenset(_SCALARS)
 _INT_ONLY = frozenset({int})
 
 
-def _refs(items: list[Any]) -> list[int]:
+def _refs(items: Sequence[Any]) -> list[int]:
     """The reference count of each of ``items`` (as seen from here)."""
     return [sys.getrefcount(x) for x in items]
+
+
+def _by_key(states: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Each attribute's values, one tuple per attribute in the states' key order, last
+    attribute first (to be popped): a transposition in C. The rows it is made from are
+    gone when it returns, so that each value is held by its state and its tuple only."""
+    out = list(zip(*[tuple(s.values()) for s in states], strict=True))
+    out.reverse()
+    return out
 
 
 # what _refs sees for an object held by nothing but the one container it is read
 # from (a list; a dict or tuple listed in turn): measured, not assumed, as it
 # differs between Python versions
 _ALONE_IN_LIST = _refs([object()])[0]
-_probe = {"x": object()}
-_ALONE_IN_STATE = _refs(list(_probe.values()))[0]
+#: ...and for a value of a state, in its column (made the way _plan makes columns)
+_probe = [{"x": object()}]
+_ALONE_IN_STATE = _refs(_by_key(_probe)[0])[0]
 del _probe
 
 #: what one object of a table is counted as against the load's budget (an instance
@@ -181,7 +192,7 @@ def encode_items(items: list[Any], enc: Encoder, *, held: int) -> dict[str, Any]
     return node
 
 
-def _plan(flat: list[Any], enc: Encoder, depth: int) -> dict[str, Any] | None:
+def _plan(flat: Sequence[Any], enc: Encoder, depth: int) -> dict[str, Any] | None:
     """The table of ``flat`` (private objects of one class) with its arrays still
     in memory, or ``None``."""
     cls = type(flat[0])
@@ -216,12 +227,17 @@ def _plan(flat: list[Any], enc: Encoder, depth: int) -> dict[str, Any] | None:
     if not all(type(k) is str for k in keys) or any(list(s) != keys for s in states):
         return None
     columns = []
-    # a state that copies the instance dict (sklearn's __getstate__) holds each
-    # value a second time, through the instance
-    dicts = [getattr(x, "__dict__", None) or {} for x in flat]
+    by_key = _by_key(states)
+    dicts: list[dict[str, Any]] | None = None
     for key in keys:
-        values = [s[key] for s in states]
-        extra = [1 if d.get(key) is v else 0 for d, v in zip(dicts, values, strict=True)]
+        values = by_key.pop()
+        extra = None
+        if type(values[0]) not in _SCALAR_TYPES:
+            # a state that copies the instance dict (sklearn's __getstate__) holds
+            # each value a second time, through the instance
+            if dicts is None:
+                dicts = [getattr(x, "__dict__", None) or {} for x in flat]
+            extra = [1 if d.get(key) is v else 0 for d, v in zip(dicts, values, strict=True)]
         col = _column(values, extra, enc, depth)
         if col is None:
             return None
@@ -234,8 +250,8 @@ def _plan(flat: list[Any], enc: Encoder, depth: int) -> dict[str, Any] | None:
             return None
         acols = []
         for i in range(width):
-            values = [a[i] for a in arglists]
-            col = _column(values, [0] * len(values), enc, depth)
+            values = tuple([a[i] for a in arglists])
+            col = _column(values, None, enc, depth)
             if col is None:
                 return None
             acols.append(col)
@@ -243,7 +259,13 @@ def _plan(flat: list[Any], enc: Encoder, depth: int) -> dict[str, Any] | None:
     return node
 
 
-def _column(values: list[Any], extra: list[int], enc: Encoder, depth: int) -> dict[str, Any] | None:
+def _column(
+    values: tuple[Any, ...], extra: list[int] | None, enc: Encoder, depth: int
+) -> dict[str, Any] | None:
+    """The column of one attribute's ``values`` (one per object), or ``None``.
+
+    ``extra[i]``: references to ``values[i]`` known besides its state and ``values``
+    (the instance dict a copied state came from); ``None``: none."""
     t = type(values[0])
     if t not in _SCALARS and len(values) > 1 and all(v is values[0] for v in values):
         # one object every state holds (the RandomState all of a gradient boosting's
@@ -254,11 +276,14 @@ def _column(values: list[Any], extra: list[int], enc: Encoder, depth: int) -> di
             t = type(v)
             if t not in _SCALARS or (t is int and not -(2**63) <= v < 2**64):
                 return None
-        return {"v": values}
+        return {"v": list(values)}
     # held by their object's state (or arguments) only: counted before a local
     # name holds one of them
     refs = _refs(values)
-    if any(r > _ALONE_IN_STATE + e for r, e in zip(refs, extra, strict=True)):
+    if extra is None:
+        if max(refs) > _ALONE_IN_STATE:
+            return None
+    elif any(r > _ALONE_IN_STATE + e for r, e in zip(refs, extra, strict=True)):
         return None
     first = values[0]
     if t is np.ndarray:
