@@ -67,12 +67,21 @@ def _write(
     golden: Any,
     key: Any,
 ) -> WriteResult:
+    # the collector stays paused until the footer is written: the manifest, the
+    # golden outputs and the environment record allocate while every container the
+    # encoding made is still alive, and a collection then would walk them all
+    with paused():
+        return _write_paused(obj, f, compress, metadata, golden, key)
+
+
+def _write_paused(
+    obj: Any, f: BinaryIO, compress: str | None, metadata: Any, golden: Any, key: Any
+) -> WriteResult:
     meta = _check_metadata(metadata)
     signer = make_signer(key)
     sink = BufferSink(f, compress=compress, signer=signer)
     enc = Encoder(sink)
-    with paused():
-        root = enc.encode(obj)
+    root = enc.encode(obj)
     manifest: dict[str, Any] = {
         "format": [spec.FORMAT_MAJOR, spec.FORMAT_MINOR],
         "root": root,

@@ -348,7 +348,11 @@ class BufferSink:
             mv = memoryview(p)
             if not mv.c_contiguous:
                 raise SerializationError("internal: buffers must be C-contiguous")
-            views.append(mv.cast("B") if mv.ndim != 1 or mv.itemsize != 1 else mv)
+            if mv.ndim != 1 or mv.itemsize != 1:
+                if not mv.nbytes:
+                    continue  # adds nothing (and a view with a 0 in its shape cannot be cast)
+                mv = mv.cast("B")
+            views.append(mv)
         n = sum(len(mv) for mv in views)
         if self._cctx is not None and n > _LARGE:
             packed = self._packed(self._compress_large(views, n))

@@ -330,7 +330,8 @@ def _emit(node: dict[str, Any], enc: Encoder) -> None:
         if "arrays" in col:
             # end to end as bytes: the arrays share one dtype, and concatenating
             # structured arrays as such would promote their dtypes pairwise, slowly
-            parts = [np.ascontiguousarray(a).reshape(-1).view(np.uint8) for a in col.pop("arrays")]
+            # (as bytes of any shape: the sink flattens them)
+            parts = [np.ascontiguousarray(a).view(np.uint8) for a in col.pop("arrays")]
             col["b"] = enc.sink.add_parts(parts)
         elif "scalars" in col:
             dt = np.dtype(type(col["scalars"][0]))
