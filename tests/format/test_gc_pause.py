@@ -47,6 +47,29 @@ def test_paused_while_writing_and_rebuilding_then_resumed() -> None:
     assert gc.isenabled()
 
 
+def test_paused_until_the_footer_is_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The manifest and the environment record are made while every container of the
+    encoding is alive: a collection there would walk them all."""
+    from safepoint.format import api, writer
+
+    seen: list[bool] = []
+    real_env, real_finish = api.capture_json, writer.BufferSink.finish
+
+    def env(packages: set[str]) -> str:
+        seen.append(gc.isenabled())
+        return real_env(packages)
+
+    def finish(self: Any, *a: Any, **k: Any) -> Any:
+        seen.append(gc.isenabled())
+        return real_finish(self, *a, **k)
+
+    monkeypatch.setattr(api, "capture_json", env)
+    monkeypatch.setattr(writer.BufferSink, "finish", finish)
+    sp.dumps({"a": np.arange(3)}, metadata={"run": 1})
+    assert seen == [False, False]
+    assert gc.isenabled()
+
+
 def test_a_collector_the_caller_disabled_stays_disabled() -> None:
     gc.disable()
     sp.loads(sp.dumps({"a": [1, 2]}))
