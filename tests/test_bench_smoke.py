@@ -162,3 +162,51 @@ def test_bench_small_runs(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert set(data["results"]) == {"empty", "dict", "pipe"}
     assert set(data["results"]["pipe"]) == {"pickle", "safepoint"}
+
+
+def test_write_pattern_batches_cover_the_bytes() -> None:
+    """bench/bench_write_pattern.py cuts the same bytes both ways: aligned batches end
+    at multiples of the step from the start offset, unaligned ones once full."""
+    from bench.bench_write_pattern import _batches
+
+    parts = [memoryview(bytes([i]) * n) for i, n in enumerate([5, 0, 70, 3, 130])]
+    whole = b"".join(parts)
+    for aligned in (True, False):
+        for start in (0, 7, 32):
+            batches = _batches(parts, start, 32, aligned)
+            assert b"".join(b"".join(b) for b in batches) == whole
+            ends = [start]
+            for b in batches:
+                ends.append(ends[-1] + sum(len(p) for p in b))
+            if aligned:
+                assert all(e % 32 == 0 for e in ends[1:-1])
+
+
+@pytest.mark.slow
+def test_bench_write_pattern_runs(tmp_path: Path) -> None:
+    """bench/bench_write_pattern.py at a tiny scale, one round, no wait (harness only)."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.bench_write_pattern",
+            "--model",
+            "M2",
+            "--scale",
+            "0.0005",
+            "--rounds",
+            "1",
+            "--settle",
+            "0",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "ms" in line]
+    assert len(rows) == 4 and "aligned, write then hash" in rows[0]
