@@ -369,6 +369,30 @@ def test_one_pass_write_hashes_and_writes_every_byte_in_order(sizes: list[int]) 
         assert all(e % step == 0 for e in ends[:-1])
         assert all(0 < b <= step for b in batches)
         assert len(batches) <= -(-len(whole) // step) + 1
+
+
+@pytest.mark.parametrize("start", [0, 64, 4 * 4096 + 3])
+def test_past_the_aligned_part_batches_are_cut_from_the_first_byte(
+    start: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From ALIGNED_UPTO on (a VM that hands memory back: the first 128 MiB), a call's
+    batches are HASH_CHUNK bytes counted from its first byte, whatever the offset."""
+    monkeypatch.setattr(pio, "ALIGNED_UPTO", 0)
+    parts = [memoryview(bytes([i % 251]) * n) for i, n in enumerate([7, 40_000, 0, 3, 20_001])]
+    batches: list[int] = []
+    out = bytearray()
+
+    def write(batch: Any) -> None:
+        batches.append(sum(len(b) for b in batch))
+        for b in batch:
+            out.extend(b)
+
+    h = xxhash.xxh3_64()
+    pio.write_hashed_inline(write, parts, (h,), start=start)
+    whole = b"".join(parts)
+    assert bytes(out) == whole and h.hexdigest() == xxhash.xxh3_64_hexdigest(whole)
+    assert batches[:-1] == [pio.HASH_CHUNK] * (len(batches) - 1)
+    assert 0 < batches[-1] <= pio.HASH_CHUNK
     # a slow hasher on a worker (or inline with one thread) sees the same bytes
     for threads in (1, 2):
         strong, quick = hashlib.blake2b(digest_size=32), xxhash.xxh3_64()

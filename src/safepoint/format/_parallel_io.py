@@ -71,6 +71,28 @@ def write_chunk(reporting: str = PAGE_REPORTING) -> int:
 #: bytes written, then hashed, at a time by the one-pass write (see write_chunk)
 HASH_CHUNK = write_chunk()
 
+
+def aligned_upto(reporting: str = PAGE_REPORTING) -> int:
+    """How far into a file the one-pass write ends its batches at aligned offsets.
+
+    Aligned batches let the page cache take whole folios, which costs the kernel less
+    per byte while the memory it takes is backed by the host: a forest's 96 MiB went
+    out in 26-27 ms of system time aligned against 31-33 ms cut wherever the previous
+    array ended (M2, fresh process). On a VM that hands free memory back to its host,
+    whole 64 KiB folios come from the large free blocks that were handed back, and past
+    the first hundred MiB or so the host's faults outweigh that: a 1 GiB save (M5,
+    64 arrays of 16 MiB) took 2.20-2.25 s aligned against 1.72-1.79 s unaligned
+    (medians of 8 interleaved fresh-process rounds, twice; bench/bench_write_pattern.py,
+    docs/benchmarks.md "Aligned batches"). There, the first 128 MiB of a file are
+    written aligned and the rest in batches of the write size from each buffer's
+    start; elsewhere all of it is aligned.
+    """
+    return 128 << 20 if os.path.exists(reporting) else 1 << 62
+
+
+#: file offset up to which the one-pass write aligns its batches (see aligned_upto)
+ALIGNED_UPTO = aligned_upto()
+
 HAVE_PREADV = hasattr(os, "preadv")
 
 _lock = threading.Lock()
@@ -194,7 +216,8 @@ def write_hashed_inline(
     """``parts`` (end to end, in order) written and hashed in one pass, in this thread.
 
     The bytes go out in batches that end where the file's offset is a multiple of
-    :data:`HASH_CHUNK` (``start``: the offset of the first byte), and each batch is
+    :data:`HASH_CHUNK` (``start``: the offset of the first byte; from
+    :data:`ALIGNED_UPTO` on, batches of HASH_CHUNK from the first byte), and each batch is
     hashed right after ``write`` returns, while the kernel's copy has left it in the
     CPU's cache: a large buffer is read from memory once, not once for its hash and
     again for the copy. Aligned batches let the page cache take whole folios: a
@@ -227,7 +250,7 @@ def write_hashed_inline(
     step = HASH_CHUNK
     batch: list[memoryview] = []
     # bytes the current batch may still take before the next aligned offset
-    room = step - start % step
+    room = step - start % step if start < ALIGNED_UPTO else step
     try:
         for part in parts:
             n = len(part)
