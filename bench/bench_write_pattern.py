@@ -53,16 +53,10 @@ def _record_parts(obj: Any) -> list[tuple[int, list[memoryview]]]:
     calls: list[tuple[int, list[memoryview]]] = []
     real = pio.write_hashed_inline
 
-    def recording(
-        write: Any,
-        parts: Sequence[memoryview],
-        hashers: Sequence[Any],
-        background: Sequence[Any] = (),
-        threads: int = 1,
-        start: int = 0,
-    ) -> None:
-        calls.append((start, list(parts)))
-        real(write, parts, hashers, background, threads, start)
+    def recording(write: Any, parts: Sequence[memoryview], *args: Any, **kw: Any) -> None:
+        # the writer passes the file offset of the first byte as start=
+        calls.append((kw.get("start", 0), list(parts)))
+        real(write, parts, *args, **kw)
 
     class Discard(io.RawIOBase):
         # no copy of the bytes: the parts stay the object's own memory

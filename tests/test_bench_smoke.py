@@ -22,24 +22,10 @@ pytest.importorskip("joblib")
 pytest.importorskip("skops")
 
 
-def _bench(tmp_path: Path, *args: str) -> dict:
-    results = tmp_path / "results.json"
+def _module(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m name args`` from the checkout; asserts it exited 0."""
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.run",
-            "--scale",
-            "0.0005",
-            "--repeat",
-            "1",
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            "--results",
-            str(results),
-            "--quiet",
-            *args,
-        ],
+        [sys.executable, "-m", name, *args],
         cwd=ROOT,
         # this tree's safepoint, also in --inprocess runs (not whichever is installed)
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])},
@@ -48,6 +34,24 @@ def _bench(tmp_path: Path, *args: str) -> dict:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _bench(tmp_path: Path, *args: str) -> dict:
+    results = tmp_path / "results.json"
+    proc = _module(
+        "bench.run",
+        "--scale",
+        "0.0005",
+        "--repeat",
+        "1",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--results",
+        str(results),
+        "--quiet",
+        *args,
+    )
     data = json.loads(results.read_text())
     data["stdout"] = proc.stdout
     return data
@@ -137,27 +141,17 @@ def test_prefault_mode_is_the_second_table(tmp_path: Path) -> None:
 def test_bench_small_runs(tmp_path: Path) -> None:
     """bench/bench_small.py at one round (correctness of the harness, no timings)."""
     out = tmp_path / "small.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.bench_small",
-            "--repeat",
-            "1",
-            "--only",
-            "empty,dict,pipe",
-            "--libs",
-            "pickle,safepoint",
-            "--json",
-            str(out),
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])},
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = _module(
+        "bench.bench_small",
+        "--repeat",
+        "1",
+        "--only",
+        "empty,dict,pipe",
+        "--libs",
+        "pickle,safepoint",
+        "--json",
+        str(out),
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     assert "fixed cost per call" in proc.stdout
     data = json.loads(out.read_text())
     assert set(data["results"]) == {"empty", "dict", "pipe"}
@@ -185,28 +179,18 @@ def test_write_pattern_batches_cover_the_bytes() -> None:
 @pytest.mark.slow
 def test_bench_write_pattern_runs(tmp_path: Path) -> None:
     """bench/bench_write_pattern.py at a tiny scale, one round, no wait (harness only)."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.bench_write_pattern",
-            "--model",
-            "M2",
-            "--scale",
-            "0.0005",
-            "--rounds",
-            "1",
-            "--settle",
-            "0",
-            "--cache-dir",
-            str(tmp_path / "cache"),
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])},
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = _module(
+        "bench.bench_write_pattern",
+        "--model",
+        "M2",
+        "--scale",
+        "0.0005",
+        "--rounds",
+        "1",
+        "--settle",
+        "0",
+        "--cache-dir",
+        str(tmp_path / "cache"),
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "ms" in line]
     assert len(rows) == 4 and "aligned, write then hash" in rows[0]
