@@ -21,7 +21,6 @@ __all__ = [
     "leftover_temps",
     "replacing",
     "temp_beside",
-    "umask",
 ]
 
 #: the end of every temporary file's name that temp_beside makes
@@ -39,18 +38,6 @@ def fsync_dir(folder: str | os.PathLike[str]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def umask() -> int:
-    """The process umask, read without changing it (os.umask would, racing other threads)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
 
 
 def kind_of(mode: int) -> str | None:

@@ -21,7 +21,6 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 import safepoint as sp
-from safepoint._io import umask
 from safepoint.workflows.scoring import Schema, ScoringPipeline
 
 SCHEMA = """
@@ -391,7 +390,7 @@ def test_builtin_scorers_are_declared_as_they_are() -> None:
     assert frameworks._concerned(["sklearn.linear_model._logistic.LogisticRegression"]) == []
 
 
-def test_sink_files_are_written_through_a_fresh_temporary_file(tmp_path):
+def test_sink_files_are_written_through_a_fresh_temporary_file(tmp_path, new_file_mode):
     """A sink's part, dead-letter and commit files go through an exclusive, randomly named
     temporary file: a symlink planted under the fixed name the writes once used
     ('.<name>.tmp') is neither followed nor reused."""
@@ -405,7 +404,7 @@ def test_sink_files_are_written_through_a_fresh_temporary_file(tmp_path):
     assert victim.read_text() == "keep"
     assert out.read_bytes() == b'{"id": 1}\n' and not out.is_symlink()
     # the new file has a new file's mode, and no other temporary file is left behind
-    assert out.stat().st_mode & 0o777 == 0o666 & ~umask()
+    assert out.stat().st_mode & 0o777 == new_file_mode
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [victim.name, out.name, f".{out.name}.tmp"]
     )
