@@ -105,14 +105,21 @@ def encode_strings(values: list[Any], enc: Encoder) -> dict[str, Any]:
     return node
 
 
+def _length_width(longest: int, n: int) -> int:
+    """Bytes (1, 2 or 4) of the narrowest unsigned integer that holds every one of ``n``
+    lengths up to ``longest``; 0: store int64 offsets instead (items of 4 GiB or more,
+    or too many items)."""
+    width = next((w for w in (1, 2, 4) if longest < 1 << (8 * w)), 0)
+    return 0 if n >= _MAX_LENGTHS_ITEMS else width
+
+
 def _text_and_lengths(data: Any, lengths: np.ndarray[Any, Any], enc: Encoder) -> dict[str, Any]:
     """The concatenated form: ``t`` the UTF-8 text, ``l`` each item's length in
     characters as the narrowest unsigned integer that holds the longest (``lw``
     bytes: 1, 2 or 4). Items of 4 GiB or more fall back to int64 offsets (``b`` + ``o``)."""
     n = lengths.size
-    longest = int(lengths.max()) if n else 0
-    width = next((w for w in (1, 2, 4) if longest < 1 << (8 * w)), 0)
-    if not width or n >= _MAX_LENGTHS_ITEMS:
+    width = _length_width(int(lengths.max()) if n else 0, n)
+    if not width:
         offsets = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         return {"o": enc.buffer(offsets), "b": enc.buffer(data)}
@@ -137,8 +144,8 @@ def _text_and_offsets(data: Any, offsets: np.ndarray[Any, Any], enc: Encoder) ->
         hi = min(lo + _LENGTHS_BLOCK, n)
         block = np.subtract(offsets[lo + 1 : hi + 1], offsets[lo:hi], out=scratch[: hi - lo])
         longest = max(longest, int(block.max()))
-    width = next((w for w in (1, 2, 4) if longest < 1 << (8 * w)), 0)
-    if not width or n >= _MAX_LENGTHS_ITEMS:
+    width = _length_width(longest, n)
+    if not width:
         rebased = offsets.astype(np.int64) - int(offsets[0])
         return {"o": enc.buffer(rebased), "b": enc.buffer(data)}
     lengths = np.empty(n, dtype=f"<u{width}")
