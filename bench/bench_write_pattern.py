@@ -75,30 +75,30 @@ def _record_parts(obj: Any) -> list[tuple[int, list[memoryview]]]:
 
 
 def _batches(parts: Sequence[memoryview], start: int, step: int, aligned: bool) -> list[Any]:
-    out: list[list[memoryview]] = []
-    batch: list[memoryview] = []
+    """The batches of ``parts`` (from file offset ``start``) in calls of ``step`` bytes:
+    aligned, as the writer's own batching cuts them over a whole file; or unaligned,
+    as it did before (a batch cut once it holds ``step`` bytes)."""
+    out: list[Sequence[memoryview]] = []
     if aligned:
-        room = step - start % step
-        for part in parts:
-            lo = 0
-            while lo < len(part):
-                k = min(room, len(part) - lo)
-                batch.append(part[lo : lo + k])
-                lo += k
-                room -= k
-                if not room:
-                    out.append(batch)
-                    batch, room = [], step
-    else:
-        size = 0
-        for part in parts:
-            for lo in range(0, max(len(part), 1), step):
-                piece = part[lo : lo + step]
-                batch.append(piece)
-                size += len(piece)
-                if size >= step:
-                    out.append(batch)
-                    batch, size = [], 0
+        from safepoint.format import _parallel_io as pio
+
+        saved = pio.HASH_CHUNK, pio.ALIGNED_UPTO
+        pio.HASH_CHUNK, pio.ALIGNED_UPTO = step, 1 << 62
+        try:
+            pio.write_hashed_inline(out.append, parts, (), start=start)
+        finally:
+            pio.HASH_CHUNK, pio.ALIGNED_UPTO = saved
+        return out
+    batch: list[memoryview] = []
+    size = 0
+    for part in parts:
+        for lo in range(0, max(len(part), 1), step):
+            piece = part[lo : lo + step]
+            batch.append(piece)
+            size += len(piece)
+            if size >= step:
+                out.append(batch)
+                batch, size = [], 0
     if batch:
         out.append(batch)
     return out
