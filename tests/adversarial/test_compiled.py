@@ -186,6 +186,87 @@ def test_tree_shape_attacks(models: Any) -> None:
         assert why in str(attack(models, "tree", fn)), fn.__name__
 
 
+class _Fails:
+    """What a validator uses of the decoder: ``fail``, which makes the error it raises."""
+
+    def fail(self, message: str) -> FormatError:
+        return FormatError(message)
+
+
+def _node_layouts(nodes: np.ndarray) -> dict[str, np.ndarray]:
+    """The same nodes in scikit-learn's record layout (which ``_tree`` reads in one
+    strided copy) and in layouts it must read field by field: the fields in reverse
+    order, and the children as uint64 (-1 wraps to 2**64 - 1)."""
+    names = nodes.dtype.names
+    assert names is not None
+    out = {"sklearn": nodes.copy()}
+    forms = {
+        "reversed": [(k, nodes.dtype[k].str) for k in reversed(names)],
+        "uint64 children": [
+            (k, "<u8" if k.endswith("child") else nodes.dtype[k].str) for k in names
+        ],
+    }
+    for label, form in forms.items():
+        other = np.empty(len(nodes), dtype=form)
+        for k in names:
+            other[k] = nodes[k].astype(other.dtype[k], casting="unsafe")
+        out[label] = other
+    return out
+
+
+@pytest.mark.parametrize("what", [*TREE_ATTACKS, "shared child", "shallow", None])
+def test_every_node_layout_gets_every_tree_check(what: str | None) -> None:
+    """``_tree`` reads scikit-learn's own node records by a fast path and any other
+    layout field by field: each attack is refused, and the genuine tree accepted,
+    whichever way its nodes were read."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    from safepoint.format.sklearn.validators import _tree
+
+    X, y = _data(400)
+    y = (y + (X[:, 2] > 0.5)) % 2
+    tree = DecisionTreeClassifier(random_state=0).fit(X, y).tree_
+    state = tree.__getstate__()
+    nodes = state["nodes"].copy()
+    if what == "shared child":
+        i = inner(nodes)
+        nodes["right_child"][i[0]] = nodes["left_child"][i[0]]
+    elif what == "shallow":
+        state["max_depth"] -= 1
+    elif what is not None:
+        TREE_ATTACKS[what](nodes)
+    args = [tree.n_features, np.asarray(tree.n_classes), tree.n_outputs]
+    assert tree.n_features == 4 and state["max_depth"] >= 4  # what the attacks assume
+    for layout, form in _node_layouts(nodes).items():
+        given = {**state, "nodes": form, "values": state["values"].copy()}
+        if what is None:
+            checked = _tree(args, given, _Fails())  # type: ignore[arg-type]
+            assert checked["nodes"] is form, layout
+        else:
+            with pytest.raises(FormatError, match=r"crafted|leaf|tree"):
+                _tree(args, given, _Fails())  # type: ignore[arg-type]
+
+
+def test_the_fast_node_read_matches_the_field_by_field_one() -> None:
+    from sklearn.tree._tree import NODE_DTYPE
+
+    from safepoint.format.sklearn.validators import _TREE_FIELDS, _index_rows
+
+    rng = np.random.default_rng(3)
+    nodes = np.zeros(1000, dtype=NODE_DTYPE)
+    for k in _TREE_FIELDS:
+        nodes[k] = rng.integers(-(2**62), 2**62, size=len(nodes))
+    for form in _node_layouts(nodes).values():
+        got = _index_rows(form, form.dtype.fields)
+        assert got.dtype == np.intp and got.flags.c_contiguous
+        for row, k in zip(got, _TREE_FIELDS, strict=True):
+            np.testing.assert_array_equal(row, nodes[k])
+    # a view that skips records is not read as if it were contiguous
+    every_other = nodes[::2]
+    got = _index_rows(every_other, every_other.dtype.fields)
+    np.testing.assert_array_equal(got[0], every_other["left_child"])
+
+
 def test_tree_wider_than_the_estimator(models: Any) -> None:
     """The Tree claims 50 features and splits on feature 40; the estimator checks X
     against n_features_in_=4, so predict would read X[i, 40]."""

@@ -17,6 +17,9 @@ from ..construction import check_callable_value
 from ..reader import in_private_memory
 from ..registry import register_table_validator, register_validator
 
+#: the node fields the checks read: children (indices into the nodes) and split features
+_TREE_FIELDS = ("left_child", "right_child", "feature")
+
 if TYPE_CHECKING:
     from ..decoder import Decoder
 
@@ -48,45 +51,50 @@ def _tree(args: list[Any], state: Any, dec: Decoder) -> Any:
         or n_outputs < 1
         or n_classes.shape != (n_outputs,)
         or n_classes.dtype.kind not in "iu"
-        or (n_classes.size and n_classes.min() < 1)
     ):
         raise dec.fail("Tree has inconsistent n_features / n_classes / n_outputs")
+    # as Python ints when there are few (there is one per output): a forest checks
+    # hundreds of these tiny arrays, and a numpy reduction costs more than the list
+    classes = n_classes.tolist() if n_outputs <= 64 else [n_classes.min(), n_classes.max()]
+    if min(classes) < 1:
+        raise dec.fail("Tree has inconsistent n_features / n_classes / n_outputs")
+    max_classes = int(max(classes))
     if not isinstance(state, dict):
         raise dec.fail("Tree state must be a dict")
     nodes = _owned(state.get("nodes"), dec, "Tree.nodes")
     values = _owned(state.get("values"), dec, "Tree.values")
-    _fields(nodes, ("left_child", "right_child", "feature"), dec, "Tree.nodes")
+    _fields(nodes, _TREE_FIELDS, dec, "Tree.nodes")
     count = state.get("node_count")
     if not isinstance(count, int) or count != nodes.shape[0]:
         raise dec.fail("Tree.node_count does not match its nodes")
     if count < 1:
         # predict starts at node 0 whatever the count
         raise dec.fail("Tree has no nodes (crafted file?)")
-    max_classes = int(n_classes.max()) if n_classes.size else 1
     if values.shape != (count, n_outputs, max_classes):
         raise dec.fail(
             f"Tree.values has shape {values.shape}, expected {(count, n_outputs, max_classes)}"
         )
-    if any(nodes.dtype[f].kind not in "iu" for f in ("left_child", "right_child", "feature")):
+    fields = nodes.dtype.fields or {}
+    if any(fields[f][0].kind not in "iu" for f in _TREE_FIELDS):
         raise dec.fail("Tree.nodes: child and feature fields must be integers")
     # every check below is a few passes over contiguous index arrays (inner nodes
     # only), not boolean gathers over the 64-byte records: a forest has thousands
-    lr = np.empty((2, count), dtype=np.intp)
-    lr[0] = nodes["left_child"]
-    lr[1] = nodes["right_child"]
-    parents = np.flatnonzero(lr[0] != -1)
-    # take: about half the time of fancy indexing for these gathers
-    kids = np.take(lr, parents, axis=1)
+    # lcf: left children, right children, features
+    lcf = _index_rows(nodes, fields)
+    parents = (lcf[0] != -1).nonzero()[0]
+    # one gather for the three (the ndarray method: np.take's wrapper costs a
+    # microsecond a call, and a forest makes thousands)
+    inner = lcf.take(parents, axis=1)
+    kids = inner[:2]
     # children come after their parent in sklearn's depth-first build: this also
     # rules out cycles that would make predict loop forever. parent < child < count
     # for both children, as one unsigned comparison
-    if not np.all((kids - (parents + 1)).view(np.uintp) < (count - 1 - parents).view(np.uintp)):
+    if not ((kids - (parents + 1)).view(np.uintp) < (count - 1 - parents).view(np.uintp)).all():
         raise dec.fail("Tree: a child index points outside the node array (crafted file?)")
     # inner nodes' right children are >= 1 now, so any other -1 belongs to a leaf
-    if np.count_nonzero(lr[1] == -1) != count - parents.size:
+    if np.count_nonzero(lcf[1] == -1) != count - parents.size:
         raise dec.fail("Tree: a leaf has a right child")
-    feat = np.take(nodes["feature"], parents).astype(np.intp, copy=False)
-    if not np.all(feat.view(np.uintp) < n_features):
+    if not (inner[2].view(np.uintp) < n_features).all():
         raise dec.fail("Tree: a split feature is out of range (crafted file?)")
     # every node but the root has exactly one parent: a tree, not a graph whose paths
     # multiply (partial dependence walks every path). count - 1 child slots that
@@ -104,6 +112,36 @@ def _tree(args: list[Any], state: Any, dec: Decoder) -> Any:
     return {**state, "nodes": nodes, "values": values}
 
 
+def _index_rows(nodes: np.ndarray[Any, Any], fields: Any) -> np.ndarray[Any, Any]:
+    """The nodes' left children, right children and features as three contiguous
+    rows of intp (cast as numpy casts: a huge unsigned index wraps around to a value
+    the range checks reject as well).
+
+    In scikit-learn's node layout the three are the first three native intp fields
+    of each record: one strided copy then reads them all in one pass over the
+    records. Any other layout (another version's, a crafted file's) is copied field
+    by field.
+    """
+    word = np.dtype(np.intp)
+    size = nodes.dtype.itemsize
+    if (
+        all(
+            fields[f][0] == word and fields[f][1] == i * word.itemsize
+            for i, f in enumerate(_TREE_FIELDS)
+        )
+        and size % word.itemsize == 0
+        and nodes.flags.c_contiguous
+        and nodes.flags.aligned
+    ):
+        # the records as rows of words; the first three columns are the fields
+        words = nodes.view(np.uint8).view(np.intp).reshape(nodes.shape[0], size // word.itemsize)
+        return np.ascontiguousarray(words[:, :3].T)
+    out = np.empty((3, nodes.shape[0]), dtype=np.intp)
+    for i, f in enumerate(_TREE_FIELDS):
+        out[i] = nodes[f]
+    return out
+
+
 def _deeper_than(up: Any, limit: int) -> bool:
     """True if a node lies more than ``limit`` levels below the root, given each
     node's parent (the root its own). The ``limit``-th power of the parent map by
@@ -118,10 +156,10 @@ def _deeper_than(up: Any, limit: int) -> bool:
     step = up
     while limit:
         if limit & 1:
-            acc = step if acc is None else np.take(step, acc)
+            acc = step if acc is None else step.take(acc)
         limit >>= 1
         if limit:
-            step = np.take(step, step)
+            step = step.take(step)
     if acc is None:
         # limit 0: only a lone root lies within depth 0
         return bool(up.size > 1)
@@ -129,7 +167,6 @@ def _deeper_than(up: Any, limit: int) -> bool:
 
 
 _TREE_KEYS = ("max_depth", "node_count", "nodes", "values")
-_TREE_FIELDS = ("left_child", "right_child", "feature")
 
 
 @register_table_validator("sklearn.tree._tree.Tree", replaces=(_tree,))
