@@ -14,6 +14,8 @@ file at the same offsets, in batches of the writer's size (``write_chunk()``):
   it held the batch size, wherever the previous buffer had ended, and hashed first;
 * ``aligned, no hash``: the writes alone.
 
+``--chunks 64,128,1024`` runs each variant in batches of each size (KiB) instead.
+
 Printed: the median (min-max) time and system time of the writes of each variant,
 interleaved round by round so that a slow moment of a shared machine hits all.
 The encoding, the manifest and the rename are not timed: this isolates the write
@@ -105,9 +107,16 @@ def _batches(parts: Sequence[memoryview], start: int, step: int, aligned: bool) 
 
 
 def child(
-    model: str, variant: str, settle: float, path: str, scale: float, cache_dir: str
+    model: str,
+    variant: str,
+    settle: float,
+    path: str,
+    scale: float,
+    cache_dir: str,
+    chunk: int = 0,
 ) -> dict[str, Any]:
-    """One fresh-process measurement of ``variant`` (run by :func:`main`)."""
+    """One fresh-process measurement of ``variant`` in batches of ``chunk`` bytes
+    (0: the writer's own size) (run by :func:`main`)."""
     import xxhash
 
     from bench.models import cache_paths
@@ -119,7 +128,7 @@ def child(
     with open(cache_paths(model, scale, Path(cache_dir))[0], "rb") as f:
         obj = pickle.load(f)
     aligned, hashing = VARIANTS[variant]
-    step = write_chunk()
+    step = chunk or write_chunk()
     plan = [(start, _batches(parts, start, step, aligned)) for start, parts in _record_parts(obj)]
     if os.path.exists(path):
         os.unlink(path)
@@ -161,34 +170,46 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument(
         "--variants", default=None, help="comma-separated numbers (1-4) of the variants to run"
     )
+    ap.add_argument(
+        "--chunks",
+        default="0",
+        help="comma-separated batch sizes in KiB to run each variant with (0: the writer's own)",
+    )
     ap.add_argument("--settle", type=float, default=3.0, help="seconds each worker waits")
     ap.add_argument("--dir", default=None, help="where the file is written (default: cache)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--chunk", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     from bench.models import DEFAULT_CACHE, ensure
 
     cache_dir = args.cache_dir or str(DEFAULT_CACHE)
     path = os.path.join(args.dir or cache_dir, "write-pattern.tmp")
     if args.child:
-        out = child(args.model, args.child, args.settle, path, args.scale, cache_dir)
+        out = child(args.model, args.child, args.settle, path, args.scale, cache_dir, args.chunk)
         print(json.dumps(out))
         return
     ensure(args.model, args.scale, Path(cache_dir))
     names = list(VARIANTS)
     if args.variants:
         names = [names[int(i) - 1] for i in args.variants.split(",")]
-    got: dict[str, list[dict[str, Any]]] = {v: [] for v in names}
+    chunks = [int(k) for k in args.chunks.split(",")]
+    runs = [(v, k) for v in names for k in chunks]
+
+    def label(variant: str, kib: int) -> str:
+        return variant if len(chunks) == 1 else f"{variant}, {kib or 'own'} KiB"
+
+    got: dict[str, list[dict[str, Any]]] = {label(v, k): [] for v, k in runs}
     for r in range(args.rounds):
-        for variant in names:
+        for variant, kib in runs:
             cmd = [sys.executable, "-m", "bench.bench_write_pattern", "--model", args.model]
             cmd += ["--settle", str(args.settle), "--child", variant, "--scale", str(args.scale)]
-            cmd += ["--cache-dir", cache_dir]
+            cmd += ["--cache-dir", cache_dir, "--chunk", str(kib * 1024)]
             if args.dir:
                 cmd += ["--dir", args.dir]
             text = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            got[variant].append(json.loads(text.strip().splitlines()[-1]))
+            got[label(variant, kib)].append(json.loads(text.strip().splitlines()[-1]))
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
-    size = got[names[0]][0]["bytes"] / 2**20
+    size = next(iter(got.values()))[0]["bytes"] / 2**20
     print(f"{args.model}: {size:.0f} MiB written, {args.rounds} rounds, settle {args.settle:g} s")
     print("| variant | time, median (min-max) | system time, median |")
     print("|---|---|---|")

@@ -194,3 +194,28 @@ def test_bench_write_pattern_runs(tmp_path: Path) -> None:
     )
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "ms" in line]
     assert len(rows) == 4 and "aligned, write then hash" in rows[0]
+    # --chunks: each chosen variant once per batch size, labelled with it
+    proc = _module(
+        "bench.bench_write_pattern",
+        "--model",
+        "M2",
+        "--scale",
+        "0.0005",
+        "--rounds",
+        "1",
+        "--settle",
+        "0",
+        "--variants",
+        "1,4",
+        "--chunks",
+        "4,16",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    )
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "ms" in line]
+    assert [r.split(" | ")[0] for r in rows] == [
+        "| aligned, write then hash, 4 KiB",
+        "| aligned, write then hash, 16 KiB",
+        "| aligned, no hash, 4 KiB",
+        "| aligned, no hash, 16 KiB",
+    ]
