@@ -179,41 +179,18 @@ def test_write_pattern_batches_cover_the_bytes() -> None:
 @pytest.mark.slow
 def test_bench_write_pattern_runs(tmp_path: Path) -> None:
     """bench/bench_write_pattern.py at a tiny scale, one round, no wait (harness only)."""
-    proc = _module(
-        "bench.bench_write_pattern",
-        "--model",
-        "M2",
-        "--scale",
-        "0.0005",
-        "--rounds",
-        "1",
-        "--settle",
-        "0",
-        "--cache-dir",
-        str(tmp_path / "cache"),
-    )
-    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "ms" in line]
-    assert len(rows) == 4 and "aligned, write then hash" in rows[0]
+
+    def rows(*extra: str) -> list[str]:
+        cache = str(tmp_path / "cache")
+        args = ["--model", "M2", "--scale", "0.0005", "--rounds", "1", "--settle", "0"]
+        proc = _module("bench.bench_write_pattern", *args, *extra, "--cache-dir", cache)
+        return [line for line in proc.stdout.splitlines() if line.startswith("| ") and "ms" in line]
+
+    got = rows()
+    assert len(got) == 4 and "aligned, write then hash" in got[0]
     # --chunks: each chosen variant once per batch size, labelled with it
-    proc = _module(
-        "bench.bench_write_pattern",
-        "--model",
-        "M2",
-        "--scale",
-        "0.0005",
-        "--rounds",
-        "1",
-        "--settle",
-        "0",
-        "--variants",
-        "1,4",
-        "--chunks",
-        "4,16",
-        "--cache-dir",
-        str(tmp_path / "cache"),
-    )
-    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "ms" in line]
-    assert [r.split(" | ")[0] for r in rows] == [
+    got = rows("--variants", "1,4", "--chunks", "4,16")
+    assert [r.split(" | ")[0] for r in got] == [
         "| aligned, write then hash, 4 KiB",
         "| aligned, write then hash, 16 KiB",
         "| aligned, no hash, 4 KiB",
