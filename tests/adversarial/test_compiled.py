@@ -257,13 +257,13 @@ def test_the_fast_node_read_matches_the_field_by_field_one() -> None:
     for k in _TREE_FIELDS:
         nodes[k] = rng.integers(-(2**62), 2**62, size=len(nodes))
     for form in _node_layouts(nodes).values():
-        got = _index_rows(form, form.dtype.fields)
+        got = _index_rows(form)
         assert got.dtype == np.intp and got.flags.c_contiguous
         for row, k in zip(got, _TREE_FIELDS, strict=True):
             np.testing.assert_array_equal(row, nodes[k])
     # a view that skips records is not read as if it were contiguous
     every_other = nodes[::2]
-    got = _index_rows(every_other, every_other.dtype.fields)
+    got = _index_rows(every_other)
     np.testing.assert_array_equal(got[0], every_other["left_child"])
 
 

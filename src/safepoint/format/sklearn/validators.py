@@ -80,7 +80,7 @@ def _tree(args: list[Any], state: Any, dec: Decoder) -> Any:
     # every check below is a few passes over contiguous index arrays (inner nodes
     # only), not boolean gathers over the 64-byte records: a forest has thousands
     # lcf: left children, right children, features
-    lcf = _index_rows(nodes, fields)
+    lcf = _index_rows(nodes)
     parents = (lcf[0] != -1).nonzero()[0]
     # one gather for the three (the ndarray method: np.take's wrapper costs a
     # microsecond a call, and a forest makes thousands)
@@ -112,7 +112,7 @@ def _tree(args: list[Any], state: Any, dec: Decoder) -> Any:
     return {**state, "nodes": nodes, "values": values}
 
 
-def _index_rows(nodes: np.ndarray[Any, Any], fields: Any) -> np.ndarray[Any, Any]:
+def _index_rows(nodes: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     """The nodes' left children, right children and features as three contiguous
     rows of intp (cast as numpy casts: a huge unsigned index wraps around to a value
     the range checks reject as well).
@@ -124,6 +124,7 @@ def _index_rows(nodes: np.ndarray[Any, Any], fields: Any) -> np.ndarray[Any, Any
     """
     word = np.dtype(np.intp)
     size = nodes.dtype.itemsize
+    fields = nodes.dtype.fields or {}
     if (
         all(
             fields[f][0] == word and fields[f][1] == i * word.itemsize
