@@ -247,6 +247,30 @@ def test_every_node_layout_gets_every_tree_check(what: str | None) -> None:
                 _tree(args, given, _Fails())  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("n_outputs", [1, 64, 65, 300])
+def test_a_class_count_below_one_is_refused_however_many_outputs(n_outputs: int) -> None:
+    """``_tree`` reads a few class counts as Python ints and many with numpy: a zero
+    count is refused either way, before the node arrays are looked at."""
+    from safepoint.format.sklearn.validators import _tree
+
+    for dtype in (np.int64, np.uint8):
+        n_classes = np.full(n_outputs, 2, dtype=dtype)
+        n_classes[-1] = 0
+        with pytest.raises(FormatError, match="inconsistent n_features / n_classes"):
+            _tree([4, n_classes, n_outputs], {}, _Fails())  # type: ignore[arg-type]
+        # the largest count sets the values' expected shape
+        n_classes[-1] = 7
+        state = {
+            "nodes": np.zeros(1, dtype=[("left_child", "<i8"), ("right_child", "<i8"),
+                                        ("feature", "<i8")]),
+            "values": np.zeros((1, n_outputs, 2)),
+            "node_count": 1,
+            "max_depth": 0,
+        }  # fmt: skip
+        with pytest.raises(FormatError, match=r"expected \(1, \d+, 7\)"):
+            _tree([4, n_classes, n_outputs], state, _Fails())  # type: ignore[arg-type]
+
+
 def test_the_fast_node_read_matches_the_field_by_field_one() -> None:
     from sklearn.tree._tree import NODE_DTYPE
 
